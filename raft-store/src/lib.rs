@@ -1,0 +1,144 @@
+//! raft-store: durable storage for openraft 0.9 (`storage-v2`) on redb, and a host for an
+//! application state machine. It knows nothing of SlapOS: master-cluster plugs its state
+//! machine in through [`Application`].
+//!
+//! A replica's data directory holds three things, opened together by [`open`]:
+//! - `log.redb` — the Raft log, the vote and the committed log id ([`LogStore`]);
+//! - `state.redb` — the application's tables plus `last_applied` and the membership, written
+//!   by one transaction per applied batch ([`StateMachineStore`]);
+//! - `snapshots/current.snapshot` — the latest snapshot, a streamed dump of the application
+//!   tables (`snapshot.rs` documents the format).
+//!
+//! Where to start reading: `log_store.rs` and `state_machine.rs` state the on-disk invariants;
+//! `codec.rs` the byte layouts; `db.rs` how a file is accepted (format marker, integrity check,
+//! two-phase commits); `error.rs` how every failure names its file and cause.
+//!
+//! Must never depend on: master-cluster or anything SlapOS, the network, the async runtime
+//! beyond tokio's blocking pool and file handle (which openraft's snapshot API requires).
+//! [`testing`] holds the small key-value application that the conformance suite, the crash
+//! test and the benchmarks use.
+
+mod codec;
+mod db;
+mod error;
+mod log_store;
+mod snapshot;
+mod state_machine;
+pub mod testing;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openraft::{Entry, LogId, RaftTypeConfig, SnapshotMeta, StoredMembership};
+
+pub use codec::{DecodeError, EncodeError};
+pub use error::StoreError;
+pub use log_store::LogStore;
+pub use state_machine::{Application, SnapshotBuilder, StateMachineStore};
+
+/// The openraft type configurations raft-store can store: node ids are `u64` (encoded
+/// big-endian), entries are openraft's `Entry`, and snapshots are files.
+pub trait TypeConfig:
+    RaftTypeConfig<NodeId = u64, Entry = Entry<Self>, SnapshotData = tokio::fs::File>
+{
+}
+
+impl<C> TypeConfig for C where
+    C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>, SnapshotData = tokio::fs::File>
+{
+}
+
+/// Snapshot meta of a [`TypeConfig`].
+pub type SnapshotMetaOf<C> = SnapshotMeta<u64, <C as RaftTypeConfig>::Node>;
+/// Membership with the log id that set it, of a [`TypeConfig`].
+pub type StoredMembershipOf<C> = StoredMembership<u64, <C as RaftTypeConfig>::Node>;
+/// The last applied log id and the membership as of it, as openraft asks for them.
+pub type AppliedState<C> = (Option<LogId<u64>>, StoredMembershipOf<C>);
+
+/// A published snapshot: its meta and an open handle to its file, positioned at its start.
+#[derive(Debug)]
+pub struct SnapshotFile<C: TypeConfig> {
+    pub meta: SnapshotMetaOf<C>,
+    pub file: std::fs::File,
+}
+
+/// Tuning for [`open`]. Nothing here affects what is on disk.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// redb page cache for `log.redb`. The log is mostly appended and read back soon after,
+    /// so a small cache serves it. Default 64 MiB.
+    pub log_cache_bytes: usize,
+    /// redb page cache for `state.redb`, which serves every read of the application. Default
+    /// 512 MiB.
+    pub state_cache_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            log_cache_bytes: 64 << 20,
+            state_cache_bytes: 512 << 20,
+        }
+    }
+}
+
+/// The files of a data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    pub log: PathBuf,
+    pub state: PathBuf,
+    pub snapshots: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            log: dir.join("log.redb"),
+            state: dir.join("state.redb"),
+            snapshots: dir.join("snapshots"),
+        }
+    }
+}
+
+/// Opens (creating if needed) the log and state machine of the data directory `dir`.
+///
+/// Blocking: it verifies the checksum of every page of both files, which reads them whole.
+/// A file that is not ours, is corrupt, or is open elsewhere is refused with an error naming
+/// it, and is not modified.
+pub fn open<C, A>(
+    dir: &Path,
+    app: A,
+    options: &Options,
+) -> Result<(LogStore<C>, StateMachineStore<C, A>), StoreError>
+where
+    C: TypeConfig,
+    A: Application<C>,
+{
+    std::fs::create_dir_all(dir)
+        .map_err(|e| StoreError::from_io(dir, "creating the data directory", e))?;
+    let paths = DataDir::new(dir);
+    let log = db::StoreFile::open(&paths.log, db::LOG_FILE, options.log_cache_bytes)?;
+    let state = db::StoreFile::open(&paths.state, db::STATE_FILE, options.state_cache_bytes)?;
+    let snapshots = snapshot::SnapshotDir::open(paths.snapshots)?;
+    Ok((
+        LogStore::new(log)?,
+        StateMachineStore::new(state, snapshots, app)?,
+    ))
+}
+
+/// Runs blocking storage work on tokio's blocking pool. A panic there (a bug, never a
+/// decision made on disk data) becomes a fatal error instead of unwinding into openraft.
+async fn blocking<S, T, F>(shared: &Arc<S>, path: &Path, work: F) -> Result<T, StoreError>
+where
+    S: Send + Sync + 'static,
+    T: Send + 'static,
+    F: FnOnce(&S) -> Result<T, StoreError> + Send + 'static,
+{
+    let shared = Arc::clone(shared);
+    tokio::task::spawn_blocking(move || work(&shared))
+        .await
+        .map_err(|e| StoreError::TaskFailed {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?
+}

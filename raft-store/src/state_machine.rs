@@ -1,0 +1,451 @@
+//! [`StateMachineStore`]: applies committed entries through an [`Application`] into
+//! `state.redb`, and builds and installs snapshots.
+//!
+//! Invariants kept on disk:
+//! - A batch of entries, the `last_applied` log id after it and the last membership in it are
+//!   written by one durable (two-phase, fsynced) redb transaction: a crash leaves every entry
+//!   of the batch applied or none. Because apply is durable, a restart resumes at
+//!   `last_applied` and replays only the committed entries after it.
+//! - No entry is applied twice: a batch must start after `last_applied`.
+//! - A snapshot is one read transaction's view, written and fsynced before it is returned.
+//!   Installing one replaces the application tables, `last_applied` and the membership in one
+//!   transaction; the file is published as the current snapshot only after that commit.
+
+use std::fs::File;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
+use openraft::{
+    Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, SnapshotMeta, StorageError,
+    StoredMembership,
+};
+use redb::{ReadableTable, TableDefinition};
+
+use crate::codec;
+use crate::db::StoreFile;
+use crate::error::StoreError;
+use crate::snapshot::{self, SnapshotDir};
+use crate::{AppliedState, SnapshotFile, SnapshotMetaOf, TypeConfig, blocking};
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_state_meta");
+const LAST_APPLIED: &str = "last_applied";
+const MEMBERSHIP: &str = "membership";
+
+/// The application state machine that raft-store hosts (the SlapOS master in master-cluster).
+///
+/// Its state lives in byte tables (`TableDefinition<&[u8], &[u8]>`) of the transaction it is
+/// given, with names not starting with `raft_`: raft-store snapshots and installs exactly
+/// those tables, without knowing what they mean.
+pub trait Application<C: TypeConfig>: Send + Sync + 'static {
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Applies a batch of committed entries, in order, writing only through `txn`, and returns
+    /// one response per entry (blank and membership entries included).
+    ///
+    /// Must be deterministic: the same entries on the same state give the same writes and
+    /// responses on every replica. A command that the domain rejects is a response, not an
+    /// `Err`: an `Err` means the application cannot go on (its tables are unreadable), rolls
+    /// the whole batch back and stops the replica.
+    fn apply(
+        &self,
+        txn: &redb::WriteTransaction,
+        entries: &[Entry<C>],
+    ) -> Result<Vec<C::R>, Self::Error>;
+}
+
+/// The state machine of one replica. Cheap to clone; clones share the open file.
+pub struct StateMachineStore<C, A> {
+    inner: Arc<Inner<A>>,
+    _config: PhantomData<fn() -> C>,
+}
+
+impl<C, A> Clone for StateMachineStore<C, A> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            _config: PhantomData,
+        }
+    }
+}
+
+struct Inner<A> {
+    file: StoreFile,
+    snapshots: SnapshotDir,
+    app: A,
+}
+
+/// Builds snapshots concurrently with apply, from its own read transaction.
+pub struct SnapshotBuilder<C, A> {
+    inner: Arc<Inner<A>>,
+    _config: PhantomData<fn() -> C>,
+}
+
+impl<C: TypeConfig, A: Application<C>> StateMachineStore<C, A> {
+    pub(crate) fn new(file: StoreFile, snapshots: SnapshotDir, app: A) -> Result<Self, StoreError> {
+        let txn = file.begin_write("creating state machine tables")?;
+        txn.open_table(META)
+            .map_err(|e| file.error("creating state machine tables", e))?;
+        txn.commit()
+            .map_err(|e| file.error("creating state machine tables", e))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                file,
+                snapshots,
+                app,
+            }),
+            _config: PhantomData,
+        })
+    }
+
+    /// Runs `work` on the blocking pool with the shared state.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Inner<A>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        blocking(&self.inner, &self.inner.file.path, work).await
+    }
+
+    /// The hosted application, for the reads it serves.
+    pub fn application(&self) -> &A {
+        &self.inner.app
+    }
+
+    /// A consistent read view of the applied state, for queries. It sees whole batches only.
+    pub fn begin_read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        self.inner.file.begin_read("reading the state machine")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.file.path
+    }
+
+    /// The last applied log id and the membership as of it.
+    pub async fn applied(&self) -> Result<AppliedState<C>, StoreError> {
+        self.run(|inner| {
+            let txn = inner.file.begin_read("reading the applied state")?;
+            read_applied::<C>(&inner.file, &txn)
+        })
+        .await
+    }
+
+    /// Applies `entries` durably and returns the application's responses.
+    pub async fn apply_durably(&self, entries: Vec<Entry<C>>) -> Result<Vec<C::R>, StoreError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.run(move |inner| inner.apply_batch::<C>(&entries))
+            .await
+    }
+
+    /// Builds a snapshot of the applied state and publishes it as the current one.
+    pub async fn build_snapshot_now(&self) -> Result<SnapshotFile<C>, StoreError> {
+        self.run(|inner| inner.build_snapshot::<C>()).await
+    }
+
+    pub async fn current_snapshot(&self) -> Result<Option<SnapshotFile<C>>, StoreError> {
+        self.run(|inner| inner.snapshots.current::<C>()).await
+    }
+
+    /// Installs the snapshot in `data` (any readable file, read from its start) with `meta`.
+    pub async fn install_snapshot_file(
+        &self,
+        meta: SnapshotMetaOf<C>,
+        data: File,
+    ) -> Result<(), StoreError> {
+        self.run(move |inner| inner.install_snapshot::<C>(&meta, data))
+            .await
+    }
+}
+
+impl<A> Inner<A> {
+    fn apply_batch<C: TypeConfig>(&self, entries: &[Entry<C>]) -> Result<Vec<C::R>, StoreError>
+    where
+        A: Application<C>,
+    {
+        const ACTION: &str = "applying entries";
+        let file = &self.file;
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(Vec::new());
+        };
+        let txn = file.begin_write(ACTION)?;
+        let applied = read_log_id(
+            file,
+            &txn.open_table(META).map_err(|e| file.error(ACTION, e))?,
+            LAST_APPLIED,
+        )?;
+        // Applying an entry twice would apply its command twice. (openraft also never skips
+        // an index, but its conformance suite does, so only going back is refused.)
+        if let Some(applied) = applied
+            && first.log_id.index <= applied.index
+        {
+            return Err(StoreError::Invariant {
+                path: file.path.clone(),
+                detail: format!(
+                    "batch starting at {} would apply again what {applied} already covers",
+                    first.log_id
+                ),
+            });
+        }
+
+        let responses =
+            self.app
+                .apply(&txn, entries)
+                .map_err(|source| StoreError::Application {
+                    path: file.path.clone(),
+                    log_id: last.log_id.to_string(),
+                    source: Box::new(source),
+                })?;
+        if responses.len() != entries.len() {
+            return Err(StoreError::Invariant {
+                path: file.path.clone(),
+                detail: format!(
+                    "the application returned {} responses for {} entries",
+                    responses.len(),
+                    entries.len()
+                ),
+            });
+        }
+
+        {
+            let mut meta = txn.open_table(META).map_err(|e| file.error(ACTION, e))?;
+            meta.insert(LAST_APPLIED, codec::encode_log_id(&last.log_id).as_slice())
+                .map_err(|e| file.error(ACTION, e))?;
+            let membership = entries.iter().rev().find_map(|e| match &e.payload {
+                EntryPayload::Membership(m) => {
+                    Some(StoredMembership::new(Some(e.log_id), m.clone()))
+                }
+                _ => None,
+            });
+            if let Some(membership) = membership {
+                let value = codec::encode_membership::<C>(&membership).map_err(|source| {
+                    StoreError::Encode {
+                        path: file.path.clone(),
+                        source,
+                    }
+                })?;
+                meta.insert(MEMBERSHIP, value.as_slice())
+                    .map_err(|e| file.error(ACTION, e))?;
+            }
+        }
+        txn.commit().map_err(|e| file.error(ACTION, e))?;
+        Ok(responses)
+    }
+
+    fn build_snapshot<C: TypeConfig>(&self) -> Result<SnapshotFile<C>, StoreError> {
+        let txn = self.file.begin_read("building a snapshot")?;
+        let (last_log_id, last_membership) = read_applied::<C>(&self.file, &txn)?;
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership,
+            snapshot_id: snapshot_id(last_log_id.as_ref()),
+        };
+        let mut tmp = self.snapshots.temp_file()?;
+        let tmp_path = tmp.path().to_path_buf();
+        snapshot::export::<C>(&txn, &meta, tmp.as_file_mut(), &self.file.path, &tmp_path)?;
+        drop(txn);
+        // A second handle stays readable even if a newer snapshot wins and this file is removed.
+        let file = tmp
+            .reopen()
+            .map_err(|e| StoreError::from_io(&tmp_path, "reopening a built snapshot", e))?;
+        self.snapshots.publish::<C>(tmp, &meta)?;
+        Ok(SnapshotFile { meta, file })
+    }
+
+    fn install_snapshot<C: TypeConfig>(
+        &self,
+        meta: &SnapshotMetaOf<C>,
+        mut data: File,
+    ) -> Result<(), StoreError> {
+        const ACTION: &str = "installing a snapshot";
+        let file = &self.file;
+        let received = received_label(&self.snapshots.current_path());
+        let mut copy = self.snapshots.temp_file()?;
+        let txn = file.begin_write(ACTION)?;
+        let found =
+            snapshot::import::<C>(&txn, &mut data, copy.as_file_mut(), &file.path, &received)?;
+        if &found != meta {
+            return Err(StoreError::Corrupt {
+                path: received,
+                detail: format!("snapshot header {found} disagrees with the announced {meta}"),
+            });
+        }
+        {
+            let mut table = txn.open_table(META).map_err(|e| file.error(ACTION, e))?;
+            match &meta.last_log_id {
+                Some(log_id) => {
+                    table
+                        .insert(LAST_APPLIED, codec::encode_log_id(log_id).as_slice())
+                        .map_err(|e| file.error(ACTION, e))?;
+                }
+                None => {
+                    table
+                        .remove(LAST_APPLIED)
+                        .map_err(|e| file.error(ACTION, e))?;
+                }
+            }
+            let membership =
+                codec::encode_membership::<C>(&meta.last_membership).map_err(|source| {
+                    StoreError::Encode {
+                        path: file.path.clone(),
+                        source,
+                    }
+                })?;
+            table
+                .insert(MEMBERSHIP, membership.as_slice())
+                .map_err(|e| file.error(ACTION, e))?;
+        }
+        txn.commit().map_err(|e| file.error(ACTION, e))?;
+        self.snapshots.publish::<C>(copy, meta)?;
+        Ok(())
+    }
+}
+
+/// Unique per build: the log id it covers and the build time.
+fn snapshot_id(last_log_id: Option<&LogId<u64>>) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    match last_log_id {
+        Some(id) => format!(
+            "{}-{}-{}-{nanos}",
+            id.leader_id.term, id.leader_id.node_id, id.index
+        ),
+        None => format!("empty-{nanos}"),
+    }
+}
+
+/// How errors name a snapshot that arrived over the network and has no file of its own yet.
+fn received_label(current: &Path) -> PathBuf {
+    current.with_file_name("(received snapshot)")
+}
+
+fn read_applied<C: TypeConfig>(
+    file: &StoreFile,
+    txn: &redb::ReadTransaction,
+) -> Result<AppliedState<C>, StoreError> {
+    const ACTION: &str = "reading the applied state";
+    let meta = txn.open_table(META).map_err(|e| file.error(ACTION, e))?;
+    let last_applied = read_log_id(file, &meta, LAST_APPLIED)?;
+    let membership = match meta.get(MEMBERSHIP).map_err(|e| file.error(ACTION, e))? {
+        None => StoredMembership::default(),
+        Some(value) => codec::decode_membership::<C>(value.value())
+            .map_err(|e| StoreError::corrupt_value(&file.path, "membership".to_string(), e))?,
+    };
+    Ok((last_applied, membership))
+}
+
+fn read_log_id(
+    file: &StoreFile,
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &'static str,
+) -> Result<Option<LogId<u64>>, StoreError> {
+    let Some(value) = meta
+        .get(key)
+        .map_err(|e| file.error("reading state machine metadata", e))?
+    else {
+        return Ok(None);
+    };
+    codec::decode_log_id(value.value())
+        .map(Some)
+        .map_err(|e| StoreError::corrupt_value(&file.path, key.to_string(), e))
+}
+
+fn fatal(
+    subject: ErrorSubject<u64>,
+    verb: ErrorVerb,
+) -> impl FnOnce(StoreError) -> StorageError<u64> {
+    move |e| e.into_storage_error(subject, verb)
+}
+
+impl<C: TypeConfig, A: Application<C>> RaftStateMachine<C> for StateMachineStore<C, A> {
+    type SnapshotBuilder = SnapshotBuilder<C, A>;
+
+    async fn applied_state(&mut self) -> Result<AppliedState<C>, StorageError<u64>> {
+        self.applied()
+            .await
+            .map_err(fatal(ErrorSubject::StateMachine, ErrorVerb::Read))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<C::R>, StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry<C>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry<C>> = entries.into_iter().collect();
+        let subject = match entries.last() {
+            Some(last) => ErrorSubject::Apply(last.log_id),
+            None => ErrorSubject::StateMachine,
+        };
+        self.apply_durably(entries)
+            .await
+            .map_err(fatal(subject, ErrorVerb::Write))
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            inner: Arc::clone(&self.inner),
+            _config: PhantomData,
+        }
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<tokio::fs::File>, StorageError<u64>> {
+        let file = self
+            .run(|inner| inner.snapshots.incoming_file())
+            .await
+            .map_err(fatal(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetaOf<C>,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError<u64>> {
+        let data = snapshot.into_std().await;
+        self.install_snapshot_file(meta.clone(), data)
+            .await
+            .map_err(fatal(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+            ))
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<C>>, StorageError<u64>> {
+        let current = self
+            .current_snapshot()
+            .await
+            .map_err(fatal(ErrorSubject::Snapshot(None), ErrorVerb::Read))?;
+        Ok(current.map(|current| Snapshot {
+            meta: current.meta,
+            snapshot: Box::new(tokio::fs::File::from_std(current.file)),
+        }))
+    }
+}
+
+impl<C: TypeConfig, A: Application<C>> SnapshotBuilder<C, A> {
+    /// Runs `work` on the blocking pool with the shared state.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Inner<A>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        blocking(&self.inner, &self.inner.file.path, work).await
+    }
+}
+
+impl<C: TypeConfig, A: Application<C>> RaftSnapshotBuilder<C> for SnapshotBuilder<C, A> {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<C>, StorageError<u64>> {
+        let built = self
+            .run(|inner| inner.build_snapshot::<C>())
+            .await
+            .map_err(fatal(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
+        Ok(Snapshot {
+            meta: built.meta,
+            snapshot: Box::new(tokio::fs::File::from_std(built.file)),
+        })
+    }
+}

@@ -1,0 +1,138 @@
+//! A minimal key-value [`Application`] and openraft type configuration, shared by the
+//! conformance suite, the crash test and the benchmarks. Not for production use: it exists so
+//! that raft-store is exercised through the same trait the SlapOS state machine implements.
+
+use std::path::PathBuf;
+
+use openraft::{BasicNode, Entry, EntryPayload, StorageError, TokioRuntime};
+use redb::{ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::{Application, LogStore, Options, StateMachineStore};
+
+openraft::declare_raft_types!(
+    /// Type configuration of the key-value test application.
+    pub KvConfig:
+        D = KvCommand,
+        R = KvResponse,
+        NodeId = u64,
+        Node = BasicNode,
+        Entry = Entry<KvConfig>,
+        SnapshotData = tokio::fs::File,
+        AsyncRuntime = TokioRuntime,
+);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvCommand {
+    Put { key: Vec<u8>, value: Vec<u8> },
+    Delete { key: Vec<u8> },
+}
+
+/// The value a key held before the command; `None` for blank and membership entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvResponse {
+    pub previous: Option<Vec<u8>>,
+}
+
+/// Keys and values, plus a count of applied commands (in table `kv_stats`) that tests compare
+/// with `last_applied`.
+#[derive(Debug, Default)]
+pub struct KvApp;
+
+pub const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
+pub const KV_STATS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv_stats");
+pub const APPLIED_COMMANDS: &[u8] = b"applied_commands";
+
+#[derive(Debug, thiserror::Error)]
+#[error("key-value table: {0}")]
+pub struct KvError(#[from] redb::Error);
+
+impl Application<KvConfig> for KvApp {
+    type Error = KvError;
+
+    fn apply(
+        &self,
+        txn: &redb::WriteTransaction,
+        entries: &[Entry<KvConfig>],
+    ) -> Result<Vec<KvResponse>, KvError> {
+        let mut kv = txn.open_table(KV).map_err(redb::Error::from)?;
+        let mut stats = txn.open_table(KV_STATS).map_err(redb::Error::from)?;
+        let mut applied = stats
+            .get(APPLIED_COMMANDS)
+            .map_err(redb::Error::from)?
+            .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+            .map_or(0, u64::from_be_bytes);
+        let mut responses = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let previous = match &entry.payload {
+                EntryPayload::Normal(KvCommand::Put { key, value }) => {
+                    applied += 1;
+                    kv.insert(key.as_slice(), value.as_slice())
+                        .map_err(redb::Error::from)?
+                        .map(|v| v.value().to_vec())
+                }
+                EntryPayload::Normal(KvCommand::Delete { key }) => {
+                    applied += 1;
+                    kv.remove(key.as_slice())
+                        .map_err(redb::Error::from)?
+                        .map(|v| v.value().to_vec())
+                }
+                EntryPayload::Blank | EntryPayload::Membership(_) => None,
+            };
+            responses.push(KvResponse { previous });
+        }
+        stats
+            .insert(APPLIED_COMMANDS, applied.to_be_bytes().as_slice())
+            .map_err(redb::Error::from)?;
+        Ok(responses)
+    }
+}
+
+/// Opens a store for [`KvApp`] in `dir`.
+pub fn open_kv(
+    dir: &std::path::Path,
+) -> Result<(LogStore<KvConfig>, StateMachineStore<KvConfig, KvApp>), crate::StoreError> {
+    crate::open(dir, KvApp, &Options::default())
+}
+
+/// Builds a fresh store in a temporary directory for each test of openraft's suite.
+pub struct TempStoreBuilder;
+
+/// Keeps the temporary directory alive for as long as the suite uses the store.
+pub struct TempDirGuard {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl
+    openraft::testing::StoreBuilder<
+        KvConfig,
+        LogStore<KvConfig>,
+        StateMachineStore<KvConfig, KvApp>,
+        TempDirGuard,
+    > for TempStoreBuilder
+{
+    async fn build(
+        &self,
+    ) -> Result<
+        (
+            TempDirGuard,
+            LogStore<KvConfig>,
+            StateMachineStore<KvConfig, KvApp>,
+        ),
+        StorageError<u64>,
+    > {
+        let dir = tempfile::tempdir().map_err(|e| {
+            StorageError::from_io_error(
+                openraft::ErrorSubject::Store,
+                openraft::ErrorVerb::Write,
+                e,
+            )
+        })?;
+        let path = dir.path().to_path_buf();
+        let (log, sm) = open_kv(&path).map_err(|e| {
+            e.into_storage_error(openraft::ErrorSubject::Store, openraft::ErrorVerb::Read)
+        })?;
+        Ok((TempDirGuard { _dir: dir, path }, log, sm))
+    }
+}
