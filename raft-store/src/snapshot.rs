@@ -453,3 +453,50 @@ impl<R: Read, W: Write> Read for TeeReader<R, W> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::{Entry, EntryPayload, LeaderId, LogId};
+
+    use super::*;
+    use crate::testing::{KvCommand, KvConfig, open_kv};
+
+    /// A build that finishes after a newer snapshot was published (installed from the leader,
+    /// say) must not replace it: the log behind the newer one may already be purged.
+    #[test]
+    fn an_older_snapshot_never_replaces_a_newer_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let (_log, sm) = open_kv(dir.path()).expect("open");
+        let entries: Vec<Entry<KvConfig>> = (0..100)
+            .map(|i| Entry {
+                log_id: LogId::new(LeaderId::new(1, 1), i),
+                payload: EntryPayload::Normal(KvCommand::Delete {
+                    key: i.to_be_bytes().to_vec(),
+                }),
+            })
+            .collect();
+        runtime.block_on(sm.apply_durably(entries)).expect("apply");
+        let newer = runtime
+            .block_on(sm.build_snapshot_now())
+            .expect("build")
+            .meta;
+
+        let snapshots = SnapshotDir::open(dir.path().join("snapshots")).expect("dir");
+        let mut older = newer.clone();
+        older.last_log_id = Some(LogId::new(LeaderId::new(1, 1), 10));
+        older.snapshot_id = "older".to_string();
+        let mut tmp = snapshots.temp_file().expect("temp");
+        let tmp_path = tmp.path().to_path_buf();
+        let txn = sm.begin_read().expect("read");
+        export::<KvConfig>(&txn, &older, tmp.as_file_mut(), sm.path(), &tmp_path).expect("export");
+
+        assert!(!snapshots.publish::<KvConfig>(tmp, &older).expect("publish"));
+        let current = snapshots
+            .current::<KvConfig>()
+            .expect("current")
+            .expect("present");
+        assert_eq!(current.meta, newer);
+        assert!(!tmp_path.exists(), "the unpublished file is removed");
+    }
+}

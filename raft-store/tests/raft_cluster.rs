@@ -1,0 +1,295 @@
+//! The store under real openraft nodes: an in-process cluster whose network calls the other
+//! `Raft` handles directly. It shows what the conformance suite cannot: openraft building
+//! snapshots and purging the log by its own policy, streaming a snapshot to a learner that fell
+//! behind the purged log (through `begin_receiving_snapshot` and `install_snapshot`), and a
+//! restarted node resuming from its durable state without replaying the log.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Config, Entry, Raft, ServerState, SnapshotPolicy};
+use raft_store::testing::{KvApp, KvCommand, KvConfig, KvResponse};
+use raft_store::{Application, LogStore, Options, StateMachineStore};
+use redb::ReadableTable;
+
+/// The key-value application, counting how many entries it is asked to apply.
+#[derive(Clone, Default)]
+struct CountingApp {
+    applied_entries: Arc<AtomicU64>,
+}
+
+impl Application<KvConfig> for CountingApp {
+    type Error = <KvApp as Application<KvConfig>>::Error;
+
+    fn apply(
+        &self,
+        txn: &redb::WriteTransaction,
+        entries: &[Entry<KvConfig>],
+    ) -> Result<Vec<KvResponse>, Self::Error> {
+        self.applied_entries
+            .fetch_add(entries.len() as u64, Ordering::SeqCst);
+        KvApp.apply(txn, entries)
+    }
+}
+
+type Node = Raft<KvConfig>;
+type Store = (LogStore<KvConfig>, StateMachineStore<KvConfig, CountingApp>);
+
+/// Routes RPCs to the nodes registered in it; an absent node is unreachable.
+#[derive(Clone, Default)]
+struct Router {
+    nodes: Arc<Mutex<BTreeMap<u64, Node>>>,
+}
+
+impl Router {
+    fn add(&self, id: u64, node: Node) {
+        self.lock().insert(id, node);
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Node>> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    #[allow(
+        clippy::result_large_err,
+        reason = "openraft's RPCError is what RaftNetwork returns"
+    )]
+    fn get<E: std::error::Error>(&self, id: u64) -> Result<Node, RPCError<u64, BasicNode, E>> {
+        self.lock().get(&id).cloned().ok_or_else(|| {
+            let gone = std::io::Error::new(std::io::ErrorKind::NotConnected, "node is down");
+            RPCError::Network(NetworkError::new(&gone))
+        })
+    }
+}
+
+struct Connection {
+    router: Router,
+    target: u64,
+}
+
+impl RaftNetworkFactory<KvConfig> for Router {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Connection {
+        Connection {
+            router: self.clone(),
+            target,
+        }
+    }
+}
+
+impl RaftNetwork<KvConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<KvConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        let node = self.router.get(self.target)?;
+        node.append_entries(rpc)
+            .await
+            .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<KvConfig>,
+        _option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
+        let node = self.router.get(self.target)?;
+        node.install_snapshot(rpc)
+            .await
+            .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        let node = self.router.get(self.target)?;
+        node.vote(rpc)
+            .await
+            .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+fn config() -> Arc<Config> {
+    let config = Config {
+        cluster_name: "raft-store-test".to_string(),
+        heartbeat_interval: 50,
+        election_timeout_min: 200,
+        election_timeout_max: 400,
+        // Small, so that the run below crosses several snapshots and purges.
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(40),
+        max_in_snapshot_log_to_keep: 5,
+        purge_batch_size: 1,
+        // Small chunks, so that a snapshot crosses several install_snapshot RPCs.
+        snapshot_max_chunk_size: 4096,
+        ..Default::default()
+    };
+    Arc::new(config.validate().expect("valid config"))
+}
+
+fn open(dir: &Path, app: CountingApp) -> Store {
+    raft_store::open(dir, app, &Options::default()).expect("open store")
+}
+
+async fn start(id: u64, store: Store, router: &Router) -> Node {
+    let (log, sm) = store;
+    let node = Raft::new(id, config(), router.clone(), log, sm)
+        .await
+        .expect("start raft");
+    router.add(id, node.clone());
+    node
+}
+
+fn put(i: u64) -> KvCommand {
+    KvCommand::Put {
+        key: format!("computer/COMP-{}", i % 50).into_bytes(),
+        value: format!("partition slappart{i}").repeat(8).into_bytes(),
+    }
+}
+
+fn kv_rows(sm: &StateMachineStore<KvConfig, CountingApp>) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let txn = sm.begin_read().expect("read");
+    let table = txn.open_table(raft_store::testing::KV).expect("kv table");
+    table
+        .iter()
+        .expect("iter")
+        .map(|row| {
+            let (k, v) = row.expect("row");
+            (k.value().to_vec(), v.value().to_vec())
+        })
+        .collect()
+}
+
+const WAIT: Option<Duration> = Some(Duration::from_secs(20));
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_ship_to_a_lagging_learner_and_restarts_resume_without_replay() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "raft_cluster=info,openraft=warn".into()),
+        )
+        .with_test_writer()
+        .with_ansi(false)
+        .try_init();
+    let router = Router::default();
+    let dirs: Vec<_> = (0..2)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+
+    tracing::info!("--- a one-voter cluster writes past several snapshots and purges");
+    let leader_app = CountingApp::default();
+    let leader_sm = {
+        let store = open(dirs[0].path(), leader_app.clone());
+        let sm = store.1.clone();
+        let leader = start(1, store, &router).await;
+        leader
+            .initialize(BTreeMap::from([(1, BasicNode::default())]))
+            .await
+            .expect("initialize");
+        leader
+            .wait(WAIT)
+            .state(ServerState::Leader, "node 1 leads")
+            .await
+            .expect("leader");
+        for i in 0..200 {
+            leader.client_write(put(i)).await.expect("write");
+        }
+        let metrics = leader
+            .wait(WAIT)
+            .metrics(
+                |m| m.purged.is_some_and(|p| p.index > 100),
+                "the log is purged behind a snapshot",
+            )
+            .await
+            .expect("purged");
+        tracing::info!(snapshot = ?metrics.snapshot, purged = ?metrics.purged, "leader compacted");
+        sm
+    };
+
+    tracing::info!("--- a learner behind the purged log catches up through a streamed snapshot");
+    let learner_app = CountingApp::default();
+    let learner_store = open(dirs[1].path(), learner_app.clone());
+    let learner_sm = learner_store.1.clone();
+    let learner = start(2, learner_store, &router).await;
+    let leader = router.get::<RaftError<u64>>(1).expect("leader is up");
+    leader
+        .add_learner(2, BasicNode::default(), true)
+        .await
+        .expect("add learner");
+    let leader_applied = leader.metrics().borrow().last_applied;
+    learner
+        .wait(WAIT)
+        .metrics(|m| m.last_applied >= leader_applied, "learner caught up")
+        .await
+        .expect("learner caught up");
+    let snapshot = learner_sm
+        .current_snapshot()
+        .await
+        .expect("learner snapshot")
+        .expect("the learner installed a snapshot");
+    let applied_one_by_one = learner_app.applied_entries.load(Ordering::SeqCst);
+    assert!(
+        applied_one_by_one < 100,
+        "the learner applied {applied_one_by_one} entries itself: it should have installed a snapshot"
+    );
+    tracing::info!(installed = %snapshot.meta, applied_one_by_one, "learner installed a snapshot");
+    assert_eq!(kv_rows(&learner_sm), kv_rows(&leader_sm));
+
+    tracing::info!("--- the leader restarts: it resumes from state.redb, nothing is re-applied");
+    let applied_before = leader_sm.applied().await.expect("applied").0;
+    leader.shutdown().await.expect("shutdown");
+    router.remove(1);
+    drop((leader, leader_sm));
+    let restarted_app = CountingApp::default();
+    let store = open(dirs[0].path(), restarted_app.clone());
+    let leader_sm = store.1.clone();
+    let leader = start(1, store, &router).await;
+    leader
+        .wait(WAIT)
+        .state(ServerState::Leader, "node 1 leads again")
+        .await
+        .expect("leader again");
+    leader
+        .client_write(put(1000))
+        .await
+        .expect("write after restart");
+    let reapplied = restarted_app.applied_entries.load(Ordering::SeqCst);
+    // The new term's blank entry and the one write; never the entries before the restart.
+    assert!(
+        reapplied <= 2,
+        "{reapplied} entries applied after restart; state was durable at {applied_before:?}"
+    );
+    let applied = leader.metrics().borrow().last_applied;
+    learner
+        .wait(WAIT)
+        .metrics(
+            |m| m.last_applied >= applied,
+            "learner follows the restarted leader",
+        )
+        .await
+        .expect("learner follows");
+    assert_eq!(kv_rows(&learner_sm), kv_rows(&leader_sm));
+
+    leader.shutdown().await.expect("shutdown");
+    learner.shutdown().await.expect("shutdown");
+}
