@@ -48,13 +48,21 @@ pub enum DecodeError {
     Invalid { what: &'static str },
 }
 
-/// Why a value could not be encoded: only an application payload that serde refuses.
+/// Why a value could not be encoded.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot encode {what}: {source}")]
-pub struct EncodeError {
-    what: &'static str,
-    #[source]
-    source: postcard::Error,
+pub enum EncodeError {
+    #[error("cannot encode {what}: {source}")]
+    Payload {
+        what: &'static str,
+        #[source]
+        source: postcard::Error,
+    },
+    #[error("{what} of {len} bytes is longer than the {max} bytes its length field holds")]
+    TooLong {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
 }
 
 /// Key of the log entry at `index`.
@@ -178,11 +186,14 @@ pub fn encode_snapshot_meta<C: TypeConfig>(
     let mut out = Vec::with_capacity(128);
     out.push(V1);
     put_optional_log_id(&mut out, meta.last_log_id.as_ref());
-    // Snapshot ids are ours (see `snapshot::snapshot_id`): short ASCII, far below u16::MAX.
     let id = meta.snapshot_id.as_bytes();
-    let id_len = u16::try_from(id.len()).unwrap_or(u16::MAX);
+    let id_len = u16::try_from(id.len()).map_err(|_| EncodeError::TooLong {
+        what: "snapshot id",
+        len: id.len(),
+        max: usize::from(u16::MAX),
+    })?;
     out.extend_from_slice(&id_len.to_be_bytes());
-    out.extend_from_slice(&id[..usize::from(id_len)]);
+    out.extend_from_slice(id);
     out.extend_from_slice(&encode_membership::<C>(&meta.last_membership)?);
     Ok(out)
 }
@@ -225,7 +236,8 @@ fn append_postcard<T: Serialize + ?Sized>(
     value: &T,
     what: &'static str,
 ) -> Result<(), EncodeError> {
-    let bytes = postcard::to_stdvec(value).map_err(|source| EncodeError { what, source })?;
+    let bytes =
+        postcard::to_stdvec(value).map_err(|source| EncodeError::Payload { what, source })?;
     out.extend_from_slice(&bytes);
     Ok(())
 }

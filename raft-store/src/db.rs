@@ -13,8 +13,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use openraft::LogId;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
+use crate::codec;
 use crate::error::StoreError;
 
 /// The format marker table, present in every file raft-store writes.
@@ -96,6 +98,23 @@ impl StoreFile {
 
     pub fn error(&self, action: &'static str, error: impl Into<redb::Error>) -> StoreError {
         StoreError::from_redb(&self.path, action, error)
+    }
+
+    /// Reads an optional log id stored under `key` of a metadata table.
+    pub fn read_log_id(
+        &self,
+        meta: &impl ReadableTable<&'static str, &'static [u8]>,
+        key: &'static str,
+    ) -> Result<Option<LogId<u64>>, StoreError> {
+        let Some(value) = meta
+            .get(key)
+            .map_err(|e| self.error("reading metadata", e))?
+        else {
+            return Ok(None);
+        };
+        codec::decode_log_id(value.value())
+            .map(Some)
+            .map_err(|e| StoreError::corrupt_value(&self.path, key.to_string(), e))
     }
 
     fn check_or_write_marker(&self, kind: FileKind) -> Result<(), StoreError> {

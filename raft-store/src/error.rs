@@ -162,6 +162,14 @@ impl StoreError {
     }
 }
 
+/// Maps a [`StoreError`] to openraft's fatal storage error about `subject`.
+pub(crate) fn fatal(
+    subject: ErrorSubject<u64>,
+    verb: ErrorVerb,
+) -> impl FnOnce(StoreError) -> StorageError<u64> {
+    move |e| e.into_storage_error(subject, verb)
+}
+
 /// Linux errno values for a full disk and an exhausted quota; `io::ErrorKind::StorageFull`
 /// covers the first on current std, the raw codes keep the mapping independent of that.
 const ENOSPC: i32 = 28;

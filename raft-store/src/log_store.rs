@@ -24,7 +24,7 @@ use redb::{ReadableTable, TableDefinition};
 
 use crate::codec;
 use crate::db::StoreFile;
-use crate::error::StoreError;
+use crate::error::{StoreError, fatal};
 use crate::{TypeConfig, blocking};
 
 const LOG: TableDefinition<[u8; 8], &[u8]> = TableDefinition::new("raft_log");
@@ -109,7 +109,7 @@ impl<C: TypeConfig> LogStore<C> {
             const ACTION: &str = "reading the log state";
             let txn = file.begin_read(ACTION)?;
             let meta = txn.open_table(META).map_err(|e| file.error(ACTION, e))?;
-            let last_purged_log_id = read_log_id(file, &meta, LAST_PURGED)?;
+            let last_purged_log_id = file.read_log_id(&meta, LAST_PURGED)?;
             let log = txn.open_table(LOG).map_err(|e| file.error(ACTION, e))?;
             let last_entry = match log.last().map_err(|e| file.error(ACTION, e))? {
                 None => None,
@@ -149,7 +149,7 @@ impl<C: TypeConfig> LogStore<C> {
             const ACTION: &str = "reading the committed log id";
             let txn = file.begin_read(ACTION)?;
             let meta = txn.open_table(META).map_err(|e| file.error(ACTION, e))?;
-            read_log_id(file, &meta, COMMITTED)
+            file.read_log_id(&meta, COMMITTED)
         })
         .await
     }
@@ -201,7 +201,7 @@ impl<C: TypeConfig> LogStore<C> {
             let txn = file.begin_write(ACTION)?;
             {
                 let mut meta = txn.open_table(META).map_err(|e| file.error(ACTION, e))?;
-                if let Some(purged) = read_log_id(file, &meta, LAST_PURGED)?
+                if let Some(purged) = file.read_log_id(&meta, LAST_PURGED)?
                     && purged >= upto
                 {
                     return Ok(());
@@ -249,29 +249,6 @@ impl<C: TypeConfig> LogStore<C> {
         })
         .await
     }
-}
-
-fn read_log_id(
-    file: &StoreFile,
-    meta: &impl ReadableTable<&'static str, &'static [u8]>,
-    key: &'static str,
-) -> Result<Option<LogId<u64>>, StoreError> {
-    let Some(value) = meta
-        .get(key)
-        .map_err(|e| file.error("reading log metadata", e))?
-    else {
-        return Ok(None);
-    };
-    codec::decode_log_id(value.value())
-        .map(Some)
-        .map_err(|e| StoreError::corrupt_value(&file.path, key.to_string(), e))
-}
-
-fn fatal(
-    subject: ErrorSubject<u64>,
-    verb: ErrorVerb,
-) -> impl FnOnce(StoreError) -> StorageError<u64> {
-    move |e| e.into_storage_error(subject, verb)
 }
 
 impl<C: TypeConfig> RaftLogReader<C> for LogStore<C> {

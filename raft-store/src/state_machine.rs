@@ -22,11 +22,11 @@ use openraft::{
     Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, SnapshotMeta, StorageError,
     StoredMembership,
 };
-use redb::{ReadableTable, TableDefinition};
+use redb::TableDefinition;
 
 use crate::codec;
 use crate::db::StoreFile;
-use crate::error::StoreError;
+use crate::error::{StoreError, fatal};
 use crate::snapshot::{self, SnapshotDir};
 use crate::{AppliedState, SnapshotFile, SnapshotMetaOf, TypeConfig, blocking};
 
@@ -171,46 +171,43 @@ impl<A> Inner<A> {
             return Ok(Vec::new());
         };
         let txn = file.begin_write(ACTION)?;
-        let applied = read_log_id(
-            file,
-            &txn.open_table(META).map_err(|e| file.error(ACTION, e))?,
-            LAST_APPLIED,
-        )?;
-        // Applying an entry twice would apply its command twice. (openraft also never skips
-        // an index, but its conformance suite does, so only going back is refused.)
-        if let Some(applied) = applied
-            && first.log_id.index <= applied.index
-        {
-            return Err(StoreError::Invariant {
-                path: file.path.clone(),
-                detail: format!(
-                    "batch starting at {} would apply again what {applied} already covers",
-                    first.log_id
-                ),
-            });
-        }
-
-        let responses =
-            self.app
-                .apply(&txn, entries)
-                .map_err(|source| StoreError::Application {
-                    path: file.path.clone(),
-                    log_id: last.log_id.to_string(),
-                    source: Box::new(source),
-                })?;
-        if responses.len() != entries.len() {
-            return Err(StoreError::Invariant {
-                path: file.path.clone(),
-                detail: format!(
-                    "the application returned {} responses for {} entries",
-                    responses.len(),
-                    entries.len()
-                ),
-            });
-        }
-
-        {
+        let responses = {
+            // Open for the whole batch: an application that touched our metadata would fail
+            // with "table already open" instead of overwriting `last_applied`.
             let mut meta = txn.open_table(META).map_err(|e| file.error(ACTION, e))?;
+            // Applying an entry twice would apply its command twice. (openraft also never
+            // skips an index, but its conformance suite does, so only going back is refused.)
+            if let Some(applied) = file.read_log_id(&meta, LAST_APPLIED)?
+                && first.log_id.index <= applied.index
+            {
+                return Err(StoreError::Invariant {
+                    path: file.path.clone(),
+                    detail: format!(
+                        "batch starting at {} would apply again what {applied} already covers",
+                        first.log_id
+                    ),
+                });
+            }
+
+            let responses =
+                self.app
+                    .apply(&txn, entries)
+                    .map_err(|source| StoreError::Application {
+                        path: file.path.clone(),
+                        log_id: last.log_id.to_string(),
+                        source: Box::new(source),
+                    })?;
+            if responses.len() != entries.len() {
+                return Err(StoreError::Invariant {
+                    path: file.path.clone(),
+                    detail: format!(
+                        "the application returned {} responses for {} entries",
+                        responses.len(),
+                        entries.len()
+                    ),
+                });
+            }
+
             meta.insert(LAST_APPLIED, codec::encode_log_id(&last.log_id).as_slice())
                 .map_err(|e| file.error(ACTION, e))?;
             let membership = entries.iter().rev().find_map(|e| match &e.payload {
@@ -229,7 +226,8 @@ impl<A> Inner<A> {
                 meta.insert(MEMBERSHIP, value.as_slice())
                     .map_err(|e| file.error(ACTION, e))?;
             }
-        }
+            responses
+        };
         txn.commit().map_err(|e| file.error(ACTION, e))?;
         Ok(responses)
     }
@@ -328,36 +326,13 @@ fn read_applied<C: TypeConfig>(
 ) -> Result<AppliedState<C>, StoreError> {
     const ACTION: &str = "reading the applied state";
     let meta = txn.open_table(META).map_err(|e| file.error(ACTION, e))?;
-    let last_applied = read_log_id(file, &meta, LAST_APPLIED)?;
+    let last_applied = file.read_log_id(&meta, LAST_APPLIED)?;
     let membership = match meta.get(MEMBERSHIP).map_err(|e| file.error(ACTION, e))? {
         None => StoredMembership::default(),
         Some(value) => codec::decode_membership::<C>(value.value())
             .map_err(|e| StoreError::corrupt_value(&file.path, "membership".to_string(), e))?,
     };
     Ok((last_applied, membership))
-}
-
-fn read_log_id(
-    file: &StoreFile,
-    meta: &impl ReadableTable<&'static str, &'static [u8]>,
-    key: &'static str,
-) -> Result<Option<LogId<u64>>, StoreError> {
-    let Some(value) = meta
-        .get(key)
-        .map_err(|e| file.error("reading state machine metadata", e))?
-    else {
-        return Ok(None);
-    };
-    codec::decode_log_id(value.value())
-        .map(Some)
-        .map_err(|e| StoreError::corrupt_value(&file.path, key.to_string(), e))
-}
-
-fn fatal(
-    subject: ErrorSubject<u64>,
-    verb: ErrorVerb,
-) -> impl FnOnce(StoreError) -> StorageError<u64> {
-    move |e| e.into_storage_error(subject, verb)
 }
 
 impl<C: TypeConfig, A: Application<C>> RaftStateMachine<C> for StateMachineStore<C, A> {

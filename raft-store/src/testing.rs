@@ -2,6 +2,7 @@
 //! conformance suite, the crash test and the benchmarks. Not for production use: it exists so
 //! that raft-store is exercised through the same trait the SlapOS state machine implements.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use openraft::{BasicNode, Entry, EntryPayload, StorageError, TokioRuntime};
@@ -86,6 +87,22 @@ impl Application<KvConfig> for KvApp {
             .map_err(redb::Error::from)?;
         Ok(responses)
     }
+}
+
+/// Every key and value in the state seen by `txn` (empty before the first command).
+pub fn kv_rows(txn: &redb::ReadTransaction) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, redb::Error> {
+    let table = match txn.open_table(KV) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(BTreeMap::new()),
+        Err(e) => return Err(e.into()),
+    };
+    table
+        .iter()?
+        .map(|row| {
+            let (key, value) = row?;
+            Ok((key.value().to_vec(), value.value().to_vec()))
+        })
+        .collect()
 }
 
 /// Opens a store for [`KvApp`] in `dir`.

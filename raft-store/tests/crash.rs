@@ -6,11 +6,12 @@
 //!   `flushed FIRST LAST TERM`  entries FIRST..=LAST of TERM are durable
 //!   `truncating SINCE`         about to truncate the log from SINCE (unapplied entries only)
 //!   `truncated SINCE`          the truncation returned
+//!   `voted TERM`               the vote for TERM is durable
 //!   `applied INDEX`            entries up to INDEX are applied
 //!   `purged INDEX`             a snapshot was published and the log purged up to INDEX
 //!
 //! Checked after every kill: every reported entry not covered by a truncation is present with
-//! its exact bytes; the log has no hole; `last_applied` is at least the last reported one and
+//! its exact bytes; the log has no hole; the vote is not behind the last reported one; `last_applied` is at least the last reported one and
 //! the key-value state equals the replay of the entries up to it; the current snapshot
 //! installs into a fresh store and equals the state at its index; and the next child continues
 //! on the same directory. It runs without libtest's harness because the same binary is also
@@ -25,9 +26,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use openraft::{BasicNode, Entry, EntryPayload, LeaderId, LogId, Membership};
-use raft_store::testing::{APPLIED_COMMANDS, KV, KV_STATS, KvCommand, KvConfig, open_kv};
-use redb::ReadableTable;
+use openraft::{BasicNode, Entry, EntryPayload, LeaderId, LogId, Membership, Vote};
+use raft_store::testing::{APPLIED_COMMANDS, KV_STATS, KvCommand, KvConfig, kv_rows, open_kv};
 
 const CHILD_DIR: &str = "RAFT_STORE_CRASH_CHILD_DIR";
 const CHILD_SEED: &str = "RAFT_STORE_CRASH_CHILD_SEED";
@@ -122,6 +122,9 @@ fn child(dir: &Path) -> Result<()> {
                 log.truncate_since(since).await?;
                 println!("truncated {since}");
                 term += 1;
+                log.save_vote_durably(Vote::new_committed(term, NODE))
+                    .await?;
+                println!("voted {term}");
                 next = since;
                 let batch: Vec<_> = (next..next + 4).map(|i| entry(i, term)).collect();
                 log.append_durably(batch).await?;
@@ -138,8 +141,12 @@ fn child(dir: &Path) -> Result<()> {
                     entries.len() as u64 == to - from,
                     "log lost entries {from}..{to}"
                 );
+                let last = entries.last().map(|e| e.log_id);
                 sm.apply_durably(entries).await?;
                 println!("applied {}", to - 1);
+                if let Some(last) = last {
+                    log.save_committed_lazily(last).await?;
+                }
                 applied = Some(to - 1);
                 from = to;
             }
@@ -173,6 +180,7 @@ struct Model {
     pending_truncation: Option<u64>,
     last_applied: Option<u64>,
     purged: Option<u64>,
+    vote_term: Option<u64>,
     lines: u64,
 }
 
@@ -200,6 +208,7 @@ impl Model {
                 self.terms.split_off(&since);
                 self.pending_truncation = None;
             }
+            Some("voted") => self.vote_term = Some(num(1)?),
             Some("applied") => self.last_applied = Some(num(1)?),
             Some("purged") => self.purged = Some(num(1)?),
             _ => bail!("unexpected child output {line:?}"),
@@ -287,6 +296,19 @@ async fn check(dir: &Path, model: &mut Model) -> Result<()> {
         model.purged
     );
     let on_disk = log.entries(..).await?;
+
+    let vote = log.vote().await?;
+    ensure!(
+        vote.map(|v| v.leader_id.term) >= model.vote_term,
+        "vote {vote:?} is behind the reported vote in term {:?}",
+        model.vote_term
+    );
+    // Written without fsync: it may lag, but it must decode and never pass the log.
+    let committed = log.committed().await?.map(|id| id.index);
+    ensure!(
+        committed <= state.last_log_id.map(|id| id.index),
+        "committed {committed:?} is beyond the log"
+    );
 
     // No hole, and every entry holds exactly what its index and term say.
     for (expected_index, entry) in (purged.map_or(0, |p| p + 1)..).zip(&on_disk) {
@@ -401,20 +423,16 @@ async fn still_works(dir: &Path, model: &mut Model) -> Result<()> {
 type KvState = (BTreeMap<Vec<u8>, Vec<u8>>, u64);
 
 fn read_kv(txn: &redb::ReadTransaction) -> Result<KvState> {
-    let mut kv = BTreeMap::new();
-    let mut commands = 0;
-    // Tables appear with the first applied command.
-    if let Ok(table) = txn.open_table(KV) {
-        for row in table.iter()? {
-            let (k, v) = row?;
-            kv.insert(k.value().to_vec(), v.value().to_vec());
-        }
-        let stats = txn.open_table(KV_STATS)?;
-        if let Some(v) = stats.get(APPLIED_COMMANDS)? {
-            commands = u64::from_be_bytes(v.value().try_into()?);
-        }
-    }
-    Ok((kv, commands))
+    let commands = match txn.open_table(KV_STATS) {
+        Ok(stats) => match stats.get(APPLIED_COMMANDS)? {
+            Some(v) => u64::from_be_bytes(v.value().try_into()?),
+            None => 0,
+        },
+        // Tables appear with the first applied command.
+        Err(redb::TableError::TableDoesNotExist(_)) => 0,
+        Err(e) => return Err(e.into()),
+    };
+    Ok((kv_rows(txn)?, commands))
 }
 
 /// The state after applying entries `0..=upto` with the terms in `terms`.

@@ -18,8 +18,7 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, Config, Entry, Raft, ServerState, SnapshotPolicy};
 use raft_store::testing::{KvApp, KvCommand, KvConfig, KvResponse};
-use raft_store::{Application, LogStore, Options, StateMachineStore};
-use redb::ReadableTable;
+use raft_store::{Application, LogStore, Options, StateMachineStore, StoreError};
 
 /// The key-value application, counting how many entries it is asked to apply.
 #[derive(Clone, Default)]
@@ -167,16 +166,44 @@ fn put(i: u64) -> KvCommand {
 }
 
 fn kv_rows(sm: &StateMachineStore<KvConfig, CountingApp>) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let txn = sm.begin_read().expect("read");
-    let table = txn.open_table(raft_store::testing::KV).expect("kv table");
-    table
+    raft_store::testing::kv_rows(&sm.begin_read().expect("read")).expect("kv rows")
+}
+
+/// Compares two replicas' key-value state, reporting the first difference rather than both maps.
+fn assert_same_state(
+    learner: &StateMachineStore<KvConfig, CountingApp>,
+    leader: &StateMachineStore<KvConfig, CountingApp>,
+) {
+    let (a, b) = (kv_rows(learner), kv_rows(leader));
+    let first_difference = a
         .iter()
-        .expect("iter")
-        .map(|row| {
-            let (k, v) = row.expect("row");
-            (k.value().to_vec(), v.value().to_vec())
-        })
-        .collect()
+        .zip(&b)
+        .find(|(x, y)| x != y)
+        .map(|((k, _), _)| String::from_utf8_lossy(k).into_owned());
+    assert!(
+        a == b,
+        "learner has {} rows, leader {}; first differing key {first_difference:?}",
+        a.len(),
+        b.len()
+    );
+}
+
+/// Reopens a data directory once the stopped node's tasks have released it: `Raft::shutdown`
+/// returns before openraft's spawned tasks drop their store handles.
+async fn reopen<A: Application<KvConfig> + Clone>(
+    dir: &Path,
+    app: A,
+) -> (LogStore<KvConfig>, StateMachineStore<KvConfig, A>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match raft_store::open(dir, app.clone(), &Options::default()) {
+            Ok(store) => return store,
+            Err(StoreError::Locked { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("reopen {}: {e}", dir.display()),
+        }
+    }
 }
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(20));
@@ -232,14 +259,14 @@ async fn snapshots_ship_to_a_lagging_learner_and_restarts_resume_without_replay(
     let learner_sm = learner_store.1.clone();
     let learner = start(2, learner_store, &router).await;
     let leader = router.get::<RaftError<u64>>(1).expect("leader is up");
-    leader
+    let added = leader
         .add_learner(2, BasicNode::default(), true)
         .await
         .expect("add learner");
-    let leader_applied = leader.metrics().borrow().last_applied;
+    // Wait on the log id the write returned: the leader's metrics may not show it yet.
     learner
         .wait(WAIT)
-        .metrics(|m| m.last_applied >= leader_applied, "learner caught up")
+        .applied_index_at_least(Some(added.log_id.index), "learner caught up")
         .await
         .expect("learner caught up");
     let snapshot = learner_sm
@@ -253,7 +280,7 @@ async fn snapshots_ship_to_a_lagging_learner_and_restarts_resume_without_replay(
         "the learner applied {applied_one_by_one} entries itself: it should have installed a snapshot"
     );
     tracing::info!(installed = %snapshot.meta, applied_one_by_one, "learner installed a snapshot");
-    assert_eq!(kv_rows(&learner_sm), kv_rows(&leader_sm));
+    assert_same_state(&learner_sm, &leader_sm);
 
     tracing::info!("--- the leader restarts: it resumes from state.redb, nothing is re-applied");
     let applied_before = leader_sm.applied().await.expect("applied").0;
@@ -261,7 +288,7 @@ async fn snapshots_ship_to_a_lagging_learner_and_restarts_resume_without_replay(
     router.remove(1);
     drop((leader, leader_sm));
     let restarted_app = CountingApp::default();
-    let store = open(dirs[0].path(), restarted_app.clone());
+    let store = reopen(dirs[0].path(), restarted_app.clone()).await;
     let leader_sm = store.1.clone();
     let leader = start(1, store, &router).await;
     leader
@@ -269,7 +296,7 @@ async fn snapshots_ship_to_a_lagging_learner_and_restarts_resume_without_replay(
         .state(ServerState::Leader, "node 1 leads again")
         .await
         .expect("leader again");
-    leader
+    let written = leader
         .client_write(put(1000))
         .await
         .expect("write after restart");
@@ -279,17 +306,99 @@ async fn snapshots_ship_to_a_lagging_learner_and_restarts_resume_without_replay(
         reapplied <= 2,
         "{reapplied} entries applied after restart; state was durable at {applied_before:?}"
     );
-    let applied = leader.metrics().borrow().last_applied;
     learner
         .wait(WAIT)
-        .metrics(
-            |m| m.last_applied >= applied,
+        .applied_index_at_least(
+            Some(written.log_id.index),
             "learner follows the restarted leader",
         )
         .await
         .expect("learner follows");
-    assert_eq!(kv_rows(&learner_sm), kv_rows(&leader_sm));
+    assert_same_state(&learner_sm, &leader_sm);
 
     leader.shutdown().await.expect("shutdown");
     learner.shutdown().await.expect("shutdown");
+}
+
+/// Fails every batch that contains a delete of the key `poison`.
+#[derive(Clone, Default)]
+struct PoisonableApp;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot apply: {0}")]
+struct Poisoned(String);
+
+impl Application<KvConfig> for PoisonableApp {
+    type Error = Poisoned;
+
+    fn apply(
+        &self,
+        txn: &redb::WriteTransaction,
+        entries: &[Entry<KvConfig>],
+    ) -> Result<Vec<KvResponse>, Poisoned> {
+        let poison = KvCommand::Delete {
+            key: b"poison".to_vec(),
+        };
+        if entries
+            .iter()
+            .any(|e| matches!(&e.payload, openraft::EntryPayload::Normal(c) if *c == poison))
+        {
+            return Err(Poisoned("the poison command".to_string()));
+        }
+        KvApp
+            .apply(txn, entries)
+            .map_err(|e| Poisoned(e.to_string()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_failure_stops_the_node_and_applies_nothing_of_the_failed_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = Router::default();
+    let (log, sm) = raft_store::open(dir.path(), PoisonableApp, &Options::default()).expect("open");
+    let node = Raft::new(1, config(), router.clone(), log, sm.clone())
+        .await
+        .expect("start raft");
+    node.initialize(BTreeMap::from([(1, BasicNode::default())]))
+        .await
+        .expect("initialize");
+    node.wait(WAIT)
+        .state(ServerState::Leader, "node 1 leads")
+        .await
+        .expect("leader");
+    for i in 0..10 {
+        node.client_write(put(i)).await.expect("write");
+    }
+    let applied_before = sm.applied().await.expect("applied").0;
+
+    tracing::info!("--- a batch the application cannot apply is a fatal error for the node");
+    let poison = KvCommand::Delete {
+        key: b"poison".to_vec(),
+    };
+    let error = node
+        .client_write(poison.clone())
+        .await
+        .expect_err("the write cannot be applied");
+    assert!(
+        matches!(
+            error,
+            RaftError::Fatal(openraft::error::Fatal::StorageError(_))
+        ),
+        "{error:?}"
+    );
+    let _ = node.shutdown().await;
+    drop((node, sm));
+
+    tracing::info!(
+        "--- reopened: the failed batch left no trace in the state, its entry is in the log"
+    );
+    let (log, sm) = reopen(dir.path(), PoisonableApp).await;
+    assert_eq!(sm.applied().await.expect("applied").0, applied_before);
+    let last = log
+        .entries(..)
+        .await
+        .expect("entries")
+        .pop()
+        .expect("an entry");
+    assert_eq!(last.payload, openraft::EntryPayload::Normal(poison));
 }

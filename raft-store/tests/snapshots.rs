@@ -7,9 +7,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use openraft::{Entry, EntryPayload, LeaderId, LogId};
-use raft_store::testing::{KV, KvApp, KvCommand, KvConfig, open_kv};
+use raft_store::testing::{KvApp, KvCommand, KvConfig, open_kv};
 use raft_store::{AppliedState, SnapshotFile, StateMachineStore, StoreError};
-use redb::ReadableTable;
 
 type Sm = StateMachineStore<KvConfig, KvApp>;
 
@@ -32,16 +31,7 @@ async fn state_machine(dir: &Path, entries: Vec<Entry<KvConfig>>) -> Sm {
 }
 
 fn rows(sm: &Sm) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let txn = sm.begin_read().expect("read");
-    let table = txn.open_table(KV).expect("kv");
-    table
-        .iter()
-        .expect("iter")
-        .map(|r| {
-            let (k, v) = r.expect("row");
-            (k.value().to_vec(), v.value().to_vec())
-        })
-        .collect()
+    raft_store::testing::kv_rows(&sm.begin_read().expect("read")).expect("kv rows")
 }
 
 /// Everything a receiver must keep when it refuses a snapshot.
