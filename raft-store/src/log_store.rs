@@ -91,11 +91,7 @@ impl<C: TypeConfig> LogStore<C> {
             let mut entries = Vec::new();
             for row in table.range(keys).map_err(|e| file.error(ACTION, e))? {
                 let (key, value) = row.map_err(|e| file.error(ACTION, e))?;
-                let index = codec::log_index(key.value());
-                let entry = codec::decode_entry::<C>(index, value.value()).map_err(|e| {
-                    StoreError::corrupt_value(&file.path, format!("log entry {index}"), e)
-                })?;
-                entries.push(entry);
+                entries.push(decode_row::<C>(file, key.value(), value.value())?);
             }
             Ok(entries)
         })
@@ -114,11 +110,7 @@ impl<C: TypeConfig> LogStore<C> {
             let last_entry = match log.last().map_err(|e| file.error(ACTION, e))? {
                 None => None,
                 Some((key, value)) => {
-                    let index = codec::log_index(key.value());
-                    let entry = codec::decode_entry::<C>(index, value.value()).map_err(|e| {
-                        StoreError::corrupt_value(&file.path, format!("log entry {index}"), e)
-                    })?;
-                    Some(entry.log_id)
+                    Some(decode_row::<C>(file, key.value(), value.value())?.log_id)
                 }
             };
             Ok(LogState {
@@ -249,6 +241,17 @@ impl<C: TypeConfig> LogStore<C> {
         })
         .await
     }
+}
+
+/// Decodes the entry stored under `key`, naming it if it is corrupt.
+fn decode_row<C: TypeConfig>(
+    file: &StoreFile,
+    key: [u8; 8],
+    value: &[u8],
+) -> Result<Entry<C>, StoreError> {
+    let index = codec::log_index(key);
+    codec::decode_entry::<C>(index, value)
+        .map_err(|e| StoreError::corrupt_value(&file.path, format!("log entry {index}"), e))
 }
 
 impl<C: TypeConfig> RaftLogReader<C> for LogStore<C> {

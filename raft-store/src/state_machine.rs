@@ -79,8 +79,7 @@ struct Inner<A> {
 
 /// Builds snapshots concurrently with apply, from its own read transaction.
 pub struct SnapshotBuilder<C, A> {
-    inner: Arc<Inner<A>>,
-    _config: PhantomData<fn() -> C>,
+    store: StateMachineStore<C, A>,
 }
 
 impl<C: TypeConfig, A: Application<C>> StateMachineStore<C, A> {
@@ -361,8 +360,7 @@ impl<C: TypeConfig, A: Application<C>> RaftStateMachine<C> for StateMachineStore
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
-            inner: Arc::clone(&self.inner),
-            _config: PhantomData,
+            store: self.clone(),
         }
     }
 
@@ -402,20 +400,11 @@ impl<C: TypeConfig, A: Application<C>> RaftStateMachine<C> for StateMachineStore
     }
 }
 
-impl<C: TypeConfig, A: Application<C>> SnapshotBuilder<C, A> {
-    /// Runs `work` on the blocking pool with the shared state.
-    async fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&Inner<A>) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        blocking(&self.inner, &self.inner.file.path, work).await
-    }
-}
-
 impl<C: TypeConfig, A: Application<C>> RaftSnapshotBuilder<C> for SnapshotBuilder<C, A> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<C>, StorageError<u64>> {
         let built = self
-            .run(|inner| inner.build_snapshot::<C>())
+            .store
+            .build_snapshot_now()
             .await
             .map_err(fatal(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
         Ok(Snapshot {
