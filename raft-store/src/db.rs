@@ -119,6 +119,8 @@ impl StoreFile {
 
     fn check_or_write_marker(&self, kind: FileKind) -> Result<(), StoreError> {
         const ACTION: &str = "checking the format marker";
+        // Every early return below drops `txn` uncommitted: redb aborts it and nothing is
+        // written, not even the marker table that opening it created in memory.
         let txn = self.begin_write(ACTION)?;
         {
             let mut table = txn.open_table(FORMAT).map_err(|e| self.error(ACTION, e))?;
@@ -154,7 +156,6 @@ impl StoreFile {
             }
         }
         txn.commit().map_err(|e| self.error(ACTION, e))
-        // An early return above drops `txn` uncommitted: redb aborts it, nothing is written.
     }
 
     fn check_marker(&self, kind: FileKind, marker: &[u8]) -> Result<(), StoreError> {
