@@ -72,11 +72,12 @@ pub enum StoreError {
         #[source]
         source: EncodeError,
     },
-    /// The application state machine failed; the batch was rolled back.
-    #[error("{path}: the application failed to apply entries up to {log_id}: {source}")]
+    /// The application state machine failed (applying entries up to `at`, or initialising);
+    /// its transaction was rolled back.
+    #[error("{path}: the application failed at {at}: {source}")]
     Application {
         path: PathBuf,
-        log_id: String,
+        at: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },

@@ -54,6 +54,14 @@ pub trait Application<C: TypeConfig>: Send + Sync + 'static {
         txn: &redb::WriteTransaction,
         entries: &[Entry<C>],
     ) -> Result<Vec<C::R>, Self::Error>;
+
+    /// Creates the application's tables if they are missing. Called when the store opens and
+    /// after a snapshot is installed (which may come from a release with fewer tables), in the
+    /// same transaction, so that readers never meet a missing table.
+    fn initialize(&self, txn: &redb::WriteTransaction) -> Result<(), Self::Error> {
+        let _ = txn;
+        Ok(())
+    }
 }
 
 /// The state machine of one replica. Cheap to clone; clones share the open file.
@@ -84,11 +92,12 @@ pub struct SnapshotBuilder<C, A> {
 
 impl<C: TypeConfig, A: Application<C>> StateMachineStore<C, A> {
     pub(crate) fn new(file: StoreFile, snapshots: SnapshotDir, app: A) -> Result<Self, StoreError> {
-        let txn = file.begin_write("creating state machine tables")?;
-        txn.open_table(META)
-            .map_err(|e| file.error("creating state machine tables", e))?;
-        txn.commit()
-            .map_err(|e| file.error("creating state machine tables", e))?;
+        const ACTION: &str = "creating state machine tables";
+        let txn = file.begin_write(ACTION)?;
+        txn.open_table(META).map_err(|e| file.error(ACTION, e))?;
+        app.initialize(&txn)
+            .map_err(|source| application_error(&file, "initialising", source))?;
+        txn.commit().map_err(|e| file.error(ACTION, e))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 file,
@@ -188,14 +197,10 @@ impl<A> Inner<A> {
                 });
             }
 
-            let responses =
-                self.app
-                    .apply(&txn, entries)
-                    .map_err(|source| StoreError::Application {
-                        path: file.path.clone(),
-                        log_id: last.log_id.to_string(),
-                        source: Box::new(source),
-                    })?;
+            let responses = self
+                .app
+                .apply(&txn, entries)
+                .map_err(|source| application_error(file, &last.log_id.to_string(), source))?;
             if responses.len() != entries.len() {
                 return Err(StoreError::Invariant {
                     path: file.path.clone(),
@@ -255,7 +260,10 @@ impl<A> Inner<A> {
         &self,
         meta: &SnapshotMetaOf<C>,
         mut data: File,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), StoreError>
+    where
+        A: Application<C>,
+    {
         const ACTION: &str = "installing a snapshot";
         let file = &self.file;
         let received = received_label(&self.snapshots.current_path());
@@ -269,6 +277,9 @@ impl<A> Inner<A> {
                 detail: format!("snapshot header {found} disagrees with the announced {meta}"),
             });
         }
+        self.app
+            .initialize(&txn)
+            .map_err(|source| application_error(file, "initialising", source))?;
         {
             let mut table = txn.open_table(META).map_err(|e| file.error(ACTION, e))?;
             match &meta.last_log_id {
@@ -297,6 +308,18 @@ impl<A> Inner<A> {
         txn.commit().map_err(|e| file.error(ACTION, e))?;
         self.snapshots.publish::<C>(copy, meta)?;
         Ok(())
+    }
+}
+
+fn application_error(
+    file: &StoreFile,
+    at: &str,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> StoreError {
+    StoreError::Application {
+        path: file.path.clone(),
+        at: at.to_string(),
+        source: Box::new(source),
     }
 }
 

@@ -87,16 +87,17 @@ impl Application<KvConfig> for KvApp {
             .map_err(redb::Error::from)?;
         Ok(responses)
     }
+
+    fn initialize(&self, txn: &redb::WriteTransaction) -> Result<(), KvError> {
+        txn.open_table(KV).map_err(redb::Error::from)?;
+        txn.open_table(KV_STATS).map_err(redb::Error::from)?;
+        Ok(())
+    }
 }
 
-/// Every key and value in the state seen by `txn` (empty before the first command).
+/// Every key and value in the state seen by `txn`.
 pub fn kv_rows(txn: &redb::ReadTransaction) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, redb::Error> {
-    let table = match txn.open_table(KV) {
-        Ok(table) => table,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(BTreeMap::new()),
-        Err(e) => return Err(e.into()),
-    };
-    table
+    txn.open_table(KV)?
         .iter()?
         .map(|row| {
             let (key, value) = row?;

@@ -423,14 +423,9 @@ async fn still_works(dir: &Path, model: &mut Model) -> Result<()> {
 type KvState = (BTreeMap<Vec<u8>, Vec<u8>>, u64);
 
 fn read_kv(txn: &redb::ReadTransaction) -> Result<KvState> {
-    let commands = match txn.open_table(KV_STATS) {
-        Ok(stats) => match stats.get(APPLIED_COMMANDS)? {
-            Some(v) => u64::from_be_bytes(v.value().try_into()?),
-            None => 0,
-        },
-        // Tables appear with the first applied command.
-        Err(redb::TableError::TableDoesNotExist(_)) => 0,
-        Err(e) => return Err(e.into()),
+    let commands = match txn.open_table(KV_STATS)?.get(APPLIED_COMMANDS)? {
+        Some(v) => u64::from_be_bytes(v.value().try_into()?),
+        None => 0,
     };
     Ok((kv_rows(txn)?, commands))
 }

@@ -1,0 +1,183 @@
+//! Commands the state machine applies, and what each returns.
+//!
+//! A command is proposed by a replica with the time it assigned and the identity of the caller;
+//! it is then applied identically on every replica. A command the domain refuses returns a
+//! [`Rejection`] and changes nothing.
+
+use serde::{Deserialize, Serialize};
+
+use super::model::{
+    Actor, AllocationScope, ComputerDefinition, ComputerId, InstanceGuid, Parameters,
+    PartitionId, PartitionRef, Placement, RequestedState, SoftwareReleaseUrl, SoftwareState,
+    SupplyState, Timestamp, UsageRecord, UserId,
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    pub at: Timestamp,
+    pub actor: Actor,
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// Adds or updates a software release in the catalog.
+    PublishSoftwareRelease {
+        url: SoftwareReleaseUrl,
+        title: String,
+        software_types: Vec<String>,
+    },
+    /// Registers a computer or updates it from a new definition. Partitions missing from the
+    /// definition are removed if free; a busy one makes the whole command fail.
+    RegisterComputer(ComputerDefinition),
+    SetAllocationScope {
+        computer: ComputerId,
+        scope: AllocationScope,
+    },
+    /// Asks a computer to have (`available`) or remove (`destroyed`) a software release.
+    Supply {
+        computer: ComputerId,
+        url: SoftwareReleaseUrl,
+        state: SupplyState,
+    },
+    /// A node's report about a software release it installs or removes.
+    ReportSoftware {
+        computer: ComputerId,
+        url: SoftwareReleaseUrl,
+        state: SoftwareState,
+    },
+    /// Requests an instance. By a user: a root instance owned by them. By a partition: a child
+    /// of the instance on that partition, in the same request tree. Idempotent by requester
+    /// and title.
+    RequestInstance(InstanceRequest),
+    /// Connection parameters published by the instance on `partition`, for itself or for a
+    /// shared instance it hosts (`shared_reference`).
+    PublishConnection {
+        partition: PartitionId,
+        shared_reference: Option<String>,
+        parameters: Parameters,
+    },
+    /// A node's report about the instance on `partition` (or a shared instance it hosts).
+    ReportInstance {
+        partition: PartitionId,
+        shared_reference: Option<String>,
+        report: InstanceReport,
+    },
+    /// Destroys an instance and its request tree below it (by a user or an operator).
+    DestroyInstance { instance: InstanceGuid },
+    /// Asks every instance of the tree of the instance on `partition` to reprocess.
+    BangInstance {
+        partition: PartitionId,
+        message: String,
+    },
+    /// Asks every instance on a computer to reprocess.
+    BangComputer {
+        computer: ComputerId,
+        message: String,
+    },
+    /// Renames the instance on `partition` (or a shared instance it hosts).
+    RenameInstance {
+        partition: PartitionId,
+        shared_reference: Option<String>,
+        new_title: String,
+    },
+    /// Usage records posted by a computer's node; a record for the same partition and period
+    /// start replaces the earlier one.
+    PostUsage {
+        computer: ComputerId,
+        records: Vec<UsageRecord>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceRequest {
+    pub title: String,
+    pub software_release: SoftwareReleaseUrl,
+    pub software_type: String,
+    pub parameters: Parameters,
+    pub sla: Parameters,
+    pub shared: bool,
+    pub state: RequestedState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InstanceReport {
+    Started,
+    Stopped,
+    Destroyed,
+    Error { log: String },
+}
+
+/// What a command produced, or why it was refused (and changed nothing).
+pub type Response = Result<Outcome, Rejection>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Applied; nothing more to say.
+    Done,
+    /// Applied, and nothing changed (a repeated command).
+    Unchanged,
+    ComputerRegistered {
+        partitions_added: u32,
+        partitions_removed: u32,
+        /// Pending requests that the new capacity let the marketplace place.
+        placed: u32,
+    },
+    Instance(InstanceSummary),
+    /// Pending requests placed as a consequence (a freed partition, a computer opened, a
+    /// software release supplied).
+    Placed { placed: u32 },
+}
+
+/// The answer to a request: enough for the requester to know where it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceSummary {
+    pub guid: InstanceGuid,
+    pub title: String,
+    pub requested_state: RequestedState,
+    pub placement: Placement,
+    pub timestamp: Timestamp,
+    /// False when the request repeated the instance exactly.
+    pub changed: bool,
+}
+
+/// Why a command was refused. Every variant names what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    #[error("unknown computer {0}")]
+    UnknownComputer(ComputerId),
+    #[error("unknown partition {0}")]
+    UnknownPartition(PartitionId),
+    #[error("unknown instance {0}")]
+    UnknownInstance(InstanceGuid),
+    #[error("partition {0} holds no instance")]
+    PartitionFree(PartitionId),
+    #[error("partition {partition} holds no shared instance {reference:?}")]
+    UnknownSharedInstance {
+        partition: PartitionId,
+        reference: String,
+    },
+    #[error("partition {partition} cannot be removed: instance {instance} runs on it")]
+    PartitionBusy {
+        partition: PartitionId,
+        instance: InstanceGuid,
+    },
+    #[error("{what} is {bytes} bytes; at most {max} are accepted")]
+    TooLarge {
+        what: &'static str,
+        bytes: usize,
+        max: usize,
+    },
+    #[error("invalid {what}: {reason}")]
+    Invalid { what: &'static str, reason: String },
+    #[error("{actor} may not {action}")]
+    NotAllowed { actor: String, action: &'static str },
+    #[error("instance {0} is being destroyed; request it again once it is gone")]
+    BeingDestroyed(InstanceGuid),
+    #[error("there is no instance {title:?} to destroy")]
+    NothingToDestroy { title: String },
+    #[error("partition {0} does not belong to computer {1}")]
+    WrongComputer(PartitionRef, ComputerId),
+    #[error("user {0} has no instance titled {1:?}")]
+    UnknownTitle(UserId, String),
+}

@@ -1,0 +1,339 @@
+//! The SlapOS master's domain: computers and their partitions, software releases and supply,
+//! instances (requested by users or by other instances) and where they are placed, usage.
+//!
+//! These are the records stored in the state machine's tables. Names follow the SlapOS design
+//! document and the SLAP protocol (`shared/slap-protocol.md`), so the HTTP compatibility layer
+//! can map one to one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Microseconds since the Unix epoch, assigned by the replica that proposed the command, so
+/// that every replica applies the same time.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Timestamp(pub u64);
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub struct $name(pub String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                Self(s.to_string())
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A computer's reference, e.g. `COMP-1234`.
+    ComputerId
+);
+string_id!(
+    /// A partition's reference on its computer, e.g. `slappart3`.
+    PartitionRef
+);
+string_id!(
+    /// A user (person or organisation) that requests instances.
+    UserId
+);
+string_id!(
+    /// A software release, identified by the URL of its profile.
+    SoftwareReleaseUrl
+);
+
+/// One computer partition, named by its computer.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PartitionId {
+    pub computer: ComputerId,
+    pub partition: PartitionRef,
+}
+
+impl fmt::Display for PartitionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.computer, self.partition)
+    }
+}
+
+/// An instance's stable identity: never reused, unchanged by renames. Shown as `SOFTINST-n`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct InstanceGuid(pub u64);
+
+impl fmt::Display for InstanceGuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SOFTINST-{}", self.0)
+    }
+}
+
+impl InstanceGuid {
+    /// Parses `SOFTINST-n`.
+    pub fn parse(s: &str) -> Option<Self> {
+        s.strip_prefix("SOFTINST-")?.parse().ok().map(Self)
+    }
+}
+
+/// Who issued a command; recorded in the audit trail. Authorisation (issue 5) decides who may
+/// issue what; the state machine checks only that references are consistent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Actor {
+    User(UserId),
+    Operator(UserId),
+    Computer(ComputerId),
+    Partition(PartitionId),
+    Replica(u64),
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::User(u) => write!(f, "user {u}"),
+            Self::Operator(u) => write!(f, "operator {u}"),
+            Self::Computer(c) => write!(f, "computer {c}"),
+            Self::Partition(p) => write!(f, "partition {p}"),
+            Self::Replica(r) => write!(f, "replica {r}"),
+        }
+    }
+}
+
+/// Whether the marketplace may place new instances on a computer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AllocationScope {
+    Open,
+    Closed,
+}
+
+/// An address of a partition, as `slapos node format` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkAddress {
+    pub addr: String,
+    pub netmask: String,
+}
+
+/// What a node declares about itself when it registers (the computer definition).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComputerDefinition {
+    pub id: ComputerId,
+    pub address: Option<String>,
+    pub netmask: Option<String>,
+    pub instance_root: Option<String>,
+    pub software_root: Option<String>,
+    pub os_type: Option<String>,
+    /// SLA attributes (`region`, `cpu_type`, `network_guid`, ...). `None` keeps what the
+    /// master knows; a node that does not know its attributes leaves them to the operator.
+    pub attributes: Option<BTreeMap<String, String>>,
+    pub capabilities: Option<BTreeSet<String>>,
+    pub partitions: Vec<PartitionDefinition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionDefinition {
+    pub reference: PartitionRef,
+    pub path: Option<String>,
+    pub addresses: Vec<NetworkAddress>,
+    pub tap: Option<String>,
+    pub user: Option<String>,
+}
+
+/// A computer as the master knows it. Its partitions are separate records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Computer {
+    pub id: ComputerId,
+    pub address: Option<String>,
+    pub netmask: Option<String>,
+    pub instance_root: Option<String>,
+    pub software_root: Option<String>,
+    pub os_type: Option<String>,
+    pub attributes: BTreeMap<String, String>,
+    pub capabilities: BTreeSet<String>,
+    pub allocation_scope: AllocationScope,
+    pub partition_count: u32,
+    /// Partitions without an instance. Kept in step with the partitions by every command that
+    /// places or frees one (the placement index orders computers by it).
+    pub free_count: u32,
+    pub registered_at: Timestamp,
+    /// When the node last reported its capacity (registered its definition).
+    pub capacity_reported_at: Timestamp,
+    pub last_bang: Option<Bang>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bang {
+    pub at: Timestamp,
+    pub message: String,
+}
+
+/// A computer partition: a user, a directory, addresses and a tap, and at most one instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partition {
+    pub reference: PartitionRef,
+    /// Sort order among the computer's partitions: the number in `slappartN` (so that
+    /// `slappart2` comes before `slappart10`), or the definition's order for other names.
+    pub ordinal: u64,
+    pub path: Option<String>,
+    pub addresses: Vec<NetworkAddress>,
+    pub tap: Option<String>,
+    pub user: Option<String>,
+    pub occupant: Option<InstanceGuid>,
+}
+
+/// A software release in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SoftwareRelease {
+    pub url: SoftwareReleaseUrl,
+    pub title: String,
+    pub software_types: BTreeSet<String>,
+    pub published_by: Actor,
+    pub published_at: Timestamp,
+}
+
+/// What the master asks a computer to do with a software release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SupplyState {
+    Available,
+    Destroyed,
+}
+
+/// What the node last reported about a software release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SoftwareState {
+    Building,
+    Available,
+    Error { log: String },
+    Destroyed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Supply {
+    pub requested: SupplyState,
+    pub reported: Option<SoftwareState>,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestedState {
+    Started,
+    Stopped,
+    Destroyed,
+}
+
+impl RequestedState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Stopped => "stopped",
+            Self::Destroyed => "destroyed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReportedState {
+    Started,
+    Stopped,
+    Destroyed,
+}
+
+/// Where an instance runs, or why it does not run yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Placement {
+    /// Waits for capacity; placed as soon as a matching partition (or host) appears.
+    Pending { reason: String },
+    /// Can never be placed as requested (an unknown SLA key, say); requesting it again with
+    /// other conditions tries again.
+    Unplaceable { reason: String },
+    /// A normal instance on its partition.
+    Partition(PartitionId),
+    /// A shared instance, hosted by a normal instance.
+    Hosted { host: InstanceGuid },
+}
+
+/// Who requested an instance: a user (it is the root of a request tree) or another instance
+/// (from inside its partition).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Requester {
+    User(UserId),
+    Instance(InstanceGuid),
+}
+
+/// An instance (a software instance, or a shared "slave" instance). Its parameters and
+/// connection parameters are stored apart, so that frequent small updates (reported state,
+/// timestamps) do not rewrite them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub guid: InstanceGuid,
+    pub owner: UserId,
+    pub title: String,
+    /// The root of the request tree (itself for a root).
+    pub root: InstanceGuid,
+    pub requester: Requester,
+    pub software_release: SoftwareReleaseUrl,
+    pub software_type: String,
+    pub sla: BTreeMap<String, String>,
+    pub shared: bool,
+    /// For a shared instance: how its host names it (`<requester>_<title>`, `_<title>` for a
+    /// user), as in the host's `slave_instance_list`.
+    pub shared_reference: Option<String>,
+    pub requested_state: RequestedState,
+    pub placement: Placement,
+    pub reported_state: Option<ReportedState>,
+    pub last_error: Option<String>,
+    /// The last status the node reported, sent back so that nodes do not re-post it.
+    pub access_status: Option<String>,
+    /// Changes whenever the node must reprocess the partition (state, software, type,
+    /// parameters, hosted shared instances, a child's connection parameters).
+    pub timestamp: Timestamp,
+    pub created_at: Timestamp,
+    /// Set when the node reported the instance destroyed while children still existed: the
+    /// partition is freed when the last child is gone.
+    pub destroyed_reported: bool,
+}
+
+/// Instance and connection parameters: names to string values, as SLAP carries them.
+pub type Parameters = BTreeMap<String, String>;
+
+/// Resource use of one partition over one period, as posted by its node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    pub partition: PartitionRef,
+    pub period_start: Timestamp,
+    pub period_end: Timestamp,
+    pub movements: Vec<UsageMovement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageMovement {
+    /// E.g. `CPU Consumption`.
+    pub resource: String,
+    /// E.g. `cpu`, `memory`, `disk`, `network`, or anything an instance reports.
+    pub category: String,
+    pub quantity: f64,
+}
+
+/// One accepted change: who, when, what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub at: Timestamp,
+    pub actor: Actor,
+    pub action: String,
+    pub target: String,
+}
