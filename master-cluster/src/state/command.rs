@@ -7,9 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::model::{
-    Actor, AllocationScope, ComputerDefinition, ComputerId, InstanceGuid, Parameters,
-    PartitionId, PartitionRef, Placement, RequestedState, SoftwareReleaseUrl, SoftwareState,
-    SupplyState, Timestamp, UsageRecord, UserId,
+    Actor, AllocationScope, ComputerDefinition, ComputerId, InstanceGuid, Parameters, PartitionId,
+    PartitionRef, Placement, RequestedState, SoftwareReleaseUrl, SoftwareState, SupplyState,
+    Timestamp, UsageRecord, UserId,
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,7 +126,9 @@ pub enum Outcome {
     Instance(InstanceSummary),
     /// Pending requests placed as a consequence (a freed partition, a computer opened, a
     /// software release supplied).
-    Placed { placed: u32 },
+    Placed {
+        placed: u32,
+    },
 }
 
 /// The answer to a request: enough for the requester to know where it stands.
@@ -164,14 +166,14 @@ pub enum Rejection {
     },
     #[error("{what} is {bytes} bytes; at most {max} are accepted")]
     TooLarge {
-        what: &'static str,
+        what: String,
         bytes: usize,
         max: usize,
     },
     #[error("invalid {what}: {reason}")]
-    Invalid { what: &'static str, reason: String },
+    Invalid { what: String, reason: String },
     #[error("{actor} may not {action}")]
-    NotAllowed { actor: String, action: &'static str },
+    NotAllowed { actor: String, action: String },
     #[error("instance {0} is being destroyed; request it again once it is gone")]
     BeingDestroyed(InstanceGuid),
     #[error("there is no instance {title:?} to destroy")]

@@ -43,13 +43,26 @@ impl Key {
         self.0
     }
 
-    /// The smallest key greater than every key that starts with this one: the exclusive end of
-    /// a prefix scan. Encoded keys never end in `0xFF` (parts end in `0x01` or a number), so
-    /// appending `0xFF` is enough: no extension of the prefix reaches it.
-    pub fn prefix_end(&self) -> Vec<u8> {
+    /// The smallest byte string greater than every key that starts with this one: the
+    /// exclusive end of a prefix scan. `None` when there is none (the empty prefix, or one of
+    /// only `0xFF` bytes): the scan is unbounded above.
+    pub fn prefix_end(&self) -> Option<Vec<u8>> {
         let mut end = self.0.clone();
-        end.push(0xFF);
-        end
+        while end.last() == Some(&0xFF) {
+            end.pop();
+        }
+        let last = end.last_mut()?;
+        *last += 1;
+        Some(end)
+    }
+
+    /// The bounds of a scan over every key that starts with this one.
+    pub fn prefix_range(&self) -> (std::ops::Bound<&[u8]>, std::ops::Bound<Vec<u8>>) {
+        use std::ops::Bound;
+        (
+            Bound::Included(self.as_bytes()),
+            self.prefix_end().map_or(Bound::Unbounded, Bound::Excluded),
+        )
     }
 }
 
@@ -139,12 +152,18 @@ mod tests {
         #[test]
         fn a_prefix_scan_covers_exactly_the_extensions(p in ".*", q in ".*", n in any::<u64>()) {
             let prefix = Key::new().str(&p);
-            let end = prefix.prefix_end();
+            let end = prefix.prefix_end().expect("a string part ends in 0x01");
             let extended = prefix.clone().u64(n).into_bytes();
             prop_assert!(prefix.as_bytes() <= extended.as_slice() && extended < end);
             let other = Key::new().str(&q).u64(n).into_bytes();
             let inside = prefix.as_bytes() <= other.as_slice() && other < end;
             prop_assert_eq!(inside, p == q);
+            let number = Key::new().u64(n);
+            let after = Key::new().u64(n).str(&q).into_bytes();
+            match number.prefix_end() {
+                Some(end) => prop_assert!(after < end),
+                None => prop_assert_eq!(n, u64::MAX),
+            }
         }
     }
 
@@ -156,6 +175,16 @@ mod tests {
         assert_eq!(
             KeyReader::new(&Key::new().str("x\0y").into_bytes()).str(),
             Ok("x\0y".to_string())
+        );
+    }
+
+    #[test]
+    fn the_empty_prefix_scans_everything() {
+        assert_eq!(Key::new().prefix_end(), None);
+        assert_eq!(Key::new().u64(u64::MAX).prefix_end(), None);
+        assert_eq!(
+            Key::new().u64(0xFF).prefix_end(),
+            Some(vec![0, 0, 0, 0, 0, 0, 1])
         );
     }
 

@@ -74,9 +74,7 @@ impl fmt::Display for PartitionId {
 }
 
 /// An instance's stable identity: never reused, unchanged by renames. Shown as `SOFTINST-n`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct InstanceGuid(pub u64);
 
 impl fmt::Display for InstanceGuid {

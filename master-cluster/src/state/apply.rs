@@ -1,0 +1,1619 @@
+//! Applying one command to the state: plain, deterministic code over the state's tables.
+//!
+//! Every handler first checks everything it can refuse (unknown references, sizes, a busy
+//! partition), then writes. So a [`Rejection`] never leaves a partial change; a
+//! [`StateError`] (the storage failing) is fatal and raft-store rolls back the whole batch.
+//!
+//! Time comes from the command (`at`, assigned by the proposing replica), never from a clock,
+//! and instance timestamps only move forward: `max(at, previous + 1)`.
+
+use std::collections::BTreeSet;
+
+use super::command::{
+    Command, InstanceReport, InstanceRequest, InstanceSummary, Op, Outcome, Rejection, Response,
+};
+use super::model::{
+    Actor, AllocationScope, AuditRecord, Bang, Computer, ComputerDefinition, ComputerId, Instance,
+    InstanceGuid, Parameters, Partition, PartitionId, PartitionRef, Placement, ReportedState,
+    RequestedState, Requester, SoftwareRelease, SoftwareReleaseUrl, SoftwareState, Supply,
+    SupplyState, Timestamp, UsageRecord,
+};
+use super::placement::{self, Choice};
+use super::tables::{self, StateError, Tables};
+
+/// Instance parameters, connection parameters: keys plus values, at most this many bytes.
+pub const MAX_PARAMETERS_BYTES: usize = 1 << 20;
+/// An SLA: keys plus values.
+pub const MAX_SLA_BYTES: usize = 64 << 10;
+/// Titles, references, ids, software types, attribute values.
+pub const MAX_NAME_BYTES: usize = 1024;
+pub const MAX_URL_BYTES: usize = 4096;
+/// Error logs and bang messages keep their last this many bytes.
+pub const MAX_LOG_BYTES: usize = 64 << 10;
+pub const MAX_PARTITIONS_PER_COMPUTER: usize = 10_000;
+pub const MAX_USAGE_RECORDS: usize = 10_000;
+
+type WriteTables<'txn> = Tables<redb::Table<'txn, &'static [u8], &'static [u8]>>;
+
+/// Applies `command`, the entry at log `index`.
+pub fn apply(
+    t: &mut WriteTables<'_>,
+    index: u64,
+    command: &Command,
+) -> Result<Response, StateError> {
+    let mut applier = Applier {
+        t,
+        at: command.at,
+        actor: &command.actor,
+        index,
+        audit_sequence: 0,
+    };
+    applier.op(&command.op)
+}
+
+struct Applier<'a, 'txn> {
+    t: &'a mut WriteTables<'txn>,
+    at: Timestamp,
+    actor: &'a Actor,
+    index: u64,
+    audit_sequence: u64,
+}
+
+/// Shorthand for a handler's result: the outer `Result` is fatal, the inner one the answer.
+type Handled = Result<Response, StateError>;
+
+fn reject(rejection: Rejection) -> Handled {
+    Ok(Err(rejection))
+}
+
+macro_rules! check {
+    ($e:expr) => {
+        if let Err(rejection) = $e {
+            return Ok(Err(rejection));
+        }
+    };
+}
+
+impl Applier<'_, '_> {
+    fn op(&mut self, op: &Op) -> Handled {
+        match op {
+            Op::PublishSoftwareRelease {
+                url,
+                title,
+                software_types,
+            } => self.publish_software_release(url, title, software_types),
+            Op::RegisterComputer(definition) => self.register_computer(definition),
+            Op::SetAllocationScope { computer, scope } => {
+                self.set_allocation_scope(computer, *scope)
+            }
+            Op::Supply {
+                computer,
+                url,
+                state,
+            } => self.supply(computer, url, *state),
+            Op::ReportSoftware {
+                computer,
+                url,
+                state,
+            } => self.report_software(computer, url, state),
+            Op::RequestInstance(request) => self.request_instance(request),
+            Op::PublishConnection {
+                partition,
+                shared_reference,
+                parameters,
+            } => self.publish_connection(partition, shared_reference.as_deref(), parameters),
+            Op::ReportInstance {
+                partition,
+                shared_reference,
+                report,
+            } => self.report_instance(partition, shared_reference.as_deref(), report),
+            Op::DestroyInstance { instance } => self.destroy_instance(*instance),
+            Op::BangInstance { partition, message } => self.bang_instance(partition, message),
+            Op::BangComputer { computer, message } => self.bang_computer(computer, message),
+            Op::RenameInstance {
+                partition,
+                shared_reference,
+                new_title,
+            } => self.rename_instance(partition, shared_reference.as_deref(), new_title),
+            Op::PostUsage { computer, records } => self.post_usage(computer, records),
+        }
+    }
+
+    // --- catalog and computers ----------------------------------------------------------------
+
+    fn publish_software_release(
+        &mut self,
+        url: &SoftwareReleaseUrl,
+        title: &str,
+        software_types: &[String],
+    ) -> Handled {
+        check!(check_url(url));
+        check!(check_name("title", title));
+        for software_type in software_types {
+            check!(check_name("software type", software_type));
+        }
+        let release = SoftwareRelease {
+            url: url.clone(),
+            title: title.to_string(),
+            software_types: software_types.iter().cloned().collect(),
+            published_by: self.actor.clone(),
+            published_at: self.at,
+        };
+        let key = tables::catalog_key(url);
+        let existing: Option<SoftwareRelease> =
+            tables::get(&self.t.catalog, "catalog", key.as_bytes())?;
+        if existing
+            .is_some_and(|e| e.title == release.title && e.software_types == release.software_types)
+        {
+            return Ok(Ok(Outcome::Unchanged));
+        }
+        tables::put(&mut self.t.catalog, "catalog", key.as_bytes(), &release)?;
+        self.audit("publish software release", url.to_string())?;
+        Ok(Ok(Outcome::Done))
+    }
+
+    fn register_computer(&mut self, definition: &ComputerDefinition) -> Handled {
+        check!(self.only_computer_itself(&definition.id, "register another computer"));
+        check!(check_definition(definition));
+        let id = &definition.id;
+        let existing = self.t.computer(id)?;
+        let old_partitions = self.t.partitions_of(id)?;
+        let wanted: BTreeSet<&PartitionRef> =
+            definition.partitions.iter().map(|p| &p.reference).collect();
+        let removed: Vec<&Partition> = old_partitions
+            .iter()
+            .filter(|p| !wanted.contains(&p.reference))
+            .collect();
+        if let Some((busy, instance)) = removed.iter().find_map(|p| Some((p, p.occupant?))) {
+            return reject(Rejection::PartitionBusy {
+                partition: PartitionId {
+                    computer: id.clone(),
+                    partition: busy.reference.clone(),
+                },
+                instance,
+            });
+        }
+
+        let before = match &existing {
+            Some(computer) => placement::index_keys(self.t, computer)?,
+            None => BTreeSet::new(),
+        };
+        for gone in &removed {
+            tables::delete(
+                &mut self.t.partitions,
+                "partitions",
+                tables::partition_key(id, &gone.reference).as_bytes(),
+            )?;
+            tables::delete(
+                &mut self.t.free_partitions,
+                "free_partitions",
+                tables::free_key(id, gone).as_bytes(),
+            )?;
+        }
+        let mut added = 0u32;
+        let mut free = 0u32;
+        for (position, wanted) in definition.partitions.iter().enumerate() {
+            let old = old_partitions
+                .iter()
+                .find(|p| p.reference == wanted.reference);
+            let partition = Partition {
+                reference: wanted.reference.clone(),
+                ordinal: ordinal(&wanted.reference, position),
+                path: wanted.path.clone(),
+                addresses: wanted.addresses.clone(),
+                tap: wanted.tap.clone(),
+                user: wanted.user.clone(),
+                occupant: old.and_then(|p| p.occupant),
+            };
+            if old.is_none() {
+                added += 1;
+            }
+            if partition.occupant.is_none() {
+                free += 1;
+                tables::put_index(
+                    &mut self.t.free_partitions,
+                    "free_partitions",
+                    tables::free_key(id, &partition).as_bytes(),
+                )?;
+            }
+            if old != Some(&partition) {
+                // A running instance must reconfigure when its partition's addresses change.
+                if let Some(guid) = partition.occupant
+                    && old.is_some_and(|o| {
+                        o.addresses != partition.addresses || o.tap != partition.tap
+                    })
+                {
+                    self.bump(guid)?;
+                }
+                tables::put(
+                    &mut self.t.partitions,
+                    "partitions",
+                    tables::partition_key(id, &partition.reference).as_bytes(),
+                    &partition,
+                )?;
+            }
+        }
+
+        let computer = Computer {
+            id: id.clone(),
+            address: definition.address.clone(),
+            netmask: definition.netmask.clone(),
+            instance_root: definition.instance_root.clone(),
+            software_root: definition.software_root.clone(),
+            os_type: definition.os_type.clone(),
+            attributes: definition
+                .attributes
+                .clone()
+                .or_else(|| existing.as_ref().map(|c| c.attributes.clone()))
+                .unwrap_or_default(),
+            capabilities: definition
+                .capabilities
+                .clone()
+                .or_else(|| existing.as_ref().map(|c| c.capabilities.clone()))
+                .unwrap_or_default(),
+            allocation_scope: existing
+                .as_ref()
+                .map_or(AllocationScope::Open, |c| c.allocation_scope),
+            partition_count: u32::try_from(definition.partitions.len()).unwrap_or(u32::MAX),
+            free_count: free,
+            registered_at: existing.as_ref().map_or(self.at, |c| c.registered_at),
+            capacity_reported_at: self.at,
+            last_bang: existing.as_ref().and_then(|c| c.last_bang.clone()),
+        };
+        self.save_computer(&computer, &before)?;
+        self.audit("register computer", id.to_string())?;
+        let placed = self.place_pending_on(id)?;
+        Ok(Ok(Outcome::ComputerRegistered {
+            partitions_added: added,
+            partitions_removed: u32::try_from(removed.len()).unwrap_or(u32::MAX),
+            placed,
+        }))
+    }
+
+    fn set_allocation_scope(&mut self, id: &ComputerId, scope: AllocationScope) -> Handled {
+        let Some(mut computer) = self.t.computer(id)? else {
+            return reject(Rejection::UnknownComputer(id.clone()));
+        };
+        if computer.allocation_scope == scope {
+            return Ok(Ok(Outcome::Unchanged));
+        }
+        let before = placement::index_keys(self.t, &computer)?;
+        computer.allocation_scope = scope;
+        self.save_computer(&computer, &before)?;
+        self.audit(
+            match scope {
+                AllocationScope::Open => "open computer",
+                AllocationScope::Closed => "close computer",
+            },
+            id.to_string(),
+        )?;
+        let placed = self.place_pending_on(id)?;
+        Ok(Ok(Outcome::Placed { placed }))
+    }
+
+    fn supply(&mut self, id: &ComputerId, url: &SoftwareReleaseUrl, state: SupplyState) -> Handled {
+        check!(check_url(url));
+        let Some(computer) = self.t.computer(id)? else {
+            return reject(Rejection::UnknownComputer(id.clone()));
+        };
+        let existing = self.t.supply(id, url)?;
+        let supply = match (&existing, state) {
+            (Some(s), _) if s.requested == state => return Ok(Ok(Outcome::Unchanged)),
+            (None, SupplyState::Destroyed) => return Ok(Ok(Outcome::Unchanged)),
+            (Some(s), _) => Supply {
+                requested: state,
+                reported: s.reported.clone(),
+                updated_at: self.at,
+            },
+            (None, SupplyState::Available) => Supply {
+                requested: state,
+                reported: None,
+                updated_at: self.at,
+            },
+        };
+        let before = placement::index_keys(self.t, &computer)?;
+        tables::put(
+            &mut self.t.supply,
+            "supply",
+            tables::supply_key(id, url).as_bytes(),
+            &supply,
+        )?;
+        self.save_computer(&computer, &before)?;
+        self.audit(
+            match state {
+                SupplyState::Available => "supply software release",
+                SupplyState::Destroyed => "remove software release",
+            },
+            format!("{url} on {id}"),
+        )?;
+        let placed = self.place_pending_on(id)?;
+        Ok(Ok(Outcome::Placed { placed }))
+    }
+
+    fn report_software(
+        &mut self,
+        id: &ComputerId,
+        url: &SoftwareReleaseUrl,
+        state: &SoftwareState,
+    ) -> Handled {
+        check!(self.only_computer_itself(id, "report for another computer"));
+        if self.t.computer(id)?.is_none() {
+            return reject(Rejection::UnknownComputer(id.clone()));
+        }
+        let Some(mut supply) = self.t.supply(id, url)? else {
+            return reject(Rejection::Invalid {
+                what: "software report".into(),
+                reason: format!("{url} is not supplied to {id}"),
+            });
+        };
+        let state = match state {
+            SoftwareState::Error { log } => SoftwareState::Error {
+                log: tail(log, MAX_LOG_BYTES),
+            },
+            other => other.clone(),
+        };
+        if supply.reported.as_ref() == Some(&state) {
+            return Ok(Ok(Outcome::Unchanged));
+        }
+        let key = tables::supply_key(id, url);
+        if state == SoftwareState::Destroyed && supply.requested == SupplyState::Destroyed {
+            // Removed as asked: the promise is fulfilled and forgotten.
+            tables::delete(&mut self.t.supply, "supply", key.as_bytes())?;
+        } else {
+            supply.reported = Some(state);
+            supply.updated_at = self.at;
+            tables::put(&mut self.t.supply, "supply", key.as_bytes(), &supply)?;
+        }
+        self.audit("report software", format!("{url} on {id}"))?;
+        Ok(Ok(Outcome::Done))
+    }
+
+    // --- instances ----------------------------------------------------------------------------
+
+    fn request_instance(&mut self, request: &InstanceRequest) -> Handled {
+        check!(check_request(request));
+        // Who asks decides the tree: a user asks for a root, an instance for a child.
+        let (owner, parent) = match self.actor {
+            Actor::User(user) | Actor::Operator(user) => (user.clone(), None),
+            Actor::Partition(partition) => {
+                let parent = match self.occupant(partition)? {
+                    Ok(parent) => parent,
+                    Err(rejection) => return reject(rejection),
+                };
+                // A child of an instance on its way out would outlive its tree.
+                if parent.requested_state == RequestedState::Destroyed {
+                    return reject(Rejection::BeingDestroyed(parent.guid));
+                }
+                (parent.owner.clone(), Some(parent))
+            }
+            other => {
+                return reject(Rejection::NotAllowed {
+                    actor: other.to_string(),
+                    action: "request instances".into(),
+                });
+            }
+        };
+        let existing = match &parent {
+            None => tables::guid_at(
+                &self.t.roots,
+                "roots",
+                &tables::root_key(&owner, &request.title),
+            )?,
+            Some(parent) => tables::guid_at(
+                &self.t.titles,
+                "titles",
+                &tables::title_key(parent.root, &request.title),
+            )?,
+        };
+        match existing {
+            Some(guid) => match self.t.instance(guid)? {
+                Some(instance) => self.update_instance(instance, request),
+                None => Err(StateError::Corrupt {
+                    table: "titles",
+                    key: tables::instance_key(guid).into_bytes(),
+                    detail: "title points to a missing instance".to_string(),
+                }),
+            },
+            None => self.create_instance(owner, parent.as_ref(), request),
+        }
+    }
+
+    fn create_instance(
+        &mut self,
+        owner: super::model::UserId,
+        parent: Option<&Instance>,
+        request: &InstanceRequest,
+    ) -> Handled {
+        if request.state == RequestedState::Destroyed {
+            return reject(Rejection::NothingToDestroy {
+                title: request.title.clone(),
+            });
+        }
+        let guid = InstanceGuid(self.t.counter("next_guid")? + 1);
+        self.set_counter("next_guid", guid.0)?;
+        let root = parent.map_or(guid, |p| p.root);
+        let shared_reference = request.shared.then(|| match parent {
+            Some(parent) => format!("{}_{}", parent.guid, request.title),
+            None => format!("_{}", request.title),
+        });
+        let mut instance = Instance {
+            guid,
+            owner: owner.clone(),
+            title: request.title.clone(),
+            root,
+            requester: match parent {
+                Some(parent) => Requester::Instance(parent.guid),
+                None => Requester::User(owner.clone()),
+            },
+            software_release: request.software_release.clone(),
+            software_type: request.software_type.clone(),
+            sla: request.sla.clone(),
+            shared: request.shared,
+            shared_reference,
+            requested_state: request.state,
+            placement: Placement::Pending {
+                reason: "not placed yet".to_string(),
+            },
+            reported_state: None,
+            last_error: None,
+            access_status: None,
+            timestamp: self.at,
+            created_at: self.at,
+            destroyed_reported: false,
+        };
+        tables::put_guid(
+            &mut self.t.titles,
+            "titles",
+            &tables::title_key(root, &request.title),
+            guid,
+        )?;
+        match parent {
+            None => tables::put_guid(
+                &mut self.t.roots,
+                "roots",
+                &tables::root_key(&owner, &request.title),
+                guid,
+            )?,
+            Some(parent) => tables::put_index(
+                &mut self.t.children,
+                "children",
+                tables::child_key(parent.guid, guid).as_bytes(),
+            )?,
+        }
+        if !request.parameters.is_empty() {
+            tables::put(
+                &mut self.t.instance_parameters,
+                "instance_parameters",
+                tables::instance_key(guid).as_bytes(),
+                &request.parameters,
+            )?;
+        }
+        self.place(&mut instance)?;
+        self.save_instance(&instance)?;
+        self.audit("request instance", format!("{guid} {:?}", request.title))?;
+        Ok(Ok(Outcome::Instance(summary(&instance, true))))
+    }
+
+    fn update_instance(&mut self, mut instance: Instance, request: &InstanceRequest) -> Handled {
+        if instance.requested_state == RequestedState::Destroyed {
+            return if request.state == RequestedState::Destroyed {
+                Ok(Ok(Outcome::Instance(summary(&instance, false))))
+            } else {
+                reject(Rejection::BeingDestroyed(instance.guid))
+            };
+        }
+        if instance.shared != request.shared {
+            return reject(Rejection::Invalid {
+                what: "request".into(),
+                reason: format!(
+                    "instance {} is {}shared; the shared flag cannot change",
+                    instance.guid,
+                    if instance.shared { "" } else { "not " }
+                ),
+            });
+        }
+        if request.state == RequestedState::Destroyed {
+            return self.destroy_instance(instance.guid);
+        }
+        let parameters = self.t.parameters(instance.guid)?;
+        let software_changed = instance.software_release != request.software_release
+            || instance.software_type != request.software_type;
+        let sla_changed = instance.sla != request.sla;
+        let parameters_changed = parameters != request.parameters;
+        let state_changed = instance.requested_state != request.state;
+        if !(software_changed || sla_changed || parameters_changed || state_changed) {
+            return Ok(Ok(Outcome::Instance(summary(&instance, false))));
+        }
+
+        let placed_on_partition = matches!(instance.placement, Placement::Partition(_));
+        let unplaced = matches!(
+            instance.placement,
+            Placement::Pending { .. } | Placement::Unplaceable { .. }
+        );
+        if software_changed || unplaced {
+            self.unindex(&instance)?;
+        }
+        instance.software_release = request.software_release.clone();
+        instance.software_type = request.software_type.clone();
+        instance.sla = request.sla.clone();
+        instance.requested_state = request.state;
+        if parameters_changed {
+            let key = tables::instance_key(instance.guid);
+            if request.parameters.is_empty() {
+                tables::delete(
+                    &mut self.t.instance_parameters,
+                    "instance_parameters",
+                    key.as_bytes(),
+                )?;
+            } else {
+                tables::put(
+                    &mut self.t.instance_parameters,
+                    "instance_parameters",
+                    key.as_bytes(),
+                    &request.parameters,
+                )?;
+            }
+        }
+        bump(&mut instance, self.at);
+        if unplaced {
+            // A new SLA or software release may make it placeable; an instance never moves once
+            // placed.
+            self.place(&mut instance)?;
+        } else if software_changed && placed_on_partition {
+            self.index_host(&instance)?;
+        }
+        if let Placement::Hosted { host } = instance.placement {
+            self.bump(host)?;
+        }
+        self.save_instance(&instance)?;
+        self.audit("update instance", instance.guid.to_string())?;
+        Ok(Ok(Outcome::Instance(summary(&instance, true))))
+    }
+
+    fn destroy_instance(&mut self, guid: InstanceGuid) -> Handled {
+        let Some(instance) = self.t.instance(guid)? else {
+            return reject(Rejection::UnknownInstance(guid));
+        };
+        match self.actor {
+            Actor::User(user) if *user != instance.owner => {
+                return reject(Rejection::NotAllowed {
+                    actor: self.actor.to_string(),
+                    action: "destroy another user's instance".into(),
+                });
+            }
+            Actor::Computer(_) | Actor::Replica(_) => {
+                return reject(Rejection::NotAllowed {
+                    actor: self.actor.to_string(),
+                    action: "destroy instances".into(),
+                });
+            }
+            _ => {}
+        }
+        if instance.requested_state == RequestedState::Destroyed {
+            return Ok(Ok(Outcome::Instance(summary(&instance, false))));
+        }
+        self.mark_destroyed(guid)?;
+        self.audit("destroy instance", guid.to_string())?;
+        let after = self.t.instance(guid)?;
+        Ok(Ok(Outcome::Instance(match after {
+            Some(instance) => summary(&instance, true),
+            // Never placed: nothing for a node to clean, so it is already gone.
+            None => InstanceSummary {
+                requested_state: RequestedState::Destroyed,
+                placement: Placement::Unplaceable {
+                    reason: "destroyed".to_string(),
+                },
+                changed: true,
+                timestamp: self.at,
+                ..summary(&instance, true)
+            },
+        })))
+    }
+
+    /// Marks `guid` and everything below it destroyed. What runs nowhere (shared instances,
+    /// pending requests) is removed at once; what runs on a partition waits for its node.
+    fn mark_destroyed(&mut self, guid: InstanceGuid) -> Result<(), StateError> {
+        let children = tables::trailing_guids(
+            &self.t.children,
+            "children",
+            &tables::instance_key(guid),
+            usize::MAX,
+        )?;
+        for child in children {
+            self.mark_destroyed(child)?;
+        }
+        let Some(mut instance) = self.t.instance(guid)? else {
+            return Ok(());
+        };
+        if instance.requested_state == RequestedState::Destroyed {
+            return Ok(());
+        }
+        self.unindex(&instance)?;
+        instance.requested_state = RequestedState::Destroyed;
+        bump(&mut instance, self.at);
+        match instance.placement.clone() {
+            Placement::Partition(_) => {
+                self.save_instance(&instance)?;
+                // Its shared instances look for another host.
+                let hosted =
+                    tables::guid_values(&self.t.hosted, "hosted", &tables::instance_key(guid))?;
+                for shared in hosted {
+                    if let Some(mut shared) = self.t.instance(shared)? {
+                        self.detach_from_host(&shared, guid)?;
+                        self.place(&mut shared)?;
+                        self.save_instance(&shared)?;
+                    }
+                }
+            }
+            Placement::Hosted { host } => {
+                self.detach_from_host(&instance, host)?;
+                self.bump(host)?;
+                self.forget(&instance)?;
+            }
+            Placement::Pending { .. } | Placement::Unplaceable { .. } => self.forget(&instance)?,
+        }
+        Ok(())
+    }
+
+    fn detach_from_host(
+        &mut self,
+        shared: &Instance,
+        host: InstanceGuid,
+    ) -> Result<(), StateError> {
+        if let Some(reference) = &shared.shared_reference {
+            tables::delete(
+                &mut self.t.hosted,
+                "hosted",
+                tables::hosted_key(host, reference).as_bytes(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Removes every record of an instance that holds no partition, and its link to its
+    /// parent; then finishes the parent's destruction if it was only waiting for this child.
+    fn forget(&mut self, instance: &Instance) -> Result<(), StateError> {
+        let key = tables::instance_key(instance.guid);
+        tables::delete(&mut self.t.instances, "instances", key.as_bytes())?;
+        tables::delete(
+            &mut self.t.instance_parameters,
+            "instance_parameters",
+            key.as_bytes(),
+        )?;
+        tables::delete(
+            &mut self.t.instance_connections,
+            "instance_connections",
+            key.as_bytes(),
+        )?;
+        tables::delete(
+            &mut self.t.titles,
+            "titles",
+            tables::title_key(instance.root, &instance.title).as_bytes(),
+        )?;
+        match &instance.requester {
+            Requester::User(owner) => {
+                tables::delete(
+                    &mut self.t.roots,
+                    "roots",
+                    tables::root_key(owner, &instance.title).as_bytes(),
+                )?;
+            }
+            Requester::Instance(parent) => {
+                tables::delete(
+                    &mut self.t.children,
+                    "children",
+                    tables::child_key(*parent, instance.guid).as_bytes(),
+                )?;
+                self.finish_if_waiting(*parent)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A parent reported destroyed while it still had children is freed with its last child.
+    fn finish_if_waiting(&mut self, guid: InstanceGuid) -> Result<(), StateError> {
+        let Some(parent) = self.t.instance(guid)? else {
+            return Ok(());
+        };
+        let has_children =
+            !tables::scan(&self.t.children, "children", &tables::instance_key(guid), 1)?.is_empty();
+        if parent.destroyed_reported && !has_children {
+            self.release_and_forget(&parent)?;
+        }
+        Ok(())
+    }
+
+    fn release_and_forget(&mut self, instance: &Instance) -> Result<(), StateError> {
+        if let Placement::Partition(partition) = &instance.placement {
+            self.release(partition)?;
+        }
+        self.forget(instance)?;
+        if let Placement::Partition(partition) = &instance.placement {
+            self.place_pending_on(&partition.computer)?;
+        }
+        Ok(())
+    }
+
+    fn publish_connection(
+        &mut self,
+        partition: &PartitionId,
+        shared_reference: Option<&str>,
+        parameters: &Parameters,
+    ) -> Handled {
+        check!(self.only_partition_itself(partition, "publish for another partition"));
+        check!(check_parameters(
+            "connection parameters",
+            parameters,
+            MAX_PARAMETERS_BYTES
+        ));
+        let target = match self.resolve(partition, shared_reference)? {
+            Ok(target) => target,
+            Err(rejection) => return reject(rejection),
+        };
+        if self.t.connection(target.guid)? == *parameters {
+            return Ok(Ok(Outcome::Unchanged));
+        }
+        tables::put(
+            &mut self.t.instance_connections,
+            "instance_connections",
+            tables::instance_key(target.guid).as_bytes(),
+            parameters,
+        )?;
+        // The requester reads these parameters: it must reprocess.
+        if let Requester::Instance(requester) = target.requester {
+            self.bump(requester)?;
+        }
+        self.audit("publish connection parameters", target.guid.to_string())?;
+        Ok(Ok(Outcome::Done))
+    }
+
+    fn report_instance(
+        &mut self,
+        partition: &PartitionId,
+        shared_reference: Option<&str>,
+        report: &InstanceReport,
+    ) -> Handled {
+        check!(self.only_partition_or_its_computer(partition, "report for another partition"));
+        let mut instance = match self.resolve(partition, shared_reference)? {
+            Ok(target) => target,
+            Err(rejection) => return reject(rejection),
+        };
+        let (reported, access_status, last_error) = match report {
+            InstanceReport::Started => (
+                Some(ReportedState::Started),
+                "#access Instance correctly started".to_string(),
+                None,
+            ),
+            InstanceReport::Stopped => (
+                Some(ReportedState::Stopped),
+                "#access Instance correctly stopped".to_string(),
+                None,
+            ),
+            InstanceReport::Error { log } => {
+                let log = tail(log, MAX_LOG_BYTES);
+                (
+                    instance.reported_state,
+                    format!("#error {}", last_line(&log)),
+                    Some(log),
+                )
+            }
+            InstanceReport::Destroyed => {
+                if instance.shared {
+                    // Shared instances are removed when destroyed; a late report changes nothing.
+                    return Ok(Ok(Outcome::Unchanged));
+                }
+                if instance.requested_state != RequestedState::Destroyed {
+                    return reject(Rejection::Invalid {
+                        what: "report".into(),
+                        reason: format!("instance {} is not requested destroyed", instance.guid),
+                    });
+                }
+                return self.destroyed_reported(instance);
+            }
+        };
+        if instance.reported_state == reported
+            && instance.access_status.as_deref() == Some(access_status.as_str())
+            && instance.last_error == last_error
+        {
+            return Ok(Ok(Outcome::Unchanged));
+        }
+        instance.reported_state = reported;
+        instance.access_status = Some(access_status);
+        instance.last_error = last_error;
+        self.save_instance(&instance)?;
+        self.audit("report instance", instance.guid.to_string())?;
+        Ok(Ok(Outcome::Done))
+    }
+
+    fn destroyed_reported(&mut self, mut instance: Instance) -> Handled {
+        let has_children = !tables::scan(
+            &self.t.children,
+            "children",
+            &tables::instance_key(instance.guid),
+            1,
+        )?
+        .is_empty();
+        self.audit("report instance destroyed", instance.guid.to_string())?;
+        if has_children {
+            instance.destroyed_reported = true;
+            instance.reported_state = Some(ReportedState::Destroyed);
+            self.save_instance(&instance)?;
+            return Ok(Ok(Outcome::Done));
+        }
+        self.release_and_forget(&instance)?;
+        Ok(Ok(Outcome::Done))
+    }
+
+    fn bang_instance(&mut self, partition: &PartitionId, message: &str) -> Handled {
+        check!(self.only_partition_itself(partition, "bang another partition"));
+        let instance = match self.occupant(partition)? {
+            Ok(instance) => instance,
+            Err(rejection) => return reject(rejection),
+        };
+        let tree = tables::guid_values(
+            &self.t.titles,
+            "titles",
+            &tables::instance_key(instance.root),
+        )?;
+        for guid in tree {
+            self.bump(guid)?;
+        }
+        self.audit(
+            "bang instance",
+            format!("{}: {}", instance.guid, tail(message, 256)),
+        )?;
+        Ok(Ok(Outcome::Done))
+    }
+
+    fn bang_computer(&mut self, id: &ComputerId, message: &str) -> Handled {
+        check!(self.only_computer_itself(id, "bang another computer"));
+        let Some(mut computer) = self.t.computer(id)? else {
+            return reject(Rejection::UnknownComputer(id.clone()));
+        };
+        let before = placement::index_keys(self.t, &computer)?;
+        computer.last_bang = Some(Bang {
+            at: self.at,
+            message: tail(message, MAX_LOG_BYTES),
+        });
+        for partition in self.t.partitions_of(id)? {
+            if let Some(guid) = partition.occupant {
+                self.bump(guid)?;
+            }
+        }
+        self.save_computer(&computer, &before)?;
+        self.audit("bang computer", id.to_string())?;
+        Ok(Ok(Outcome::Done))
+    }
+
+    fn rename_instance(
+        &mut self,
+        partition: &PartitionId,
+        shared_reference: Option<&str>,
+        new_title: &str,
+    ) -> Handled {
+        check!(self.only_partition_itself(partition, "rename another partition's instance"));
+        check!(check_name("title", new_title));
+        let mut instance = match self.resolve(partition, shared_reference)? {
+            Ok(target) => target,
+            Err(rejection) => return reject(rejection),
+        };
+        if instance.title == new_title {
+            return Ok(Ok(Outcome::Unchanged));
+        }
+        let taken = tables::guid_at(
+            &self.t.titles,
+            "titles",
+            &tables::title_key(instance.root, new_title),
+        )?
+        .is_some()
+            || (instance.guid == instance.root
+                && tables::guid_at(
+                    &self.t.roots,
+                    "roots",
+                    &tables::root_key(&instance.owner, new_title),
+                )?
+                .is_some());
+        if taken {
+            return reject(Rejection::Invalid {
+                what: "new title".into(),
+                reason: format!("{new_title:?} is already taken"),
+            });
+        }
+        tables::delete(
+            &mut self.t.titles,
+            "titles",
+            tables::title_key(instance.root, &instance.title).as_bytes(),
+        )?;
+        tables::put_guid(
+            &mut self.t.titles,
+            "titles",
+            &tables::title_key(instance.root, new_title),
+            instance.guid,
+        )?;
+        if let Requester::User(owner) = &instance.requester {
+            tables::delete(
+                &mut self.t.roots,
+                "roots",
+                tables::root_key(owner, &instance.title).as_bytes(),
+            )?;
+            tables::put_guid(
+                &mut self.t.roots,
+                "roots",
+                &tables::root_key(owner, new_title),
+                instance.guid,
+            )?;
+        }
+        instance.title = new_title.to_string();
+        bump(&mut instance, self.at);
+        self.save_instance(&instance)?;
+        self.audit(
+            "rename instance",
+            format!("{} to {new_title:?}", instance.guid),
+        )?;
+        Ok(Ok(Outcome::Done))
+    }
+
+    fn post_usage(&mut self, id: &ComputerId, records: &[UsageRecord]) -> Handled {
+        check!(self.only_computer_itself(id, "post usage for another computer"));
+        if self.t.computer(id)?.is_none() {
+            return reject(Rejection::UnknownComputer(id.clone()));
+        }
+        if records.len() > MAX_USAGE_RECORDS {
+            return reject(Rejection::TooLarge {
+                what: "usage records".into(),
+                bytes: records.len(),
+                max: MAX_USAGE_RECORDS,
+            });
+        }
+        for record in records {
+            if self.t.partition(id, &record.partition)?.is_none() {
+                return reject(Rejection::UnknownPartition(PartitionId {
+                    computer: id.clone(),
+                    partition: record.partition.clone(),
+                }));
+            }
+            check!(check_usage(record));
+        }
+        for record in records {
+            let key = tables::usage_key(id, &record.partition, record.period_start.0);
+            tables::put(&mut self.t.usage, "usage", key.as_bytes(), record)?;
+        }
+        self.audit("post usage", format!("{} records for {id}", records.len()))?;
+        Ok(Ok(Outcome::Done))
+    }
+
+    // --- placement ----------------------------------------------------------------------------
+
+    /// Places an instance that holds nothing yet, or records why it waits. Updates the indexes
+    /// but not the instance record itself (the caller saves it).
+    fn place(&mut self, instance: &mut Instance) -> Result<(), StateError> {
+        if instance.requested_state == RequestedState::Destroyed {
+            return Ok(());
+        }
+        let filter = match placement::parse_sla(&instance.sla, instance.shared) {
+            Ok(filter) => filter,
+            Err(reason) => {
+                instance.placement = Placement::Unplaceable { reason };
+                return Ok(());
+            }
+        };
+        if instance.shared {
+            match placement::choose_host(
+                self.t,
+                &instance.software_release,
+                &instance.software_type,
+                &filter,
+            )? {
+                Choice::Found(host) => self.attach_to_host(instance, host.guid)?,
+                Choice::NotFound(reason) => {
+                    instance.placement = Placement::Pending { reason };
+                    tables::put_index(
+                        &mut self.t.pending_shared,
+                        "pending_shared",
+                        tables::shared_host_key(
+                            &instance.software_release,
+                            &instance.software_type,
+                            instance.guid,
+                        )
+                        .as_bytes(),
+                    )?;
+                }
+            }
+            return Ok(());
+        }
+        let networks = if filter.unique_by_network {
+            self.tree_networks(instance.root, instance.guid)?
+        } else {
+            BTreeSet::new()
+        };
+        match placement::choose_partition(self.t, &instance.software_release, &filter, &networks)? {
+            Choice::Found((computer, partition)) => self.occupy(instance, computer, partition)?,
+            Choice::NotFound(reason) => {
+                instance.placement = Placement::Pending { reason };
+                tables::put_index(
+                    &mut self.t.pending,
+                    "pending",
+                    tables::pending_key(&instance.software_release, instance.guid).as_bytes(),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn attach_to_host(
+        &mut self,
+        instance: &mut Instance,
+        host: InstanceGuid,
+    ) -> Result<(), StateError> {
+        instance.placement = Placement::Hosted { host };
+        if let Some(reference) = &instance.shared_reference {
+            tables::put_guid(
+                &mut self.t.hosted,
+                "hosted",
+                &tables::hosted_key(host, reference),
+                instance.guid,
+            )?;
+        }
+        // The host's node must add it to its slave_instance_list.
+        self.bump(host)
+    }
+
+    fn occupy(
+        &mut self,
+        instance: &mut Instance,
+        mut computer: Computer,
+        mut partition: Partition,
+    ) -> Result<(), StateError> {
+        let before = placement::index_keys(self.t, &computer)?;
+        tables::delete(
+            &mut self.t.free_partitions,
+            "free_partitions",
+            tables::free_key(&computer.id, &partition).as_bytes(),
+        )?;
+        partition.occupant = Some(instance.guid);
+        tables::put(
+            &mut self.t.partitions,
+            "partitions",
+            tables::partition_key(&computer.id, &partition.reference).as_bytes(),
+            &partition,
+        )?;
+        computer.free_count = computer.free_count.saturating_sub(1);
+        self.save_computer(&computer, &before)?;
+        instance.placement = Placement::Partition(PartitionId {
+            computer: computer.id.clone(),
+            partition: partition.reference.clone(),
+        });
+        bump(instance, self.at);
+        self.index_host(instance)?;
+        // A new host may be what pending shared instances wait for.
+        self.place_pending_shared(
+            &instance.software_release,
+            &instance.software_type,
+            Some(instance),
+        )?;
+        Ok(())
+    }
+
+    fn release(&mut self, id: &PartitionId) -> Result<(), StateError> {
+        let (Some(mut computer), Some(mut partition)) = (
+            self.t.computer(&id.computer)?,
+            self.t.partition(&id.computer, &id.partition)?,
+        ) else {
+            return Ok(());
+        };
+        let before = placement::index_keys(self.t, &computer)?;
+        partition.occupant = None;
+        tables::put(
+            &mut self.t.partitions,
+            "partitions",
+            tables::partition_key(&id.computer, &id.partition).as_bytes(),
+            &partition,
+        )?;
+        tables::put_index(
+            &mut self.t.free_partitions,
+            "free_partitions",
+            tables::free_key(&id.computer, &partition).as_bytes(),
+        )?;
+        computer.free_count = computer
+            .free_count
+            .saturating_add(1)
+            .min(computer.partition_count);
+        self.save_computer(&computer, &before)
+    }
+
+    /// Places pending requests that `computer` can now take, oldest first. Returns how many.
+    fn place_pending_on(&mut self, id: &ComputerId) -> Result<u32, StateError> {
+        let mut placed = 0;
+        for (url, supply) in self.t.supplies_of(id)? {
+            if supply.requested != SupplyState::Available {
+                continue;
+            }
+            let prefix = super::keys::Key::new().str(url.as_str());
+            for guid in tables::trailing_guids(&self.t.pending, "pending", &prefix, usize::MAX)? {
+                let Some(computer) = self.t.computer(id)? else {
+                    return Ok(placed);
+                };
+                if computer.free_count == 0 || computer.allocation_scope != AllocationScope::Open {
+                    return Ok(placed);
+                }
+                let Some(mut instance) = self.t.instance(guid)? else {
+                    continue;
+                };
+                let Ok(mut filter) = placement::parse_sla(&instance.sla, false) else {
+                    continue;
+                };
+                // Only this computer is on offer.
+                if filter.computer.as_ref().is_some_and(|c| c != id) {
+                    continue;
+                }
+                filter.computer = Some(id.clone());
+                let networks = if filter.unique_by_network {
+                    self.tree_networks(instance.root, instance.guid)?
+                } else {
+                    BTreeSet::new()
+                };
+                if let Choice::Found((computer, partition)) =
+                    placement::choose_partition(self.t, &url, &filter, &networks)?
+                {
+                    tables::delete(
+                        &mut self.t.pending,
+                        "pending",
+                        tables::pending_key(&url, guid).as_bytes(),
+                    )?;
+                    self.occupy(&mut instance, computer, partition)?;
+                    self.save_instance(&instance)?;
+                    placed += 1;
+                }
+            }
+        }
+        Ok(placed)
+    }
+
+    /// Places pending shared instances of `url` and `software_type` now that a host may exist.
+    fn place_pending_shared(
+        &mut self,
+        url: &SoftwareReleaseUrl,
+        software_type: &str,
+        new_host: Option<&Instance>,
+    ) -> Result<(), StateError> {
+        let prefix = super::keys::Key::new().str(url.as_str()).str(software_type);
+        for guid in tables::trailing_guids(
+            &self.t.pending_shared,
+            "pending_shared",
+            &prefix,
+            usize::MAX,
+        )? {
+            let Some(mut shared) = self.t.instance(guid)? else {
+                continue;
+            };
+            let Ok(filter) = placement::parse_sla(&shared.sla, true) else {
+                continue;
+            };
+            let host = match new_host {
+                // The new host is not saved yet: check it directly.
+                Some(host)
+                    if filter.host.is_none_or(|g| g == host.guid)
+                        && placement::can_host(host, url, software_type) =>
+                {
+                    Some(host.guid)
+                }
+                _ => match placement::choose_host(self.t, url, software_type, &filter)? {
+                    Choice::Found(host) => Some(host.guid),
+                    Choice::NotFound(_) => None,
+                },
+            };
+            if let Some(host) = host {
+                tables::delete(
+                    &mut self.t.pending_shared,
+                    "pending_shared",
+                    tables::shared_host_key(url, software_type, guid).as_bytes(),
+                )?;
+                self.attach_to_host(&mut shared, host)?;
+                self.save_instance(&shared)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Networks used by the other instances of a request tree (`mode=unique_by_network`).
+    fn tree_networks(
+        &self,
+        root: InstanceGuid,
+        except: InstanceGuid,
+    ) -> Result<BTreeSet<String>, StateError> {
+        let mut networks = BTreeSet::new();
+        for guid in tables::guid_values(&self.t.titles, "titles", &tables::instance_key(root))? {
+            if guid == except {
+                continue;
+            }
+            if let Some(Instance {
+                placement: Placement::Partition(p),
+                ..
+            }) = self.t.instance(guid)?
+                && let Some(computer) = self.t.computer(&p.computer)?
+            {
+                networks.insert(placement::network_of(&computer));
+            }
+        }
+        Ok(networks)
+    }
+
+    /// Adds a placed, live, normal instance to the hosts shared instances can use.
+    fn index_host(&mut self, instance: &Instance) -> Result<(), StateError> {
+        if placement::can_host(
+            instance,
+            &instance.software_release,
+            &instance.software_type,
+        ) {
+            tables::put_index(
+                &mut self.t.shared_hosts,
+                "shared_hosts",
+                tables::shared_host_key(
+                    &instance.software_release,
+                    &instance.software_type,
+                    instance.guid,
+                )
+                .as_bytes(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Removes an instance from the indexes that its software release or state put it in.
+    fn unindex(&mut self, instance: &Instance) -> Result<(), StateError> {
+        let url = &instance.software_release;
+        let software_type = &instance.software_type;
+        tables::delete(
+            &mut self.t.shared_hosts,
+            "shared_hosts",
+            tables::shared_host_key(url, software_type, instance.guid).as_bytes(),
+        )?;
+        tables::delete(
+            &mut self.t.pending,
+            "pending",
+            tables::pending_key(url, instance.guid).as_bytes(),
+        )?;
+        tables::delete(
+            &mut self.t.pending_shared,
+            "pending_shared",
+            tables::shared_host_key(url, software_type, instance.guid).as_bytes(),
+        )
+    }
+
+    // --- helpers ------------------------------------------------------------------------------
+
+    fn save_computer(
+        &mut self,
+        computer: &Computer,
+        index_before: &BTreeSet<Vec<u8>>,
+    ) -> Result<(), StateError> {
+        tables::put(
+            &mut self.t.computers,
+            "computers",
+            tables::computer_key(&computer.id).as_bytes(),
+            computer,
+        )?;
+        let after = placement::index_keys(self.t, computer)?;
+        placement::reindex(self.t, index_before, &after)
+    }
+
+    fn save_instance(&mut self, instance: &Instance) -> Result<(), StateError> {
+        tables::put(
+            &mut self.t.instances,
+            "instances",
+            tables::instance_key(instance.guid).as_bytes(),
+            instance,
+        )
+    }
+
+    /// Moves an instance's timestamp forward so its node reprocesses it.
+    fn bump(&mut self, guid: InstanceGuid) -> Result<(), StateError> {
+        if let Some(mut instance) = self.t.instance(guid)? {
+            bump(&mut instance, self.at);
+            self.save_instance(&instance)?;
+        }
+        Ok(())
+    }
+
+    fn set_counter(&mut self, name: &'static str, value: u64) -> Result<(), StateError> {
+        self.t
+            .counters
+            .insert(
+                super::keys::Key::new().str(name).as_bytes(),
+                value.to_be_bytes().as_slice(),
+            )
+            .map_err(|e| StateError::storage("counters", e))?;
+        Ok(())
+    }
+
+    fn audit(&mut self, action: &str, target: String) -> Result<(), StateError> {
+        let record = AuditRecord {
+            at: self.at,
+            actor: self.actor.clone(),
+            action: action.to_string(),
+            target,
+        };
+        let key = tables::audit_key(self.index, self.audit_sequence);
+        self.audit_sequence += 1;
+        tables::put(&mut self.t.audit, "audit", key.as_bytes(), &record)
+    }
+
+    /// The instance on a partition.
+    fn occupant(&self, id: &PartitionId) -> Result<Result<Instance, Rejection>, StateError> {
+        let Some(partition) = self.t.partition(&id.computer, &id.partition)? else {
+            return Ok(Err(Rejection::UnknownPartition(id.clone())));
+        };
+        let Some(guid) = partition.occupant else {
+            return Ok(Err(Rejection::PartitionFree(id.clone())));
+        };
+        match self.t.instance(guid)? {
+            Some(instance) => Ok(Ok(instance)),
+            None => Err(StateError::Corrupt {
+                table: "partitions",
+                key: tables::partition_key(&id.computer, &id.partition).into_bytes(),
+                detail: format!("occupant {guid} does not exist"),
+            }),
+        }
+    }
+
+    /// The instance on a partition, or the shared instance it hosts under `shared_reference`.
+    fn resolve(
+        &self,
+        id: &PartitionId,
+        shared_reference: Option<&str>,
+    ) -> Result<Result<Instance, Rejection>, StateError> {
+        let host = match self.occupant(id)? {
+            Ok(host) => host,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
+        let Some(reference) = shared_reference else {
+            return Ok(Ok(host));
+        };
+        let shared = tables::guid_at(
+            &self.t.hosted,
+            "hosted",
+            &tables::hosted_key(host.guid, reference),
+        )?;
+        match shared {
+            Some(guid) => Ok(self
+                .t
+                .instance(guid)?
+                .ok_or(Rejection::UnknownInstance(guid))),
+            None => Ok(Err(Rejection::UnknownSharedInstance {
+                partition: id.clone(),
+                reference: reference.to_string(),
+            })),
+        }
+    }
+
+    fn only_computer_itself(&self, id: &ComputerId, action: &'static str) -> Result<(), Rejection> {
+        match self.actor {
+            Actor::Computer(c) if c != id => Err(Rejection::NotAllowed {
+                actor: self.actor.to_string(),
+                action: action.into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn only_partition_itself(
+        &self,
+        id: &PartitionId,
+        action: &'static str,
+    ) -> Result<(), Rejection> {
+        match self.actor {
+            Actor::Partition(p) if p != id => Err(Rejection::NotAllowed {
+                actor: self.actor.to_string(),
+                action: action.into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn only_partition_or_its_computer(
+        &self,
+        id: &PartitionId,
+        action: &'static str,
+    ) -> Result<(), Rejection> {
+        match self.actor {
+            Actor::Computer(c) if *c != id.computer => Err(Rejection::NotAllowed {
+                actor: self.actor.to_string(),
+                action: action.into(),
+            }),
+            _ => self.only_partition_itself(id, action),
+        }
+    }
+}
+
+fn bump(instance: &mut Instance, at: Timestamp) {
+    instance.timestamp = Timestamp(at.0.max(instance.timestamp.0.saturating_add(1)));
+}
+
+fn summary(instance: &Instance, changed: bool) -> InstanceSummary {
+    InstanceSummary {
+        guid: instance.guid,
+        title: instance.title.clone(),
+        requested_state: instance.requested_state,
+        placement: instance.placement.clone(),
+        timestamp: instance.timestamp,
+        changed,
+    }
+}
+
+/// `slappart12` sorts as 12; other names after every numbered one, in definition order.
+fn ordinal(reference: &PartitionRef, position: usize) -> u64 {
+    let digits = reference.as_str().len()
+        - reference
+            .as_str()
+            .trim_end_matches(|c: char| c.is_ascii_digit())
+            .len();
+    let number = reference.as_str()[reference.as_str().len() - digits..]
+        .parse::<u32>()
+        .ok();
+    match number {
+        Some(n) => u64::from(n),
+        None => (1 << 32) + position as u64,
+    }
+}
+
+/// The last `max` bytes of `text`, cut at a character boundary.
+fn tail(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].to_string()
+}
+
+/// The last non-empty line of `text` (where a build log says what failed), at most 256 bytes
+/// of it, cut at a character boundary.
+fn last_line(text: &str) -> &str {
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    let mut end = line.len().min(256);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    &line[..end]
+}
+
+fn check_name(what: &'static str, value: &str) -> Result<(), Rejection> {
+    if value.is_empty() {
+        return Err(Rejection::Invalid {
+            what: what.into(),
+            reason: "is empty".to_string(),
+        });
+    }
+    if value.len() > MAX_NAME_BYTES {
+        return Err(Rejection::TooLarge {
+            what: what.into(),
+            bytes: value.len(),
+            max: MAX_NAME_BYTES,
+        });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Rejection::Invalid {
+            what: what.into(),
+            reason: "contains control characters".to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn check_url(url: &SoftwareReleaseUrl) -> Result<(), Rejection> {
+    let url = url.as_str();
+    if url.len() > MAX_URL_BYTES {
+        return Err(Rejection::TooLarge {
+            what: "software release url".into(),
+            bytes: url.len(),
+            max: MAX_URL_BYTES,
+        });
+    }
+    if url.is_empty() || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(Rejection::Invalid {
+            what: "software release url".into(),
+            reason: format!("{url:?} is not a url"),
+        });
+    }
+    Ok(())
+}
+
+fn check_parameters(
+    what: &'static str,
+    parameters: &Parameters,
+    max: usize,
+) -> Result<(), Rejection> {
+    let bytes: usize = parameters.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > max {
+        return Err(Rejection::TooLarge {
+            what: what.into(),
+            bytes,
+            max,
+        });
+    }
+    if parameters.keys().any(String::is_empty) {
+        return Err(Rejection::Invalid {
+            what: what.into(),
+            reason: "a parameter name is empty".to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn check_request(request: &InstanceRequest) -> Result<(), Rejection> {
+    check_name("title", &request.title)?;
+    check_url(&request.software_release)?;
+    check_name("software type", &request.software_type)?;
+    check_parameters(
+        "instance parameters",
+        &request.parameters,
+        MAX_PARAMETERS_BYTES,
+    )?;
+    check_parameters("SLA", &request.sla, MAX_SLA_BYTES)
+}
+
+fn check_definition(definition: &ComputerDefinition) -> Result<(), Rejection> {
+    check_name("computer id", definition.id.as_str())?;
+    if definition.partitions.len() > MAX_PARTITIONS_PER_COMPUTER {
+        return Err(Rejection::TooLarge {
+            what: "partition list".into(),
+            bytes: definition.partitions.len(),
+            max: MAX_PARTITIONS_PER_COMPUTER,
+        });
+    }
+    let mut seen = BTreeSet::new();
+    for partition in &definition.partitions {
+        check_name("partition reference", partition.reference.as_str())?;
+        if !seen.insert(&partition.reference) {
+            return Err(Rejection::Invalid {
+                what: "computer definition".into(),
+                reason: format!("partition {} appears twice", partition.reference),
+            });
+        }
+        for text in [&partition.path, &partition.tap, &partition.user]
+            .into_iter()
+            .flatten()
+        {
+            check_name("partition field", text)?;
+        }
+        for address in &partition.addresses {
+            check_name("address", &address.addr)?;
+            check_name("netmask", &address.netmask)?;
+        }
+    }
+    if let Some(attributes) = &definition.attributes {
+        for (key, value) in attributes {
+            check_name("attribute name", key)?;
+            check_name("attribute value", value)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_usage(record: &UsageRecord) -> Result<(), Rejection> {
+    if record.period_end < record.period_start {
+        return Err(Rejection::Invalid {
+            what: "usage record".into(),
+            reason: "period ends before it starts".to_string(),
+        });
+    }
+    for movement in &record.movements {
+        check_name("usage resource", &movement.resource)?;
+        if !movement.category.is_empty() {
+            check_name("usage category", &movement.category)?;
+        }
+        if !movement.quantity.is_finite() {
+            return Err(Rejection::Invalid {
+                what: "usage quantity".into(),
+                reason: format!("{} is not a number", movement.quantity),
+            });
+        }
+    }
+    Ok(())
+}

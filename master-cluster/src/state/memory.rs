@@ -1,0 +1,70 @@
+//! [`MemoryState`]: the master's state machine on an in-memory redb database, applying
+//! commands through exactly the code raft-store runs. For tests and benchmarks of the domain,
+//! without Raft or a disk.
+
+use openraft::{Entry, EntryPayload, LeaderId, LogId};
+use raft_store::Application;
+use redb::ReadableDatabase;
+use redb::backends::InMemoryBackend;
+
+use super::command::{Command, Response};
+use super::tables::StateError;
+use super::{MasterConfig, MasterState};
+
+pub struct MemoryState {
+    db: redb::Database,
+    next_index: u64,
+}
+
+impl MemoryState {
+    pub fn new() -> Result<Self, StateError> {
+        let db = redb::Database::builder()
+            .create_with_backend(InMemoryBackend::new())
+            .map_err(|e| StateError::storage("(open)", e))?;
+        let txn = db
+            .begin_write()
+            .map_err(|e| StateError::storage("(open)", e))?;
+        MasterState.initialize(&txn)?;
+        txn.commit().map_err(|e| StateError::storage("(open)", e))?;
+        Ok(Self { db, next_index: 1 })
+    }
+
+    /// Applies one command as the next log entry.
+    pub fn apply(&mut self, command: Command) -> Result<Response, StateError> {
+        let mut responses = self.apply_batch(vec![command])?;
+        Ok(responses.pop().unwrap_or(Ok(super::Outcome::Done)))
+    }
+
+    /// Applies commands as consecutive log entries, in one transaction, as raft-store does with
+    /// a batch of committed entries.
+    pub fn apply_batch(&mut self, commands: Vec<Command>) -> Result<Vec<Response>, StateError> {
+        let entries: Vec<Entry<MasterConfig>> = commands
+            .into_iter()
+            .map(|command| {
+                let index = self.next_index;
+                self.next_index += 1;
+                Entry {
+                    log_id: LogId::new(LeaderId::new(1, 1), index),
+                    payload: EntryPayload::Normal(command),
+                }
+            })
+            .collect();
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(|e| StateError::storage("(apply)", e))?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| StateError::storage("(apply)", e))?;
+        let responses = MasterState.apply(&txn, &entries)?;
+        txn.commit()
+            .map_err(|e| StateError::storage("(apply)", e))?;
+        Ok(responses)
+    }
+
+    /// A read view for the queries in [`super::query`].
+    pub fn read(&self) -> Result<redb::ReadTransaction, StateError> {
+        self.db
+            .begin_read()
+            .map_err(|e| StateError::storage("(read)", e))
+    }
+}

@@ -1,0 +1,67 @@
+//! The SlapOS master as a deterministic state machine, hosted by raft-store.
+//!
+//! [`MasterState`] is the [`raft_store::Application`]: it applies [`Command`]s (model in
+//! `model.rs`, commands in `command.rs`) through `apply.rs`, whose marketplace is
+//! `placement.rs`; the tables are described in `tables.rs`; `query.rs` answers reads.
+//! [`MemoryState`] runs the same code on an in-memory database for tests and benchmarks.
+
+mod apply;
+pub mod command;
+mod keys;
+mod memory;
+pub mod model;
+mod placement;
+pub mod query;
+mod tables;
+
+use openraft::{BasicNode, Entry, EntryPayload, TokioRuntime};
+
+pub use apply::{MAX_LOG_BYTES, MAX_NAME_BYTES, MAX_PARAMETERS_BYTES, MAX_SLA_BYTES};
+pub use command::{
+    Command, InstanceReport, InstanceRequest, InstanceSummary, Op, Outcome, Rejection, Response,
+};
+pub use memory::MemoryState;
+pub use placement::CATEGORY_KEYS;
+pub use tables::StateError;
+
+openraft::declare_raft_types!(
+    /// The master cluster's openraft types: commands in, responses out.
+    pub MasterConfig:
+        D = Command,
+        R = Response,
+        NodeId = u64,
+        Node = BasicNode,
+        Entry = Entry<MasterConfig>,
+        SnapshotData = tokio::fs::File,
+        AsyncRuntime = TokioRuntime,
+);
+
+/// The SlapOS master's state machine. Stateless itself: everything is in the tables.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MasterState;
+
+impl raft_store::Application<MasterConfig> for MasterState {
+    type Error = StateError;
+
+    fn apply(
+        &self,
+        txn: &redb::WriteTransaction,
+        entries: &[Entry<MasterConfig>],
+    ) -> Result<Vec<Response>, StateError> {
+        let mut t = tables::Tables::open_write(txn)?;
+        entries
+            .iter()
+            .map(|entry| match &entry.payload {
+                EntryPayload::Normal(command) => apply::apply(&mut t, entry.log_id.index, command),
+                EntryPayload::Blank | EntryPayload::Membership(_) => Ok(Ok(Outcome::Done)),
+            })
+            .collect()
+    }
+
+    fn initialize(&self, txn: &redb::WriteTransaction) -> Result<(), StateError> {
+        tables::create_all(txn)
+    }
+}
+
+#[cfg(test)]
+mod tests;

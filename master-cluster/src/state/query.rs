@@ -1,0 +1,278 @@
+//! Reads of the master's state, each from one consistent read transaction (raft-store's
+//! `StateMachineStore::begin_read`). These are what the services answer: a node's poll, an
+//! instance, a user's instances, the catalog, usage, the audit trail, and why an instance is
+//! not placed.
+
+use redb::ReadableTable;
+
+use super::keys::Key;
+use super::model::{
+    AuditRecord, Computer, ComputerId, Instance, InstanceGuid, Parameters, Partition, PartitionRef,
+    Placement, SoftwareRelease, SoftwareReleaseUrl, SoftwareState, SupplyState, UsageRecord,
+    UserId,
+};
+use super::placement::{self, Choice};
+use super::tables::{self, StateError, Tables};
+
+type ReadTables = Tables<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>;
+
+/// Everything a node needs about its computer: what to install, and every partition with
+/// what to run there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComputerView {
+    pub computer: Computer,
+    pub software: Vec<SoftwareView>,
+    pub partitions: Vec<PartitionView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SoftwareView {
+    pub url: SoftwareReleaseUrl,
+    pub requested: SupplyState,
+    pub reported: Option<SoftwareState>,
+}
+
+/// A partition and, unless it is free, the instance it must run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionView {
+    pub partition: Partition,
+    pub instance: Option<InstanceView>,
+}
+
+/// An instance with everything that is stored apart from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceView {
+    pub instance: Instance,
+    pub parameters: Parameters,
+    pub connection: Parameters,
+    pub root_title: String,
+    /// Shared instances this instance hosts, with their parameters.
+    pub shared_instances: Vec<SharedInstanceView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedInstanceView {
+    pub instance: Instance,
+    pub parameters: Parameters,
+}
+
+pub fn computer_view(
+    txn: &redb::ReadTransaction,
+    id: &ComputerId,
+) -> Result<Option<ComputerView>, StateError> {
+    let t = Tables::open_read(txn)?;
+    let Some(computer) = t.computer(id)? else {
+        return Ok(None);
+    };
+    let software = t
+        .supplies_of(id)?
+        .into_iter()
+        .map(|(url, supply)| SoftwareView {
+            url,
+            requested: supply.requested,
+            reported: supply.reported,
+        })
+        .collect();
+    let mut partitions = Vec::new();
+    for partition in t.partitions_of(id)? {
+        let instance = match partition.occupant {
+            Some(guid) => instance_view(&t, guid)?,
+            None => None,
+        };
+        partitions.push(PartitionView {
+            partition,
+            instance,
+        });
+    }
+    partitions.sort_by_key(|p| p.partition.ordinal);
+    Ok(Some(ComputerView {
+        computer,
+        software,
+        partitions,
+    }))
+}
+
+pub fn instance(
+    txn: &redb::ReadTransaction,
+    guid: InstanceGuid,
+) -> Result<Option<InstanceView>, StateError> {
+    instance_view(&Tables::open_read(txn)?, guid)
+}
+
+/// The instance a user's root title names, if any.
+pub fn root_by_title(
+    txn: &redb::ReadTransaction,
+    owner: &UserId,
+    title: &str,
+) -> Result<Option<InstanceGuid>, StateError> {
+    let t = Tables::open_read(txn)?;
+    tables::guid_at(&t.roots, "roots", &tables::root_key(owner, title))
+}
+
+/// Every instance a user owns: their roots and the trees below them, root by root.
+pub fn instances_of(
+    txn: &redb::ReadTransaction,
+    owner: &UserId,
+) -> Result<Vec<Instance>, StateError> {
+    let t = Tables::open_read(txn)?;
+    let mut out = Vec::new();
+    for root in tables::guid_values(&t.roots, "roots", &Key::new().str(owner.as_str()))? {
+        for guid in tables::guid_values(&t.titles, "titles", &tables::instance_key(root))? {
+            if let Some(instance) = t.instance(guid)? {
+                out.push(instance);
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn catalog(txn: &redb::ReadTransaction) -> Result<Vec<SoftwareRelease>, StateError> {
+    Tables::open_read(txn)?.software_releases()
+}
+
+pub fn computers(txn: &redb::ReadTransaction) -> Result<Vec<Computer>, StateError> {
+    let t = Tables::open_read(txn)?;
+    tables::decode_all(
+        "computers",
+        tables::scan(&t.computers, "computers", &Key::new(), usize::MAX)?,
+    )
+}
+
+/// Usage of a computer, or of one of its partitions, with periods starting in
+/// `[from, until)` (microseconds; `None` for no bound).
+pub fn usage(
+    txn: &redb::ReadTransaction,
+    computer: &ComputerId,
+    partition: Option<&PartitionRef>,
+    from: Option<u64>,
+    until: Option<u64>,
+) -> Result<Vec<UsageRecord>, StateError> {
+    let t = Tables::open_read(txn)?;
+    let prefix = match partition {
+        Some(p) => tables::partition_key(computer, p),
+        None => tables::computer_key(computer),
+    };
+    Ok(t.usage_records(&prefix)?
+        .into_iter()
+        .filter(|r| from.is_none_or(|f| r.period_start.0 >= f))
+        .filter(|r| until.is_none_or(|u| r.period_start.0 < u))
+        .collect())
+}
+
+/// The oldest `limit` audit records.
+pub fn audit(txn: &redb::ReadTransaction, limit: usize) -> Result<Vec<AuditRecord>, StateError> {
+    Tables::open_read(txn)?.audit_records(limit)
+}
+
+/// Why an instance is where it is, or why it is not placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Explanation {
+    Placed(Placement),
+    /// Waiting; `reason` is what the marketplace found when it last tried, `now` what it finds
+    /// if it tried again (it tries by itself whenever capacity appears).
+    Pending {
+        reason: String,
+        now: String,
+    },
+    Unplaceable {
+        reason: String,
+    },
+    Destroyed,
+}
+
+pub fn explain(
+    txn: &redb::ReadTransaction,
+    guid: InstanceGuid,
+) -> Result<Option<Explanation>, StateError> {
+    let t = Tables::open_read(txn)?;
+    let Some(instance) = t.instance(guid)? else {
+        return Ok(None);
+    };
+    if instance.requested_state == super::model::RequestedState::Destroyed {
+        return Ok(Some(Explanation::Destroyed));
+    }
+    Ok(Some(match instance.placement {
+        Placement::Unplaceable { reason } => Explanation::Unplaceable { reason },
+        Placement::Pending { reason } => {
+            let now = match placement::parse_sla(&instance.sla, instance.shared) {
+                Err(reason) => reason,
+                Ok(filter) if instance.shared => match placement::choose_host(
+                    &t,
+                    &instance.software_release,
+                    &instance.software_type,
+                    &filter,
+                )? {
+                    Choice::Found(host) => format!("host {} could take it", host.guid),
+                    Choice::NotFound(reason) => reason,
+                },
+                Ok(filter) => match placement::choose_partition(
+                    &t,
+                    &instance.software_release,
+                    &filter,
+                    &Default::default(),
+                )? {
+                    Choice::Found((computer, partition)) => {
+                        format!("{}/{} could take it", computer.id, partition.reference)
+                    }
+                    Choice::NotFound(reason) => reason,
+                },
+            };
+            Explanation::Pending { reason, now }
+        }
+        placed => Explanation::Placed(placed),
+    }))
+}
+
+fn instance_view(t: &ReadTables, guid: InstanceGuid) -> Result<Option<InstanceView>, StateError> {
+    let Some(instance) = t.instance(guid)? else {
+        return Ok(None);
+    };
+    let root_title = if instance.root == guid {
+        instance.title.clone()
+    } else {
+        t.instance(instance.root)?
+            .map(|root| root.title)
+            .unwrap_or_default()
+    };
+    let mut shared_instances = Vec::new();
+    for shared in tables::guid_values(&t.hosted, "hosted", &tables::instance_key(guid))? {
+        if let Some(instance) = t.instance(shared)? {
+            shared_instances.push(SharedInstanceView {
+                parameters: t.parameters(shared)?,
+                instance,
+            });
+        }
+    }
+    Ok(Some(InstanceView {
+        parameters: t.parameters(guid)?,
+        connection: t.connection(guid)?,
+        root_title,
+        shared_instances,
+        instance,
+    }))
+}
+
+/// One row of a [`dump`]: table name, key, value.
+pub type DumpRow = (String, Vec<u8>, Vec<u8>);
+
+/// Every key and value of every table, in order: equal states give equal dumps. Tests and the
+/// chaos checker compare replicas with it.
+pub fn dump(txn: &redb::ReadTransaction) -> Result<Vec<DumpRow>, StateError> {
+    use redb::TableHandle;
+    let mut out = Vec::new();
+    let handles: Vec<String> = txn
+        .list_tables()
+        .map_err(|e| StateError::storage("(list)", e))?
+        .map(|h| h.name().to_string())
+        .collect();
+    for name in handles {
+        let table = txn
+            .open_table(redb::TableDefinition::<&[u8], &[u8]>::new(&name))
+            .map_err(|e| StateError::storage("(dump)", e))?;
+        for row in table.iter().map_err(|e| StateError::storage("(dump)", e))? {
+            let (k, v) = row.map_err(|e| StateError::storage("(dump)", e))?;
+            out.push((name.clone(), k.value().to_vec(), v.value().to_vec()));
+        }
+    }
+    Ok(out)
+}

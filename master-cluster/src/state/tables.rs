@@ -1,0 +1,486 @@
+//! The master's tables in `state.redb`, and typed access to them.
+//!
+//! Every table maps bytes to bytes (raft-store snapshots byte tables without knowing them).
+//! Keys are [`Key`]s, so they sort by their parts; values are a version byte followed by the
+//! record in postcard. Index tables have empty values: the key says it all.
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `catalog` | url | [`SoftwareRelease`] |
+//! | `computers` | computer | [`Computer`] |
+//! | `partitions` | computer, partition | [`Partition`] |
+//! | `supply` | computer, url | [`Supply`] |
+//! | `instances` | guid | [`Instance`] |
+//! | `instance_parameters` | guid | [`Parameters`] |
+//! | `instance_connections` | guid | [`Parameters`] |
+//! | `roots` | owner, title | guid of a user's root instance |
+//! | `titles` | root guid, title | guid, unique within a request tree |
+//! | `children` | parent guid, child guid | — |
+//! | `hosted` | host guid, shared reference | guid of the shared instance |
+//! | `free_partitions` | computer, ordinal, partition | — |
+//! | `placement` | url, dimension, free rank, computer | — (see `placement.rs`) |
+//! | `pending` | url, guid | — instances waiting for a partition |
+//! | `shared_hosts` | url, software type, guid | — instances that can host shared ones |
+//! | `pending_shared` | url, software type, guid | — shared instances waiting for a host |
+//! | `usage` | computer, partition, period start | [`UsageRecord`] |
+//! | `audit` | log index, sequence | [`AuditRecord`] |
+//! | `counters` | name | u64 big-endian |
+
+use redb::{ReadableTable, TableDefinition, TableHandle};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::keys::{Key, KeyError, KeyReader};
+use super::model::{
+    AuditRecord, Computer, ComputerId, Instance, InstanceGuid, Parameters, Partition, PartitionRef,
+    SoftwareRelease, SoftwareReleaseUrl, Supply, UsageRecord,
+};
+
+type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+macro_rules! tables {
+    ($($field:ident: $name:literal),* $(,)?) => {
+        /// The open tables of one transaction: readable ones for queries, writable ones (with
+        /// the write helpers in `apply.rs`) inside a write transaction.
+        pub struct Tables<T> {
+            $(pub $field: T,)*
+        }
+
+        const DEFINITIONS: &[Def] = &[$(Def::new($name),)*];
+
+        impl<'txn> Tables<redb::Table<'txn, &'static [u8], &'static [u8]>> {
+            pub fn open_write(txn: &'txn redb::WriteTransaction) -> Result<Self, StateError> {
+                Ok(Self {
+                    $($field: txn
+                        .open_table(Def::new($name))
+                        .map_err(|e| StateError::storage($name, e))?,)*
+                })
+            }
+        }
+
+        impl Tables<redb::ReadOnlyTable<&'static [u8], &'static [u8]>> {
+            pub fn open_read(txn: &redb::ReadTransaction) -> Result<Self, StateError> {
+                Ok(Self {
+                    $($field: txn
+                        .open_table(Def::new($name))
+                        .map_err(|e| StateError::storage($name, e))?,)*
+                })
+            }
+        }
+    };
+}
+
+tables! {
+    catalog: "catalog",
+    computers: "computers",
+    partitions: "partitions",
+    supply: "supply",
+    instances: "instances",
+    instance_parameters: "instance_parameters",
+    instance_connections: "instance_connections",
+    roots: "roots",
+    titles: "titles",
+    children: "children",
+    hosted: "hosted",
+    free_partitions: "free_partitions",
+    placement: "placement",
+    pending: "pending",
+    shared_hosts: "shared_hosts",
+    pending_shared: "pending_shared",
+    usage: "usage",
+    audit: "audit",
+    counters: "counters",
+}
+
+/// Creates every table (raft-store calls this at open and after a snapshot install).
+pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), StateError> {
+    for definition in DEFINITIONS {
+        txn.open_table(*definition)
+            .map_err(|e| StateError::storage(definition.name(), e))?;
+    }
+    Ok(())
+}
+
+/// A failure of the state's storage: fatal to the replica (raft-store stops it). Distinct from
+/// a [`super::command::Rejection`], which is the domain refusing a command.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state table {table}: {source}")]
+    Storage {
+        table: &'static str,
+        #[source]
+        source: redb::Error,
+    },
+    #[error("state table {table}: corrupt record under key {key:02x?}: {detail}")]
+    Corrupt {
+        table: &'static str,
+        key: Vec<u8>,
+        detail: String,
+    },
+}
+
+impl StateError {
+    pub fn storage(table: &'static str, error: impl Into<redb::Error>) -> Self {
+        Self::Storage {
+            table,
+            source: error.into(),
+        }
+    }
+
+    fn corrupt(table: &'static str, key: &[u8], detail: impl ToString) -> Self {
+        Self::Corrupt {
+            table,
+            key: key.to_vec(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// Version byte of every record this release writes.
+const V1: u8 = 1;
+
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_extend(value, vec![V1]).expect(
+        "postcard fails only on a full writer (a Vec never is) or a type serde cannot \
+         represent (records are plain structs, maps, strings and numbers)",
+    )
+}
+
+fn decode<T: DeserializeOwned>(
+    table: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StateError> {
+    match bytes.split_first() {
+        Some((&V1, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| StateError::corrupt(table, key, e))
+        }
+        Some((version, _)) => Err(StateError::corrupt(
+            table,
+            key,
+            format!("unknown record version {version}"),
+        )),
+        None => Err(StateError::corrupt(table, key, "empty record")),
+    }
+}
+
+/// Reads and decodes the record under `key`.
+pub fn get<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    name: &'static str,
+    key: &[u8],
+) -> Result<Option<T>, StateError> {
+    match table.get(key).map_err(|e| StateError::storage(name, e))? {
+        None => Ok(None),
+        Some(value) => decode(name, key, value.value()).map(Some),
+    }
+}
+
+/// A stored key and its raw value.
+pub type Row = (Vec<u8>, Vec<u8>);
+
+/// The keys (and raw values) under `prefix`, in order, at most `limit` of them.
+pub fn scan(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    name: &'static str,
+    prefix: &Key,
+    limit: usize,
+) -> Result<Vec<Row>, StateError> {
+    let (start, end) = prefix.prefix_range();
+    let range = table
+        .range::<&[u8]>((start, end.as_ref().map(Vec::as_slice)))
+        .map_err(|e| StateError::storage(name, e))?;
+    let mut out = Vec::new();
+    for row in range.take(limit) {
+        let (k, v) = row.map_err(|e| StateError::storage(name, e))?;
+        out.push((k.value().to_vec(), v.value().to_vec()));
+    }
+    Ok(out)
+}
+
+/// Decodes the records of a [`scan`].
+pub fn decode_all<T: DeserializeOwned>(
+    name: &'static str,
+    rows: Vec<Row>,
+) -> Result<Vec<T>, StateError> {
+    rows.iter().map(|(k, v)| decode(name, k, v)).collect()
+}
+
+pub fn put<T: Serialize>(
+    table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    name: &'static str,
+    key: &[u8],
+    value: &T,
+) -> Result<(), StateError> {
+    table
+        .insert(key, encode(value).as_slice())
+        .map_err(|e| StateError::storage(name, e))?;
+    Ok(())
+}
+
+pub fn put_index(
+    table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    name: &'static str,
+    key: &[u8],
+) -> Result<(), StateError> {
+    table
+        .insert(key, [].as_slice())
+        .map_err(|e| StateError::storage(name, e))?;
+    Ok(())
+}
+
+/// Stores a guid as the value of an index entry (`roots`, `titles`, `hosted`).
+pub fn put_guid(
+    table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    name: &'static str,
+    key: &Key,
+    guid: InstanceGuid,
+) -> Result<(), StateError> {
+    table
+        .insert(key.as_bytes(), guid.0.to_be_bytes().as_slice())
+        .map_err(|e| StateError::storage(name, e))?;
+    Ok(())
+}
+
+pub fn delete(
+    table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    name: &'static str,
+    key: &[u8],
+) -> Result<(), StateError> {
+    table
+        .remove(key)
+        .map_err(|e| StateError::storage(name, e))?;
+    Ok(())
+}
+
+/// Parses a stored key with `read`, reporting a malformed one as corruption of `table`.
+pub fn parse_key<T>(
+    table: &'static str,
+    key: &[u8],
+    read: impl FnOnce(&mut KeyReader<'_>) -> Result<T, KeyError>,
+) -> Result<T, StateError> {
+    let mut reader = KeyReader::new(key);
+    let value = read(&mut reader).map_err(|e| StateError::corrupt(table, key, e))?;
+    reader
+        .finish()
+        .map_err(|e| StateError::corrupt(table, key, e))?;
+    Ok(value)
+}
+
+/// A guid stored as the value of an index table (`roots`, `titles`, `hosted`).
+pub fn guid_at(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    name: &'static str,
+    key: &Key,
+) -> Result<Option<InstanceGuid>, StateError> {
+    let Some(value) = table
+        .get(key.as_bytes())
+        .map_err(|e| StateError::storage(name, e))?
+    else {
+        return Ok(None);
+    };
+    let bytes: [u8; 8] = value
+        .value()
+        .try_into()
+        .map_err(|_| StateError::corrupt(name, key.as_bytes(), "guid is not 8 bytes"))?;
+    Ok(Some(InstanceGuid(u64::from_be_bytes(bytes))))
+}
+
+/// Guids in the last key part of every entry under `prefix` (children, pending, hosts).
+pub fn trailing_guids(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    name: &'static str,
+    prefix: &Key,
+    limit: usize,
+) -> Result<Vec<InstanceGuid>, StateError> {
+    scan(table, name, prefix, limit)?
+        .iter()
+        .map(|(k, _)| {
+            let tail = k.get(prefix.as_bytes().len()..).unwrap_or_default();
+            parse_key(name, tail, |r| r.u64()).map(InstanceGuid)
+        })
+        .collect()
+}
+
+/// Guids stored as values under `prefix` (hosted shared instances, tree members).
+pub fn guid_values(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    name: &'static str,
+    prefix: &Key,
+) -> Result<Vec<InstanceGuid>, StateError> {
+    scan(table, name, prefix, usize::MAX)?
+        .iter()
+        .map(|(k, v)| {
+            let bytes: [u8; 8] = v
+                .as_slice()
+                .try_into()
+                .map_err(|_| StateError::corrupt(name, k, "guid is not 8 bytes"))?;
+            Ok(InstanceGuid(u64::from_be_bytes(bytes)))
+        })
+        .collect()
+}
+
+// Keys of each table, in one place so that writers and readers agree.
+
+pub fn catalog_key(url: &SoftwareReleaseUrl) -> Key {
+    Key::new().str(url.as_str())
+}
+
+pub fn computer_key(computer: &ComputerId) -> Key {
+    Key::new().str(computer.as_str())
+}
+
+pub fn partition_key(computer: &ComputerId, partition: &PartitionRef) -> Key {
+    computer_key(computer).str(partition.as_str())
+}
+
+pub fn supply_key(computer: &ComputerId, url: &SoftwareReleaseUrl) -> Key {
+    computer_key(computer).str(url.as_str())
+}
+
+pub fn instance_key(guid: InstanceGuid) -> Key {
+    Key::new().u64(guid.0)
+}
+
+pub fn root_key(owner: &super::model::UserId, title: &str) -> Key {
+    Key::new().str(owner.as_str()).str(title)
+}
+
+pub fn title_key(root: InstanceGuid, title: &str) -> Key {
+    Key::new().u64(root.0).str(title)
+}
+
+pub fn child_key(parent: InstanceGuid, child: InstanceGuid) -> Key {
+    Key::new().u64(parent.0).u64(child.0)
+}
+
+pub fn hosted_key(host: InstanceGuid, reference: &str) -> Key {
+    Key::new().u64(host.0).str(reference)
+}
+
+pub fn free_key(computer: &ComputerId, partition: &Partition) -> Key {
+    computer_key(computer)
+        .u64(partition.ordinal)
+        .str(partition.reference.as_str())
+}
+
+pub fn pending_key(url: &SoftwareReleaseUrl, guid: InstanceGuid) -> Key {
+    Key::new().str(url.as_str()).u64(guid.0)
+}
+
+pub fn shared_host_key(url: &SoftwareReleaseUrl, software_type: &str, guid: InstanceGuid) -> Key {
+    Key::new().str(url.as_str()).str(software_type).u64(guid.0)
+}
+
+pub fn usage_key(computer: &ComputerId, partition: &PartitionRef, period_start: u64) -> Key {
+    partition_key(computer, partition).u64(period_start)
+}
+
+pub fn audit_key(index: u64, sequence: u64) -> Key {
+    Key::new().u64(index).u64(sequence)
+}
+
+/// Typed record helpers shared by apply and the queries.
+impl<T: ReadableTable<&'static [u8], &'static [u8]>> Tables<T> {
+    pub fn computer(&self, id: &ComputerId) -> Result<Option<Computer>, StateError> {
+        get(&self.computers, "computers", computer_key(id).as_bytes())
+    }
+
+    pub fn partition(
+        &self,
+        computer: &ComputerId,
+        partition: &PartitionRef,
+    ) -> Result<Option<Partition>, StateError> {
+        get(
+            &self.partitions,
+            "partitions",
+            partition_key(computer, partition).as_bytes(),
+        )
+    }
+
+    /// The partitions of a computer, in key (reference) order.
+    pub fn partitions_of(&self, computer: &ComputerId) -> Result<Vec<Partition>, StateError> {
+        let rows = scan(
+            &self.partitions,
+            "partitions",
+            &computer_key(computer),
+            usize::MAX,
+        )?;
+        decode_all("partitions", rows)
+    }
+
+    pub fn supply(
+        &self,
+        computer: &ComputerId,
+        url: &SoftwareReleaseUrl,
+    ) -> Result<Option<Supply>, StateError> {
+        get(&self.supply, "supply", supply_key(computer, url).as_bytes())
+    }
+
+    /// The software releases a computer must have or remove, with their supply records.
+    pub fn supplies_of(
+        &self,
+        computer: &ComputerId,
+    ) -> Result<Vec<(SoftwareReleaseUrl, Supply)>, StateError> {
+        let rows = scan(&self.supply, "supply", &computer_key(computer), usize::MAX)?;
+        rows.iter()
+            .map(|(k, v)| {
+                let (_, url) = parse_key("supply", k, |r| Ok((r.str()?, r.str()?)))?;
+                Ok((SoftwareReleaseUrl(url), decode("supply", k, v)?))
+            })
+            .collect()
+    }
+
+    pub fn instance(&self, guid: InstanceGuid) -> Result<Option<Instance>, StateError> {
+        get(&self.instances, "instances", instance_key(guid).as_bytes())
+    }
+
+    pub fn parameters(&self, guid: InstanceGuid) -> Result<Parameters, StateError> {
+        Ok(get(
+            &self.instance_parameters,
+            "instance_parameters",
+            instance_key(guid).as_bytes(),
+        )?
+        .unwrap_or_default())
+    }
+
+    pub fn connection(&self, guid: InstanceGuid) -> Result<Parameters, StateError> {
+        Ok(get(
+            &self.instance_connections,
+            "instance_connections",
+            instance_key(guid).as_bytes(),
+        )?
+        .unwrap_or_default())
+    }
+
+    pub fn usage_records(&self, prefix: &Key) -> Result<Vec<UsageRecord>, StateError> {
+        decode_all("usage", scan(&self.usage, "usage", prefix, usize::MAX)?)
+    }
+
+    pub fn audit_records(&self, limit: usize) -> Result<Vec<AuditRecord>, StateError> {
+        decode_all("audit", scan(&self.audit, "audit", &Key::new(), limit)?)
+    }
+
+    pub fn software_releases(&self) -> Result<Vec<SoftwareRelease>, StateError> {
+        decode_all(
+            "catalog",
+            scan(&self.catalog, "catalog", &Key::new(), usize::MAX)?,
+        )
+    }
+
+    pub fn counter(&self, name: &'static str) -> Result<u64, StateError> {
+        let key = Key::new().str(name);
+        let Some(value) = self
+            .counters
+            .get(key.as_bytes())
+            .map_err(|e| StateError::storage("counters", e))?
+        else {
+            return Ok(0);
+        };
+        let bytes: [u8; 8] = value
+            .value()
+            .try_into()
+            .map_err(|_| StateError::corrupt("counters", key.as_bytes(), "not 8 bytes"))?;
+        Ok(u64::from_be_bytes(bytes))
+    }
+}

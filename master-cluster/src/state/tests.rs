@@ -1,0 +1,1411 @@
+//! The state machine's behaviour, command by command, and the invariants that must hold after
+//! any sequence of commands (checked by [`check_invariants`] in every test, and by the property
+//! tests at the bottom over seeded random sequences).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+
+use super::MemoryState;
+use super::command::{
+    Command, InstanceReport, InstanceRequest, InstanceSummary, Op, Outcome, Rejection, Response,
+};
+use super::keys::Key;
+use super::model::*;
+use super::placement::{self, Choice};
+use super::query::{self, Explanation};
+use super::tables::{self, Tables};
+
+// --- fixture ----------------------------------------------------------------------------------
+
+struct Fixture {
+    state: MemoryState,
+    clock: u64,
+}
+
+const KVM: &str = "https://lab.nexedi.com/nexedi/slapos/raw/1.0/software/kvm/software.cfg";
+const ERP5: &str = "https://lab.nexedi.com/nexedi/slapos/raw/1.0/software/erp5/software.cfg";
+
+fn user(name: &str) -> Actor {
+    Actor::User(UserId::from(name))
+}
+
+fn url(u: &str) -> SoftwareReleaseUrl {
+    SoftwareReleaseUrl::from(u)
+}
+
+fn pid(computer: &str, partition: &str) -> PartitionId {
+    PartitionId {
+        computer: ComputerId::from(computer),
+        partition: PartitionRef::from(partition),
+    }
+}
+
+fn definition(id: &str, partitions: u32, attributes: &[(&str, &str)]) -> ComputerDefinition {
+    ComputerDefinition {
+        id: ComputerId::from(id),
+        address: Some("10.0.0.1".into()),
+        netmask: Some("255.255.255.0".into()),
+        instance_root: Some("/srv/slapgrid".into()),
+        software_root: Some("/opt/slapgrid".into()),
+        os_type: None,
+        attributes: Some(
+            attributes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        capabilities: None,
+        partitions: (0..partitions)
+            .map(|n| PartitionDefinition {
+                reference: PartitionRef(format!("slappart{n}")),
+                path: Some(format!("/srv/slapgrid/slappart{n}")),
+                addresses: vec![
+                    NetworkAddress {
+                        addr: format!("10.0.{n}.1"),
+                        netmask: "255.255.255.255".into(),
+                    },
+                    NetworkAddress {
+                        addr: format!("2001:db8::{n:x}"),
+                        netmask: "ffff:ffff:ffff:ffff::".into(),
+                    },
+                ],
+                tap: Some(format!("slaptap{n}")),
+                user: Some(format!("slapuser{n}")),
+            })
+            .collect(),
+    }
+}
+
+fn request(title: &str, sr: &str) -> InstanceRequest {
+    InstanceRequest {
+        title: title.into(),
+        software_release: url(sr),
+        software_type: "default".into(),
+        parameters: BTreeMap::new(),
+        sla: BTreeMap::new(),
+        shared: false,
+        state: RequestedState::Started,
+    }
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self {
+            state: MemoryState::new().expect("in-memory state"),
+            clock: 1_700_000_000_000_000,
+        }
+    }
+
+    fn run(&mut self, actor: Actor, op: Op) -> Response {
+        self.clock += 1_000_000;
+        let response = self
+            .state
+            .apply(Command {
+                at: Timestamp(self.clock),
+                actor,
+                op,
+            })
+            .expect("storage works");
+        check_invariants(&self.state);
+        response
+    }
+
+    /// Runs a command that must be refused, and checks it changed nothing.
+    fn refused(&mut self, actor: Actor, op: Op) -> Rejection {
+        let before = self.dump();
+        match self.run(actor, op) {
+            Err(rejection) => {
+                assert_eq!(self.dump(), before, "refused command changed the state");
+                rejection
+            }
+            Ok(outcome) => panic!("expected a rejection, got {outcome:?}"),
+        }
+    }
+
+    fn register(&mut self, id: &str, partitions: u32, attributes: &[(&str, &str)]) {
+        let r = self.run(
+            Actor::Computer(ComputerId::from(id)),
+            Op::RegisterComputer(definition(id, partitions, attributes)),
+        );
+        assert!(r.is_ok(), "{r:?}");
+    }
+
+    fn supply(&mut self, computer: &str, sr: &str) {
+        let r = self.run(
+            Actor::Operator(UserId::from("admin")),
+            Op::Supply {
+                computer: ComputerId::from(computer),
+                url: url(sr),
+                state: SupplyState::Available,
+            },
+        );
+        assert!(r.is_ok(), "{r:?}");
+    }
+
+    fn request(&mut self, actor: Actor, request: InstanceRequest) -> InstanceSummary {
+        match self.run(actor, Op::RequestInstance(request)) {
+            Ok(Outcome::Instance(summary)) => summary,
+            other => panic!("request answered {other:?}"),
+        }
+    }
+
+    fn report(&mut self, partition: &PartitionId, report: InstanceReport) -> Response {
+        self.run(
+            Actor::Computer(partition.computer.clone()),
+            Op::ReportInstance {
+                partition: partition.clone(),
+                shared_reference: None,
+                report,
+            },
+        )
+    }
+
+    fn dump(&self) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+        query::dump(&self.state.read().expect("read")).expect("dump")
+    }
+
+    fn view(&self, computer: &str) -> query::ComputerView {
+        query::computer_view(
+            &self.state.read().expect("read"),
+            &ComputerId::from(computer),
+        )
+        .expect("query")
+        .expect("known computer")
+    }
+
+    fn instance(&self, guid: InstanceGuid) -> Option<query::InstanceView> {
+        query::instance(&self.state.read().expect("read"), guid).expect("query")
+    }
+
+    fn free(&self, computer: &str) -> u32 {
+        self.view(computer).computer.free_count
+    }
+}
+
+fn partition_of(summary: &InstanceSummary) -> PartitionId {
+    match &summary.placement {
+        Placement::Partition(p) => p.clone(),
+        other => panic!("{} is not on a partition: {other:?}", summary.guid),
+    }
+}
+
+// --- invariants -------------------------------------------------------------------------------
+
+/// Everything that must hold after any sequence of commands. Recomputes every index from the
+/// records and compares.
+fn check_invariants(state: &MemoryState) {
+    let txn = state.read().expect("read");
+    let t = Tables::open_read(&txn).expect("tables");
+    let computers = query::computers(&txn).expect("computers");
+    let instances: Vec<Instance> = tables::decode_all(
+        "instances",
+        tables::scan(&t.instances, "instances", &Key::new(), usize::MAX).expect("scan"),
+    )
+    .expect("decode");
+    let by_guid: BTreeMap<InstanceGuid, &Instance> =
+        instances.iter().map(|i| (i.guid, i)).collect();
+
+    let mut occupants = BTreeSet::new();
+    let mut expected_placement = BTreeSet::new();
+    let mut expected_free = BTreeSet::new();
+    for computer in &computers {
+        let partitions = t.partitions_of(&computer.id).expect("partitions");
+        assert_eq!(
+            computer.partition_count as usize,
+            partitions.len(),
+            "{}",
+            computer.id
+        );
+        let free: Vec<&Partition> = partitions.iter().filter(|p| p.occupant.is_none()).collect();
+        assert_eq!(
+            computer.free_count as usize,
+            free.len(),
+            "free count of {}",
+            computer.id
+        );
+        for partition in &partitions {
+            if let Some(guid) = partition.occupant {
+                assert!(occupants.insert(guid), "{guid} holds two partitions");
+                let instance = by_guid
+                    .get(&guid)
+                    .unwrap_or_else(|| panic!("occupant {guid} missing"));
+                assert_eq!(
+                    instance.placement,
+                    Placement::Partition(PartitionId {
+                        computer: computer.id.clone(),
+                        partition: partition.reference.clone()
+                    }),
+                    "partition and instance disagree"
+                );
+            }
+        }
+        for partition in free {
+            expected_free.insert(tables::free_key(&computer.id, partition).into_bytes());
+        }
+        expected_placement.extend(placement::index_keys(&t, computer).expect("index keys"));
+    }
+    let keys =
+        |table: &redb::ReadOnlyTable<&'static [u8], &'static [u8]>, name| -> BTreeSet<Vec<u8>> {
+            tables::scan(table, name, &Key::new(), usize::MAX)
+                .expect("scan")
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        };
+    assert_eq!(
+        keys(&t.free_partitions, "free_partitions"),
+        expected_free,
+        "free partition index"
+    );
+    assert_eq!(
+        keys(&t.placement, "placement"),
+        expected_placement,
+        "placement index"
+    );
+
+    let mut expected_pending = BTreeSet::new();
+    let mut expected_pending_shared = BTreeSet::new();
+    let mut expected_hosted = BTreeSet::new();
+    for instance in &instances {
+        let title = tables::guid_at(
+            &t.titles,
+            "titles",
+            &tables::title_key(instance.root, &instance.title),
+        )
+        .expect("titles");
+        assert_eq!(
+            title,
+            Some(instance.guid),
+            "title index of {}",
+            instance.guid
+        );
+        match &instance.placement {
+            Placement::Partition(p) => {
+                assert!(
+                    occupants.contains(&instance.guid),
+                    "{} claims {p} but does not hold it",
+                    instance.guid
+                )
+            }
+            Placement::Pending { .. } if instance.shared => {
+                expected_pending_shared.insert(
+                    tables::shared_host_key(
+                        &instance.software_release,
+                        &instance.software_type,
+                        instance.guid,
+                    )
+                    .into_bytes(),
+                );
+            }
+            Placement::Pending { .. } => {
+                expected_pending.insert(
+                    tables::pending_key(&instance.software_release, instance.guid).into_bytes(),
+                );
+                // The marketplace never leaves an instance waiting that it could place now.
+                let filter =
+                    placement::parse_sla(&instance.sla, false).expect("pending SLAs parse");
+                let networks: BTreeSet<String> = if filter.unique_by_network {
+                    instances
+                        .iter()
+                        .filter(|i| i.root == instance.root && i.guid != instance.guid)
+                        .filter_map(|i| match &i.placement {
+                            Placement::Partition(p) => {
+                                computers.iter().find(|c| c.id == p.computer)
+                            }
+                            _ => None,
+                        })
+                        .map(placement::network_of)
+                        .collect()
+                } else {
+                    BTreeSet::new()
+                };
+                if let Choice::Found((c, p)) =
+                    placement::choose_partition(&t, &instance.software_release, &filter, &networks)
+                        .expect("choose")
+                {
+                    panic!(
+                        "{} waits although {}/{} is free for it",
+                        instance.guid, c.id, p.reference
+                    );
+                }
+            }
+            Placement::Hosted { host } => {
+                let host = by_guid.get(host).expect("host exists");
+                assert!(
+                    !host.shared && host.requested_state != RequestedState::Destroyed,
+                    "live normal host"
+                );
+                expected_hosted.insert(
+                    tables::hosted_key(
+                        host.guid,
+                        instance.shared_reference.as_deref().expect("reference"),
+                    )
+                    .into_bytes(),
+                );
+            }
+            Placement::Unplaceable { .. } => {}
+        }
+    }
+    assert_eq!(
+        keys(&t.pending, "pending"),
+        expected_pending,
+        "pending index"
+    );
+    assert_eq!(
+        keys(&t.pending_shared, "pending_shared"),
+        expected_pending_shared,
+        "pending shared index"
+    );
+    assert_eq!(keys(&t.hosted, "hosted"), expected_hosted, "hosted index");
+}
+
+// --- computers and placement ------------------------------------------------------------------
+
+#[test]
+fn a_registered_computer_offers_its_partitions_in_natural_order() {
+    let mut f = Fixture::new();
+    f.register("COMP-1", 12, &[("region", "eu")]);
+    let view = f.view("COMP-1");
+    assert_eq!(view.computer.free_count, 12);
+    let order: Vec<&str> = view
+        .partitions
+        .iter()
+        .map(|p| p.partition.reference.as_str())
+        .collect();
+    assert_eq!(order[..3], ["slappart0", "slappart1", "slappart2"]);
+    assert_eq!(order[11], "slappart11");
+    assert!(view.partitions.iter().all(|p| p.instance.is_none()));
+}
+
+#[test]
+fn requests_go_to_the_least_loaded_computer_then_the_lowest_partition() {
+    let mut f = Fixture::new();
+    f.register("COMP-A", 3, &[]);
+    f.register("COMP-B", 12, &[]);
+    f.supply("COMP-A", KVM);
+    f.supply("COMP-B", KVM);
+    let first = f.request(user("alice"), request("vm0", KVM));
+    assert_eq!(partition_of(&first), pid("COMP-B", "slappart0"));
+    for n in 1..9 {
+        f.request(user("alice"), request(&format!("vm{n}"), KVM));
+    }
+    // COMP-B (12) took requests until it had as many free as COMP-A (3): then the tie goes to
+    // the lower id, and then to whichever has more free again.
+    assert_eq!((f.free("COMP-A"), f.free("COMP-B")), (3, 3));
+    let tie = f.request(user("alice"), request("vm9", KVM));
+    assert_eq!(partition_of(&tie), pid("COMP-A", "slappart0"));
+    let next = f.request(user("alice"), request("vm10", KVM));
+    assert_eq!(partition_of(&next), pid("COMP-B", "slappart9"));
+}
+
+#[test]
+fn only_computers_that_supply_the_software_release_and_match_the_sla_are_candidates() {
+    let mut f = Fixture::new();
+    f.register("COMP-EU", 2, &[("region", "eu"), ("cpu_type", "x86_64")]);
+    f.register("COMP-US", 4, &[("region", "us"), ("cpu_type", "x86_64")]);
+    f.supply("COMP-EU", KVM);
+    f.supply("COMP-US", KVM);
+    f.supply("COMP-US", ERP5);
+
+    let mut eu = request("eu-vm", KVM);
+    eu.sla.insert("region".into(), "eu".into());
+    eu.sla.insert("cpu_type".into(), "x86_64".into());
+    assert_eq!(
+        partition_of(&f.request(user("bob"), eu)).computer,
+        ComputerId::from("COMP-EU")
+    );
+
+    let erp5 = f.request(user("bob"), request("erp5", ERP5));
+    assert_eq!(partition_of(&erp5).computer, ComputerId::from("COMP-US"));
+
+    let mut pinned = request("pinned", KVM);
+    pinned.sla.insert("computer_guid".into(), "COMP-EU".into());
+    assert_eq!(
+        partition_of(&f.request(user("bob"), pinned)),
+        pid("COMP-EU", "slappart1")
+    );
+
+    let mut nowhere = request("nowhere", KVM);
+    nowhere.sla.insert("region".into(), "asia".into());
+    let waiting = f.request(user("bob"), nowhere);
+    assert!(
+        matches!(waiting.placement, Placement::Pending { .. }),
+        "{:?}",
+        waiting.placement
+    );
+
+    let mut odd = request("odd", KVM);
+    odd.sla.insert("colour".into(), "blue".into());
+    let unplaceable = f.request(user("bob"), odd);
+    assert_eq!(
+        unplaceable.placement,
+        Placement::Unplaceable {
+            reason: "unknown SLA key \"colour\"".into()
+        }
+    );
+    let txn = f.state.read().expect("read");
+    assert_eq!(
+        query::explain(&txn, unplaceable.guid).expect("explain"),
+        Some(Explanation::Unplaceable {
+            reason: "unknown SLA key \"colour\"".into()
+        })
+    );
+}
+
+#[test]
+fn pending_requests_are_placed_when_capacity_appears() {
+    let mut f = Fixture::new();
+    let early = f.request(user("carol"), request("early", KVM));
+    assert!(matches!(early.placement, Placement::Pending { .. }));
+    let later = f.request(user("carol"), request("later", KVM));
+
+    tracing_phase("a computer without the software release changes nothing");
+    f.register("COMP-1", 1, &[]);
+    assert!(matches!(
+        f.instance(early.guid).expect("exists").instance.placement,
+        Placement::Pending { .. }
+    ));
+
+    tracing_phase("supplying it places the oldest request on the one free partition");
+    f.supply("COMP-1", KVM);
+    assert_eq!(
+        f.instance(early.guid).expect("exists").instance.placement,
+        Placement::Partition(pid("COMP-1", "slappart0"))
+    );
+    assert!(matches!(
+        f.instance(later.guid).expect("exists").instance.placement,
+        Placement::Pending { .. }
+    ));
+
+    tracing_phase("a second partition in a new definition places the next");
+    let r = f.run(
+        Actor::Computer(ComputerId::from("COMP-1")),
+        Op::RegisterComputer(definition("COMP-1", 2, &[])),
+    );
+    assert_eq!(
+        r,
+        Ok(Outcome::ComputerRegistered {
+            partitions_added: 1,
+            partitions_removed: 0,
+            placed: 1
+        })
+    );
+    assert_eq!(
+        f.instance(later.guid).expect("exists").instance.placement,
+        Placement::Partition(pid("COMP-1", "slappart1"))
+    );
+
+    tracing_phase("a closed computer takes nothing until it opens");
+    f.run(
+        Actor::Operator(UserId::from("admin")),
+        Op::SetAllocationScope {
+            computer: ComputerId::from("COMP-1"),
+            scope: AllocationScope::Closed,
+        },
+    )
+    .expect("close");
+    f.run(
+        Actor::Computer(ComputerId::from("COMP-1")),
+        Op::RegisterComputer(definition("COMP-1", 3, &[])),
+    )
+    .expect("grow");
+    let third = f.request(user("carol"), request("third", KVM));
+    assert!(matches!(third.placement, Placement::Pending { .. }));
+    assert_eq!(
+        f.run(
+            Actor::Operator(UserId::from("admin")),
+            Op::SetAllocationScope {
+                computer: ComputerId::from("COMP-1"),
+                scope: AllocationScope::Open
+            }
+        ),
+        Ok(Outcome::Placed { placed: 1 })
+    );
+}
+
+fn tracing_phase(what: &str) {
+    eprintln!("--- {what}");
+}
+
+#[test]
+fn requesting_again_is_idempotent_and_changes_update_in_place() {
+    let mut f = Fixture::new();
+    f.register("COMP-1", 4, &[]);
+    f.supply("COMP-1", KVM);
+    let mut vm = request("vm", KVM);
+    vm.parameters.insert("ram".into(), "2048".into());
+    let first = f.request(user("dave"), vm.clone());
+    assert!(first.changed);
+
+    let before = f.dump();
+    let again = f.request(user("dave"), vm.clone());
+    assert!(!again.changed);
+    assert_eq!((again.guid, again.timestamp), (first.guid, first.timestamp));
+    assert_eq!(
+        f.dump(),
+        before,
+        "a repeated request must not write anything"
+    );
+
+    vm.parameters.insert("ram".into(), "4096".into());
+    vm.state = RequestedState::Stopped;
+    let updated = f.request(user("dave"), vm);
+    assert!(updated.changed && updated.timestamp > first.timestamp);
+    assert_eq!(updated.guid, first.guid);
+    assert_eq!(
+        updated.placement, first.placement,
+        "an instance never moves"
+    );
+    let view = f.instance(first.guid).expect("exists");
+    assert_eq!(view.parameters.get("ram").map(String::as_str), Some("4096"));
+    assert_eq!(view.instance.requested_state, RequestedState::Stopped);
+
+    // Same title, other user: another instance.
+    let other = f.request(user("erin"), request("vm", KVM));
+    assert_ne!(other.guid, first.guid);
+}
+
+#[test]
+fn a_request_tree_is_destroyed_children_first_and_frees_every_partition() {
+    let mut f = Fixture::new();
+    f.register("COMP-1", 5, &[]);
+    f.supply("COMP-1", KVM);
+    let root = f.request(user("frank"), request("root", KVM));
+    let root_partition = partition_of(&root);
+
+    tracing_phase("the root requests two children, one of which requests a grandchild");
+    let child = f.request(
+        Actor::Partition(root_partition.clone()),
+        request("child", KVM),
+    );
+    let second = f.request(
+        Actor::Partition(root_partition.clone()),
+        request("second", KVM),
+    );
+    let grandchild = f.request(
+        Actor::Partition(partition_of(&child)),
+        request("grandchild", KVM),
+    );
+    let again = f.request(
+        Actor::Partition(root_partition.clone()),
+        request("child", KVM),
+    );
+    assert_eq!(
+        again.guid, child.guid,
+        "children are idempotent by title within the tree"
+    );
+    let view = f.instance(grandchild.guid).expect("exists");
+    assert_eq!(view.root_title, "root");
+    assert_eq!(view.instance.requester, Requester::Instance(child.guid));
+    assert_eq!(f.free("COMP-1"), 1);
+
+    tracing_phase("destroying the root marks the whole tree destroyed");
+    f.run(
+        user("frank"),
+        Op::DestroyInstance {
+            instance: root.guid,
+        },
+    )
+    .expect("destroy");
+    for guid in [root.guid, child.guid, second.guid, grandchild.guid] {
+        assert_eq!(
+            f.instance(guid)
+                .expect("waits for its node")
+                .instance
+                .requested_state,
+            RequestedState::Destroyed
+        );
+    }
+    assert_eq!(
+        f.free("COMP-1"),
+        1,
+        "nothing is freed before the nodes report"
+    );
+
+    tracing_phase("a parent reported destroyed before its children waits for them");
+    f.report(&root_partition, InstanceReport::Destroyed)
+        .expect("report");
+    assert!(
+        f.instance(root.guid).is_some(),
+        "the root waits for its children"
+    );
+    f.report(&partition_of(&child), InstanceReport::Destroyed)
+        .expect("report");
+    assert!(
+        f.instance(child.guid).is_some(),
+        "the child waits for the grandchild"
+    );
+    f.report(&partition_of(&grandchild), InstanceReport::Destroyed)
+        .expect("report");
+    assert!(f.instance(grandchild.guid).is_none() && f.instance(child.guid).is_none());
+    f.report(&partition_of(&second), InstanceReport::Destroyed)
+        .expect("report");
+    assert!(
+        f.instance(root.guid).is_none(),
+        "the last child frees the root"
+    );
+    assert_eq!(f.free("COMP-1"), 5);
+
+    tracing_phase("the title is free again");
+    let fresh = f.request(user("frank"), request("root", KVM));
+    assert_ne!(fresh.guid, root.guid);
+}
+
+#[test]
+fn shared_instances_attach_to_a_host_and_leave_no_trace_when_destroyed() {
+    let mut f = Fixture::new();
+    f.register("COMP-1", 2, &[]);
+    f.supply("COMP-1", KVM);
+    let mut shared = request("site", KVM);
+    shared.shared = true;
+    shared
+        .parameters
+        .insert("url".into(), "https://example.org".into());
+    let waiting = f.request(user("gina"), shared.clone());
+    assert!(
+        matches!(waiting.placement, Placement::Pending { .. }),
+        "no host yet"
+    );
+
+    let host = f.request(user("hank"), request("frontend", KVM));
+    let host_partition = partition_of(&host);
+    let site = f.instance(waiting.guid).expect("exists");
+    assert_eq!(
+        site.instance.placement,
+        Placement::Hosted { host: host.guid }
+    );
+    assert_eq!(site.instance.shared_reference.as_deref(), Some("_site"));
+    let host_view = f.instance(host.guid).expect("host");
+    assert_eq!(host_view.shared_instances.len(), 1);
+
+    tracing_phase("a second shared instance attaches to the running host, which reprocesses");
+    let mut blog = shared.clone();
+    blog.title = "blog".into();
+    let blog = f.request(user("gina"), blog);
+    assert_eq!(blog.placement, Placement::Hosted { host: host.guid });
+    let host_view = f.instance(host.guid).expect("host");
+    assert_eq!(host_view.shared_instances.len(), 2);
+    assert!(
+        host_view.instance.timestamp > host.timestamp,
+        "the host reprocesses"
+    );
+
+    tracing_phase("the host publishes the shared instance's connection parameters");
+    let published = Parameters::from([("site_url".to_string(), "https://cdn/site".to_string())]);
+    f.run(
+        Actor::Partition(host_partition.clone()),
+        Op::PublishConnection {
+            partition: host_partition.clone(),
+            shared_reference: Some("_site".into()),
+            parameters: published.clone(),
+        },
+    )
+    .expect("publish");
+    assert_eq!(
+        f.instance(waiting.guid).expect("exists").connection,
+        published
+    );
+
+    tracing_phase("destroying it removes it from the host at once");
+    let before = f.instance(host.guid).expect("host").instance.timestamp;
+    f.run(
+        user("gina"),
+        Op::DestroyInstance {
+            instance: waiting.guid,
+        },
+    )
+    .expect("destroy");
+    assert!(f.instance(waiting.guid).is_none());
+    let host_view = f.instance(host.guid).expect("host");
+    let left: Vec<InstanceGuid> = host_view
+        .shared_instances
+        .iter()
+        .map(|s| s.instance.guid)
+        .collect();
+    assert_eq!(left, [blog.guid]);
+    assert!(host_view.instance.timestamp > before);
+}
+
+#[test]
+fn connection_parameters_bump_the_requester_so_it_reprocesses() {
+    let mut f = Fixture::new();
+    f.register("COMP-1", 3, &[]);
+    f.supply("COMP-1", KVM);
+    let parent = f.request(user("ivan"), request("parent", KVM));
+    let child = f.request(Actor::Partition(partition_of(&parent)), request("db", KVM));
+    let parent_ts = f.instance(parent.guid).expect("exists").instance.timestamp;
+    let params = Parameters::from([("url".to_string(), "mysql://[2001:db8::1]:3306".to_string())]);
+    let publish = Op::PublishConnection {
+        partition: partition_of(&child),
+        shared_reference: None,
+        parameters: params.clone(),
+    };
+    f.run(Actor::Partition(partition_of(&child)), publish.clone())
+        .expect("publish");
+    assert_eq!(f.instance(child.guid).expect("exists").connection, params);
+    assert!(f.instance(parent.guid).expect("exists").instance.timestamp > parent_ts);
+    assert_eq!(
+        f.run(Actor::Partition(partition_of(&child)), publish),
+        Ok(Outcome::Unchanged)
+    );
+}
+
+#[test]
+fn reports_set_the_access_status_that_nodes_read_back() {
+    let mut f = Fixture::new();
+    f.register("COMP-1", 1, &[]);
+    f.supply("COMP-1", KVM);
+    let vm = f.request(user("judy"), request("vm", KVM));
+    let p = partition_of(&vm);
+    f.report(&p, InstanceReport::Started).expect("started");
+    let view = f.instance(vm.guid).expect("exists");
+    assert_eq!(view.instance.reported_state, Some(ReportedState::Started));
+    assert_eq!(
+        view.instance.access_status.as_deref(),
+        Some("#access Instance correctly started")
+    );
+    assert_eq!(
+        f.report(&p, InstanceReport::Started),
+        Ok(Outcome::Unchanged)
+    );
+    let log = format!(
+        "{}\nError: buildout failed\n\n",
+        "x".repeat(super::MAX_LOG_BYTES * 2)
+    );
+    f.report(&p, InstanceReport::Error { log }).expect("error");
+    let view = f.instance(vm.guid).expect("exists");
+    assert_eq!(
+        view.instance.access_status.as_deref(),
+        Some("#error Error: buildout failed")
+    );
+    assert!(
+        view.instance
+            .last_error
+            .as_ref()
+            .is_some_and(|l| l.len() == super::MAX_LOG_BYTES)
+    );
+    assert!(
+        matches!(
+            f.report(&p, InstanceReport::Destroyed),
+            Err(Rejection::Invalid { .. })
+        ),
+        "not requested destroyed"
+    );
+}
+
+#[test]
+fn a_partition_removed_from_the_definition_is_dropped_only_when_free() {
+    let mut f = Fixture::new();
+    f.register("COMP-1", 3, &[]);
+    f.supply("COMP-1", KVM);
+    let vm = f.request(user("kim"), request("vm", KVM));
+    assert_eq!(partition_of(&vm), pid("COMP-1", "slappart0"));
+
+    let mut shrunk = definition("COMP-1", 3, &[]);
+    shrunk.partitions.remove(0);
+    let rejection = f.refused(
+        Actor::Computer(ComputerId::from("COMP-1")),
+        Op::RegisterComputer(shrunk),
+    );
+    assert_eq!(
+        rejection,
+        Rejection::PartitionBusy {
+            partition: pid("COMP-1", "slappart0"),
+            instance: vm.guid
+        }
+    );
+
+    let r = f.run(
+        Actor::Computer(ComputerId::from("COMP-1")),
+        Op::RegisterComputer(definition("COMP-1", 2, &[])),
+    );
+    assert_eq!(
+        r,
+        Ok(Outcome::ComputerRegistered {
+            partitions_added: 0,
+            partitions_removed: 1,
+            placed: 0
+        })
+    );
+    assert_eq!(f.free("COMP-1"), 1);
+}
+
+#[test]
+fn bad_commands_are_refused_with_a_reason_and_change_nothing() {
+    let mut f = Fixture::new();
+    f.register("COMP-1", 2, &[]);
+    f.supply("COMP-1", KVM);
+    let vm = f.request(user("lee"), request("vm", KVM));
+
+    let unknown = f.refused(
+        user("lee"),
+        Op::Supply {
+            computer: ComputerId::from("COMP-404"),
+            url: url(KVM),
+            state: SupplyState::Available,
+        },
+    );
+    assert_eq!(
+        unknown,
+        Rejection::UnknownComputer(ComputerId::from("COMP-404"))
+    );
+
+    let unknown = f.refused(
+        Actor::Computer(ComputerId::from("COMP-1")),
+        Op::ReportInstance {
+            partition: pid("COMP-1", "slappart9"),
+            shared_reference: None,
+            report: InstanceReport::Started,
+        },
+    );
+    assert_eq!(
+        unknown,
+        Rejection::UnknownPartition(pid("COMP-1", "slappart9"))
+    );
+
+    let free = f.refused(
+        Actor::Computer(ComputerId::from("COMP-1")),
+        Op::ReportInstance {
+            partition: pid("COMP-1", "slappart1"),
+            shared_reference: None,
+            report: InstanceReport::Started,
+        },
+    );
+    assert_eq!(free, Rejection::PartitionFree(pid("COMP-1", "slappart1")));
+
+    let mut big = request("big", KVM);
+    big.parameters
+        .insert("blob".into(), "x".repeat(super::MAX_PARAMETERS_BYTES));
+    assert!(
+        matches!(f.refused(user("lee"), Op::RequestInstance(big)), Rejection::TooLarge { bytes, max, .. } if bytes > max)
+    );
+
+    let mut nameless = request("", KVM);
+    nameless.title.clear();
+    assert!(matches!(
+        f.refused(user("lee"), Op::RequestInstance(nameless)),
+        Rejection::Invalid { .. }
+    ));
+    assert!(matches!(
+        f.refused(user("lee"), Op::RequestInstance(request("vm", "not a url"))),
+        Rejection::Invalid { .. }
+    ));
+
+    let mut flipped = request("vm", KVM);
+    flipped.shared = true;
+    assert!(matches!(
+        f.refused(user("lee"), Op::RequestInstance(flipped)),
+        Rejection::Invalid { .. }
+    ));
+
+    assert_eq!(
+        f.refused(user("mallory"), Op::DestroyInstance { instance: vm.guid }),
+        Rejection::NotAllowed {
+            actor: "user mallory".into(),
+            action: "destroy another user's instance".into()
+        }
+    );
+    assert_eq!(
+        f.refused(
+            user("lee"),
+            Op::DestroyInstance {
+                instance: InstanceGuid(999)
+            }
+        ),
+        Rejection::UnknownInstance(InstanceGuid(999))
+    );
+
+    let other = Actor::Partition(pid("COMP-1", "slappart1"));
+    assert!(matches!(
+        f.refused(
+            other,
+            Op::PublishConnection {
+                partition: partition_of(&vm),
+                shared_reference: None,
+                parameters: Parameters::new()
+            }
+        ),
+        Rejection::NotAllowed { .. }
+    ));
+    let nan = UsageRecord {
+        partition: PartitionRef::from("slappart0"),
+        period_start: Timestamp(0),
+        period_end: Timestamp(1),
+        movements: vec![UsageMovement {
+            resource: "CPU Consumption".into(),
+            category: "cpu".into(),
+            quantity: f64::NAN,
+        }],
+    };
+    assert!(matches!(
+        f.refused(
+            Actor::Computer(ComputerId::from("COMP-1")),
+            Op::PostUsage {
+                computer: ComputerId::from("COMP-1"),
+                records: vec![nan]
+            }
+        ),
+        Rejection::Invalid { .. }
+    ));
+    let mut fresh_destroy = request("never-existed", KVM);
+    fresh_destroy.state = RequestedState::Destroyed;
+    assert_eq!(
+        f.refused(user("lee"), Op::RequestInstance(fresh_destroy)),
+        Rejection::NothingToDestroy {
+            title: "never-existed".into()
+        }
+    );
+}
+
+#[test]
+fn unique_by_network_spreads_a_tree_over_networks() {
+    let mut f = Fixture::new();
+    f.register("COMP-A1", 4, &[("network_guid", "NET-A")]);
+    f.register("COMP-A2", 4, &[("network_guid", "NET-A")]);
+    f.register("COMP-B1", 1, &[("network_guid", "NET-B")]);
+    for c in ["COMP-A1", "COMP-A2", "COMP-B1"] {
+        f.supply(c, KVM);
+    }
+    let mut spread = request("master", KVM);
+    spread.sla.insert("mode".into(), "unique_by_network".into());
+    let first = f.request(user("nia"), spread.clone());
+    let first_net = partition_of(&first).computer;
+    let mut second = spread.clone();
+    second.title = "replica".into();
+    let second = f.request(Actor::Partition(partition_of(&first)), second);
+    let second_net = partition_of(&second).computer;
+    let net = |c: &ComputerId| {
+        if c.as_str().starts_with("COMP-A") {
+            "A"
+        } else {
+            "B"
+        }
+    };
+    assert_ne!(net(&first_net), net(&second_net));
+    let mut third = spread;
+    third.title = "third".into();
+    let third = f.request(Actor::Partition(partition_of(&first)), third);
+    assert!(
+        matches!(third.placement, Placement::Pending { .. }),
+        "no third network: {:?}",
+        third.placement
+    );
+}
+
+#[test]
+fn usage_is_stored_per_partition_and_period_and_rename_keeps_the_identity() {
+    let mut f = Fixture::new();
+    f.register("COMP-1", 2, &[]);
+    f.supply("COMP-1", KVM);
+    let vm = f.request(user("olga"), request("vm", KVM));
+    let record = |start: u64, quantity: f64| UsageRecord {
+        partition: PartitionRef::from("slappart0"),
+        period_start: Timestamp(start),
+        period_end: Timestamp(start + 3_600_000_000),
+        movements: vec![UsageMovement {
+            resource: "CPU Consumption".into(),
+            category: "cpu".into(),
+            quantity,
+        }],
+    };
+    let node = Actor::Computer(ComputerId::from("COMP-1"));
+    f.run(
+        node.clone(),
+        Op::PostUsage {
+            computer: ComputerId::from("COMP-1"),
+            records: vec![record(0, 1.5), record(3_600_000_000, 2.0)],
+        },
+    )
+    .expect("usage");
+    f.run(
+        node,
+        Op::PostUsage {
+            computer: ComputerId::from("COMP-1"),
+            records: vec![record(0, 9.0)],
+        },
+    )
+    .expect("repost");
+    let txn = f.state.read().expect("read");
+    let all = query::usage(&txn, &ComputerId::from("COMP-1"), None, None, None).expect("usage");
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        all[0].movements[0].quantity, 9.0,
+        "a repost replaces the period"
+    );
+    let first_hour = query::usage(
+        &txn,
+        &ComputerId::from("COMP-1"),
+        Some(&PartitionRef::from("slappart0")),
+        None,
+        Some(1),
+    )
+    .expect("usage");
+    assert_eq!(first_hour.len(), 1);
+    drop(txn);
+
+    let p = partition_of(&vm);
+    f.run(
+        Actor::Partition(p.clone()),
+        Op::RenameInstance {
+            partition: p,
+            shared_reference: None,
+            new_title: "vm-renamed".into(),
+        },
+    )
+    .expect("rename");
+    let txn = f.state.read().expect("read");
+    assert_eq!(
+        query::root_by_title(&txn, &UserId::from("olga"), "vm-renamed").expect("query"),
+        Some(vm.guid)
+    );
+    assert_eq!(
+        query::root_by_title(&txn, &UserId::from("olga"), "vm").expect("query"),
+        None
+    );
+    let audit = query::audit(&txn, 100).expect("audit");
+    assert_eq!(
+        audit.last().map(|a| a.action.as_str()),
+        Some("rename instance")
+    );
+}
+
+// --- properties over random command sequences -------------------------------------------------
+
+const COMPUTERS: [&str; 3] = ["COMP-0", "COMP-1", "COMP-2"];
+const TITLES: [&str; 4] = ["a", "b", "c", "d"];
+const USERS: [&str; 2] = ["u0", "u1"];
+const RELEASES: [&str; 2] = [KVM, ERP5];
+
+/// A command drawn from a small universe, so that sequences collide on purpose: the same
+/// titles, the same partitions, requests racing capacity.
+#[derive(Debug, Clone)]
+enum Step {
+    Register {
+        computer: usize,
+        partitions: u32,
+        region: usize,
+    },
+    Scope {
+        computer: usize,
+        open: bool,
+    },
+    Supply {
+        computer: usize,
+        release: usize,
+        available: bool,
+    },
+    Request {
+        user: usize,
+        title: usize,
+        release: usize,
+        region: Option<usize>,
+        shared: bool,
+        state: u8,
+        ram: u8,
+    },
+    ChildRequest {
+        computer: usize,
+        partition: u32,
+        title: usize,
+        release: usize,
+    },
+    Destroy {
+        user: usize,
+        title: usize,
+    },
+    ReportDestroyed {
+        computer: usize,
+        partition: u32,
+    },
+    Publish {
+        computer: usize,
+        partition: u32,
+        value: u8,
+    },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (0..3usize, 0..5u32, 0..2usize).prop_map(|(computer, partitions, region)| Step::Register {
+            computer,
+            partitions,
+            region
+        }),
+        (0..3usize, any::<bool>()).prop_map(|(computer, open)| Step::Scope { computer, open }),
+        (0..3usize, 0..2usize, prop::bool::weighted(0.8)).prop_map(
+            |(computer, release, available)| Step::Supply {
+                computer,
+                release,
+                available
+            }
+        ),
+        (
+            0..2usize,
+            0..4usize,
+            0..2usize,
+            prop::option::of(0..2usize),
+            prop::bool::weighted(0.2),
+            0..3u8,
+            0..2u8
+        )
+            .prop_map(
+                |(user, title, release, region, shared, state, ram)| Step::Request {
+                    user,
+                    title,
+                    release,
+                    region,
+                    shared,
+                    state,
+                    ram
+                }
+            ),
+        (0..3usize, 0..5u32, 0..4usize, 0..2usize).prop_map(
+            |(computer, partition, title, release)| Step::ChildRequest {
+                computer,
+                partition,
+                title,
+                release
+            }
+        ),
+        (0..2usize, 0..4usize).prop_map(|(user, title)| Step::Destroy { user, title }),
+        (0..3usize, 0..5u32).prop_map(|(computer, partition)| Step::ReportDestroyed {
+            computer,
+            partition
+        }),
+        (0..3usize, 0..5u32, any::<u8>()).prop_map(|(computer, partition, value)| Step::Publish {
+            computer,
+            partition,
+            value
+        }),
+    ]
+}
+
+fn to_command(step: &Step, state: &MemoryState, at: u64) -> Command {
+    let regions = ["eu", "us"];
+    let (actor, op) = match step {
+        Step::Register {
+            computer,
+            partitions,
+            region,
+        } => {
+            let id = COMPUTERS[*computer];
+            (
+                Actor::Computer(ComputerId::from(id)),
+                Op::RegisterComputer(definition(id, *partitions, &[("region", regions[*region])])),
+            )
+        }
+        Step::Scope { computer, open } => (
+            Actor::Operator(UserId::from("admin")),
+            Op::SetAllocationScope {
+                computer: ComputerId::from(COMPUTERS[*computer]),
+                scope: if *open {
+                    AllocationScope::Open
+                } else {
+                    AllocationScope::Closed
+                },
+            },
+        ),
+        Step::Supply {
+            computer,
+            release,
+            available,
+        } => (
+            Actor::Operator(UserId::from("admin")),
+            Op::Supply {
+                computer: ComputerId::from(COMPUTERS[*computer]),
+                url: url(RELEASES[*release]),
+                state: if *available {
+                    SupplyState::Available
+                } else {
+                    SupplyState::Destroyed
+                },
+            },
+        ),
+        Step::Request {
+            user: u,
+            title,
+            release,
+            region,
+            shared,
+            state,
+            ram,
+        } => {
+            let mut r = request(TITLES[*title], RELEASES[*release]);
+            if let Some(region) = region {
+                r.sla.insert("region".into(), regions[*region].into());
+            }
+            r.shared = *shared;
+            r.state = [
+                RequestedState::Started,
+                RequestedState::Stopped,
+                RequestedState::Destroyed,
+            ][usize::from(*state)];
+            r.parameters
+                .insert("ram".into(), (1024 * (u32::from(*ram) + 1)).to_string());
+            (user(USERS[*u]), Op::RequestInstance(r))
+        }
+        Step::ChildRequest {
+            computer,
+            partition,
+            title,
+            release,
+        } => (
+            Actor::Partition(pid(COMPUTERS[*computer], &format!("slappart{partition}"))),
+            Op::RequestInstance(request(
+                &format!("child-{}", TITLES[*title]),
+                RELEASES[*release],
+            )),
+        ),
+        Step::Destroy { user: u, title } => {
+            let txn = state.read().expect("read");
+            let guid = query::root_by_title(&txn, &UserId::from(USERS[*u]), TITLES[*title])
+                .expect("query")
+                .unwrap_or(InstanceGuid(424242));
+            (user(USERS[*u]), Op::DestroyInstance { instance: guid })
+        }
+        Step::ReportDestroyed {
+            computer,
+            partition,
+        } => {
+            let p = pid(COMPUTERS[*computer], &format!("slappart{partition}"));
+            (
+                Actor::Computer(p.computer.clone()),
+                Op::ReportInstance {
+                    partition: p,
+                    shared_reference: None,
+                    report: InstanceReport::Destroyed,
+                },
+            )
+        }
+        Step::Publish {
+            computer,
+            partition,
+            value,
+        } => {
+            let p = pid(COMPUTERS[*computer], &format!("slappart{partition}"));
+            (
+                Actor::Partition(p.clone()),
+                Op::PublishConnection {
+                    partition: p,
+                    shared_reference: None,
+                    parameters: Parameters::from([("v".to_string(), value.to_string())]),
+                },
+            )
+        }
+    };
+    Command {
+        at: Timestamp(at),
+        actor,
+        op,
+    }
+}
+
+/// Applies `steps`, checking after each one that a refusal changed nothing and that the
+/// invariants hold; with `repeat`, also sends every request a second time right after it and
+/// checks that the repeat changed nothing. Returns the commands as applied (the log).
+fn run_steps(steps: &[Step], repeat: bool) -> (MemoryState, Vec<Command>) {
+    let dump = |s: &MemoryState| query::dump(&s.read().expect("read")).expect("dump");
+    let mut state = MemoryState::new().expect("state");
+    let mut log = Vec::new();
+    for (n, step) in steps.iter().enumerate() {
+        let at = 1_000_000 * (2 * n as u64 + 1);
+        let command = to_command(step, &state, at);
+        let before = dump(&state);
+        let response = state.apply(command.clone()).expect("storage works");
+        if response.is_err() {
+            assert_eq!(
+                dump(&state),
+                before,
+                "{step:?} was refused but changed the state"
+            );
+        }
+        check_invariants(&state);
+        log.push(command.clone());
+        if repeat && matches!(command.op, Op::RequestInstance(_)) {
+            let applied = dump(&state);
+            let again = Command {
+                at: Timestamp(at + 1_000_000),
+                ..command
+            };
+            match state.apply(again.clone()).expect("storage works") {
+                Ok(Outcome::Instance(summary)) => {
+                    assert!(!summary.changed, "{step:?} changed when repeated")
+                }
+                // Refused both times (same reason) or: destroyed, and gone.
+                Ok(Outcome::Done) | Err(_) => {}
+                Ok(other) => panic!("{step:?} repeated answered {other:?}"),
+            }
+            assert_eq!(
+                dump(&state),
+                applied,
+                "repeating {step:?} changed the state"
+            );
+            log.push(again);
+        }
+    }
+    (state, log)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// Random sequences never place two instances on one partition, keep every index exact,
+    /// never leave placeable work pending, and replaying the log gives byte-identical state.
+    #[test]
+    fn random_sequences_keep_the_invariants_and_replay_identically(steps in prop::collection::vec(step(), 1..60)) {
+        let (state, log) = run_steps(&steps, false);
+        let mut replica = MemoryState::new().expect("state");
+        // Another replica applies the same log in other batch sizes: same bytes.
+        for chunk in log.chunks(7) {
+            replica.apply_batch(chunk.to_vec()).expect("storage works");
+        }
+        let dump = |s: &MemoryState| query::dump(&s.read().expect("read")).expect("dump");
+        prop_assert_eq!(dump(&replica), dump(&state));
+    }
+
+    /// Re-sending a request right after it was applied changes nothing, whatever came before.
+    #[test]
+    fn repeated_requests_change_nothing(steps in prop::collection::vec(step(), 1..50)) {
+        run_steps(&steps, true);
+    }
+
+    /// Destroying every tree and letting every node report frees every partition.
+    #[test]
+    fn destroying_every_tree_frees_every_partition(steps in prop::collection::vec(step(), 1..60)) {
+        let (mut state, _) = run_steps(&steps, false);
+        let mut at = 1u64 << 50;
+        let mut tick = || { at += 1; Timestamp(at) };
+        for owner in USERS {
+            let txn = state.read().expect("read");
+            let roots: Vec<InstanceGuid> = query::instances_of(&txn, &UserId::from(owner)).expect("query")
+                .into_iter().filter(|i| i.root == i.guid).map(|i| i.guid).collect();
+            drop(txn);
+            for guid in roots {
+                state.apply(Command { at: tick(), actor: user(owner), op: Op::DestroyInstance { instance: guid } }).expect("storage works").expect("destroy");
+            }
+        }
+        // Nodes report in any order; each pass frees at least the leaves.
+        for _ in 0..8 {
+            let txn = state.read().expect("read");
+            let busy: Vec<PartitionId> = query::computers(&txn).expect("computers").iter().flat_map(|c| {
+                query::computer_view(&txn, &c.id).expect("view").expect("known").partitions.into_iter()
+                    .filter(|p| p.instance.as_ref().is_some_and(|i| !i.instance.destroyed_reported))
+                    .map(move |p| PartitionId { computer: c.id.clone(), partition: p.partition.reference })
+            }).collect();
+            drop(txn);
+            for p in busy {
+                let _ = state.apply(Command { at: tick(), actor: Actor::Computer(p.computer.clone()), op: Op::ReportInstance { partition: p, shared_reference: None, report: InstanceReport::Destroyed } }).expect("storage works");
+            }
+            check_invariants(&state);
+        }
+        let txn = state.read().expect("read");
+        for computer in query::computers(&txn).expect("computers") {
+            prop_assert_eq!(computer.free_count, computer.partition_count, "{} still has busy partitions", computer.id);
+        }
+        for owner in USERS {
+            let left: Vec<Instance> = query::instances_of(&txn, &UserId::from(owner)).expect("query");
+            prop_assert!(left.is_empty(), "instances left: {:?}", left);
+        }
+    }
+}
