@@ -432,10 +432,10 @@ impl Applier<'_, '_> {
         let guid = InstanceGuid(self.t.counter("next_guid")? + 1);
         self.set_counter("next_guid", guid.0)?;
         let root = parent.map_or(guid, |p| p.root);
-        let shared_reference = request.shared.then(|| match parent {
-            Some(parent) => format!("{}_{}", parent.guid, request.title),
-            None => format!("_{}", request.title),
-        });
+        // slapproxy names a shared instance `<requester>_<title>`, which collides as soon as
+        // two users pick the same title; nodes treat the reference as opaque, so use the guid
+        // (as the ERP5 master does): unique, and unchanged by renames.
+        let shared_reference = request.shared.then(|| guid.to_string());
         let mut instance = Instance {
             guid,
             owner: owner.clone(),

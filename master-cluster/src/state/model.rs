@@ -288,8 +288,7 @@ pub struct Instance {
     pub software_type: String,
     pub sla: BTreeMap<String, String>,
     pub shared: bool,
-    /// For a shared instance: how its host names it (`<requester>_<title>`, `_<title>` for a
-    /// user), as in the host's `slave_instance_list`.
+    /// For a shared instance: how its host names it in `slave_instance_list` (its guid).
     pub shared_reference: Option<String>,
     pub requested_state: RequestedState,
     pub placement: Placement,

@@ -675,7 +675,11 @@ fn shared_instances_attach_to_a_host_and_leave_no_trace_when_destroyed() {
         site.instance.placement,
         Placement::Hosted { host: host.guid }
     );
-    assert_eq!(site.instance.shared_reference.as_deref(), Some("_site"));
+    let reference = waiting.guid.to_string();
+    assert_eq!(
+        site.instance.shared_reference.as_deref(),
+        Some(reference.as_str())
+    );
     let host_view = f.instance(host.guid).expect("host");
     assert_eq!(host_view.shared_instances.len(), 1);
 
@@ -697,7 +701,7 @@ fn shared_instances_attach_to_a_host_and_leave_no_trace_when_destroyed() {
         Actor::Partition(host_partition.clone()),
         Op::PublishConnection {
             partition: host_partition.clone(),
-            shared_reference: Some("_site".into()),
+            shared_reference: Some(reference.clone()),
             parameters: published.clone(),
         },
     )
@@ -1347,9 +1351,9 @@ fn run_steps(steps: &[Step], repeat: bool) -> (MemoryState, Vec<Command>) {
     (state, log)
 }
 
+// 256 cases each by default; `PROPTEST_CASES=N` runs more. Failing cases are saved in
+// proptest-regressions/ and replayed first on every run.
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
-
     /// Random sequences never place two instances on one partition, keep every index exact,
     /// never leave placeable work pending, and replaying the log gives byte-identical state.
     #[test]
