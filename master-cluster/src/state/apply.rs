@@ -158,13 +158,17 @@ impl Applier<'_, '_> {
         let id = &definition.id;
         let existing = self.t.computer(id)?;
         let old_partitions = self.t.partitions_of(id)?;
+        let occupants = self.t.occupants_of(id)?;
         let wanted: BTreeSet<&PartitionRef> =
             definition.partitions.iter().map(|p| &p.reference).collect();
         let removed: Vec<&Partition> = old_partitions
             .iter()
             .filter(|p| !wanted.contains(&p.reference))
             .collect();
-        if let Some((busy, instance)) = removed.iter().find_map(|p| Some((p, p.occupant?))) {
+        if let Some((busy, &instance)) = removed
+            .iter()
+            .find_map(|p| Some((p, occupants.get(&p.reference)?)))
+        {
             return reject(Rejection::PartitionBusy {
                 partition: PartitionId {
                     computer: id.clone(),
@@ -203,12 +207,19 @@ impl Applier<'_, '_> {
                 addresses: wanted.addresses.clone(),
                 tap: wanted.tap.clone(),
                 user: wanted.user.clone(),
-                occupant: old.and_then(|p| p.occupant),
             };
-            if old.is_none() {
-                added += 1;
+            let occupant = occupants.get(&partition.reference).copied();
+            match old {
+                None => added += 1,
+                // Its ordinal (part of the free key) follows the definition's order for names
+                // without a number: drop the old key before writing the new one.
+                Some(old) => tables::delete(
+                    &mut self.t.free_partitions,
+                    "free_partitions",
+                    tables::free_key(id, old).as_bytes(),
+                )?,
             }
-            if partition.occupant.is_none() {
+            if occupant.is_none() {
                 free += 1;
                 tables::put_index(
                     &mut self.t.free_partitions,
@@ -218,7 +229,7 @@ impl Applier<'_, '_> {
             }
             if old != Some(&partition) {
                 // A running instance must reconfigure when its partition's addresses change.
-                if let Some(guid) = partition.occupant
+                if let Some(guid) = occupant
                     && old.is_some_and(|o| {
                         o.addresses != partition.addresses || o.tap != partition.tap
                     })
@@ -875,10 +886,8 @@ impl Applier<'_, '_> {
             at: self.at,
             message: tail(message, MAX_LOG_BYTES),
         });
-        for partition in self.t.partitions_of(id)? {
-            if let Some(guid) = partition.occupant {
-                self.bump(guid)?;
-            }
+        for guid in self.t.occupants_of(id)?.into_values() {
+            self.bump(guid)?;
         }
         self.save_computer(&computer, &before)?;
         self.audit("bang computer", id.to_string())?;
@@ -1022,7 +1031,7 @@ impl Applier<'_, '_> {
             return Ok(());
         }
         let networks = if filter.unique_by_network {
-            self.tree_networks(instance.root, instance.guid)?
+            placement::tree_networks(self.t, instance.root, instance.guid)?
         } else {
             BTreeSet::new()
         };
@@ -1062,7 +1071,7 @@ impl Applier<'_, '_> {
         &mut self,
         instance: &mut Instance,
         mut computer: Computer,
-        mut partition: Partition,
+        partition: Partition,
     ) -> Result<(), StateError> {
         let before = placement::index_keys(self.t, &computer)?;
         tables::delete(
@@ -1070,12 +1079,11 @@ impl Applier<'_, '_> {
             "free_partitions",
             tables::free_key(&computer.id, &partition).as_bytes(),
         )?;
-        partition.occupant = Some(instance.guid);
-        tables::put(
-            &mut self.t.partitions,
-            "partitions",
-            tables::partition_key(&computer.id, &partition.reference).as_bytes(),
-            &partition,
+        tables::put_guid(
+            &mut self.t.occupants,
+            "occupants",
+            &tables::partition_key(&computer.id, &partition.reference),
+            instance.guid,
         )?;
         computer.free_count = computer.free_count.saturating_sub(1);
         self.save_computer(&computer, &before)?;
@@ -1095,19 +1103,17 @@ impl Applier<'_, '_> {
     }
 
     fn release(&mut self, id: &PartitionId) -> Result<(), StateError> {
-        let (Some(mut computer), Some(mut partition)) = (
+        let (Some(mut computer), Some(partition)) = (
             self.t.computer(&id.computer)?,
             self.t.partition(&id.computer, &id.partition)?,
         ) else {
             return Ok(());
         };
         let before = placement::index_keys(self.t, &computer)?;
-        partition.occupant = None;
-        tables::put(
-            &mut self.t.partitions,
-            "partitions",
+        tables::delete(
+            &mut self.t.occupants,
+            "occupants",
             tables::partition_key(&id.computer, &id.partition).as_bytes(),
-            &partition,
         )?;
         tables::put_index(
             &mut self.t.free_partitions,
@@ -1148,7 +1154,7 @@ impl Applier<'_, '_> {
                 }
                 filter.computer = Some(id.clone());
                 let networks = if filter.unique_by_network {
-                    self.tree_networks(instance.root, instance.guid)?
+                    placement::tree_networks(self.t, instance.root, instance.guid)?
                 } else {
                     BTreeSet::new()
                 };
@@ -1213,29 +1219,6 @@ impl Applier<'_, '_> {
             }
         }
         Ok(())
-    }
-
-    /// Networks used by the other instances of a request tree (`mode=unique_by_network`).
-    fn tree_networks(
-        &self,
-        root: InstanceGuid,
-        except: InstanceGuid,
-    ) -> Result<BTreeSet<String>, StateError> {
-        let mut networks = BTreeSet::new();
-        for guid in tables::guid_values(&self.t.titles, "titles", &tables::instance_key(root))? {
-            if guid == except {
-                continue;
-            }
-            if let Some(Instance {
-                placement: Placement::Partition(p),
-                ..
-            }) = self.t.instance(guid)?
-                && let Some(computer) = self.t.computer(&p.computer)?
-            {
-                networks.insert(placement::network_of(&computer));
-            }
-        }
-        Ok(networks)
     }
 
     /// Adds a placed, live, normal instance to the hosts shared instances can use.
@@ -1340,16 +1323,16 @@ impl Applier<'_, '_> {
 
     /// The instance on a partition.
     fn occupant(&self, id: &PartitionId) -> Result<Result<Instance, Rejection>, StateError> {
-        let Some(partition) = self.t.partition(&id.computer, &id.partition)? else {
+        if self.t.partition(&id.computer, &id.partition)?.is_none() {
             return Ok(Err(Rejection::UnknownPartition(id.clone())));
-        };
-        let Some(guid) = partition.occupant else {
+        }
+        let Some(guid) = self.t.occupant(&id.computer, &id.partition)? else {
             return Ok(Err(Rejection::PartitionFree(id.clone())));
         };
         match self.t.instance(guid)? {
             Some(instance) => Ok(Ok(instance)),
             None => Err(StateError::Corrupt {
-                table: "partitions",
+                table: "occupants",
                 key: tables::partition_key(&id.computer, &id.partition).into_bytes(),
                 detail: format!("occupant {guid} does not exist"),
             }),

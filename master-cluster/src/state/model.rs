@@ -180,7 +180,9 @@ pub struct Bang {
     pub message: String,
 }
 
-/// A computer partition: a user, a directory, addresses and a tap, and at most one instance.
+/// A computer partition: a user, a directory, addresses and a tap. Which instance holds it is
+/// kept apart (the `occupants` table), so that placing an instance does not rewrite this
+/// record: it changes only when the node registers a new definition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Partition {
     pub reference: PartitionRef,
@@ -191,7 +193,6 @@ pub struct Partition {
     pub addresses: Vec<NetworkAddress>,
     pub tap: Option<String>,
     pub user: Option<String>,
-    pub occupant: Option<InstanceGuid>,
 }
 
 /// A software release in the catalog.

@@ -1,16 +1,19 @@
 //! The marketplace: which free partition (or, for a shared instance, which host) a request gets.
 //!
 //! **Rule.** Candidates are the free partitions of open computers that are asked to supply the
-//! request's software release and match every SLA key. Among them the marketplace takes the
-//! computer with the most free partitions (ties: the lowest computer id), then its lowest
-//! partition (`slappart2` before `slappart10`). Shared instances go to the first matching host
+//! request's software release and match every SLA key. Among them the marketplace takes a
+//! computer of the highest *free tier* — the bit length of its free partition count: 1, 2-3,
+//! 4-7, 8-15, ... — and within the tier the lowest computer id; then that computer's lowest
+//! partition (`slappart2` before `slappart10`). Tiers spread load like "most free first" while
+//! a computer's index keys move only when its free count crosses a power of two, not at every
+//! placement. Shared instances go to the first matching host
 //! (lowest guid) running the same software release and type, or to the one `instance_guid`
 //! names.
 //!
 //! **Index.** The `placement` table holds, for every open computer with a free partition and
 //! every software release it supplies, one key per *dimension* of the computer — `*`, and
 //! `key=value` for each of its SLA attributes and capabilities:
-//! `(release, dimension, u32::MAX - free, computer)`. A request reads the first keys of one
+//! `(release, dimension, 32 - free tier, computer)`. A request reads the first keys of one
 //! range: the dimension of its first SLA attribute, or `*`. The first key is the answer unless
 //! the computer fails another SLA key, so a placement costs O(log n) in the number of
 //! partitions; computers skipped for failing a second key are the only extra reads. A
@@ -131,11 +134,17 @@ fn driving_dimension(filter: &Filter) -> String {
     }
 }
 
+/// The bit length of a free count: 0 for none, 1 for one, 2 for two or three, ...
+pub fn free_tier(free: u32) -> u32 {
+    u32::BITS - free.leading_zeros()
+}
+
 fn index_key(url: &SoftwareReleaseUrl, dimension: &str, free: u32, computer: &ComputerId) -> Key {
+    // Higher tiers sort first.
     Key::new()
         .str(url.as_str())
         .str(dimension)
-        .u64(u64::from(u32::MAX - free))
+        .u64(u64::from(u32::BITS - free_tier(free)))
         .str(computer.as_str())
 }
 
@@ -274,6 +283,30 @@ pub fn can_host(host: &Instance, url: &SoftwareReleaseUrl, software_type: &str) 
         && matches!(host.placement, Placement::Partition(_))
 }
 
+/// Networks used by the instances of a request tree other than `except`, for
+/// `mode=unique_by_network`. Reads the tree: O(tree size).
+pub fn tree_networks<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    t: &Tables<T>,
+    root: InstanceGuid,
+    except: InstanceGuid,
+) -> Result<BTreeSet<String>, StateError> {
+    let mut networks = BTreeSet::new();
+    for guid in tables::guid_values(&t.titles, "titles", &tables::instance_key(root))? {
+        if guid == except {
+            continue;
+        }
+        if let Some(Instance {
+            placement: Placement::Partition(p),
+            ..
+        }) = t.instance(guid)?
+            && let Some(computer) = t.computer(&p.computer)?
+        {
+            networks.insert(network_of(&computer));
+        }
+    }
+    Ok(networks)
+}
+
 /// Chooses the host of a shared instance.
 pub fn choose_host<T: ReadableTable<&'static [u8], &'static [u8]>>(
     t: &Tables<T>,
@@ -363,11 +396,26 @@ mod tests {
     }
 
     #[test]
-    fn more_free_partitions_sort_first_then_computer_id() {
+    fn higher_free_tiers_sort_first_then_computer_id() {
         let url = SoftwareReleaseUrl::from("https://sr/kvm.cfg");
-        let busy = index_key(&url, ALL, 3, &ComputerId::from("COMP-A"));
-        let idle = index_key(&url, ALL, 90, &ComputerId::from("COMP-Z"));
-        let idle_too = index_key(&url, ALL, 90, &ComputerId::from("COMP-Y"));
-        assert!(idle_too < idle && idle < busy);
+        let key = |free, id| index_key(&url, ALL, free, &ComputerId::from(id));
+        assert!(key(90, "COMP-Y") < key(90, "COMP-Z"));
+        assert!(key(90, "COMP-Z") < key(3, "COMP-A"));
+        assert_eq!(
+            key(64, "COMP-A"),
+            key(127, "COMP-A"),
+            "one tier: the key does not move"
+        );
+        assert!(key(127, "COMP-A") < key(63, "COMP-A"));
+        assert_eq!(
+            [
+                free_tier(0),
+                free_tier(1),
+                free_tier(3),
+                free_tier(4),
+                free_tier(100)
+            ],
+            [0, 1, 2, 3, 7]
+        );
     }
 }

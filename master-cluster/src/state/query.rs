@@ -73,10 +73,11 @@ pub fn computer_view(
             reported: supply.reported,
         })
         .collect();
+    let occupants = t.occupants_of(id)?;
     let mut partitions = Vec::new();
     for partition in t.partitions_of(id)? {
-        let instance = match partition.occupant {
-            Some(guid) => instance_view(&t, guid)?,
+        let instance = match occupants.get(&partition.reference) {
+            Some(&guid) => instance_view(&t, guid)?,
             None => None,
         };
         partitions.push(PartitionView {
@@ -121,6 +122,57 @@ pub fn instances_of(
             if let Some(instance) = t.instance(guid)? {
                 out.push(instance);
             }
+        }
+    }
+    Ok(out)
+}
+
+/// The instances another instance requested (its children), oldest first.
+pub fn children_of(
+    txn: &redb::ReadTransaction,
+    parent: InstanceGuid,
+) -> Result<Vec<Instance>, StateError> {
+    let t = Tables::open_read(txn)?;
+    let mut out = Vec::new();
+    let children = tables::trailing_guids(
+        &t.children,
+        "children",
+        &tables::instance_key(parent),
+        usize::MAX,
+    )?;
+    for guid in children {
+        if let Some(instance) = t.instance(guid)? {
+            out.push(instance);
+        }
+    }
+    Ok(out)
+}
+
+/// The `(tap, address)` pairs of every partition of an instance's request tree, as SLAP's
+/// `getHostingSubscriptionIpList` returns them.
+pub fn tree_addresses(
+    txn: &redb::ReadTransaction,
+    guid: InstanceGuid,
+) -> Result<Vec<(String, String)>, StateError> {
+    let t = Tables::open_read(txn)?;
+    let Some(instance) = t.instance(guid)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for member in tables::guid_values(&t.titles, "titles", &tables::instance_key(instance.root))? {
+        if let Some(Instance {
+            placement: Placement::Partition(p),
+            ..
+        }) = t.instance(member)?
+            && let Some(partition) = t.partition(&p.computer, &p.partition)?
+        {
+            let tap = partition.tap.clone().unwrap_or_default();
+            out.extend(
+                partition
+                    .addresses
+                    .iter()
+                    .map(|a| (tap.clone(), a.addr.clone())),
+            );
         }
     }
     Ok(out)
@@ -209,7 +261,11 @@ pub fn explain(
                     &t,
                     &instance.software_release,
                     &filter,
-                    &Default::default(),
+                    &if filter.unique_by_network {
+                        placement::tree_networks(&t, instance.root, instance.guid)?
+                    } else {
+                        Default::default()
+                    },
                 )? {
                     Choice::Found((computer, partition)) => {
                         format!("{}/{} could take it", computer.id, partition.reference)

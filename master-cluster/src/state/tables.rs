@@ -9,6 +9,7 @@
 //! | `catalog` | url | [`SoftwareRelease`] |
 //! | `computers` | computer | [`Computer`] |
 //! | `partitions` | computer, partition | [`Partition`] |
+//! | `occupants` | computer, partition | guid of the instance holding it |
 //! | `supply` | computer, url | [`Supply`] |
 //! | `instances` | guid | [`Instance`] |
 //! | `instance_parameters` | guid | [`Parameters`] |
@@ -74,6 +75,7 @@ tables! {
     catalog: "catalog",
     computers: "computers",
     partitions: "partitions",
+    occupants: "occupants",
     supply: "supply",
     instances: "instances",
     instance_parameters: "instance_parameters",
@@ -396,6 +398,41 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> Tables<T> {
             "partitions",
             partition_key(computer, partition).as_bytes(),
         )
+    }
+
+    /// The instance holding a partition.
+    pub fn occupant(
+        &self,
+        computer: &ComputerId,
+        partition: &PartitionRef,
+    ) -> Result<Option<InstanceGuid>, StateError> {
+        guid_at(
+            &self.occupants,
+            "occupants",
+            &partition_key(computer, partition),
+        )
+    }
+
+    /// The held partitions of a computer and their instances.
+    pub fn occupants_of(
+        &self,
+        computer: &ComputerId,
+    ) -> Result<std::collections::BTreeMap<PartitionRef, InstanceGuid>, StateError> {
+        let prefix = computer_key(computer);
+        scan(&self.occupants, "occupants", &prefix, usize::MAX)?
+            .iter()
+            .map(|(k, v)| {
+                let (_, partition) = parse_key("occupants", k, |r| Ok((r.str()?, r.str()?)))?;
+                let guid: [u8; 8] = v
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StateError::corrupt("occupants", k, "guid is not 8 bytes"))?;
+                Ok((
+                    PartitionRef(partition),
+                    InstanceGuid(u64::from_be_bytes(guid)),
+                ))
+            })
+            .collect()
     }
 
     /// The partitions of a computer, in key (reference) order.

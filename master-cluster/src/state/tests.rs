@@ -211,13 +211,22 @@ fn check_invariants(state: &MemoryState) {
     let mut expected_free = BTreeSet::new();
     for computer in &computers {
         let partitions = t.partitions_of(&computer.id).expect("partitions");
+        let held = t.occupants_of(&computer.id).expect("occupants");
         assert_eq!(
             computer.partition_count as usize,
             partitions.len(),
             "{}",
             computer.id
         );
-        let free: Vec<&Partition> = partitions.iter().filter(|p| p.occupant.is_none()).collect();
+        assert!(
+            held.keys()
+                .all(|r| partitions.iter().any(|p| p.reference == *r)),
+            "an occupant of a missing partition"
+        );
+        let free: Vec<&Partition> = partitions
+            .iter()
+            .filter(|p| !held.contains_key(&p.reference))
+            .collect();
         assert_eq!(
             computer.free_count as usize,
             free.len(),
@@ -225,7 +234,7 @@ fn check_invariants(state: &MemoryState) {
             computer.id
         );
         for partition in &partitions {
-            if let Some(guid) = partition.occupant {
+            if let Some(&guid) = held.get(&partition.reference) {
                 assert!(occupants.insert(guid), "{guid} holds two partitions");
                 let instance = by_guid
                     .get(&guid)
@@ -305,18 +314,8 @@ fn check_invariants(state: &MemoryState) {
                 // The marketplace never leaves an instance waiting that it could place now.
                 let filter =
                     placement::parse_sla(&instance.sla, false).expect("pending SLAs parse");
-                let networks: BTreeSet<String> = if filter.unique_by_network {
-                    instances
-                        .iter()
-                        .filter(|i| i.root == instance.root && i.guid != instance.guid)
-                        .filter_map(|i| match &i.placement {
-                            Placement::Partition(p) => {
-                                computers.iter().find(|c| c.id == p.computer)
-                            }
-                            _ => None,
-                        })
-                        .map(placement::network_of)
-                        .collect()
+                let networks = if filter.unique_by_network {
+                    placement::tree_networks(&t, instance.root, instance.guid).expect("networks")
                 } else {
                     BTreeSet::new()
                 };
@@ -379,7 +378,7 @@ fn a_registered_computer_offers_its_partitions_in_natural_order() {
 }
 
 #[test]
-fn requests_go_to_the_least_loaded_computer_then_the_lowest_partition() {
+fn requests_go_to_the_highest_free_tier_then_the_lowest_id_then_the_lowest_partition() {
     let mut f = Fixture::new();
     f.register("COMP-A", 3, &[]);
     f.register("COMP-B", 12, &[]);
@@ -390,13 +389,15 @@ fn requests_go_to_the_least_loaded_computer_then_the_lowest_partition() {
     for n in 1..9 {
         f.request(user("alice"), request(&format!("vm{n}"), KVM));
     }
-    // COMP-B (12) took requests until it had as many free as COMP-A (3): then the tie goes to
-    // the lower id, and then to whichever has more free again.
+    // COMP-B (12, tier 8-15) took requests until its free count fell into COMP-A's tier (2-3):
+    // then the lower id wins while both are in one tier, and the higher tier after that.
     assert_eq!((f.free("COMP-A"), f.free("COMP-B")), (3, 3));
     let tie = f.request(user("alice"), request("vm9", KVM));
     assert_eq!(partition_of(&tie), pid("COMP-A", "slappart0"));
-    let next = f.request(user("alice"), request("vm10", KVM));
-    assert_eq!(partition_of(&next), pid("COMP-B", "slappart9"));
+    let same_tier = f.request(user("alice"), request("vm10", KVM));
+    assert_eq!(partition_of(&same_tier), pid("COMP-A", "slappart1"));
+    let higher_tier = f.request(user("alice"), request("vm11", KVM));
+    assert_eq!(partition_of(&higher_tier), pid("COMP-B", "slappart9"));
 }
 
 #[test]
@@ -599,6 +600,22 @@ fn a_request_tree_is_destroyed_children_first_and_frees_every_partition() {
     assert_eq!(view.root_title, "root");
     assert_eq!(view.instance.requester, Requester::Instance(child.guid));
     assert_eq!(f.free("COMP-1"), 1);
+
+    let txn = f.state.read().expect("read");
+    let children: Vec<InstanceGuid> = query::children_of(&txn, root.guid)
+        .expect("query")
+        .iter()
+        .map(|i| i.guid)
+        .collect();
+    assert_eq!(children, [child.guid, second.guid]);
+    let addresses = query::tree_addresses(&txn, grandchild.guid).expect("query");
+    assert_eq!(
+        addresses.len(),
+        8,
+        "two addresses on each of the tree's four partitions"
+    );
+    assert!(addresses.contains(&("slaptap0".to_string(), "2001:db8::0".to_string())));
+    drop(txn);
 
     tracing_phase("destroying the root marks the whole tree destroyed");
     f.run(
@@ -836,6 +853,38 @@ fn a_partition_removed_from_the_definition_is_dropped_only_when_free() {
 }
 
 #[test]
+fn reordering_unnumbered_partitions_keeps_the_free_index_exact() {
+    let mut f = Fixture::new();
+    let named = |names: &[&str]| {
+        let mut d = definition("COMP-N", 0, &[]);
+        d.partitions = names
+            .iter()
+            .map(|n| PartitionDefinition {
+                reference: PartitionRef::from(*n),
+                path: None,
+                addresses: vec![],
+                tap: None,
+                user: None,
+            })
+            .collect();
+        Op::RegisterComputer(d)
+    };
+    let node = Actor::Computer(ComputerId::from("COMP-N"));
+    f.run(node.clone(), named(&["alpha", "beta", "gamma"]))
+        .expect("register");
+    // `check_invariants` (run after every command) compares the free index with the records.
+    f.run(node, named(&["gamma", "alpha", "beta"]))
+        .expect("reorder");
+    f.supply("COMP-N", KVM);
+    let first = f.request(user("pat"), request("vm", KVM));
+    assert_eq!(
+        partition_of(&first),
+        pid("COMP-N", "gamma"),
+        "definition order decides"
+    );
+}
+
+#[test]
 fn bad_commands_are_refused_with_a_reason_and_change_nothing() {
     let mut f = Fixture::new();
     f.register("COMP-1", 2, &[]);
@@ -995,6 +1044,13 @@ fn unique_by_network_spreads_a_tree_over_networks() {
         "no third network: {:?}",
         third.placement
     );
+    let txn = f.state.read().expect("read");
+    match query::explain(&txn, third.guid).expect("explain") {
+        Some(Explanation::Pending { now, .. }) => {
+            assert!(now.starts_with("no free partition"), "{now}")
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
