@@ -397,11 +397,8 @@ impl Applier<'_, '_> {
                 }
                 (parent.owner.clone(), Some(parent))
             }
-            other => {
-                return reject(Rejection::NotAllowed {
-                    actor: other.to_string(),
-                    action: "request instances".into(),
-                });
+            Actor::Computer(_) | Actor::Replica(_) => {
+                return reject(self.refuse("request instances"));
             }
         };
         let existing = match &parent {
@@ -587,16 +584,10 @@ impl Applier<'_, '_> {
         };
         match self.actor {
             Actor::User(user) if *user != instance.owner => {
-                return reject(Rejection::NotAllowed {
-                    actor: self.actor.to_string(),
-                    action: "destroy another user's instance".into(),
-                });
+                return reject(self.refuse("destroy another user's instance"));
             }
             Actor::Computer(_) | Actor::Replica(_) => {
-                return reject(Rejection::NotAllowed {
-                    actor: self.actor.to_string(),
-                    action: "destroy instances".into(),
-                });
+                return reject(self.refuse("destroy instances"));
             }
             _ => {}
         }
@@ -1369,12 +1360,16 @@ impl Applier<'_, '_> {
         }
     }
 
+    fn refuse(&self, action: &'static str) -> Rejection {
+        Rejection::NotAllowed {
+            actor: self.actor.to_string(),
+            action: action.into(),
+        }
+    }
+
     fn only_computer_itself(&self, id: &ComputerId, action: &'static str) -> Result<(), Rejection> {
         match self.actor {
-            Actor::Computer(c) if c != id => Err(Rejection::NotAllowed {
-                actor: self.actor.to_string(),
-                action: action.into(),
-            }),
+            Actor::Computer(c) if c != id => Err(self.refuse(action)),
             _ => Ok(()),
         }
     }
@@ -1385,10 +1380,7 @@ impl Applier<'_, '_> {
         action: &'static str,
     ) -> Result<(), Rejection> {
         match self.actor {
-            Actor::Partition(p) if p != id => Err(Rejection::NotAllowed {
-                actor: self.actor.to_string(),
-                action: action.into(),
-            }),
+            Actor::Partition(p) if p != id => Err(self.refuse(action)),
             _ => Ok(()),
         }
     }
@@ -1399,10 +1391,7 @@ impl Applier<'_, '_> {
         action: &'static str,
     ) -> Result<(), Rejection> {
         match self.actor {
-            Actor::Computer(c) if *c != id.computer => Err(Rejection::NotAllowed {
-                actor: self.actor.to_string(),
-                action: action.into(),
-            }),
+            Actor::Computer(c) if *c != id.computer => Err(self.refuse(action)),
             _ => self.only_partition_itself(id, action),
         }
     }
