@@ -5,10 +5,13 @@
 //! instances and their request trees, the marketplace that places them, connection parameters,
 //! usage and an audit trail. Start with `state/mod.rs`, then `state/apply.rs`.
 //!
-//! Coming (issue 4): the gRPC services (node, user, admin, internal Raft) with forwarding to the
-//! leader, consistent and long-poll reads, membership, and the `slapmaster` binary.
+//! [`replica`] (issue 4, in progress): a replica — the state machine on raft-store, driven by
+//! openraft over the internal gRPC Raft service of `slapcluster-api` — where any replica accepts
+//! any write and forwards it to the leader. Coming: the node, user and admin services,
+//! consistent and long-poll reads, membership, and the `slapmaster` binary.
 //!
 //! Depends on raft-store; clients (node-client, ops) must never depend on this crate, only on
 //! the wire contract.
 
+pub mod replica;
 pub mod state;

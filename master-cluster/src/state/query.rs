@@ -311,23 +311,19 @@ fn instance_view(t: &ReadTables, guid: InstanceGuid) -> Result<Option<InstanceVi
 /// One row of a [`dump`]: table name, key, value.
 pub type DumpRow = (String, Vec<u8>, Vec<u8>);
 
-/// Every key and value of every table, in order: equal states give equal dumps. Tests and the
-/// chaos checker compare replicas with it.
+/// Every key and value of every table of the master's state, in order: equal states give
+/// equal dumps. Tests and the chaos checker compare replicas with it.
 pub fn dump(txn: &redb::ReadTransaction) -> Result<Vec<DumpRow>, StateError> {
     use redb::TableHandle;
     let mut out = Vec::new();
-    let handles: Vec<String> = txn
-        .list_tables()
-        .map_err(|e| StateError::storage("(list)", e))?
-        .map(|h| h.name().to_string())
-        .collect();
-    for name in handles {
+    for definition in tables::definitions() {
+        let name = definition.name();
         let table = txn
-            .open_table(redb::TableDefinition::<&[u8], &[u8]>::new(&name))
+            .open_table(*definition)
             .map_err(|e| StateError::storage("(dump)", e))?;
         for row in table.iter().map_err(|e| StateError::storage("(dump)", e))? {
             let (k, v) = row.map_err(|e| StateError::storage("(dump)", e))?;
-            out.push((name.clone(), k.value().to_vec(), v.value().to_vec()));
+            out.push((name.to_string(), k.value().to_vec(), v.value().to_vec()));
         }
     }
     Ok(out)

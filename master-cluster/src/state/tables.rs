@@ -94,6 +94,11 @@ tables! {
     counters: "counters",
 }
 
+/// The master's tables, in a fixed order.
+pub fn definitions() -> &'static [Def] {
+    DEFINITIONS
+}
+
 /// Creates every table (raft-store calls this at open and after a snapshot install).
 pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), StateError> {
     for definition in DEFINITIONS {

@@ -1,0 +1,264 @@
+//! A replica: the master's state machine on raft-store, driven by openraft, reachable over
+//! gRPC. Any replica accepts any write: the leader commits it, a follower forwards it to the
+//! leader over its long-lived channel and returns the leader's answer, and during an election
+//! the write waits (bounded) for a leader instead of failing.
+//!
+//! Retrying a write whose outcome is unknown (the leader died after committing, before
+//! answering) is safe because every command is idempotent: a repeated request, report or
+//! publication finds its effect already applied and answers `Unchanged`.
+
+mod network;
+mod service;
+mod wire;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Raft};
+use slapcluster_api::v1::raft_server::RaftServer;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use network::{Network, Peers};
+pub use wire::ForwardError;
+
+use crate::state::{Command, MasterConfig, MasterState, Response};
+use raft_store::StateMachineStore;
+
+/// What a replica needs to start.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// This replica's Raft node id: stable for its whole life.
+    pub id: u64,
+    /// Where to listen (port 0 picks a free port; see [`Replica::local_addr`]).
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub raft: openraft::Config,
+    pub storage: raft_store::Options,
+    /// How long a write may wait for a leader before it fails as retryable.
+    pub write_timeout: Duration,
+}
+
+impl ReplicaConfig {
+    /// Defaults suited to a LAN or one machine: 150 ms heartbeats, elections after 0.5-1 s.
+    pub fn new(id: u64, listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            id,
+            listen,
+            data_dir,
+            raft: openraft::Config {
+                cluster_name: "slapcluster".into(),
+                heartbeat_interval: 150,
+                election_timeout_min: 500,
+                election_timeout_max: 1000,
+                ..Default::default()
+            },
+            storage: raft_store::Options::default(),
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a replica could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error(transparent)]
+    Storage(#[from] raft_store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid raft configuration: {0}")]
+    Config(#[from] openraft::ConfigError),
+    #[error("raft stopped: {0}")]
+    Fatal(String),
+}
+
+/// Why a write did not get an answer. A domain refusal is not an error: it is the
+/// [`Response`]'s `Err`.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// No leader could be reached in time (an election, a partition): retry later.
+    #[error("no leader could commit the write within {0:?}; retry")]
+    NoLeader(Duration),
+    /// This replica has stopped (shut down, or a fatal storage error).
+    #[error("replica stopped: {0}")]
+    Stopped(String),
+}
+
+pub struct Replica {
+    id: u64,
+    raft: Raft<MasterConfig>,
+    state: StateMachineStore<MasterConfig, MasterState>,
+    peers: Peers,
+    local_addr: SocketAddr,
+    write_timeout: Duration,
+    stop_server: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Replica {
+    /// Opens the data directory, listens, and starts Raft. A new data directory starts as an
+    /// uninitialised node: [`Replica::initialize`] it, or add it to an existing cluster.
+    pub async fn start(config: ReplicaConfig) -> Result<Self, ReplicaError> {
+        let raft_config = Arc::new(config.raft.clone().validate()?);
+        let data_dir = config.data_dir.clone();
+        let storage = config.storage.clone();
+        // Opening verifies every page: blocking work, off the runtime's workers.
+        let (log, state) = tokio::task::spawn_blocking(move || {
+            raft_store::open::<MasterConfig, _>(&data_dir, MasterState, &storage)
+        })
+        .await
+        .map_err(|e| ReplicaError::Fatal(format!("opening the store: {e}")))??;
+
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ReplicaError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| ReplicaError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+
+        let network = Network::default();
+        let peers = network.peers.clone();
+        let raft = Raft::new(config.id, raft_config, network, log, state.clone())
+            .await
+            .map_err(|e| ReplicaError::Fatal(e.to_string()))?;
+
+        let (stop_server, stopped) = oneshot::channel::<()>();
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let service = RaftServer::new(service::RaftService { raft: raft.clone() })
+            .max_decoding_message_size(64 << 20);
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                }),
+        );
+        tracing::info!(id = config.id, %local_addr, "replica started");
+        Ok(Self {
+            id: config.id,
+            raft,
+            state,
+            peers,
+            local_addr,
+            write_timeout: config.write_timeout,
+            stop_server: Some(stop_server),
+            server,
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The address other replicas use to reach this one.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    pub fn raft(&self) -> &Raft<MasterConfig> {
+        &self.raft
+    }
+
+    /// The applied state, for reads (see [`crate::state::query`]).
+    pub fn state(&self) -> &StateMachineStore<MasterConfig, MasterState> {
+        &self.state
+    }
+
+    /// Bootstraps a new cluster with these voters. Done once, on one replica, ever.
+    pub async fn initialize(&self, voters: BTreeMap<u64, BasicNode>) -> Result<(), ReplicaError> {
+        self.raft
+            .initialize(voters)
+            .await
+            .map_err(|e| ReplicaError::Fatal(e.to_string()))
+    }
+
+    /// Commits `command` through whichever replica leads, and returns its answer.
+    pub async fn write(&self, command: Command) -> Result<Response, WriteError> {
+        let deadline = tokio::time::Instant::now() + self.write_timeout;
+        loop {
+            let leader = match self.raft.client_write(command.clone()).await {
+                Ok(written) => return Ok(written.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
+                    to.leader_id.zip(to.leader_node.map(|n| n.addr))
+                }
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                    return Err(WriteError::Stopped(e.to_string()));
+                }
+                Err(RaftError::Fatal(fatal)) => return Err(WriteError::Stopped(fatal.to_string())),
+            };
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Err(WriteError::NoLeader(self.write_timeout));
+            }
+            match leader {
+                Some((leader, addr)) if leader != self.id => {
+                    match self.peers.forward(&addr, &command, remaining).await {
+                        Ok(Ok(response)) => return Ok(response),
+                        Ok(Err(ForwardError::NotLeader { .. })) => {}
+                        Ok(Err(ForwardError::Unavailable(reason))) => {
+                            tracing::warn!(leader, %reason, "leader cannot commit; waiting");
+                            self.wait_for_leader_change(Some(leader), remaining).await;
+                        }
+                        Err(status) => {
+                            tracing::debug!(leader, %status, "forwarding failed; waiting for a leader");
+                            self.wait_for_leader_change(Some(leader), remaining).await;
+                        }
+                    }
+                }
+                // No leader known (an election), or the view is stale: wait for a change.
+                known => {
+                    self.wait_for_leader_change(known.map(|(id, _)| id), remaining)
+                        .await
+                }
+            }
+        }
+    }
+
+    /// Waits until this replica's view of the leader differs from `leader` (an election
+    /// finished, or the leader was found), or `timeout`.
+    async fn wait_for_leader_change(&self, leader: Option<u64>, timeout: Duration) {
+        let _ = self
+            .raft
+            .wait(Some(timeout.min(Duration::from_secs(2))))
+            .metrics(
+                |m| m.current_leader.is_some() && m.current_leader != leader,
+                "leader change",
+            )
+            .await;
+    }
+
+    /// Stops serving and stops Raft. The data directory is released once openraft's tasks
+    /// have ended.
+    pub async fn shutdown(mut self) -> Result<(), ReplicaError> {
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        let raft = self.raft.shutdown().await;
+        let server = (&mut self.server).await;
+        raft.map_err(|e| ReplicaError::Fatal(e.to_string()))?;
+        match server {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ReplicaError::Fatal(format!("server: {e}"))),
+            Err(e) => Err(ReplicaError::Fatal(format!("server task: {e}"))),
+        }
+    }
+}

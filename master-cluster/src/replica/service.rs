@@ -1,0 +1,54 @@
+//! The internal Raft service: what other replicas call on this one.
+
+use openraft::Raft;
+use openraft::error::{ClientWriteError, RaftError};
+use slapcluster_api::v1::RaftPayload;
+use slapcluster_api::v1::raft_server;
+use tonic::{Request, Response, Status};
+
+use super::wire::{self, ForwardError};
+use crate::state::{Command, MasterConfig};
+
+pub struct RaftService {
+    pub raft: Raft<MasterConfig>,
+}
+
+type Reply = Result<Response<RaftPayload>, Status>;
+
+fn reply<T: serde::Serialize>(value: &T) -> Reply {
+    Ok(Response::new(RaftPayload {
+        payload: wire::encode(value),
+    }))
+}
+
+#[tonic::async_trait]
+impl raft_server::Raft for RaftService {
+    async fn append_entries(&self, request: Request<RaftPayload>) -> Reply {
+        let rpc = wire::decode("append-entries request", &request.into_inner().payload)?;
+        reply(&self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftPayload>) -> Reply {
+        let rpc = wire::decode("vote request", &request.into_inner().payload)?;
+        reply(&self.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(&self, request: Request<RaftPayload>) -> Reply {
+        let rpc = wire::decode("install-snapshot request", &request.into_inner().payload)?;
+        reply(&self.raft.install_snapshot(rpc).await)
+    }
+
+    async fn forward(&self, request: Request<RaftPayload>) -> Reply {
+        let command: Command = wire::decode("forwarded command", &request.into_inner().payload)?;
+        let answer = match self.raft.client_write(command).await {
+            Ok(written) => Ok(written.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
+                Err(ForwardError::NotLeader {
+                    leader: to.leader_id.zip(to.leader_node.map(|n| n.addr)),
+                })
+            }
+            Err(e) => Err(ForwardError::Unavailable(e.to_string())),
+        };
+        reply(&answer)
+    }
+}
