@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use master_cluster::replica::{Replica, ReplicaConfig};
+use master_cluster::replica::{Consistency, Replica, ReplicaConfig};
 use master_cluster::state::model::{
     Actor, ComputerDefinition, ComputerId, NetworkAddress, PartitionDefinition, PartitionRef,
     Placement, RequestedState, SoftwareReleaseUrl, SupplyState, Timestamp, UserId,
@@ -120,19 +120,9 @@ async fn writes_go_through_any_replica_and_survive_the_leader() {
     let dirs: Vec<_> = (0..3)
         .map(|_| tempfile::tempdir().expect("tempdir"))
         .collect();
-    let mut replicas = Vec::new();
-    for (n, dir) in dirs.iter().enumerate() {
-        replicas.push(start(n as u64 + 1, dir.path(), 0).await);
-    }
-
     tracing::info!("--- bootstrap: replica 1 initialises the three-voter cluster");
-    let voters: BTreeMap<u64, BasicNode> = replicas
-        .iter()
-        .map(|r| (r.id(), BasicNode::new(r.url())))
-        .collect();
-    replicas[0].initialize(voters).await.expect("initialise");
-    let all: Vec<&Replica> = replicas.iter().collect();
-    let leader = leader_of(&all).await;
+    let mut replicas = cluster(&dirs).await;
+    let leader = leader_of(&replicas.iter().collect::<Vec<_>>()).await;
     tracing::info!(leader, "elected");
 
     tracing::info!("--- a follower accepts writes: it forwards them to the leader");
@@ -149,6 +139,7 @@ async fn writes_go_through_any_replica_and_survive_the_leader() {
         ))
         .await
         .expect("write")
+        .response
         .expect("registered");
     follower
         .write(command(
@@ -162,6 +153,7 @@ async fn writes_go_through_any_replica_and_survive_the_leader() {
         ))
         .await
         .expect("write")
+        .response
         .expect("supplied");
     let placed = follower
         .write(command(
@@ -170,7 +162,8 @@ async fn writes_go_through_any_replica_and_survive_the_leader() {
             request("vm0"),
         ))
         .await
-        .expect("write");
+        .expect("write")
+        .response;
     let Ok(Outcome::Instance(first)) = placed else {
         panic!("request answered {placed:?}");
     };
@@ -179,7 +172,7 @@ async fn writes_go_through_any_replica_and_survive_the_leader() {
         "{first:?}"
     );
     let applied = leader_applied(&replicas, leader);
-    assert_identical(&all, applied).await;
+    assert_identical(&replicas.iter().collect::<Vec<_>>(), applied).await;
 
     tracing::info!("--- the leader stops; the others elect a new one and keep committing");
     let position = replicas
@@ -199,7 +192,8 @@ async fn writes_go_through_any_replica_and_survive_the_leader() {
             request("vm1"),
         ))
         .await
-        .expect("a write commits after the leader is gone");
+        .expect("a write commits after the leader is gone")
+        .response;
     let Ok(Outcome::Instance(second)) = second else {
         panic!("request answered {second:?}");
     };
@@ -267,5 +261,170 @@ async fn restart(id: u64, dir: &Path, port: u16) -> Replica {
             }
             Err(e) => panic!("restart replica {id}: {e}"),
         }
+    }
+}
+
+/// Starts three replicas and bootstraps them into one cluster.
+async fn cluster(dirs: &[tempfile::TempDir]) -> Vec<Replica> {
+    let mut replicas = Vec::new();
+    for (n, dir) in dirs.iter().enumerate() {
+        replicas.push(start(n as u64 + 1, dir.path(), 0).await);
+    }
+    let voters: BTreeMap<u64, BasicNode> = replicas
+        .iter()
+        .map(|r| (r.id(), BasicNode::new(r.url())))
+        .collect();
+    replicas[0].initialize(voters).await.expect("initialise");
+    let all: Vec<&Replica> = replicas.iter().collect();
+    leader_of(&all).await;
+    replicas
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_over_all_replicas_take_distinct_partitions() {
+    init_tracing();
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let replicas: Vec<std::sync::Arc<Replica>> = cluster(&dirs)
+        .await
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect();
+    let admin = Actor::Operator(UserId::from("admin"));
+    for n in 0..4 {
+        let id = format!("COMP-{n}");
+        let node = Actor::Computer(ComputerId(id.clone()));
+        replicas[0]
+            .write(command(n, node, computer(&id, 60)))
+            .await
+            .expect("write")
+            .response
+            .expect("registered");
+        let supply = Op::Supply {
+            computer: ComputerId(id),
+            url: SoftwareReleaseUrl::from(SR),
+            state: SupplyState::Available,
+        };
+        replicas[0]
+            .write(command(10 + n, admin.clone(), supply))
+            .await
+            .expect("write")
+            .response
+            .expect("supplied");
+    }
+
+    tracing::info!("--- 200 requests at once, spread over the three replicas");
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..200u64 {
+        let replica = std::sync::Arc::clone(&replicas[(n % 3) as usize]);
+        tasks.spawn(async move {
+            let user = Actor::User(UserId(format!("user-{}", n % 7)));
+            replica
+                .write(command(100 + n, user, request(&format!("vm-{n}"))))
+                .await
+        });
+    }
+    let mut partitions = std::collections::BTreeSet::new();
+    while let Some(joined) = tasks.join_next().await {
+        let answer = joined.expect("task").expect("write").response;
+        let Ok(Outcome::Instance(summary)) = answer else {
+            panic!("request answered {answer:?}");
+        };
+        let Placement::Partition(partition) = summary.placement else {
+            panic!("not placed: {summary:?}");
+        };
+        assert!(
+            partitions.insert(partition.clone()),
+            "{partition} given twice"
+        );
+    }
+    assert_eq!(partitions.len(), 200);
+
+    let leader = leader_of(&replicas.iter().map(|r| r.as_ref()).collect::<Vec<_>>()).await;
+    let applied = replicas
+        .iter()
+        .find(|r| r.id() == leader)
+        .expect("leader")
+        .raft()
+        .metrics()
+        .borrow()
+        .last_applied
+        .map_or(0, |id| id.index);
+    assert_identical(
+        &replicas.iter().map(|r| r.as_ref()).collect::<Vec<_>>(),
+        applied,
+    )
+    .await;
+    for replica in replicas {
+        std::sync::Arc::into_inner(replica)
+            .expect("no other handle")
+            .shutdown()
+            .await
+            .expect("shutdown");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_after_a_write_see_it_on_every_replica() {
+    init_tracing();
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let replicas = cluster(&dirs).await;
+    let node = Actor::Computer(ComputerId::from("COMP-1"));
+    replicas[1]
+        .write(command(1, node, computer("COMP-1", 2)))
+        .await
+        .expect("write")
+        .response
+        .expect("registered");
+
+    tracing::info!("--- a write acknowledged through one replica...");
+    let supply = Op::Supply {
+        computer: ComputerId::from("COMP-1"),
+        url: SoftwareReleaseUrl::from(SR),
+        state: SupplyState::Available,
+    };
+    let written = replicas[2]
+        .write(command(2, Actor::Operator(UserId::from("admin")), supply))
+        .await
+        .expect("write");
+    written.response.expect("supplied");
+
+    tracing::info!("--- ...is seen by a linearizable read on every replica");
+    for replica in &replicas {
+        let index = replica
+            .read_barrier(Consistency::Linearizable)
+            .await
+            .expect("read index");
+        assert!(
+            index >= written.index,
+            "replica {} read at {index} < {}",
+            replica.id(),
+            written.index
+        );
+        let txn = replica.state().begin_read().expect("read");
+        let view = query::computer_view(&txn, &ComputerId::from("COMP-1"))
+            .expect("query")
+            .expect("registered");
+        assert_eq!(
+            view.software.len(),
+            1,
+            "replica {} misses the supply",
+            replica.id()
+        );
+    }
+
+    tracing::info!("--- and by a node read with min_index set to the write's index");
+    for replica in &replicas {
+        replica
+            .wait_applied(written.index, Duration::from_secs(10))
+            .await
+            .expect("applied");
+        assert!(replica.applied_index() >= written.index);
+    }
+    for replica in replicas {
+        replica.shutdown().await.expect("shutdown");
     }
 }

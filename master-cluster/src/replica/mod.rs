@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft};
 use slapcluster_api::v1::raft_server::RaftServer;
 use tokio::sync::oneshot;
@@ -80,13 +80,112 @@ pub enum ReplicaError {
     Fatal(String),
 }
 
-/// Why a write did not get an answer. A domain refusal is not an error: it is the
-/// [`Response`]'s `Err`.
+/// A committed write: the state machine's answer and the log index it was committed at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub response: Response,
+    pub index: u64,
+}
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// Reflects every write acknowledged before the read began (the default for users).
+    Linearizable,
+    /// Whatever this replica has applied; may lag the leader.
+    Stale,
+}
+
+/// Something only the leader can answer: tried locally first, else sent to the leader.
+trait LeaderCall {
+    type Output;
+    fn local(
+        &self,
+        raft: &Raft<MasterConfig>,
+    ) -> impl Future<Output = Attempt<Self::Output>> + Send;
+    fn remote(
+        &self,
+        peers: &Peers,
+        leader: String,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Result<Self::Output, ForwardError>, tonic::Status>> + Send;
+}
+
+struct WriteCall<'a>(&'a Command);
+
+impl LeaderCall for WriteCall<'_> {
+    type Output = Written;
+
+    async fn local(&self, raft: &Raft<MasterConfig>) -> Attempt<Written> {
+        match raft.client_write(self.0.clone()).await {
+            Ok(written) => Attempt::Done(Written {
+                response: written.data,
+                index: written.log_id.index,
+            }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
+                Attempt::Redirect(to.leader_id.zip(to.leader_node.map(|n| n.addr)))
+            }
+            Err(e) => Attempt::Fatal(e.to_string()),
+        }
+    }
+
+    async fn remote(
+        &self,
+        peers: &Peers,
+        leader: String,
+        timeout: Duration,
+    ) -> Result<Result<Written, ForwardError>, tonic::Status> {
+        let answer = peers.forward(&leader, self.0, timeout).await?;
+        Ok(answer.map(|(response, index)| Written { response, index }))
+    }
+}
+
+struct ReadIndexCall;
+
+impl LeaderCall for ReadIndexCall {
+    type Output = u64;
+
+    async fn local(&self, raft: &Raft<MasterConfig>) -> Attempt<u64> {
+        match raft.get_read_log_id().await {
+            Ok((read, _)) => Attempt::Done(read.map_or(0, |id| id.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to))) => {
+                Attempt::Redirect(to.leader_id.zip(to.leader_node.map(|n| n.addr)))
+            }
+            Err(e) => Attempt::Fatal(e.to_string()),
+        }
+    }
+
+    async fn remote(
+        &self,
+        peers: &Peers,
+        leader: String,
+        timeout: Duration,
+    ) -> Result<Result<u64, ForwardError>, tonic::Status> {
+        let answer = peers.read_index(&leader, timeout).await?;
+        Ok(answer.map(|index| index.unwrap_or(0)))
+    }
+}
+
+/// One step of [`Replica::at_leader`].
+enum Attempt<T> {
+    Done(T),
+    /// Not the leader; the leader as this replica knows it.
+    Redirect(Option<(u64, String)>),
+    Fatal(String),
+}
+
+/// Why a write or a consistent read did not get an answer. A domain refusal is not an error:
+/// it is the [`Response`]'s `Err`.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     /// No leader could be reached in time (an election, a partition): retry later.
-    #[error("no leader could commit the write within {0:?}; retry")]
+    #[error("no leader could answer within {0:?}; retry")]
     NoLeader(Duration),
+    /// This replica did not apply `index` within `waited`: it is behind; retry or ask another.
+    #[error(
+        "this replica has not applied index {index} after {waited:?}; retry or ask another replica"
+    )]
+    Behind { index: u64, waited: Duration },
     /// This replica has stopped (shut down, or a fatal storage error).
     #[error("replica stopped: {0}")]
     Stopped(String),
@@ -191,19 +290,64 @@ impl Replica {
             .map_err(|e| ReplicaError::Fatal(e.to_string()))
     }
 
-    /// Commits `command` through whichever replica leads, and returns its answer.
-    pub async fn write(&self, command: Command) -> Result<Response, WriteError> {
+    /// Commits `command` through whichever replica leads, and returns its answer with the log
+    /// index it was committed at (a node passes it as `min_index` to read its own write).
+    pub async fn write(&self, command: Command) -> Result<Written, WriteError> {
+        self.at_leader(WriteCall(&command)).await
+    }
+
+    /// Returns once this replica's applied state holds everything committed before the call:
+    /// for [`Consistency::Linearizable`] it obtains the read index (from the leader, which
+    /// confirms its leadership with a quorum) and waits to apply it. Returns the index that
+    /// reads from [`Replica::state`] now reflect at least.
+    pub async fn read_barrier(&self, consistency: Consistency) -> Result<u64, WriteError> {
+        if consistency == Consistency::Stale {
+            return Ok(self.applied_index());
+        }
+        let index = self.at_leader(ReadIndexCall).await?;
+        self.wait_applied(index, self.write_timeout).await?;
+        Ok(index)
+    }
+
+    /// Waits until this replica has applied `index` (a node's `min_index`), at most `timeout`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), WriteError> {
+        if self.applied_index() >= index {
+            return Ok(());
+        }
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "min_index")
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                openraft::metrics::WaitError::Timeout(..) => WriteError::Behind {
+                    index,
+                    waited: timeout,
+                },
+                openraft::metrics::WaitError::ShuttingDown => {
+                    WriteError::Stopped("shutting down".into())
+                }
+            })
+    }
+
+    /// The last log index this replica applied.
+    pub fn applied_index(&self) -> u64 {
+        self.raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |id| id.index)
+    }
+
+    /// Runs `call` here; where this replica does not lead, against the leader; during an
+    /// election, waits for one. Bounded by the write timeout.
+    async fn at_leader<C: LeaderCall>(&self, call: C) -> Result<C::Output, WriteError> {
         let deadline = tokio::time::Instant::now() + self.write_timeout;
         loop {
-            let leader = match self.raft.client_write(command.clone()).await {
-                Ok(written) => return Ok(written.data),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
-                    to.leader_id.zip(to.leader_node.map(|n| n.addr))
-                }
-                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                    return Err(WriteError::Stopped(e.to_string()));
-                }
-                Err(RaftError::Fatal(fatal)) => return Err(WriteError::Stopped(fatal.to_string())),
+            let leader = match call.local(&self.raft).await {
+                Attempt::Done(value) => return Ok(value),
+                Attempt::Redirect(leader) => leader,
+                Attempt::Fatal(reason) => return Err(WriteError::Stopped(reason)),
             };
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {
@@ -211,15 +355,15 @@ impl Replica {
             }
             match leader {
                 Some((leader, addr)) if leader != self.id => {
-                    match self.peers.forward(&addr, &command, remaining).await {
-                        Ok(Ok(response)) => return Ok(response),
+                    match call.remote(&self.peers, addr, remaining).await {
+                        Ok(Ok(value)) => return Ok(value),
                         Ok(Err(ForwardError::NotLeader { .. })) => {}
                         Ok(Err(ForwardError::Unavailable(reason))) => {
-                            tracing::warn!(leader, %reason, "leader cannot commit; waiting");
+                            tracing::warn!(leader, %reason, "leader cannot answer; waiting");
                             self.wait_for_leader_change(Some(leader), remaining).await;
                         }
                         Err(status) => {
-                            tracing::debug!(leader, %status, "forwarding failed; waiting for a leader");
+                            tracing::debug!(leader, %status, "leader unreachable; waiting for a leader");
                             self.wait_for_leader_change(Some(leader), remaining).await;
                         }
                     }

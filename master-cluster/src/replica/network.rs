@@ -50,22 +50,42 @@ impl Peers {
         Ok(channel)
     }
 
-    /// Sends a command to the replica at `addr` to be committed there (it must lead).
+    /// Sends a command to the replica at `addr` to be committed there (it must lead); returns
+    /// its answer and the log index it was committed at.
     pub async fn forward(
         &self,
         addr: &str,
         command: &Command,
         timeout: Duration,
-    ) -> Result<Result<Response, ForwardError>, tonic::Status> {
-        let channel = self
-            .channel(addr)
-            .map_err(|e| tonic::Status::invalid_argument(format!("peer address {addr}: {e}")))?;
+    ) -> Result<Result<(Response, u64), ForwardError>, tonic::Status> {
+        let mut client = self.client(addr)?;
         let mut request = tonic::Request::new(RaftPayload {
             payload: wire::encode(command),
         });
         request.set_timeout(timeout);
-        let reply = RaftClient::new(channel).forward(request).await?;
+        let reply = client.forward(request).await?;
         wire::decode("forward reply", &reply.into_inner().payload)
+    }
+
+    /// Asks the replica at `addr` (it must lead) for the index a linearizable read waits for.
+    pub async fn read_index(
+        &self,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<Result<Option<u64>, ForwardError>, tonic::Status> {
+        let mut client = self.client(addr)?;
+        let mut request = tonic::Request::new(RaftPayload {
+            payload: wire::encode(&()),
+        });
+        request.set_timeout(timeout);
+        let reply = client.read_index(request).await?;
+        wire::decode("read-index reply", &reply.into_inner().payload)
+    }
+
+    fn client(&self, addr: &str) -> Result<RaftClient<Channel>, tonic::Status> {
+        self.channel(addr)
+            .map(RaftClient::new)
+            .map_err(|e| tonic::Status::invalid_argument(format!("peer address {addr}: {e}")))
     }
 }
 

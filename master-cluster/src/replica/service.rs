@@ -1,7 +1,7 @@
 //! The internal Raft service: what other replicas call on this one.
 
 use openraft::Raft;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use slapcluster_api::v1::RaftPayload;
 use slapcluster_api::v1::raft_server;
 use tonic::{Request, Response, Status};
@@ -41,8 +41,21 @@ impl raft_server::Raft for RaftService {
     async fn forward(&self, request: Request<RaftPayload>) -> Reply {
         let command: Command = wire::decode("forwarded command", &request.into_inner().payload)?;
         let answer = match self.raft.client_write(command).await {
-            Ok(written) => Ok(written.data),
+            Ok(written) => Ok((written.data, written.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
+                Err(ForwardError::NotLeader {
+                    leader: to.leader_id.zip(to.leader_node.map(|n| n.addr)),
+                })
+            }
+            Err(e) => Err(ForwardError::Unavailable(e.to_string())),
+        };
+        reply(&answer)
+    }
+
+    async fn read_index(&self, _request: Request<RaftPayload>) -> Reply {
+        let answer = match self.raft.get_read_log_id().await {
+            Ok((read, _applied)) => Ok(read.map(|id| id.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to))) => {
                 Err(ForwardError::NotLeader {
                     leader: to.leader_id.zip(to.leader_node.map(|n| n.addr)),
                 })
