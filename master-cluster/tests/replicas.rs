@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use master_cluster::replica::{Consistency, Replica, ReplicaConfig};
+use master_cluster::replica::{Consistency, Replica, ReplicaConfig, Role};
 use master_cluster::state::model::{
     Actor, ComputerDefinition, ComputerId, NetworkAddress, PartitionDefinition, PartitionRef,
     Placement, RequestedState, SoftwareReleaseUrl, SupplyState, Timestamp, UserId,
@@ -29,10 +29,14 @@ fn init_tracing() {
 }
 
 async fn start(id: u64, dir: &Path, port: u16) -> Replica {
+    start_with(id, dir, port, |_| {}).await
+}
+
+async fn start_with(id: u64, dir: &Path, port: u16, tweak: impl Fn(&mut ReplicaConfig)) -> Replica {
     let listen = format!("[::1]:{port}").parse().expect("address");
-    Replica::start(ReplicaConfig::new(id, listen, dir.to_path_buf()))
-        .await
-        .expect("replica starts")
+    let mut config = ReplicaConfig::new(id, listen, dir.to_path_buf());
+    tweak(&mut config);
+    Replica::start(config).await.expect("replica starts")
 }
 
 fn command(at: u64, actor: Actor, op: Op) -> Command {
@@ -424,6 +428,134 @@ async fn reads_after_a_write_see_it_on_every_replica() {
             .expect("applied");
         assert!(replica.applied_index() >= written.index);
     }
+    for replica in replicas {
+        replica.shutdown().await.expect("shutdown");
+    }
+}
+
+/// Snapshots every 20 entries, keeping 5 behind: a short run purges the log.
+fn compacting(config: &mut ReplicaConfig) {
+    config.raft.snapshot_policy = openraft::SnapshotPolicy::LogsSinceLast(20);
+    config.raft.max_in_snapshot_log_to_keep = 5;
+    config.raft.purge_batch_size = 1;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_replica_joins_by_snapshot_and_replaces_an_old_one() {
+    init_tracing();
+    let dirs: Vec<_> = (0..4)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let mut replicas = Vec::new();
+    for (n, dir) in dirs[..3].iter().enumerate() {
+        replicas.push(start_with(n as u64 + 1, dir.path(), 0, compacting).await);
+    }
+    let voters: BTreeMap<u64, BasicNode> = replicas
+        .iter()
+        .map(|r| (r.id(), BasicNode::new(r.url())))
+        .collect();
+    replicas[0].initialize(voters).await.expect("initialise");
+    let leader_id = leader_of(&replicas.iter().collect::<Vec<_>>()).await;
+
+    tracing::info!("--- enough writes that every replica snapshots and purges its log");
+    let node = Actor::Computer(ComputerId::from("COMP-1"));
+    replicas[0]
+        .write(command(1, node, computer("COMP-1", 100)))
+        .await
+        .expect("write")
+        .response
+        .expect("registered");
+    let supply = Op::Supply {
+        computer: ComputerId::from("COMP-1"),
+        url: SoftwareReleaseUrl::from(SR),
+        state: SupplyState::Available,
+    };
+    replicas[0]
+        .write(command(2, Actor::Operator(UserId::from("admin")), supply))
+        .await
+        .expect("write")
+        .response
+        .expect("supplied");
+    for n in 0..60u64 {
+        let user = Actor::User(UserId::from("alice"));
+        replicas[(n % 3) as usize]
+            .write(command(10 + n, user, request(&format!("vm-{n}"))))
+            .await
+            .expect("write");
+    }
+    let leader = replicas
+        .iter()
+        .find(|r| r.id() == leader_id)
+        .expect("leader");
+    leader
+        .raft()
+        .wait(WAIT)
+        .metrics(
+            |m| m.purged.is_some_and(|p| p.index > 20),
+            "the leader purged its log",
+        )
+        .await
+        .expect("purged");
+
+    tracing::info!("--- replica 4 joins as a learner and catches up through a snapshot");
+    let newcomer = start_with(4, dirs[3].path(), 0, compacting).await;
+    let refused = replicas
+        .iter()
+        .find(|r| r.id() != leader_id)
+        .expect("a follower")
+        .add_learner(4, newcomer.url(), Duration::from_secs(10))
+        .await;
+    assert!(refused.is_err(), "a follower cannot change membership");
+    leader
+        .add_learner(4, newcomer.url(), Duration::from_secs(20))
+        .await
+        .expect("learner added and caught up");
+    let snapshot = newcomer
+        .state()
+        .current_snapshot()
+        .await
+        .expect("snapshot")
+        .expect("the newcomer installed a snapshot");
+    tracing::info!(snapshot = %snapshot.meta, "installed");
+    let applied = leader.applied_index();
+    let mut everyone: Vec<&Replica> = replicas.iter().collect();
+    everyone.push(&newcomer);
+    assert_identical(&everyone, applied).await;
+
+    tracing::info!("--- it becomes a voter, a follower leaves, and writes go on through it");
+    let leaving = replicas
+        .iter()
+        .find(|r| r.id() != leader_id)
+        .expect("a follower")
+        .id();
+    leader.promote([4].into()).await.expect("promoted");
+    leader.remove([leaving].into()).await.expect("removed");
+    let members = leader.members();
+    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    assert!(!ids.contains(&leaving) && ids.contains(&4), "{members:?}");
+    assert!(
+        members.iter().all(|m| m.role != Role::Learner),
+        "{members:?}"
+    );
+    assert!(
+        members
+            .iter()
+            .filter(|m| m.id != leader_id)
+            .all(|m| m.lag.is_some()),
+        "the leader knows every lag"
+    );
+    newcomer
+        .write(command(
+            100,
+            Actor::User(UserId::from("bob")),
+            request("after-join"),
+        ))
+        .await
+        .expect("a write through the new voter")
+        .response
+        .expect("accepted");
+
+    newcomer.shutdown().await.expect("shutdown");
     for replica in replicas {
         replica.shutdown().await.expect("shutdown");
     }

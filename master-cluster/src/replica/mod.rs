@@ -7,6 +7,7 @@
 //! answering) is safe because every command is idempotent: a repeated request, report or
 //! publication finds its effect already applied and answers `Unchanged`.
 
+mod membership;
 mod network;
 mod service;
 mod wire;
@@ -23,6 +24,7 @@ use slapcluster_api::v1::raft_server::RaftServer;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use membership::{Member, MembershipError, Role};
 pub use network::{Network, Peers};
 pub use wire::ForwardError;
 

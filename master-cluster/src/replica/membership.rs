@@ -1,0 +1,182 @@
+//! Membership: who the replicas are, and changing it. Replica addresses are their identities:
+//! a replica that comes back on another address is a new member to add (and the old one to
+//! remove). Only the leader changes membership; elsewhere these calls answer
+//! [`MembershipError::NotLeader`] naming the leader.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, ServerState};
+
+use super::Replica;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    Voter,
+    Learner,
+}
+
+/// A member as this replica sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    pub addr: String,
+    pub role: Role,
+    /// The last log index the leader knows the member holds; `None` when this replica does
+    /// not lead (only the leader tracks replication) or before the member answered.
+    pub matched: Option<u64>,
+    /// How many entries the member is behind the leader's log, when known.
+    pub lag: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    #[error("replica {id} does not lead; the leader is {leader:?}")]
+    NotLeader {
+        id: u64,
+        leader: Option<(u64, String)>,
+    },
+    /// openraft refused the change (a learner that does not exist, a change in progress, an
+    /// empty voter set, ...).
+    #[error("membership change refused: {0}")]
+    Refused(String),
+    #[error("replica stopped: {0}")]
+    Stopped(String),
+    /// The learner was added but has not caught up yet (it keeps going).
+    #[error("replica {id} is added and catching up: at {matched:?} of {target}")]
+    CatchingUp {
+        id: u64,
+        matched: Option<u64>,
+        target: u64,
+    },
+}
+
+/// The last index the leader knows `id` holds (`None` off the leader or before any reply).
+fn matched(metrics: &openraft::RaftMetrics<u64, BasicNode>, id: u64) -> Option<u64> {
+    let replication = metrics.replication.as_ref()?;
+    let matched = replication.get(&id)?.as_ref()?;
+    Some(matched.index)
+}
+
+impl Replica {
+    /// Adds the replica `id` at `addr` as a learner and waits, at most `catch_up`, until it
+    /// holds the log up to the change that added it — received by a snapshot when the entries
+    /// it needs are purged. Returns the membership's log index. After `catch_up` the learner
+    /// stays added and keeps catching up: [`MembershipError::CatchingUp`] says how far it is.
+    pub async fn add_learner(
+        &self,
+        id: u64,
+        addr: String,
+        catch_up: Duration,
+    ) -> Result<u64, MembershipError> {
+        // openraft's own "blocking" counts a learner within `replication_lag_threshold` (5,000
+        // entries by default) as caught up; wait for the exact index instead.
+        let added = self
+            .raft
+            .add_learner(id, BasicNode::new(addr), false)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        let index = added.log_id.index;
+        let caught_up = self
+            .raft
+            .wait(Some(catch_up))
+            .metrics(
+                |m| matched(m, id).is_some_and(|matched| matched >= index),
+                "learner caught up",
+            )
+            .await;
+        match caught_up {
+            Ok(_) => Ok(index),
+            Err(_) => Err(MembershipError::CatchingUp {
+                id,
+                matched: matched(&self.raft.metrics().borrow(), id),
+                target: index,
+            }),
+        }
+    }
+
+    /// Makes learners voters.
+    pub async fn promote(&self, ids: BTreeSet<u64>) -> Result<u64, MembershipError> {
+        self.change(ChangeMembers::AddVoterIds(ids)).await
+    }
+
+    /// Removes members: voters stop voting, and every named member leaves the membership.
+    pub async fn remove(&self, ids: BTreeSet<u64>) -> Result<u64, MembershipError> {
+        let voters: BTreeSet<u64> = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            let membership = metrics.membership_config.membership();
+            membership
+                .voter_ids()
+                .filter(|id| ids.contains(id))
+                .collect()
+        };
+        if !voters.is_empty() {
+            self.change(ChangeMembers::RemoveVoters(voters)).await?;
+        }
+        self.change(ChangeMembers::RemoveNodes(ids)).await
+    }
+
+    /// Every member with its role and, on the leader, how far it has replicated.
+    pub fn members(&self) -> Vec<Member> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let last = metrics.last_log_index.unwrap_or(0);
+        membership
+            .nodes()
+            .map(|(&id, node)| {
+                let matched = matched(&metrics, id);
+                let role = if metrics.current_leader == Some(id) {
+                    Role::Leader
+                } else if voters.contains(&id) {
+                    Role::Voter
+                } else {
+                    Role::Learner
+                };
+                Member {
+                    id,
+                    addr: node.addr.clone(),
+                    role,
+                    matched,
+                    lag: matched.map(|m| last.saturating_sub(m)),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether this replica leads now.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    async fn change(&self, change: ChangeMembers<u64, BasicNode>) -> Result<u64, MembershipError> {
+        let changed = self
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        Ok(changed.log_id.index)
+    }
+
+    fn membership_error(
+        &self,
+        error: RaftError<u64, ClientWriteError<u64, BasicNode>>,
+    ) -> MembershipError {
+        match error {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(to)) => {
+                MembershipError::NotLeader {
+                    id: self.id,
+                    leader: to.leader_id.zip(to.leader_node.map(|n| n.addr)),
+                }
+            }
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                MembershipError::Refused(e.to_string())
+            }
+            RaftError::Fatal(fatal) => MembershipError::Stopped(fatal.to_string()),
+        }
+    }
+}
