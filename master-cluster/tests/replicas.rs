@@ -560,3 +560,108 @@ async fn a_new_replica_joins_by_snapshot_and_replaces_an_old_one() {
         replica.shutdown().await.expect("shutdown");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_answers_when_its_computer_changes() {
+    init_tracing();
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let replicas: Vec<std::sync::Arc<Replica>> = cluster(&dirs)
+        .await
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect();
+    let mut last = 0;
+    for id in ["COMP-1", "COMP-2"] {
+        let node = Actor::Computer(ComputerId::from(id));
+        last = replicas[0]
+            .write(command(1, node, computer(id, 2)))
+            .await
+            .expect("write")
+            .index;
+    }
+    let leader = leader_of(&replicas.iter().map(|r| r.as_ref()).collect::<Vec<_>>()).await;
+    let follower = std::sync::Arc::clone(
+        replicas
+            .iter()
+            .find(|r| r.id() != leader)
+            .expect("a follower"),
+    );
+    follower
+        .wait_applied(last, Duration::from_secs(10))
+        .await
+        .expect("applied");
+    let comp1 = ComputerId::from("COMP-1");
+    let first = follower
+        .poll_computer(&comp1, None, Duration::ZERO)
+        .await
+        .expect("poll");
+    assert!(first.view.is_some() && first.version > 0);
+
+    tracing::info!("--- with nothing new, a long-poll answers after its wait, unchanged");
+    let quiet = follower
+        .poll_computer(&comp1, Some(first.version), Duration::from_millis(200))
+        .await
+        .expect("poll");
+    assert_eq!(quiet.version, first.version);
+
+    tracing::info!("--- a change to another computer does not answer it");
+    let poller = {
+        let follower = std::sync::Arc::clone(&follower);
+        let comp1 = comp1.clone();
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let poll = follower
+                .poll_computer(&comp1, Some(first.version), Duration::from_secs(10))
+                .await
+                .expect("poll");
+            (poll, started, tokio::time::Instant::now())
+        })
+    };
+    let supply = |computer: &str| Op::Supply {
+        computer: ComputerId::from(computer),
+        url: SoftwareReleaseUrl::from(SR),
+        state: SupplyState::Available,
+    };
+    let admin = Actor::Operator(UserId::from("admin"));
+    let other = replicas[0]
+        .write(command(2, admin.clone(), supply("COMP-2")))
+        .await
+        .expect("write");
+    follower
+        .wait_applied(other.index, Duration::from_secs(10))
+        .await
+        .expect("applied");
+    assert!(
+        !poller.is_finished(),
+        "a change to COMP-2 answered a poll on COMP-1"
+    );
+
+    tracing::info!("--- a change to its computer answers it");
+    replicas[0]
+        .write(command(3, admin, supply("COMP-1")))
+        .await
+        .expect("write");
+    let acknowledged = tokio::time::Instant::now();
+    let (poll, started, answered) = poller.await.expect("poll task");
+    assert!(poll.version > first.version);
+    let view = poll.view.expect("known computer");
+    assert_eq!(view.software.len(), 1, "the answer holds the change");
+    assert!(
+        answered - started < Duration::from_secs(5),
+        "the change, not the 10 s wait, answered the poll"
+    );
+    tracing::info!(
+        after_acknowledgement = ?answered.saturating_duration_since(acknowledged),
+        "the follower's long-poll answered"
+    );
+    drop(follower);
+    for replica in replicas {
+        std::sync::Arc::into_inner(replica)
+            .expect("no other handle")
+            .shutdown()
+            .await
+            .expect("shutdown");
+    }
+}

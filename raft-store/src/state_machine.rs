@@ -62,6 +62,14 @@ pub trait Application<C: TypeConfig>: Send + Sync + 'static {
         let _ = txn;
         Ok(())
     }
+
+    /// Called after a transaction of [`Application::apply`] or of a snapshot install
+    /// committed (`installed` tells which), so the application can wake readers waiting for
+    /// what it just wrote: they will find it in a new read transaction. Not called when the
+    /// transaction failed.
+    fn committed(&self, installed: bool) {
+        let _ = installed;
+    }
 }
 
 /// The state machine of one replica. Cheap to clone; clones share the open file.
@@ -233,6 +241,7 @@ impl<A> Inner<A> {
             responses
         };
         txn.commit().map_err(|e| file.error(ACTION, e))?;
+        self.app.committed(false);
         Ok(responses)
     }
 
@@ -306,6 +315,7 @@ impl<A> Inner<A> {
                 .map_err(|e| file.error(ACTION, e))?;
         }
         txn.commit().map_err(|e| file.error(ACTION, e))?;
+        self.app.committed(true);
         self.snapshots.publish::<C>(copy, meta)?;
         Ok(())
     }

@@ -28,6 +28,8 @@ pub use membership::{Member, MembershipError, Role};
 pub use network::{Network, Peers};
 pub use wire::ForwardError;
 
+use crate::state::model::ComputerId;
+use crate::state::query::{self, ComputerView};
 use crate::state::{Command, MasterConfig, MasterState, Response};
 use raft_store::StateMachineStore;
 
@@ -80,6 +82,27 @@ pub enum ReplicaError {
     Config(#[from] openraft::ConfigError),
     #[error("raft stopped: {0}")]
     Fatal(String),
+}
+
+/// What a node's poll answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComputerPoll {
+    /// The computer's view version: pass it as `after` to long-poll for the next change.
+    pub version: u64,
+    /// The last log index this replica applied when it answered.
+    pub applied_index: u64,
+    /// `None` for a computer the master does not know.
+    pub view: Option<ComputerView>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error(transparent)]
+    Storage(#[from] raft_store::StoreError),
+    #[error("replica stopped: {0}")]
+    Stopped(String),
 }
 
 /// A committed write: the state machine's answer and the log index it was committed at.
@@ -196,6 +219,8 @@ pub enum WriteError {
 pub struct Replica {
     id: u64,
     raft: Raft<MasterConfig>,
+    /// Shares its notifier with the state machine that raft-store runs.
+    app: MasterState,
     state: StateMachineStore<MasterConfig, MasterState>,
     peers: Peers,
     local_addr: SocketAddr,
@@ -211,9 +236,11 @@ impl Replica {
         let raft_config = Arc::new(config.raft.clone().validate()?);
         let data_dir = config.data_dir.clone();
         let storage = config.storage.clone();
+        let app = MasterState::default();
+        let opened_app = app.clone();
         // Opening verifies every page: blocking work, off the runtime's workers.
         let (log, state) = tokio::task::spawn_blocking(move || {
-            raft_store::open::<MasterConfig, _>(&data_dir, MasterState, &storage)
+            raft_store::open::<MasterConfig, _>(&data_dir, opened_app, &storage)
         })
         .await
         .map_err(|e| ReplicaError::Fatal(format!("opening the store: {e}")))??;
@@ -253,6 +280,7 @@ impl Replica {
         Ok(Self {
             id: config.id,
             raft,
+            app,
             state,
             peers,
             local_addr,
@@ -330,6 +358,49 @@ impl Replica {
                     WriteError::Stopped("shutting down".into())
                 }
             })
+    }
+
+    /// A node's poll: its computer's view as this replica has applied it. With `after`, a
+    /// long-poll: answers as soon as the computer's view changes past that version, or after
+    /// `wait` with the current view (the node then polls again). The version to pass next time
+    /// is in the answer.
+    pub async fn poll_computer(
+        &self,
+        computer: &ComputerId,
+        after: Option<u64>,
+        wait: Duration,
+    ) -> Result<ComputerPoll, PollError> {
+        // Subscribe before reading, so that a change committed in between wakes us.
+        let mut changes = self.app.notifier().subscribe(computer);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let state = self.state.clone();
+            let id = computer.clone();
+            let read = tokio::task::spawn_blocking(move || -> Result<_, PollError> {
+                let txn = state.begin_read()?;
+                let version = query::computer_version(&txn, &id)?;
+                Ok((version, query::computer_view(&txn, &id)?))
+            })
+            .await
+            .map_err(|e| PollError::Stopped(e.to_string()))?;
+            let (version, view) = read?;
+            let changed = after.is_none_or(|after| version > after);
+            if changed || tokio::time::Instant::now() >= deadline {
+                return Ok(ComputerPoll {
+                    version,
+                    applied_index: self.applied_index(),
+                    view,
+                });
+            }
+            tokio::select! {
+                woken = changes.changed() => {
+                    if woken.is_err() {
+                        return Err(PollError::Stopped("notifier closed".into()));
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
     }
 
     /// The last log index this replica applied.

@@ -35,11 +35,13 @@ pub const MAX_USAGE_RECORDS: usize = 10_000;
 
 type WriteTables<'txn> = Tables<redb::Table<'txn, &'static [u8], &'static [u8]>>;
 
-/// Applies `command`, the entry at log `index`.
+/// Applies `command`, the entry at log `index`, and adds the computers whose view it changed
+/// to `touched` (their version becomes `index`: see `computer_versions` in `tables.rs`).
 pub fn apply(
     t: &mut WriteTables<'_>,
     index: u64,
     command: &Command,
+    touched: &mut BTreeSet<ComputerId>,
 ) -> Result<Response, StateError> {
     let mut applier = Applier {
         t,
@@ -47,8 +49,19 @@ pub fn apply(
         actor: &command.actor,
         index,
         audit_sequence: 0,
+        touched: BTreeSet::new(),
     };
-    applier.op(&command.op)
+    let response = applier.op(&command.op)?;
+    for computer in &applier.touched {
+        tables::put_u64(
+            &mut applier.t.computer_versions,
+            "computer_versions",
+            &tables::computer_key(computer),
+            index,
+        )?;
+    }
+    touched.append(&mut applier.touched);
+    Ok(response)
 }
 
 struct Applier<'a, 'txn> {
@@ -57,6 +70,8 @@ struct Applier<'a, 'txn> {
     actor: &'a Actor,
     index: u64,
     audit_sequence: u64,
+    /// Computers whose view (what their node polls) this command changed.
+    touched: BTreeSet<ComputerId>,
 }
 
 /// Shorthand for a handler's result: the outer `Result` is fatal, the inner one the answer.
@@ -367,6 +382,7 @@ impl Applier<'_, '_> {
             return Ok(Ok(Outcome::Unchanged));
         }
         let key = tables::supply_key(id, url);
+        self.touched.insert(id.clone());
         if state == SoftwareState::Destroyed && supply.requested == SupplyState::Destroyed {
             // Removed as asked: the promise is fulfilled and forgotten.
             tables::delete(&mut self.t.supply, "supply", key.as_bytes())?;
@@ -761,6 +777,10 @@ impl Applier<'_, '_> {
             tables::instance_key(target.guid).as_bytes(),
             parameters,
         )?;
+        // They are in the target's partition view (`_connection_dict`).
+        if let Placement::Partition(p) = &target.placement {
+            self.touched.insert(p.computer.clone());
+        }
         // The requester reads these parameters: it must reprocess.
         if let Requester::Instance(requester) = target.requester {
             self.bump(requester)?;
@@ -1261,6 +1281,7 @@ impl Applier<'_, '_> {
         computer: &Computer,
         index_before: &BTreeSet<Vec<u8>>,
     ) -> Result<(), StateError> {
+        self.touched.insert(computer.id.clone());
         tables::put(
             &mut self.t.computers,
             "computers",
@@ -1272,6 +1293,9 @@ impl Applier<'_, '_> {
     }
 
     fn save_instance(&mut self, instance: &Instance) -> Result<(), StateError> {
+        if let Placement::Partition(p) = &instance.placement {
+            self.touched.insert(p.computer.clone());
+        }
         tables::put(
             &mut self.t.instances,
             "instances",
@@ -1290,14 +1314,12 @@ impl Applier<'_, '_> {
     }
 
     fn set_counter(&mut self, name: &'static str, value: u64) -> Result<(), StateError> {
-        self.t
-            .counters
-            .insert(
-                super::keys::Key::new().str(name).as_bytes(),
-                value.to_be_bytes().as_slice(),
-            )
-            .map_err(|e| StateError::storage("counters", e))?;
-        Ok(())
+        tables::put_u64(
+            &mut self.t.counters,
+            "counters",
+            &super::keys::Key::new().str(name),
+            value,
+        )
     }
 
     fn audit(&mut self, action: &str, target: String) -> Result<(), StateError> {

@@ -24,7 +24,7 @@ impl MemoryState {
         let txn = db
             .begin_write()
             .map_err(|e| StateError::storage("(open)", e))?;
-        MasterState.initialize(&txn)?;
+        MasterState::default().initialize(&txn)?;
         txn.commit().map_err(|e| StateError::storage("(open)", e))?;
         Ok(Self { db, next_index: 1 })
     }
@@ -55,7 +55,7 @@ impl MemoryState {
             .map_err(|e| StateError::storage("(apply)", e))?;
         txn.set_durability(redb::Durability::None)
             .map_err(|e| StateError::storage("(apply)", e))?;
-        let responses = MasterState.apply(&txn, &entries)?;
+        let responses = MasterState::default().apply(&txn, &entries)?;
         txn.commit()
             .map_err(|e| StateError::storage("(apply)", e))?;
         Ok(responses)

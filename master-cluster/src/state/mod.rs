@@ -10,9 +10,13 @@ pub mod command;
 mod keys;
 mod memory;
 pub mod model;
+mod notifier;
 mod placement;
 pub mod query;
 mod tables;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use openraft::{BasicNode, Entry, EntryPayload, TokioRuntime};
 
@@ -21,6 +25,7 @@ pub use command::{
     Command, InstanceReport, InstanceRequest, InstanceSummary, Op, Outcome, Rejection, Response,
 };
 pub use memory::MemoryState;
+pub use notifier::Notifier;
 pub use placement::CATEGORY_KEYS;
 pub use tables::StateError;
 
@@ -36,9 +41,18 @@ openraft::declare_raft_types!(
         AsyncRuntime = TokioRuntime,
 );
 
-/// The SlapOS master's state machine. Stateless itself: everything is in the tables.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct MasterState;
+/// The SlapOS master's state machine. Everything it knows is in the tables; it holds only the
+/// [`Notifier`] that wakes readers waiting on a computer. Clones share it.
+#[derive(Debug, Default, Clone)]
+pub struct MasterState {
+    notifier: Arc<Notifier>,
+}
+
+impl MasterState {
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+}
 
 impl raft_store::Application<MasterConfig> for MasterState {
     type Error = StateError;
@@ -49,13 +63,22 @@ impl raft_store::Application<MasterConfig> for MasterState {
         entries: &[Entry<MasterConfig>],
     ) -> Result<Vec<Response>, StateError> {
         let mut t = tables::Tables::open_write(txn)?;
-        entries
+        let mut touched = BTreeSet::new();
+        let responses = entries
             .iter()
             .map(|entry| match &entry.payload {
-                EntryPayload::Normal(command) => apply::apply(&mut t, entry.log_id.index, command),
+                EntryPayload::Normal(command) => {
+                    apply::apply(&mut t, entry.log_id.index, command, &mut touched)
+                }
                 EntryPayload::Blank | EntryPayload::Membership(_) => Ok(Ok(Outcome::Done)),
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        self.notifier.stage(touched);
+        Ok(responses)
+    }
+
+    fn committed(&self, installed: bool) {
+        self.notifier.committed(installed);
     }
 
     fn initialize(&self, txn: &redb::WriteTransaction) -> Result<(), StateError> {

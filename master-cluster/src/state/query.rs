@@ -93,6 +93,14 @@ pub fn computer_view(
     }))
 }
 
+/// The log index of the last change to a computer's view (0 if it never changed).
+pub fn computer_version(
+    txn: &redb::ReadTransaction,
+    computer: &ComputerId,
+) -> Result<u64, StateError> {
+    Tables::open_read(txn)?.computer_version(computer)
+}
+
 pub fn instance(
     txn: &redb::ReadTransaction,
     guid: InstanceGuid,

@@ -25,6 +25,7 @@
 //! | `pending_shared` | url, software type, guid | — shared instances waiting for a host |
 //! | `usage` | computer, partition, period start | [`UsageRecord`] |
 //! | `audit` | log index, sequence | [`AuditRecord`] |
+//! | `computer_versions` | computer | log index of the last change to its view, u64 BE |
 //! | `counters` | name | u64 big-endian |
 
 use redb::{ReadableTable, TableDefinition, TableHandle};
@@ -91,6 +92,7 @@ tables! {
     pending_shared: "pending_shared",
     usage: "usage",
     audit: "audit",
+    computer_versions: "computer_versions",
     counters: "counters",
 }
 
@@ -245,6 +247,19 @@ pub fn put_guid(
 ) -> Result<(), StateError> {
     table
         .insert(key.as_bytes(), guid.0.to_be_bytes().as_slice())
+        .map_err(|e| StateError::storage(name, e))?;
+    Ok(())
+}
+
+/// Stores a big-endian u64 (counters, computer versions).
+pub fn put_u64(
+    table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    name: &'static str,
+    key: &Key,
+    value: u64,
+) -> Result<(), StateError> {
+    table
+        .insert(key.as_bytes(), value.to_be_bytes().as_slice())
         .map_err(|e| StateError::storage(name, e))?;
     Ok(())
 }
@@ -510,19 +525,35 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> Tables<T> {
         )
     }
 
-    pub fn counter(&self, name: &'static str) -> Result<u64, StateError> {
-        let key = Key::new().str(name);
-        let Some(value) = self
-            .counters
-            .get(key.as_bytes())
-            .map_err(|e| StateError::storage("counters", e))?
-        else {
-            return Ok(0);
-        };
-        let bytes: [u8; 8] = value
-            .value()
-            .try_into()
-            .map_err(|_| StateError::corrupt("counters", key.as_bytes(), "not 8 bytes"))?;
-        Ok(u64::from_be_bytes(bytes))
+    /// The log index of the last change to a computer's view (0: never changed).
+    pub fn computer_version(&self, computer: &ComputerId) -> Result<u64, StateError> {
+        u64_at(
+            &self.computer_versions,
+            "computer_versions",
+            &computer_key(computer),
+        )
     }
+
+    pub fn counter(&self, name: &'static str) -> Result<u64, StateError> {
+        u64_at(&self.counters, "counters", &Key::new().str(name))
+    }
+}
+
+/// A big-endian u64 stored under `key`, 0 when absent.
+fn u64_at(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    name: &'static str,
+    key: &Key,
+) -> Result<u64, StateError> {
+    let Some(value) = table
+        .get(key.as_bytes())
+        .map_err(|e| StateError::storage(name, e))?
+    else {
+        return Ok(0);
+    };
+    let bytes: [u8; 8] = value
+        .value()
+        .try_into()
+        .map_err(|_| StateError::corrupt(name, key.as_bytes(), "not 8 bytes"))?;
+    Ok(u64::from_be_bytes(bytes))
 }

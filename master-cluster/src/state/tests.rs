@@ -885,6 +885,67 @@ fn reordering_unnumbered_partitions_keeps_the_free_index_exact() {
 }
 
 #[test]
+fn a_computer_version_moves_exactly_when_its_view_changes() {
+    let mut f = Fixture::new();
+    f.register("COMP-1", 2, &[]);
+    f.register("COMP-2", 2, &[]);
+    let version = |f: &Fixture, c: &str| {
+        query::computer_version(&f.state.read().expect("read"), &ComputerId::from(c))
+            .expect("version")
+    };
+    let (one, two) = (version(&f, "COMP-1"), version(&f, "COMP-2"));
+    assert!(one > 0 && two > one);
+
+    f.supply("COMP-1", KVM);
+    let after_supply = version(&f, "COMP-1");
+    assert!(after_supply > one);
+    assert_eq!(version(&f, "COMP-2"), two, "another computer's change");
+
+    let vm = f.request(user("quinn"), request("vm", KVM));
+    let after_request = version(&f, "COMP-1");
+    assert!(after_request > after_supply, "an instance placed on it");
+
+    let record = UsageRecord {
+        partition: PartitionRef::from("slappart0"),
+        period_start: Timestamp(0),
+        period_end: Timestamp(1),
+        movements: vec![],
+    };
+    let node = Actor::Computer(ComputerId::from("COMP-1"));
+    f.run(
+        node.clone(),
+        Op::PostUsage {
+            computer: ComputerId::from("COMP-1"),
+            records: vec![record],
+        },
+    )
+    .expect("usage");
+    assert_eq!(
+        version(&f, "COMP-1"),
+        after_request,
+        "usage is not part of the view"
+    );
+    assert_eq!(
+        f.report(&partition_of(&vm), InstanceReport::Started),
+        Ok(Outcome::Done)
+    );
+    let after_report = version(&f, "COMP-1");
+    assert!(
+        after_report > after_request,
+        "the access status is part of the view"
+    );
+    assert_eq!(
+        f.report(&partition_of(&vm), InstanceReport::Started),
+        Ok(Outcome::Unchanged)
+    );
+    assert_eq!(
+        version(&f, "COMP-1"),
+        after_report,
+        "a repeated report changes nothing"
+    );
+}
+
+#[test]
 fn bad_commands_are_refused_with_a_reason_and_change_nothing() {
     let mut f = Fixture::new();
     f.register("COMP-1", 2, &[]);
