@@ -319,6 +319,10 @@ async fn concurrent_requests_over_all_replicas_take_distinct_partitions() {
     }
 
     tracing::info!("--- 200 requests at once, spread over the three replicas");
+    let before = replicas[0]
+        .read_barrier(Consistency::Linearizable)
+        .await
+        .expect("read index");
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..200u64 {
         let replica = std::sync::Arc::clone(&replicas[(n % 3) as usize]);
@@ -344,6 +348,18 @@ async fn concurrent_requests_over_all_replicas_take_distinct_partitions() {
         );
     }
     assert_eq!(partitions.len(), 200);
+    let after = replicas[0]
+        .read_barrier(Consistency::Linearizable)
+        .await
+        .expect("read index");
+    tracing::info!(
+        entries = after - before,
+        "log entries that carried the 200 requests"
+    );
+    assert!(
+        after - before < 200,
+        "the leader coalesced concurrent writes into fewer entries"
+    );
 
     let leader = leader_of(&replicas.iter().map(|r| r.as_ref()).collect::<Vec<_>>()).await;
     let applied = replicas

@@ -7,6 +7,7 @@
 //! answering) is safe because every command is idempotent: a repeated request, report or
 //! publication finds its effect already applied and answers `Unchanged`.
 
+mod batcher;
 mod membership;
 mod network;
 mod service;
@@ -18,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::{BasicNode, Raft};
 use slapcluster_api::v1::raft_server::RaftServer;
 use tokio::sync::oneshot;
@@ -45,6 +46,8 @@ pub struct ReplicaConfig {
     pub storage: raft_store::Options,
     /// How long a write may wait for a leader before it fails as retryable.
     pub write_timeout: Duration,
+    /// At most this many commands per log entry (the leader coalesces concurrent writes).
+    pub max_batch: usize,
 }
 
 impl ReplicaConfig {
@@ -63,6 +66,7 @@ impl ReplicaConfig {
             },
             storage: raft_store::Options::default(),
             write_timeout: Duration::from_secs(10),
+            max_batch: 256,
         }
     }
 }
@@ -124,10 +128,7 @@ pub enum Consistency {
 /// Something only the leader can answer: tried locally first, else sent to the leader.
 trait LeaderCall {
     type Output;
-    fn local(
-        &self,
-        raft: &Raft<MasterConfig>,
-    ) -> impl Future<Output = Attempt<Self::Output>> + Send;
+    fn local(&self, replica: &Replica) -> impl Future<Output = Attempt<Self::Output>> + Send;
     fn remote(
         &self,
         peers: &Peers,
@@ -141,17 +142,8 @@ struct WriteCall<'a>(&'a Command);
 impl LeaderCall for WriteCall<'_> {
     type Output = Written;
 
-    async fn local(&self, raft: &Raft<MasterConfig>) -> Attempt<Written> {
-        match raft.client_write(self.0.clone()).await {
-            Ok(written) => Attempt::Done(Written {
-                response: written.data,
-                index: written.log_id.index,
-            }),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
-                Attempt::Redirect(to.leader_id.zip(to.leader_node.map(|n| n.addr)))
-            }
-            Err(e) => Attempt::Fatal(e.to_string()),
-        }
+    async fn local(&self, replica: &Replica) -> Attempt<Written> {
+        replica.batcher.submit(self.0.clone()).await
     }
 
     async fn remote(
@@ -170,8 +162,8 @@ struct ReadIndexCall;
 impl LeaderCall for ReadIndexCall {
     type Output = u64;
 
-    async fn local(&self, raft: &Raft<MasterConfig>) -> Attempt<u64> {
-        match raft.get_read_log_id().await {
+    async fn local(&self, replica: &Replica) -> Attempt<u64> {
+        match replica.raft.get_read_log_id().await {
             Ok((read, _)) => Attempt::Done(read.map_or(0, |id| id.index)),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to))) => {
                 Attempt::Redirect(to.leader_id.zip(to.leader_node.map(|n| n.addr)))
@@ -192,7 +184,7 @@ impl LeaderCall for ReadIndexCall {
 }
 
 /// One step of [`Replica::at_leader`].
-enum Attempt<T> {
+pub(crate) enum Attempt<T> {
     Done(T),
     /// Not the leader; the leader as this replica knows it.
     Redirect(Option<(u64, String)>),
@@ -221,6 +213,7 @@ pub struct Replica {
     raft: Raft<MasterConfig>,
     /// Shares its notifier with the state machine that raft-store runs.
     app: MasterState,
+    batcher: batcher::Batcher,
     state: StateMachineStore<MasterConfig, MasterState>,
     peers: Peers,
     local_addr: SocketAddr,
@@ -264,11 +257,15 @@ impl Replica {
             .await
             .map_err(|e| ReplicaError::Fatal(e.to_string()))?;
 
+        let batcher = batcher::Batcher::start(raft.clone(), config.max_batch);
         let (stop_server, stopped) = oneshot::channel::<()>();
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let service = RaftServer::new(service::RaftService { raft: raft.clone() })
-            .max_decoding_message_size(64 << 20);
+        let service = RaftServer::new(service::RaftService {
+            raft: raft.clone(),
+            batcher: batcher.clone(),
+        })
+        .max_decoding_message_size(64 << 20);
         let server = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(service)
@@ -281,6 +278,7 @@ impl Replica {
             id: config.id,
             raft,
             app,
+            batcher,
             state,
             peers,
             local_addr,
@@ -417,7 +415,7 @@ impl Replica {
     async fn at_leader<C: LeaderCall>(&self, call: C) -> Result<C::Output, WriteError> {
         let deadline = tokio::time::Instant::now() + self.write_timeout;
         loop {
-            let leader = match call.local(&self.raft).await {
+            let leader = match call.local(self).await {
                 Attempt::Done(value) => return Ok(value),
                 Attempt::Redirect(leader) => leader,
                 Attempt::Fatal(reason) => return Err(WriteError::Stopped(reason)),

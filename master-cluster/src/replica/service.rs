@@ -1,16 +1,20 @@
 //! The internal Raft service: what other replicas call on this one.
 
 use openraft::Raft;
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, RaftError};
 use slapcluster_api::v1::RaftPayload;
 use slapcluster_api::v1::raft_server;
 use tonic::{Request, Response, Status};
 
+use super::batcher::Batcher;
 use super::wire::{self, ForwardError};
+use super::{Attempt, Written};
 use crate::state::{Command, MasterConfig};
 
 pub struct RaftService {
     pub raft: Raft<MasterConfig>,
+    /// Forwarded writes join this replica's batches like local ones.
+    pub(super) batcher: Batcher,
 }
 
 type Reply = Result<Response<RaftPayload>, Status>;
@@ -40,14 +44,10 @@ impl raft_server::Raft for RaftService {
 
     async fn forward(&self, request: Request<RaftPayload>) -> Reply {
         let command: Command = wire::decode("forwarded command", &request.into_inner().payload)?;
-        let answer = match self.raft.client_write(command).await {
-            Ok(written) => Ok((written.data, written.log_id.index)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
-                Err(ForwardError::NotLeader {
-                    leader: to.leader_id.zip(to.leader_node.map(|n| n.addr)),
-                })
-            }
-            Err(e) => Err(ForwardError::Unavailable(e.to_string())),
+        let answer = match self.batcher.submit(command).await {
+            Attempt::Done(Written { response, index }) => Ok((response, index)),
+            Attempt::Redirect(leader) => Err(ForwardError::NotLeader { leader }),
+            Attempt::Fatal(reason) => Err(ForwardError::Unavailable(reason)),
         };
         reply(&answer)
     }

@@ -35,11 +35,13 @@ pub const MAX_USAGE_RECORDS: usize = 10_000;
 
 type WriteTables<'txn> = Tables<redb::Table<'txn, &'static [u8], &'static [u8]>>;
 
-/// Applies `command`, the entry at log `index`, and adds the computers whose view it changed
-/// to `touched` (their version becomes `index`: see `computer_versions` in `tables.rs`).
+/// Applies `command`, the `position`th command of the entry at log `index`, and adds the
+/// computers whose view it changed to `touched` (their version becomes `index`: see
+/// `computer_versions` in `tables.rs`).
 pub fn apply(
     t: &mut WriteTables<'_>,
     index: u64,
+    position: u64,
     command: &Command,
     touched: &mut BTreeSet<ComputerId>,
 ) -> Result<Response, StateError> {
@@ -48,6 +50,7 @@ pub fn apply(
         at: command.at,
         actor: &command.actor,
         index,
+        position,
         audit_sequence: 0,
         touched: BTreeSet::new(),
     };
@@ -69,6 +72,8 @@ struct Applier<'a, 'txn> {
     at: Timestamp,
     actor: &'a Actor,
     index: u64,
+    /// Which command of its log entry this is (the leader coalesces commands into entries).
+    position: u64,
     audit_sequence: u64,
     /// Computers whose view (what their node polls) this command changed.
     touched: BTreeSet<ComputerId>,
@@ -1329,7 +1334,7 @@ impl Applier<'_, '_> {
             action: action.to_string(),
             target,
         };
-        let key = tables::audit_key(self.index, self.audit_sequence);
+        let key = tables::audit_key(self.index, self.position, self.audit_sequence);
         self.audit_sequence += 1;
         tables::put(&mut self.t.audit, "audit", key.as_bytes(), &record)
     }

@@ -12,6 +12,14 @@ use super::model::{
     Timestamp, UsageRecord, UserId,
 };
 
+/// What one Raft log entry carries: the commands the leader coalesced while the previous
+/// entry was being committed (at least one), applied in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandBatch(pub Vec<Command>);
+
+/// The answers to a [`CommandBatch`], one per command, in order.
+pub type BatchResponse = Vec<Response>;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Command {
     pub at: Timestamp,
@@ -87,6 +95,33 @@ pub enum Op {
         computer: ComputerId,
         records: Vec<UsageRecord>,
     },
+}
+
+impl Op {
+    /// Roughly how many bytes the command takes in a log entry: enough to keep the leader's
+    /// batches of commands within a message size, not an exact count.
+    pub fn weight(&self) -> usize {
+        const BASE: usize = 256;
+        let parameters = |p: &Parameters| p.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        BASE + match self {
+            Op::RegisterComputer(definition) => definition.partitions.len() * BASE,
+            Op::RequestInstance(request) => {
+                parameters(&request.parameters) + parameters(&request.sla)
+            }
+            Op::PublishConnection { parameters: p, .. } => parameters(p),
+            Op::ReportSoftware {
+                state: SoftwareState::Error { log },
+                ..
+            }
+            | Op::ReportInstance {
+                report: InstanceReport::Error { log },
+                ..
+            } => log.len(),
+            Op::PostUsage { records, .. } => records.len() * BASE,
+            Op::BangInstance { message, .. } | Op::BangComputer { message, .. } => message.len(),
+            _ => 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

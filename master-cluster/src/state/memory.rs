@@ -7,7 +7,7 @@ use raft_store::Application;
 use redb::ReadableDatabase;
 use redb::backends::InMemoryBackend;
 
-use super::command::{Command, Response};
+use super::command::{Command, CommandBatch, Response};
 use super::tables::StateError;
 use super::{MasterConfig, MasterState};
 
@@ -35,8 +35,8 @@ impl MemoryState {
         Ok(responses.pop().unwrap_or(Ok(super::Outcome::Done)))
     }
 
-    /// Applies commands as consecutive log entries, in one transaction, as raft-store does with
-    /// a batch of committed entries.
+    /// Applies commands as consecutive log entries of one command each, in one transaction,
+    /// as raft-store does with a run of committed entries.
     pub fn apply_batch(&mut self, commands: Vec<Command>) -> Result<Vec<Response>, StateError> {
         let entries: Vec<Entry<MasterConfig>> = commands
             .into_iter()
@@ -45,7 +45,7 @@ impl MemoryState {
                 self.next_index += 1;
                 Entry {
                     log_id: LogId::new(LeaderId::new(1, 1), index),
-                    payload: EntryPayload::Normal(command),
+                    payload: EntryPayload::Normal(CommandBatch(vec![command])),
                 }
             })
             .collect();
@@ -58,7 +58,8 @@ impl MemoryState {
         let responses = MasterState::default().apply(&txn, &entries)?;
         txn.commit()
             .map_err(|e| StateError::storage("(apply)", e))?;
-        Ok(responses)
+        // One command per entry: one answer per entry.
+        Ok(responses.into_iter().flatten().collect())
     }
 
     /// A read view for the queries in [`super::query`].

@@ -22,7 +22,8 @@ use openraft::{BasicNode, Entry, EntryPayload, TokioRuntime};
 
 pub use apply::{MAX_LOG_BYTES, MAX_NAME_BYTES, MAX_PARAMETERS_BYTES, MAX_SLA_BYTES};
 pub use command::{
-    Command, InstanceReport, InstanceRequest, InstanceSummary, Op, Outcome, Rejection, Response,
+    BatchResponse, Command, CommandBatch, InstanceReport, InstanceRequest, InstanceSummary, Op,
+    Outcome, Rejection, Response,
 };
 pub use memory::MemoryState;
 pub use notifier::Notifier;
@@ -32,8 +33,8 @@ pub use tables::StateError;
 openraft::declare_raft_types!(
     /// The master cluster's openraft types: commands in, responses out.
     pub MasterConfig:
-        D = Command,
-        R = Response,
+        D = CommandBatch,
+        R = BatchResponse,
         NodeId = u64,
         Node = BasicNode,
         Entry = Entry<MasterConfig>,
@@ -61,16 +62,19 @@ impl raft_store::Application<MasterConfig> for MasterState {
         &self,
         txn: &redb::WriteTransaction,
         entries: &[Entry<MasterConfig>],
-    ) -> Result<Vec<Response>, StateError> {
+    ) -> Result<Vec<BatchResponse>, StateError> {
         let mut t = tables::Tables::open_write(txn)?;
         let mut touched = BTreeSet::new();
         let responses = entries
             .iter()
             .map(|entry| match &entry.payload {
-                EntryPayload::Normal(command) => {
-                    apply::apply(&mut t, entry.log_id.index, command, &mut touched)
-                }
-                EntryPayload::Blank | EntryPayload::Membership(_) => Ok(Ok(Outcome::Done)),
+                EntryPayload::Normal(CommandBatch(commands)) => (0u64..)
+                    .zip(commands)
+                    .map(|(position, command)| {
+                        apply::apply(&mut t, entry.log_id.index, position, command, &mut touched)
+                    })
+                    .collect(),
+                EntryPayload::Blank | EntryPayload::Membership(_) => Ok(Vec::new()),
             })
             .collect::<Result<Vec<_>, _>>()?;
         self.notifier.stage(touched);

@@ -24,7 +24,7 @@
 //! | `shared_hosts` | url, software type, guid | — instances that can host shared ones |
 //! | `pending_shared` | url, software type, guid | — shared instances waiting for a host |
 //! | `usage` | computer, partition, period start | [`UsageRecord`] |
-//! | `audit` | log index, sequence | [`AuditRecord`] |
+//! | `audit` | log index, command in the entry, sequence | [`AuditRecord`] |
 //! | `computer_versions` | computer | log index of the last change to its view, u64 BE |
 //! | `counters` | name | u64 big-endian |
 
@@ -398,8 +398,8 @@ pub fn usage_key(computer: &ComputerId, partition: &PartitionRef, period_start: 
     partition_key(computer, partition).u64(period_start)
 }
 
-pub fn audit_key(index: u64, sequence: u64) -> Key {
-    Key::new().u64(index).u64(sequence)
+pub fn audit_key(index: u64, position: u64, sequence: u64) -> Key {
+    Key::new().u64(index).u64(position).u64(sequence)
 }
 
 /// Typed record helpers shared by apply and the queries.

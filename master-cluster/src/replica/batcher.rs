@@ -1,0 +1,102 @@
+//! Coalescing writes into log entries at the leader.
+//!
+//! openraft appends and fsyncs every `client_write` on its own, which caps a leader at a few
+//! thousand writes a second whatever the concurrency. The batcher takes the first waiting
+//! write, then whatever else is already queued (up to a count and an approximate size), and
+//! commits them as one [`CommandBatch`] while the next batch gathers. Every caller still gets
+//! its own answer, and the log index of the entry that carried its command.
+
+use tokio::sync::{mpsc, oneshot};
+
+use openraft::Raft;
+use openraft::error::{ClientWriteError, RaftError};
+
+use super::{Attempt, Written};
+use crate::state::{Command, CommandBatch, MasterConfig};
+
+/// Writes waiting for the batcher beyond this make callers wait (backpressure).
+const QUEUE: usize = 4096;
+
+/// Approximate bytes a batch may carry: far below the 64 MiB a replica accepts per message.
+const MAX_BATCH_WEIGHT: usize = 8 << 20;
+
+struct Pending {
+    command: Command,
+    reply: oneshot::Sender<Attempt<Written>>,
+}
+
+/// A handle to the batcher task; cheap to clone.
+#[derive(Clone)]
+pub(super) struct Batcher {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Batcher {
+    /// Starts the batcher task for `raft`; it ends when every handle is dropped.
+    pub fn start(raft: Raft<MasterConfig>, max_commands: usize) -> Self {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        tokio::spawn(run(raft, receiver, max_commands.max(1)));
+        Self { queue }
+    }
+
+    /// Commits `command` in the next batch, if this replica leads.
+    pub async fn submit(&self, command: Command) -> Attempt<Written> {
+        let (reply, answer) = oneshot::channel();
+        if self.queue.send(Pending { command, reply }).await.is_err() {
+            return Attempt::Fatal("the write batcher has stopped".into());
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Attempt::Fatal("the write batcher has stopped".into()))
+    }
+}
+
+async fn run(raft: Raft<MasterConfig>, mut queue: mpsc::Receiver<Pending>, max_commands: usize) {
+    while let Some(first) = queue.recv().await {
+        let mut weight = first.command.op.weight();
+        let mut batch = vec![first];
+        while batch.len() < max_commands && weight < MAX_BATCH_WEIGHT {
+            match queue.try_recv() {
+                Ok(next) => {
+                    weight += next.command.op.weight();
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let (commands, replies): (Vec<Command>, Vec<_>) =
+            batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+        let count = commands.len();
+        let answers: Vec<Attempt<Written>> = match raft.client_write(CommandBatch(commands)).await {
+            Ok(written) if written.data.len() == count => {
+                let index = written.log_id.index;
+                written
+                    .data
+                    .into_iter()
+                    .map(|response| Attempt::Done(Written { response, index }))
+                    .collect()
+            }
+            Ok(written) => {
+                let reason = format!(
+                    "the state machine answered {} responses for {count} commands",
+                    written.data.len()
+                );
+                (0..count).map(|_| Attempt::Fatal(reason.clone())).collect()
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
+                let leader = to.leader_id.zip(to.leader_node.map(|n| n.addr));
+                (0..count)
+                    .map(|_| Attempt::Redirect(leader.clone()))
+                    .collect()
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                (0..count).map(|_| Attempt::Fatal(reason.clone())).collect()
+            }
+        };
+        for (reply, answer) in replies.into_iter().zip(answers) {
+            // A caller that gave up no longer listens; its command is committed all the same.
+            let _ = reply.send(answer);
+        }
+    }
+}
