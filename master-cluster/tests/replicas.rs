@@ -681,3 +681,98 @@ async fn a_long_poll_answers_when_its_computer_changes() {
             .expect("shutdown");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_liveness_reaches_the_log_only_as_summaries() {
+    init_tracing();
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let replicas = cluster(&dirs).await;
+    for id in ["COMP-1", "COMP-2"] {
+        let node = Actor::Computer(ComputerId::from(id));
+        replicas[0]
+            .write(command(1, node, computer(id, 2)))
+            .await
+            .expect("write")
+            .response
+            .expect("registered");
+    }
+    let before = replicas[0]
+        .read_barrier(Consistency::Linearizable)
+        .await
+        .expect("read index");
+    let (comp1, comp2) = (ComputerId::from("COMP-1"), ComputerId::from("COMP-2"));
+    let version = |replica: &Replica, id: &ComputerId| {
+        query::computer_version(&replica.state().begin_read().expect("read"), id).expect("version")
+    };
+    let versions_before = (version(&replicas[0], &comp1), version(&replicas[0], &comp2));
+
+    tracing::info!("--- 150 polls over three replicas write nothing");
+    for n in 0..150 {
+        let (replica, id) = match n % 5 {
+            4 => (&replicas[0], ComputerId::from("COMP-unregistered")),
+            3 => (&replicas[n % 3], comp2.clone()),
+            _ => (&replicas[n % 3], comp1.clone()),
+        };
+        replica
+            .poll_computer(&id, None, Duration::ZERO)
+            .await
+            .expect("poll");
+    }
+    let after_polls = replicas[0]
+        .read_barrier(Consistency::Linearizable)
+        .await
+        .expect("read index");
+    assert_eq!(after_polls, before, "a poll must never be a write");
+
+    tracing::info!("--- one summary per replica records them");
+    let mut covered = 0;
+    for replica in &replicas {
+        covered += replica.flush_liveness().await.expect("summary");
+        assert_eq!(
+            replica.flush_liveness().await.expect("summary"),
+            0,
+            "nothing new to say"
+        );
+    }
+    assert_eq!(
+        covered,
+        2 + 2 + 3,
+        "COMP-1 and COMP-2 everywhere, plus the unknown one on replica 1"
+    );
+    let after = replicas[0]
+        .read_barrier(Consistency::Linearizable)
+        .await
+        .expect("read index");
+    assert!(
+        after - before <= 3,
+        "{} entries for three summaries",
+        after - before
+    );
+    for replica in &replicas {
+        replica
+            .wait_applied(after, Duration::from_secs(10))
+            .await
+            .expect("applied");
+        let txn = replica.state().begin_read().expect("read");
+        for id in [&comp1, &comp2] {
+            let view = query::computer_view(&txn, id)
+                .expect("query")
+                .expect("known");
+            assert!(
+                view.last_seen.is_some(),
+                "replica {} has no liveness for {id}",
+                replica.id()
+            );
+        }
+    }
+    assert_eq!(
+        (version(&replicas[0], &comp1), version(&replicas[0], &comp2)),
+        versions_before,
+        "a summary wakes no long-poll"
+    );
+    for replica in replicas {
+        replica.shutdown().await.expect("shutdown");
+    }
+}

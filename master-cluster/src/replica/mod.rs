@@ -29,9 +29,9 @@ pub use membership::{Member, MembershipError, Role};
 pub use network::{Network, Peers};
 pub use wire::ForwardError;
 
-use crate::state::model::ComputerId;
+use crate::state::model::{Actor, ComputerId, Timestamp};
 use crate::state::query::{self, ComputerView};
-use crate::state::{Command, MasterConfig, MasterState, Response};
+use crate::state::{Command, MasterConfig, MasterState, Op, Response};
 use raft_store::StateMachineStore;
 
 /// What a replica needs to start.
@@ -86,6 +86,21 @@ pub enum ReplicaError {
     Config(#[from] openraft::ConfigError),
     #[error("raft stopped: {0}")]
     Fatal(String),
+}
+
+/// The time a replica stamps on what it proposes: microseconds since the Unix epoch (a clock
+/// before 1970 reads as 0).
+pub fn now() -> Timestamp {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp(u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// A poisoned lock only means a holder panicked between two statements that each leave the map
+/// whole; the map is used as is.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What a node's poll answers.
@@ -214,6 +229,10 @@ pub struct Replica {
     /// Shares its notifier with the state machine that raft-store runs.
     app: MasterState,
     batcher: batcher::Batcher,
+    /// Computers whose nodes polled this replica since its last liveness summary, with the
+    /// time of their last poll. Memory only: a std mutex held for an insert, never across an
+    /// await.
+    seen: std::sync::Mutex<std::collections::HashMap<ComputerId, Timestamp>>,
     state: StateMachineStore<MasterConfig, MasterState>,
     peers: Peers,
     local_addr: SocketAddr,
@@ -279,6 +298,7 @@ impl Replica {
             raft,
             app,
             batcher,
+            seen: Default::default(),
             state,
             peers,
             local_addr,
@@ -368,6 +388,7 @@ impl Replica {
         after: Option<u64>,
         wait: Duration,
     ) -> Result<ComputerPoll, PollError> {
+        lock(&self.seen).insert(computer.clone(), now());
         // Subscribe before reading, so that a change committed in between wakes us.
         let mut changes = self.app.notifier().subscribe(computer);
         let deadline = tokio::time::Instant::now() + wait;
@@ -399,6 +420,32 @@ impl Replica {
                 () = tokio::time::sleep_until(deadline) => {}
             }
         }
+    }
+
+    /// Writes one summary of the nodes that polled this replica since the last summary (node
+    /// liveness reaches the log this way, never one write per poll). The replica daemon calls
+    /// it periodically. Returns how many computers it covered.
+    pub async fn flush_liveness(&self) -> Result<usize, WriteError> {
+        let seen: Vec<(ComputerId, Timestamp)> =
+            std::mem::take(&mut *lock(&self.seen)).into_iter().collect();
+        if seen.is_empty() {
+            return Ok(0);
+        }
+        let count = seen.len();
+        let command = Command {
+            at: now(),
+            actor: Actor::Replica(self.id),
+            op: Op::RecordLiveness { seen: seen.clone() },
+        };
+        if let Err(e) = self.write(command).await {
+            // Keep what was seen for the next summary, unless a newer poll replaced it.
+            let mut pending = lock(&self.seen);
+            for (computer, at) in seen {
+                pending.entry(computer).or_insert(at);
+            }
+            return Err(e);
+        }
+        Ok(count)
     }
 
     /// The last log index this replica applied.

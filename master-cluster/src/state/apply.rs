@@ -136,6 +136,7 @@ impl Applier<'_, '_> {
                 new_title,
             } => self.rename_instance(partition, shared_reference.as_deref(), new_title),
             Op::PostUsage { computer, records } => self.post_usage(computer, records),
+            Op::RecordLiveness { seen } => self.record_liveness(seen),
         }
     }
 
@@ -1005,6 +1006,40 @@ impl Applier<'_, '_> {
         }
         self.audit("post usage", format!("{} records for {id}", records.len()))?;
         Ok(Ok(Outcome::Done))
+    }
+
+    /// Liveness is not part of a computer's view (a summary must not wake every node's
+    /// long-poll), and not audited: it records that nodes polled, not that anyone changed
+    /// anything.
+    fn record_liveness(&mut self, seen: &[(ComputerId, Timestamp)]) -> Handled {
+        if !matches!(self.actor, Actor::Replica(_) | Actor::Operator(_)) {
+            return reject(self.refuse("record node liveness"));
+        }
+        let mut recorded = false;
+        for (computer, at) in seen {
+            if self.t.computer(computer)?.is_none() {
+                continue;
+            }
+            if self
+                .t
+                .last_seen(computer)?
+                .is_some_and(|known| known >= at.0)
+            {
+                continue;
+            }
+            tables::put_u64(
+                &mut self.t.liveness,
+                "liveness",
+                &tables::computer_key(computer),
+                at.0,
+            )?;
+            recorded = true;
+        }
+        Ok(Ok(if recorded {
+            Outcome::Done
+        } else {
+            Outcome::Unchanged
+        }))
     }
 
     // --- placement ----------------------------------------------------------------------------

@@ -95,6 +95,10 @@ pub enum Op {
         computer: ComputerId,
         records: Vec<UsageRecord>,
     },
+    /// A replica's summary of the computers whose nodes polled it since its last summary, with
+    /// the time of the last poll: node liveness reaches the log this way, never one write per
+    /// poll. Unknown computers (a node polling before it registers) are skipped.
+    RecordLiveness { seen: Vec<(ComputerId, Timestamp)> },
 }
 
 impl Op {
@@ -118,6 +122,7 @@ impl Op {
                 ..
             } => log.len(),
             Op::PostUsage { records, .. } => records.len() * BASE,
+            Op::RecordLiveness { seen } => seen.len() * 64,
             Op::BangInstance { message, .. } | Op::BangComputer { message, .. } => message.len(),
             _ => 0,
         }

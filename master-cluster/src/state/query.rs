@@ -8,8 +8,8 @@ use redb::ReadableTable;
 use super::keys::Key;
 use super::model::{
     AuditRecord, Computer, ComputerId, Instance, InstanceGuid, Parameters, Partition, PartitionRef,
-    Placement, SoftwareRelease, SoftwareReleaseUrl, SoftwareState, SupplyState, UsageRecord,
-    UserId,
+    Placement, SoftwareRelease, SoftwareReleaseUrl, SoftwareState, SupplyState, Timestamp,
+    UsageRecord, UserId,
 };
 use super::placement::{self, Choice};
 use super::tables::{self, StateError, Tables};
@@ -21,6 +21,9 @@ type ReadTables = Tables<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ComputerView {
     pub computer: Computer,
+    /// When its node last polled a replica, as of the last liveness summary (not part of the
+    /// version: summaries do not wake long-polls).
+    pub last_seen: Option<Timestamp>,
     pub software: Vec<SoftwareView>,
     pub partitions: Vec<PartitionView>,
 }
@@ -87,6 +90,7 @@ pub fn computer_view(
     }
     partitions.sort_by_key(|p| p.partition.ordinal);
     Ok(Some(ComputerView {
+        last_seen: t.last_seen(id)?.map(Timestamp),
         computer,
         software,
         partitions,

@@ -26,6 +26,7 @@
 //! | `usage` | computer, partition, period start | [`UsageRecord`] |
 //! | `audit` | log index, command in the entry, sequence | [`AuditRecord`] |
 //! | `computer_versions` | computer | log index of the last change to its view, u64 BE |
+//! | `liveness` | computer | when its node last polled a replica, microseconds u64 BE |
 //! | `counters` | name | u64 big-endian |
 
 use redb::{ReadableTable, TableDefinition, TableHandle};
@@ -93,6 +94,7 @@ tables! {
     usage: "usage",
     audit: "audit",
     computer_versions: "computer_versions",
+    liveness: "liveness",
     counters: "counters",
 }
 
@@ -532,6 +534,12 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> Tables<T> {
             "computer_versions",
             &computer_key(computer),
         )
+    }
+
+    /// When the computer's node last polled a replica (as last summarised), if ever.
+    pub fn last_seen(&self, computer: &ComputerId) -> Result<Option<u64>, StateError> {
+        let seen = u64_at(&self.liveness, "liveness", &computer_key(computer))?;
+        Ok((seen > 0).then_some(seen))
     }
 
     pub fn counter(&self, name: &'static str) -> Result<u64, StateError> {

@@ -946,6 +946,29 @@ fn a_computer_version_moves_exactly_when_its_view_changes() {
 }
 
 #[test]
+fn liveness_summaries_keep_the_latest_poll_and_come_only_from_replicas() {
+    let mut f = Fixture::new();
+    f.register("COMP-1", 1, &[]);
+    let seen = |at: u64| Op::RecordLiveness {
+        seen: vec![
+            (ComputerId::from("COMP-1"), Timestamp(at)),
+            (ComputerId::from("COMP-404"), Timestamp(at)),
+        ],
+    };
+    assert!(matches!(
+        f.refused(user("rita"), seen(10)),
+        Rejection::NotAllowed { .. }
+    ));
+    assert_eq!(f.run(Actor::Replica(2), seen(20)), Ok(Outcome::Done));
+    assert_eq!(
+        f.run(Actor::Replica(3), seen(15)),
+        Ok(Outcome::Unchanged),
+        "an older poll"
+    );
+    assert_eq!(f.view("COMP-1").last_seen, Some(Timestamp(20)));
+}
+
+#[test]
 fn bad_commands_are_refused_with_a_reason_and_change_nothing() {
     let mut f = Fixture::new();
     f.register("COMP-1", 2, &[]);
