@@ -121,9 +121,7 @@ async fn assert_identical(replicas: &[&Replica], index: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_go_through_any_replica_and_survive_the_leader() {
     init_tracing();
-    let dirs: Vec<_> = (0..3)
-        .map(|_| tempfile::tempdir().expect("tempdir"))
-        .collect();
+    let dirs = tempdirs(3);
     tracing::info!("--- bootstrap: replica 1 initialises the three-voter cluster");
     let mut replicas = cluster(&dirs).await;
     let leader = leader_of(&replicas.iter().collect::<Vec<_>>()).await;
@@ -268,6 +266,48 @@ async fn restart(id: u64, dir: &Path, port: u16) -> Replica {
     }
 }
 
+fn tempdirs(n: usize) -> Vec<tempfile::TempDir> {
+    (0..n)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect()
+}
+
+/// Shuts down replicas shared with tasks that have finished.
+async fn shutdown_shared(replicas: Vec<std::sync::Arc<Replica>>) {
+    for replica in replicas {
+        std::sync::Arc::into_inner(replica)
+            .expect("no other handle")
+            .shutdown()
+            .await
+            .expect("shutdown");
+    }
+}
+
+/// Registers a computer of `partitions` partitions through `replica` and, with `supply`,
+/// supplies the software release to it. Returns the last write's index.
+async fn add_computer(replica: &Replica, id: &str, partitions: u32, supply: bool) -> u64 {
+    let node = Actor::Computer(ComputerId::from(id));
+    let written = replica
+        .write(command(1, node, computer(id, partitions)))
+        .await
+        .expect("write");
+    written.response.expect("registered");
+    if !supply {
+        return written.index;
+    }
+    let op = Op::Supply {
+        computer: ComputerId::from(id),
+        url: SoftwareReleaseUrl::from(SR),
+        state: SupplyState::Available,
+    };
+    let written = replica
+        .write(command(2, Actor::Operator(UserId::from("admin")), op))
+        .await
+        .expect("write");
+    written.response.expect("supplied");
+    written.index
+}
+
 /// Starts three replicas and bootstraps them into one cluster.
 async fn cluster(dirs: &[tempfile::TempDir]) -> Vec<Replica> {
     let mut replicas = Vec::new();
@@ -287,35 +327,14 @@ async fn cluster(dirs: &[tempfile::TempDir]) -> Vec<Replica> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_over_all_replicas_take_distinct_partitions() {
     init_tracing();
-    let dirs: Vec<_> = (0..3)
-        .map(|_| tempfile::tempdir().expect("tempdir"))
-        .collect();
+    let dirs = tempdirs(3);
     let replicas: Vec<std::sync::Arc<Replica>> = cluster(&dirs)
         .await
         .into_iter()
         .map(std::sync::Arc::new)
         .collect();
-    let admin = Actor::Operator(UserId::from("admin"));
     for n in 0..4 {
-        let id = format!("COMP-{n}");
-        let node = Actor::Computer(ComputerId(id.clone()));
-        replicas[0]
-            .write(command(n, node, computer(&id, 60)))
-            .await
-            .expect("write")
-            .response
-            .expect("registered");
-        let supply = Op::Supply {
-            computer: ComputerId(id),
-            url: SoftwareReleaseUrl::from(SR),
-            state: SupplyState::Available,
-        };
-        replicas[0]
-            .write(command(10 + n, admin.clone(), supply))
-            .await
-            .expect("write")
-            .response
-            .expect("supplied");
+        add_computer(&replicas[0], &format!("COMP-{n}"), 60, true).await;
     }
 
     tracing::info!("--- 200 requests at once, spread over the three replicas");
@@ -376,29 +395,15 @@ async fn concurrent_requests_over_all_replicas_take_distinct_partitions() {
         applied,
     )
     .await;
-    for replica in replicas {
-        std::sync::Arc::into_inner(replica)
-            .expect("no other handle")
-            .shutdown()
-            .await
-            .expect("shutdown");
-    }
+    shutdown_shared(replicas).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_after_a_write_see_it_on_every_replica() {
     init_tracing();
-    let dirs: Vec<_> = (0..3)
-        .map(|_| tempfile::tempdir().expect("tempdir"))
-        .collect();
+    let dirs = tempdirs(3);
     let replicas = cluster(&dirs).await;
-    let node = Actor::Computer(ComputerId::from("COMP-1"));
-    replicas[1]
-        .write(command(1, node, computer("COMP-1", 2)))
-        .await
-        .expect("write")
-        .response
-        .expect("registered");
+    add_computer(&replicas[1], "COMP-1", 2, false).await;
 
     tracing::info!("--- a write acknowledged through one replica...");
     let supply = Op::Supply {
@@ -459,9 +464,7 @@ fn compacting(config: &mut ReplicaConfig) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_replica_joins_by_snapshot_and_replaces_an_old_one() {
     init_tracing();
-    let dirs: Vec<_> = (0..4)
-        .map(|_| tempfile::tempdir().expect("tempdir"))
-        .collect();
+    let dirs = tempdirs(4);
     let mut replicas = Vec::new();
     for (n, dir) in dirs[..3].iter().enumerate() {
         replicas.push(start_with(n as u64 + 1, dir.path(), 0, compacting).await);
@@ -474,24 +477,7 @@ async fn a_new_replica_joins_by_snapshot_and_replaces_an_old_one() {
     let leader_id = leader_of(&replicas.iter().collect::<Vec<_>>()).await;
 
     tracing::info!("--- enough writes that every replica snapshots and purges its log");
-    let node = Actor::Computer(ComputerId::from("COMP-1"));
-    replicas[0]
-        .write(command(1, node, computer("COMP-1", 100)))
-        .await
-        .expect("write")
-        .response
-        .expect("registered");
-    let supply = Op::Supply {
-        computer: ComputerId::from("COMP-1"),
-        url: SoftwareReleaseUrl::from(SR),
-        state: SupplyState::Available,
-    };
-    replicas[0]
-        .write(command(2, Actor::Operator(UserId::from("admin")), supply))
-        .await
-        .expect("write")
-        .response
-        .expect("supplied");
+    add_computer(&replicas[0], "COMP-1", 100, true).await;
     for n in 0..60u64 {
         let user = Actor::User(UserId::from("alice"));
         replicas[(n % 3) as usize]
@@ -580,9 +566,7 @@ async fn a_new_replica_joins_by_snapshot_and_replaces_an_old_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_answers_when_its_computer_changes() {
     init_tracing();
-    let dirs: Vec<_> = (0..3)
-        .map(|_| tempfile::tempdir().expect("tempdir"))
-        .collect();
+    let dirs = tempdirs(3);
     let replicas: Vec<std::sync::Arc<Replica>> = cluster(&dirs)
         .await
         .into_iter()
@@ -590,12 +574,7 @@ async fn a_long_poll_answers_when_its_computer_changes() {
         .collect();
     let mut last = 0;
     for id in ["COMP-1", "COMP-2"] {
-        let node = Actor::Computer(ComputerId::from(id));
-        last = replicas[0]
-            .write(command(1, node, computer(id, 2)))
-            .await
-            .expect("write")
-            .index;
+        last = add_computer(&replicas[0], id, 2, false).await;
     }
     let leader = leader_of(&replicas.iter().map(|r| r.as_ref()).collect::<Vec<_>>()).await;
     let follower = std::sync::Arc::clone(
@@ -673,30 +652,16 @@ async fn a_long_poll_answers_when_its_computer_changes() {
         "the follower's long-poll answered"
     );
     drop(follower);
-    for replica in replicas {
-        std::sync::Arc::into_inner(replica)
-            .expect("no other handle")
-            .shutdown()
-            .await
-            .expect("shutdown");
-    }
+    shutdown_shared(replicas).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_liveness_reaches_the_log_only_as_summaries() {
     init_tracing();
-    let dirs: Vec<_> = (0..3)
-        .map(|_| tempfile::tempdir().expect("tempdir"))
-        .collect();
+    let dirs = tempdirs(3);
     let replicas = cluster(&dirs).await;
     for id in ["COMP-1", "COMP-2"] {
-        let node = Actor::Computer(ComputerId::from(id));
-        replicas[0]
-            .write(command(1, node, computer(id, 2)))
-            .await
-            .expect("write")
-            .response
-            .expect("registered");
+        add_computer(&replicas[0], id, 2, false).await;
     }
     let before = replicas[0]
         .read_barrier(Consistency::Linearizable)
