@@ -11,7 +11,9 @@ use master_cluster::state::model::{
     Actor, ComputerDefinition, ComputerId, NetworkAddress, PartitionDefinition, PartitionRef,
     Placement, RequestedState, SoftwareReleaseUrl, SupplyState, Timestamp, UserId,
 };
-use master_cluster::state::{Command, InstanceRequest, Op, Outcome, query};
+use master_cluster::state::{
+    Command, InstanceRequest, InstanceSummary, Op, Outcome, Response, query,
+};
 use openraft::{BasicNode, ServerState};
 
 const SR: &str = "https://lab.nexedi.com/nexedi/slapos/raw/1.0/software/kvm/software.cfg";
@@ -166,9 +168,7 @@ async fn writes_go_through_any_replica_and_survive_the_leader() {
         .await
         .expect("write")
         .response;
-    let Ok(Outcome::Instance(first)) = placed else {
-        panic!("request answered {placed:?}");
-    };
+    let first = instance_of(placed);
     assert!(
         matches!(first.placement, Placement::Partition(_)),
         "{first:?}"
@@ -196,9 +196,7 @@ async fn writes_go_through_any_replica_and_survive_the_leader() {
         .await
         .expect("a write commits after the leader is gone")
         .response;
-    let Ok(Outcome::Instance(second)) = second else {
-        panic!("request answered {second:?}");
-    };
+    let second = instance_of(second);
     assert_ne!(
         second.placement, first.placement,
         "two instances, two partitions"
@@ -225,17 +223,20 @@ async fn writes_go_through_any_replica_and_survive_the_leader() {
     }
 }
 
+/// The summary a request answered; anything else fails the test.
+fn instance_of(response: Response) -> InstanceSummary {
+    match response {
+        Ok(Outcome::Instance(summary)) => summary,
+        other => panic!("request answered {other:?}"),
+    }
+}
+
 fn leader_applied(replicas: &[Replica], leader: u64) -> u64 {
-    let leader = replicas
+    replicas
         .iter()
         .find(|r| r.id() == leader)
-        .expect("leader present");
-    leader
-        .raft()
-        .metrics()
-        .borrow()
-        .last_applied
-        .map_or(0, |id| id.index)
+        .expect("leader present")
+        .applied_index()
 }
 
 /// Restarts a replica on its old address (its identity in the membership), once openraft's
@@ -355,9 +356,7 @@ async fn concurrent_requests_over_all_replicas_take_distinct_partitions() {
     let mut partitions = std::collections::BTreeSet::new();
     while let Some(joined) = tasks.join_next().await {
         let answer = joined.expect("task").expect("write").response;
-        let Ok(Outcome::Instance(summary)) = answer else {
-            panic!("request answered {answer:?}");
-        };
+        let summary = instance_of(answer);
         let Placement::Partition(partition) = summary.placement else {
             panic!("not placed: {summary:?}");
         };
@@ -380,19 +379,10 @@ async fn concurrent_requests_over_all_replicas_take_distinct_partitions() {
         "the leader coalesced concurrent writes into fewer entries"
     );
 
-    let leader = leader_of(&replicas.iter().map(|r| r.as_ref()).collect::<Vec<_>>()).await;
-    let applied = replicas
-        .iter()
-        .find(|r| r.id() == leader)
-        .expect("leader")
-        .raft()
-        .metrics()
-        .borrow()
-        .last_applied
-        .map_or(0, |id| id.index);
+    // `after` is a linearizable read index: it covers every write above.
     assert_identical(
         &replicas.iter().map(|r| r.as_ref()).collect::<Vec<_>>(),
-        applied,
+        after,
     )
     .await;
     shutdown_shared(replicas).await;

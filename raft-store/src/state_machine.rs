@@ -124,11 +124,6 @@ impl<C: TypeConfig, A: Application<C>> StateMachineStore<C, A> {
         blocking(&self.inner, &self.inner.file.path, work).await
     }
 
-    /// The hosted application, for the reads it serves.
-    pub fn application(&self) -> &A {
-        &self.inner.app
-    }
-
     /// A consistent read view of the applied state, for queries. It sees whole batches only.
     pub fn begin_read(&self) -> Result<redb::ReadTransaction, StoreError> {
         self.inner.file.begin_read("reading the state machine")

@@ -3,7 +3,6 @@
 //! that raft-store is exercised through the same trait the SlapOS state machine implements.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use openraft::{BasicNode, Entry, EntryPayload, StorageError, TokioRuntime};
 use redb::{ReadableTable, TableDefinition};
@@ -113,28 +112,23 @@ pub fn open_kv(
     crate::open(dir, KvApp, &Options::default())
 }
 
-/// Builds a fresh store in a temporary directory for each test of openraft's suite.
+/// Builds a fresh store in a temporary directory for each test of openraft's suite; the
+/// directory is the guard the suite holds.
 pub struct TempStoreBuilder;
-
-/// Keeps the temporary directory alive for as long as the suite uses the store.
-pub struct TempDirGuard {
-    _dir: tempfile::TempDir,
-    pub path: PathBuf,
-}
 
 impl
     openraft::testing::StoreBuilder<
         KvConfig,
         LogStore<KvConfig>,
         StateMachineStore<KvConfig, KvApp>,
-        TempDirGuard,
+        tempfile::TempDir,
     > for TempStoreBuilder
 {
     async fn build(
         &self,
     ) -> Result<
         (
-            TempDirGuard,
+            tempfile::TempDir,
             LogStore<KvConfig>,
             StateMachineStore<KvConfig, KvApp>,
         ),
@@ -147,10 +141,10 @@ impl
                 e,
             )
         })?;
-        let path = dir.path().to_path_buf();
-        let (log, sm) = open_kv(&path).map_err(|e| {
+        let (log, sm) = open_kv(dir.path()).map_err(|e| {
             e.into_storage_error(openraft::ErrorSubject::Store, openraft::ErrorVerb::Read)
         })?;
-        Ok((TempDirGuard { _dir: dir, path }, log, sm))
+        // The directory lives as long as the suite holds the guard.
+        Ok((dir, log, sm))
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, ChangeMembers, ServerState};
+use openraft::{BasicNode, ChangeMembers};
 
 use super::Replica;
 
@@ -146,11 +146,6 @@ impl Replica {
                 }
             })
             .collect()
-    }
-
-    /// Whether this replica leads now.
-    pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().state == ServerState::Leader
     }
 
     async fn change(&self, change: ChangeMembers<u64, BasicNode>) -> Result<u64, MembershipError> {

@@ -240,17 +240,14 @@ pub fn put_index(
     Ok(())
 }
 
-/// Stores a guid as the value of an index entry (`roots`, `titles`, `hosted`).
+/// Stores a guid as the value of an index entry (`roots`, `titles`, `hosted`, `occupants`).
 pub fn put_guid(
     table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
     name: &'static str,
     key: &Key,
     guid: InstanceGuid,
 ) -> Result<(), StateError> {
-    table
-        .insert(key.as_bytes(), guid.0.to_be_bytes().as_slice())
-        .map_err(|e| StateError::storage(name, e))?;
-    Ok(())
+    put_u64(table, name, key, guid.0)
 }
 
 /// Stores a big-endian u64 (counters, computer versions).
@@ -291,23 +288,35 @@ pub fn parse_key<T>(
     Ok(value)
 }
 
-/// A guid stored as the value of an index table (`roots`, `titles`, `hosted`).
+/// A guid stored as the value of an index table (`roots`, `titles`, `hosted`, `occupants`).
 pub fn guid_at(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     name: &'static str,
     key: &Key,
 ) -> Result<Option<InstanceGuid>, StateError> {
-    let Some(value) = table
+    Ok(u64_value(table, name, key)?.map(InstanceGuid))
+}
+
+/// The big-endian u64 stored under `key` (a guid, a counter, a version, a time), if any.
+fn u64_value(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    name: &'static str,
+    key: &Key,
+) -> Result<Option<u64>, StateError> {
+    match table
         .get(key.as_bytes())
         .map_err(|e| StateError::storage(name, e))?
-    else {
-        return Ok(None);
-    };
-    let bytes: [u8; 8] = value
-        .value()
+    {
+        Some(value) => decode_u64(name, key.as_bytes(), value.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn decode_u64(name: &'static str, key: &[u8], bytes: &[u8]) -> Result<u64, StateError> {
+    let bytes: [u8; 8] = bytes
         .try_into()
-        .map_err(|_| StateError::corrupt(name, key.as_bytes(), "guid is not 8 bytes"))?;
-    Ok(Some(InstanceGuid(u64::from_be_bytes(bytes))))
+        .map_err(|_| StateError::corrupt(name, key, "value is not 8 bytes"))?;
+    Ok(u64::from_be_bytes(bytes))
 }
 
 /// Guids in the last key part of every entry under `prefix` (children, pending, hosts).
@@ -334,13 +343,7 @@ pub fn guid_values(
 ) -> Result<Vec<InstanceGuid>, StateError> {
     scan(table, name, prefix, usize::MAX)?
         .iter()
-        .map(|(k, v)| {
-            let bytes: [u8; 8] = v
-                .as_slice()
-                .try_into()
-                .map_err(|_| StateError::corrupt(name, k, "guid is not 8 bytes"))?;
-            Ok(InstanceGuid(u64::from_be_bytes(bytes)))
-        })
+        .map(|(k, v)| decode_u64(name, k, v).map(InstanceGuid))
         .collect()
 }
 
@@ -445,14 +448,8 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> Tables<T> {
             .iter()
             .map(|(k, v)| {
                 let (_, partition) = parse_key("occupants", k, |r| Ok((r.str()?, r.str()?)))?;
-                let guid: [u8; 8] = v
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| StateError::corrupt("occupants", k, "guid is not 8 bytes"))?;
-                Ok((
-                    PartitionRef(partition),
-                    InstanceGuid(u64::from_be_bytes(guid)),
-                ))
+                let guid = decode_u64("occupants", k, v)?;
+                Ok((PartitionRef(partition), InstanceGuid(guid)))
             })
             .collect()
     }
@@ -529,39 +526,20 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> Tables<T> {
 
     /// The log index of the last change to a computer's view (0: never changed).
     pub fn computer_version(&self, computer: &ComputerId) -> Result<u64, StateError> {
-        u64_at(
+        Ok(u64_value(
             &self.computer_versions,
             "computer_versions",
             &computer_key(computer),
-        )
+        )?
+        .unwrap_or(0))
     }
 
     /// When the computer's node last polled a replica (as last summarised), if ever.
     pub fn last_seen(&self, computer: &ComputerId) -> Result<Option<u64>, StateError> {
-        let seen = u64_at(&self.liveness, "liveness", &computer_key(computer))?;
-        Ok((seen > 0).then_some(seen))
+        u64_value(&self.liveness, "liveness", &computer_key(computer))
     }
 
     pub fn counter(&self, name: &'static str) -> Result<u64, StateError> {
-        u64_at(&self.counters, "counters", &Key::new().str(name))
+        Ok(u64_value(&self.counters, "counters", &Key::new().str(name))?.unwrap_or(0))
     }
-}
-
-/// A big-endian u64 stored under `key`, 0 when absent.
-fn u64_at(
-    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    name: &'static str,
-    key: &Key,
-) -> Result<u64, StateError> {
-    let Some(value) = table
-        .get(key.as_bytes())
-        .map_err(|e| StateError::storage(name, e))?
-    else {
-        return Ok(0);
-    };
-    let bytes: [u8; 8] = value
-        .value()
-        .try_into()
-        .map_err(|_| StateError::corrupt(name, key.as_bytes(), "not 8 bytes"))?;
-    Ok(u64::from_be_bytes(bytes))
 }
