@@ -10,7 +10,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     tonic_prost_build::configure().compile_with_config(
         config,
-        &["proto/slapcluster/v1/raft.proto"],
+        &[
+            "proto/slapcluster/v1/raft.proto",
+            "proto/slapcluster/v1/node.proto",
+            "proto/slapcluster/v1/user.proto",
+            "proto/slapcluster/v1/admin.proto",
+        ],
         &["proto"],
     )?;
     Ok(())

@@ -14,5 +14,7 @@
 //! Depends on raft-store; clients (node-client, ops) must never depend on this crate, only on
 //! the wire contract.
 
+pub mod daemon;
 pub mod replica;
+pub mod service;
 pub mod state;

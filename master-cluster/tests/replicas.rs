@@ -12,9 +12,9 @@ use master_cluster::state::model::{
     Placement, RequestedState, SoftwareReleaseUrl, SupplyState, Timestamp, UserId,
 };
 use master_cluster::state::{
-    Command, InstanceRequest, InstanceSummary, Op, Outcome, Response, query,
+    Command, InstanceRequest, InstanceSummary, Op, Outcome, ReplicaNode, Response, query,
 };
-use openraft::{BasicNode, ServerState};
+use openraft::ServerState;
 
 const SR: &str = "https://lab.nexedi.com/nexedi/slapos/raw/1.0/software/kvm/software.cfg";
 const WAIT: Option<Duration> = Some(Duration::from_secs(20));
@@ -315,10 +315,7 @@ async fn cluster(dirs: &[tempfile::TempDir]) -> Vec<Replica> {
     for (n, dir) in dirs.iter().enumerate() {
         replicas.push(start(n as u64 + 1, dir.path(), 0).await);
     }
-    let voters: BTreeMap<u64, BasicNode> = replicas
-        .iter()
-        .map(|r| (r.id(), BasicNode::new(r.url())))
-        .collect();
+    let voters: BTreeMap<u64, ReplicaNode> = replicas.iter().map(|r| (r.id(), r.node())).collect();
     replicas[0].initialize(voters).await.expect("initialise");
     let all: Vec<&Replica> = replicas.iter().collect();
     leader_of(&all).await;
@@ -459,10 +456,7 @@ async fn a_new_replica_joins_by_snapshot_and_replaces_an_old_one() {
     for (n, dir) in dirs[..3].iter().enumerate() {
         replicas.push(start_with(n as u64 + 1, dir.path(), 0, compacting).await);
     }
-    let voters: BTreeMap<u64, BasicNode> = replicas
-        .iter()
-        .map(|r| (r.id(), BasicNode::new(r.url())))
-        .collect();
+    let voters: BTreeMap<u64, ReplicaNode> = replicas.iter().map(|r| (r.id(), r.node())).collect();
     replicas[0].initialize(voters).await.expect("initialise");
     let leader_id = leader_of(&replicas.iter().collect::<Vec<_>>()).await;
 
@@ -495,11 +489,11 @@ async fn a_new_replica_joins_by_snapshot_and_replaces_an_old_one() {
         .iter()
         .find(|r| r.id() != leader_id)
         .expect("a follower")
-        .add_learner(4, newcomer.url(), Duration::from_secs(10))
+        .add_learner(4, newcomer.node(), Duration::from_secs(10))
         .await;
     assert!(refused.is_err(), "a follower cannot change membership");
     leader
-        .add_learner(4, newcomer.url(), Duration::from_secs(20))
+        .add_learner(4, newcomer.node(), Duration::from_secs(20))
         .await
         .expect("learner added and caught up");
     let snapshot = newcomer

@@ -126,6 +126,43 @@ where
     ))
 }
 
+/// Starts a new cluster from a backup (a snapshot file of another cluster): `log` and `state`
+/// must be freshly opened on an empty data directory. The state becomes the backup's, under
+/// `membership` (normally the restoring replica `id` alone); the log starts after it, and the
+/// vote is set to the backup's last term so that `id`'s first election follows it. Returns the
+/// snapshot now published.
+///
+/// Not atomic across the two files: restore into a scratch directory and move it into place
+/// once this returned (as `slapmaster restore` does); an interrupted restore is discarded.
+pub async fn restore<C, A>(
+    log: &LogStore<C>,
+    state: &StateMachineStore<C, A>,
+    backup: std::fs::File,
+    id: u64,
+    membership: openraft::Membership<u64, C::Node>,
+) -> Result<SnapshotMetaOf<C>, StoreError>
+where
+    C: TypeConfig,
+    A: Application<C>,
+{
+    let log_state = log.log_state().await?;
+    if log_state.last_log_id.is_some() || log.vote().await?.is_some() {
+        return Err(StoreError::Invariant {
+            path: state.path().to_path_buf(),
+            detail: "a backup is restored only into an empty data directory; this log is not \
+                     empty"
+                .into(),
+        });
+    }
+    let meta = state.restore_backup(backup, membership).await?;
+    if let Some(last) = meta.last_log_id {
+        log.purge_upto(last).await?;
+        log.save_vote_durably(openraft::Vote::new(last.leader_id.term, id))
+            .await?;
+    }
+    Ok(meta)
+}
+
 /// Runs blocking storage work on tokio's blocking pool. A panic there (a bug, never a
 /// decision made on disk data) becomes a fatal error instead of unwinding into openraft.
 async fn blocking<S, T, F>(shared: &Arc<S>, path: &Path, work: F) -> Result<T, StoreError>

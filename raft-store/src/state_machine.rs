@@ -19,8 +19,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{
-    Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, SnapshotMeta, StorageError,
-    StoredMembership,
+    Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, Membership, OptionalSend, SnapshotMeta,
+    StorageError, StoredMembership,
 };
 use redb::TableDefinition;
 
@@ -160,6 +160,18 @@ impl<C: TypeConfig, A: Application<C>> StateMachineStore<C, A> {
         self.run(|inner| inner.snapshots.current::<C>()).await
     }
 
+    /// Starts this (empty) state machine from a backup — a snapshot file taken from another
+    /// cluster — under `membership`, and publishes a snapshot of it for learners to catch up
+    /// from. Returns that snapshot's meta. See [`crate::restore`].
+    pub async fn restore_backup(
+        &self,
+        backup: File,
+        membership: Membership<u64, C::Node>,
+    ) -> Result<SnapshotMetaOf<C>, StoreError> {
+        self.run(move |inner| inner.restore::<C>(backup, membership))
+            .await
+    }
+
     /// Installs the snapshot in `data` (any readable file, read from its start) with `meta`.
     pub async fn install_snapshot_file(
         &self,
@@ -268,50 +280,113 @@ impl<A> Inner<A> {
     where
         A: Application<C>,
     {
-        const ACTION: &str = "installing a snapshot";
-        let file = &self.file;
-        let received = received_label(&self.snapshots.current_path());
-        let mut copy = self.snapshots.temp_file()?;
-        let txn = file.begin_write(ACTION)?;
-        let found =
-            snapshot::import::<C>(&txn, &mut data, copy.as_file_mut(), &file.path, &received)?;
+        let (txn, copy, found) = self.import::<C>(&mut data)?;
         if &found != meta {
             return Err(StoreError::Corrupt {
-                path: received,
+                path: received_label(&self.snapshots.current_path()),
                 detail: format!("snapshot header {found} disagrees with the announced {meta}"),
             });
         }
+        self.record_applied::<C>(&txn, meta)?;
+        txn.commit()
+            .map_err(|e| self.file.error("installing a snapshot", e))?;
+        self.app.committed(true);
+        self.snapshots.publish::<C>(copy, meta)?;
+        Ok(())
+    }
+
+    /// Replaces the application tables with a backup's, under a new membership, and publishes
+    /// a snapshot of the result (the backup's own header names the old membership).
+    fn restore<C: TypeConfig>(
+        &self,
+        mut backup: File,
+        membership: Membership<u64, C::Node>,
+    ) -> Result<SnapshotMetaOf<C>, StoreError>
+    where
+        A: Application<C>,
+    {
+        const ACTION: &str = "restoring a backup";
+        {
+            let txn = self.file.begin_read(ACTION)?;
+            if let (Some(applied), _) = read_applied::<C>(&self.file, &txn)? {
+                return Err(StoreError::Invariant {
+                    path: self.file.path.clone(),
+                    detail: format!(
+                        "a backup is restored only into an empty data directory; this one has \
+                         applied up to {applied}"
+                    ),
+                });
+            }
+        }
+        let (txn, _copy, found) = self.import::<C>(&mut backup)?;
+        let meta = SnapshotMeta {
+            last_membership: StoredMembership::new(found.last_log_id, membership),
+            ..found
+        };
+        self.record_applied::<C>(&txn, &meta)?;
+        txn.commit().map_err(|e| self.file.error(ACTION, e))?;
+        self.app.committed(true);
+        Ok(self.build_snapshot::<C>()?.meta)
+    }
+
+    /// Imports a snapshot's tables into a new write transaction (not committed), with a copy
+    /// of its bytes; returns the meta its header names.
+    fn import<C: TypeConfig>(
+        &self,
+        data: &mut File,
+    ) -> Result<
+        (
+            redb::WriteTransaction,
+            tempfile::NamedTempFile,
+            SnapshotMetaOf<C>,
+        ),
+        StoreError,
+    >
+    where
+        A: Application<C>,
+    {
+        let file = &self.file;
+        let received = received_label(&self.snapshots.current_path());
+        let mut copy = self.snapshots.temp_file()?;
+        let txn = file.begin_write("installing a snapshot")?;
+        let found = snapshot::import::<C>(&txn, data, copy.as_file_mut(), &file.path, &received)?;
         self.app
             .initialize(&txn)
             .map_err(|source| application_error(file, "initialising", source))?;
-        {
-            let mut table = txn.open_table(META).map_err(|e| file.error(ACTION, e))?;
-            match &meta.last_log_id {
-                Some(log_id) => {
-                    table
-                        .insert(LAST_APPLIED, codec::encode_log_id(log_id).as_slice())
-                        .map_err(|e| file.error(ACTION, e))?;
-                }
-                None => {
-                    table
-                        .remove(LAST_APPLIED)
-                        .map_err(|e| file.error(ACTION, e))?;
-                }
+        Ok((txn, copy, found))
+    }
+
+    /// Records in `txn` that the state is the one `meta` describes.
+    fn record_applied<C: TypeConfig>(
+        &self,
+        txn: &redb::WriteTransaction,
+        meta: &SnapshotMetaOf<C>,
+    ) -> Result<(), StoreError> {
+        const ACTION: &str = "installing a snapshot";
+        let file = &self.file;
+        let mut table = txn.open_table(META).map_err(|e| file.error(ACTION, e))?;
+        match &meta.last_log_id {
+            Some(log_id) => {
+                table
+                    .insert(LAST_APPLIED, codec::encode_log_id(log_id).as_slice())
+                    .map_err(|e| file.error(ACTION, e))?;
             }
-            let membership =
-                codec::encode_membership::<C>(&meta.last_membership).map_err(|source| {
-                    StoreError::Encode {
-                        path: file.path.clone(),
-                        source,
-                    }
-                })?;
-            table
-                .insert(MEMBERSHIP, membership.as_slice())
-                .map_err(|e| file.error(ACTION, e))?;
+            None => {
+                table
+                    .remove(LAST_APPLIED)
+                    .map_err(|e| file.error(ACTION, e))?;
+            }
         }
-        txn.commit().map_err(|e| file.error(ACTION, e))?;
-        self.app.committed(true);
-        self.snapshots.publish::<C>(copy, meta)?;
+        let membership =
+            codec::encode_membership::<C>(&meta.last_membership).map_err(|source| {
+                StoreError::Encode {
+                    path: file.path.clone(),
+                    source,
+                }
+            })?;
+        table
+            .insert(MEMBERSHIP, membership.as_slice())
+            .map_err(|e| file.error(ACTION, e))?;
         Ok(())
     }
 }

@@ -3,7 +3,10 @@
 //! protoc, so nothing needs installing).
 //!
 //! Both sides depend on this crate and nothing else of each other: `node-client` and `ops`
-//! never see openraft or redb. Start with `proto/slapcluster/v1/`.
+//! never see openraft or redb. Start with `proto/slapcluster/v1/`; [`client`] connects to a
+//! replica.
+
+pub mod client;
 
 /// `slapcluster.v1`: every service and message.
 #[allow(

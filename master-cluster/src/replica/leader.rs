@@ -8,13 +8,13 @@ use openraft::error::{CheckIsLeaderError, RaftError};
 
 use super::network::Peers;
 use super::wire::ForwardError;
-use super::{Replica, WriteError, Written};
+use super::{ReplicaCore, WriteError, Written};
 use crate::state::Command;
 
 /// Something only the leader can answer: tried locally first, else sent to the leader.
 pub(super) trait LeaderCall {
     type Output;
-    fn local(&self, replica: &Replica) -> impl Future<Output = Attempt<Self::Output>> + Send;
+    fn local(&self, replica: &ReplicaCore) -> impl Future<Output = Attempt<Self::Output>> + Send;
     fn remote(
         &self,
         peers: &Peers,
@@ -28,7 +28,7 @@ pub(super) struct WriteCall<'a>(pub(super) &'a Command);
 impl LeaderCall for WriteCall<'_> {
     type Output = Written;
 
-    async fn local(&self, replica: &Replica) -> Attempt<Written> {
+    async fn local(&self, replica: &ReplicaCore) -> Attempt<Written> {
         replica.batcher.submit(self.0.clone()).await
     }
 
@@ -48,7 +48,7 @@ pub(super) struct ReadIndexCall;
 impl LeaderCall for ReadIndexCall {
     type Output = u64;
 
-    async fn local(&self, replica: &Replica) -> Attempt<u64> {
+    async fn local(&self, replica: &ReplicaCore) -> Attempt<u64> {
         match replica.raft.get_read_log_id().await {
             Ok((read, _)) => Attempt::Done(read.map_or(0, |id| id.index)),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to))) => {
@@ -69,7 +69,7 @@ impl LeaderCall for ReadIndexCall {
     }
 }
 
-/// One step of [`Replica::at_leader`].
+/// One step of [`ReplicaCore::at_leader`].
 pub(crate) enum Attempt<T> {
     Done(T),
     /// Not the leader; the leader as this replica knows it.
@@ -77,7 +77,7 @@ pub(crate) enum Attempt<T> {
     Fatal(String),
 }
 
-impl Replica {
+impl ReplicaCore {
     /// Runs `call` here; where this replica does not lead, against the leader; during an
     /// election, waits for one. Bounded by the write timeout.
     pub(super) async fn at_leader<C: LeaderCall>(&self, call: C) -> Result<C::Output, WriteError> {

@@ -6,10 +6,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use openraft::ChangeMembers;
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, ChangeMembers};
 
-use super::Replica;
+use super::ReplicaCore;
+use crate::state::ReplicaNode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -23,6 +24,7 @@ pub enum Role {
 pub struct Member {
     pub id: u64,
     pub addr: String,
+    pub region: String,
     pub role: Role,
     /// The last log index the leader knows the member holds; `None` when this replica does
     /// not lead (only the leader tracks replication) or before the member answered.
@@ -54,28 +56,28 @@ pub enum MembershipError {
 }
 
 /// The last index the leader knows `id` holds (`None` off the leader or before any reply).
-fn matched(metrics: &openraft::RaftMetrics<u64, BasicNode>, id: u64) -> Option<u64> {
+fn matched(metrics: &openraft::RaftMetrics<u64, ReplicaNode>, id: u64) -> Option<u64> {
     let replication = metrics.replication.as_ref()?;
     let matched = replication.get(&id)?.as_ref()?;
     Some(matched.index)
 }
 
-impl Replica {
-    /// Adds the replica `id` at `addr` as a learner and waits, at most `catch_up`, until it
+impl ReplicaCore {
+    /// Adds the replica `id` (at `node.addr`) as a learner and waits, at most `catch_up`, until it
     /// holds the log up to the change that added it — received by a snapshot when the entries
     /// it needs are purged. Returns the membership's log index. After `catch_up` the learner
     /// stays added and keeps catching up: [`MembershipError::CatchingUp`] says how far it is.
     pub async fn add_learner(
         &self,
         id: u64,
-        addr: String,
+        node: ReplicaNode,
         catch_up: Duration,
     ) -> Result<u64, MembershipError> {
         // openraft's own "blocking" counts a learner within `replication_lag_threshold` (5,000
         // entries by default) as caught up; wait for the exact index instead.
         let added = self
             .raft
-            .add_learner(id, BasicNode::new(addr), false)
+            .add_learner(id, node, false)
             .await
             .map_err(|e| self.membership_error(e))?;
         let index = added.log_id.index;
@@ -108,6 +110,12 @@ impl Replica {
             let metrics = self.raft.metrics();
             let metrics = metrics.borrow();
             let membership = metrics.membership_config.membership();
+            // openraft would commit a membership entry that changes nothing.
+            if let Some(unknown) = ids.iter().find(|id| membership.get_node(id).is_none()) {
+                return Err(MembershipError::Refused(format!(
+                    "replica {unknown} is not a member"
+                )));
+            }
             membership
                 .voter_ids()
                 .filter(|id| ids.contains(id))
@@ -140,6 +148,7 @@ impl Replica {
                 Member {
                     id,
                     addr: node.addr.clone(),
+                    region: node.region.clone(),
                     role,
                     matched,
                     lag: matched.map(|m| last.saturating_sub(m)),
@@ -148,7 +157,10 @@ impl Replica {
             .collect()
     }
 
-    async fn change(&self, change: ChangeMembers<u64, BasicNode>) -> Result<u64, MembershipError> {
+    async fn change(
+        &self,
+        change: ChangeMembers<u64, ReplicaNode>,
+    ) -> Result<u64, MembershipError> {
         let changed = self
             .raft
             .change_membership(change, false)
@@ -159,7 +171,7 @@ impl Replica {
 
     fn membership_error(
         &self,
-        error: RaftError<u64, ClientWriteError<u64, BasicNode>>,
+        error: RaftError<u64, ClientWriteError<u64, ReplicaNode>>,
     ) -> MembershipError {
         match error {
             RaftError::APIError(ClientWriteError::ForwardToLeader(to)) => {

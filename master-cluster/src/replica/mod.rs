@@ -18,22 +18,22 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use openraft::{BasicNode, Raft};
-use slapcluster_api::v1::raft_server::RaftServer;
+use openraft::Raft;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use membership::{Member, MembershipError, Role};
 pub use network::{Network, Peers};
+pub(crate) use service::RaftService;
 pub use wire::ForwardError;
 
 use leader::{Attempt, ReadIndexCall, WriteCall};
 
 use crate::state::model::{Actor, ComputerId, Timestamp};
 use crate::state::query::{self, ComputerView};
-use crate::state::{Command, MasterConfig, MasterState, Op, Response};
+use crate::state::{Command, MasterConfig, MasterState, Op, ReplicaNode, Response};
 use raft_store::StateMachineStore;
 
 /// What a replica needs to start.
@@ -41,8 +41,14 @@ use raft_store::StateMachineStore;
 pub struct ReplicaConfig {
     /// This replica's Raft node id: stable for its whole life.
     pub id: u64,
-    /// Where to listen (port 0 picks a free port; see [`Replica::local_addr`]).
+    /// Where to listen (port 0 picks a free port; see [`ReplicaCore::local_addr`]).
     pub listen: SocketAddr,
+    /// The address other replicas and clients reach this one at, when it differs from
+    /// `http://` + the listening address (listening on `[::]`, behind NAT).
+    pub advertise: Option<String>,
+    /// Where this replica runs, as operators name it (`eu-west`, ...): shown in the
+    /// membership, so that voters can be spread over regions.
+    pub region: String,
     pub data_dir: PathBuf,
     pub raft: openraft::Config,
     pub storage: raft_store::Options,
@@ -58,6 +64,8 @@ impl ReplicaConfig {
         Self {
             id,
             listen,
+            advertise: None,
+            region: String::new(),
             data_dir,
             raft: openraft::Config {
                 cluster_name: "slapcluster".into(),
@@ -116,8 +124,12 @@ pub struct ComputerPoll {
     pub view: Option<ComputerView>,
 }
 
+/// Why a read (a node's poll, a user's query) did not complete.
 #[derive(Debug, thiserror::Error)]
-pub enum PollError {
+pub enum ReadError {
+    /// The consistency asked for could not be reached (no leader, this replica behind).
+    #[error(transparent)]
+    Barrier(#[from] WriteError),
     #[error(transparent)]
     State(#[from] crate::state::StateError),
     #[error(transparent)]
@@ -159,8 +171,26 @@ pub enum WriteError {
     Stopped(String),
 }
 
+/// A running replica: its [`ReplicaCore`] (reached through `Deref`) and the gRPC server that
+/// serves the Raft, node, user and admin services on one port.
 pub struct Replica {
+    core: Arc<ReplicaCore>,
+    stop_server: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl std::ops::Deref for Replica {
+    type Target = ReplicaCore;
+
+    fn deref(&self) -> &ReplicaCore {
+        &self.core
+    }
+}
+
+/// Everything a replica's services share: Raft, the applied state, the write path.
+pub struct ReplicaCore {
     id: u64,
+    node: ReplicaNode,
     raft: Raft<MasterConfig>,
     /// Shares its notifier with the state machine that raft-store runs.
     app: MasterState,
@@ -169,17 +199,17 @@ pub struct Replica {
     /// time of their last poll. Memory only: a std mutex held for an insert, never across an
     /// await.
     seen: std::sync::Mutex<std::collections::HashMap<ComputerId, Timestamp>>,
+    /// When a leader's append-entries (a heartbeat or entries) last reached this replica.
+    leader_contact: std::sync::Mutex<Option<Instant>>,
     state: StateMachineStore<MasterConfig, MasterState>,
     peers: Peers,
     local_addr: SocketAddr,
     write_timeout: Duration,
-    stop_server: Option<oneshot::Sender<()>>,
-    server: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
 impl Replica {
     /// Opens the data directory, listens, and starts Raft. A new data directory starts as an
-    /// uninitialised node: [`Replica::initialize`] it, or add it to an existing cluster.
+    /// uninitialised node: [`ReplicaCore::initialize`] it, or add it to an existing cluster.
     pub async fn start(config: ReplicaConfig) -> Result<Self, ReplicaError> {
         let raft_config = Arc::new(config.raft.clone().validate()?);
         let data_dir = config.data_dir.clone();
@@ -213,37 +243,64 @@ impl Replica {
             .map_err(|e| ReplicaError::Fatal(e.to_string()))?;
 
         let batcher = batcher::Batcher::start(raft.clone(), config.max_batch);
-        let (stop_server, stopped) = oneshot::channel::<()>();
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let service = RaftServer::new(service::RaftService {
-            raft: raft.clone(),
-            batcher: batcher.clone(),
-        })
-        .max_decoding_message_size(64 << 20);
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stopped.await;
-                }),
-        );
-        tracing::info!(id = config.id, %local_addr, "replica started");
-        Ok(Self {
+        let core = Arc::new(ReplicaCore {
             id: config.id,
+            node: ReplicaNode {
+                addr: config
+                    .advertise
+                    .unwrap_or_else(|| format!("http://{local_addr}")),
+                region: config.region,
+            },
             raft,
             app,
             batcher,
             seen: Default::default(),
+            leader_contact: Default::default(),
             state,
             peers,
             local_addr,
             write_timeout: config.write_timeout,
+        });
+        let (stop_server, stopped) = oneshot::channel::<()>();
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let server = tokio::spawn(crate::service::router(&core).serve_with_incoming_shutdown(
+            incoming,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        tracing::info!(id = config.id, %local_addr, "replica started");
+        Ok(Self {
+            core,
             stop_server: Some(stop_server),
             server,
         })
     }
 
+    /// The shared core, for services and tasks that outlive a borrow of the replica.
+    pub fn core(&self) -> &Arc<ReplicaCore> {
+        &self.core
+    }
+
+    /// Stops serving and stops Raft. The data directory is released once openraft's tasks
+    /// have ended.
+    pub async fn shutdown(mut self) -> Result<(), ReplicaError> {
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        let raft = self.core.raft.shutdown().await;
+        let server = (&mut self.server).await;
+        raft.map_err(|e| ReplicaError::Fatal(e.to_string()))?;
+        match server {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ReplicaError::Fatal(format!("server: {e}"))),
+            Err(e) => Err(ReplicaError::Fatal(format!("server task: {e}"))),
+        }
+    }
+}
+
+impl ReplicaCore {
     pub fn id(&self) -> u64 {
         self.id
     }
@@ -252,9 +309,30 @@ impl Replica {
         self.local_addr
     }
 
-    /// The address other replicas use to reach this one.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.local_addr)
+    /// The address other replicas and clients use to reach this one.
+    pub fn url(&self) -> &str {
+        &self.node.addr
+    }
+
+    /// This replica as the membership records it.
+    pub fn node(&self) -> ReplicaNode {
+        self.node.clone()
+    }
+
+    /// Milliseconds since this replica last heard from a leader: 0 on a leader that a quorum
+    /// acknowledged within the last heartbeat or so, `None` if it never heard from one.
+    pub fn leader_contact_age(&self) -> Option<Duration> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        if metrics.current_leader == Some(self.id) {
+            return metrics.millis_since_quorum_ack.map(Duration::from_millis);
+        }
+        lock(&self.leader_contact).map(|at| at.elapsed())
+    }
+
+    /// Called by the Raft service when a leader's append-entries was accepted.
+    pub(crate) fn heard_from_leader(&self) {
+        *lock(&self.leader_contact) = Some(Instant::now());
     }
 
     pub fn raft(&self) -> &Raft<MasterConfig> {
@@ -267,7 +345,7 @@ impl Replica {
     }
 
     /// Bootstraps a new cluster with these voters. Done once, on one replica, ever.
-    pub async fn initialize(&self, voters: BTreeMap<u64, BasicNode>) -> Result<(), ReplicaError> {
+    pub async fn initialize(&self, voters: BTreeMap<u64, ReplicaNode>) -> Result<(), ReplicaError> {
         self.raft
             .initialize(voters)
             .await
@@ -283,7 +361,7 @@ impl Replica {
     /// Returns once this replica's applied state holds everything committed before the call:
     /// for [`Consistency::Linearizable`] it obtains the read index (from the leader, which
     /// confirms its leadership with a quorum) and waits to apply it. Returns the index that
-    /// reads from [`Replica::state`] now reflect at least.
+    /// reads from [`ReplicaCore::state`] now reflect at least.
     pub async fn read_barrier(&self, consistency: Consistency) -> Result<u64, WriteError> {
         if consistency == Consistency::Stale {
             return Ok(self.applied_index());
@@ -314,6 +392,30 @@ impl Replica {
             })
     }
 
+    /// Reads the applied state after the barrier `consistency` asks for (see
+    /// [`ReplicaCore::read_barrier`]), in one read transaction, off the runtime's workers.
+    pub async fn read<T, F>(&self, consistency: Consistency, read: F) -> Result<T, ReadError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&redb::ReadTransaction) -> Result<T, crate::state::StateError> + Send + 'static,
+    {
+        self.read_barrier(consistency).await?;
+        let state = self.state.clone();
+        tokio::task::spawn_blocking(move || Ok(read(&state.begin_read()?)?))
+            .await
+            .map_err(|e| ReadError::Stopped(e.to_string()))?
+    }
+
+    /// How long a write may wait for a leader, and a read for its barrier.
+    pub fn write_timeout(&self) -> Duration {
+        self.write_timeout
+    }
+
+    /// The channels to the other replicas.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
     /// A node's poll: its computer's view as this replica has applied it. With `after`, a
     /// long-poll: answers as soon as the computer's view changes past that version, or after
     /// `wait` with the current view (the node then polls again). The version to pass next time
@@ -323,7 +425,7 @@ impl Replica {
         computer: &ComputerId,
         after: Option<u64>,
         wait: Duration,
-    ) -> Result<ComputerPoll, PollError> {
+    ) -> Result<ComputerPoll, ReadError> {
         lock(&self.seen).insert(computer.clone(), now());
         // Subscribe before reading, so that a change committed in between wakes us.
         let mut changes = self.app.notifier().subscribe(computer);
@@ -331,13 +433,13 @@ impl Replica {
         loop {
             let state = self.state.clone();
             let id = computer.clone();
-            let read = tokio::task::spawn_blocking(move || -> Result<_, PollError> {
+            let read = tokio::task::spawn_blocking(move || -> Result<_, ReadError> {
                 let txn = state.begin_read()?;
                 let version = query::computer_version(&txn, &id)?;
                 Ok((version, query::computer_view(&txn, &id)?))
             })
             .await
-            .map_err(|e| PollError::Stopped(e.to_string()))?;
+            .map_err(|e| ReadError::Stopped(e.to_string()))?;
             let (version, view) = read?;
             let changed = after.is_none_or(|after| version > after);
             if changed || tokio::time::Instant::now() >= deadline {
@@ -350,7 +452,7 @@ impl Replica {
             tokio::select! {
                 woken = changes.changed() => {
                     if woken.is_err() {
-                        return Err(PollError::Stopped("notifier closed".into()));
+                        return Err(ReadError::Stopped("notifier closed".into()));
                     }
                 }
                 () = tokio::time::sleep_until(deadline) => {}
@@ -391,21 +493,5 @@ impl Replica {
             .borrow()
             .last_applied
             .map_or(0, |id| id.index)
-    }
-
-    /// Stops serving and stops Raft. The data directory is released once openraft's tasks
-    /// have ended.
-    pub async fn shutdown(mut self) -> Result<(), ReplicaError> {
-        if let Some(stop) = self.stop_server.take() {
-            let _ = stop.send(());
-        }
-        let raft = self.raft.shutdown().await;
-        let server = (&mut self.server).await;
-        raft.map_err(|e| ReplicaError::Fatal(e.to_string()))?;
-        match server {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ReplicaError::Fatal(format!("server: {e}"))),
-            Err(e) => Err(ReplicaError::Fatal(format!("server task: {e}"))),
-        }
     }
 }

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::BasicNode;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -20,7 +19,7 @@ use slapcluster_api::v1::raft_client::RaftClient;
 use tonic::transport::{Channel, Endpoint};
 
 use super::wire::{self, ForwardError};
-use crate::state::{Command, MasterConfig, Response};
+use crate::state::{Command, MasterConfig, ReplicaNode, Response};
 
 /// How long a new connection may take before the peer counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -98,7 +97,7 @@ pub struct Network {
 impl RaftNetworkFactory<MasterConfig> for Network {
     type Network = PeerConnection;
 
-    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerConnection {
+    async fn new_client(&mut self, target: u64, node: &ReplicaNode) -> PeerConnection {
         PeerConnection {
             target,
             channel: self.peers.channel(&node.addr).map_err(|e| e.to_string()),
@@ -125,7 +124,7 @@ impl PeerConnection {
         rpc: Rpc,
         request: &Req,
         option: &RPCOption,
-    ) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64, E>>>
+    ) -> Result<Resp, RPCError<u64, ReplicaNode, RaftError<u64, E>>>
     where
         Req: serde::Serialize,
         Resp: DeserializeOwned,
@@ -164,7 +163,7 @@ impl RaftNetwork<MasterConfig> for PeerConnection {
         &mut self,
         rpc: AppendEntriesRequest<MasterConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, ReplicaNode, RaftError<u64>>> {
         self.call(Rpc::AppendEntries, &rpc, &option).await
     }
 
@@ -174,7 +173,7 @@ impl RaftNetwork<MasterConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<u64>,
-        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+        RPCError<u64, ReplicaNode, RaftError<u64, InstallSnapshotError>>,
     > {
         self.call(Rpc::InstallSnapshot, &rpc, &option).await
     }
@@ -183,7 +182,7 @@ impl RaftNetwork<MasterConfig> for PeerConnection {
         &mut self,
         rpc: VoteRequest<u64>,
         option: RPCOption,
-    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+    ) -> Result<VoteResponse<u64>, RPCError<u64, ReplicaNode, RaftError<u64>>> {
         self.call(Rpc::Vote, &rpc, &option).await
     }
 }

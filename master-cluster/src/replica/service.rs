@@ -1,20 +1,20 @@
 //! The internal Raft service: what other replicas call on this one.
 
-use openraft::Raft;
+use std::sync::Arc;
+
 use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::raft::AppendEntriesResponse;
 use slapcluster_api::v1::RaftPayload;
 use slapcluster_api::v1::raft_server;
 use tonic::{Request, Response, Status};
 
-use super::batcher::Batcher;
 use super::wire::{self, ForwardError};
-use super::{Attempt, Written};
-use crate::state::{Command, MasterConfig};
+use super::{Attempt, ReplicaCore, Written};
+use crate::state::Command;
 
 pub struct RaftService {
-    pub raft: Raft<MasterConfig>,
     /// Forwarded writes join this replica's batches like local ones.
-    pub(super) batcher: Batcher,
+    pub(crate) core: Arc<ReplicaCore>,
 }
 
 type Reply = Result<Response<RaftPayload>, Status>;
@@ -29,22 +29,33 @@ fn reply<T: serde::Serialize>(value: &T) -> Reply {
 impl raft_server::Raft for RaftService {
     async fn append_entries(&self, request: Request<RaftPayload>) -> Reply {
         let rpc = wire::decode("append-entries request", &request.into_inner().payload)?;
-        reply(&self.raft.append_entries(rpc).await)
+        let answer = self.core.raft.append_entries(rpc).await;
+        // Only a current leader's append-entries is accepted (a stale one gets a higher
+        // vote back): that is the leader contact a node's poll reports.
+        if matches!(
+            answer,
+            Ok(AppendEntriesResponse::Success
+                | AppendEntriesResponse::PartialSuccess(_)
+                | AppendEntriesResponse::Conflict)
+        ) {
+            self.core.heard_from_leader();
+        }
+        reply(&answer)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Reply {
         let rpc = wire::decode("vote request", &request.into_inner().payload)?;
-        reply(&self.raft.vote(rpc).await)
+        reply(&self.core.raft.vote(rpc).await)
     }
 
     async fn install_snapshot(&self, request: Request<RaftPayload>) -> Reply {
         let rpc = wire::decode("install-snapshot request", &request.into_inner().payload)?;
-        reply(&self.raft.install_snapshot(rpc).await)
+        reply(&self.core.raft.install_snapshot(rpc).await)
     }
 
     async fn forward(&self, request: Request<RaftPayload>) -> Reply {
         let command: Command = wire::decode("forwarded command", &request.into_inner().payload)?;
-        let answer = match self.batcher.submit(command).await {
+        let answer = match self.core.batcher.submit(command).await {
             Attempt::Done(Written { response, index }) => Ok((response, index)),
             Attempt::Redirect(leader) => Err(ForwardError::NotLeader { leader }),
             Attempt::Fatal(reason) => Err(ForwardError::Unavailable(reason)),
@@ -53,7 +64,7 @@ impl raft_server::Raft for RaftService {
     }
 
     async fn read_index(&self, _request: Request<RaftPayload>) -> Reply {
-        let answer = match self.raft.get_read_log_id().await {
+        let answer = match self.core.raft.get_read_log_id().await {
             Ok((read, _applied)) => Ok(read.map(|id| id.index)),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to))) => {
                 Err(ForwardError::NotLeader {

@@ -18,7 +18,8 @@ mod tables;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use openraft::{BasicNode, Entry, EntryPayload, TokioRuntime};
+use openraft::{Entry, EntryPayload, TokioRuntime};
+use serde::{Deserialize, Serialize};
 
 pub use apply::{MAX_LOG_BYTES, MAX_NAME_BYTES, MAX_PARAMETERS_BYTES, MAX_SLA_BYTES};
 pub use command::{
@@ -36,11 +37,20 @@ openraft::declare_raft_types!(
         D = CommandBatch,
         R = BatchResponse,
         NodeId = u64,
-        Node = BasicNode,
+        Node = ReplicaNode,
         Entry = Entry<MasterConfig>,
         SnapshotData = tokio::fs::File,
         AsyncRuntime = TokioRuntime,
 );
+
+/// A replica as the membership records it: its address is its identity (a replica that moves
+/// is a new member), its region is what operators spread voters over.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaNode {
+    /// `http://[host]:port`, as other replicas and clients reach it.
+    pub addr: String,
+    pub region: String,
+}
 
 /// The SlapOS master's state machine. Everything it knows is in the tables; it holds only the
 /// [`Notifier`] that wakes readers waiting on a computer. Clones share it.

@@ -1,0 +1,306 @@
+//! `slapmaster`'s configuration: a TOML file whose every key has a default, overridden by
+//! flags and `SLAPMASTER_*` environment variables, checked once into a [`ReplicaConfig`].
+//!
+//! ```toml
+//! # This replica's Raft node id: a positive integer, unique in the cluster, stable for life.
+//! id = 1                                   # required (no default)
+//! # Where to listen: IPv6 or IPv4, port 0 for any free port.
+//! listen = "[::1]:7000"                    # default "[::1]:7000"
+//! # How other replicas and clients reach this one, if not http:// + listen.
+//! advertise = "http://[2001:db8::1]:7000"  # default: http:// + listen
+//! region = "eu-west"                       # default "" (shown in the membership)
+//! data_dir = "./data"                      # default "./data"
+//! # How often the node polls this replica served reach the log as one liveness summary.
+//! liveness_flush_ms = 5000                 # default 5000
+//!
+//! [raft]
+//! heartbeat_ms = 150                       # default 150
+//! election_timeout_min_ms = 500            # default 500
+//! election_timeout_max_ms = 1000           # default 1000
+//! snapshot_every = 20000                   # default 20000: entries between snapshots
+//! keep_after_snapshot = 5000               # default 5000: entries kept behind a snapshot
+//!
+//! [write]
+//! timeout_ms = 10000                       # default 10000: wait for a leader at most this
+//! max_batch = 256                          # default 256: commands per log entry at most
+//!
+//! [storage]
+//! log_cache_mb = 64                        # default 64
+//! state_cache_mb = 512                     # default 512
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::replica::ReplicaConfig;
+
+/// The configuration file, as written. Every field has its default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    pub id: Option<u64>,
+    pub listen: String,
+    pub advertise: Option<String>,
+    pub region: String,
+    pub data_dir: PathBuf,
+    pub liveness_flush_ms: u64,
+    pub raft: RaftSection,
+    pub write: WriteSection,
+    pub storage: StorageSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSection {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub snapshot_every: u64,
+    pub keep_after_snapshot: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriteSection {
+    pub timeout_ms: u64,
+    pub max_batch: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    pub log_cache_mb: usize,
+    pub state_cache_mb: usize,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        Self {
+            id: None,
+            listen: "[::1]:7000".into(),
+            advertise: None,
+            region: String::new(),
+            data_dir: "./data".into(),
+            liveness_flush_ms: 5000,
+            raft: RaftSection::default(),
+            write: WriteSection::default(),
+            storage: StorageSection::default(),
+        }
+    }
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 150,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            snapshot_every: 20_000,
+            keep_after_snapshot: 5_000,
+        }
+    }
+}
+
+impl Default for WriteSection {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 10_000,
+            max_batch: 256,
+        }
+    }
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        let defaults = raft_store::Options::default();
+        Self {
+            log_cache_mb: defaults.log_cache_bytes >> 20,
+            state_cache_mb: defaults.state_cache_bytes >> 20,
+        }
+    }
+}
+
+/// Values given on the command line or in the environment; they win over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub id: Option<u64>,
+    pub listen: Option<String>,
+    pub advertise: Option<String>,
+    pub region: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// What is wrong with a configuration; each names the key or file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("{key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+impl FileConfig {
+    /// Reads `path`; no file means every default.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Applies the overrides and checks every value.
+    pub fn validate(mut self, overrides: Overrides) -> Result<ValidConfig, ConfigError> {
+        self.id = overrides.id.or(self.id);
+        self.listen = overrides.listen.unwrap_or(self.listen);
+        self.advertise = overrides.advertise.or(self.advertise);
+        self.region = overrides.region.unwrap_or(self.region);
+        self.data_dir = overrides.data_dir.unwrap_or(self.data_dir);
+
+        let id = match self.id {
+            None => return Err(invalid("id", "missing: give every replica a positive id")),
+            Some(0) => return Err(invalid("id", "0 is not a replica id; start at 1")),
+            Some(id) => id,
+        };
+        let listen: SocketAddr = self.listen.parse().map_err(|e| {
+            invalid(
+                "listen",
+                format!("{:?} is not [ipv6]:port or ipv4:port: {e}", self.listen),
+            )
+        })?;
+        if let Some(advertise) = &self.advertise
+            && !(advertise.starts_with("http://") || advertise.starts_with("https://"))
+        {
+            return Err(invalid("advertise", "say http://[host]:port"));
+        }
+        if listen.port() == 0 && self.advertise.is_some() {
+            return Err(invalid(
+                "advertise",
+                "a fixed address needs a fixed listen port",
+            ));
+        }
+        if self.write.max_batch == 0 {
+            return Err(invalid("write.max_batch", "at least 1"));
+        }
+        if self.liveness_flush_ms == 0 {
+            return Err(invalid("liveness_flush_ms", "at least 1"));
+        }
+        let mut replica = ReplicaConfig::new(id, listen, self.data_dir);
+        replica.advertise = self.advertise;
+        replica.region = self.region;
+        replica.raft.heartbeat_interval = self.raft.heartbeat_ms;
+        replica.raft.election_timeout_min = self.raft.election_timeout_min_ms;
+        replica.raft.election_timeout_max = self.raft.election_timeout_max_ms;
+        replica.raft.snapshot_policy =
+            openraft::SnapshotPolicy::LogsSinceLast(self.raft.snapshot_every);
+        replica.raft.max_in_snapshot_log_to_keep = self.raft.keep_after_snapshot;
+        replica.write_timeout = Duration::from_millis(self.write.timeout_ms);
+        replica.max_batch = self.write.max_batch;
+        replica.storage.log_cache_bytes = self.storage.log_cache_mb << 20;
+        replica.storage.state_cache_bytes = self.storage.state_cache_mb << 20;
+        // openraft checks the timing relations (heartbeat below the election timeout, ...).
+        replica
+            .raft
+            .clone()
+            .validate()
+            .map_err(|e| invalid("raft", e.to_string()))?;
+        Ok(ValidConfig {
+            replica,
+            liveness_flush: Duration::from_millis(self.liveness_flush_ms),
+        })
+    }
+}
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    pub replica: ReplicaConfig,
+    pub liveness_flush: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ValidConfig, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: "test.toml".into(),
+            source: Box::new(source),
+        })?;
+        file.validate(Overrides::default())
+    }
+
+    #[test]
+    fn defaults_fill_what_the_file_leaves_out() {
+        let config = parse("id = 3").expect("valid");
+        assert_eq!(config.replica.id, 3);
+        assert_eq!(config.replica.listen, "[::1]:7000".parse().expect("addr"));
+        assert_eq!(config.replica.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.replica.max_batch, 256);
+        assert_eq!(config.liveness_flush, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let file: FileConfig =
+            toml::from_str("id = 1\nlisten = \"127.0.0.1:7000\"").expect("parses");
+        let config = file
+            .validate(Overrides {
+                id: Some(2),
+                listen: Some("[::]:7100".into()),
+                region: Some("eu".into()),
+                ..Default::default()
+            })
+            .expect("valid");
+        assert_eq!(config.replica.id, 2);
+        assert_eq!(config.replica.listen.port(), 7100);
+        assert_eq!(config.replica.region, "eu");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (text, key) in [
+            ("listen = \"[::1]:7000\"", "id"),
+            ("id = 0", "id"),
+            ("id = 1\nlisten = \"localhost\"", "listen"),
+            ("id = 1\nadvertise = \"[::1]:7000\"", "advertise"),
+            ("id = 1\n[write]\nmax_batch = 0", "write.max_batch"),
+            ("id = 1\n[raft]\nheartbeat_ms = 2000", "raft"),
+        ] {
+            match parse(text) {
+                Err(ConfigError::Invalid { key: found, .. }) => assert_eq!(found, key, "{text}"),
+                other => panic!("{text}: expected an error about {key}, got {other:?}"),
+            }
+        }
+        assert!(matches!(
+            parse("id = 1\nunknown_key = 2"),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+}

@@ -1,0 +1,263 @@
+//! `slapmaster dev`: a three-replica cluster on one machine, with a demo computer and a few
+//! instances, to see slapcluster work and to develop against. Everything goes through the
+//! public gRPC services of a follower, as a node and a user would.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use slapcluster_api::client::{self, as_actor};
+use slapcluster_api::v1 as pb;
+use slapcluster_api::v1::node_client::NodeClient;
+use slapcluster_api::v1::user_client::UserClient;
+
+use super::{DaemonError, spawn_liveness_flush};
+use crate::replica::{Replica, ReplicaConfig};
+
+/// Where the dev cluster lives.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    /// Replica `n` keeps its data in `data_dir/replica-n`.
+    pub data_dir: PathBuf,
+    pub host: IpAddr,
+    /// Replica `n` listens on `base_port + n - 1`; 0 picks free ports.
+    pub base_port: u16,
+}
+
+impl Default for DevOptions {
+    fn default() -> Self {
+        Self {
+            data_dir: "./data".into(),
+            host: IpAddr::V6(Ipv6Addr::LOCALHOST),
+            base_port: 7001,
+        }
+    }
+}
+
+pub const DEMO_COMPUTER: &str = "COMP-DEMO";
+pub const DEMO_SOFTWARE: &str = "https://lab.example/slapos/software/demo/software.cfg";
+pub const DEMO_USER: &str = "user:demo";
+const OPERATOR: &str = "operator:dev";
+const DEMO_PARTITIONS: u16 = 8;
+const DEMO_INSTANCES: [&str; 3] = ["demo-web", "demo-db", "demo-cache"];
+
+/// A running dev cluster.
+pub struct DevCluster {
+    pub replicas: Vec<Replica>,
+    /// The placement of each demo instance, by title.
+    pub placements: BTreeMap<String, pb::RequestInstanceReply>,
+}
+
+impl DevCluster {
+    pub async fn shutdown(self) -> Result<(), DaemonError> {
+        for replica in self.replicas {
+            replica.shutdown().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Starts (or restarts, from `data_dir`) the three replicas, bootstraps the cluster the first
+/// time, sets up the demo computer and instances (idempotently), and reports to `out`.
+pub async fn start(options: &DevOptions, out: &mut dyn Write) -> Result<DevCluster, DaemonError> {
+    let mut replicas = Vec::new();
+    for id in 1..=3u64 {
+        let port = match options.base_port {
+            0 => 0,
+            base => base + u16::try_from(id - 1).unwrap_or(0),
+        };
+        let mut config = ReplicaConfig::new(
+            id,
+            SocketAddr::new(options.host, port),
+            options.data_dir.join(format!("replica-{id}")),
+        );
+        config.region = format!("dev-{id}");
+        replicas.push(Replica::start(config).await?);
+    }
+    let first = &replicas[0];
+    let initialized = first
+        .raft()
+        .is_initialized()
+        .await
+        .map_err(|e| DaemonError::Refused(e.to_string()))?;
+    if !initialized {
+        first
+            .initialize(replicas.iter().map(|r| (r.id(), r.node())).collect())
+            .await?;
+    }
+    let leader = first
+        .raft()
+        .wait(Some(Duration::from_secs(30)))
+        .metrics(|m| m.current_leader.is_some(), "a leader")
+        .await
+        .map_err(|e| DaemonError::Refused(format!("no leader was elected: {e}")))?
+        .current_leader
+        .unwrap_or(0);
+    // Talk to a follower, to show that callers need not know the leader.
+    let Some(via) = replicas.iter().find(|r| r.id() != leader) else {
+        return Err(DaemonError::Refused("no follower".into()));
+    };
+    let via_url = via.url().to_string();
+    let placements = demo(&via_url).await?;
+
+    let w = |e| DaemonError::Io {
+        what: "writing the report".into(),
+        source: e,
+    };
+    writeln!(
+        out,
+        "slapcluster dev: 3 replicas, data under {}",
+        options.data_dir.display()
+    )
+    .map_err(w)?;
+    for replica in &replicas {
+        let role = if replica.id() == leader {
+            "leader"
+        } else {
+            "follower"
+        };
+        writeln!(out, "  replica {}  {}  {role}", replica.id(), replica.url()).map_err(w)?;
+    }
+    writeln!(
+        out,
+        "computer {DEMO_COMPUTER}: {DEMO_PARTITIONS} partitions, supplies {DEMO_SOFTWARE}"
+    )
+    .map_err(w)?;
+    writeln!(out, "instances requested by {DEMO_USER} through {via_url}:").map_err(w)?;
+    for (title, reply) in &placements {
+        writeln!(
+            out,
+            "  {title:<11} {:<12} {}",
+            reply.guid,
+            describe(reply.placement.as_ref())
+        )
+        .map_err(w)?;
+    }
+    writeln!(
+        out,
+        "talk to any replica: gRPC services slapcluster.v1.Node, .User and .Admin, naming \
+         yourself in the `slapcluster-actor` header (e.g. {DEMO_USER}, operator:me, \
+         computer:{DEMO_COMPUTER}); `slapmaster status --cluster {via_url}` shows the members.\n\
+         Ctrl-C stops the cluster; `slapmaster dev` again restarts it from its data."
+    )
+    .map_err(w)?;
+    Ok(DevCluster {
+        replicas,
+        placements,
+    })
+}
+
+/// `slapmaster dev`: [`start`], then serve until `shutdown`.
+pub async fn dev(
+    options: &DevOptions,
+    out: &mut dyn Write,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let cluster = start(options, out).await?;
+    let flushes: Vec<_> = cluster
+        .replicas
+        .iter()
+        .map(|r| spawn_liveness_flush(r.core().clone(), Duration::from_secs(5)))
+        .collect();
+    shutdown.await;
+    for flush in flushes {
+        flush.abort();
+    }
+    cluster.shutdown().await
+}
+
+fn describe(placement: Option<&pb::Placement>) -> String {
+    use pb::placement::Placement as P;
+    match placement.and_then(|p| p.placement.as_ref()) {
+        Some(P::Partition(p)) => format!("on {}/{}", p.computer, p.partition),
+        Some(P::Pending(reason)) => format!("pending: {reason}"),
+        Some(P::Unplaceable(reason)) => format!("unplaceable: {reason}"),
+        Some(P::HostedBy(host)) => format!("hosted by {host}"),
+        None => "unknown".into(),
+    }
+}
+
+/// The demo: a release in the catalog, a computer that supplies it, three instances.
+async fn demo(url: &str) -> Result<BTreeMap<String, pb::RequestInstanceReply>, DaemonError> {
+    let channel = client::connect(url).await?;
+    let mut user = UserClient::new(channel.clone());
+    let mut node = NodeClient::new(channel);
+    let status = |e: tonic::Status| DaemonError::Client(e.into());
+    user.publish_software_release(as_actor(
+        pb::PublishSoftwareReleaseRequest {
+            url: DEMO_SOFTWARE.into(),
+            title: "Demo".into(),
+            software_types: vec!["default".into()],
+        },
+        OPERATOR,
+    )?)
+    .await
+    .map_err(status)?;
+    node.register_computer(as_actor(
+        demo_computer(),
+        &format!("computer:{DEMO_COMPUTER}"),
+    )?)
+    .await
+    .map_err(status)?;
+    let mut supply = pb::SupplyRequest {
+        computer: DEMO_COMPUTER.into(),
+        url: DEMO_SOFTWARE.into(),
+        ..Default::default()
+    };
+    supply.set_state(pb::SupplyState::Available);
+    user.supply(as_actor(supply, OPERATOR)?)
+        .await
+        .map_err(status)?;
+    let mut placements = BTreeMap::new();
+    for title in DEMO_INSTANCES {
+        let request = pb::RequestInstanceRequest {
+            title: title.into(),
+            software_release: DEMO_SOFTWARE.into(),
+            software_type: "default".into(),
+            parameters: HashMap::from([("demo".to_string(), "yes".to_string())]),
+            ..Default::default()
+        };
+        let reply = user
+            .request_instance(as_actor(request, DEMO_USER)?)
+            .await
+            .map_err(status)?;
+        placements.insert(title.to_string(), reply.into_inner());
+    }
+    Ok(placements)
+}
+
+/// A computer with `slappartN` partitions, each with a user, a directory, a tap and an IPv6
+/// and a local IPv4 address, as `slapos node format` would report it.
+fn demo_computer() -> pb::RegisterComputerRequest {
+    pb::RegisterComputerRequest {
+        computer: DEMO_COMPUTER.into(),
+        address: "2001:db8::1".into(),
+        netmask: "ffff:ffff:ffff:ffff::".into(),
+        instance_root: "/srv/slapgrid".into(),
+        software_root: "/opt/slapgrid".into(),
+        os_type: "linux".into(),
+        attributes: HashMap::from([("region".to_string(), "dev".to_string())]),
+        set_attributes: true,
+        partitions: (0..DEMO_PARTITIONS)
+            .map(|n| pb::PartitionDefinition {
+                reference: format!("slappart{n}"),
+                path: format!("/srv/slapgrid/slappart{n}"),
+                addresses: vec![
+                    pb::NetworkAddress {
+                        addr: format!("2001:db8::1:{n:x}"),
+                        netmask: "ffff:ffff:ffff:ffff::".into(),
+                    },
+                    pb::NetworkAddress {
+                        addr: format!("10.0.0.{}", n + 2),
+                        netmask: "255.255.255.0".into(),
+                    },
+                ],
+                tap: format!("slaptap{n}"),
+                user: format!("slapuser{n}"),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}

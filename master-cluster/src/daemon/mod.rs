@@ -1,0 +1,322 @@
+//! `slapmaster`, as a library its thin `main` and the tests call: [`run`] a replica until a
+//! shutdown signal, [`init`] a new cluster, [`join`] one, [`restore`] a backup into a new
+//! cluster, take a [`backup`], and [`dev::dev`] — the three-replica demonstration cluster.
+//! Configuration is `config.rs`.
+
+pub mod config;
+pub mod dev;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use slapcluster_api::client::{self, ClientError};
+use slapcluster_api::v1 as pb;
+use slapcluster_api::v1::admin_client::AdminClient;
+
+pub use config::{ConfigError, FileConfig, Overrides, ValidConfig};
+
+use crate::replica::{Replica, ReplicaCore, ReplicaError};
+use crate::state::{MasterConfig, MasterState};
+
+/// Why a `slapmaster` command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    #[error(transparent)]
+    Storage(#[from] raft_store::StoreError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Client(#[from] ClientError),
+    /// `init` on a data directory that already belongs to a cluster.
+    #[error("{0} already belongs to a cluster; start it with `slapmaster run`")]
+    AlreadyInitialized(PathBuf),
+    #[error("{0} is not empty; restore into a new data directory")]
+    NotEmpty(PathBuf),
+    #[error("{0}")]
+    Refused(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
+    let what = what.into();
+    move |source| DaemonError::Io { what, source }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            // Without a SIGTERM handler only Ctrl-C stops us.
+            Err(e) => {
+                tracing::warn!(%e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        () = terminate => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+/// Summarises node liveness into the log every `every` (see
+/// [`ReplicaCore::flush_liveness`]) until the replica stops.
+pub fn spawn_liveness_flush(
+    core: std::sync::Arc<ReplicaCore>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match core.flush_liveness().await {
+                Ok(0) => {}
+                Ok(count) => tracing::debug!(count, "liveness summary committed"),
+                // Kept for the next summary.
+                Err(e) => tracing::warn!(%e, "liveness summary not committed"),
+            }
+        }
+    })
+}
+
+/// Serves `replica` until `shutdown` resolves, then stops it cleanly.
+pub async fn serve(
+    replica: Replica,
+    config: &ValidConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let flush = spawn_liveness_flush(replica.core().clone(), config.liveness_flush);
+    shutdown.await;
+    flush.abort();
+    // A last summary, so that a clean restart loses no liveness; best effort.
+    if let Err(e) = replica.flush_liveness().await {
+        tracing::info!(%e, "last liveness summary not committed");
+    }
+    replica.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `slapmaster run`: serves a replica of an existing cluster (or one waiting to be added).
+pub async fn run(
+    config: ValidConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let replica = Replica::start(config.replica.clone()).await?;
+    serve(replica, &config, shutdown).await
+}
+
+/// `slapmaster init`: bootstraps a new cluster whose only voter is this replica, then stops;
+/// `slapmaster run` serves it afterwards. Refuses a data directory that already belongs to a
+/// cluster, so a cluster is bootstrapped exactly once.
+pub async fn init(config: ValidConfig) -> Result<(), DaemonError> {
+    let replica = Replica::start(config.replica.clone()).await?;
+    let initialized = replica
+        .raft()
+        .is_initialized()
+        .await
+        .map_err(|e| ReplicaError::Fatal(e.to_string()));
+    let outcome = match initialized {
+        Err(e) => Err(e.into()),
+        Ok(true) => Err(DaemonError::AlreadyInitialized(
+            config.replica.data_dir.clone(),
+        )),
+        Ok(false) => bootstrap(&replica).await,
+    };
+    replica.shutdown().await?;
+    outcome
+}
+
+async fn bootstrap(replica: &Replica) -> Result<(), DaemonError> {
+    replica
+        .initialize(BTreeMap::from([(replica.id(), replica.node())]))
+        .await?;
+    // The cluster exists once its first membership is applied here.
+    replica
+        .wait_applied(1, Duration::from_secs(30))
+        .await
+        .map_err(|e| DaemonError::Refused(format!("the new cluster did not start: {e}")))?;
+    tracing::info!(
+        id = replica.id(),
+        addr = replica.url(),
+        "cluster initialised"
+    );
+    Ok(())
+}
+
+/// `slapmaster join`: serves this replica and asks the cluster at `via` to add it as a learner,
+/// then to promote it to voter once it caught up (receiving a snapshot if it is far behind).
+/// A replica that already is a member is left as it is.
+pub async fn join(
+    config: ValidConfig,
+    via: &str,
+    actor: &str,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let replica = Replica::start(config.replica.clone()).await?;
+    let node = replica.node();
+    let request = pb::AddMemberRequest {
+        id: replica.id(),
+        addr: node.addr,
+        region: node.region,
+        wait_ms: 600_000,
+        promote: true,
+    };
+    tracing::info!(via, "asking the cluster to add this replica");
+    let added = async {
+        let mut admin = AdminClient::new(client::connect(via).await?);
+        admin
+            .add_member(client::as_actor(request, actor)?)
+            .await
+            .map_err(ClientError::from)
+    }
+    .await;
+    match added {
+        Ok(reply) => tracing::info!(index = reply.get_ref().index, "joined as a voter"),
+        Err(e) => {
+            replica.shutdown().await?;
+            return Err(e.into());
+        }
+    }
+    serve(replica, &config, shutdown).await
+}
+
+/// `slapmaster restore`: makes `data_dir` the first replica of a new cluster holding the state
+/// of `backup` (a file from [`backup`]). The directory must not exist yet (or be empty); the
+/// restore is built in a scratch directory beside it and moved into place only when whole.
+pub async fn restore(config: ValidConfig, backup: &Path) -> Result<(), DaemonError> {
+    let data_dir = config.replica.data_dir.clone();
+    let nonempty = std::fs::read_dir(&data_dir).is_ok_and(|mut d| d.next().is_some());
+    if nonempty {
+        return Err(DaemonError::NotEmpty(data_dir));
+    }
+    if config.replica.listen.port() == 0 && config.replica.advertise.is_none() {
+        return Err(ConfigError::Invalid {
+            key: "listen",
+            reason: "a restored replica needs a fixed address".into(),
+        }
+        .into());
+    }
+    let scratch = data_dir.with_extension("restoring");
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch).map_err(io(format!("removing {}", scratch.display())))?;
+    }
+    let file = std::fs::File::open(backup).map_err(io(format!("opening {}", backup.display())))?;
+    let node = crate::state::ReplicaNode {
+        addr: config
+            .replica
+            .advertise
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.replica.listen)),
+        region: config.replica.region.clone(),
+    };
+    let id = config.replica.id;
+    let storage = config.replica.storage.clone();
+    let opened = scratch.clone();
+    let (log, state) = tokio::task::spawn_blocking(move || {
+        raft_store::open::<MasterConfig, _>(&opened, MasterState::default(), &storage)
+    })
+    .await
+    .map_err(|e| DaemonError::Refused(format!("opening the scratch directory: {e}")))??;
+    let meta = raft_store::restore(
+        &log,
+        &state,
+        file,
+        id,
+        openraft::Membership::from(BTreeMap::from([(id, node)])),
+    )
+    .await?;
+    drop((log, state));
+    if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+    }
+    if data_dir.exists() {
+        std::fs::remove_dir(&data_dir).map_err(io(format!("replacing {}", data_dir.display())))?;
+    }
+    std::fs::rename(&scratch, &data_dir).map_err(io(format!(
+        "moving {} to {}",
+        scratch.display(),
+        data_dir.display()
+    )))?;
+    tracing::info!(%meta, data_dir = %data_dir.display(), "backup restored; start it with `slapmaster run`");
+    Ok(())
+}
+
+/// `slapmaster backup`: saves a snapshot of the cluster at `from` (every write acknowledged
+/// before the call is in it) to `to`, written whole or not at all.
+pub async fn backup(from: &str, actor: &str, to: &Path) -> Result<u64, DaemonError> {
+    use std::io::Write;
+    let mut admin = AdminClient::new(client::connect(from).await?);
+    let mut chunks = admin
+        .snapshot(client::as_actor(pb::SnapshotRequest {}, actor)?)
+        .await
+        .map_err(ClientError::from)?
+        .into_inner();
+    let dir = to
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir)
+        .map_err(io(format!("creating a file in {}", dir.display())))?;
+    let mut bytes = 0u64;
+    while let Some(chunk) = chunks.message().await.map_err(ClientError::from)? {
+        file.write_all(&chunk.data)
+            .map_err(io(format!("writing {}", to.display())))?;
+        bytes += chunk.data.len() as u64;
+    }
+    file.as_file()
+        .sync_all()
+        .map_err(io(format!("syncing {}", to.display())))?;
+    file.persist(to).map_err(|e| DaemonError::Io {
+        what: format!("saving {}", to.display()),
+        source: e.error,
+    })?;
+    Ok(bytes)
+}
+
+/// `slapmaster status`: the members of the cluster at `cluster`, one per line.
+pub async fn status(cluster: &str, actor: &str) -> Result<String, DaemonError> {
+    use std::fmt::Write;
+    let mut admin = AdminClient::new(client::connect(cluster).await?);
+    let status = admin
+        .cluster_status(client::as_actor(pb::ClusterStatusRequest {}, actor)?)
+        .await
+        .map_err(ClientError::from)?
+        .into_inner();
+    let mut out = format!("term {}, leader {}\n", status.term, status.leader);
+    for m in status.members {
+        let role = m
+            .role()
+            .as_str_name()
+            .trim_start_matches("ROLE_")
+            .to_lowercase();
+        let applied = m.applied_index.map_or("-".into(), |i| i.to_string());
+        let lag = m.lag.map_or("-".into(), |i| i.to_string());
+        let _ = writeln!(
+            out,
+            "{:>4}  {:<28} {:<10} {:<9} applied {applied:<8} lag {lag}{}",
+            m.id,
+            m.addr,
+            m.region,
+            role,
+            if m.unreachable.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", m.unreachable)
+            },
+        );
+    }
+    Ok(out)
+}

@@ -1,0 +1,322 @@
+//! The admin service: cluster status, membership and backups, for operators. Membership
+//! changes are the leader's to make: a follower passes them to the leader (once: a call that
+//! reaches a replica which lost the leadership meanwhile answers Unavailable, to retry).
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ServerState;
+use slapcluster_api::v1 as pb;
+use slapcluster_api::v1::admin_client::AdminClient;
+use tokio_stream::Stream;
+use tonic::metadata::MetadataMap;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use super::{ACTOR_HEADER, actor, convert::invalid, failed, unavailable};
+use crate::replica::{Consistency, MembershipError, ReadError, ReplicaCore};
+use crate::state::ReplicaNode;
+use crate::state::model::Actor;
+
+/// Marks a membership change a follower passed on, so that it is passed on at most once.
+const FORWARDED_HEADER: &str = "slapcluster-forwarded";
+
+/// How long a cluster status waits for each member's own status.
+const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Backups stream in chunks of this size.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+/// The longest `AddMember` waits for a learner to catch up.
+const MAX_CATCH_UP_WAIT: Duration = Duration::from_secs(600);
+
+pub struct AdminService {
+    pub(super) core: Arc<ReplicaCore>,
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn operator(metadata: &MetadataMap) -> Result<(), Status> {
+    match actor(metadata)? {
+        Actor::Operator(_) => Ok(()),
+        other => Err(Status::permission_denied(format!(
+            "{other} is not an operator"
+        ))),
+    }
+}
+
+fn role_of(core: &ReplicaCore) -> pb::Role {
+    let metrics = core.raft().metrics();
+    let metrics = metrics.borrow();
+    let membership = metrics.membership_config.membership();
+    if membership.get_node(&core.id()).is_none() {
+        return pb::Role::None;
+    }
+    match metrics.state {
+        ServerState::Leader => pb::Role::Leader,
+        ServerState::Candidate => pb::Role::Candidate,
+        ServerState::Follower => pb::Role::Follower,
+        ServerState::Learner | ServerState::Shutdown => pb::Role::Learner,
+    }
+}
+
+fn local_status(core: &ReplicaCore) -> pb::ReplicaStatusReply {
+    let role = role_of(core);
+    let metrics = core.raft().metrics().borrow().clone();
+    let node = core.node();
+    let mut reply = pb::ReplicaStatusReply {
+        id: core.id(),
+        addr: node.addr,
+        region: node.region,
+        term: metrics.current_term,
+        leader: metrics.current_leader.unwrap_or(0),
+        last_log_index: metrics.last_log_index.unwrap_or(0),
+        applied_index: metrics.last_applied.map_or(0, |id| id.index),
+        snapshot_index: metrics.snapshot.map_or(0, |id| id.index),
+        leader_contact_age_ms: core
+            .leader_contact_age()
+            .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+        ..Default::default()
+    };
+    reply.set_role(role);
+    reply
+}
+
+fn membership_status(error: MembershipError) -> Status {
+    match error {
+        MembershipError::NotLeader { .. } => Status::unavailable(error.to_string()),
+        MembershipError::Refused(_) => Status::failed_precondition(error.to_string()),
+        MembershipError::Stopped(_) => Status::unavailable(error.to_string()),
+        MembershipError::CatchingUp { .. } => {
+            Status::deadline_exceeded(format!("{error}; promote it once it has caught up"))
+        }
+    }
+}
+
+impl AdminService {
+    /// Runs a membership change here, or passes it to the leader when this replica does not
+    /// lead.
+    async fn on_leader<T, R, Fut>(
+        &self,
+        request: Request<T>,
+        here: impl AsyncFnOnce(&ReplicaCore, &T) -> Result<R, MembershipError>,
+        there: impl FnOnce(AdminClient<Channel>, Request<T>) -> Fut,
+    ) -> Reply<R>
+    where
+        Fut: Future<Output = Reply<R>>,
+    {
+        operator(request.metadata())?;
+        let leader = match here(&self.core, request.get_ref()).await {
+            Ok(reply) => return Ok(Response::new(reply)),
+            Err(MembershipError::NotLeader {
+                leader: Some((_, addr)),
+                ..
+            }) if request.metadata().get(FORWARDED_HEADER).is_none() => addr,
+            Err(e) => return Err(membership_status(e)),
+        };
+        let channel = self
+            .core
+            .peers()
+            .channel(&leader)
+            .map_err(|e| Status::unavailable(format!("leader address {leader}: {e}")))?;
+        let (metadata, extensions, message) = request.into_parts();
+        let mut forwarded = Request::from_parts(MetadataMap::new(), extensions, message);
+        if let Some(actor) = metadata.get(ACTOR_HEADER) {
+            forwarded.metadata_mut().insert(ACTOR_HEADER, actor.clone());
+        }
+        forwarded.metadata_mut().insert(
+            FORWARDED_HEADER,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        there(AdminClient::new(channel), forwarded).await
+    }
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn cluster_status(
+        &self,
+        request: Request<pb::ClusterStatusRequest>,
+    ) -> Reply<pb::ClusterStatusReply> {
+        operator(request.metadata())?;
+        let members = self.core.members();
+        // Each member reports itself; ask them all at once, each bounded.
+        let mut asks = tokio::task::JoinSet::new();
+        for member in members.iter().filter(|m| m.id != self.core.id()) {
+            let channel = self.core.peers().channel(&member.addr);
+            asks.spawn(async move {
+                let mut client = AdminClient::new(channel.ok()?);
+                let mut ask = Request::new(pb::ReplicaStatusRequest {});
+                ask.set_timeout(MEMBER_STATUS_TIMEOUT);
+                let answer =
+                    tokio::time::timeout(MEMBER_STATUS_TIMEOUT, client.replica_status(ask));
+                Some(answer.await.ok()?.ok()?.into_inner())
+            });
+        }
+        let mut statuses = std::collections::HashMap::new();
+        let local = local_status(&self.core);
+        statuses.insert(local.id, local.clone());
+        while let Some(joined) = asks.join_next().await {
+            if let Ok(Some(status)) = joined {
+                statuses.insert(status.id, status);
+            }
+        }
+        let head = statuses
+            .values()
+            .map(|s| s.last_log_index)
+            .max()
+            .unwrap_or(0);
+        let members = members
+            .into_iter()
+            .map(|member| {
+                let status = statuses.get(&member.id);
+                let voter = member.role != crate::replica::Role::Learner;
+                let mut out = pb::Member {
+                    id: member.id,
+                    addr: member.addr,
+                    region: member.region,
+                    voter,
+                    applied_index: status.map(|s| s.applied_index),
+                    lag: status.map(|s| head.saturating_sub(s.applied_index)),
+                    unreachable: if status.is_some() {
+                        String::new()
+                    } else {
+                        "did not answer within a second".into()
+                    },
+                    ..Default::default()
+                };
+                out.set_role(match status {
+                    _ if !voter => pb::Role::Learner,
+                    Some(s) => s.role(),
+                    None => pb::Role::Unspecified,
+                });
+                out
+            })
+            .collect();
+        Ok(Response::new(pb::ClusterStatusReply {
+            id: local.id,
+            leader: local.leader,
+            term: local.term,
+            members,
+        }))
+    }
+
+    async fn replica_status(
+        &self,
+        _request: Request<pb::ReplicaStatusRequest>,
+    ) -> Reply<pb::ReplicaStatusReply> {
+        // Any caller may ask: replicas ask each other for a cluster status.
+        Ok(Response::new(local_status(&self.core)))
+    }
+
+    async fn add_member(
+        &self,
+        request: Request<pb::AddMemberRequest>,
+    ) -> Reply<pb::MembershipReply> {
+        let add = request.get_ref();
+        if add.id == 0 {
+            return Err(invalid("id", "replica ids start at 1"));
+        }
+        if !(add.addr.starts_with("http://") || add.addr.starts_with("https://")) {
+            return Err(invalid("addr", "say http://[host]:port"));
+        }
+        let wait = Duration::from_millis(add.wait_ms.into());
+        if wait > MAX_CATCH_UP_WAIT {
+            return Err(invalid("wait_ms", "at most ten minutes"));
+        }
+        self.on_leader(
+            request,
+            async |core, add| {
+                let node = ReplicaNode {
+                    addr: add.addr.clone(),
+                    region: add.region.clone(),
+                };
+                let index = core.add_learner(add.id, node, wait).await?;
+                if add.promote {
+                    return core
+                        .promote(BTreeSet::from([add.id]))
+                        .await
+                        .map(|index| pb::MembershipReply { index });
+                }
+                Ok(pb::MembershipReply { index })
+            },
+            async |mut client, request| client.add_member(request).await,
+        )
+        .await
+    }
+
+    async fn promote_member(
+        &self,
+        request: Request<pb::PromoteMemberRequest>,
+    ) -> Reply<pb::MembershipReply> {
+        self.on_leader(
+            request,
+            async |core, promote| {
+                let index = core.promote(BTreeSet::from([promote.id])).await?;
+                Ok(pb::MembershipReply { index })
+            },
+            async |mut client, request| client.promote_member(request).await,
+        )
+        .await
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<pb::RemoveMemberRequest>,
+    ) -> Reply<pb::MembershipReply> {
+        self.on_leader(
+            request,
+            async |core, remove| {
+                let index = core.remove(BTreeSet::from([remove.id])).await?;
+                Ok(pb::MembershipReply { index })
+            },
+            async |mut client, request| client.remove_member(request).await,
+        )
+        .await
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(&self, request: Request<pb::SnapshotRequest>) -> Reply<SnapshotStream> {
+        operator(request.metadata())?;
+        // Every write acknowledged before the call is in the backup.
+        self.core
+            .read_barrier(Consistency::Linearizable)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let snapshot = self
+            .core
+            .state()
+            .build_snapshot_now()
+            .await
+            .map_err(|e| failed(&ReadError::Storage(e)))?;
+        tracing::info!(meta = %snapshot.meta, "streaming a backup");
+        let (chunks, stream) = tokio::sync::mpsc::channel(4);
+        let mut file = snapshot.file;
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            loop {
+                let mut data = vec![0; SNAPSHOT_CHUNK_BYTES];
+                let chunk = match file.read(&mut data) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        data.truncate(n);
+                        Ok(pb::SnapshotChunk { data })
+                    }
+                    Err(e) => Err(Status::internal(format!("reading the snapshot: {e}"))),
+                };
+                let failed = chunk.is_err();
+                if chunks.blocking_send(chunk).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(stream),
+        )))
+    }
+}

@@ -1,0 +1,198 @@
+//! The public gRPC services every replica serves beside the internal Raft service: `Node` for
+//! computers' agents, `User` for users (and instances requesting children), `Admin` for
+//! operators. Each handler decodes its request into a domain command or query, runs it through
+//! the replica (writes reach the leader, reads honour their consistency), and maps the outcome
+//! to the wire in one place: [`rejected`] for the domain's refusals, [`unavailable`] for a
+//! cluster that cannot answer now, [`failed`] for a replica that cannot read its own state.
+
+mod admin;
+mod convert;
+mod node;
+mod user;
+
+use std::sync::Arc;
+
+use slapcluster_api::v1::admin_server::AdminServer;
+use slapcluster_api::v1::node_server::NodeServer;
+use slapcluster_api::v1::raft_server::RaftServer;
+use slapcluster_api::v1::user_server::UserServer;
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+use tonic::transport::server::Router;
+
+use crate::replica::{Consistency, ReadError, ReplicaCore, WriteError, Written, now};
+use crate::state::model::{Actor, PartitionId};
+use crate::state::{Command, Op, Outcome, Rejection};
+
+pub use slapcluster_api::client::ACTOR_HEADER;
+
+/// Largest request a node, user or operator may send. The largest legitimate one is an
+/// instance request with the maximum parameters (1 MiB) and SLA; anything larger is refused
+/// before it is decoded.
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4 << 20;
+
+/// Largest message between replicas: a batch of entries or a snapshot chunk.
+const MAX_RAFT_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Every service of a replica, on one port.
+pub(crate) fn router(core: &Arc<ReplicaCore>) -> Router {
+    tonic::transport::Server::builder()
+        .add_service(
+            RaftServer::new(crate::replica::RaftService { core: core.clone() })
+                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+        )
+        .add_service(
+            NodeServer::new(node::NodeService { core: core.clone() })
+                .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
+        )
+        .add_service(
+            UserServer::new(user::UserService { core: core.clone() })
+                .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
+        )
+        .add_service(
+            AdminServer::new(admin::AdminService { core: core.clone() })
+                .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
+        )
+}
+
+/// Who is calling, from the [`ACTOR_HEADER`]: `user:NAME`, `operator:NAME`, `computer:ID` or
+/// `partition:COMPUTER/PARTITION`.
+pub fn actor(metadata: &MetadataMap) -> Result<Actor, Status> {
+    let value = metadata
+        .get(ACTOR_HEADER)
+        .ok_or_else(|| Status::unauthenticated(format!("no {ACTOR_HEADER} header")))?
+        .to_str()
+        .map_err(|_| Status::unauthenticated(format!("{ACTOR_HEADER} is not text")))?;
+    parse_actor(value).ok_or_else(|| {
+        Status::unauthenticated(format!(
+            "{ACTOR_HEADER} {value:?}: say user:NAME, operator:NAME, computer:ID or \
+             partition:COMPUTER/PARTITION"
+        ))
+    })
+}
+
+fn parse_actor(value: &str) -> Option<Actor> {
+    let (role, id) = value.split_once(':')?;
+    if id.is_empty() {
+        return None;
+    }
+    Some(match role {
+        "user" => Actor::User(id.into()),
+        "operator" => Actor::Operator(id.into()),
+        "computer" => Actor::Computer(id.into()),
+        "partition" => {
+            let (computer, partition) = id.split_once('/')?;
+            if computer.is_empty() || partition.is_empty() {
+                return None;
+            }
+            Actor::Partition(PartitionId {
+                computer: computer.into(),
+                partition: partition.into(),
+            })
+        }
+        _ => return None,
+    })
+}
+
+/// A domain refusal: the caller's mistake, never retried.
+pub fn rejected(rejection: &Rejection) -> Status {
+    let message = rejection.to_string();
+    match rejection {
+        Rejection::UnknownComputer(_)
+        | Rejection::UnknownPartition(_)
+        | Rejection::UnknownInstance(_)
+        | Rejection::UnknownSharedInstance { .. }
+        | Rejection::UnknownTitle(..)
+        | Rejection::NothingToDestroy { .. } => Status::not_found(message),
+        Rejection::TooLarge { .. } | Rejection::Invalid { .. } | Rejection::WrongComputer(..) => {
+            Status::invalid_argument(message)
+        }
+        Rejection::NotAllowed { .. } => Status::permission_denied(message),
+        Rejection::PartitionFree(_)
+        | Rejection::PartitionBusy { .. }
+        | Rejection::BeingDestroyed(_) => Status::failed_precondition(message),
+    }
+}
+
+/// The cluster could not answer now (no leader, a lagging or stopping replica): retry.
+pub fn unavailable(error: &WriteError) -> Status {
+    Status::unavailable(error.to_string())
+}
+
+/// A read that did not complete.
+pub fn failed(error: &ReadError) -> Status {
+    match error {
+        ReadError::Barrier(e) => unavailable(e),
+        // The replica cannot read its own state: the caller should try another replica.
+        ReadError::State(_) | ReadError::Storage(_) | ReadError::Stopped(_) => {
+            tracing::error!(%error, "read failed");
+            Status::internal(error.to_string())
+        }
+    }
+}
+
+pub fn consistency(value: i32) -> Consistency {
+    match slapcluster_api::v1::Consistency::try_from(value) {
+        Ok(slapcluster_api::v1::Consistency::Stale) => Consistency::Stale,
+        _ => Consistency::Linearizable,
+    }
+}
+
+/// Commits `op` on behalf of `actor`; the domain's refusal becomes the call's error.
+async fn write(core: &ReplicaCore, actor: Actor, op: Op) -> Result<(Outcome, u64), Status> {
+    let Written { response, index } = core
+        .write(Command {
+            at: now(),
+            actor,
+            op,
+        })
+        .await
+        .map_err(|e| unavailable(&e))?;
+    response
+        .map(|outcome| (outcome, index))
+        .map_err(|r| rejected(&r))
+}
+
+fn write_reply((outcome, index): (Outcome, u64)) -> slapcluster_api::v1::WriteReply {
+    slapcluster_api::v1::WriteReply {
+        index,
+        changed: outcome != Outcome::Unchanged,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actors_parse_from_their_header_form() {
+        assert_eq!(parse_actor("user:alice"), Some(Actor::User("alice".into())));
+        assert_eq!(
+            parse_actor("partition:COMP-1/slappart0"),
+            Some(Actor::Partition(PartitionId {
+                computer: "COMP-1".into(),
+                partition: "slappart0".into()
+            }))
+        );
+        for bad in [
+            "",
+            "user",
+            "user:",
+            "partition:COMP-1",
+            "partition:/p",
+            "root:x",
+        ] {
+            assert_eq!(parse_actor(bad), None, "{bad:?}");
+        }
+        let mut metadata = MetadataMap::new();
+        assert_eq!(
+            actor(&metadata).expect_err("missing").code(),
+            tonic::Code::Unauthenticated
+        );
+        metadata.insert(ACTOR_HEADER, "computer:COMP-9".parse().expect("ascii"));
+        assert_eq!(
+            actor(&metadata).expect("parses"),
+            Actor::Computer("COMP-9".into())
+        );
+    }
+}

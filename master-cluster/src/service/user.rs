@@ -1,0 +1,210 @@
+//! The user service: the catalog, supply, instances and usage.
+
+use std::sync::Arc;
+
+use slapcluster_api::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, computer_id, invalid};
+use super::{actor, consistency, failed, write, write_reply};
+use crate::replica::ReplicaCore;
+use crate::state::model::{Actor, InstanceGuid, PartitionRef};
+use crate::state::query::{self, Explanation};
+use crate::state::{Op, Outcome};
+
+pub struct UserService {
+    pub(super) core: Arc<ReplicaCore>,
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl pb::user_server::User for UserService {
+    async fn list_software_releases(
+        &self,
+        request: Request<pb::ListSoftwareReleasesRequest>,
+    ) -> Reply<pb::ListSoftwareReleasesReply> {
+        actor(request.metadata())?;
+        let catalog = self
+            .core
+            .read(consistency(request.get_ref().consistency), |txn| {
+                query::catalog(txn)
+            })
+            .await
+            .map_err(|e| failed(&e))?;
+        Ok(Response::new(pb::ListSoftwareReleasesReply {
+            software_releases: catalog
+                .into_iter()
+                .map(|release| pb::SoftwareRelease {
+                    url: release.url.0,
+                    title: release.title,
+                    software_types: release.software_types.into_iter().collect(),
+                    published_at: release.published_at.0,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn publish_software_release(
+        &self,
+        request: Request<pb::PublishSoftwareReleaseRequest>,
+    ) -> Reply<pb::WriteReply> {
+        let actor = actor(request.metadata())?;
+        let request = request.into_inner();
+        let op = Op::PublishSoftwareRelease {
+            url: convert::required("url", &request.url)?.into(),
+            title: request.title,
+            software_types: request.software_types,
+        };
+        Ok(Response::new(write_reply(
+            write(&self.core, actor, op).await?,
+        )))
+    }
+
+    async fn supply(&self, request: Request<pb::SupplyRequest>) -> Reply<pb::SupplyReply> {
+        let actor = actor(request.metadata())?;
+        let request = request.into_inner();
+        let op = Op::Supply {
+            computer: computer_id("computer", &request.computer)?,
+            url: convert::required("url", &request.url)?.into(),
+            state: convert::supply_state(request.state)?,
+        };
+        let (outcome, index) = write(&self.core, actor, op).await?;
+        let placed = match outcome {
+            Outcome::Placed { placed } => placed,
+            _ => 0,
+        };
+        Ok(Response::new(pb::SupplyReply { index, placed }))
+    }
+
+    async fn request_instance(
+        &self,
+        request: Request<pb::RequestInstanceRequest>,
+    ) -> Reply<pb::RequestInstanceReply> {
+        let actor = actor(request.metadata())?;
+        let op = Op::RequestInstance(convert::instance_request(request.into_inner())?);
+        let (outcome, index) = write(&self.core, actor, op).await?;
+        let Outcome::Instance(summary) = outcome else {
+            return Err(Status::internal(format!(
+                "a request answered {outcome:?} instead of an instance"
+            )));
+        };
+        let mut reply = pb::RequestInstanceReply {
+            index,
+            guid: summary.guid.to_string(),
+            title: summary.title,
+            placement: Some(convert::pb_placement(&summary.placement)),
+            timestamp: summary.timestamp.0,
+            changed: summary.changed,
+            ..Default::default()
+        };
+        reply.set_requested_state(convert::pb_requested_state(summary.requested_state));
+        Ok(Response::new(reply))
+    }
+
+    async fn show_instance(
+        &self,
+        request: Request<pb::ShowInstanceRequest>,
+    ) -> Reply<pb::ShowInstanceReply> {
+        let actor = actor(request.metadata())?;
+        let request = request.into_inner();
+        enum By {
+            Guid(InstanceGuid),
+            Title(crate::state::model::UserId, String),
+        }
+        let by = match request.instance {
+            Some(pb::show_instance_request::Instance::Guid(guid)) => {
+                By::Guid(convert::guid("guid", &guid)?)
+            }
+            Some(pb::show_instance_request::Instance::Title(title)) => match &actor {
+                Actor::User(user) | Actor::Operator(user) => By::Title(user.clone(), title),
+                _ => return Err(invalid("title", "only users name instances by title")),
+            },
+            None => return Err(invalid("instance", "give a guid or a title")),
+        };
+        let found = self
+            .core
+            .read(consistency(request.consistency), move |txn| {
+                let guid = match by {
+                    By::Guid(guid) => Some(guid),
+                    By::Title(user, title) => query::root_by_title(txn, &user, &title)?,
+                };
+                let Some(guid) = guid else { return Ok(None) };
+                let Some(view) = query::instance(txn, guid)? else {
+                    return Ok(None);
+                };
+                Ok(Some((view, query::explain(txn, guid)?)))
+            })
+            .await
+            .map_err(|e| failed(&e))?;
+        let (view, explanation) = found.ok_or_else(|| Status::not_found("no such instance"))?;
+        Ok(Response::new(pb::ShowInstanceReply {
+            instance: Some(convert::pb_instance_view(&view)),
+            shared_instances: convert::pb_shared_instances(&view),
+            explanation: match explanation {
+                Some(Explanation::Placed(_)) | None => String::new(),
+                Some(Explanation::Pending { reason, now }) => {
+                    format!("pending: {reason}; now: {now}")
+                }
+                Some(Explanation::Unplaceable { reason }) => format!("unplaceable: {reason}"),
+                Some(Explanation::Destroyed) => "destroyed".into(),
+            },
+        }))
+    }
+
+    async fn list_instances(
+        &self,
+        request: Request<pb::ListInstancesRequest>,
+    ) -> Reply<pb::ListInstancesReply> {
+        let (Actor::User(user) | Actor::Operator(user)) = actor(request.metadata())? else {
+            return Err(Status::permission_denied("only users own instances"));
+        };
+        let instances = self
+            .core
+            .read(consistency(request.get_ref().consistency), move |txn| {
+                let mut views = Vec::new();
+                for instance in query::instances_of(txn, &user)? {
+                    if let Some(view) = query::instance(txn, instance.guid)? {
+                        views.push(view);
+                    }
+                }
+                Ok(views)
+            })
+            .await
+            .map_err(|e| failed(&e))?;
+        Ok(Response::new(pb::ListInstancesReply {
+            instances: instances.iter().map(convert::pb_instance_view).collect(),
+        }))
+    }
+
+    async fn destroy_instance(
+        &self,
+        request: Request<pb::DestroyInstanceRequest>,
+    ) -> Reply<pb::WriteReply> {
+        let actor = actor(request.metadata())?;
+        let instance = convert::guid("guid", &request.get_ref().guid)?;
+        let op = Op::DestroyInstance { instance };
+        Ok(Response::new(write_reply(
+            write(&self.core, actor, op).await?,
+        )))
+    }
+
+    async fn usage(&self, request: Request<pb::UsageRequest>) -> Reply<pb::UsageReply> {
+        actor(request.metadata())?;
+        let request = request.into_inner();
+        let computer = computer_id("computer", &request.computer)?;
+        let partition = (!request.partition.is_empty()).then_some(PartitionRef(request.partition));
+        let bound = |v: u64| (v > 0).then_some(v);
+        let (from, until) = (bound(request.from), bound(request.until));
+        let records = self
+            .core
+            .read(consistency(request.consistency), move |txn| {
+                query::usage(txn, &computer, partition.as_ref(), from, until)
+            })
+            .await
+            .map_err(|e| failed(&e))?;
+        Ok(Response::new(pb::UsageReply {
+            records: records.into_iter().map(convert::pb_usage_record).collect(),
+        }))
+    }
+}

@@ -1,0 +1,592 @@
+//! The public gRPC services of a three-replica cluster (`slapmaster dev`'s, on port 0):
+//! what nodes, users and operators see through any replica, the errors bad input gets, and
+//! a backup restored into a new cluster.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use master_cluster::daemon::dev::{self, DEMO_COMPUTER, DEMO_SOFTWARE, DEMO_USER, DevCluster};
+use master_cluster::daemon::{self, DaemonError, FileConfig, Overrides};
+use master_cluster::replica::{Consistency, Replica};
+use master_cluster::state::query;
+use slapcluster_api::client::{self, as_actor};
+use slapcluster_api::v1 as pb;
+use slapcluster_api::v1::admin_client::AdminClient;
+use slapcluster_api::v1::node_client::NodeClient;
+use slapcluster_api::v1::user_client::UserClient;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const COMPUTER: &str = "computer:COMP-DEMO";
+const OPERATOR: &str = "operator:test";
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "services=info,master_cluster=info,openraft=warn".into()),
+        )
+        .with_test_writer()
+        .with_ansi(false)
+        .try_init();
+}
+
+async fn dev_cluster(dir: &std::path::Path) -> (DevCluster, String) {
+    dev_cluster_on(dir, 0).await
+}
+
+/// Replicas `n` listen on `base_port + n - 1` (port 0: any free port).
+async fn dev_cluster_on(dir: &std::path::Path, base_port: u16) -> (DevCluster, String) {
+    let options = dev::DevOptions {
+        data_dir: dir.to_path_buf(),
+        base_port,
+        ..Default::default()
+    };
+    let mut report = Vec::new();
+    let cluster = dev::start(&options, &mut report)
+        .await
+        .expect("dev cluster starts");
+    (
+        cluster,
+        String::from_utf8(report).expect("the report is text"),
+    )
+}
+
+async fn channel(replica: &Replica) -> Channel {
+    client::connect(replica.url()).await.expect("connects")
+}
+
+fn code<T: std::fmt::Debug>(answer: Result<T, tonic::Status>) -> (Code, String) {
+    let status = answer.expect_err("refused");
+    (status.code(), status.message().to_string())
+}
+
+fn placed_partition(placement: Option<&pb::Placement>) -> String {
+    match placement.and_then(|p| p.placement.as_ref()) {
+        Some(pb::placement::Placement::Partition(p)) => format!("{}/{}", p.computer, p.partition),
+        other => panic!("not placed on a partition: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_places_the_demo_instances_and_restarts_from_its_data() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Replica addresses are their identities: a restart must reuse them.
+    let base_port = free_ports(3);
+    tracing::info!("--- first start: bootstrap, demo computer, three instances");
+    let (cluster, report) = dev_cluster_on(dir.path(), base_port).await;
+    let partitions: BTreeSet<String> = cluster
+        .placements
+        .values()
+        .map(|reply| placed_partition(reply.placement.as_ref()))
+        .collect();
+    assert_eq!(
+        partitions.len(),
+        3,
+        "three distinct partitions: {partitions:?}"
+    );
+    assert!(cluster.placements.values().all(|r| r.changed));
+    for (title, reply) in &cluster.placements {
+        assert!(
+            report.contains(title) && report.contains(&reply.guid),
+            "{report}"
+        );
+    }
+    assert!(report.contains("leader") && report.contains(DEMO_COMPUTER));
+    let first = cluster.placements.clone();
+    cluster.shutdown().await.expect("shutdown");
+
+    tracing::info!("--- second start from the same data: same instances, nothing changed");
+    let (cluster, _) = dev_cluster_on(dir.path(), base_port).await;
+    for (title, reply) in &cluster.placements {
+        assert_eq!(reply.guid, first[title].guid);
+        assert_eq!(reply.placement, first[title].placement);
+        assert!(!reply.changed, "{title} repeated exactly");
+    }
+    cluster.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_users_and_operators_are_served_by_any_replica() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cluster, _) = dev_cluster(dir.path()).await;
+    let leader = cluster.replicas[0]
+        .raft()
+        .metrics()
+        .borrow()
+        .current_leader
+        .expect("a leader");
+    let followers: Vec<&Replica> = cluster
+        .replicas
+        .iter()
+        .filter(|r| r.id() != leader)
+        .collect();
+    let mut node = NodeClient::new(channel(followers[0]).await);
+    let mut user = UserClient::new(channel(followers[1]).await);
+    let last_index = cluster
+        .placements
+        .values()
+        .map(|r| r.index)
+        .max()
+        .expect("placed");
+
+    tracing::info!("--- a node polls a follower for its computer, reading its own writes");
+    let poll = node
+        .poll_computer(
+            as_actor(
+                pb::PollComputerRequest {
+                    computer: DEMO_COMPUTER.into(),
+                    min_index: last_index,
+                    ..Default::default()
+                },
+                COMPUTER,
+            )
+            .expect("actor"),
+        )
+        .await
+        .expect("poll")
+        .into_inner();
+    assert!(poll.applied_index >= last_index);
+    assert!(poll.leader_contact_age_ms.is_some_and(|age| age < 5_000));
+    assert_eq!(poll.software.len(), 1);
+    assert_eq!(poll.software[0].url, DEMO_SOFTWARE);
+    assert_eq!(poll.partitions.len(), 8);
+    let busy: Vec<&pb::ComputerPartition> = poll
+        .partitions
+        .iter()
+        .filter(|p| p.instance.is_some())
+        .collect();
+    assert_eq!(busy.len(), 3);
+    let web = cluster.placements["demo-web"].clone();
+    let web_partition = placed_partition(web.placement.as_ref());
+    let reference = web_partition
+        .rsplit('/')
+        .next()
+        .expect("partition")
+        .to_string();
+
+    tracing::info!("--- a long-poll wakes when the instance publishes its connection parameters");
+    let waiting = {
+        let mut node = node.clone();
+        let after = poll.version;
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let request = pb::PollComputerRequest {
+                computer: DEMO_COMPUTER.into(),
+                after: Some(after),
+                wait_ms: 20_000,
+                ..Default::default()
+            };
+            let reply = node
+                .poll_computer(as_actor(request, COMPUTER).expect("actor"))
+                .await;
+            (reply, started.elapsed())
+        })
+    };
+    let publish = pb::PublishConnectionRequest {
+        partition: Some(pb::PartitionId {
+            computer: DEMO_COMPUTER.into(),
+            partition: reference.clone(),
+        }),
+        parameters: HashMap::from([("url".to_string(), "https://[2001:db8::1]:443".to_string())]),
+        ..Default::default()
+    };
+    let mut leader_node = NodeClient::new(
+        channel(
+            cluster
+                .replicas
+                .iter()
+                .find(|r| r.id() == leader)
+                .expect("leader"),
+        )
+        .await,
+    );
+    let published = leader_node
+        .publish_connection(
+            as_actor(publish, &format!("partition:{DEMO_COMPUTER}/{reference}")).expect("actor"),
+        )
+        .await
+        .expect("published")
+        .into_inner();
+    assert!(published.changed);
+    let (woken, waited) = waiting.await.expect("task");
+    let woken = woken.expect("long-poll").into_inner();
+    assert!(
+        waited < Duration::from_secs(10),
+        "woken by the change, not the timeout"
+    );
+    assert!(woken.version > poll.version);
+    let instance = woken
+        .partitions
+        .iter()
+        .find(|p| p.reference == reference)
+        .and_then(|p| p.instance.as_ref())
+        .expect("the web instance");
+    assert_eq!(instance.connection["url"], "https://[2001:db8::1]:443");
+
+    tracing::info!("--- the user reads it back, linearizably, through another follower");
+    let shown = user
+        .show_instance(
+            as_actor(
+                pb::ShowInstanceRequest {
+                    instance: Some(pb::show_instance_request::Instance::Title(
+                        "demo-web".into(),
+                    )),
+                    ..Default::default()
+                },
+                DEMO_USER,
+            )
+            .expect("actor"),
+        )
+        .await
+        .expect("shown")
+        .into_inner();
+    let shown_instance = shown.instance.expect("instance");
+    assert_eq!(shown_instance.guid, web.guid);
+    assert_eq!(
+        shown_instance.connection["url"],
+        "https://[2001:db8::1]:443"
+    );
+    let listed = user
+        .list_instances(as_actor(pb::ListInstancesRequest::default(), DEMO_USER).expect("actor"))
+        .await
+        .expect("listed")
+        .into_inner();
+    assert_eq!(listed.instances.len(), 3);
+    let strangers = user
+        .list_instances(as_actor(pb::ListInstancesRequest::default(), "user:eve").expect("actor"))
+        .await
+        .expect("listed")
+        .into_inner();
+    assert!(strangers.instances.is_empty());
+
+    tracing::info!("--- usage posted by the node is read back by the user");
+    let record = pb::UsageRecord {
+        partition: reference.clone(),
+        period_start: 1_000,
+        period_end: 2_000,
+        movements: vec![pb::UsageMovement {
+            resource: "CPU Consumption".into(),
+            category: "cpu".into(),
+            quantity: 1.5,
+        }],
+    };
+    node.post_usage(
+        as_actor(
+            pb::PostUsageRequest {
+                computer: DEMO_COMPUTER.into(),
+                records: vec![record.clone()],
+            },
+            COMPUTER,
+        )
+        .expect("actor"),
+    )
+    .await
+    .expect("posted");
+    let usage = user
+        .usage(
+            as_actor(
+                pb::UsageRequest {
+                    computer: DEMO_COMPUTER.into(),
+                    partition: reference.clone(),
+                    ..Default::default()
+                },
+                DEMO_USER,
+            )
+            .expect("actor"),
+        )
+        .await
+        .expect("usage")
+        .into_inner();
+    assert_eq!(usage.records, vec![record]);
+
+    tracing::info!("--- destroy, then the operator's view of the cluster from a follower");
+    user.destroy_instance(
+        as_actor(
+            pb::DestroyInstanceRequest {
+                guid: web.guid.clone(),
+            },
+            DEMO_USER,
+        )
+        .expect("actor"),
+    )
+    .await
+    .expect("destroyed");
+    let mut admin = AdminClient::new(channel(followers[1]).await);
+    let status = admin
+        .cluster_status(as_actor(pb::ClusterStatusRequest {}, OPERATOR).expect("actor"))
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(status.leader, leader);
+    assert_eq!(status.members.len(), 3);
+    for member in &status.members {
+        assert!(member.voter && member.unreachable.is_empty(), "{member:?}");
+        assert!(member.applied_index.is_some_and(|i| i >= last_index));
+        assert_eq!(
+            member.role() == pb::Role::Leader,
+            member.id == leader,
+            "{member:?}"
+        );
+    }
+    cluster.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_precise_error_and_changes_nothing() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cluster, _) = dev_cluster(dir.path()).await;
+    let replica = &cluster.replicas[1];
+    let channel = channel(replica).await;
+    let mut node = NodeClient::new(channel.clone());
+    let mut user = UserClient::new(channel.clone());
+    let mut admin = AdminClient::new(channel);
+    let index = replica
+        .read_barrier(Consistency::Linearizable)
+        .await
+        .expect("barrier");
+    let dump = |r: &Replica| query::dump(&r.state().begin_read().expect("read")).expect("dump");
+    let before = dump(replica);
+
+    let poll = |computer: &str| pb::PollComputerRequest {
+        computer: computer.into(),
+        ..Default::default()
+    };
+    let (c, m) = code(node.poll_computer(poll(DEMO_COMPUTER)).await);
+    assert_eq!(c, Code::Unauthenticated, "{m}");
+    let (c, m) = code(
+        node.poll_computer(as_actor(poll("COMP-NONE"), COMPUTER).expect("actor"))
+            .await,
+    );
+    assert_eq!((c, m.contains("COMP-NONE")), (Code::NotFound, true), "{m}");
+    let mut long = poll(DEMO_COMPUTER);
+    long.wait_ms = 3_600_000;
+    let (c, m) = code(
+        node.poll_computer(as_actor(long, COMPUTER).expect("actor"))
+            .await,
+    );
+    assert_eq!(
+        (c, m.contains("wait_ms")),
+        (Code::InvalidArgument, true),
+        "{m}"
+    );
+
+    let show = |guid: &str| {
+        as_actor(
+            pb::ShowInstanceRequest {
+                instance: Some(pb::show_instance_request::Instance::Guid(guid.into())),
+                ..Default::default()
+            },
+            DEMO_USER,
+        )
+        .expect("actor")
+    };
+    let (c, m) = code(user.show_instance(show("SOFTINST-999")).await);
+    assert_eq!(c, Code::NotFound, "{m}");
+    let (c, m) = code(user.show_instance(show("instance 1")).await);
+    assert_eq!(
+        (c, m.contains("SOFTINST-n")),
+        (Code::InvalidArgument, true),
+        "{m}"
+    );
+
+    let request = |title: &str, value_bytes: usize| {
+        as_actor(
+            pb::RequestInstanceRequest {
+                title: title.into(),
+                software_release: DEMO_SOFTWARE.into(),
+                parameters: HashMap::from([("blob".to_string(), "x".repeat(value_bytes))]),
+                ..Default::default()
+            },
+            DEMO_USER,
+        )
+        .expect("actor")
+    };
+    let (c, m) = code(user.request_instance(request("big", 1_500_000)).await);
+    assert_eq!(
+        (c, m.contains("at most")),
+        (Code::InvalidArgument, true),
+        "{m}"
+    );
+    let (c, m) = code(user.request_instance(request("huge", 5 << 20)).await);
+    assert!(
+        matches!(c, Code::OutOfRange | Code::ResourceExhausted),
+        "a message above the limit: {c:?} {m}"
+    );
+
+    tracing::info!("--- a definition that drops a busy partition is refused whole");
+    let definition = pb::RegisterComputerRequest {
+        computer: DEMO_COMPUTER.into(),
+        partitions: vec![pb::PartitionDefinition {
+            reference: "slappart7".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let (c, m) = code(
+        node.register_computer(as_actor(definition, COMPUTER).expect("actor"))
+            .await,
+    );
+    assert_eq!(c, Code::FailedPrecondition, "{m}");
+    let other = pb::RegisterComputerRequest {
+        computer: "COMP-OTHER".into(),
+        ..Default::default()
+    };
+    let (c, m) = code(
+        node.register_computer(as_actor(other, COMPUTER).expect("actor"))
+            .await,
+    );
+    assert_eq!(c, Code::PermissionDenied, "{m}");
+    let (c, m) = code(
+        admin
+            .cluster_status(as_actor(pb::ClusterStatusRequest {}, DEMO_USER).expect("actor"))
+            .await,
+    );
+    assert_eq!(c, Code::PermissionDenied, "{m}");
+    let (c, m) = code(
+        admin
+            .remove_member(as_actor(pb::RemoveMemberRequest { id: 42 }, OPERATOR).expect("actor"))
+            .await,
+    );
+    assert_eq!(c, Code::FailedPrecondition, "{m}");
+
+    tracing::info!("--- none of it changed the state");
+    let after_index = replica
+        .read_barrier(Consistency::Linearizable)
+        .await
+        .expect("barrier");
+    let after = dump(replica);
+    assert!(
+        after == before,
+        "state changed between index {index} and {after_index}"
+    );
+    cluster.shutdown().await.expect("shutdown");
+}
+
+/// A port free now on `[::1]` (a restored replica needs a fixed address).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("[::1]:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The first of `count` consecutive ports free now on `[::1]`.
+fn free_ports(count: u16) -> u16 {
+    (0..100)
+        .map(|_| free_port())
+        .find(|&base| {
+            (1..count).all(|n| {
+                base.checked_add(n)
+                    .is_some_and(|port| std::net::TcpListener::bind(("::1", port)).is_ok())
+            })
+        })
+        .expect("consecutive free ports")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_restores_into_a_new_cluster() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cluster, _) = dev_cluster(&dir.path().join("old")).await;
+    let backup = dir.path().join("backup.snapshot");
+
+    tracing::info!("--- backup through a replica, then the old cluster goes away");
+    let bytes = daemon::backup(cluster.replicas[2].url(), OPERATOR, &backup)
+        .await
+        .expect("backup");
+    assert!(bytes > 0);
+    let old = query::dump(&cluster.replicas[2].state().begin_read().expect("read")).expect("dump");
+    cluster.shutdown().await.expect("shutdown");
+
+    let config = |id: u64, data: &str| {
+        FileConfig::default()
+            .validate(Overrides {
+                id: Some(id),
+                listen: Some(format!("[::1]:{}", free_port())),
+                data_dir: Some(dir.path().join(data)),
+                ..Default::default()
+            })
+            .expect("valid")
+    };
+
+    tracing::info!("--- a damaged backup is refused and leaves no data directory");
+    let mut damaged = std::fs::read(&backup).expect("read");
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x40;
+    let damaged_path = dir.path().join("damaged.snapshot");
+    std::fs::write(&damaged_path, damaged).expect("write");
+    let refused = daemon::restore(config(1, "damaged"), &damaged_path).await;
+    assert!(
+        matches!(refused, Err(DaemonError::Storage(_))),
+        "{refused:?}"
+    );
+    assert!(!dir.path().join("damaged").exists());
+
+    tracing::info!("--- restored: the same state, and a cluster that takes writes");
+    let first = config(1, "new-1");
+    daemon::restore(first.clone(), &backup)
+        .await
+        .expect("restore");
+    let again = daemon::restore(first.clone(), &backup).await;
+    assert!(matches!(again, Err(DaemonError::NotEmpty(_))), "{again:?}");
+    let restored = Replica::start(first.replica.clone()).await.expect("starts");
+    let new = query::dump(&restored.state().begin_read().expect("read")).expect("dump");
+    assert!(new == old, "the restored state is the backup's");
+    let mut user = UserClient::new(channel(&restored).await);
+    let reply = user
+        .request_instance(
+            as_actor(
+                pb::RequestInstanceRequest {
+                    title: "after-restore".into(),
+                    software_release: DEMO_SOFTWARE.into(),
+                    ..Default::default()
+                },
+                DEMO_USER,
+            )
+            .expect("actor"),
+        )
+        .await
+        .expect("a write on the restored cluster")
+        .into_inner();
+    assert_eq!(reply.guid, "SOFTINST-4", "guids go on from the backup's");
+
+    tracing::info!("--- a second replica joins the restored cluster by snapshot");
+    let second = Replica::start(config(2, "new-2").replica)
+        .await
+        .expect("starts");
+    let mut admin = AdminClient::new(channel(&restored).await);
+    let node = second.node();
+    admin
+        .add_member(
+            as_actor(
+                pb::AddMemberRequest {
+                    id: 2,
+                    addr: node.addr,
+                    wait_ms: 20_000,
+                    promote: true,
+                    ..Default::default()
+                },
+                OPERATOR,
+            )
+            .expect("actor"),
+        )
+        .await
+        .expect("joined");
+    let index = restored
+        .read_barrier(Consistency::Linearizable)
+        .await
+        .expect("barrier");
+    second
+        .wait_applied(index, Duration::from_secs(20))
+        .await
+        .expect("caught up");
+    let joined = query::dump(&second.state().begin_read().expect("read")).expect("dump");
+    let leader_dump = query::dump(&restored.state().begin_read().expect("read")).expect("dump");
+    assert!(joined == leader_dump, "the new member holds the same state");
+    second.shutdown().await.expect("shutdown");
+    restored.shutdown().await.expect("shutdown");
+}
