@@ -175,22 +175,46 @@ pub async fn join(
         promote: true,
     };
     tracing::info!(via, "asking the cluster to add this replica");
-    let added = async {
-        let mut admin = AdminClient::new(client::connect(via).await?);
-        admin
-            .add_member(client::as_actor(request, actor)?)
-            .await
-            .map_err(ClientError::from)
-    }
-    .await;
+    let added = add_member(via, actor, request).await;
     match added {
-        Ok(reply) => tracing::info!(index = reply.get_ref().index, "joined as a voter"),
+        Ok(reply) => tracing::info!(index = reply.index, "joined as a voter"),
         Err(e) => {
             replica.shutdown().await?;
             return Err(e.into());
         }
     }
     serve(replica, &config, shutdown).await
+}
+
+/// How long `join` keeps asking while the cluster cannot change its membership yet (an
+/// election, another replica joining).
+const JOIN_RETRY_FOR: Duration = Duration::from_secs(120);
+
+async fn add_member(
+    via: &str,
+    actor: &str,
+    request: pb::AddMemberRequest,
+) -> Result<pb::MembershipReply, ClientError> {
+    let deadline = tokio::time::Instant::now() + JOIN_RETRY_FOR;
+    let mut pause = Duration::from_millis(100);
+    let mut admin = AdminClient::new(client::connect(via).await?);
+    loop {
+        match admin
+            .add_member(client::as_actor(request.clone(), actor)?)
+            .await
+        {
+            Ok(reply) => return Ok(reply.into_inner()),
+            Err(status)
+                if status.code() == tonic::Code::Unavailable
+                    && tokio::time::Instant::now() + pause < deadline =>
+            {
+                tracing::info!(%status, "the cluster cannot add this replica yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(status) => return Err(status.into()),
+        }
+    }
 }
 
 /// `slapmaster restore`: makes `data_dir` the first replica of a new cluster holding the state

@@ -44,6 +44,9 @@ pub enum MembershipError {
     /// empty voter set, ...).
     #[error("membership change refused: {0}")]
     Refused(String),
+    /// Another membership change is being committed; retry once it is.
+    #[error("another membership change is in progress: {0}")]
+    InProgress(String),
     #[error("replica stopped: {0}")]
     Stopped(String),
     /// The learner was added but has not caught up yet (it keeps going).
@@ -180,6 +183,9 @@ impl ReplicaCore {
                     leader: to.leader_id.zip(to.leader_node.map(|n| n.addr)),
                 }
             }
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                e @ openraft::error::ChangeMembershipError::InProgress(_),
+            )) => MembershipError::InProgress(e.to_string()),
             RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
                 MembershipError::Refused(e.to_string())
             }

@@ -86,7 +86,9 @@ fn local_status(core: &ReplicaCore) -> pb::ReplicaStatusReply {
 
 fn membership_status(error: MembershipError) -> Status {
     match error {
-        MembershipError::NotLeader { .. } => Status::unavailable(error.to_string()),
+        MembershipError::NotLeader { .. } | MembershipError::InProgress(_) => {
+            Status::unavailable(error.to_string())
+        }
         MembershipError::Refused(_) => Status::failed_precondition(error.to_string()),
         MembershipError::Stopped(_) => Status::unavailable(error.to_string()),
         MembershipError::CatchingUp { .. } => {
