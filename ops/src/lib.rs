@@ -1,5 +1,8 @@
-//! ops: what operators use every day (issue 8). It will own `slapctl` (users' and operators'
-//! commands against any replica), deployment files and runbooks, the load tool, and the
-//! benchmark harness that compares slapcluster with etcd.
+//! ops: what operators use every day. So far (issue 4) the load tool, [`load`]: it starts a
+//! cluster of real `slapmaster` processes and measures placements per second, full node polls
+//! per second and failover time end to end, through the public gRPC contract. Coming
+//! (issue 8): `slapctl`, deployment files, runbooks, and the benchmark against etcd.
 //!
-//! Depends on the wire contract and node-client's client library, never on server internals.
+//! Depends on the wire contract (`slapcluster-api`) only, never on server internals.
+
+pub mod load;

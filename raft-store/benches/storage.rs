@@ -6,7 +6,7 @@
 //! - `raw_redb/N`: one redb `Durability::Immediate` commit inserting the same N encoded entries,
 //!   with redb's default one-phase commit, and `raw_redb_2pc/N` with the two-phase commit the
 //!   store uses (see `db.rs`). The ratios append ÷ raw isolate the store's own overhead.
-//! - `apply/N`: `StateMachineStore::apply_durably` of N put commands into the key-value test
+//! - `apply/N`: `StateMachineStore::apply_entries` of N put commands into the key-value test
 //!   application (one durable transaction per batch with `last_applied`).
 //!
 //! Files go to `RAFT_STORE_BENCH_DIR`, or cargo's target tmpdir: a real disk, never tmpfs,
@@ -128,7 +128,7 @@ fn apply(c: &mut Criterion) {
         group.bench_function(BenchmarkId::from_parameter(n), |b| {
             b.iter_batched(
                 || batch(&next, n),
-                |entries| rt.block_on(sm.apply_durably(entries)).expect("apply"),
+                |entries| rt.block_on(sm.apply_entries(entries)).expect("apply"),
                 BatchSize::SmallInput,
             );
         });

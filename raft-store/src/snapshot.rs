@@ -476,7 +476,7 @@ mod tests {
                 }),
             })
             .collect();
-        runtime.block_on(sm.apply_durably(entries)).expect("apply");
+        runtime.block_on(sm.apply_entries(entries)).expect("apply");
         let newer = runtime
             .block_on(sm.build_snapshot_now())
             .expect("build")

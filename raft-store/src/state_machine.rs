@@ -3,9 +3,13 @@
 //!
 //! Invariants kept on disk:
 //! - A batch of entries, the `last_applied` log id after it and the last membership in it are
-//!   written by one durable (two-phase, fsynced) redb transaction: a crash leaves every entry
-//!   of the batch applied or none. Because apply is durable, a restart resumes at
-//!   `last_applied` and replays only the committed entries after it.
+//!   written by one redb transaction: a crash leaves every entry of the batch applied or none.
+//!   The transaction is durable (two-phase, fsynced) at least every
+//!   [`Options::state_sync_interval`](crate::Options) — every batch with the default of zero.
+//!   Between two durable commits a crash rolls the state back to the last durable one, with
+//!   its `last_applied`; openraft then replays the committed entries after it from the log,
+//!   which is always durable. A rollback never goes behind a snapshot: building one first
+//!   makes every applied batch durable, so the log purged behind it is never needed again.
 //! - No entry is applied twice: a batch must start after `last_applied`.
 //! - A snapshot is one read transaction's view, written and fsynced before it is returned.
 //!   Installing one replaces the application tables, `last_applied` and the membership in one
@@ -15,7 +19,7 @@ use std::fs::File;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{
@@ -91,6 +95,10 @@ struct Inner<A> {
     file: StoreFile,
     snapshots: SnapshotDir,
     app: A,
+    /// Apply commits durably when this much time passed since the last durable commit.
+    sync_interval: Duration,
+    /// Only the applying task and the snapshot builder take it, briefly; never across IO.
+    last_sync: std::sync::Mutex<Instant>,
 }
 
 /// Builds snapshots concurrently with apply, from its own read transaction.
@@ -99,7 +107,12 @@ pub struct SnapshotBuilder<C, A> {
 }
 
 impl<C: TypeConfig, A: Application<C>> StateMachineStore<C, A> {
-    pub(crate) fn new(file: StoreFile, snapshots: SnapshotDir, app: A) -> Result<Self, StoreError> {
+    pub(crate) fn new(
+        file: StoreFile,
+        snapshots: SnapshotDir,
+        app: A,
+        sync_interval: Duration,
+    ) -> Result<Self, StoreError> {
         const ACTION: &str = "creating state machine tables";
         let txn = file.begin_write(ACTION)?;
         txn.open_table(META).map_err(|e| file.error(ACTION, e))?;
@@ -111,6 +124,8 @@ impl<C: TypeConfig, A: Application<C>> StateMachineStore<C, A> {
                 file,
                 snapshots,
                 app,
+                sync_interval,
+                last_sync: std::sync::Mutex::new(Instant::now()),
             }),
             _config: PhantomData,
         })
@@ -142,8 +157,9 @@ impl<C: TypeConfig, A: Application<C>> StateMachineStore<C, A> {
         .await
     }
 
-    /// Applies `entries` durably and returns the application's responses.
-    pub async fn apply_durably(&self, entries: Vec<Entry<C>>) -> Result<Vec<C::R>, StoreError> {
+    /// Applies `entries` in one transaction (durable as [`crate::Options::state_sync_interval`]
+    /// says) and returns the application's responses.
+    pub async fn apply_entries(&self, entries: Vec<Entry<C>>) -> Result<Vec<C::R>, StoreError> {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
@@ -193,7 +209,12 @@ impl<A> Inner<A> {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
             return Ok(Vec::new());
         };
-        let txn = file.begin_write(ACTION)?;
+        let durable = self.sync_due();
+        let txn = if durable {
+            file.begin_write(ACTION)?
+        } else {
+            file.begin_write_non_durable(ACTION)?
+        };
         let responses = {
             // Open for the whole batch: an application that touched our metadata would fail
             // with "table already open" instead of overwriting `last_applied`.
@@ -248,11 +269,38 @@ impl<A> Inner<A> {
             responses
         };
         txn.commit().map_err(|e| file.error(ACTION, e))?;
+        if durable {
+            *self.lock_sync() = Instant::now();
+        }
         self.app.committed(false);
         Ok(responses)
     }
 
+    fn lock_sync(&self) -> std::sync::MutexGuard<'_, Instant> {
+        // The guarded value is a plain instant: a panicking holder cannot leave it torn.
+        self.last_sync.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn sync_due(&self) -> bool {
+        self.sync_interval.is_zero() || self.lock_sync().elapsed() >= self.sync_interval
+    }
+
+    /// Makes every batch applied so far durable (an empty durable commit persists the
+    /// non-durable ones before it).
+    fn sync(&self) -> Result<(), StoreError> {
+        const ACTION: &str = "syncing the state machine";
+        let txn = self.file.begin_write(ACTION)?;
+        txn.commit().map_err(|e| self.file.error(ACTION, e))?;
+        *self.lock_sync() = Instant::now();
+        Ok(())
+    }
+
     fn build_snapshot<C: TypeConfig>(&self) -> Result<SnapshotFile<C>, StoreError> {
+        // openraft may purge the log up to the snapshot as soon as it is built: the state must
+        // never roll back behind it.
+        if !self.sync_interval.is_zero() {
+            self.sync()?;
+        }
         let txn = self.file.begin_read("building a snapshot")?;
         let (last_log_id, last_membership) = read_applied::<C>(&self.file, &txn)?;
         let meta = SnapshotMeta {
@@ -456,7 +504,7 @@ impl<C: TypeConfig, A: Application<C>> RaftStateMachine<C> for StateMachineStore
             Some(last) => ErrorSubject::Apply(last.log_id),
             None => ErrorSubject::StateMachine,
         };
-        self.apply_durably(entries)
+        self.apply_entries(entries)
             .await
             .map_err(fatal(subject, ErrorVerb::Write))
     }

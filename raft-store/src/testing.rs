@@ -109,7 +109,14 @@ pub fn kv_rows(txn: &redb::ReadTransaction) -> Result<BTreeMap<Vec<u8>, Vec<u8>>
 pub fn open_kv(
     dir: &std::path::Path,
 ) -> Result<(LogStore<KvConfig>, StateMachineStore<KvConfig, KvApp>), crate::StoreError> {
-    crate::open(dir, KvApp, &Options::default())
+    open_kv_with(dir, &Options::default())
+}
+
+pub fn open_kv_with(
+    dir: &std::path::Path,
+    options: &Options,
+) -> Result<(LogStore<KvConfig>, StateMachineStore<KvConfig, KvApp>), crate::StoreError> {
+    crate::open(dir, KvApp, options)
 }
 
 /// Builds a fresh store in a temporary directory for each test of openraft's suite; the

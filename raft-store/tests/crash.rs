@@ -7,11 +7,15 @@
 //!   `truncating SINCE`         about to truncate the log from SINCE (unapplied entries only)
 //!   `truncated SINCE`          the truncation returned
 //!   `voted TERM`               the vote for TERM is durable
-//!   `applied INDEX`            entries up to INDEX are applied
+//!   `applied INDEX`            entries up to INDEX are applied (durably)
+//!   `applied-lazily INDEX`     entries up to INDEX are applied, durable only after the next
+//!                              sync (a child with a state sync interval, one seed in two)
+//!   `snapshotted INDEX`        a snapshot up to INDEX is built (so the state is durable to it)
 //!   `purged INDEX`             a snapshot was published and the log purged up to INDEX
 //!
 //! Checked after every kill: every reported entry not covered by a truncation is present with
-//! its exact bytes; the log has no hole; the vote is not behind the last reported one; `last_applied` is at least the last reported one and
+//! its exact bytes; the log has no hole; the vote is not behind the last reported one; `last_applied` is at least the last one
+//! reported durable (applied, or snapshotted) and
 //! the key-value state equals the replay of the entries up to it; the current snapshot
 //! installs into a fresh store and equals the state at its index; and the next child continues
 //! on the same directory. It runs without libtest's harness because the same binary is also
@@ -27,7 +31,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use openraft::{BasicNode, Entry, EntryPayload, LeaderId, LogId, Membership, Vote};
-use raft_store::testing::{APPLIED_COMMANDS, KV_STATS, KvCommand, KvConfig, kv_rows, open_kv};
+use raft_store::testing::{
+    APPLIED_COMMANDS, KV_STATS, KvCommand, KvConfig, kv_rows, open_kv, open_kv_with,
+};
 
 const CHILD_DIR: &str = "RAFT_STORE_CRASH_CHILD_DIR";
 const CHILD_SEED: &str = "RAFT_STORE_CRASH_CHILD_SEED";
@@ -102,7 +108,18 @@ fn child(dir: &Path) -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let (log, sm) = open_kv(dir)?;
+        // One child in two commits applied batches durably only every 2 ms.
+        let lazily = splitmix(&mut rng).is_multiple_of(2);
+        let options = raft_store::Options {
+            state_sync_interval: if lazily {
+                Duration::from_millis(2)
+            } else {
+                Duration::ZERO
+            },
+            ..Default::default()
+        };
+        let applied_line = if lazily { "applied-lazily" } else { "applied" };
+        let (log, sm) = open_kv_with(dir, &options)?;
         let state = log.log_state().await?;
         let mut term = state.last_log_id.map_or(1, |id| id.leader_id.term);
         let mut next = state.last_log_id.map_or(0, |id| id.index + 1);
@@ -142,8 +159,8 @@ fn child(dir: &Path) -> Result<()> {
                     "log lost entries {from}..{to}"
                 );
                 let last = entries.last().map(|e| e.log_id);
-                sm.apply_durably(entries).await?;
-                println!("applied {}", to - 1);
+                sm.apply_entries(entries).await?;
+                println!("{applied_line} {}", to - 1);
                 if let Some(last) = last {
                     log.save_committed_lazily(last).await?;
                 }
@@ -154,6 +171,7 @@ fn child(dir: &Path) -> Result<()> {
             if splitmix(&mut rng).is_multiple_of(8) {
                 let snapshot = sm.build_snapshot_now().await?;
                 if let Some(last) = snapshot.meta.last_log_id {
+                    println!("snapshotted {}", last.index);
                     // Keep a few entries behind the snapshot, as openraft does.
                     let keep = splitmix(&mut rng) % 8;
                     let behind = last.index.saturating_sub(keep);
@@ -210,6 +228,8 @@ impl Model {
             }
             Some("voted") => self.vote_term = Some(num(1)?),
             Some("applied") => self.last_applied = Some(num(1)?),
+            Some("applied-lazily") => {}
+            Some("snapshotted") => self.last_applied = self.last_applied.max(Some(num(1)?)),
             Some("purged") => self.purged = Some(num(1)?),
             _ => bail!("unexpected child output {line:?}"),
         }
@@ -408,7 +428,7 @@ async fn still_works(dir: &Path, model: &mut Model) -> Result<()> {
     let term = last.leader_id.term;
     log.append_durably((next..next + 10).map(|i| entry(i, term)).collect())
         .await?;
-    sm.apply_durably(log.entries(applied..next + 10).await?)
+    sm.apply_entries(log.entries(applied..next + 10).await?)
         .await?;
     for index in next..next + 10 {
         model.terms.insert(index, term);

@@ -36,7 +36,7 @@ fn populated(dir: &Path, n: u64) {
         let (log, sm) = open_kv(dir).expect("open");
         let entries: Vec<_> = (0..n).map(put).collect();
         log.append_durably(entries.clone()).await.expect("append");
-        sm.apply_durably(entries).await.expect("apply");
+        sm.apply_entries(entries).await.expect("apply");
     });
 }
 

@@ -26,7 +26,7 @@ fn puts(from: u64, to: u64, tag: &str) -> Vec<Entry<KvConfig>> {
 
 async fn state_machine(dir: &Path, entries: Vec<Entry<KvConfig>>) -> Sm {
     let (_log, sm) = open_kv(dir).expect("open");
-    sm.apply_durably(entries).await.expect("apply");
+    sm.apply_entries(entries).await.expect("apply");
     sm
 }
 

@@ -14,9 +14,9 @@
 //! liveness_flush_ms = 5000                 # default 5000
 //!
 //! [raft]
-//! heartbeat_ms = 150                       # default 150
-//! election_timeout_min_ms = 500            # default 500
-//! election_timeout_max_ms = 1000           # default 1000
+//! heartbeat_ms = 100                       # default 100
+//! election_timeout_min_ms = 300            # default 300
+//! election_timeout_max_ms = 600            # default 600
 //! snapshot_every = 20000                   # default 20000: entries between snapshots
 //! keep_after_snapshot = 5000               # default 5000: entries kept behind a snapshot
 //!
@@ -27,6 +27,8 @@
 //! [storage]
 //! log_cache_mb = 64                        # default 64
 //! state_cache_mb = 512                     # default 512
+//! # Applied state is made durable this often (the log always is; a crash replays the rest).
+//! state_sync_ms = 100                      # default 100; 0 syncs every applied batch
 //! ```
 
 use std::net::SocketAddr;
@@ -74,6 +76,7 @@ pub struct WriteSection {
 pub struct StorageSection {
     pub log_cache_mb: usize,
     pub state_cache_mb: usize,
+    pub state_sync_ms: u64,
 }
 
 impl Default for FileConfig {
@@ -92,12 +95,26 @@ impl Default for FileConfig {
     }
 }
 
+/// The replica's own defaults, which the file's defaults are.
+fn defaults() -> ReplicaConfig {
+    ReplicaConfig::new(
+        1,
+        "[::1]:0".parse().expect("a literal address"),
+        "./data".into(),
+    )
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl Default for RaftSection {
     fn default() -> Self {
+        let raft = defaults().raft;
         Self {
-            heartbeat_ms: 150,
-            election_timeout_min_ms: 500,
-            election_timeout_max_ms: 1000,
+            heartbeat_ms: raft.heartbeat_interval,
+            election_timeout_min_ms: raft.election_timeout_min,
+            election_timeout_max_ms: raft.election_timeout_max,
             snapshot_every: 20_000,
             keep_after_snapshot: 5_000,
         }
@@ -106,19 +123,21 @@ impl Default for RaftSection {
 
 impl Default for WriteSection {
     fn default() -> Self {
+        let replica = defaults();
         Self {
-            timeout_ms: 10_000,
-            max_batch: 256,
+            timeout_ms: millis(replica.write_timeout),
+            max_batch: replica.max_batch,
         }
     }
 }
 
 impl Default for StorageSection {
     fn default() -> Self {
-        let defaults = raft_store::Options::default();
+        let storage = defaults().storage;
         Self {
-            log_cache_mb: defaults.log_cache_bytes >> 20,
-            state_cache_mb: defaults.state_cache_bytes >> 20,
+            log_cache_mb: storage.log_cache_bytes >> 20,
+            state_cache_mb: storage.state_cache_bytes >> 20,
+            state_sync_ms: millis(storage.state_sync_interval),
         }
     }
 }
@@ -224,6 +243,7 @@ impl FileConfig {
         replica.max_batch = self.write.max_batch;
         replica.storage.log_cache_bytes = self.storage.log_cache_mb << 20;
         replica.storage.state_cache_bytes = self.storage.state_cache_mb << 20;
+        replica.storage.state_sync_interval = Duration::from_millis(self.storage.state_sync_ms);
         // openraft checks the timing relations (heartbeat below the election timeout, ...).
         replica
             .raft

@@ -59,7 +59,10 @@ pub struct ReplicaConfig {
 }
 
 impl ReplicaConfig {
-    /// Defaults suited to a LAN or one machine: 150 ms heartbeats, elections after 0.5-1 s.
+    /// Defaults suited to a LAN or one machine: 100 ms heartbeats; a follower that stops
+    /// hearing from the leader starts an election after 0.9-1.2 s (openraft waits one
+    /// maximum election timeout, the leader's lease, then a random timeout in the range);
+    /// applied state made durable every 100 ms (the log always is).
     pub fn new(id: u64, listen: SocketAddr, data_dir: PathBuf) -> Self {
         Self {
             id,
@@ -69,12 +72,15 @@ impl ReplicaConfig {
             data_dir,
             raft: openraft::Config {
                 cluster_name: "slapcluster".into(),
-                heartbeat_interval: 150,
-                election_timeout_min: 500,
-                election_timeout_max: 1000,
+                heartbeat_interval: 100,
+                election_timeout_min: 300,
+                election_timeout_max: 600,
                 ..Default::default()
             },
-            storage: raft_store::Options::default(),
+            storage: raft_store::Options {
+                state_sync_interval: Duration::from_millis(100),
+                ..Default::default()
+            },
             write_timeout: Duration::from_secs(10),
             max_batch: 256,
         }

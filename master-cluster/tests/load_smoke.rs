@@ -1,0 +1,30 @@
+//! The load tool (`slapload`, in ops) against this crate's `slapmaster`, briefly: every phase
+//! runs, every request is placed, and the failover phase kills and restarts a leader. The
+//! figures themselves are measured with the release build (BENCHMARKS.md), not here.
+
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_tool_runs_every_phase_against_real_processes() {
+    let options = ops::load::Options {
+        slapmaster: env!("CARGO_BIN_EXE_slapmaster").into(),
+        data_dir: None,
+        replicas: 3,
+        clients: vec![1, 8],
+        placement_time: Duration::from_millis(500),
+        poll_clients: 2,
+        poll_time: Duration::from_millis(500),
+        failovers: 1,
+    };
+    let report = ops::load::run(&options, |line| eprintln!("slapload: {line}"))
+        .await
+        .expect("the load tool runs");
+    eprintln!("{report}");
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines.len(), 4, "two placement phases, polls, failover");
+    for line in &lines[..3] {
+        assert!(line.ends_with(", 0 failed)"), "{line}");
+        assert!(!line.contains("(0 in"), "nothing measured: {line}");
+    }
+    assert!(lines[3].contains("(1 kills)"), "{}", lines[3]);
+}

@@ -1,0 +1,429 @@
+//! The load tool behind `slapload`: an end-to-end benchmark of a real cluster (`slapmaster`
+//! processes with fsync on, clients over gRPC on real sockets), criterion-free because what it
+//! measures is the whole system:
+//! - **placements**: instance requests per second at several client counts, each client a
+//!   user with its own connection to one of the replicas (spread over all of them, so most
+//!   requests are forwarded to the leader), every request placed on a free partition;
+//! - **polls**: full polls (software list and partition list) of a computer with 100 busy
+//!   partitions, from a follower;
+//! - **failover**: time from SIGKILL of the leader to the next write committed, while a
+//!   client keeps writing through the other replicas; the killed replica is restarted and
+//!   caught up before the next round.
+
+pub mod cluster;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use slapcluster_api::client::{self, ClientError, as_actor};
+use slapcluster_api::v1 as pb;
+use slapcluster_api::v1::node_client::NodeClient;
+use slapcluster_api::v1::user_client::UserClient;
+
+use cluster::{Cluster, OPERATOR};
+
+pub const SOFTWARE: &str = "https://lab.example/slapload/software.cfg";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Cluster(String),
+}
+
+impl LoadError {
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+impl From<tonic::Status> for LoadError {
+    fn from(status: tonic::Status) -> Self {
+        Self::Client(status.into())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub slapmaster: PathBuf,
+    /// Where the replicas keep their data (a temporary directory when `None`).
+    pub data_dir: Option<PathBuf>,
+    pub replicas: u64,
+    /// Client counts of the placement phases.
+    pub clients: Vec<usize>,
+    pub placement_time: Duration,
+    pub poll_clients: usize,
+    pub poll_time: Duration,
+    pub failovers: usize,
+}
+
+/// Latencies of one phase, in order of completion.
+#[derive(Debug, Default)]
+pub struct Sample {
+    pub latencies: Vec<Duration>,
+    pub elapsed: Duration,
+    pub failed: usize,
+}
+
+impl Sample {
+    pub fn per_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    /// The `q` quantile (0..=1) of the latencies.
+    pub fn quantile(&self, q: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        // The smallest latency with at least `q` of the sample at or below it.
+        let below = |i: usize| (i + 1) as f64 >= q * sorted.len() as f64;
+        let rank = (0..sorted.len()).find(|&i| below(i)).unwrap_or(0);
+        sorted.get(rank).copied().unwrap_or_default()
+    }
+
+    fn line(&self, what: &str) -> String {
+        format!(
+            "{what:<34} {:>9.0}/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} in {:.1} s, {} failed)",
+            self.per_second(),
+            ms(self.quantile(0.5)),
+            ms(self.quantile(0.99)),
+            self.latencies.len(),
+            self.elapsed.as_secs_f64(),
+            self.failed,
+        )
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Runs every phase and returns the report, one line per measurement.
+pub async fn run(options: &Options, progress: impl Fn(&str)) -> Result<String, LoadError> {
+    let scratch = tempfile::tempdir().map_err(|e| LoadError::io("creating a data dir", e))?;
+    let dir = options
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| scratch.path().to_path_buf());
+    progress(&format!(
+        "starting {} slapmaster replicas under {}",
+        options.replicas,
+        dir.display()
+    ));
+    let mut cluster = Cluster::start(&options.slapmaster, &dir, options.replicas).await?;
+    let urls = cluster.urls();
+    let mut report = Vec::new();
+
+    // Room for every placement: generous for the fastest rate we expect.
+    let expected: usize = options
+        .clients
+        .iter()
+        .map(|&c| (c * 400).min(12_000))
+        .sum::<usize>()
+        * usize::try_from(options.placement_time.as_secs().max(1)).unwrap_or(usize::MAX);
+    let computers = expected.div_ceil(500).max(1);
+    progress(&format!(
+        "registering {computers} computers of 500 partitions"
+    ));
+    setup_capacity(&urls, computers).await?;
+
+    for (phase, &clients) in options.clients.iter().enumerate() {
+        progress(&format!("placements with {clients} clients"));
+        let sample = placements(&urls, phase, clients, options.placement_time).await?;
+        report.push(sample.line(&format!("placements, {clients} clients")));
+        progress(report.last().map_or("", String::as_str));
+    }
+
+    progress("polls of a computer with 100 busy partitions, from a follower");
+    let leader = cluster.leader().await?;
+    let follower = cluster
+        .replicas
+        .iter()
+        .find(|r| r.id != leader)
+        .map(cluster::Replica::url)
+        .ok_or_else(|| LoadError::Cluster("no follower".into()))?;
+    setup_poll_computer(&urls[0]).await?;
+    let sample = polls(&follower, options.poll_clients, options.poll_time).await?;
+    report.push(sample.line(&format!(
+        "full polls, {} clients, follower",
+        options.poll_clients
+    )));
+    progress(report.last().map_or("", String::as_str));
+
+    if options.failovers > 0 {
+        let mut failovers = Sample::default();
+        for round in 0..options.failovers {
+            let took = failover(&mut cluster, round).await?;
+            progress(&format!("failover {round}: {:.0} ms", ms(took)));
+            failovers.latencies.push(took);
+        }
+        report.push(format!(
+            "{:<34} p50 {:>7.0} ms   p99 {:>7.0} ms   max {:>7.0} ms   ({} kills)",
+            "failover: kill leader -> next write",
+            ms(failovers.quantile(0.5)),
+            ms(failovers.quantile(0.99)),
+            ms(failovers.quantile(1.0)),
+            failovers.latencies.len()
+        ));
+    }
+    cluster.stop()?;
+    Ok(report.join("\n"))
+}
+
+async fn setup_capacity(urls: &[String], computers: usize) -> Result<(), LoadError> {
+    let channel = client::connect(&urls[0]).await?;
+    for n in 0..computers {
+        register(&channel, &format!("COMP-L{n}"), 500).await?;
+    }
+    Ok(())
+}
+
+/// Registers a computer with `partitions` partitions and has it supply [`SOFTWARE`].
+async fn register(
+    channel: &tonic::transport::Channel,
+    computer: &str,
+    partitions: usize,
+) -> Result<(), LoadError> {
+    let definition = pb::RegisterComputerRequest {
+        computer: computer.into(),
+        partitions: (0..partitions)
+            .map(|p| pb::PartitionDefinition {
+                reference: format!("slappart{p}"),
+                addresses: vec![pb::NetworkAddress {
+                    addr: format!("2001:db8:{:x}::{p:x}", computer.len()),
+                    netmask: "ffff:ffff:ffff:ffff::".into(),
+                }],
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    NodeClient::new(channel.clone())
+        .register_computer(as_actor(definition, &format!("computer:{computer}"))?)
+        .await?;
+    let mut supply = pb::SupplyRequest {
+        computer: computer.into(),
+        url: SOFTWARE.into(),
+        ..Default::default()
+    };
+    supply.set_state(pb::SupplyState::Available);
+    UserClient::new(channel.clone())
+        .supply(as_actor(supply, OPERATOR)?)
+        .await?;
+    Ok(())
+}
+
+fn is_placed(reply: &pb::RequestInstanceReply) -> bool {
+    matches!(
+        reply.placement.as_ref().and_then(|p| p.placement.as_ref()),
+        Some(pb::placement::Placement::Partition(_))
+    )
+}
+
+async fn placements(
+    urls: &[String],
+    phase: usize,
+    clients: usize,
+    time: Duration,
+) -> Result<Sample, LoadError> {
+    let start = Instant::now();
+    let deadline = start + time;
+    let mut tasks = tokio::task::JoinSet::new();
+    for client_id in 0..clients {
+        let channel = client::connect(&urls[client_id % urls.len()]).await?;
+        tasks.spawn(async move {
+            let mut user = UserClient::new(channel);
+            let actor = format!("user:load-{phase}-{client_id}");
+            let mut sample = Sample::default();
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let request = pb::RequestInstanceRequest {
+                    title: format!("instance-{n}"),
+                    software_release: SOFTWARE.into(),
+                    ..Default::default()
+                };
+                n += 1;
+                let sent = Instant::now();
+                match user.request_instance(as_actor(request, &actor)?).await {
+                    Ok(reply) if is_placed(reply.get_ref()) => {
+                        sample.latencies.push(sent.elapsed())
+                    }
+                    Ok(_) | Err(_) => sample.failed += 1,
+                }
+            }
+            Ok::<_, LoadError>(sample)
+        });
+    }
+    collect(tasks, start).await
+}
+
+async fn collect(
+    mut tasks: tokio::task::JoinSet<Result<Sample, LoadError>>,
+    start: Instant,
+) -> Result<Sample, LoadError> {
+    let mut total = Sample::default();
+    while let Some(joined) = tasks.join_next().await {
+        let sample = joined.map_err(|e| LoadError::Cluster(format!("client task: {e}")))??;
+        total.latencies.extend(sample.latencies);
+        total.failed += sample.failed;
+    }
+    total.elapsed = start.elapsed();
+    Ok(total)
+}
+
+const POLL_COMPUTER: &str = "COMP-POLL";
+
+async fn setup_poll_computer(url: &str) -> Result<(), LoadError> {
+    let channel = client::connect(url).await?;
+    register(&channel, POLL_COMPUTER, 100).await?;
+    let mut user = UserClient::new(channel);
+    for n in 0..100 {
+        let request = pb::RequestInstanceRequest {
+            title: format!("polled-{n}"),
+            software_release: SOFTWARE.into(),
+            parameters: HashMap::from([("instance".to_string(), format!("polled-{n}"))]),
+            sla: HashMap::from([("computer_guid".to_string(), POLL_COMPUTER.to_string())]),
+            ..Default::default()
+        };
+        let reply = user
+            .request_instance(as_actor(request, "user:poll")?)
+            .await?;
+        if !is_placed(reply.get_ref()) {
+            return Err(LoadError::Cluster(format!(
+                "polled-{n} not placed on {POLL_COMPUTER}: {:?}",
+                reply.get_ref().placement
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn polls(url: &str, clients: usize, time: Duration) -> Result<Sample, LoadError> {
+    let start = Instant::now();
+    let deadline = start + time;
+    let actor = format!("computer:{POLL_COMPUTER}");
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let channel = client::connect(url).await?;
+        let actor = actor.clone();
+        tasks.spawn(async move {
+            let mut node = NodeClient::new(channel);
+            let mut sample = Sample::default();
+            while Instant::now() < deadline {
+                let request = pb::PollComputerRequest {
+                    computer: POLL_COMPUTER.into(),
+                    ..Default::default()
+                };
+                let sent = Instant::now();
+                match node.poll_computer(as_actor(request, &actor)?).await {
+                    Ok(reply) if reply.get_ref().partitions.len() == 100 => {
+                        sample.latencies.push(sent.elapsed());
+                    }
+                    Ok(_) | Err(_) => sample.failed += 1,
+                }
+            }
+            Ok::<_, LoadError>(sample)
+        });
+    }
+    collect(tasks, start).await
+}
+
+/// One round: a writer keeps requesting through the followers, the leader is killed, and the
+/// time until the next acknowledged write is returned. The killed replica is restarted and
+/// caught up before returning.
+async fn failover(cluster: &mut Cluster, round: usize) -> Result<Duration, LoadError> {
+    let leader = cluster.leader().await?;
+    let index = cluster
+        .replicas
+        .iter()
+        .position(|r| r.id == leader)
+        .ok_or_else(|| LoadError::Cluster(format!("leader {leader} is not ours")))?;
+    let others: Vec<String> = cluster
+        .replicas
+        .iter()
+        .filter(|r| r.id != leader)
+        .map(cluster::Replica::url)
+        .collect();
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = tokio::task::JoinSet::new();
+    for url in others {
+        let channel = client::connect_lazy(&url)?;
+        let acknowledged = acknowledged.clone();
+        let stop = stop.clone();
+        writers.spawn(async move {
+            let mut user = UserClient::new(channel);
+            let actor = format!("user:failover-{round}");
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let request = pb::RequestInstanceRequest {
+                    title: format!("{url}-{n}"),
+                    software_release: SOFTWARE.into(),
+                    ..Default::default()
+                };
+                let Ok(mut request) = as_actor(request, &actor) else {
+                    return;
+                };
+                request.set_timeout(Duration::from_secs(10));
+                if user.request_instance(request).await.is_ok() {
+                    acknowledged
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(Instant::now());
+                }
+            }
+        });
+    }
+    // Let the writers reach a steady state, then kill.
+    cluster::wait_for("writes before the kill", || async {
+        (acknowledged.lock().unwrap_or_else(|p| p.into_inner()).len() > 20).then_some(())
+    })
+    .await?;
+    let killed = Instant::now();
+    cluster.kill(index)?;
+    let next = cluster::wait_for("a write after the kill", || async {
+        acknowledged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|&&at| at > killed)
+            .copied()
+    })
+    .await?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    while writers.join_next().await.is_some() {}
+    cluster.restart(index).await?;
+    Ok(next - killed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_latencies_of_the_sample() {
+        let sample = Sample {
+            latencies: (1..=100).rev().map(Duration::from_millis).collect(),
+            elapsed: Duration::from_secs(2),
+            failed: 0,
+        };
+        assert_eq!(sample.quantile(0.5), Duration::from_millis(50));
+        assert_eq!(sample.quantile(0.99), Duration::from_millis(99));
+        assert_eq!(sample.quantile(1.0), Duration::from_millis(100));
+        assert_eq!(sample.quantile(0.0), Duration::from_millis(1));
+        assert!((sample.per_second() - 50.0).abs() < 1e-9);
+        assert_eq!(Sample::default().quantile(0.99), Duration::ZERO);
+    }
+}
