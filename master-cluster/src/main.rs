@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use master_cluster::daemon::{self, FileConfig, Overrides, ValidConfig, dev::DevOptions};
 
@@ -106,7 +105,8 @@ async fn main() -> std::process::ExitCode {
     match slapmaster().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("slapmaster: {e:#}");
+            // Our errors carry their causes in their message; the chain would repeat them.
+            eprintln!("slapmaster: {e}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -143,9 +143,7 @@ async fn slapmaster() -> anyhow::Result<()> {
                 base_port,
                 ..Default::default()
             };
-            daemon::dev::dev(&options, &mut std::io::stdout(), daemon::shutdown_signal())
-                .await
-                .context("slapmaster dev")?;
+            daemon::dev::dev(&options, &mut std::io::stdout(), daemon::shutdown_signal()).await?;
         }
     }
     Ok(())

@@ -14,6 +14,7 @@ async fn the_load_tool_runs_every_phase_against_real_processes() {
         placement_time: Duration::from_millis(500),
         poll_clients: 2,
         poll_time: Duration::from_millis(500),
+        wakes: 5,
         failovers: 1,
     };
     let report = ops::load::run(&options, |line| eprintln!("slapload: {line}"))
@@ -21,10 +22,15 @@ async fn the_load_tool_runs_every_phase_against_real_processes() {
         .expect("the load tool runs");
     eprintln!("{report}");
     let lines: Vec<&str> = report.lines().collect();
-    assert_eq!(lines.len(), 4, "two placement phases, polls, failover");
+    assert_eq!(
+        lines.len(),
+        5,
+        "two placement phases, polls, wakes, failover"
+    );
     for line in &lines[..3] {
         assert!(line.ends_with(", 0 failed)"), "{line}");
         assert!(!line.contains("(0 in"), "nothing measured: {line}");
     }
-    assert!(lines[3].contains("(1 kills)"), "{}", lines[3]);
+    assert!(lines[3].contains("(5 changes)"), "{}", lines[3]);
+    assert!(lines[4].contains("(1 kills)"), "{}", lines[4]);
 }

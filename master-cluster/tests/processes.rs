@@ -1,131 +1,26 @@
-//! Three `slapmaster` processes on `[::1]`: bootstrapped with `init` and `join`, the leader
-//! SIGKILLed in the middle of a stream of requests, a new leader elected and the stream going
-//! on with no acknowledged request lost, the killed replica restarted from its data directory
-//! and catching up, and SIGTERM stopping every process cleanly.
+//! Three `slapmaster` processes on `[::1]` (bootstrapped with `init` and `join` by the load
+//! tool's cluster harness): the leader SIGKILLed in the middle of a stream of requests, a new
+//! leader elected and the stream going on with no acknowledged request lost, the killed
+//! replica restarted from its data directory and catching up, and SIGTERM stopping every
+//! process cleanly.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use ops::load::cluster::{self, Cluster, OPERATOR};
 use slapcluster_api::client::{self, as_actor};
 use slapcluster_api::v1 as pb;
-use slapcluster_api::v1::admin_client::AdminClient;
 use slapcluster_api::v1::node_client::NodeClient;
 use slapcluster_api::v1::user_client::UserClient;
 
-const OPERATOR: &str = "operator:test";
 const USER: &str = "user:alice";
 const SR: &str = "https://lab.example/software/kvm/software.cfg";
-const DEADLINE: Duration = Duration::from_secs(30);
-
-struct Process {
-    id: u64,
-    port: u16,
-    data_dir: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Process {
-    fn url(&self) -> String {
-        format!("http://[::1]:{}", self.port)
-    }
-
-    fn command(&self, verb: &str) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_slapmaster"));
-        command
-            .arg(verb)
-            .arg("--id")
-            .arg(self.id.to_string())
-            .arg("--listen")
-            .arg(format!("[::1]:{}", self.port))
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .env("RUST_LOG", "info,openraft=warn")
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.log)
-                    .expect("log file"),
-            );
-        command
-    }
-
-    fn spawn(&mut self, verb: &str, extra: &[&str]) {
-        let child = self
-            .command(verb)
-            .args(extra)
-            .spawn()
-            .expect("slapmaster starts");
-        self.child = Some(child);
-    }
-
-    fn signal(&mut self, signal: Signal) -> Child {
-        let child = self.child.take().expect("running");
-        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
-        kill(pid, signal).expect("signal sent");
-        child
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("[::1]:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// Retries `attempt` until it returns `Some`, at most [`DEADLINE`].
-async fn eventually<T, F: Future<Output = Option<T>>>(
-    what: &str,
-    mut attempt: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = attempt().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn status(url: &str) -> Option<pb::ClusterStatusReply> {
-    let mut admin = AdminClient::new(client::connect(url).await.ok()?);
-    let request = as_actor(pb::ClusterStatusRequest {}, OPERATOR).ok()?;
-    Some(admin.cluster_status(request).await.ok()?.into_inner())
-}
-
-async fn replica_status(url: &str) -> Option<pb::ReplicaStatusReply> {
-    let mut admin = AdminClient::new(client::connect(url).await.ok()?);
-    Some(
-        admin
-            .replica_status(pb::ReplicaStatusRequest {})
-            .await
-            .ok()?
-            .into_inner(),
-    )
-}
 
 /// Sends `title`'s request to the replicas in turn until one acknowledges it; a replica that
 /// does not answer (killed) or cannot commit yet (an election) is passed over.
 async fn request(urls: &[String], title: &str) -> pb::RequestInstanceReply {
     let mut turn = 0;
-    eventually("an acknowledged request", || {
+    cluster::wait_for("an acknowledged request", || {
         turn += 1;
         let url = urls[turn % urls.len()].clone();
         async move {
@@ -135,62 +30,26 @@ async fn request(urls: &[String], title: &str) -> pb::RequestInstanceReply {
                 software_release: SR.into(),
                 ..Default::default()
             };
-            user.request_instance(as_actor(request, USER).ok()?)
+            let mut request = as_actor(request, USER).ok()?;
+            request.set_timeout(Duration::from_secs(5));
+            user.request_instance(request)
                 .await
                 .ok()
                 .map(|r| r.into_inner())
         }
     })
     .await
-}
-
-fn exit_cleanly(mut child: Child, what: &str) {
-    let status = child.wait().expect("waits");
-    assert!(status.success(), "{what} exited with {status}");
-}
-
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
+    .expect("acknowledged")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_process_is_killed_and_no_acknowledged_request_is_lost() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut replicas: Vec<Process> = (1..=3)
-        .map(|id| Process {
-            id,
-            port: free_port(),
-            data_dir: dir.path().join(format!("replica-{id}")),
-            log: dir.path().join(format!("replica-{id}.log")),
-            child: None,
-        })
-        .collect();
-    let urls: Vec<String> = replicas.iter().map(Process::url).collect();
-
-    eprintln!("--- init bootstraps once; a second init is refused");
-    let init = replicas[0].command("init").status().expect("init runs");
-    assert!(init.success(), "init: {}", log_tail(&replicas[0].log));
-    let again = replicas[0].command("init").status().expect("init runs");
-    assert!(!again.success(), "a second init must be refused");
-    assert!(log_tail(&replicas[0].log).contains("already belongs to a cluster"));
-
-    eprintln!("--- replica 1 runs, replicas 2 and 3 join through it");
-    replicas[0].spawn("run", &[]);
-    let via = urls[0].clone();
-    for replica in &mut replicas[1..] {
-        replica.spawn("join", &["--via", &via]);
-    }
-    eventually("three voters", || async {
-        let status = status(&urls[0]).await?;
-        let voters = status
-            .members
-            .iter()
-            .filter(|m| m.voter && m.unreachable.is_empty());
-        (voters.count() == 3).then_some(())
-    })
-    .await;
+    eprintln!("--- replica 1 bootstraps, replicas 2 and 3 join through it");
+    let mut cluster = Cluster::start(env!("CARGO_BIN_EXE_slapmaster").as_ref(), dir.path(), 3)
+        .await
+        .expect("three voters");
+    let urls = cluster.urls();
 
     eprintln!("--- a computer with room for every request");
     let mut node = NodeClient::new(client::connect(&urls[1]).await.expect("connects"));
@@ -225,11 +84,15 @@ async fn the_leader_process_is_killed_and_no_acknowledged_request_is_lost() {
         acknowledged.insert(title, reply.guid);
     }
 
-    let leader = status(&urls[0]).await.expect("status").leader;
-    let victim = usize::try_from(leader - 1).expect("index");
+    let leader = cluster.leader().await.expect("a leader");
+    let victim = cluster
+        .replicas
+        .iter()
+        .position(|r| r.id == leader)
+        .expect("ours");
     eprintln!("--- SIGKILL the leader (replica {leader}) and keep requesting");
     let killed_at = Instant::now();
-    let child = replicas[victim].signal(Signal::SIGKILL);
+    cluster.kill(victim).expect("killed");
     let survivors: Vec<String> = urls
         .iter()
         .enumerate()
@@ -242,13 +105,12 @@ async fn the_leader_process_is_killed_and_no_acknowledged_request_is_lost() {
         killed_at.elapsed()
     );
     acknowledged.insert("after-kill-0".into(), first.guid);
-    drop(child);
     for n in 1..40 {
         let title = format!("after-kill-{n}");
         let reply = request(&urls, &title).await;
         acknowledged.insert(title, reply.guid);
     }
-    let new_leader = status(&survivors[0]).await.expect("status").leader;
+    let new_leader = cluster.leader().await.expect("a leader");
     assert_ne!(new_leader, leader, "a new leader was elected");
 
     eprintln!("--- every acknowledged request is there, read linearizably from a survivor");
@@ -266,26 +128,8 @@ async fn the_leader_process_is_killed_and_no_acknowledged_request_is_lost() {
     assert_eq!(found, acknowledged, "acknowledged requests and their guids");
 
     eprintln!("--- the killed replica restarts from its data directory and catches up");
-    replicas[victim].spawn("run", &[]);
-    let head = replica_status(&survivors[0])
-        .await
-        .expect("status")
-        .last_log_index;
-    eventually("the restarted replica caught up", || async {
-        let status = replica_status(&urls[victim]).await?;
-        (status.applied_index >= head).then_some(())
-    })
-    .await;
+    cluster.restart(victim).await.expect("caught up");
 
     eprintln!("--- SIGTERM stops every replica cleanly");
-    let children: Vec<Child> = replicas
-        .iter_mut()
-        .map(|r| r.signal(Signal::SIGTERM))
-        .collect();
-    for (n, child) in children.into_iter().enumerate() {
-        exit_cleanly(
-            child,
-            &format!("replica {}: {}", n + 1, log_tail(&replicas[n].log)),
-        );
-    }
+    cluster.stop().expect("clean exits");
 }

@@ -9,6 +9,7 @@ use master_cluster::daemon::dev::{self, DEMO_COMPUTER, DEMO_SOFTWARE, DEMO_USER,
 use master_cluster::daemon::{self, DaemonError, FileConfig, Overrides};
 use master_cluster::replica::{Consistency, Replica};
 use master_cluster::state::query;
+use ops::load::cluster::unused_port;
 use slapcluster_api::client::{self, as_actor};
 use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::admin_client::AdminClient;
@@ -466,18 +467,11 @@ async fn bad_input_gets_a_precise_error_and_changes_nothing() {
     cluster.shutdown().await.expect("shutdown");
 }
 
-/// A port free now on `[::1]` (a restored replica needs a fixed address).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("[::1]:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// The first of `count` consecutive ports free now on `[::1]`.
+/// The first of `count` consecutive ports free now on `[::1]` (replicas that restart need
+/// fixed addresses).
 fn free_ports(count: u16) -> u16 {
     (0..100)
-        .map(|_| free_port())
+        .map(|_| unused_port(&[]).expect("a free port"))
         .find(|&base| {
             (1..count).all(|n| {
                 base.checked_add(n)
@@ -502,11 +496,14 @@ async fn a_backup_restores_into_a_new_cluster() {
     let old = query::dump(&cluster.replicas[2].state().begin_read().expect("read")).expect("dump");
     cluster.shutdown().await.expect("shutdown");
 
-    let config = |id: u64, data: &str| {
+    let mut taken = Vec::new();
+    let mut config = |id: u64, data: &str| {
+        let port = unused_port(&taken).expect("a free port");
+        taken.push(port);
         FileConfig::default()
             .validate(Overrides {
                 id: Some(id),
-                listen: Some(format!("[::1]:{}", free_port())),
+                listen: Some(format!("[::1]:{port}")),
                 data_dir: Some(dir.path().join(data)),
                 ..Default::default()
             })
@@ -589,4 +586,32 @@ async fn a_backup_restores_into_a_new_cluster() {
     assert!(joined == leader_dump, "the new member holds the same state");
     second.shutdown().await.expect("shutdown");
     restored.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_bootstraps_a_data_directory_exactly_once() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = |port: u16| {
+        FileConfig::default()
+            .validate(Overrides {
+                id: Some(1),
+                listen: Some(format!("[::1]:{port}")),
+                data_dir: Some(dir.path().join("replica-1")),
+                ..Default::default()
+            })
+            .expect("valid")
+    };
+    let refused = daemon::init(config(0)).await;
+    assert!(
+        matches!(&refused, Err(DaemonError::Config(_))),
+        "a founder on a random port: {refused:?}"
+    );
+    let port = unused_port(&[]).expect("a free port");
+    daemon::init(config(port)).await.expect("the first init");
+    let again = daemon::init(config(port)).await;
+    assert!(
+        matches!(&again, Err(DaemonError::AlreadyInitialized(_))),
+        "{again:?}"
+    );
 }

@@ -118,10 +118,30 @@ pub async fn run(
     serve(replica, &config, shutdown).await
 }
 
+/// The replica as the membership will record it. Its address is its identity, so it must not
+/// be a port chosen at random (port 0).
+fn fixed_address(config: &ValidConfig) -> Result<crate::state::ReplicaNode, ConfigError> {
+    let replica = &config.replica;
+    if replica.listen.port() == 0 && replica.advertise.is_none() {
+        return Err(ConfigError::Invalid {
+            key: "listen",
+            reason: "a replica that founds a cluster needs a fixed port".into(),
+        });
+    }
+    Ok(crate::state::ReplicaNode {
+        addr: replica
+            .advertise
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", replica.listen)),
+        region: replica.region.clone(),
+    })
+}
+
 /// `slapmaster init`: bootstraps a new cluster whose only voter is this replica, then stops;
 /// `slapmaster run` serves it afterwards. Refuses a data directory that already belongs to a
 /// cluster, so a cluster is bootstrapped exactly once.
 pub async fn init(config: ValidConfig) -> Result<(), DaemonError> {
+    fixed_address(&config)?;
     let replica = Replica::start(config.replica.clone()).await?;
     let initialized = replica
         .raft()
@@ -197,13 +217,15 @@ async fn add_member(
 ) -> Result<pb::MembershipReply, ClientError> {
     let deadline = tokio::time::Instant::now() + JOIN_RETRY_FOR;
     let mut pause = Duration::from_millis(100);
-    let mut admin = AdminClient::new(client::connect(via).await?);
+    // Connects on first use and again after a failure: the replica asked may be starting.
+    let mut admin = AdminClient::new(client::connect_lazy(via)?);
     loop {
-        match admin
+        let answer = admin
             .add_member(client::as_actor(request.clone(), actor)?)
-            .await
-        {
+            .await;
+        match answer {
             Ok(reply) => return Ok(reply.into_inner()),
+            // Unreachable, or no leader / another change in progress: worth another try.
             Err(status)
                 if status.code() == tonic::Code::Unavailable
                     && tokio::time::Instant::now() + pause < deadline =>
@@ -226,26 +248,12 @@ pub async fn restore(config: ValidConfig, backup: &Path) -> Result<(), DaemonErr
     if nonempty {
         return Err(DaemonError::NotEmpty(data_dir));
     }
-    if config.replica.listen.port() == 0 && config.replica.advertise.is_none() {
-        return Err(ConfigError::Invalid {
-            key: "listen",
-            reason: "a restored replica needs a fixed address".into(),
-        }
-        .into());
-    }
+    let node = fixed_address(&config)?;
     let scratch = data_dir.with_extension("restoring");
     if scratch.exists() {
         std::fs::remove_dir_all(&scratch).map_err(io(format!("removing {}", scratch.display())))?;
     }
     let file = std::fs::File::open(backup).map_err(io(format!("opening {}", backup.display())))?;
-    let node = crate::state::ReplicaNode {
-        addr: config
-            .replica
-            .advertise
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", config.replica.listen)),
-        region: config.replica.region.clone(),
-    };
     let id = config.replica.id;
     let storage = config.replica.storage.clone();
     let opened = scratch.clone();

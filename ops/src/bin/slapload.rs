@@ -29,6 +29,9 @@ struct Cli {
     poll_clients: usize,
     #[arg(long, default_value_t = 5)]
     poll_seconds: u64,
+    /// Changes timed in the long-poll phase (0 skips it).
+    #[arg(long, default_value_t = 200)]
+    wakes: usize,
     /// Leader kills to time (0 skips the failover phase).
     #[arg(long, default_value_t = 20)]
     failovers: usize,
@@ -52,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
         placement_time: Duration::from_secs(cli.seconds),
         poll_clients: cli.poll_clients,
         poll_time: Duration::from_secs(cli.poll_seconds),
+        wakes: cli.wakes,
         failovers: cli.failovers,
     };
     let report = ops::load::run(&options, |line| eprintln!("slapload: {line}")).await?;

@@ -63,11 +63,12 @@ impl Cluster {
     /// Starts `count` replicas with their data under `dir`: the first bootstraps, the others
     /// join through it. Returns once all are voters.
     pub async fn start(slapmaster: &Path, dir: &Path, count: u64) -> Result<Self, LoadError> {
-        let mut replicas = Vec::new();
+        let mut replicas: Vec<Replica> = Vec::new();
         for id in 1..=count {
+            let taken: Vec<u16> = replicas.iter().map(|r| r.port).collect();
             replicas.push(Replica {
                 id,
-                port: free_port()?,
+                port: unused_port(&taken)?,
                 data_dir: dir.join(format!("replica-{id}")),
                 log: dir.join(format!("replica-{id}.log")),
                 child: None,
@@ -93,7 +94,7 @@ impl Cluster {
             cluster.spawn(index, "join", &["--via", &via])?;
         }
         let urls = cluster.urls();
-        wait_for("every replica to be a voter", || async {
+        let voters = wait_for("every replica to be a voter", || async {
             let status = status(&urls[0]).await?;
             let ready = status
                 .members
@@ -102,8 +103,11 @@ impl Cluster {
                 .count();
             (ready == urls.len()).then_some(())
         })
-        .await?;
-        Ok(cluster)
+        .await;
+        match voters {
+            Ok(()) => Ok(cluster),
+            Err(e) => Err(LoadError::Cluster(format!("{e}\n{}", cluster.log_tails()))),
+        }
     }
 
     fn spawn(&mut self, index: usize, verb: &str, extra: &[&str]) -> Result<(), LoadError> {
@@ -115,6 +119,20 @@ impl Cluster {
             .map_err(|e| LoadError::io(format!("starting {}", self.slapmaster.display()), e))?;
         replica.child = Some(child);
         Ok(())
+    }
+
+    /// The last lines each replica logged, to explain a failure.
+    pub fn log_tails(&self) -> String {
+        self.replicas
+            .iter()
+            .map(|r| {
+                let text = std::fs::read_to_string(&r.log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(10)..].join("\n");
+                format!("--- replica {} ({}):\n{tail}", r.id, r.url())
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     pub fn urls(&self) -> Vec<String> {
@@ -145,19 +163,24 @@ impl Cluster {
 
     /// SIGKILLs replica `index` and reaps it.
     pub fn kill(&mut self, index: usize) -> Result<(), LoadError> {
-        self.signal(index, Signal::SIGKILL)
+        self.signal(index, Signal::SIGKILL).map(|_| ())
     }
 
-    fn signal(&mut self, index: usize, signal: Signal) -> Result<(), LoadError> {
+    /// Signals replica `index` (if it runs) and waits for it to exit.
+    fn signal(
+        &mut self,
+        index: usize,
+        signal: Signal,
+    ) -> Result<Option<std::process::ExitStatus>, LoadError> {
         let Some(mut child) = self.replicas[index].child.take() else {
-            return Ok(());
+            return Ok(None);
         };
         let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
         kill(pid, signal).map_err(|e| LoadError::Cluster(format!("signalling {pid}: {e}")))?;
         child
             .wait()
-            .map_err(|e| LoadError::io("waiting for slapmaster", e))?;
-        Ok(())
+            .map(Some)
+            .map_err(|e| LoadError::io("waiting for slapmaster", e))
     }
 
     /// Restarts replica `index` from its data directory and waits until it has applied
@@ -184,10 +207,18 @@ impl Cluster {
         .await
     }
 
-    /// Stops every replica with SIGTERM (a clean shutdown).
+    /// Stops every replica with SIGTERM; each must shut down cleanly (exit status 0).
     pub fn stop(&mut self) -> Result<(), LoadError> {
         for index in 0..self.replicas.len() {
-            self.signal(index, Signal::SIGTERM)?;
+            if let Some(status) = self.signal(index, Signal::SIGTERM)?
+                && !status.success()
+            {
+                return Err(LoadError::Cluster(format!(
+                    "replica {} exited with {status} after SIGTERM\n{}",
+                    self.replicas[index].id,
+                    self.log_tails()
+                )));
+            }
         }
         Ok(())
     }
@@ -204,11 +235,26 @@ impl Drop for Cluster {
     }
 }
 
-fn free_port() -> Result<u16, LoadError> {
-    std::net::TcpListener::bind("[::1]:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| LoadError::io("finding a free port", e))
+/// A port on `[::1]` that is free now and not in `taken`, for a process that must listen on
+/// a fixed address. It is chosen below Linux's ephemeral range (32768-60999): a port the
+/// kernel handed out for `:0` could be given again to an outgoing connection before the
+/// process binds it.
+pub fn unused_port(taken: &[u16]) -> Result<u16, LoadError> {
+    let mut x = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() << 30 ^ u64::from(d.subsec_nanos()));
+    for _ in 0..1000 {
+        // xorshift: any spread over the range will do.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 20_000 + u16::try_from(x % 12_000).unwrap_or(0);
+        if !taken.contains(&port) && std::net::TcpListener::bind(("::1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(LoadError::Cluster("no free port in 20000-31999".into()))
 }
 
 /// Retries `attempt` every 50 ms until it returns `Some`, for at most a minute.

@@ -6,6 +6,8 @@
 //!   requests are forwarded to the leader), every request placed on a free partition;
 //! - **polls**: full polls (software list and partition list) of a computer with 100 busy
 //!   partitions, from a follower;
+//! - **long-poll wake**: a node long-polls a follower while a user changes its computer
+//!   through the leader; the time from the user's acknowledgement to the node's answer;
 //! - **failover**: time from SIGKILL of the leader to the next write committed, while a
 //!   client keeps writing through the other replicas; the killed replica is restarted and
 //!   caught up before the next round.
@@ -66,6 +68,8 @@ pub struct Options {
     pub placement_time: Duration,
     pub poll_clients: usize,
     pub poll_time: Duration,
+    /// Changes timed in the long-poll phase.
+    pub wakes: usize,
     pub failovers: usize,
 }
 
@@ -160,6 +164,26 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> Result<String, L
         options.poll_clients
     )));
     progress(report.last().map_or("", String::as_str));
+
+    if options.wakes > 0 {
+        progress("long-poll wakes");
+        let leader_url = cluster
+            .replicas
+            .iter()
+            .find(|r| r.id == leader)
+            .map(cluster::Replica::url)
+            .ok_or_else(|| LoadError::Cluster("no leader".into()))?;
+        let sample = wakes(&leader_url, &follower, options.wakes).await?;
+        report.push(format!(
+            "{:<34} p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms   ({} changes)",
+            "long-poll: acknowledged -> woken",
+            ms(sample.quantile(0.5)),
+            ms(sample.quantile(0.99)),
+            ms(sample.quantile(1.0)),
+            sample.latencies.len()
+        ));
+        progress(report.last().map_or("", String::as_str));
+    }
 
     if options.failovers > 0 {
         let mut failovers = Sample::default();
@@ -337,6 +361,64 @@ async fn polls(url: &str, clients: usize, time: Duration) -> Result<Sample, Load
         });
     }
     collect(tasks, start).await
+}
+
+/// `count` times: a node long-polls `follower` for its computer, a user changes the computer
+/// (re-requests an instance on it with a new parameter) through `leader`, and the
+/// time from the user's acknowledgement to the node's answer is recorded.
+async fn wakes(leader: &str, follower: &str, count: usize) -> Result<Sample, LoadError> {
+    let mut node = NodeClient::new(client::connect(follower).await?);
+    let mut user = UserClient::new(client::connect(leader).await?);
+    let actor = format!("computer:{POLL_COMPUTER}");
+    let poll = |after: Option<u64>| pb::PollComputerRequest {
+        computer: POLL_COMPUTER.into(),
+        after,
+        wait_ms: 10_000,
+        ..Default::default()
+    };
+    let mut version = node
+        .poll_computer(as_actor(poll(None), &actor)?)
+        .await?
+        .into_inner()
+        .version;
+    let start = Instant::now();
+    let mut sample = Sample::default();
+    for n in 0..count {
+        let waiting = {
+            let mut node = node.clone();
+            let request = as_actor(poll(Some(version)), &actor)?;
+            tokio::spawn(async move {
+                let reply = node.poll_computer(request).await;
+                (reply, Instant::now())
+            })
+        };
+        // The poll must be waiting before the change: give its request a head start.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let request = pb::RequestInstanceRequest {
+            title: "polled-0".into(),
+            software_release: SOFTWARE.into(),
+            parameters: HashMap::from([("wake".to_string(), n.to_string())]),
+            sla: HashMap::from([("computer_guid".to_string(), POLL_COMPUTER.to_string())]),
+            ..Default::default()
+        };
+        user.request_instance(as_actor(request, "user:poll")?)
+            .await?;
+        let acknowledged = Instant::now();
+        let (reply, answered) = waiting
+            .await
+            .map_err(|e| LoadError::Cluster(format!("poll task: {e}")))?;
+        let reply = reply?.into_inner();
+        if reply.version <= version {
+            sample.failed += 1;
+        } else {
+            sample
+                .latencies
+                .push(answered.saturating_duration_since(acknowledged));
+        }
+        version = reply.version;
+    }
+    sample.elapsed = start.elapsed();
+    Ok(sample)
 }
 
 /// One round: a writer keeps requesting through the followers, the leader is killed, and the
