@@ -68,6 +68,16 @@ enum Command {
         #[arg(long)]
         backup: PathBuf,
     },
+    /// Remove a replica from the membership (through any replica).
+    Remove {
+        #[arg(long)]
+        cluster: String,
+        /// The id of the replica to remove.
+        #[arg(long)]
+        id: u64,
+        #[arg(long, default_value = "operator:slapmaster")]
+        actor: String,
+    },
     /// Save a backup of the cluster (as of a linearizable read) to a file.
     Backup {
         /// Any replica of the cluster.
@@ -130,6 +140,10 @@ async fn slapmaster() -> anyhow::Result<()> {
         Command::Backup { cluster, to, actor } => {
             let bytes = daemon::backup(&cluster, &actor, &to).await?;
             println!("saved {bytes} bytes to {}", to.display());
+        }
+        Command::Remove { cluster, id, actor } => {
+            let index = daemon::remove(&cluster, &actor, id).await?;
+            println!("replica {id} removed (membership change at index {index})");
         }
         Command::Status { cluster, actor } => {
             print!("{}", daemon::status(&cluster, &actor).await?);

@@ -36,12 +36,20 @@ async fn dev_cluster(dir: &std::path::Path) -> (DevCluster, String) {
     dev_cluster_on(dir, 0).await
 }
 
-/// Replicas `n` listen on `base_port + n - 1` (port 0: any free port).
+/// Replicas `n` listen on `[::1]:base_port + n - 1` (port 0: any free port).
 async fn dev_cluster_on(dir: &std::path::Path, base_port: u16) -> (DevCluster, String) {
+    dev_cluster_at(dir, dev::DevOptions::default().host, base_port).await
+}
+
+async fn dev_cluster_at(
+    dir: &std::path::Path,
+    host: std::net::IpAddr,
+    base_port: u16,
+) -> (DevCluster, String) {
     let options = dev::DevOptions {
         data_dir: dir.to_path_buf(),
+        host,
         base_port,
-        ..Default::default()
     };
     let mut report = Vec::new();
     let cluster = dev::start(&options, &mut report)
@@ -339,7 +347,9 @@ async fn nodes_users_and_operators_are_served_by_any_replica() {
 async fn bad_input_gets_a_precise_error_and_changes_nothing() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (cluster, _) = dev_cluster(dir.path()).await;
+    // IPv4 is accepted as well as IPv6: this cluster runs on 127.0.0.1.
+    let (cluster, _) = dev_cluster_at(dir.path(), std::net::Ipv4Addr::LOCALHOST.into(), 0).await;
+    assert!(cluster.replicas[1].url().starts_with("http://127.0.0.1:"));
     let replica = &cluster.replicas[1];
     let channel = channel(replica).await;
     let mut node = NodeClient::new(channel.clone());

@@ -27,7 +27,7 @@ pub enum ClientError {
     },
     #[error("{actor:?} cannot be sent as {ACTOR_HEADER}")]
     Actor { actor: String },
-    #[error("{}: {}", .0.code(), .0.message())]
+    #[error("{:?}: {}", .0.code(), .0.message())]
     Status(#[from] tonic::Status),
 }
 

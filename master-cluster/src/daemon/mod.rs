@@ -318,6 +318,17 @@ pub async fn backup(from: &str, actor: &str, to: &Path) -> Result<u64, DaemonErr
     Ok(bytes)
 }
 
+/// `slapmaster remove`: removes replica `id` from the membership of the cluster at `cluster`;
+/// returns the log index of the change.
+pub async fn remove(cluster: &str, actor: &str, id: u64) -> Result<u64, DaemonError> {
+    let mut admin = AdminClient::new(client::connect(cluster).await?);
+    let reply = admin
+        .remove_member(client::as_actor(pb::RemoveMemberRequest { id }, actor)?)
+        .await
+        .map_err(ClientError::from)?;
+    Ok(reply.into_inner().index)
+}
+
 /// `slapmaster status`: the members of the cluster at `cluster`, one per line.
 pub async fn status(cluster: &str, actor: &str) -> Result<String, DaemonError> {
     use std::fmt::Write;
