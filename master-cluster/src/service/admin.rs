@@ -150,13 +150,16 @@ impl pb::admin_server::Admin for AdminService {
         let mut asks = tokio::task::JoinSet::new();
         for member in members.iter().filter(|m| m.id != self.core.id()) {
             let channel = self.core.peers().channel(&member.addr);
+            let id = member.id;
             asks.spawn(async move {
                 let mut client = AdminClient::new(channel.ok()?);
                 let mut ask = Request::new(pb::ReplicaStatusRequest {});
                 ask.set_timeout(MEMBER_STATUS_TIMEOUT);
                 let answer =
                     tokio::time::timeout(MEMBER_STATUS_TIMEOUT, client.replica_status(ask));
-                Some(answer.await.ok()?.ok()?.into_inner())
+                let status = answer.await.ok()?.ok()?.into_inner();
+                // Whoever answers at a member's address must be that member.
+                (status.id == id).then_some(status)
             });
         }
         let mut statuses = std::collections::HashMap::new();

@@ -31,7 +31,8 @@ pub fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
     }
 }
 
-fn optional(value: String) -> Option<String> {
+/// An optional string: empty means absent.
+pub fn optional(value: String) -> Option<String> {
     (!value.is_empty()).then_some(value)
 }
 

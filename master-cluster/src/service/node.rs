@@ -108,8 +108,7 @@ impl pb::node_server::Node for NodeService {
         let request = request.into_inner();
         let op = Op::ReportInstance {
             partition: convert::partition_id("partition", request.partition)?,
-            shared_reference: (!request.shared_reference.is_empty())
-                .then_some(request.shared_reference),
+            shared_reference: convert::optional(request.shared_reference),
             report: convert::instance_report(request.state, request.error_log)?,
         };
         Ok(Response::new(write_reply(
@@ -125,8 +124,7 @@ impl pb::node_server::Node for NodeService {
         let request = request.into_inner();
         let op = Op::PublishConnection {
             partition: convert::partition_id("partition", request.partition)?,
-            shared_reference: (!request.shared_reference.is_empty())
-                .then_some(request.shared_reference),
+            shared_reference: convert::optional(request.shared_reference),
             parameters: request.parameters.into_iter().collect(),
         };
         Ok(Response::new(write_reply(

@@ -193,7 +193,7 @@ impl pb::user_server::User for UserService {
         actor(request.metadata())?;
         let request = request.into_inner();
         let computer = computer_id("computer", &request.computer)?;
-        let partition = (!request.partition.is_empty()).then_some(PartitionRef(request.partition));
+        let partition = convert::optional(request.partition).map(PartitionRef);
         let bound = |v: u64| (v > 0).then_some(v);
         let (from, until) = (bound(request.from), bound(request.until));
         let records = self

@@ -96,9 +96,21 @@ impl Sample {
         sorted.get(rank).copied().unwrap_or_default()
     }
 
+    /// How the latencies spread, as one report line that counts them as `events`.
+    fn spread(&self, what: &str, events: &str) -> String {
+        format!(
+            "{what:<36} p50 {:>8.2} ms   p99 {:>8.2} ms   max {:>8.2} ms   ({} {events})",
+            ms(self.quantile(0.5)),
+            ms(self.quantile(0.99)),
+            ms(self.quantile(1.0)),
+            self.latencies.len()
+        )
+    }
+
+    /// A phase's throughput and latencies, as one report line.
     fn line(&self, what: &str) -> String {
         format!(
-            "{what:<34} {:>9.0}/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} in {:.1} s, {} failed)",
+            "{what:<36} {:>9.0}/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} in {:.1} s, {} failed)",
             self.per_second(),
             ms(self.quantile(0.5)),
             ms(self.quantile(0.99)),
@@ -174,14 +186,7 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> Result<String, L
             .map(cluster::Replica::url)
             .ok_or_else(|| LoadError::Cluster("no leader".into()))?;
         let sample = wakes(&leader_url, &follower, options.wakes).await?;
-        report.push(format!(
-            "{:<34} p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms   ({} changes)",
-            "long-poll: acknowledged -> woken",
-            ms(sample.quantile(0.5)),
-            ms(sample.quantile(0.99)),
-            ms(sample.quantile(1.0)),
-            sample.latencies.len()
-        ));
+        report.push(sample.spread("long-poll: acknowledged -> woken", "changes"));
         progress(report.last().map_or("", String::as_str));
     }
 
@@ -192,14 +197,7 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> Result<String, L
             progress(&format!("failover {round}: {:.0} ms", ms(took)));
             failovers.latencies.push(took);
         }
-        report.push(format!(
-            "{:<34} p50 {:>7.0} ms   p99 {:>7.0} ms   max {:>7.0} ms   ({} kills)",
-            "failover: kill leader -> next write",
-            ms(failovers.quantile(0.5)),
-            ms(failovers.quantile(0.99)),
-            ms(failovers.quantile(1.0)),
-            failovers.latencies.len()
-        ));
+        report.push(failovers.spread("failover: kill leader -> next write", "kills"));
     }
     cluster.stop()?;
     Ok(report.join("\n"))
