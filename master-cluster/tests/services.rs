@@ -625,3 +625,48 @@ async fn init_bootstraps_a_data_directory_exactly_once() {
         "{again:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_reaches_every_replica_within_a_second() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cluster, _) = dev_cluster(dir.path()).await;
+    for replica in &cluster.replicas {
+        assert!(replica.revoked().is_empty());
+    }
+    let mut admin = AdminClient::new(channel(&cluster.replicas[2]).await);
+    let revoke = |serial: &str, actor: &str| {
+        as_actor(
+            pb::RevokeCertificateRequest {
+                serial: serial.into(),
+                reason: "key lost".into(),
+            },
+            actor,
+        )
+        .expect("actor")
+    };
+    let (c, m) = code(admin.revoke_certificate(revoke("4a01", DEMO_USER)).await);
+    assert_eq!(c, Code::PermissionDenied, "{m}");
+    let (c, m) = code(admin.revoke_certificate(revoke("not hex", OPERATOR)).await);
+    assert_eq!(c, Code::InvalidArgument, "{m}");
+
+    tracing::info!("--- revoked through a replica: all three refuse it within a second");
+    admin
+        .revoke_certificate(revoke("4a01", OPERATOR))
+        .await
+        .expect("revoked");
+    let acknowledged = std::time::Instant::now();
+    let deadline = acknowledged + Duration::from_secs(1);
+    for replica in &cluster.replicas {
+        while !replica.revoked().contains("4a01") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "replica {} still accepts the revoked certificate after a second",
+                replica.id()
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    tracing::info!(elapsed = ?acknowledged.elapsed(), "every replica refuses the revoked certificate");
+    cluster.shutdown().await.expect("shutdown");
+}

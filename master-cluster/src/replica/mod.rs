@@ -14,7 +14,7 @@ mod network;
 mod service;
 mod wire;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -113,6 +113,36 @@ pub fn now() -> Timestamp {
     Timestamp(u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
 }
 
+/// Loads the revoked serials now, then again after every committed change to them (or
+/// snapshot install), until the replica is dropped.
+async fn spawn_revocation_reload(core: &Arc<ReplicaCore>) -> Result<(), ReplicaError> {
+    // Subscribe first: a revocation committed while loading is then not missed.
+    let mut changes = core.app.notifier().revocations();
+    reload_revocations(core)
+        .await
+        .map_err(|e| ReplicaError::Fatal(format!("loading revocations: {e}")))?;
+    let weak = Arc::downgrade(core);
+    tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            let Some(core) = weak.upgrade() else { return };
+            if let Err(e) = reload_revocations(&core).await {
+                tracing::error!(%e, "cannot reload the revoked certificates");
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn reload_revocations(core: &ReplicaCore) -> Result<(), ReadError> {
+    let revoked = core
+        .read(Consistency::Stale, query::revoked_serials)
+        .await?;
+    let count = revoked.len();
+    *core.revoked.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(revoked);
+    tracing::debug!(count, "revoked certificates reloaded");
+    Ok(())
+}
+
 /// A poisoned lock only means a holder panicked between two statements that each leave the map
 /// whole; the map is used as is.
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -207,6 +237,9 @@ pub struct ReplicaCore {
     seen: std::sync::Mutex<std::collections::HashMap<ComputerId, Timestamp>>,
     /// When a leader's append-entries (a heartbeat or entries) last reached this replica.
     leader_contact: std::sync::Mutex<Option<Instant>>,
+    /// The serials of revoked certificates as of this replica's applied state, reloaded after
+    /// every committed revocation: what connections are refused by. Readers clone the `Arc`.
+    revoked: std::sync::RwLock<Arc<BTreeSet<String>>>,
     state: StateMachineStore<MasterConfig, MasterState>,
     peers: Peers,
     local_addr: SocketAddr,
@@ -262,11 +295,13 @@ impl Replica {
             batcher,
             seen: Default::default(),
             leader_contact: Default::default(),
+            revoked: Default::default(),
             state,
             peers,
             local_addr,
             write_timeout: config.write_timeout,
         });
+        spawn_revocation_reload(&core).await?;
         let (stop_server, stopped) = oneshot::channel::<()>();
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -334,6 +369,14 @@ impl ReplicaCore {
             return metrics.millis_since_quorum_ack.map(Duration::from_millis);
         }
         lock(&self.leader_contact).map(|at| at.elapsed())
+    }
+
+    /// The serials of the certificates revoked as of this replica's applied state.
+    pub fn revoked(&self) -> Arc<BTreeSet<String>> {
+        self.revoked
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Called by the Raft service when a leader's append-entries was accepted.

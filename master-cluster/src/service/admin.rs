@@ -15,10 +15,10 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::{ACTOR_HEADER, actor, convert::invalid, failed, unavailable};
+use super::{ACTOR_HEADER, actor, convert::invalid, failed, unavailable, write, write_reply};
 use crate::replica::{Consistency, MembershipError, ReadError, ReplicaCore};
-use crate::state::ReplicaNode;
 use crate::state::model::Actor;
+use crate::state::{Op, ReplicaNode};
 
 /// Marks a membership change a follower passed on, so that it is passed on at most once.
 const FORWARDED_HEADER: &str = "slapcluster-forwarded";
@@ -282,6 +282,21 @@ impl pb::admin_server::Admin for AdminService {
             async |mut client, request| client.remove_member(request).await,
         )
         .await
+    }
+
+    async fn revoke_certificate(
+        &self,
+        request: Request<pb::RevokeCertificateRequest>,
+    ) -> Reply<pb::WriteReply> {
+        let actor = actor(request.metadata())?;
+        let request = request.into_inner();
+        let op = Op::RevokeCertificate {
+            serial: request.serial,
+            reason: request.reason,
+        };
+        Ok(Response::new(write_reply(
+            write(&self.core, actor, op).await?,
+        )))
     }
 
     type SnapshotStream = SnapshotStream;

@@ -14,9 +14,9 @@ use super::command::{
 };
 use super::model::{
     Actor, AllocationScope, AuditRecord, Bang, Computer, ComputerDefinition, ComputerId, Instance,
-    InstanceGuid, Parameters, Partition, PartitionId, PartitionRef, Placement, ReportedState,
-    RequestedState, Requester, SoftwareRelease, SoftwareReleaseUrl, SoftwareState, Supply,
-    SupplyState, Timestamp, UsageRecord,
+    InstanceGuid, IssuedCertificate, Parameters, Partition, PartitionId, PartitionRef, Placement,
+    ReportedState, RequestedState, Requester, Revocation, SoftwareRelease, SoftwareReleaseUrl,
+    SoftwareState, Supply, SupplyState, Timestamp, UsageRecord,
 };
 use super::placement::{self, Choice};
 use super::tables::{self, StateError, Tables};
@@ -35,15 +35,31 @@ pub const MAX_USAGE_RECORDS: usize = 10_000;
 
 type WriteTables<'txn> = Tables<redb::Table<'txn, &'static [u8], &'static [u8]>>;
 
-/// Applies `command`, the `position`th command of the entry at log `index`, and adds the
-/// computers whose view it changed to `touched` (their version becomes `index`: see
+/// What applied commands changed that someone may be waiting on.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// Computers whose view (what their node polls) changed.
+    pub computers: BTreeSet<ComputerId>,
+    /// The revocation list changed.
+    pub revocations: bool,
+}
+
+impl Changes {
+    pub fn merge(&mut self, mut other: Changes) {
+        self.computers.append(&mut other.computers);
+        self.revocations |= other.revocations;
+    }
+}
+
+/// Applies `command`, the `position`th command of the entry at log `index`, and adds what it
+/// changed to `changes` (the version of each computer it touched becomes `index`: see
 /// `computer_versions` in `tables.rs`).
 pub fn apply(
     t: &mut WriteTables<'_>,
     index: u64,
     position: u64,
     command: &Command,
-    touched: &mut BTreeSet<ComputerId>,
+    changes: &mut Changes,
 ) -> Result<Response, StateError> {
     let mut applier = Applier {
         t,
@@ -53,6 +69,7 @@ pub fn apply(
         position,
         audit_sequence: 0,
         touched: BTreeSet::new(),
+        changes: Changes::default(),
     };
     let response = applier.op(&command.op)?;
     for computer in &applier.touched {
@@ -63,7 +80,9 @@ pub fn apply(
             index,
         )?;
     }
-    touched.append(&mut applier.touched);
+    let mut changed = std::mem::take(&mut applier.changes);
+    changed.computers.append(&mut applier.touched);
+    changes.merge(changed);
     Ok(response)
 }
 
@@ -77,6 +96,8 @@ struct Applier<'a, 'txn> {
     audit_sequence: u64,
     /// Computers whose view (what their node polls) this command changed.
     touched: BTreeSet<ComputerId>,
+    /// Everything else it changed that readers wait on.
+    changes: Changes,
 }
 
 /// Shorthand for a handler's result: the outer `Result` is fatal, the inner one the answer.
@@ -137,6 +158,12 @@ impl Applier<'_, '_> {
             } => self.rename_instance(partition, shared_reference.as_deref(), new_title),
             Op::PostUsage { computer, records } => self.post_usage(computer, records),
             Op::RecordLiveness { seen } => self.record_liveness(seen),
+            Op::RecordCertificate {
+                serial,
+                identity,
+                not_after,
+            } => self.record_certificate(serial, identity, *not_after),
+            Op::RevokeCertificate { serial, reason } => self.revoke_certificate(serial, reason),
         }
     }
 
@@ -1008,6 +1035,75 @@ impl Applier<'_, '_> {
         Ok(Ok(Outcome::Done))
     }
 
+    // --- certificates -----------------------------------------------------------------------
+
+    fn record_certificate(
+        &mut self,
+        serial: &str,
+        identity: &str,
+        not_after: Timestamp,
+    ) -> Handled {
+        if !matches!(self.actor, Actor::Replica(_) | Actor::Operator(_)) {
+            return reject(self.refuse("record a certificate"));
+        }
+        check!(check_serial(serial));
+        check!(check_name("certificate identity", identity));
+        let key = tables::serial_key(serial);
+        if tables::get::<IssuedCertificate>(&self.t.certificates, "certificates", key.as_bytes())?
+            .is_some()
+        {
+            return Ok(Ok(Outcome::Unchanged));
+        }
+        let record = IssuedCertificate {
+            serial: serial.to_string(),
+            identity: identity.to_string(),
+            not_after,
+            issued_at: self.at,
+            issued_by: self.actor.clone(),
+        };
+        tables::put(
+            &mut self.t.certificates,
+            "certificates",
+            key.as_bytes(),
+            &record,
+        )?;
+        self.audit("record certificate", format!("{serial} for {identity}"))?;
+        Ok(Ok(Outcome::Done))
+    }
+
+    fn revoke_certificate(&mut self, serial: &str, reason: &str) -> Handled {
+        if !matches!(self.actor, Actor::Operator(_)) {
+            return reject(self.refuse("revoke a certificate"));
+        }
+        check!(check_serial(serial));
+        if reason.len() > MAX_NAME_BYTES {
+            return reject(Rejection::TooLarge {
+                what: "revocation reason".into(),
+                bytes: reason.len(),
+                max: MAX_NAME_BYTES,
+            });
+        }
+        let key = tables::serial_key(serial);
+        if tables::get::<Revocation>(&self.t.revocations, "revocations", key.as_bytes())?.is_some()
+        {
+            return Ok(Ok(Outcome::Unchanged));
+        }
+        let revocation = Revocation {
+            at: self.at,
+            by: self.actor.clone(),
+            reason: reason.to_string(),
+        };
+        tables::put(
+            &mut self.t.revocations,
+            "revocations",
+            key.as_bytes(),
+            &revocation,
+        )?;
+        self.changes.revocations = true;
+        self.audit("revoke certificate", serial.to_string())?;
+        Ok(Ok(Outcome::Done))
+    }
+
     /// Liveness is not part of a computer's view (a summary must not wake every node's
     /// long-poll), and not audited: it records that nodes polled, not that anyone changed
     /// anything.
@@ -1535,6 +1631,18 @@ fn check_name(what: &'static str, value: &str) -> Result<(), Rejection> {
         return Err(Rejection::Invalid {
             what: what.into(),
             reason: "contains control characters".to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// A serial as `ca::Serial` prints it: 1 to 40 lowercase hex digits.
+fn check_serial(serial: &str) -> Result<(), Rejection> {
+    let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
+    if serial.is_empty() || serial.len() > 40 || !serial.chars().all(hex) {
+        return Err(Rejection::Invalid {
+            what: "certificate serial".into(),
+            reason: format!("{serial:?} is not 1 to 40 lowercase hex digits"),
         });
     }
     Ok(())

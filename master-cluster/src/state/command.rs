@@ -99,6 +99,15 @@ pub enum Op {
     /// the time of the last poll: node liveness reaches the log this way, never one write per
     /// poll. Unknown computers (a node polling before it registers) are skipped.
     RecordLiveness { seen: Vec<(ComputerId, Timestamp)> },
+    /// A replica records a certificate it issued (by replicas and operators only).
+    RecordCertificate {
+        serial: String,
+        identity: String,
+        not_after: Timestamp,
+    },
+    /// Revokes a certificate by serial (operators only). Serials the cluster has no record of
+    /// are accepted: the root's and intermediates' are not recorded.
+    RevokeCertificate { serial: String, reason: String },
 }
 
 impl Op {
@@ -124,6 +133,8 @@ impl Op {
             Op::PostUsage { records, .. } => records.len() * BASE,
             Op::RecordLiveness { seen } => seen.len() * 64,
             Op::BangInstance { message, .. } | Op::BangComputer { message, .. } => message.len(),
+            Op::RecordCertificate { identity, .. } => identity.len(),
+            Op::RevokeCertificate { reason, .. } => reason.len(),
             _ => 0,
         }
     }

@@ -15,7 +15,6 @@ mod placement;
 pub mod query;
 mod tables;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use openraft::{Entry, EntryPayload, TokioRuntime};
@@ -74,20 +73,20 @@ impl raft_store::Application<MasterConfig> for MasterState {
         entries: &[Entry<MasterConfig>],
     ) -> Result<Vec<BatchResponse>, StateError> {
         let mut t = tables::Tables::open_write(txn)?;
-        let mut touched = BTreeSet::new();
+        let mut changes = apply::Changes::default();
         let responses = entries
             .iter()
             .map(|entry| match &entry.payload {
                 EntryPayload::Normal(CommandBatch(commands)) => (0u64..)
                     .zip(commands)
                     .map(|(position, command)| {
-                        apply::apply(&mut t, entry.log_id.index, position, command, &mut touched)
+                        apply::apply(&mut t, entry.log_id.index, position, command, &mut changes)
                     })
                     .collect(),
                 EntryPayload::Blank | EntryPayload::Membership(_) => Ok(Vec::new()),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.notifier.stage(touched);
+        self.notifier.stage(changes);
         Ok(responses)
     }
 

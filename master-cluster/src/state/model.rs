@@ -327,6 +327,27 @@ pub struct UsageMovement {
     pub quantity: f64,
 }
 
+/// A certificate a replica issued, as the cluster records it (the certificate itself stays
+/// with its holder).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedCertificate {
+    /// Lowercase hex, as `ca::Serial` prints it.
+    pub serial: String,
+    /// The identity URI it carries (`urn:slapcluster:ROLE:ID`).
+    pub identity: String,
+    pub not_after: Timestamp,
+    pub issued_at: Timestamp,
+    pub issued_by: Actor,
+}
+
+/// A revoked certificate: every replica refuses it from the moment this is applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub at: Timestamp,
+    pub by: Actor,
+    pub reason: String,
+}
+
 /// One accepted change: who, when, what.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {

@@ -5,20 +5,35 @@
 //! [`raft_store::Application::committed`] after the batch's transaction committed, and only then
 //! are their waiters woken — a woken reader opens a new read transaction and sees the change.
 //! A snapshot install may change any computer: it wakes every waiter. Only computers someone
-//! waits on cost anything: a change to another computer is one set insertion.
+//! waits on cost anything: a change to another computer is one set insertion. Changes to the
+//! revocation list bump [`Notifier::revocations`], which each replica watches to reload the
+//! revoked serials it refuses.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use tokio::sync::watch;
 
+use super::apply::Changes;
 use super::model::ComputerId;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Notifier {
-    /// Touched by the batch being applied; woken when it commits.
-    staged: Mutex<BTreeSet<ComputerId>>,
+    /// Changed by the batches being applied; woken when they commit.
+    staged: Mutex<Changes>,
     waiters: Mutex<HashMap<ComputerId, watch::Sender<()>>>,
+    /// Counts committed changes to the revocation list (and snapshot installs).
+    revocations: watch::Sender<u64>,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Self {
+            staged: Default::default(),
+            waiters: Default::default(),
+            revocations: watch::channel(0).0,
+        }
+    }
 }
 
 impl Notifier {
@@ -36,18 +51,27 @@ impl Notifier {
         }
     }
 
-    pub(super) fn stage(&self, touched: BTreeSet<ComputerId>) {
-        lock(&self.staged).extend(touched);
+    /// A receiver that changes after each committed change to the revocation list. Subscribe
+    /// before reading the list, so that a revocation committed in between is not missed.
+    pub fn revocations(&self) -> watch::Receiver<u64> {
+        self.revocations.subscribe()
+    }
+
+    pub(super) fn stage(&self, changes: Changes) {
+        lock(&self.staged).merge(changes);
     }
 
     pub(super) fn committed(&self, installed: bool) {
-        let touched = std::mem::take(&mut *lock(&self.staged));
+        let changes = std::mem::take(&mut *lock(&self.staged));
+        if installed || changes.revocations {
+            self.revocations.send_modify(|count| *count += 1);
+        }
         let mut waiters = lock(&self.waiters);
         if installed {
             waiters.retain(|_, sender| wake(sender));
             return;
         }
-        for computer in touched {
+        for computer in changes.computers {
             if let Some(sender) = waiters.get(&computer)
                 && !wake(sender)
             {
@@ -81,7 +105,10 @@ mod tests {
         let mut waiting_one = notifier.subscribe(&one);
         let waiting_two = notifier.subscribe(&two);
 
-        notifier.stage([one.clone()].into());
+        notifier.stage(Changes {
+            computers: [one.clone()].into(),
+            revocations: false,
+        });
         assert!(
             !waiting_one.has_changed().expect("open"),
             "nothing before the commit"
@@ -97,7 +124,10 @@ mod tests {
         );
 
         drop(waiting_two);
-        notifier.stage([two.clone()].into());
+        notifier.stage(Changes {
+            computers: [two.clone()].into(),
+            revocations: false,
+        });
         notifier.committed(false);
         assert!(
             !lock(&notifier.waiters).contains_key(&two),

@@ -223,6 +223,17 @@ pub fn usage(
         .collect())
 }
 
+/// The serials of every revoked certificate.
+pub fn revoked_serials(
+    txn: &redb::ReadTransaction,
+) -> Result<std::collections::BTreeSet<String>, StateError> {
+    let t = Tables::open_read(txn)?;
+    tables::scan(&t.revocations, "revocations", &Key::new(), usize::MAX)?
+        .into_iter()
+        .map(|(key, _)| tables::parse_key("revocations", &key, |k| k.str()))
+        .collect()
+}
+
 /// The oldest `limit` audit records.
 pub fn audit(txn: &redb::ReadTransaction, limit: usize) -> Result<Vec<AuditRecord>, StateError> {
     Tables::open_read(txn)?.audit_records(limit)

@@ -96,6 +96,8 @@ tables! {
     computer_versions: "computer_versions",
     liveness: "liveness",
     counters: "counters",
+    certificates: "certificates",
+    revocations: "revocations",
 }
 
 /// The master's tables, in a fixed order.
@@ -351,6 +353,10 @@ pub fn guid_values(
 
 pub fn catalog_key(url: &SoftwareReleaseUrl) -> Key {
     Key::new().str(url.as_str())
+}
+
+pub fn serial_key(serial: &str) -> Key {
+    Key::new().str(serial)
 }
 
 pub fn computer_key(computer: &ComputerId) -> Key {

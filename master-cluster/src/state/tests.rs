@@ -969,6 +969,58 @@ fn liveness_summaries_keep_the_latest_poll_and_come_only_from_replicas() {
 }
 
 #[test]
+fn certificates_are_recorded_by_replicas_and_revoked_by_operators() {
+    let mut f = Fixture::new();
+    let record = |serial: &str| Op::RecordCertificate {
+        serial: serial.into(),
+        identity: "urn:slapcluster:computer:COMP-1".into(),
+        not_after: Timestamp(1),
+    };
+    let revoke = |serial: &str| Op::RevokeCertificate {
+        serial: serial.into(),
+        reason: "key lost".into(),
+    };
+    let operator = Actor::Operator(UserId::from("ops"));
+    assert_eq!(f.run(Actor::Replica(1), record("4a01")), Ok(Outcome::Done));
+    assert_eq!(
+        f.run(Actor::Replica(2), record("4a01")),
+        Ok(Outcome::Unchanged)
+    );
+    assert!(matches!(
+        f.refused(Actor::Computer(ComputerId::from("COMP-1")), record("4a02")),
+        Rejection::NotAllowed { .. }
+    ));
+    assert!(matches!(
+        f.refused(user("mallory"), revoke("4a01")),
+        Rejection::NotAllowed { .. }
+    ));
+    for bad in ["", "4A01", "xyz", &"a".repeat(41)] {
+        assert!(
+            matches!(
+                f.refused(operator.clone(), revoke(bad)),
+                Rejection::Invalid { .. }
+            ),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(f.run(operator.clone(), revoke("4a01")), Ok(Outcome::Done));
+    assert_eq!(
+        f.run(operator.clone(), revoke("4a01")),
+        Ok(Outcome::Unchanged)
+    );
+    assert_eq!(
+        f.run(operator, revoke("77")),
+        Ok(Outcome::Done),
+        "a serial without a record (an intermediate's) is revoked all the same"
+    );
+    let txn = f.state.read().expect("read");
+    assert_eq!(
+        query::revoked_serials(&txn).expect("query"),
+        ["4a01".to_string(), "77".to_string()].into()
+    );
+}
+
+#[test]
 fn bad_commands_are_refused_with_a_reason_and_change_nothing() {
     let mut f = Fixture::new();
     f.register("COMP-1", 2, &[]);
