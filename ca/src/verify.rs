@@ -45,6 +45,8 @@ pub struct Verified {
     pub identity: Identity,
     pub serial: Serial,
     pub not_after: SystemTime,
+    /// The leaf's serial, then its intermediates': revoking any of them refuses the chain.
+    pub chain_serials: Vec<Serial>,
 }
 
 /// The cluster's root certificates (two during a CA rotation).
@@ -75,6 +77,22 @@ impl TrustStore {
         usage: Usage,
         now: SystemTime,
         revoked: &BTreeSet<Serial>,
+    ) -> Result<Verified, Refusal> {
+        let verified = self.verify_chain(chain, usage, now)?;
+        match verified.chain_serials.iter().find(|s| revoked.contains(*s)) {
+            Some(serial) => Err(Refusal::Revoked(serial.clone())),
+            None => Ok(verified),
+        }
+    }
+
+    /// [`TrustStore::verify`] without the revocation check: the caller checks
+    /// [`Verified::chain_serials`] against its revocations (so that it may cache the result
+    /// of this, the costly part, per certificate).
+    pub fn verify_chain(
+        &self,
+        chain: &[CertificateDer<'_>],
+        usage: Usage,
+        now: SystemTime,
     ) -> Result<Verified, Refusal> {
         let Some((leaf, intermediates)) = chain.split_first() else {
             return Err(Refusal::NoCertificate);
@@ -114,22 +132,19 @@ impl TrustStore {
             })?;
         let info = CertificateInfo::from_der(leaf).map_err(|e| Refusal::Invalid(e.to_string()))?;
         // Revoking an intermediate revokes everything it signed.
+        let mut chain_serials = vec![info.serial.clone()];
         for cert in intermediates {
             let serial = CertificateInfo::from_der(cert)
                 .map_err(|e| Refusal::Invalid(e.to_string()))?
                 .serial;
-            if revoked.contains(&serial) {
-                return Err(Refusal::Revoked(serial));
-            }
-        }
-        if revoked.contains(&info.serial) {
-            return Err(Refusal::Revoked(info.serial));
+            chain_serials.push(serial);
         }
         let identity = info.identity.ok_or(Refusal::NoIdentity)?;
         Ok(Verified {
             identity,
             serial: info.serial,
             not_after: info.not_after,
+            chain_serials,
         })
     }
 }

@@ -20,3 +20,4 @@ pub mod daemon;
 pub mod replica;
 pub mod service;
 pub mod state;
+pub mod tls;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// The request header in which a caller names itself: `user:NAME`, `operator:NAME`,
 /// `computer:ID` or `partition:COMPUTER/PARTITION`.
@@ -34,7 +34,22 @@ pub enum ClientError {
 /// A channel to the replica at `url` (`http://[host]:port`), connected now so that a wrong
 /// address fails here.
 pub async fn connect(url: &str) -> Result<Channel, ClientError> {
-    endpoint(url)?
+    connect_with(url, None).await
+}
+
+/// [`connect`] over TLS (`https://[host]:port`): the cluster's roots and this client's
+/// certificate in `tls`.
+pub async fn connect_with(url: &str, tls: Option<ClientTlsConfig>) -> Result<Channel, ClientError> {
+    let mut endpoint = endpoint(url)?;
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|source| ClientError::Address {
+                url: url.to_string(),
+                source,
+            })?;
+    }
+    endpoint
         .connect()
         .await
         .map_err(|source| ClientError::Connect {

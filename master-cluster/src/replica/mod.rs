@@ -49,6 +49,10 @@ pub struct ReplicaConfig {
     /// Where this replica runs, as operators name it (`eu-west`, ...): shown in the
     /// membership, so that voters can be spread over regions.
     pub region: String,
+    /// The replica's certificate, key and the cluster's roots: every connection is TLS, and
+    /// every caller is identified by its certificate. `None` is plaintext, where callers name
+    /// themselves in a request header: for tests and trusted development networks only.
+    pub tls: Option<crate::tls::TlsMaterial>,
     pub data_dir: PathBuf,
     pub raft: openraft::Config,
     pub storage: raft_store::Options,
@@ -69,6 +73,7 @@ impl ReplicaConfig {
             listen,
             advertise: None,
             region: String::new(),
+            tls: None,
             data_dir,
             raft: openraft::Config {
                 cluster_name: "slapcluster".into(),
@@ -100,6 +105,8 @@ pub enum ReplicaError {
     },
     #[error("invalid raft configuration: {0}")]
     Config(#[from] openraft::ConfigError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("raft stopped: {0}")]
     Fatal(String),
 }
@@ -231,6 +238,8 @@ pub struct ReplicaCore {
     /// Shares its notifier with the state machine that raft-store runs.
     app: MasterState,
     batcher: batcher::Batcher,
+    /// TLS, unless this replica runs in plaintext.
+    tls: Option<Arc<crate::tls::Tls>>,
     /// Computers whose nodes polled this replica since its last liveness summary, with the
     /// time of their last poll. Memory only: a std mutex held for an insert, never across an
     /// await.
@@ -275,8 +284,14 @@ impl Replica {
                 source,
             })?;
 
-        let network = Network::default();
-        let peers = network.peers.clone();
+        let tls = match &config.tls {
+            Some(material) => Some(Arc::new(crate::tls::Tls::new(material)?)),
+            None => None,
+        };
+        let peers = Peers::new(tls.as_ref().map(|tls| tls.client.clone()));
+        let network = Network {
+            peers: peers.clone(),
+        };
         let raft = Raft::new(config.id, raft_config, network, log, state.clone())
             .await
             .map_err(|e| ReplicaError::Fatal(e.to_string()))?;
@@ -285,9 +300,10 @@ impl Replica {
         let core = Arc::new(ReplicaCore {
             id: config.id,
             node: ReplicaNode {
-                addr: config
-                    .advertise
-                    .unwrap_or_else(|| format!("http://{local_addr}")),
+                addr: config.advertise.unwrap_or_else(|| {
+                    let scheme = if tls.is_some() { "https" } else { "http" };
+                    format!("{scheme}://{local_addr}")
+                }),
                 region: config.region,
             },
             raft,
@@ -296,6 +312,7 @@ impl Replica {
             seen: Default::default(),
             leader_contact: Default::default(),
             revoked: Default::default(),
+            tls: tls.clone(),
             state,
             peers,
             local_addr,
@@ -303,14 +320,21 @@ impl Replica {
         });
         spawn_revocation_reload(&core).await?;
         let (stop_server, stopped) = oneshot::channel::<()>();
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let server = tokio::spawn(crate::service::router(&core).serve_with_incoming_shutdown(
-            incoming,
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        let router = crate::service::router(&core);
+        let server = match &tls {
+            Some(tls) => tokio::spawn(router.serve_with_incoming_shutdown(
+                crate::tls::incoming(listener, tls.server.clone()),
+                stopped,
+            )),
+            None => {
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+            }
+        };
         tracing::info!(id = config.id, %local_addr, "replica started");
         Ok(Self {
             core,
@@ -369,6 +393,11 @@ impl ReplicaCore {
             return metrics.millis_since_quorum_ack.map(Duration::from_millis);
         }
         lock(&self.leader_contact).map(|at| at.elapsed())
+    }
+
+    /// TLS, unless this replica runs in plaintext (callers then name themselves).
+    pub fn tls(&self) -> Option<&crate::tls::Tls> {
+        self.tls.as_deref()
     }
 
     /// The serials of the certificates revoked as of this replica's applied state.

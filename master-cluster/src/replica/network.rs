@@ -28,9 +28,19 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// How to reach peers over TLS (with this replica's certificate); `None` for plaintext.
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl Peers {
+    /// Peers reached over TLS with `tls`, or in plaintext.
+    pub fn new(tls: Option<tonic::transport::ClientTlsConfig>) -> Self {
+        Self {
+            channels: Default::default(),
+            tls,
+        }
+    }
+
     /// The channel to `addr` (`http://[host]:port`), created on first use. A channel reconnects
     /// by itself after a failure; an address that cannot even be parsed gives an error.
     pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
@@ -39,7 +49,11 @@ impl Peers {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(addr.to_string())?
+        let mut endpoint = Endpoint::from_shared(addr.to_string())?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone())?;
+        }
+        let channel = endpoint
             .tcp_nodelay(true)
             .connect_timeout(CONNECT_TIMEOUT)
             .http2_keep_alive_interval(Duration::from_secs(10))

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::wire::{self, ForwardError};
 use super::{Attempt, ReplicaCore, Written};
+use crate::service::replica_only;
 use crate::state::Command;
 
 pub struct RaftService {
@@ -28,6 +29,7 @@ fn reply<T: serde::Serialize>(value: &T) -> Reply {
 #[tonic::async_trait]
 impl raft_server::Raft for RaftService {
     async fn append_entries(&self, request: Request<RaftPayload>) -> Reply {
+        replica_only(&self.core, &request)?;
         let rpc = wire::decode("append-entries request", &request.into_inner().payload)?;
         let answer = self.core.raft.append_entries(rpc).await;
         // Only a current leader's append-entries is accepted (a stale one gets a higher
@@ -44,16 +46,19 @@ impl raft_server::Raft for RaftService {
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Reply {
+        replica_only(&self.core, &request)?;
         let rpc = wire::decode("vote request", &request.into_inner().payload)?;
         reply(&self.core.raft.vote(rpc).await)
     }
 
     async fn install_snapshot(&self, request: Request<RaftPayload>) -> Reply {
+        replica_only(&self.core, &request)?;
         let rpc = wire::decode("install-snapshot request", &request.into_inner().payload)?;
         reply(&self.core.raft.install_snapshot(rpc).await)
     }
 
     async fn forward(&self, request: Request<RaftPayload>) -> Reply {
+        replica_only(&self.core, &request)?;
         let command: Command = wire::decode("forwarded command", &request.into_inner().payload)?;
         let answer = match self.core.batcher.submit(command).await {
             Attempt::Done(Written { response, index }) => Ok((response, index)),
@@ -63,7 +68,8 @@ impl raft_server::Raft for RaftService {
         reply(&answer)
     }
 
-    async fn read_index(&self, _request: Request<RaftPayload>) -> Reply {
+    async fn read_index(&self, request: Request<RaftPayload>) -> Reply {
+        replica_only(&self.core, &request)?;
         let answer = match self.core.raft.get_read_log_id().await {
             Ok((read, _applied)) => Ok(read.map(|id| id.index)),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to))) => {

@@ -15,7 +15,7 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::{ACTOR_HEADER, actor, convert::invalid, failed, unavailable, write, write_reply};
+use super::{ACTOR_HEADER, caller, convert::invalid, failed, unavailable, write, write_reply};
 use crate::replica::{Consistency, MembershipError, ReadError, ReplicaCore};
 use crate::state::model::Actor;
 use crate::state::{Op, ReplicaNode};
@@ -38,8 +38,8 @@ pub struct AdminService {
 
 type Reply<T> = Result<Response<T>, Status>;
 
-fn operator(metadata: &MetadataMap) -> Result<(), Status> {
-    match actor(metadata)? {
+fn operator<T>(core: &ReplicaCore, request: &Request<T>) -> Result<(), Status> {
+    match caller(core, request)? {
         Actor::Operator(_) => Ok(()),
         other => Err(Status::permission_denied(format!(
             "{other} is not an operator"
@@ -109,7 +109,7 @@ impl AdminService {
     where
         Fut: Future<Output = Reply<R>>,
     {
-        operator(request.metadata())?;
+        operator(&self.core, &request)?;
         let leader = match here(&self.core, request.get_ref()).await {
             Ok(reply) => return Ok(Response::new(reply)),
             Err(MembershipError::NotLeader {
@@ -144,7 +144,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::ClusterStatusRequest>,
     ) -> Reply<pb::ClusterStatusReply> {
-        operator(request.metadata())?;
+        operator(&self.core, &request)?;
         let members = self.core.members();
         // Each member reports itself; ask them all at once, each bounded.
         let mut asks = tokio::task::JoinSet::new();
@@ -212,9 +212,13 @@ impl pb::admin_server::Admin for AdminService {
 
     async fn replica_status(
         &self,
-        _request: Request<pb::ReplicaStatusRequest>,
+        request: Request<pb::ReplicaStatusRequest>,
     ) -> Reply<pb::ReplicaStatusReply> {
-        // Any caller may ask: replicas ask each other for a cluster status.
+        // Replicas ask each other for a cluster status: any authenticated caller may ask (in
+        // plaintext, without naming itself).
+        if self.core.tls().is_some() {
+            caller(&self.core, &request)?;
+        }
         Ok(Response::new(local_status(&self.core)))
     }
 
@@ -288,7 +292,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::RevokeCertificateRequest>,
     ) -> Reply<pb::WriteReply> {
-        let actor = actor(request.metadata())?;
+        let actor = caller(&self.core, &request)?;
         let request = request.into_inner();
         let op = Op::RevokeCertificate {
             serial: request.serial,
@@ -302,7 +306,7 @@ impl pb::admin_server::Admin for AdminService {
     type SnapshotStream = SnapshotStream;
 
     async fn snapshot(&self, request: Request<pb::SnapshotRequest>) -> Reply<SnapshotStream> {
-        operator(request.metadata())?;
+        operator(&self.core, &request)?;
         // Every write acknowledged before the call is in the backup.
         self.core
             .read_barrier(Consistency::Linearizable)

@@ -55,9 +55,54 @@ pub(crate) fn router(core: &Arc<ReplicaCore>) -> Router {
         )
 }
 
+/// Who is calling. Over TLS: the identity in the caller's certificate, verified on this call
+/// (chain, validity, revocation); a replica passing on a call it received names that call's
+/// caller in the [`ACTOR_HEADER`], and is trusted to. In plaintext: the header alone.
+pub fn caller<T>(core: &ReplicaCore, request: &tonic::Request<T>) -> Result<Actor, Status> {
+    let Some(tls) = core.tls() else {
+        return actor(request.metadata());
+    };
+    let certificates = request.peer_certs();
+    let identity = tls
+        .verify_caller(certificates.as_deref().map(Vec::as_slice), &core.revoked())
+        .map_err(|refusal| {
+            tracing::info!(%refusal, "caller refused");
+            Status::unauthenticated(refusal.to_string())
+        })?;
+    Ok(match identity {
+        ca::Identity::Replica(id) => match request.metadata().get(ACTOR_HEADER) {
+            Some(_) => actor(request.metadata())?,
+            None => Actor::Replica(id),
+        },
+        ca::Identity::Operator(name) => Actor::Operator(name.as_str().into()),
+        ca::Identity::User(name) => Actor::User(name.as_str().into()),
+        ca::Identity::Computer(id) => Actor::Computer(id.as_str().into()),
+        ca::Identity::Partition {
+            computer,
+            partition,
+        } => Actor::Partition(PartitionId {
+            computer: computer.as_str().into(),
+            partition: partition.as_str().into(),
+        }),
+    })
+}
+
+/// Only replicas may call the internal Raft service (over TLS; anyone in plaintext).
+pub fn replica_only<T>(core: &ReplicaCore, request: &tonic::Request<T>) -> Result<(), Status> {
+    if core.tls().is_none() {
+        return Ok(());
+    }
+    match caller(core, request)? {
+        Actor::Replica(_) if request.metadata().get(ACTOR_HEADER).is_none() => Ok(()),
+        other => Err(Status::permission_denied(format!(
+            "{other} may not call the Raft service"
+        ))),
+    }
+}
+
 /// Who is calling, from the [`ACTOR_HEADER`]: `user:NAME`, `operator:NAME`, `computer:ID` or
 /// `partition:COMPUTER/PARTITION`.
-pub fn actor(metadata: &MetadataMap) -> Result<Actor, Status> {
+fn actor(metadata: &MetadataMap) -> Result<Actor, Status> {
     let value = metadata
         .get(ACTOR_HEADER)
         .ok_or_else(|| Status::unauthenticated(format!("no {ACTOR_HEADER} header")))?

@@ -7,7 +7,7 @@ use slapcluster_api::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, computer_id, invalid};
-use super::{actor, failed, unavailable, write, write_reply};
+use super::{caller, failed, unavailable, write, write_reply};
 use crate::replica::ReplicaCore;
 use crate::state::{Op, Outcome};
 
@@ -26,7 +26,7 @@ impl pb::node_server::Node for NodeService {
         &self,
         request: Request<pb::RegisterComputerRequest>,
     ) -> Reply<pb::RegisterComputerReply> {
-        let actor = actor(request.metadata())?;
+        let actor = caller(&self.core, &request)?;
         let definition = convert::computer_definition(request.into_inner())?;
         let (outcome, index) = write(&self.core, actor, Op::RegisterComputer(definition)).await?;
         let mut reply = pb::RegisterComputerReply {
@@ -50,7 +50,7 @@ impl pb::node_server::Node for NodeService {
         &self,
         request: Request<pb::PollComputerRequest>,
     ) -> Reply<pb::PollComputerReply> {
-        actor(request.metadata())?;
+        caller(&self.core, &request)?;
         let request = request.into_inner();
         let computer = computer_id("computer", &request.computer)?;
         let wait = Duration::from_millis(request.wait_ms.into());
@@ -88,7 +88,7 @@ impl pb::node_server::Node for NodeService {
         &self,
         request: Request<pb::ReportSoftwareRequest>,
     ) -> Reply<pb::WriteReply> {
-        let actor = actor(request.metadata())?;
+        let actor = caller(&self.core, &request)?;
         let request = request.into_inner();
         let op = Op::ReportSoftware {
             computer: computer_id("computer", &request.computer)?,
@@ -104,7 +104,7 @@ impl pb::node_server::Node for NodeService {
         &self,
         request: Request<pb::ReportInstanceRequest>,
     ) -> Reply<pb::WriteReply> {
-        let actor = actor(request.metadata())?;
+        let actor = caller(&self.core, &request)?;
         let request = request.into_inner();
         let op = Op::ReportInstance {
             partition: convert::partition_id("partition", request.partition)?,
@@ -120,7 +120,7 @@ impl pb::node_server::Node for NodeService {
         &self,
         request: Request<pb::PublishConnectionRequest>,
     ) -> Reply<pb::WriteReply> {
-        let actor = actor(request.metadata())?;
+        let actor = caller(&self.core, &request)?;
         let request = request.into_inner();
         let op = Op::PublishConnection {
             partition: convert::partition_id("partition", request.partition)?,
@@ -133,7 +133,7 @@ impl pb::node_server::Node for NodeService {
     }
 
     async fn post_usage(&self, request: Request<pb::PostUsageRequest>) -> Reply<pb::WriteReply> {
-        let actor = actor(request.metadata())?;
+        let actor = caller(&self.core, &request)?;
         let request = request.into_inner();
         let op = Op::PostUsage {
             computer: computer_id("computer", &request.computer)?,

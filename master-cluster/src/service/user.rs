@@ -6,7 +6,7 @@ use slapcluster_api::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, computer_id, invalid};
-use super::{actor, consistency, failed, write, write_reply};
+use super::{caller, consistency, failed, write, write_reply};
 use crate::replica::ReplicaCore;
 use crate::state::model::{Actor, InstanceGuid, PartitionRef};
 use crate::state::query::{self, Explanation};
@@ -24,7 +24,7 @@ impl pb::user_server::User for UserService {
         &self,
         request: Request<pb::ListSoftwareReleasesRequest>,
     ) -> Reply<pb::ListSoftwareReleasesReply> {
-        actor(request.metadata())?;
+        caller(&self.core, &request)?;
         let catalog = self
             .core
             .read(consistency(request.get_ref().consistency), |txn| {
@@ -49,7 +49,7 @@ impl pb::user_server::User for UserService {
         &self,
         request: Request<pb::PublishSoftwareReleaseRequest>,
     ) -> Reply<pb::WriteReply> {
-        let actor = actor(request.metadata())?;
+        let actor = caller(&self.core, &request)?;
         let request = request.into_inner();
         let op = Op::PublishSoftwareRelease {
             url: convert::required("url", &request.url)?.into(),
@@ -62,7 +62,7 @@ impl pb::user_server::User for UserService {
     }
 
     async fn supply(&self, request: Request<pb::SupplyRequest>) -> Reply<pb::SupplyReply> {
-        let actor = actor(request.metadata())?;
+        let actor = caller(&self.core, &request)?;
         let request = request.into_inner();
         let op = Op::Supply {
             computer: computer_id("computer", &request.computer)?,
@@ -81,7 +81,7 @@ impl pb::user_server::User for UserService {
         &self,
         request: Request<pb::RequestInstanceRequest>,
     ) -> Reply<pb::RequestInstanceReply> {
-        let actor = actor(request.metadata())?;
+        let actor = caller(&self.core, &request)?;
         let op = Op::RequestInstance(convert::instance_request(request.into_inner())?);
         let (outcome, index) = write(&self.core, actor, op).await?;
         let Outcome::Instance(summary) = outcome else {
@@ -106,7 +106,7 @@ impl pb::user_server::User for UserService {
         &self,
         request: Request<pb::ShowInstanceRequest>,
     ) -> Reply<pb::ShowInstanceReply> {
-        let actor = actor(request.metadata())?;
+        let actor = caller(&self.core, &request)?;
         let request = request.into_inner();
         enum By {
             Guid(InstanceGuid),
@@ -156,7 +156,7 @@ impl pb::user_server::User for UserService {
         &self,
         request: Request<pb::ListInstancesRequest>,
     ) -> Reply<pb::ListInstancesReply> {
-        let (Actor::User(user) | Actor::Operator(user)) = actor(request.metadata())? else {
+        let (Actor::User(user) | Actor::Operator(user)) = caller(&self.core, &request)? else {
             return Err(Status::permission_denied("only users own instances"));
         };
         let instances = self
@@ -181,7 +181,7 @@ impl pb::user_server::User for UserService {
         &self,
         request: Request<pb::DestroyInstanceRequest>,
     ) -> Reply<pb::WriteReply> {
-        let actor = actor(request.metadata())?;
+        let actor = caller(&self.core, &request)?;
         let instance = convert::guid("guid", &request.get_ref().guid)?;
         let op = Op::DestroyInstance { instance };
         Ok(Response::new(write_reply(
@@ -190,7 +190,7 @@ impl pb::user_server::User for UserService {
     }
 
     async fn usage(&self, request: Request<pb::UsageRequest>) -> Reply<pb::UsageReply> {
-        actor(request.metadata())?;
+        caller(&self.core, &request)?;
         let request = request.into_inner();
         let computer = computer_id("computer", &request.computer)?;
         let partition = convert::optional(request.partition).map(PartitionRef);

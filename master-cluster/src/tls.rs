@@ -1,0 +1,261 @@
+//! TLS on every connection of a replica: the server side (its certificate, and client
+//! certificates requested from every caller), the client side (to peers, and for clients of
+//! the contract), and how a caller's identity is read from its certificate on every call.
+//!
+//! Client certificates are checked per call, not in the handshake: the handshake only proves
+//! that the caller holds the key of the certificate it presents (rustls checks the handshake
+//! signature), and every call then verifies the chain against the cluster's roots and the
+//! revoked serials ([`ca::TrustStore::verify`]) before anything else runs. A foreign, expired,
+//! revoked or missing certificate is thus refused with an `Unauthenticated` status that says
+//! which, instead of a handshake failure that a client sees as a broken connection; and a
+//! revocation takes effect on connections that are already open.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// A replica's TLS material, as PEM text.
+#[derive(Clone)]
+pub struct TlsMaterial {
+    /// The cluster's root certificates (two during a CA rotation).
+    pub roots_pem: Vec<String>,
+    /// The replica's certificate, then the intermediate that signed it.
+    pub chain_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("TlsMaterial").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("TLS material: {0}")]
+    Material(String),
+    #[error(transparent)]
+    Ca(#[from] ca::CaError),
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// Everything a replica needs for TLS, built once from its material.
+pub struct Tls {
+    pub trust: ca::TrustStore,
+    pub server: Arc<rustls::ServerConfig>,
+    /// For connections to peers (and the same for any client holding a certificate).
+    pub client: tonic::transport::ClientTlsConfig,
+    /// Chains verified before, by the leaf's bytes: verifying a chain costs two signature
+    /// checks, a lookup here a hash of the leaf. Only accepted chains are kept; revocation
+    /// and expiry are checked on every call all the same.
+    verified: std::sync::Mutex<HashMap<Vec<u8>, ca::Verified>>,
+}
+
+/// Cached verified chains beyond this are forgotten all at once (then re-verified).
+const MAX_CACHED_CHAINS: usize = 10_000;
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").finish_non_exhaustive()
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl Tls {
+    pub fn new(material: &TlsMaterial) -> Result<Self, TlsError> {
+        let roots: Vec<&str> = material.roots_pem.iter().map(String::as_str).collect();
+        let trust = ca::TrustStore::new(&roots)?;
+        let chain = certificates(&material.chain_pem)?;
+        let key = PrivateKeyDer::from_pem_slice(material.key_pem.as_bytes())
+            .map_err(|e| TlsError::Material(format!("private key: {e}")))?;
+        let provider = provider();
+        let verifier = Arc::new(PerCallClientVerifier {
+            algorithms: provider.signature_verification_algorithms,
+        });
+        let mut server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)?;
+        server.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Self {
+            trust,
+            server: Arc::new(server),
+            client: client_config(material),
+            verified: Default::default(),
+        })
+    }
+
+    /// Reads the caller of a call from the certificate chain its connection presented, and
+    /// checks it against the serials revoked now.
+    pub fn verify_caller(
+        &self,
+        chain: Option<&[CertificateDer<'static>]>,
+        revoked: &BTreeSet<String>,
+    ) -> Result<ca::Identity, ca::Refusal> {
+        let chain = chain.unwrap_or_default();
+        let Some(leaf) = chain.first() else {
+            return Err(ca::Refusal::NoCertificate);
+        };
+        let now = SystemTime::now();
+        let cached = lock(&self.verified).get(leaf.as_ref()).cloned();
+        let verified = match cached {
+            Some(verified) if now < verified.not_after => verified,
+            Some(_) => return Err(ca::Refusal::Expired),
+            None => {
+                let verified = self.trust.verify_chain(chain, ca::Usage::Client, now)?;
+                let mut cache = lock(&self.verified);
+                if cache.len() >= MAX_CACHED_CHAINS {
+                    cache.clear();
+                }
+                cache.insert(leaf.to_vec(), verified.clone());
+                verified
+            }
+        };
+        match verified
+            .chain_serials
+            .iter()
+            .find(|s| revoked.contains(&s.0))
+        {
+            Some(serial) => Err(ca::Refusal::Revoked(serial.clone())),
+            None => Ok(verified.identity),
+        }
+    }
+}
+
+use rustls::pki_types::pem::PemObject;
+
+fn certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let chain = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Material(format!("certificate chain: {e}")))?;
+    if chain.is_empty() {
+        return Err(TlsError::Material("no certificate in the chain".into()));
+    }
+    Ok(chain)
+}
+
+/// The client side: trust the cluster's roots, present this certificate chain.
+pub fn client_config(material: &TlsMaterial) -> tonic::transport::ClientTlsConfig {
+    let mut config = tonic::transport::ClientTlsConfig::new().identity(
+        tonic::transport::Identity::from_pem(&material.chain_pem, &material.key_pem),
+    );
+    for root in &material.roots_pem {
+        config = config.ca_certificate(tonic::transport::Certificate::from_pem(root));
+    }
+    config
+}
+
+/// Requests a certificate from every client and checks that the client holds its key; the
+/// chain itself is verified on every call (see the module's documentation). Never used
+/// without that per-call verification.
+#[derive(Debug)]
+struct PerCallClientVerifier {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for PerCallClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    /// A client without a certificate gets through the handshake, and a clear
+    /// "no client certificate" on its first call.
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The cache holds plain values: a panicking holder leaves it usable.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How long a client may take to complete its handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Accepts connections on `listener` and completes their TLS handshakes (each on its own
+/// task, so that a slow client delays no other); failed handshakes are logged and dropped.
+pub fn incoming(
+    listener: TcpListener,
+    server: Arc<rustls::ServerConfig>,
+) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<tokio::net::TcpStream>, std::io::Error>>
+{
+    let (accepted, stream) = tokio::sync::mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(server);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(%e, "accept failed");
+                    continue;
+                }
+            };
+            if accepted.is_closed() {
+                return;
+            }
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let accepted = accepted.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = accepted.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => tracing::info!(%peer, %e, "TLS handshake failed"),
+                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(stream)
+}

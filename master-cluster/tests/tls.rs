@@ -1,0 +1,226 @@
+//! Three replicas over TLS with certificates from a CA built in code: replicas reach each
+//! other with their replica certificates, every caller is identified by its certificate, and
+//! a missing, foreign, expired or revoked certificate is refused with a status that says
+//! which — a revocation even on a connection that was accepted before.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use ca::{Authority, CertificateInfo, Grant, Identity, Lifetimes, new_key_and_request};
+use master_cluster::replica::{Replica, ReplicaConfig};
+use master_cluster::state::ReplicaNode;
+use master_cluster::tls::{TlsMaterial, client_config};
+use slapcluster_api::client::connect_with;
+use slapcluster_api::v1 as pb;
+use slapcluster_api::v1::admin_client::AdminClient;
+use slapcluster_api::v1::node_client::NodeClient;
+use slapcluster_api::v1::raft_client::RaftClient;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+struct TestCa {
+    root: Authority,
+    intermediate: Authority,
+}
+
+impl TestCa {
+    fn new(cluster: &str) -> Self {
+        let root = Authority::create_root(cluster, SystemTime::now(), Lifetimes::default().root)
+            .expect("root");
+        let request = new_key_and_request().expect("key");
+        let cert = root
+            .sign_intermediate(
+                &request.csr_pem,
+                1,
+                SystemTime::now(),
+                Lifetimes::default().intermediate,
+            )
+            .expect("intermediate");
+        let intermediate = Authority::load(&cert, &request.key_pem).expect("loads");
+        Self { root, intermediate }
+    }
+
+    /// A certificate for `identity` issued at `issued`, with its key and this CA's root.
+    fn material(&self, identity: Identity, issued: SystemTime) -> TlsMaterial {
+        let request = new_key_and_request().expect("key");
+        let grant = Grant {
+            lifetime: Lifetimes::default().leaf(identity.role()),
+            server_names: vec!["::1".into()],
+            identity,
+        };
+        let leaf = self
+            .intermediate
+            .sign_leaf(&request.csr_pem, &grant, issued)
+            .expect("leaf");
+        TlsMaterial {
+            roots_pem: vec![self.root.cert_pem().to_string()],
+            chain_pem: format!("{leaf}{}", self.intermediate.cert_pem()),
+            key_pem: request.key_pem,
+        }
+    }
+}
+
+async fn channel(url: &str, material: &TlsMaterial) -> Channel {
+    connect_with(url, Some(client_config(material)))
+        .await
+        .expect("connects")
+}
+
+fn refused<T: std::fmt::Debug>(answer: Result<T, tonic::Status>) -> (Code, String) {
+    let status = answer.expect_err("refused");
+    (status.code(), status.message().to_string())
+}
+
+fn poll() -> pb::PollComputerRequest {
+    pb::PollComputerRequest {
+        computer: "COMP-1".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_are_known_by_their_certificates_and_refused_with_a_reason() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("tls=info,master_cluster=info,openraft=warn")
+        .with_test_writer()
+        .try_init();
+    let ca = TestCa::new("test");
+    let now = SystemTime::now();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let mut replicas = Vec::new();
+    for (n, dir) in dirs.iter().enumerate() {
+        let id = n as u64 + 1;
+        let mut config =
+            ReplicaConfig::new(id, "[::1]:0".parse().expect("addr"), dir.path().into());
+        config.tls = Some(ca.material(Identity::Replica(id), now));
+        replicas.push(Replica::start(config).await.expect("starts"));
+    }
+    assert!(replicas[0].url().starts_with("https://"));
+    let voters: BTreeMap<u64, ReplicaNode> = replicas.iter().map(|r| (r.id(), r.node())).collect();
+    replicas[0].initialize(voters).await.expect("initialise");
+    let leader = replicas[0]
+        .raft()
+        .wait(Some(Duration::from_secs(20)))
+        .metrics(|m| m.current_leader.is_some(), "a leader over TLS")
+        .await
+        .expect("elected")
+        .current_leader
+        .expect("checked");
+    let follower = replicas
+        .iter()
+        .find(|r| r.id() != leader)
+        .expect("a follower");
+    let url = follower.url().to_string();
+
+    tracing::info!(
+        "--- a computer registers and polls through a follower, named by its certificate"
+    );
+    let computer = ca.material(Identity::Computer("COMP-1".into()), now);
+    let mut node = NodeClient::new(channel(&url, &computer).await);
+    let definition = pb::RegisterComputerRequest {
+        computer: "COMP-1".into(),
+        partitions: vec![pb::PartitionDefinition {
+            reference: "slappart0".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    node.register_computer(definition.clone())
+        .await
+        .expect("registered over TLS, forwarded to the leader");
+    let polled = node
+        .poll_computer(poll())
+        .await
+        .expect("polled")
+        .into_inner();
+    assert_eq!(polled.partitions.len(), 1);
+    let other = pb::RegisterComputerRequest {
+        computer: "COMP-2".into(),
+        ..definition
+    };
+    let (code, message) = refused(node.register_computer(other).await);
+    assert_eq!(code, Code::PermissionDenied, "{message}");
+
+    tracing::info!("--- missing, foreign, expired: each refused with its reason");
+    let anonymous = connect_with(
+        &url,
+        Some(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca.root.cert_pem())),
+        ),
+    )
+    .await
+    .expect("connects without a certificate");
+    let (code, message) = refused(NodeClient::new(anonymous).poll_computer(poll()).await);
+    assert_eq!(
+        (code, message.as_str()),
+        (Code::Unauthenticated, "no client certificate")
+    );
+
+    let foreign = TestCa::new("other");
+    let mut stranger = foreign.material(Identity::Computer("COMP-1".into()), now);
+    // It trusts our root (to reach us), but its own certificate is from another CA.
+    stranger.roots_pem = vec![ca.root.cert_pem().to_string()];
+    let (code, message) = refused(
+        NodeClient::new(channel(&url, &stranger).await)
+            .poll_computer(poll())
+            .await,
+    );
+    assert_eq!(code, Code::Unauthenticated);
+    assert!(message.contains("not issued by this cluster"), "{message}");
+
+    let expired = ca.material(Identity::Computer("COMP-1".into()), now - 100 * DAY);
+    let (code, message) = refused(
+        NodeClient::new(channel(&url, &expired).await)
+            .poll_computer(poll())
+            .await,
+    );
+    assert_eq!(
+        (code, message.as_str()),
+        (Code::Unauthenticated, "the certificate expired")
+    );
+
+    tracing::info!("--- only replicas speak Raft");
+    let (code, message) = refused(
+        RaftClient::new(channel(&url, &computer).await)
+            .vote(pb::RaftPayload::default())
+            .await,
+    );
+    assert_eq!(code, Code::PermissionDenied, "{message}");
+
+    tracing::info!("--- revoked by an operator: refused on the connection it already has");
+    let serial = CertificateInfo::from_pem(&computer.chain_pem)
+        .expect("reads")
+        .serial;
+    let operator = ca.material(Identity::Operator("ops".into()), now);
+    AdminClient::new(channel(&url, &operator).await)
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial: serial.to_string(),
+            reason: "test".into(),
+        })
+        .await
+        .expect("revoked");
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    let message = loop {
+        match node.poll_computer(poll()).await {
+            Ok(_) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "still accepted after a second"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unauthenticated);
+                break status.message().to_string();
+            }
+        }
+    };
+    assert_eq!(message, format!("certificate {serial} is revoked"));
+
+    for replica in replicas {
+        replica.shutdown().await.expect("shutdown");
+    }
+}
