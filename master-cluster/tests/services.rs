@@ -271,7 +271,43 @@ async fn nodes_users_and_operators_are_served_by_any_replica() {
         .into_inner();
     assert!(strangers.instances.is_empty());
 
-    tracing::info!("--- usage posted by the node is read back by the user");
+    tracing::info!("--- each reads only what is its own");
+    let show = |title: &str, actor: &str| {
+        let guid = cluster.placements[title].guid.clone();
+        as_actor(
+            pb::ShowInstanceRequest {
+                instance: Some(pb::show_instance_request::Instance::Guid(guid)),
+                ..Default::default()
+            },
+            actor,
+        )
+        .expect("actor")
+    };
+    let (c, m) = code(user.show_instance(show("demo-web", "user:eve")).await);
+    assert_eq!(c, Code::PermissionDenied, "another user's instance: {m}");
+    let web_partition_actor = format!("partition:{DEMO_COMPUTER}/{reference}");
+    user.show_instance(show("demo-web", &web_partition_actor))
+        .await
+        .expect("a partition reads its own instance");
+    let (c, m) = code(
+        user.show_instance(show("demo-db", &web_partition_actor))
+            .await,
+    );
+    assert_eq!(c, Code::PermissionDenied, "a sibling's instance: {m}");
+    user.show_instance(show("demo-db", COMPUTER))
+        .await
+        .expect("a computer reads what runs on it");
+    let other_poll = pb::PollComputerRequest {
+        computer: DEMO_COMPUTER.into(),
+        ..Default::default()
+    };
+    let (c, m) = code(
+        node.poll_computer(as_actor(other_poll, "computer:COMP-OTHER").expect("actor"))
+            .await,
+    );
+    assert_eq!(c, Code::PermissionDenied, "another computer's view: {m}");
+
+    tracing::info!("--- usage posted by the node is read back by an operator");
     let record = pb::UsageRecord {
         partition: reference.clone(),
         period_start: 1_000,
@@ -294,21 +330,24 @@ async fn nodes_users_and_operators_are_served_by_any_replica() {
     )
     .await
     .expect("posted");
-    let usage = user
-        .usage(
-            as_actor(
-                pb::UsageRequest {
-                    computer: DEMO_COMPUTER.into(),
-                    partition: reference.clone(),
-                    ..Default::default()
-                },
-                DEMO_USER,
-            )
-            .expect("actor"),
+    let usage_request = |actor: &str| {
+        as_actor(
+            pb::UsageRequest {
+                computer: DEMO_COMPUTER.into(),
+                partition: reference.clone(),
+                ..Default::default()
+            },
+            actor,
         )
+        .expect("actor")
+    };
+    let usage = user
+        .usage(usage_request(OPERATOR))
         .await
         .expect("usage")
         .into_inner();
+    let (c, m) = code(user.usage(usage_request(DEMO_USER)).await);
+    assert_eq!(c, Code::PermissionDenied, "{m}");
     assert_eq!(usage.records, vec![record]);
 
     tracing::info!("--- destroy, then the operator's view of the cluster from a follower");
@@ -369,7 +408,7 @@ async fn bad_input_gets_a_precise_error_and_changes_nothing() {
     let (c, m) = code(node.poll_computer(poll(DEMO_COMPUTER)).await);
     assert_eq!(c, Code::Unauthenticated, "{m}");
     let (c, m) = code(
-        node.poll_computer(as_actor(poll("COMP-NONE"), COMPUTER).expect("actor"))
+        node.poll_computer(as_actor(poll("COMP-NONE"), "computer:COMP-NONE").expect("actor"))
             .await,
     );
     assert_eq!((c, m.contains("COMP-NONE")), (Code::NotFound, true), "{m}");

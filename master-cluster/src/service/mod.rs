@@ -6,6 +6,7 @@
 //! cluster that cannot answer now, [`failed`] for a replica that cannot read its own state.
 
 mod admin;
+mod authz;
 mod convert;
 mod node;
 mod user;

@@ -50,9 +50,10 @@ impl pb::node_server::Node for NodeService {
         &self,
         request: Request<pb::PollComputerRequest>,
     ) -> Reply<pb::PollComputerReply> {
-        caller(&self.core, &request)?;
+        let actor = caller(&self.core, &request)?;
         let request = request.into_inner();
         let computer = computer_id("computer", &request.computer)?;
+        super::authz::may_read_computer(&actor, &computer)?;
         let wait = Duration::from_millis(request.wait_ms.into());
         if wait > MAX_POLL_WAIT {
             return Err(invalid(

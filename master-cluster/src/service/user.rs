@@ -5,10 +5,11 @@ use std::sync::Arc;
 use slapcluster_api::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use super::authz;
 use super::convert::{self, computer_id, invalid};
 use super::{caller, consistency, failed, write, write_reply};
 use crate::replica::ReplicaCore;
-use crate::state::model::{Actor, InstanceGuid, PartitionRef};
+use crate::state::model::{Actor, InstanceGuid, PartitionRef, Placement};
 use crate::state::query::{self, Explanation};
 use crate::state::{Op, Outcome};
 
@@ -122,6 +123,7 @@ impl pb::user_server::User for UserService {
             },
             None => return Err(invalid("instance", "give a guid or a title")),
         };
+        let reader = actor.clone();
         let found = self
             .core
             .read(consistency(request.consistency), move |txn| {
@@ -133,11 +135,29 @@ impl pb::user_server::User for UserService {
                 let Some(view) = query::instance(txn, guid)? else {
                     return Ok(None);
                 };
-                Ok(Some((view, query::explain(txn, guid)?)))
+                let host_placement = match view.instance.placement {
+                    Placement::Hosted { host } => query::placement_of(txn, host)?,
+                    _ => None,
+                };
+                let callers_instance = match &reader {
+                    Actor::Partition(partition) => query::occupant(txn, partition)?,
+                    _ => None,
+                };
+                let explanation = query::explain(txn, guid)?;
+                Ok(Some((view, explanation, host_placement, callers_instance)))
             })
             .await
             .map_err(|e| failed(&e))?;
-        let (view, explanation) = found.ok_or_else(|| Status::not_found("no such instance"))?;
+        let (view, explanation, host_placement, callers_instance) =
+            found.ok_or_else(|| Status::not_found("no such instance"))?;
+        authz::may_read_instance(
+            &actor,
+            authz::InstanceFacts {
+                instance: &view.instance,
+                host_placement: host_placement.as_ref(),
+                callers_instance,
+            },
+        )?;
         Ok(Response::new(pb::ShowInstanceReply {
             instance: Some(convert::pb_instance_view(&view)),
             shared_instances: convert::pb_shared_instances(&view),
@@ -190,9 +210,10 @@ impl pb::user_server::User for UserService {
     }
 
     async fn usage(&self, request: Request<pb::UsageRequest>) -> Reply<pb::UsageReply> {
-        caller(&self.core, &request)?;
+        let actor = caller(&self.core, &request)?;
         let request = request.into_inner();
         let computer = computer_id("computer", &request.computer)?;
+        authz::may_read_computer(&actor, &computer)?;
         let partition = convert::optional(request.partition).map(PartitionRef);
         let bound = |v: u64| (v > 0).then_some(v);
         let (from, until) = (bound(request.from), bound(request.until));

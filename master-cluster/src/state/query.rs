@@ -112,6 +112,22 @@ pub fn instance(
     instance_view(&Tables::open_read(txn)?, guid)
 }
 
+/// The instance on a partition, if any.
+pub fn occupant(
+    txn: &redb::ReadTransaction,
+    partition: &super::model::PartitionId,
+) -> Result<Option<InstanceGuid>, StateError> {
+    Tables::open_read(txn)?.occupant(&partition.computer, &partition.partition)
+}
+
+/// Where an instance is placed, if it exists.
+pub fn placement_of(
+    txn: &redb::ReadTransaction,
+    guid: InstanceGuid,
+) -> Result<Option<Placement>, StateError> {
+    Ok(Tables::open_read(txn)?.instance(guid)?.map(|i| i.placement))
+}
+
 /// The instance a user's root title names, if any.
 pub fn root_by_title(
     txn: &redb::ReadTransaction,
