@@ -127,11 +127,17 @@ async fn callers_are_known_by_their_certificates_and_refused_with_a_reason() {
         }],
         ..Default::default()
     };
-    node.register_computer(definition.clone())
+    let registered = node
+        .register_computer(definition.clone())
         .await
-        .expect("registered over TLS, forwarded to the leader");
+        .expect("registered over TLS, forwarded to the leader")
+        .into_inner();
+    // The follower answers once it has applied the registration (read your own write).
     let polled = node
-        .poll_computer(poll())
+        .poll_computer(pb::PollComputerRequest {
+            min_index: registered.index,
+            ..poll()
+        })
         .await
         .expect("polled")
         .into_inner();
