@@ -2,9 +2,17 @@
 //! `master_cluster::daemon`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use master_cluster::daemon::{self, FileConfig, Overrides, ValidConfig, dev::DevOptions};
+use master_cluster::tls::{TlsMaterial, client_config};
+use tonic::transport::ClientTlsConfig;
+
+/// A replica allocates and frees many small buffers per request (gRPC frames, redb pages,
+/// encoded records); glibc's allocator measured as a tenth of the CPU under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(name = "slapmaster", version, about = "A slapcluster master replica")]
@@ -29,6 +37,12 @@ struct ConfigArgs {
     region: Option<String>,
     #[arg(long, env = "SLAPMASTER_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The replica's certificate: a directory with roots.pem, chain.pem and key.pem.
+    #[arg(long, env = "SLAPMASTER_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
+    /// Plaintext, callers naming themselves in a header: a trusted development network only.
+    #[arg(long)]
+    insecure_plaintext: bool,
 }
 
 impl ConfigArgs {
@@ -40,8 +54,67 @@ impl ConfigArgs {
             advertise: self.advertise,
             region: self.region,
             data_dir: self.data_dir,
+            tls_dir: self.tls_dir,
+            insecure_plaintext: self.insecure_plaintext,
         })?)
     }
+}
+
+/// How a command reaches the cluster.
+#[derive(clap::Args)]
+struct ClientArgs {
+    /// Any replica of the cluster, e.g. `https://[::1]:7000`.
+    #[arg(long)]
+    cluster: String,
+    /// This client's certificate (an operator's): a directory with roots.pem, chain.pem and
+    /// key.pem. Without it, plaintext.
+    #[arg(long, env = "SLAPMASTER_CLIENT_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
+    /// In plaintext, who the caller says it is.
+    #[arg(long, default_value = "operator:slapmaster")]
+    actor: String,
+}
+
+impl ClientArgs {
+    fn tls(&self) -> anyhow::Result<Option<ClientTlsConfig>> {
+        match &self.tls_dir {
+            None => Ok(None),
+            Some(dir) => Ok(Some(client_config(&TlsMaterial::read_dir(dir)?))),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create the cluster's root CA (root.pem, root.key) in a directory; once per cluster.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "slapcluster")]
+        cluster: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Issue a key and a certificate from the root CA, into a directory (roots.pem,
+    /// chain.pem, key.pem) that `--tls-dir` reads.
+    Issue {
+        /// The directory `slapmaster ca init` wrote.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// replica:N, operator:NAME, user:NAME, computer:ID or partition:COMPUTER/PARTITION.
+        #[arg(long)]
+        identity: String,
+        /// For a replica: each name or address clients reach it at (repeat the flag).
+        #[arg(long)]
+        server_name: Vec<String>,
+        /// Lifetime in days (default: 90, operators 30).
+        #[arg(long)]
+        days: Option<u64>,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -54,7 +127,7 @@ enum Command {
     Join {
         #[command(flatten)]
         config: ConfigArgs,
-        /// Any replica of the cluster, e.g. `http://[::1]:7000`.
+        /// Any replica of the cluster, e.g. `https://[::1]:7000`.
         #[arg(long)]
         via: String,
         #[arg(long, default_value = "operator:slapmaster")]
@@ -70,31 +143,30 @@ enum Command {
     },
     /// Remove a replica from the membership (through any replica).
     Remove {
-        #[arg(long)]
-        cluster: String,
+        #[command(flatten)]
+        client: ClientArgs,
         /// The id of the replica to remove.
         #[arg(long)]
         id: u64,
-        #[arg(long, default_value = "operator:slapmaster")]
-        actor: String,
     },
     /// Save a backup of the cluster (as of a linearizable read) to a file.
     Backup {
-        /// Any replica of the cluster.
-        #[arg(long)]
-        cluster: String,
+        #[command(flatten)]
+        client: ClientArgs,
         #[arg(long)]
         to: PathBuf,
-        #[arg(long, default_value = "operator:slapmaster")]
-        actor: String,
     },
     /// Show the members of the cluster with their role, region, applied index and lag.
     Status {
-        #[arg(long)]
-        cluster: String,
-        #[arg(long, default_value = "operator:slapmaster")]
-        actor: String,
+        #[command(flatten)]
+        client: ClientArgs,
     },
+    /// The cluster's root CA.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Certificates for replicas, operators, users, computers and partitions.
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Run a three-replica cluster on `[::1]` with a demo computer, until Ctrl-C.
     Dev {
         #[arg(long, default_value = "./data")]
@@ -104,11 +176,6 @@ enum Command {
         base_port: u16,
     },
 }
-
-/// A replica allocates and frees many small buffers per request (gRPC frames, redb pages,
-/// encoded records); glibc's allocator measured as a tenth of the CPU under load.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -137,16 +204,34 @@ async fn slapmaster() -> anyhow::Result<()> {
             daemon::join(config.load()?, &via, &actor, daemon::shutdown_signal()).await?;
         }
         Command::Restore { config, backup } => daemon::restore(config.load()?, &backup).await?,
-        Command::Backup { cluster, to, actor } => {
-            let bytes = daemon::backup(&cluster, &actor, &to).await?;
-            println!("saved {bytes} bytes to {}", to.display());
-        }
-        Command::Remove { cluster, id, actor } => {
-            let index = daemon::remove(&cluster, &actor, id).await?;
+        Command::Remove { client, id } => {
+            let index = daemon::remove(&client.cluster, client.tls()?, &client.actor, id).await?;
             println!("replica {id} removed (membership change at index {index})");
         }
-        Command::Status { cluster, actor } => {
-            print!("{}", daemon::status(&cluster, &actor).await?);
+        Command::Backup { client, to } => {
+            let bytes = daemon::backup(&client.cluster, client.tls()?, &client.actor, &to).await?;
+            println!("saved {bytes} bytes to {}", to.display());
+        }
+        Command::Status { client } => {
+            print!(
+                "{}",
+                daemon::status(&client.cluster, client.tls()?, &client.actor).await?
+            );
+        }
+        Command::Ca(CaCommand::Init { dir, cluster }) => {
+            daemon::ca_init(&dir, &cluster)?;
+            println!("root CA of {cluster} in {}", dir.display());
+        }
+        Command::Cert(CertCommand::Issue {
+            ca_dir,
+            identity,
+            server_name,
+            days,
+            out,
+        }) => {
+            let lifetime = days.map(|d| Duration::from_secs(d * 24 * 3600));
+            let identity = daemon::cert_issue(&ca_dir, &identity, server_name, lifetime, &out)?;
+            println!("certificate for {identity} in {}", out.display());
         }
         Command::Dev {
             data_dir,

@@ -23,22 +23,8 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-/// A replica's TLS material, as PEM text.
-#[derive(Clone)]
-pub struct TlsMaterial {
-    /// The cluster's root certificates (two during a CA rotation).
-    pub roots_pem: Vec<String>,
-    /// The replica's certificate, then the intermediate that signed it.
-    pub chain_pem: String,
-    pub key_pem: String,
-}
-
-impl std::fmt::Debug for TlsMaterial {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the key.
-        f.debug_struct("TlsMaterial").finish_non_exhaustive()
-    }
-}
+/// A replica's TLS material: its certificate chain and key, and the cluster's roots.
+pub type TlsMaterial = slapcluster_api::client::Credentials;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -150,13 +136,7 @@ fn certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 
 /// The client side: trust the cluster's roots, present this certificate chain.
 pub fn client_config(material: &TlsMaterial) -> tonic::transport::ClientTlsConfig {
-    let mut config = tonic::transport::ClientTlsConfig::new().identity(
-        tonic::transport::Identity::from_pem(&material.chain_pem, &material.key_pem),
-    );
-    for root in &material.roots_pem {
-        config = config.ca_certificate(tonic::transport::Certificate::from_pem(root));
-    }
-    config
+    material.tls_config()
 }
 
 /// Requests a certificate from every client and checks that the client holds its key; the
@@ -258,4 +238,34 @@ pub fn incoming(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(stream)
+}
+
+/// A new key and a certificate for `identity` signed by `signer` (the key is made here: for
+/// the operator's offline tools, tests and the dev cluster).
+pub fn issue(
+    signer: &ca::Authority,
+    roots_pem: &str,
+    identity: ca::Identity,
+    server_names: Vec<String>,
+    lifetime: std::time::Duration,
+) -> Result<TlsMaterial, ca::CaError> {
+    let request = ca::new_key_and_request()?;
+    let grant = ca::Grant {
+        identity,
+        lifetime,
+        server_names,
+    };
+    let leaf = signer.sign_leaf(&request.csr_pem, &grant, SystemTime::now())?;
+    // A root signs leaves directly (no intermediate to send along).
+    let self_signed = signer.info().subject == signer.info().issuer;
+    let chain_pem = if self_signed {
+        leaf
+    } else {
+        format!("{leaf}{}", signer.cert_pem())
+    };
+    Ok(TlsMaterial {
+        roots_pem: vec![roots_pem.to_string()],
+        chain_pem,
+        key_pem: request.key_pem,
+    })
 }

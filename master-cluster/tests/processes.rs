@@ -1,5 +1,5 @@
-//! Three `slapmaster` processes on `[::1]` (bootstrapped with `init` and `join` by the load
-//! tool's cluster harness): the leader SIGKILLed in the middle of a stream of requests, a new
+//! Three `slapmaster` processes on `[::1]` over TLS (bootstrapped with `init` and `join` by the
+//! load tool's cluster harness, every certificate from `slapmaster ca`/`cert`): the leader SIGKILLed in the middle of a stream of requests, a new
 //! leader elected and the stream going on with no acknowledged request lost, the killed
 //! replica restarted from its data directory and catching up, and SIGTERM stopping every
 //! process cleanly.
@@ -7,30 +7,32 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use ops::load::cluster::{self, Cluster, OPERATOR};
-use slapcluster_api::client::{self, as_actor};
+use ops::load::cluster::{self, Cluster};
+use slapcluster_api::client;
 use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::node_client::NodeClient;
 use slapcluster_api::v1::user_client::UserClient;
+use tonic::transport::ClientTlsConfig;
 
 const USER: &str = "user:alice";
 const SR: &str = "https://lab.example/software/kvm/software.cfg";
 
 /// Sends `title`'s request to the replicas in turn until one acknowledges it; a replica that
 /// does not answer (killed) or cannot commit yet (an election) is passed over.
-async fn request(urls: &[String], title: &str) -> pb::RequestInstanceReply {
+async fn request(urls: &[String], user: &ClientTlsConfig, title: &str) -> pb::RequestInstanceReply {
     let mut turn = 0;
     cluster::wait_for("an acknowledged request", || {
         turn += 1;
         let url = urls[turn % urls.len()].clone();
+        let tls = user.clone();
         async move {
-            let mut user = UserClient::new(client::connect(&url).await.ok()?);
+            let mut user = UserClient::new(client::connect_with(&url, Some(tls)).await.ok()?);
             let request = pb::RequestInstanceRequest {
                 title: title.to_string(),
                 software_release: SR.into(),
                 ..Default::default()
             };
-            let mut request = as_actor(request, USER).ok()?;
+            let mut request = tonic::Request::new(request);
             request.set_timeout(Duration::from_secs(5));
             user.request_instance(request)
                 .await
@@ -50,9 +52,25 @@ async fn the_leader_process_is_killed_and_no_acknowledged_request_is_lost() {
         .await
         .expect("three voters");
     let urls = cluster.urls();
+    let alice = cluster
+        .credentials(USER)
+        .expect("alice's certificate")
+        .tls_config();
+    let connect = |url: &str, tls: ClientTlsConfig| {
+        let url = url.to_string();
+        async move {
+            client::connect_with(&url, Some(tls))
+                .await
+                .expect("connects")
+        }
+    };
 
     eprintln!("--- a computer with room for every request");
-    let mut node = NodeClient::new(client::connect(&urls[1]).await.expect("connects"));
+    let computer = cluster
+        .credentials("computer:COMP-1")
+        .expect("the computer's certificate")
+        .tls_config();
+    let mut node = NodeClient::new(connect(&urls[1], computer).await);
     let definition = pb::RegisterComputerRequest {
         computer: "COMP-1".into(),
         partitions: (0..200)
@@ -63,7 +81,7 @@ async fn the_leader_process_is_killed_and_no_acknowledged_request_is_lost() {
             .collect(),
         ..Default::default()
     };
-    node.register_computer(as_actor(definition, "computer:COMP-1").expect("actor"))
+    node.register_computer(definition)
         .await
         .expect("registered");
     let mut supply = pb::SupplyRequest {
@@ -72,15 +90,15 @@ async fn the_leader_process_is_killed_and_no_acknowledged_request_is_lost() {
         ..Default::default()
     };
     supply.set_state(pb::SupplyState::Available);
-    UserClient::new(client::connect(&urls[2]).await.expect("connects"))
-        .supply(as_actor(supply, OPERATOR).expect("actor"))
+    UserClient::new(connect(&urls[2], cluster.operator()).await)
+        .supply(supply)
         .await
         .expect("supplied");
 
     let mut acknowledged = BTreeMap::new();
     for n in 0..40 {
         let title = format!("vm-{n}");
-        let reply = request(&urls, &title).await;
+        let reply = request(&urls, &alice, &title).await;
         acknowledged.insert(title, reply.guid);
     }
 
@@ -99,7 +117,7 @@ async fn the_leader_process_is_killed_and_no_acknowledged_request_is_lost() {
         .filter(|(i, _)| *i != victim)
         .map(|(_, url)| url.clone())
         .collect();
-    let first = request(&survivors, "after-kill-0").await;
+    let first = request(&survivors, &alice, "after-kill-0").await;
     eprintln!(
         "first write committed {:?} after the kill",
         killed_at.elapsed()
@@ -107,16 +125,16 @@ async fn the_leader_process_is_killed_and_no_acknowledged_request_is_lost() {
     acknowledged.insert("after-kill-0".into(), first.guid);
     for n in 1..40 {
         let title = format!("after-kill-{n}");
-        let reply = request(&urls, &title).await;
+        let reply = request(&urls, &alice, &title).await;
         acknowledged.insert(title, reply.guid);
     }
     let new_leader = cluster.leader().await.expect("a leader");
     assert_ne!(new_leader, leader, "a new leader was elected");
 
     eprintln!("--- every acknowledged request is there, read linearizably from a survivor");
-    let mut user = UserClient::new(client::connect(&survivors[1]).await.expect("connects"));
+    let mut user = UserClient::new(connect(&survivors[1], alice.clone()).await);
     let listed = user
-        .list_instances(as_actor(pb::ListInstancesRequest::default(), USER).expect("actor"))
+        .list_instances(pb::ListInstancesRequest::default())
         .await
         .expect("listed")
         .into_inner();

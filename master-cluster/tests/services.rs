@@ -538,7 +538,7 @@ async fn a_backup_restores_into_a_new_cluster() {
     let backup = dir.path().join("backup.snapshot");
 
     tracing::info!("--- backup through a replica, then the old cluster goes away");
-    let bytes = daemon::backup(cluster.replicas[2].url(), OPERATOR, &backup)
+    let bytes = daemon::backup(cluster.replicas[2].url(), None, OPERATOR, &backup)
         .await
         .expect("backup");
     assert!(bytes > 0);
@@ -554,6 +554,7 @@ async fn a_backup_restores_into_a_new_cluster() {
                 id: Some(id),
                 listen: Some(format!("[::1]:{port}")),
                 data_dir: Some(dir.path().join(data)),
+                insecure_plaintext: true,
                 ..Default::default()
             })
             .expect("valid")
@@ -647,6 +648,7 @@ async fn init_bootstraps_a_data_directory_exactly_once() {
                 id: Some(1),
                 listen: Some(format!("[::1]:{port}")),
                 data_dir: Some(dir.path().join("replica-1")),
+                insecure_plaintext: true,
                 ..Default::default()
             })
             .expect("valid")

@@ -40,16 +40,7 @@ pub async fn connect(url: &str) -> Result<Channel, ClientError> {
 /// [`connect`] over TLS (`https://[host]:port`): the cluster's roots and this client's
 /// certificate in `tls`.
 pub async fn connect_with(url: &str, tls: Option<ClientTlsConfig>) -> Result<Channel, ClientError> {
-    let mut endpoint = endpoint(url)?;
-    if let Some(tls) = tls {
-        endpoint = endpoint
-            .tls_config(tls)
-            .map_err(|source| ClientError::Address {
-                url: url.to_string(),
-                source,
-            })?;
-    }
-    endpoint
+    tls_endpoint(url, tls)?
         .connect()
         .await
         .map_err(|source| ClientError::Connect {
@@ -60,7 +51,25 @@ pub async fn connect_with(url: &str, tls: Option<ClientTlsConfig>) -> Result<Cha
 
 /// A channel that connects on first use (and reconnects after a failure).
 pub fn connect_lazy(url: &str) -> Result<Channel, ClientError> {
-    Ok(endpoint(url)?.connect_lazy())
+    connect_lazy_with(url, None)
+}
+
+/// [`connect_lazy`], over TLS when `tls` is given.
+pub fn connect_lazy_with(url: &str, tls: Option<ClientTlsConfig>) -> Result<Channel, ClientError> {
+    Ok(tls_endpoint(url, tls)?.connect_lazy())
+}
+
+fn tls_endpoint(url: &str, tls: Option<ClientTlsConfig>) -> Result<Endpoint, ClientError> {
+    let endpoint = endpoint(url)?;
+    match tls {
+        None => Ok(endpoint),
+        Some(tls) => endpoint
+            .tls_config(tls)
+            .map_err(|source| ClientError::Address {
+                url: url.to_string(),
+                source,
+            }),
+    }
 }
 
 fn endpoint(url: &str) -> Result<Endpoint, ClientError> {
@@ -83,4 +92,73 @@ pub fn as_actor<T>(message: T, actor: &str) -> Result<tonic::Request<T>, ClientE
     })?;
     request.metadata_mut().insert(ACTOR_HEADER, value);
     Ok(request)
+}
+
+/// A certificate, its key and the cluster's roots, as PEM text: what a client (or a replica)
+/// presents over TLS. On disk, a directory of `roots.pem`, `chain.pem` and `key.pem` (as
+/// `slapmaster cert issue` writes it).
+#[derive(Clone)]
+pub struct Credentials {
+    /// The cluster's root certificates (two during a CA rotation).
+    pub roots_pem: Vec<String>,
+    /// The certificate, then the intermediate that signed it (if any).
+    pub chain_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("Credentials").finish_non_exhaustive()
+    }
+}
+
+const ROOTS_FILE: &str = "roots.pem";
+const CHAIN_FILE: &str = "chain.pem";
+const KEY_FILE: &str = "key.pem";
+
+impl Credentials {
+    /// Reads `roots.pem`, `chain.pem` and `key.pem` from `dir`.
+    pub fn read_dir(dir: &std::path::Path) -> Result<Self, std::io::Error> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+        };
+        Ok(Self {
+            roots_pem: vec![read(ROOTS_FILE)?],
+            chain_pem: read(CHAIN_FILE)?,
+            key_pem: read(KEY_FILE)?,
+        })
+    }
+
+    /// Writes the three files into `dir` (created if needed); the key readable by its owner
+    /// only, and synced.
+    pub fn write_dir(&self, dir: &std::path::Path) -> Result<(), std::io::Error> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join(ROOTS_FILE), self.roots_pem.concat())?;
+        std::fs::write(dir.join(CHAIN_FILE), &self.chain_pem)?;
+        let mut key = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(dir.join(KEY_FILE))?;
+        key.write_all(self.key_pem.as_bytes())?;
+        key.sync_all()
+    }
+
+    /// The client side of TLS: trust the cluster's roots, present this certificate.
+    pub fn tls_config(&self) -> ClientTlsConfig {
+        let mut config = ClientTlsConfig::new().identity(tonic::transport::Identity::from_pem(
+            &self.chain_pem,
+            &self.key_pem,
+        ));
+        for root in &self.roots_pem {
+            config = config.ca_certificate(tonic::transport::Certificate::from_pem(root));
+        }
+        config
+    }
 }

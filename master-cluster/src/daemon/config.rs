@@ -12,6 +12,10 @@
 //! data_dir = "./data"                      # default "./data"
 //! # How often the node polls this replica served reach the log as one liveness summary.
 //! liveness_flush_ms = 5000                 # default 5000
+//! # The replica's certificate: roots.pem, chain.pem, key.pem (`slapmaster cert issue`).
+//! tls_dir = "./tls"                        # required, unless insecure_plaintext
+//! # Plaintext, callers naming themselves in a header: only on a trusted development network.
+//! insecure_plaintext = false               # default false
 //!
 //! [raft]
 //! heartbeat_ms = 100                       # default 100
@@ -49,6 +53,8 @@ pub struct FileConfig {
     pub region: String,
     pub data_dir: PathBuf,
     pub liveness_flush_ms: u64,
+    pub tls_dir: Option<PathBuf>,
+    pub insecure_plaintext: bool,
     pub raft: RaftSection,
     pub write: WriteSection,
     pub storage: StorageSection,
@@ -88,6 +94,8 @@ impl Default for FileConfig {
             region: String::new(),
             data_dir: "./data".into(),
             liveness_flush_ms: 5000,
+            tls_dir: None,
+            insecure_plaintext: false,
             raft: RaftSection::default(),
             write: WriteSection::default(),
             storage: StorageSection::default(),
@@ -150,6 +158,9 @@ pub struct Overrides {
     pub advertise: Option<String>,
     pub region: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub tls_dir: Option<PathBuf>,
+    /// Set by `--insecure-plaintext`.
+    pub insecure_plaintext: bool,
 }
 
 /// What is wrong with a configuration; each names the key or file.
@@ -201,6 +212,8 @@ impl FileConfig {
         self.advertise = overrides.advertise.or(self.advertise);
         self.region = overrides.region.unwrap_or(self.region);
         self.data_dir = overrides.data_dir.unwrap_or(self.data_dir);
+        self.tls_dir = overrides.tls_dir.or(self.tls_dir);
+        self.insecure_plaintext |= overrides.insecure_plaintext;
 
         let id = match self.id {
             None => return Err(invalid("id", "missing: give every replica a positive id")),
@@ -230,7 +243,32 @@ impl FileConfig {
         if self.liveness_flush_ms == 0 {
             return Err(invalid("liveness_flush_ms", "at least 1"));
         }
+        let tls = match (&self.tls_dir, self.insecure_plaintext) {
+            (Some(_), true) => {
+                return Err(invalid(
+                    "insecure_plaintext",
+                    "a replica with tls_dir runs TLS; drop one of them",
+                ));
+            }
+            (None, false) => {
+                return Err(invalid(
+                    "tls_dir",
+                    "missing: give the replica its certificate (slapmaster cert issue), or set \
+                     insecure_plaintext on a trusted development network",
+                ));
+            }
+            (Some(dir), false) => {
+                Some(crate::tls::TlsMaterial::read_dir(dir).map_err(|source| {
+                    ConfigError::Read {
+                        path: dir.clone(),
+                        source,
+                    }
+                })?)
+            }
+            (None, true) => None,
+        };
         let mut replica = ReplicaConfig::new(id, listen, self.data_dir);
+        replica.tls = tls;
         replica.advertise = self.advertise;
         replica.region = self.region;
         replica.raft.heartbeat_interval = self.raft.heartbeat_ms;
@@ -269,7 +307,8 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<ValidConfig, ConfigError> {
-        let file: FileConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+        let text = format!("insecure_plaintext = true\n{text}");
+        let file: FileConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
             path: "test.toml".into(),
             source: Box::new(source),
         })?;
@@ -289,7 +328,8 @@ mod tests {
     #[test]
     fn overrides_win_over_the_file() {
         let file: FileConfig =
-            toml::from_str("id = 1\nlisten = \"127.0.0.1:7000\"").expect("parses");
+            toml::from_str("id = 1\nlisten = \"127.0.0.1:7000\"\ninsecure_plaintext = true")
+                .expect("parses");
         let config = file
             .validate(Overrides {
                 id: Some(2),
@@ -321,6 +361,21 @@ mod tests {
         assert!(matches!(
             parse("id = 1\nunknown_key = 2"),
             Err(ConfigError::Parse { .. })
+        ));
+        let secure: FileConfig = toml::from_str("id = 1").expect("parses");
+        assert!(
+            matches!(
+                secure.validate(Overrides::default()),
+                Err(ConfigError::Invalid { key: "tls_dir", .. })
+            ),
+            "no certificate and no explicit plaintext"
+        );
+        assert!(matches!(
+            parse("id = 1\ntls_dir = \"/nonexistent\""),
+            Err(ConfigError::Invalid {
+                key: "insecure_plaintext",
+                ..
+            })
         ));
     }
 }

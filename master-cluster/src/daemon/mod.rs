@@ -13,6 +13,7 @@ use std::time::Duration;
 use slapcluster_api::client::{self, ClientError};
 use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::admin_client::AdminClient;
+use tonic::transport::ClientTlsConfig;
 
 pub use config::{ConfigError, FileConfig, Overrides, ValidConfig};
 
@@ -24,8 +25,9 @@ use crate::state::{MasterConfig, MasterState};
 pub enum DaemonError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Boxed: a replica's error is large, and every command returns this type.
     #[error(transparent)]
-    Replica(#[from] ReplicaError),
+    Replica(Box<ReplicaError>),
     #[error(transparent)]
     Storage(#[from] raft_store::StoreError),
     #[error("{what}: {source}")]
@@ -43,6 +45,12 @@ pub enum DaemonError {
     NotEmpty(PathBuf),
     #[error("{0}")]
     Refused(String),
+}
+
+impl From<ReplicaError> for DaemonError {
+    fn from(error: ReplicaError) -> Self {
+        Self::Replica(Box::new(error))
+    }
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
@@ -185,6 +193,8 @@ pub async fn join(
     actor: &str,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
+    // Over TLS the replica asks with its own certificate, as a member of the cluster.
+    let tls = config.replica.tls.as_ref().map(crate::tls::client_config);
     let replica = Replica::start(config.replica.clone()).await?;
     let node = replica.node();
     let request = pb::AddMemberRequest {
@@ -195,7 +205,7 @@ pub async fn join(
         promote: true,
     };
     tracing::info!(via, "asking the cluster to add this replica");
-    let added = add_member(via, actor, request).await;
+    let added = add_member(via, tls, actor, request).await;
     match added {
         Ok(reply) => tracing::info!(index = reply.index, "joined as a voter"),
         Err(e) => {
@@ -212,13 +222,14 @@ const JOIN_RETRY_FOR: Duration = Duration::from_secs(120);
 
 async fn add_member(
     via: &str,
+    tls: Option<ClientTlsConfig>,
     actor: &str,
     request: pb::AddMemberRequest,
 ) -> Result<pb::MembershipReply, ClientError> {
     let deadline = tokio::time::Instant::now() + JOIN_RETRY_FOR;
     let mut pause = Duration::from_millis(100);
     // Connects on first use and again after a failure: the replica asked may be starting.
-    let mut admin = AdminClient::new(client::connect_lazy(via)?);
+    let mut admin = AdminClient::new(client::connect_lazy_with(via, tls)?);
     loop {
         let answer = admin
             .add_member(client::as_actor(request.clone(), actor)?)
@@ -288,9 +299,14 @@ pub async fn restore(config: ValidConfig, backup: &Path) -> Result<(), DaemonErr
 
 /// `slapmaster backup`: saves a snapshot of the cluster at `from` (every write acknowledged
 /// before the call is in it) to `to`, written whole or not at all.
-pub async fn backup(from: &str, actor: &str, to: &Path) -> Result<u64, DaemonError> {
+pub async fn backup(
+    from: &str,
+    tls: Option<ClientTlsConfig>,
+    actor: &str,
+    to: &Path,
+) -> Result<u64, DaemonError> {
     use std::io::Write;
-    let mut admin = AdminClient::new(client::connect(from).await?);
+    let mut admin = AdminClient::new(client::connect_with(from, tls).await?);
     let mut chunks = admin
         .snapshot(client::as_actor(pb::SnapshotRequest {}, actor)?)
         .await
@@ -320,8 +336,13 @@ pub async fn backup(from: &str, actor: &str, to: &Path) -> Result<u64, DaemonErr
 
 /// `slapmaster remove`: removes replica `id` from the membership of the cluster at `cluster`;
 /// returns the log index of the change.
-pub async fn remove(cluster: &str, actor: &str, id: u64) -> Result<u64, DaemonError> {
-    let mut admin = AdminClient::new(client::connect(cluster).await?);
+pub async fn remove(
+    cluster: &str,
+    tls: Option<ClientTlsConfig>,
+    actor: &str,
+    id: u64,
+) -> Result<u64, DaemonError> {
+    let mut admin = AdminClient::new(client::connect_with(cluster, tls).await?);
     let reply = admin
         .remove_member(client::as_actor(pb::RemoveMemberRequest { id }, actor)?)
         .await
@@ -330,9 +351,13 @@ pub async fn remove(cluster: &str, actor: &str, id: u64) -> Result<u64, DaemonEr
 }
 
 /// `slapmaster status`: the members of the cluster at `cluster`, one per line.
-pub async fn status(cluster: &str, actor: &str) -> Result<String, DaemonError> {
+pub async fn status(
+    cluster: &str,
+    tls: Option<ClientTlsConfig>,
+    actor: &str,
+) -> Result<String, DaemonError> {
     use std::fmt::Write;
-    let mut admin = AdminClient::new(client::connect(cluster).await?);
+    let mut admin = AdminClient::new(client::connect_with(cluster, tls).await?);
     let status = admin
         .cluster_status(client::as_actor(pb::ClusterStatusRequest {}, actor)?)
         .await
@@ -362,4 +387,73 @@ pub async fn status(cluster: &str, actor: &str) -> Result<String, DaemonError> {
         );
     }
     Ok(out)
+}
+
+/// `slapmaster ca init`: creates the cluster's root CA in `dir` (`root.pem`, and `root.key`
+/// readable by its owner only). Refuses a directory that already holds one.
+pub fn ca_init(dir: &Path, cluster: &str) -> Result<(), DaemonError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let key_path = dir.join("root.key");
+    if key_path.exists() {
+        return Err(DaemonError::Refused(format!(
+            "{} already holds a root CA",
+            dir.display()
+        )));
+    }
+    let root = ca::Authority::create_root(
+        cluster,
+        std::time::SystemTime::now(),
+        ca::Lifetimes::default().root,
+    )
+    .map_err(|e| DaemonError::Refused(e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    std::fs::write(dir.join("root.pem"), root.cert_pem())
+        .map_err(io(format!("writing {}", dir.display())))?;
+    let mut key = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key_path)
+        .map_err(io(format!("creating {}", key_path.display())))?;
+    key.write_all(root.key_pem().as_bytes())
+        .and_then(|()| key.sync_all())
+        .map_err(io(format!("writing {}", key_path.display())))?;
+    Ok(())
+}
+
+/// `slapmaster cert issue`: a key and a certificate for `identity` (`replica:2`,
+/// `operator:NAME`, `user:NAME`, `computer:ID`, `partition:COMPUTER/PARTITION`) signed by the
+/// root CA in `ca_dir`, written to `out` as `roots.pem`, `chain.pem` and `key.pem`.
+pub fn cert_issue(
+    ca_dir: &Path,
+    identity: &str,
+    server_names: Vec<String>,
+    lifetime: Option<Duration>,
+    out: &Path,
+) -> Result<ca::Identity, DaemonError> {
+    let read = |name: &str| {
+        std::fs::read_to_string(ca_dir.join(name))
+            .map_err(io(format!("reading {}", ca_dir.join(name).display())))
+    };
+    let (root_pem, key_pem) = (read("root.pem")?, read("root.key")?);
+    let root = ca::Authority::load(&root_pem, &key_pem)
+        .map_err(|e| DaemonError::Refused(e.to_string()))?;
+    let identity = ca::Identity::parse_uri(&format!(
+        "urn:slapcluster:{}",
+        identity.replacen('/', ":", 1)
+    ))
+    .map_err(|e| DaemonError::Refused(e.to_string()))?;
+    if identity.role() == ca::Role::Replica && server_names.is_empty() {
+        return Err(DaemonError::Refused(
+            "a replica certificate needs --server-name (each address clients reach it at)".into(),
+        ));
+    }
+    let lifetime = lifetime.unwrap_or_else(|| ca::Lifetimes::default().leaf(identity.role()));
+    let material = crate::tls::issue(&root, &root_pem, identity.clone(), server_names, lifetime)
+        .map_err(|e| DaemonError::Refused(e.to_string()))?;
+    material
+        .write_dir(out)
+        .map_err(io(format!("writing {}", out.display())))?;
+    Ok(identity)
 }

@@ -1,5 +1,6 @@
-//! A cluster of `slapmaster` processes on `[::1]`, bootstrapped with `init` and `join`, whose
-//! replicas can be killed and restarted.
+//! A cluster of `slapmaster` processes on `[::1]` over TLS, bootstrapped with `init` and
+//! `join`, whose replicas can be killed and restarted. Its root CA and every certificate are
+//! made with `slapmaster ca init` and `slapmaster cert issue`, as an operator would.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -7,25 +8,74 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use slapcluster_api::client::{self, as_actor};
+use slapcluster_api::client::{self, Credentials};
 use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::admin_client::AdminClient;
+use tonic::transport::ClientTlsConfig;
 
 use super::LoadError;
 
 pub const OPERATOR: &str = "operator:slapload";
 
+/// Runs `slapmaster ARGS PATH EXTRA` to completion.
+fn run_tool(
+    slapmaster: &Path,
+    args: &[&str],
+    path: &Path,
+    extra: &[&str],
+) -> Result<(), LoadError> {
+    let output = Command::new(slapmaster)
+        .args(args)
+        .arg(path)
+        .args(extra)
+        .output()
+        .map_err(|e| LoadError::io(format!("running {}", slapmaster.display()), e))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(LoadError::Cluster(format!(
+            "slapmaster {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        )))
+    }
+}
+
+/// `slapmaster cert issue` for `identity` into `out`, from the CA under `dir/ca`.
+fn issue(
+    slapmaster: &Path,
+    dir: &Path,
+    identity: &str,
+    out: &Path,
+    extra: &[&str],
+) -> Result<(), LoadError> {
+    let ca = dir.join("ca");
+    let ca = ca.to_string_lossy();
+    let mut args = vec![
+        "cert",
+        "issue",
+        "--ca-dir",
+        ca.as_ref(),
+        "--identity",
+        identity,
+    ];
+    args.extend_from_slice(extra);
+    args.push("--out");
+    run_tool(slapmaster, &args, out, &[])
+}
+
 pub struct Replica {
     pub id: u64,
     pub port: u16,
     data_dir: PathBuf,
+    tls_dir: PathBuf,
     log: PathBuf,
     child: Option<Child>,
 }
 
 impl Replica {
     pub fn url(&self) -> String {
-        format!("http://[::1]:{}", self.port)
+        format!("https://[::1]:{}", self.port)
     }
 
     fn command(&self, slapmaster: &Path, verb: &str) -> Result<Command, LoadError> {
@@ -43,6 +93,8 @@ impl Replica {
             .arg(format!("[::1]:{}", self.port))
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .arg("--tls-dir")
+            .arg(&self.tls_dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log);
@@ -56,27 +108,47 @@ impl Replica {
 
 pub struct Cluster {
     slapmaster: PathBuf,
+    dir: PathBuf,
     pub replicas: Vec<Replica>,
+    /// The operator's credentials, for the harness's own calls.
+    operator: Credentials,
 }
 
 impl Cluster {
     /// Starts `count` replicas with their data under `dir`: the first bootstraps, the others
     /// join through it. Returns once all are voters.
     pub async fn start(slapmaster: &Path, dir: &Path, count: u64) -> Result<Self, LoadError> {
+        let ca = dir.join("ca");
+        run_tool(slapmaster, &["ca", "init", "--dir"], &ca, &[])?;
         let mut replicas: Vec<Replica> = Vec::new();
         for id in 1..=count {
             let taken: Vec<u16> = replicas.iter().map(|r| r.port).collect();
+            let tls_dir = dir.join(format!("replica-{id}-tls"));
+            issue(
+                slapmaster,
+                dir,
+                &format!("replica:{id}"),
+                &tls_dir,
+                &["--server-name", "::1"],
+            )?;
             replicas.push(Replica {
                 id,
                 port: unused_port(&taken)?,
                 data_dir: dir.join(format!("replica-{id}")),
+                tls_dir,
                 log: dir.join(format!("replica-{id}.log")),
                 child: None,
             });
         }
+        let operator_dir = dir.join("certs").join("operator");
+        issue(slapmaster, dir, OPERATOR, &operator_dir, &[])?;
+        let operator = Credentials::read_dir(&operator_dir)
+            .map_err(|e| LoadError::io("reading the operator's certificate", e))?;
         let mut cluster = Self {
             slapmaster: slapmaster.to_path_buf(),
+            dir: dir.to_path_buf(),
             replicas,
+            operator,
         };
         let init = cluster.replicas[0]
             .command(slapmaster, "init")?
@@ -94,8 +166,9 @@ impl Cluster {
             cluster.spawn(index, "join", &["--via", &via])?;
         }
         let urls = cluster.urls();
+        let operator = cluster.operator.tls_config();
         let voters = wait_for("every replica to be a voter", || async {
-            let status = status(&urls[0]).await?;
+            let status = status(&urls[0], &operator).await?;
             let ready = status
                 .members
                 .iter()
@@ -119,6 +192,31 @@ impl Cluster {
             .map_err(|e| LoadError::io(format!("starting {}", self.slapmaster.display()), e))?;
         replica.child = Some(child);
         Ok(())
+    }
+
+    /// Credentials for `identity` (`user:alice`, `computer:COMP-1`, ...), issued on first use.
+    pub fn credentials(&self, identity: &str) -> Result<Credentials, LoadError> {
+        let name: String = identity
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let out = self.dir.join("certs").join(name);
+        if !out.exists() {
+            issue(&self.slapmaster, &self.dir, identity, &out, &[])?;
+        }
+        Credentials::read_dir(&out)
+            .map_err(|e| LoadError::io(format!("reading {identity}'s certificate"), e))
+    }
+
+    /// The operator's TLS configuration.
+    pub fn operator(&self) -> ClientTlsConfig {
+        self.operator.tls_config()
     }
 
     /// The last lines each replica logged, to explain a failure.
@@ -148,9 +246,10 @@ impl Cluster {
             .map(Replica::url)
             .collect();
         // Only the leader's own word counts: a restarted replica may still name the old one.
+        let operator = self.operator.tls_config();
         wait_for("a leader", || async {
             for url in &urls {
-                if let Some(status) = replica_status(url).await
+                if let Some(status) = replica_status(url, &operator).await
                     && status.role() == pb::Role::Leader
                 {
                     return Some(status.id);
@@ -196,12 +295,13 @@ impl Cluster {
         };
         self.spawn(index, "run", &[])?;
         let url = self.replicas[index].url();
-        let head = replica_status(&leader_url)
+        let operator = self.operator.tls_config();
+        let head = replica_status(&leader_url, &operator)
             .await
             .map(|s| s.last_log_index)
             .unwrap_or(0);
         wait_for("the restarted replica to catch up", || async {
-            let status = replica_status(&url).await?;
+            let status = replica_status(&url, &operator).await?;
             (status.applied_index >= head).then_some(())
         })
         .await
@@ -274,14 +374,28 @@ pub async fn wait_for<T, F: Future<Output = Option<T>>>(
     }
 }
 
-pub async fn status(url: &str) -> Option<pb::ClusterStatusReply> {
-    let mut admin = AdminClient::new(client::connect(url).await.ok()?);
-    let request = as_actor(pb::ClusterStatusRequest {}, OPERATOR).ok()?;
-    Some(admin.cluster_status(request).await.ok()?.into_inner())
+pub async fn status(url: &str, operator: &ClientTlsConfig) -> Option<pb::ClusterStatusReply> {
+    let channel = client::connect_with(url, Some(operator.clone()))
+        .await
+        .ok()?;
+    let mut admin = AdminClient::new(channel);
+    Some(
+        admin
+            .cluster_status(pb::ClusterStatusRequest {})
+            .await
+            .ok()?
+            .into_inner(),
+    )
 }
 
-pub async fn replica_status(url: &str) -> Option<pb::ReplicaStatusReply> {
-    let mut admin = AdminClient::new(client::connect(url).await.ok()?);
+pub async fn replica_status(
+    url: &str,
+    operator: &ClientTlsConfig,
+) -> Option<pb::ReplicaStatusReply> {
+    let channel = client::connect_with(url, Some(operator.clone()))
+        .await
+        .ok()?;
+    let mut admin = AdminClient::new(channel);
     Some(
         admin
             .replica_status(pb::ReplicaStatusRequest {})

@@ -152,11 +152,11 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> Result<String, L
     progress(&format!(
         "registering {computers} computers of 500 partitions"
     ));
-    setup_capacity(&urls, computers).await?;
+    setup_capacity(&cluster, &urls, computers).await?;
 
     for (phase, &clients) in options.clients.iter().enumerate() {
         progress(&format!("placements with {clients} clients"));
-        let sample = placements(&urls, phase, clients, options.placement_time).await?;
+        let sample = placements(&cluster, &urls, phase, clients, options.placement_time).await?;
         report.push(sample.line(&format!("placements, {clients} clients")));
         progress(report.last().map_or("", String::as_str));
     }
@@ -169,8 +169,8 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> Result<String, L
         .find(|r| r.id != leader)
         .map(cluster::Replica::url)
         .ok_or_else(|| LoadError::Cluster("no follower".into()))?;
-    setup_poll_computer(&urls[0]).await?;
-    let sample = polls(&follower, options.poll_clients, options.poll_time).await?;
+    setup_poll_computer(&cluster, &urls[0]).await?;
+    let sample = polls(&cluster, &follower, options.poll_clients, options.poll_time).await?;
     report.push(sample.line(&format!(
         "full polls, {} clients, follower",
         options.poll_clients
@@ -185,7 +185,7 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> Result<String, L
             .find(|r| r.id == leader)
             .map(cluster::Replica::url)
             .ok_or_else(|| LoadError::Cluster("no leader".into()))?;
-        let sample = wakes(&leader_url, &follower, options.wakes).await?;
+        let sample = wakes(&cluster, &leader_url, &follower, options.wakes).await?;
         report.push(sample.spread("long-poll: acknowledged -> woken", "changes"));
         progress(report.last().map_or("", String::as_str));
     }
@@ -203,8 +203,23 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> Result<String, L
     Ok(report.join("\n"))
 }
 
-async fn setup_capacity(urls: &[String], computers: usize) -> Result<(), LoadError> {
-    let channel = client::connect(&urls[0]).await?;
+/// A channel to `url` with `identity`'s certificate.
+async fn connect_as(
+    cluster: &Cluster,
+    url: &str,
+    identity: &str,
+) -> Result<tonic::transport::Channel, LoadError> {
+    let tls = cluster.credentials(identity)?.tls_config();
+    Ok(client::connect_with(url, Some(tls)).await?)
+}
+
+/// Computers are registered and supplied by the operator.
+async fn setup_capacity(
+    cluster: &Cluster,
+    urls: &[String],
+    computers: usize,
+) -> Result<(), LoadError> {
+    let channel = connect_as(cluster, &urls[0], OPERATOR).await?;
     for n in 0..computers {
         register(&channel, &format!("COMP-L{n}"), 500).await?;
     }
@@ -254,6 +269,7 @@ fn is_placed(reply: &pb::RequestInstanceReply) -> bool {
 }
 
 async fn placements(
+    cluster: &Cluster,
     urls: &[String],
     phase: usize,
     clients: usize,
@@ -263,10 +279,10 @@ async fn placements(
     let deadline = start + time;
     let mut tasks = tokio::task::JoinSet::new();
     for client_id in 0..clients {
-        let channel = client::connect(&urls[client_id % urls.len()]).await?;
+        let actor = format!("user:load-{phase}-{client_id}");
+        let channel = connect_as(cluster, &urls[client_id % urls.len()], &actor).await?;
         tasks.spawn(async move {
             let mut user = UserClient::new(channel);
-            let actor = format!("user:load-{phase}-{client_id}");
             let mut sample = Sample::default();
             let mut n = 0u64;
             while Instant::now() < deadline {
@@ -305,11 +321,12 @@ async fn collect(
 }
 
 const POLL_COMPUTER: &str = "COMP-POLL";
+const POLL_USER: &str = "user:poll";
 
-async fn setup_poll_computer(url: &str) -> Result<(), LoadError> {
-    let channel = client::connect(url).await?;
-    register(&channel, POLL_COMPUTER, 100).await?;
-    let mut user = UserClient::new(channel);
+async fn setup_poll_computer(cluster: &Cluster, url: &str) -> Result<(), LoadError> {
+    let operator = connect_as(cluster, url, OPERATOR).await?;
+    register(&operator, POLL_COMPUTER, 100).await?;
+    let mut user = UserClient::new(connect_as(cluster, url, POLL_USER).await?);
     for n in 0..100 {
         let request = pb::RequestInstanceRequest {
             title: format!("polled-{n}"),
@@ -318,9 +335,7 @@ async fn setup_poll_computer(url: &str) -> Result<(), LoadError> {
             sla: HashMap::from([("computer_guid".to_string(), POLL_COMPUTER.to_string())]),
             ..Default::default()
         };
-        let reply = user
-            .request_instance(as_actor(request, "user:poll")?)
-            .await?;
+        let reply = user.request_instance(as_actor(request, POLL_USER)?).await?;
         if !is_placed(reply.get_ref()) {
             return Err(LoadError::Cluster(format!(
                 "polled-{n} not placed on {POLL_COMPUTER}: {:?}",
@@ -331,13 +346,18 @@ async fn setup_poll_computer(url: &str) -> Result<(), LoadError> {
     Ok(())
 }
 
-async fn polls(url: &str, clients: usize, time: Duration) -> Result<Sample, LoadError> {
+async fn polls(
+    cluster: &Cluster,
+    url: &str,
+    clients: usize,
+    time: Duration,
+) -> Result<Sample, LoadError> {
     let start = Instant::now();
     let deadline = start + time;
     let actor = format!("computer:{POLL_COMPUTER}");
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..clients {
-        let channel = client::connect(url).await?;
+        let channel = connect_as(cluster, url, &actor).await?;
         let actor = actor.clone();
         tasks.spawn(async move {
             let mut node = NodeClient::new(channel);
@@ -364,10 +384,15 @@ async fn polls(url: &str, clients: usize, time: Duration) -> Result<Sample, Load
 /// `count` times: a node long-polls `follower` for its computer, a user changes the computer
 /// (re-requests an instance on it with a new parameter) through `leader`, and the
 /// time from the user's acknowledgement to the node's answer is recorded.
-async fn wakes(leader: &str, follower: &str, count: usize) -> Result<Sample, LoadError> {
-    let mut node = NodeClient::new(client::connect(follower).await?);
-    let mut user = UserClient::new(client::connect(leader).await?);
+async fn wakes(
+    cluster: &Cluster,
+    leader: &str,
+    follower: &str,
+    count: usize,
+) -> Result<Sample, LoadError> {
     let actor = format!("computer:{POLL_COMPUTER}");
+    let mut node = NodeClient::new(connect_as(cluster, follower, &actor).await?);
+    let mut user = UserClient::new(connect_as(cluster, leader, POLL_USER).await?);
     let poll = |after: Option<u64>| pb::PollComputerRequest {
         computer: POLL_COMPUTER.into(),
         after,
@@ -399,8 +424,7 @@ async fn wakes(leader: &str, follower: &str, count: usize) -> Result<Sample, Loa
             sla: HashMap::from([("computer_guid".to_string(), POLL_COMPUTER.to_string())]),
             ..Default::default()
         };
-        user.request_instance(as_actor(request, "user:poll")?)
-            .await?;
+        user.request_instance(as_actor(request, POLL_USER)?).await?;
         let acknowledged = Instant::now();
         let (reply, answered) = waiting
             .await
@@ -439,17 +463,18 @@ async fn failover(cluster: &mut Cluster, round: usize) -> Result<Duration, LoadE
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = tokio::task::JoinSet::new();
     for url in others {
-        let channel = client::connect_lazy(&url)?;
+        let tls = cluster.credentials("user:failover")?.tls_config();
+        let channel = client::connect_lazy_with(&url, Some(tls))?;
         let acknowledged = acknowledged.clone();
         let stop = stop.clone();
         writers.spawn(async move {
             let mut user = UserClient::new(channel);
-            let actor = format!("user:failover-{round}");
+            let actor = "user:failover".to_string();
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 n += 1;
                 let request = pb::RequestInstanceRequest {
-                    title: format!("{url}-{n}"),
+                    title: format!("{round}-{url}-{n}"),
                     software_release: SOFTWARE.into(),
                     ..Default::default()
                 };
