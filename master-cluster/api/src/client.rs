@@ -1,6 +1,7 @@
 //! Connecting to a replica, for every client of the contract (node agents, `slapctl`, the
-//! load tool, `slapmaster` itself): one channel per replica address, TCP_NODELAY on, and the
-//! caller's identity in the [`ACTOR_HEADER`] until connections carry certificates.
+//! load tool, `slapmaster` itself): one channel per replica address, TCP_NODELAY on, over TLS
+//! with the caller's [`Credentials`] (its certificate is its identity), or, on a cluster run
+//! with `insecure_plaintext`, in plaintext with the caller's name in the [`ACTOR_HEADER`].
 
 use std::time::Duration;
 

@@ -90,8 +90,8 @@ impl InstanceGuid {
     }
 }
 
-/// Who issued a command; recorded in the audit trail. Authorisation (issue 5) decides who may
-/// issue what; the state machine checks only that references are consistent.
+/// Who issued a command; recorded in the audit trail. The services authenticate it (from the
+/// caller's certificate) and authorise reads; apply decides which commands it may issue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Actor {
     User(UserId),

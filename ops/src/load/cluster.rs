@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 use slapcluster_api::client::{self, Credentials};
 use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::admin_client::AdminClient;
-use tonic::transport::ClientTlsConfig;
+use tonic::transport::{Channel, ClientTlsConfig};
 
 use super::LoadError;
 
@@ -374,33 +374,25 @@ pub async fn wait_for<T, F: Future<Output = Option<T>>>(
     }
 }
 
-pub async fn status(url: &str, operator: &ClientTlsConfig) -> Option<pb::ClusterStatusReply> {
+/// An admin client of the replica at `url`, if it answers.
+async fn admin(url: &str, operator: &ClientTlsConfig) -> Option<AdminClient<Channel>> {
     let channel = client::connect_with(url, Some(operator.clone()))
         .await
         .ok()?;
-    let mut admin = AdminClient::new(channel);
-    Some(
-        admin
-            .cluster_status(pb::ClusterStatusRequest {})
-            .await
-            .ok()?
-            .into_inner(),
-    )
+    Some(AdminClient::new(channel))
+}
+
+pub async fn status(url: &str, operator: &ClientTlsConfig) -> Option<pb::ClusterStatusReply> {
+    let request = pb::ClusterStatusRequest {};
+    let status = admin(url, operator).await?.cluster_status(request).await;
+    Some(status.ok()?.into_inner())
 }
 
 pub async fn replica_status(
     url: &str,
     operator: &ClientTlsConfig,
 ) -> Option<pb::ReplicaStatusReply> {
-    let channel = client::connect_with(url, Some(operator.clone()))
-        .await
-        .ok()?;
-    let mut admin = AdminClient::new(channel);
-    Some(
-        admin
-            .replica_status(pb::ReplicaStatusRequest {})
-            .await
-            .ok()?
-            .into_inner(),
-    )
+    let request = pb::ReplicaStatusRequest {};
+    let status = admin(url, operator).await?.replica_status(request).await;
+    Some(status.ok()?.into_inner())
 }
