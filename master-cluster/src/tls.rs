@@ -213,16 +213,20 @@ pub fn incoming(
     let acceptor = TlsAcceptor::from(server);
     tokio::spawn(async move {
         loop {
-            let (tcp, peer) = match listener.accept().await {
+            // The server dropping its end of the stream (at shutdown) closes the listener.
+            let next = tokio::select! {
+                next = listener.accept() => next,
+                () = accepted.closed() => return,
+            };
+            let (tcp, peer) = match next {
                 Ok(accepted) => accepted,
                 Err(e) => {
+                    // Out of file descriptors, say: back off instead of spinning.
                     tracing::warn!(%e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
             };
-            if accepted.is_closed() {
-                return;
-            }
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let accepted = accepted.clone();

@@ -32,25 +32,23 @@ fn init_tracing() {
         .try_init();
 }
 
+/// The dev cluster in plaintext (danger): these tests act as many callers, naming each in
+/// the actor header. (`tls.rs` tests the same services over TLS, with certificates.)
 async fn dev_cluster(dir: &std::path::Path) -> (DevCluster, String) {
-    dev_cluster_on(dir, 0).await
+    dev_cluster_at(dir, dev::DevOptions::default().host).await
 }
 
-/// Replicas `n` listen on `[::1]:base_port + n - 1` (port 0: any free port).
-async fn dev_cluster_on(dir: &std::path::Path, base_port: u16) -> (DevCluster, String) {
-    dev_cluster_at(dir, dev::DevOptions::default().host, base_port).await
-}
-
-async fn dev_cluster_at(
-    dir: &std::path::Path,
-    host: std::net::IpAddr,
-    base_port: u16,
-) -> (DevCluster, String) {
-    let options = dev::DevOptions {
+async fn dev_cluster_at(dir: &std::path::Path, host: std::net::IpAddr) -> (DevCluster, String) {
+    start_dev(dev::DevOptions {
         data_dir: dir.to_path_buf(),
         host,
-        base_port,
-    };
+        base_port: 0,
+        danger_plaintext: true,
+    })
+    .await
+}
+
+async fn start_dev(options: dev::DevOptions) -> (DevCluster, String) {
     let mut report = Vec::new();
     let cluster = dev::start(&options, &mut report)
         .await
@@ -81,10 +79,20 @@ fn placed_partition(placement: Option<&pb::Placement>) -> String {
 async fn dev_places_the_demo_instances_and_restarts_from_its_data() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
-    // Replica addresses are their identities: a restart must reuse them.
-    let base_port = free_ports(3);
-    tracing::info!("--- first start: bootstrap, demo computer, three instances");
-    let (cluster, report) = dev_cluster_on(dir.path(), base_port).await;
+    // Replica addresses are their identities: a restart must reuse them. As `slapmaster dev`
+    // does, over TLS with the dev cluster's own CA.
+    let options = dev::DevOptions {
+        data_dir: dir.path().to_path_buf(),
+        base_port: free_ports(3),
+        ..Default::default()
+    };
+    tracing::info!("--- first start: its CA, bootstrap, demo computer, three instances");
+    let (cluster, report) = start_dev(options.clone()).await;
+    assert!(
+        cluster.replicas[0].url().starts_with("https://"),
+        "{report}"
+    );
+    assert!(report.contains("--tls-dir"), "{report}");
     let partitions: BTreeSet<String> = cluster
         .placements
         .values()
@@ -107,7 +115,7 @@ async fn dev_places_the_demo_instances_and_restarts_from_its_data() {
     cluster.shutdown().await.expect("shutdown");
 
     tracing::info!("--- second start from the same data: same instances, nothing changed");
-    let (cluster, _) = dev_cluster_on(dir.path(), base_port).await;
+    let (cluster, _) = start_dev(options).await;
     for (title, reply) in &cluster.placements {
         assert_eq!(reply.guid, first[title].guid);
         assert_eq!(reply.placement, first[title].placement);
@@ -387,7 +395,7 @@ async fn bad_input_gets_a_precise_error_and_changes_nothing() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
     // IPv4 is accepted as well as IPv6: this cluster runs on 127.0.0.1.
-    let (cluster, _) = dev_cluster_at(dir.path(), std::net::Ipv4Addr::LOCALHOST.into(), 0).await;
+    let (cluster, _) = dev_cluster_at(dir.path(), std::net::Ipv4Addr::LOCALHOST.into()).await;
     assert!(cluster.replicas[1].url().starts_with("http://127.0.0.1:"));
     let replica = &cluster.replicas[1];
     let channel = channel(replica).await;

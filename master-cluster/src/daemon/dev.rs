@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use slapcluster_api::client::{self, as_actor};
@@ -24,6 +24,9 @@ pub struct DevOptions {
     pub host: IpAddr,
     /// Replica `n` listens on `base_port + n - 1`; 0 picks free ports.
     pub base_port: u16,
+    /// danger: plaintext, callers naming themselves in a header, for tests that act as many
+    /// callers at once. Off by default: the dev cluster makes its own CA and certificates.
+    pub danger_plaintext: bool,
 }
 
 impl Default for DevOptions {
@@ -32,6 +35,7 @@ impl Default for DevOptions {
             data_dir: "./data".into(),
             host: IpAddr::V6(Ipv6Addr::LOCALHOST),
             base_port: 7001,
+            danger_plaintext: false,
         }
     }
 }
@@ -62,6 +66,9 @@ impl DevCluster {
 /// Starts (or restarts, from `data_dir`) the three replicas, bootstraps the cluster the first
 /// time, sets up the demo computer and instances (idempotently), and reports to `out`.
 pub async fn start(options: &DevOptions, out: &mut dyn Write) -> Result<DevCluster, DaemonError> {
+    let certificates = (!options.danger_plaintext)
+        .then(|| Certificates::make(&options.data_dir, options.host))
+        .transpose()?;
     let mut replicas = Vec::new();
     for id in 1..=3u64 {
         let port = match options.base_port {
@@ -74,6 +81,9 @@ pub async fn start(options: &DevOptions, out: &mut dyn Write) -> Result<DevClust
             options.data_dir.join(format!("replica-{id}")),
         );
         config.region = format!("dev-{id}");
+        if let Some(certificates) = &certificates {
+            config.tls = Some(certificates.load(&format!("replica-{id}"))?);
+        }
         replicas.push(Replica::start(config).await?);
     }
     let first = &replicas[0];
@@ -100,7 +110,18 @@ pub async fn start(options: &DevOptions, out: &mut dyn Write) -> Result<DevClust
         return Err(DaemonError::Refused("no follower".into()));
     };
     let via_url = via.url().to_string();
-    let placements = demo(&via_url).await?;
+    let tls = |name: &str| -> Result<Option<_>, DaemonError> {
+        match &certificates {
+            Some(certificates) => Ok(Some(certificates.load(name)?.tls_config())),
+            None => Ok(None),
+        }
+    };
+    let callers = Callers {
+        operator: client::connect_with(&via_url, tls("operator")?).await?,
+        computer: client::connect_with(&via_url, tls("computer")?).await?,
+        user: client::connect_with(&via_url, tls("user")?).await?,
+    };
+    let placements = demo(callers).await?;
 
     let w = |e| DaemonError::Io {
         what: "writing the report".into(),
@@ -135,13 +156,26 @@ pub async fn start(options: &DevOptions, out: &mut dyn Write) -> Result<DevClust
         )
         .map_err(w)?;
     }
-    writeln!(
-        out,
-        "talk to any replica: gRPC services slapcluster.v1.Node, .User and .Admin, naming \
-         yourself in the `slapcluster-actor` header (e.g. {DEMO_USER}, operator:me, \
-         computer:{DEMO_COMPUTER}); `slapmaster status --cluster {via_url}` shows the members.\n\
-         Ctrl-C stops the cluster; `slapmaster dev` again restarts it from its data."
-    )
+    match &certificates {
+        Some(certificates) => writeln!(
+            out,
+            "talk to any replica: gRPC services slapcluster.v1.Node, .User and .Admin over \
+             TLS, with a certificate of the dev CA ({ca}); the operator's, the demo user's and \
+             the computer's are in {certs}. For example:\n  \
+             slapmaster status --cluster {via_url} --tls-dir {operator}\n\
+             Ctrl-C stops the cluster; `slapmaster dev` again restarts it from its data.",
+            ca = certificates.ca.display(),
+            certs = certificates.dir.display(),
+            operator = certificates.dir.join("operator").display(),
+        ),
+        None => writeln!(
+            out,
+            "talk to any replica (plaintext): gRPC services slapcluster.v1.Node, .User and \
+             .Admin, naming yourself in the `slapcluster-actor` header (e.g. {DEMO_USER}, \
+             operator:me, computer:{DEMO_COMPUTER}); `slapmaster status --cluster {via_url}` \
+             shows the members."
+        ),
+    }
     .map_err(w)?;
     Ok(DevCluster {
         replicas,
@@ -180,21 +214,29 @@ fn describe(placement: Option<&pb::Placement>) -> String {
 }
 
 /// The demo: a release in the catalog, a computer that supplies it, three instances.
-async fn demo(url: &str) -> Result<BTreeMap<String, pb::RequestInstanceReply>, DaemonError> {
-    let channel = client::connect(url).await?;
-    let mut user = UserClient::new(channel.clone());
-    let mut node = NodeClient::new(channel);
+/// The demo's three callers, each on its own connection (over TLS, its own certificate).
+struct Callers {
+    operator: tonic::transport::Channel,
+    computer: tonic::transport::Channel,
+    user: tonic::transport::Channel,
+}
+
+async fn demo(callers: Callers) -> Result<BTreeMap<String, pb::RequestInstanceReply>, DaemonError> {
+    let mut operator = UserClient::new(callers.operator);
+    let mut user = UserClient::new(callers.user);
+    let mut node = NodeClient::new(callers.computer);
     let status = |e: tonic::Status| DaemonError::Client(e.into());
-    user.publish_software_release(as_actor(
-        pb::PublishSoftwareReleaseRequest {
-            url: DEMO_SOFTWARE.into(),
-            title: "Demo".into(),
-            software_types: vec!["default".into()],
-        },
-        OPERATOR,
-    )?)
-    .await
-    .map_err(status)?;
+    operator
+        .publish_software_release(as_actor(
+            pb::PublishSoftwareReleaseRequest {
+                url: DEMO_SOFTWARE.into(),
+                title: "Demo".into(),
+                software_types: vec!["default".into()],
+            },
+            OPERATOR,
+        )?)
+        .await
+        .map_err(status)?;
     node.register_computer(as_actor(
         demo_computer(),
         &format!("computer:{DEMO_COMPUTER}"),
@@ -207,7 +249,8 @@ async fn demo(url: &str) -> Result<BTreeMap<String, pb::RequestInstanceReply>, D
         ..Default::default()
     };
     supply.set_state(pb::SupplyState::Available);
-    user.supply(as_actor(supply, OPERATOR)?)
+    operator
+        .supply(as_actor(supply, OPERATOR)?)
         .await
         .map_err(status)?;
     let mut placements = BTreeMap::new();
@@ -259,5 +302,56 @@ fn demo_computer() -> pb::RegisterComputerRequest {
             })
             .collect(),
         ..Default::default()
+    }
+}
+
+/// The dev cluster's own CA and certificates, under `data_dir`: made once, reused by every
+/// restart.
+struct Certificates {
+    ca: PathBuf,
+    dir: PathBuf,
+}
+
+impl Certificates {
+    fn make(data_dir: &Path, host: IpAddr) -> Result<Self, DaemonError> {
+        let certificates = Self {
+            ca: data_dir.join("ca"),
+            dir: data_dir.join("certs"),
+        };
+        if !certificates.ca.join("root.key").exists() {
+            super::ca_init(&certificates.ca, "dev")?;
+        }
+        let server_names = vec![host.to_string()];
+        let mut wanted = vec![
+            ("operator".to_string(), OPERATOR.to_string(), Vec::new()),
+            ("user".to_string(), DEMO_USER.to_string(), Vec::new()),
+            (
+                "computer".to_string(),
+                format!("computer:{DEMO_COMPUTER}"),
+                Vec::new(),
+            ),
+        ];
+        for id in 1..=3 {
+            wanted.push((
+                format!("replica-{id}"),
+                format!("replica:{id}"),
+                server_names.clone(),
+            ));
+        }
+        for (name, identity, names) in wanted {
+            let out = certificates.dir.join(&name);
+            if !out.join("key.pem").exists() {
+                super::cert_issue(&certificates.ca, &identity, names, None, &out)?;
+            }
+        }
+        Ok(certificates)
+    }
+
+    fn load(&self, name: &str) -> Result<crate::tls::TlsMaterial, DaemonError> {
+        let dir = self.dir.join(name);
+        crate::tls::TlsMaterial::read_dir(&dir).map_err(|source| DaemonError::Io {
+            what: format!("reading {}", dir.display()),
+            source,
+        })
     }
 }
