@@ -83,6 +83,14 @@ impl CertificateInfo {
     }
 }
 
+/// Every certificate of a PEM text.
+pub fn ders_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, CaError> {
+    use rustls_pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CaError::NotACertificate(format!("PEM: {e}")))
+}
+
 /// The first certificate of a PEM text.
 pub fn der_from_pem(pem: &str) -> Result<CertificateDer<'static>, CaError> {
     use rustls_pki_types::pem::PemObject;

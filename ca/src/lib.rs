@@ -22,7 +22,7 @@ mod policy;
 mod verify;
 
 pub use authority::{Authority, Grant, KeyAndRequest, new_key_and_request};
-pub use cert::{CertificateInfo, Serial, der_from_pem};
+pub use cert::{CertificateInfo, Serial, der_from_pem, ders_from_pem};
 pub use error::CaError;
 pub use identity::{Identity, IdentityError, MAX_ID_BYTES, Role};
 pub use policy::{Lifetimes, renewal_due};

@@ -56,11 +56,16 @@ pub struct TrustStore {
 }
 
 impl TrustStore {
+    /// Trusts every certificate in `roots_pem` (each text may hold several: a bundle of the
+    /// old and the new root during a CA rotation).
     pub fn new(roots_pem: &[&str]) -> Result<Self, CaError> {
-        let roots = roots_pem
-            .iter()
-            .map(|pem| crate::cert::der_from_pem(pem))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut roots = Vec::new();
+        for pem in roots_pem {
+            roots.extend(crate::cert::ders_from_pem(pem)?);
+        }
+        if roots.is_empty() {
+            return Err(CaError::NotACertificate("no root certificate".into()));
+        }
         // Each must be usable as an anchor.
         for root in &roots {
             webpki::anchor_from_trusted_cert(root)
