@@ -48,6 +48,37 @@ pub struct Tls {
     verified: std::sync::Mutex<HashMap<Vec<u8>, ca::Verified>>,
 }
 
+/// The TLS setup a replica uses now: replaced whole when its files change, so that renewed
+/// certificates and a rotated CA take effect without a restart (new connections use the new
+/// setup; open ones keep theirs until they reconnect).
+pub struct CurrentTls(std::sync::RwLock<Arc<Tls>>);
+
+impl CurrentTls {
+    pub fn new(tls: Tls) -> Self {
+        Self(std::sync::RwLock::new(Arc::new(tls)))
+    }
+
+    pub fn get(&self) -> Arc<Tls> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn replace(&self, tls: Tls) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tls);
+    }
+}
+
+/// A cheap fingerprint of the material's files (sizes and modification times), to notice
+/// that they changed.
+pub fn fingerprint(dir: &std::path::Path) -> Option<Vec<(u64, SystemTime)>> {
+    ["roots.pem", "chain.pem", "key.pem"]
+        .iter()
+        .map(|name| {
+            let meta = std::fs::metadata(dir.join(name)).ok()?;
+            Some((meta.len(), meta.modified().ok()?))
+        })
+        .collect()
+}
+
 /// Cached verified chains beyond this are forgotten all at once (then re-verified).
 const MAX_CACHED_CHAINS: usize = 10_000;
 
@@ -206,11 +237,10 @@ const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10
 /// task, so that a slow client delays no other); failed handshakes are logged and dropped.
 pub fn incoming(
     listener: TcpListener,
-    server: Arc<rustls::ServerConfig>,
+    current: Arc<CurrentTls>,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<tokio::net::TcpStream>, std::io::Error>>
 {
     let (accepted, stream) = tokio::sync::mpsc::channel(64);
-    let acceptor = TlsAcceptor::from(server);
     tokio::spawn(async move {
         loop {
             // The server dropping its end of the stream (at shutdown) closes the listener.
@@ -228,7 +258,8 @@ pub fn incoming(
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
+            // The setup current when the connection arrives.
+            let acceptor = TlsAcceptor::from(current.get().server.clone());
             let accepted = accepted.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

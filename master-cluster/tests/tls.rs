@@ -230,3 +230,57 @@ async fn callers_are_known_by_their_certificates_and_refused_with_a_reason() {
         replica.shutdown().await.expect("shutdown");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_root_written_to_the_roots_file_is_trusted_without_a_restart() {
+    let now = SystemTime::now();
+    let (old, new) = (TestCa::new("test"), TestCa::new("test"));
+    let dir = tempfile::tempdir().expect("dir");
+    let tls_dir = dir.path().join("tls");
+    let material = old.material(Identity::Replica(1), now);
+    material.write_dir(&tls_dir).expect("written");
+    let mut config =
+        ReplicaConfig::new(1, "[::1]:0".parse().expect("addr"), dir.path().join("data"));
+    config.tls = Some(material);
+    config.tls_dir = Some(tls_dir.clone());
+    let replica = Replica::start(config).await.expect("starts");
+    replica
+        .initialize([(1, replica.node())].into())
+        .await
+        .expect("initialise");
+    let url = replica.url().to_string();
+
+    // A computer whose certificate comes from the new root (it trusts the old one, which
+    // signed the replica's).
+    let mut client = new.material(Identity::Computer("COMP-1".into()), now);
+    client.roots_pem = vec![old.root.cert_pem().to_string()];
+    let (code, message) = refused(
+        NodeClient::new(channel(&url, &client).await)
+            .poll_computer(poll())
+            .await,
+    );
+    assert_eq!(code, Code::Unauthenticated, "{message}");
+
+    tracing::info!("--- both roots in roots.pem: the new root's certificates are accepted");
+    let bundle = format!("{}{}", old.root.cert_pem(), new.root.cert_pem());
+    std::fs::write(tls_dir.join("roots.pem"), bundle).expect("written");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = NodeClient::new(channel(&url, &client).await)
+            .poll_computer(poll())
+            .await;
+        match answer {
+            // Known by its certificate now; the computer is simply not registered.
+            Err(status) if status.code() == Code::NotFound => break,
+            Err(status) if status.code() == Code::Unauthenticated => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the new root is not trusted 10 s after the roots file changed"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    replica.shutdown().await.expect("shutdown");
+}

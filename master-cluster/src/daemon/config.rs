@@ -269,6 +269,7 @@ impl FileConfig {
         };
         let mut replica = ReplicaConfig::new(id, listen, self.data_dir);
         replica.tls = tls;
+        replica.tls_dir = self.tls_dir;
         replica.advertise = self.advertise;
         replica.region = self.region;
         replica.raft.heartbeat_interval = self.raft.heartbeat_ms;

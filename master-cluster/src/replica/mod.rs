@@ -53,6 +53,8 @@ pub struct ReplicaConfig {
     /// every caller is identified by its certificate. `None` is plaintext, where callers name
     /// themselves in a request header: for tests and trusted development networks only.
     pub tls: Option<crate::tls::TlsMaterial>,
+    /// Where `tls` was read from: watched, and loaded again when its files change.
+    pub tls_dir: Option<PathBuf>,
     pub data_dir: PathBuf,
     pub raft: openraft::Config,
     pub storage: raft_store::Options,
@@ -74,6 +76,7 @@ impl ReplicaConfig {
             advertise: None,
             region: String::new(),
             tls: None,
+            tls_dir: None,
             data_dir,
             raft: openraft::Config {
                 cluster_name: "slapcluster".into(),
@@ -138,6 +141,40 @@ async fn spawn_revocation_reload(core: &Arc<ReplicaCore>) -> Result<(), ReplicaE
         }
     });
     Ok(())
+}
+
+/// How often a replica looks at its certificate files.
+const TLS_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Loads the TLS material again whenever the files in `dir` change (a renewed certificate, a
+/// roots file with a second root). Material that does not load is logged and ignored: the
+/// replica keeps what it has.
+fn spawn_tls_reload(core: &Arc<ReplicaCore>, dir: PathBuf) {
+    let weak = Arc::downgrade(core);
+    tokio::spawn(async move {
+        let mut seen = crate::tls::fingerprint(&dir);
+        loop {
+            tokio::time::sleep(TLS_WATCH_INTERVAL).await;
+            let Some(core) = weak.upgrade() else { return };
+            let now = crate::tls::fingerprint(&dir);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            let Some(current) = &core.tls else { return };
+            let loaded = crate::tls::TlsMaterial::read_dir(&dir)
+                .map_err(|e| e.to_string())
+                .and_then(|material| crate::tls::Tls::new(&material).map_err(|e| e.to_string()));
+            match loaded {
+                Ok(tls) => {
+                    core.peers.set_tls(tls.client.clone());
+                    current.replace(tls);
+                    tracing::info!(dir = %dir.display(), "TLS material reloaded");
+                }
+                Err(e) => tracing::warn!(dir = %dir.display(), %e, "TLS material not reloaded"),
+            }
+        }
+    });
 }
 
 async fn reload_revocations(core: &ReplicaCore) -> Result<(), ReadError> {
@@ -239,7 +276,7 @@ pub struct ReplicaCore {
     app: MasterState,
     batcher: batcher::Batcher,
     /// TLS, unless this replica runs in plaintext.
-    tls: Option<Arc<crate::tls::Tls>>,
+    tls: Option<Arc<crate::tls::CurrentTls>>,
     /// Computers whose nodes polled this replica since its last liveness summary, with the
     /// time of their last poll. Memory only: a std mutex held for an insert, never across an
     /// await.
@@ -285,10 +322,12 @@ impl Replica {
             })?;
 
         let tls = match &config.tls {
-            Some(material) => Some(Arc::new(crate::tls::Tls::new(material)?)),
+            Some(material) => Some(Arc::new(crate::tls::CurrentTls::new(crate::tls::Tls::new(
+                material,
+            )?))),
             None => None,
         };
-        let peers = Peers::new(tls.as_ref().map(|tls| tls.client.clone()));
+        let peers = Peers::new(tls.as_ref().map(|tls| tls.get().client.clone()));
         let network = Network {
             peers: peers.clone(),
         };
@@ -319,6 +358,9 @@ impl Replica {
             write_timeout: config.write_timeout,
         });
         spawn_revocation_reload(&core).await?;
+        if let Some(dir) = config.tls_dir.clone() {
+            spawn_tls_reload(&core, dir);
+        }
         let (stop_server, stopped) = oneshot::channel::<()>();
         let stopped = async {
             let _ = stopped.await;
@@ -326,7 +368,7 @@ impl Replica {
         let router = crate::service::router(&core);
         let server = match &tls {
             Some(tls) => tokio::spawn(router.serve_with_incoming_shutdown(
-                crate::tls::incoming(listener, tls.server.clone()),
+                crate::tls::incoming(listener, tls.clone()),
                 stopped,
             )),
             None => {
@@ -396,8 +438,8 @@ impl ReplicaCore {
     }
 
     /// TLS, unless this replica runs in plaintext (callers then name themselves).
-    pub fn tls(&self) -> Option<&crate::tls::Tls> {
-        self.tls.as_deref()
+    pub fn tls(&self) -> Option<Arc<crate::tls::Tls>> {
+        self.tls.as_ref().map(|tls| tls.get())
     }
 
     /// The serials of the certificates revoked as of this replica's applied state.

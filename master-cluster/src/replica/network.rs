@@ -29,7 +29,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     /// How to reach peers over TLS (with this replica's certificate); `None` for plaintext.
-    tls: Option<tonic::transport::ClientTlsConfig>,
+    tls: Arc<std::sync::RwLock<Option<tonic::transport::ClientTlsConfig>>>,
 }
 
 impl Peers {
@@ -37,8 +37,17 @@ impl Peers {
     pub fn new(tls: Option<tonic::transport::ClientTlsConfig>) -> Self {
         Self {
             channels: Default::default(),
-            tls,
+            tls: Arc::new(std::sync::RwLock::new(tls)),
         }
+    }
+
+    /// Uses `tls` for new connections (after a certificate reload); channels are reopened.
+    pub fn set_tls(&self, tls: tonic::transport::ClientTlsConfig) {
+        *self.tls.write().unwrap_or_else(|p| p.into_inner()) = Some(tls);
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// The channel to `addr` (`http://[host]:port`), created on first use. A channel reconnects
@@ -50,8 +59,9 @@ impl Peers {
             return Ok(channel.clone());
         }
         let mut endpoint = Endpoint::from_shared(addr.to_string())?;
-        if let Some(tls) = &self.tls {
-            endpoint = endpoint.tls_config(tls.clone())?;
+        let tls = self.tls.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls)?;
         }
         let channel = endpoint
             .tcp_nodelay(true)
