@@ -15,6 +15,7 @@ use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::admin_client::AdminClient;
 use slapcluster_api::v1::node_client::NodeClient;
 use slapcluster_api::v1::raft_client::RaftClient;
+use slapcluster_api::v1::user_client::UserClient;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -71,6 +72,16 @@ async fn channel(url: &str, material: &TlsMaterial) -> Channel {
 fn refused<T: std::fmt::Debug>(answer: Result<T, tonic::Status>) -> (Code, String) {
     let status = answer.expect_err("refused");
     (status.code(), status.message().to_string())
+}
+
+const SR: &str = "https://lab.example/software/demo/software.cfg";
+
+fn instance_request(title: &str) -> pb::RequestInstanceRequest {
+    pb::RequestInstanceRequest {
+        title: title.into(),
+        software_release: SR.into(),
+        ..Default::default()
+    }
 }
 
 fn poll() -> pb::PollComputerRequest {
@@ -149,6 +160,63 @@ async fn callers_are_known_by_their_certificates_and_refused_with_a_reason() {
     let (code, message) = refused(node.register_computer(other).await);
     assert_eq!(code, Code::PermissionDenied, "{message}");
 
+    tracing::info!("--- an instance's partition requests a child: as itself, never another");
+    let operator = ca.material(Identity::Operator("ops".into()), now);
+    let mut supply = pb::SupplyRequest {
+        computer: "COMP-1".into(),
+        url: SR.into(),
+        ..Default::default()
+    };
+    supply.set_state(pb::SupplyState::Available);
+    UserClient::new(channel(&url, &operator).await)
+        .supply(supply)
+        .await
+        .expect("supplied");
+    let alice = ca.material(Identity::User("alice".into()), now);
+    let mut alice_client = UserClient::new(channel(&url, &alice).await);
+    let parent = alice_client
+        .request_instance(instance_request("parent"))
+        .await
+        .expect("requested")
+        .into_inner();
+    let partition = |reference: &str| Identity::Partition {
+        computer: "COMP-1".into(),
+        partition: reference.into(),
+    };
+    let slappart0 = ca.material(partition("slappart0"), now);
+    let child = UserClient::new(channel(&url, &slappart0).await)
+        .request_instance(instance_request("child"))
+        .await
+        .expect("a child requested by the parent's partition")
+        .into_inner();
+    let shown = alice_client
+        .show_instance(pb::ShowInstanceRequest {
+            instance: Some(pb::show_instance_request::Instance::Guid(
+                child.guid.clone(),
+            )),
+            consistency: pb::Consistency::Linearizable.into(),
+        })
+        .await
+        .expect("alice sees her tree")
+        .into_inner()
+        .instance
+        .expect("instance");
+    assert_eq!(
+        shown.requested_by, parent.guid,
+        "the child belongs to slappart0's instance"
+    );
+    let elsewhere = ca.material(partition("slappart9"), now);
+    let (code, message) = refused(
+        UserClient::new(channel(&url, &elsewhere).await)
+            .request_instance(instance_request("orphan"))
+            .await,
+    );
+    assert_eq!(
+        code,
+        Code::NotFound,
+        "a partition that does not exist: {message}"
+    );
+
     tracing::info!("--- missing, foreign, expired: each refused with its reason");
     let anonymous = connect_with(
         &url,
@@ -200,7 +268,6 @@ async fn callers_are_known_by_their_certificates_and_refused_with_a_reason() {
     let serial = CertificateInfo::from_pem(&computer.chain_pem)
         .expect("reads")
         .serial;
-    let operator = ca.material(Identity::Operator("ops".into()), now);
     AdminClient::new(channel(&url, &operator).await)
         .revoke_certificate(pb::RevokeCertificateRequest {
             serial: serial.to_string(),
