@@ -199,6 +199,11 @@ impl Authority {
     }
 }
 
+/// Checks that `csr_pem` is a certificate signing request signed by the key it carries.
+pub fn verify_request(csr_pem: &str) -> Result<(), CaError> {
+    request(csr_pem).map(|_| ())
+}
+
 /// A request whose signature proves its owner holds the key.
 fn request(csr_pem: &str) -> Result<CertificateSigningRequestParams, CaError> {
     CertificateSigningRequestParams::from_pem(csr_pem)

@@ -115,6 +115,18 @@ enum CertCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Give a replica an intermediate CA (signer.pem, signer.key in its tls_dir), with which it
+    /// signs the certificates of computers that enroll with a token.
+    Signer {
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// The replica's id.
+        #[arg(long)]
+        replica: u64,
+        /// The replica's tls_dir.
+        #[arg(long)]
+        tls_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -232,6 +244,14 @@ async fn slapmaster() -> anyhow::Result<()> {
             let lifetime = days.map(|d| Duration::from_secs(d * 24 * 3600));
             let identity = daemon::cert_issue(&ca_dir, &identity, server_name, lifetime, &out)?;
             println!("certificate for {identity} in {}", out.display());
+        }
+        Command::Cert(CertCommand::Signer {
+            ca_dir,
+            replica,
+            tls_dir,
+        }) => {
+            daemon::cert_signer(&ca_dir, replica, &tls_dir)?;
+            println!("signing CA of replica {replica} in {}", tls_dir.display());
         }
         Command::Dev {
             data_dir,

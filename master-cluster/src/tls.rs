@@ -42,6 +42,8 @@ pub struct Tls {
     pub server: Arc<rustls::ServerConfig>,
     /// For connections to peers (and the same for any client holding a certificate).
     pub client: tonic::transport::ClientTlsConfig,
+    /// The cluster's roots, as read (handed to enrolling nodes).
+    pub roots_pem: Vec<String>,
     /// Chains verified before, by the leaf's bytes: verifying a chain costs two signature
     /// checks, a lookup here a hash of the leaf. Only accepted chains are kept; revocation
     /// and expiry are checked on every call all the same.
@@ -112,6 +114,7 @@ impl Tls {
             trust,
             server: Arc::new(server),
             client: client_config(material),
+            roots_pem: material.roots_pem.clone(),
             verified: Default::default(),
         })
     }

@@ -17,7 +17,7 @@ use slapcluster_api::v1::node_client::NodeClient;
 use slapcluster_api::v1::raft_client::RaftClient;
 use slapcluster_api::v1::user_client::UserClient;
 use tonic::Code;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -220,10 +220,7 @@ async fn callers_are_known_by_their_certificates_and_refused_with_a_reason() {
     tracing::info!("--- missing, foreign, expired: each refused with its reason");
     let anonymous = connect_with(
         &url,
-        Some(
-            tonic::transport::ClientTlsConfig::new()
-                .ca_certificate(tonic::transport::Certificate::from_pem(ca.root.cert_pem())),
-        ),
+        Some(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca.root.cert_pem()))),
     )
     .await
     .expect("connects without a certificate");
@@ -349,5 +346,91 @@ async fn a_second_root_written_to_the_roots_file_is_trusted_without_a_restart() 
             other => panic!("unexpected answer {other:?}"),
         }
     }
+    replica.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_computer_enrolls_with_a_one_time_token() {
+    let now = SystemTime::now();
+    let ca = TestCa::new("test");
+    let dir = tempfile::tempdir().expect("dir");
+    let mut config = ReplicaConfig::new(1, "[::1]:0".parse().expect("addr"), dir.path().into());
+    config.tls = Some(ca.material(Identity::Replica(1), now));
+    config.signer_pem = Some((
+        ca.intermediate.cert_pem().to_string(),
+        ca.intermediate.key_pem(),
+    ));
+    let replica = Replica::start(config).await.expect("starts");
+    replica
+        .initialize([(1, replica.node())].into())
+        .await
+        .expect("initialise");
+    let url = replica.url().to_string();
+    let operator = ca.material(Identity::Operator("ops".into()), now);
+    let mut admin = AdminClient::new(channel(&url, &operator).await);
+    let token = |computer: &str| pb::CreateEnrollmentTokenRequest {
+        computer: computer.into(),
+        valid_seconds: 600,
+    };
+    let issued = admin
+        .create_enrollment_token(token("COMP-9"))
+        .await
+        .expect("a token")
+        .into_inner();
+
+    // The node has no certificate yet: it trusts the cluster's root and nothing more.
+    let anonymous =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca.root.cert_pem()));
+    let mut node = NodeClient::new(connect_with(&url, Some(anonymous)).await.expect("connects"));
+    let enroll = |token: &str, csr: &str| pb::EnrollRequest {
+        token: token.into(),
+        csr_pem: csr.into(),
+    };
+    let request = new_key_and_request().expect("key");
+
+    tracing::info!("--- a bad request does not spend the token; a wrong token is refused");
+    let (code, message) = refused(node.enroll(enroll(&issued.token, "not a csr")).await);
+    assert_eq!(code, Code::InvalidArgument, "{message}");
+    let (code, message) = refused(node.enroll(enroll(&"0".repeat(64), &request.csr_pem)).await);
+    assert_eq!(code, Code::PermissionDenied, "{message}");
+
+    tracing::info!("--- the token and a CSR give the computer its certificate, once");
+    let enrolled = node
+        .enroll(enroll(&issued.token, &request.csr_pem))
+        .await
+        .expect("enrolled")
+        .into_inner();
+    let (code, message) = refused(node.enroll(enroll(&issued.token, &request.csr_pem)).await);
+    assert_eq!(
+        code,
+        Code::PermissionDenied,
+        "a token is good once: {message}"
+    );
+    let info = CertificateInfo::from_pem(&enrolled.chain_pem).expect("reads");
+    assert_eq!(info.identity, Some(Identity::Computer("COMP-9".into())));
+
+    let credentials = TlsMaterial {
+        roots_pem: vec![enrolled.roots_pem],
+        chain_pem: enrolled.chain_pem,
+        key_pem: request.key_pem,
+    };
+    let mut computer = NodeClient::new(channel(&url, &credentials).await);
+    computer
+        .register_computer(pb::RegisterComputerRequest {
+            computer: "COMP-9".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("the enrolled computer registers itself");
+    let (code, message) = refused(
+        AdminClient::new(channel(&url, &credentials).await)
+            .create_enrollment_token(token("COMP-10"))
+            .await,
+    );
+    assert_eq!(
+        code,
+        Code::PermissionDenied,
+        "only operators make tokens: {message}"
+    );
     replica.shutdown().await.expect("shutdown");
 }

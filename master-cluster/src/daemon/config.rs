@@ -269,6 +269,18 @@ impl FileConfig {
         };
         let mut replica = ReplicaConfig::new(id, listen, self.data_dir);
         replica.tls = tls;
+        if let Some(dir) = &self.tls_dir {
+            let signer = (dir.join("signer.pem"), dir.join("signer.key"));
+            if signer.0.exists() {
+                let read = |path: &Path| {
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+                };
+                replica.signer_pem = Some((read(&signer.0)?, read(&signer.1)?));
+            }
+        }
         replica.tls_dir = self.tls_dir;
         replica.advertise = self.advertise;
         replica.region = self.region;

@@ -422,6 +422,49 @@ pub fn ca_init(dir: &Path, cluster: &str) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// `slapmaster cert signer`: an intermediate CA for replica `replica`, signed by the root in
+/// `ca_dir`, written into the replica's `tls_dir` as `signer.pem` and `signer.key`: with it
+/// the replica signs the certificates of enrolling computers.
+pub fn cert_signer(ca_dir: &Path, replica: u64, tls_dir: &Path) -> Result<(), DaemonError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let root = load_root(ca_dir)?;
+    let refused = |e: ca::CaError| DaemonError::Refused(e.to_string());
+    let request = ca::new_key_and_request().map_err(refused)?;
+    let cert = root
+        .sign_intermediate(
+            &request.csr_pem,
+            replica,
+            std::time::SystemTime::now(),
+            ca::Lifetimes::default().intermediate,
+        )
+        .map_err(refused)?;
+    std::fs::create_dir_all(tls_dir).map_err(io(format!("creating {}", tls_dir.display())))?;
+    std::fs::write(tls_dir.join("signer.pem"), cert)
+        .map_err(io(format!("writing {}", tls_dir.display())))?;
+    let key_path = tls_dir.join("signer.key");
+    let mut key = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&key_path)
+        .map_err(io(format!("creating {}", key_path.display())))?;
+    key.write_all(request.key_pem.as_bytes())
+        .and_then(|()| key.sync_all())
+        .map_err(io(format!("writing {}", key_path.display())))
+}
+
+/// The root CA `slapmaster ca init` wrote into `ca_dir`.
+fn load_root(ca_dir: &Path) -> Result<ca::Authority, DaemonError> {
+    let read = |name: &str| {
+        std::fs::read_to_string(ca_dir.join(name))
+            .map_err(io(format!("reading {}", ca_dir.join(name).display())))
+    };
+    ca::Authority::load(&read("root.pem")?, &read("root.key")?)
+        .map_err(|e| DaemonError::Refused(e.to_string()))
+}
+
 /// `slapmaster cert issue`: a key and a certificate for `identity` (`replica:2`,
 /// `operator:NAME`, `user:NAME`, `computer:ID`, `partition:COMPUTER/PARTITION`) signed by the
 /// root CA in `ca_dir`, written to `out` as `roots.pem`, `chain.pem` and `key.pem`.
@@ -432,13 +475,8 @@ pub fn cert_issue(
     lifetime: Option<Duration>,
     out: &Path,
 ) -> Result<ca::Identity, DaemonError> {
-    let read = |name: &str| {
-        std::fs::read_to_string(ca_dir.join(name))
-            .map_err(io(format!("reading {}", ca_dir.join(name).display())))
-    };
-    let (root_pem, key_pem) = (read("root.pem")?, read("root.key")?);
-    let root = ca::Authority::load(&root_pem, &key_pem)
-        .map_err(|e| DaemonError::Refused(e.to_string()))?;
+    let root = load_root(ca_dir)?;
+    let root_pem = root.cert_pem().to_string();
     let identity = ca::Identity::parse_uri(&format!(
         "urn:slapcluster:{}",
         identity.replacen('/', ":", 1)

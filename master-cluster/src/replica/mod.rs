@@ -55,6 +55,9 @@ pub struct ReplicaConfig {
     pub tls: Option<crate::tls::TlsMaterial>,
     /// Where `tls` was read from: watched, and loaded again when its files change.
     pub tls_dir: Option<PathBuf>,
+    /// The replica's intermediate CA (certificate, key), to sign enrolling computers'
+    /// certificates; without it, this replica refuses enrollments.
+    pub signer_pem: Option<(String, String)>,
     pub data_dir: PathBuf,
     pub raft: openraft::Config,
     pub storage: raft_store::Options,
@@ -77,6 +80,7 @@ impl ReplicaConfig {
             region: String::new(),
             tls: None,
             tls_dir: None,
+            signer_pem: None,
             data_dir,
             raft: openraft::Config {
                 cluster_name: "slapcluster".into(),
@@ -277,6 +281,7 @@ pub struct ReplicaCore {
     batcher: batcher::Batcher,
     /// TLS, unless this replica runs in plaintext.
     tls: Option<Arc<crate::tls::CurrentTls>>,
+    signer: Option<ca::Authority>,
     /// Computers whose nodes polled this replica since its last liveness summary, with the
     /// time of their last poll. Memory only: a std mutex held for an insert, never across an
     /// await.
@@ -352,6 +357,12 @@ impl Replica {
             leader_contact: Default::default(),
             revoked: Default::default(),
             tls: tls.clone(),
+            signer: match &config.signer_pem {
+                Some((cert, key)) => {
+                    Some(ca::Authority::load(cert, key).map_err(crate::tls::TlsError::from)?)
+                }
+                None => None,
+            },
             state,
             peers,
             local_addr,
@@ -440,6 +451,11 @@ impl ReplicaCore {
     /// TLS, unless this replica runs in plaintext (callers then name themselves).
     pub fn tls(&self) -> Option<Arc<crate::tls::Tls>> {
         self.tls.as_ref().map(|tls| tls.get())
+    }
+
+    /// The intermediate CA this replica signs enrolling computers' certificates with.
+    pub fn signer(&self) -> Option<&ca::Authority> {
+        self.signer.as_ref()
     }
 
     /// The serials of the certificates revoked as of this replica's applied state.

@@ -29,6 +29,9 @@ const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Backups stream in chunks of this size.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
+/// The longest an enrollment token may live.
+const MAX_TOKEN_SECONDS: u64 = 7 * 24 * 3600;
+
 /// The longest `AddMember` waits for a learner to catch up.
 const MAX_CATCH_UP_WAIT: Duration = Duration::from_secs(600);
 
@@ -301,6 +304,31 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(write_reply(
             write(&self.core, actor, op).await?,
         )))
+    }
+
+    async fn create_enrollment_token(
+        &self,
+        request: Request<pb::CreateEnrollmentTokenRequest>,
+    ) -> Reply<pb::EnrollmentToken> {
+        let actor = caller(&self.core, &request)?;
+        let request = request.into_inner();
+        let valid = match request.valid_seconds {
+            0 => Duration::from_secs(3600),
+            s if u64::from(s) > MAX_TOKEN_SECONDS => {
+                return Err(invalid("valid_seconds", "at most 7 days"));
+            }
+            s => Duration::from_secs(s.into()),
+        };
+        let token = super::enroll::new_token().map_err(|e| Status::unavailable(e.to_string()))?;
+        let expires_at =
+            crate::replica::now().0 + u64::try_from(valid.as_micros()).unwrap_or(u64::MAX);
+        let op = Op::CreateEnrollmentToken {
+            token_hash: super::enroll::token_hash(&token),
+            computer: super::convert::computer_id("computer", &request.computer)?,
+            expires_at: crate::state::model::Timestamp(expires_at),
+        };
+        write(&self.core, actor, op).await?;
+        Ok(Response::new(pb::EnrollmentToken { token, expires_at }))
     }
 
     type SnapshotStream = SnapshotStream;

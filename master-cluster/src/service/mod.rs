@@ -8,6 +8,7 @@
 mod admin;
 mod authz;
 mod convert;
+mod enroll;
 mod node;
 mod user;
 
@@ -150,6 +151,7 @@ pub fn rejected(rejection: &Rejection) -> Status {
         | Rejection::UnknownSharedInstance { .. }
         | Rejection::UnknownTitle(..)
         | Rejection::NothingToDestroy { .. } => Status::not_found(message),
+        Rejection::BadEnrollmentToken => Status::permission_denied(message),
         Rejection::TooLarge { .. } | Rejection::Invalid { .. } | Rejection::WrongComputer(..) => {
             Status::invalid_argument(message)
         }

@@ -133,6 +133,14 @@ impl pb::node_server::Node for NodeService {
         )))
     }
 
+    async fn enroll(&self, request: Request<pb::EnrollRequest>) -> Reply<pb::EnrollReply> {
+        // No caller to authenticate: the token is the credential.
+        let request = request.into_inner();
+        super::enroll::enroll(&self.core, &request.token, &request.csr_pem)
+            .await
+            .map(Response::new)
+    }
+
     async fn post_usage(&self, request: Request<pb::PostUsageRequest>) -> Reply<pb::WriteReply> {
         let actor = caller(&self.core, &request)?;
         let request = request.into_inner();

@@ -13,10 +13,10 @@ use super::command::{
     Command, InstanceReport, InstanceRequest, InstanceSummary, Op, Outcome, Rejection, Response,
 };
 use super::model::{
-    Actor, AllocationScope, AuditRecord, Bang, Computer, ComputerDefinition, ComputerId, Instance,
-    InstanceGuid, IssuedCertificate, Parameters, Partition, PartitionId, PartitionRef, Placement,
-    ReportedState, RequestedState, Requester, Revocation, SoftwareRelease, SoftwareReleaseUrl,
-    SoftwareState, Supply, SupplyState, Timestamp, UsageRecord,
+    Actor, AllocationScope, AuditRecord, Bang, Computer, ComputerDefinition, ComputerId,
+    EnrollmentToken, Instance, InstanceGuid, IssuedCertificate, Parameters, Partition, PartitionId,
+    PartitionRef, Placement, ReportedState, RequestedState, Requester, Revocation, SoftwareRelease,
+    SoftwareReleaseUrl, SoftwareState, Supply, SupplyState, Timestamp, UsageRecord,
 };
 use super::placement::{self, Choice};
 use super::tables::{self, StateError, Tables};
@@ -164,6 +164,12 @@ impl Applier<'_, '_> {
                 not_after,
             } => self.record_certificate(serial, identity, *not_after),
             Op::RevokeCertificate { serial, reason } => self.revoke_certificate(serial, reason),
+            Op::CreateEnrollmentToken {
+                token_hash,
+                computer,
+                expires_at,
+            } => self.create_enrollment_token(token_hash, computer, *expires_at),
+            Op::UseEnrollmentToken { token_hash } => self.use_enrollment_token(token_hash),
         }
     }
 
@@ -1071,6 +1077,73 @@ impl Applier<'_, '_> {
         Ok(Ok(Outcome::Done))
     }
 
+    fn create_enrollment_token(
+        &mut self,
+        token_hash: &str,
+        computer: &ComputerId,
+        expires_at: Timestamp,
+    ) -> Handled {
+        if !matches!(self.actor, Actor::Operator(_)) {
+            return reject(self.refuse("create an enrollment token"));
+        }
+        check!(check_token_hash(token_hash));
+        check!(check_name("computer id", computer.as_str()));
+        let key = tables::serial_key(token_hash);
+        if tables::get::<EnrollmentToken>(
+            &self.t.enrollment_tokens,
+            "enrollment_tokens",
+            key.as_bytes(),
+        )?
+        .is_some()
+        {
+            return Ok(Ok(Outcome::Unchanged));
+        }
+        let token = EnrollmentToken {
+            computer: computer.clone(),
+            expires_at,
+            issued_by: self.actor.clone(),
+            used_at: None,
+        };
+        tables::put(
+            &mut self.t.enrollment_tokens,
+            "enrollment_tokens",
+            key.as_bytes(),
+            &token,
+        )?;
+        self.audit("create enrollment token", computer.to_string())?;
+        Ok(Ok(Outcome::Done))
+    }
+
+    fn use_enrollment_token(&mut self, token_hash: &str) -> Handled {
+        if !matches!(self.actor, Actor::Replica(_)) {
+            return reject(self.refuse("use an enrollment token"));
+        }
+        check!(check_token_hash(token_hash));
+        let key = tables::serial_key(token_hash);
+        let Some(mut token) = tables::get::<EnrollmentToken>(
+            &self.t.enrollment_tokens,
+            "enrollment_tokens",
+            key.as_bytes(),
+        )?
+        else {
+            return reject(Rejection::BadEnrollmentToken);
+        };
+        if token.used_at.is_some() || self.at >= token.expires_at {
+            return reject(Rejection::BadEnrollmentToken);
+        }
+        token.used_at = Some(self.at);
+        tables::put(
+            &mut self.t.enrollment_tokens,
+            "enrollment_tokens",
+            key.as_bytes(),
+            &token,
+        )?;
+        self.audit("use enrollment token", token.computer.to_string())?;
+        Ok(Ok(Outcome::Enrolled {
+            computer: token.computer,
+        }))
+    }
+
     fn revoke_certificate(&mut self, serial: &str, reason: &str) -> Handled {
         if !matches!(self.actor, Actor::Operator(_)) {
             return reject(self.refuse("revoke a certificate"));
@@ -1631,6 +1704,18 @@ fn check_name(what: &'static str, value: &str) -> Result<(), Rejection> {
         return Err(Rejection::Invalid {
             what: what.into(),
             reason: "contains control characters".to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// A SHA-256 in lowercase hex.
+fn check_token_hash(hash: &str) -> Result<(), Rejection> {
+    let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
+    if hash.len() != 64 || !hash.chars().all(hex) {
+        return Err(Rejection::Invalid {
+            what: "enrollment token hash".into(),
+            reason: "not a SHA-256 in lowercase hex".into(),
         });
     }
     Ok(())

@@ -108,6 +108,15 @@ pub enum Op {
     /// Revokes a certificate by serial (operators only). Serials the cluster has no record of
     /// are accepted: the root's and intermediates' are not recorded.
     RevokeCertificate { serial: String, reason: String },
+    /// Stores a new enrollment token for `computer` by its hash (operators only).
+    CreateEnrollmentToken {
+        token_hash: String,
+        computer: ComputerId,
+        expires_at: Timestamp,
+    },
+    /// Uses an enrollment token (replicas only, on a node's behalf): answers the computer it
+    /// enrolls, once, before it expires.
+    UseEnrollmentToken { token_hash: String },
 }
 
 impl Op {
@@ -135,6 +144,7 @@ impl Op {
             Op::BangInstance { message, .. } | Op::BangComputer { message, .. } => message.len(),
             Op::RecordCertificate { identity, .. } => identity.len(),
             Op::RevokeCertificate { reason, .. } => reason.len(),
+            Op::CreateEnrollmentToken { .. } | Op::UseEnrollmentToken { .. } => 0,
             _ => 0,
         }
     }
@@ -175,6 +185,10 @@ pub enum Outcome {
         placed: u32,
     },
     Instance(InstanceSummary),
+    /// An enrollment token was used: the computer it enrolls.
+    Enrolled {
+        computer: ComputerId,
+    },
     /// Pending requests placed as a consequence (a freed partition, a computer opened, a
     /// software release supplied).
     Placed {
@@ -233,4 +247,6 @@ pub enum Rejection {
     WrongComputer(PartitionRef, ComputerId),
     #[error("user {0} has no instance titled {1:?}")]
     UnknownTitle(UserId, String),
+    #[error("the enrollment token is unknown, used or expired")]
+    BadEnrollmentToken,
 }

@@ -340,6 +340,17 @@ pub struct IssuedCertificate {
     pub issued_by: Actor,
 }
 
+/// A one-time token with which a new computer's node obtains its first certificate. Only its
+/// hash is stored: the token itself travels once, from the operator to the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollmentToken {
+    pub computer: ComputerId,
+    pub expires_at: Timestamp,
+    pub issued_by: Actor,
+    /// When a node used it; a token is good once.
+    pub used_at: Option<Timestamp>,
+}
+
 /// A revoked certificate: every replica refuses it from the moment this is applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revocation {

@@ -97,6 +97,7 @@ tables! {
     liveness: "liveness",
     counters: "counters",
     certificates: "certificates",
+    enrollment_tokens: "enrollment_tokens",
     revocations: "revocations",
 }
 

@@ -1,0 +1,97 @@
+//! Enrollment: a new computer's node exchanges a one-time token (made by an operator) and a
+//! certificate signing request for its first certificate. The token is used through Raft
+//! (once, cluster-wide, before it expires); the replica then signs with its intermediate CA
+//! and records the certificate. Only the token's SHA-256 is ever stored.
+
+use slapcluster_api::v1 as pb;
+use tonic::Status;
+
+use super::{rejected, unavailable};
+use crate::replica::{ReplicaCore, now};
+use crate::state::model::{Actor, Timestamp};
+use crate::state::{Command, Op, Outcome};
+
+/// 32 random bytes, in hex.
+pub fn new_token() -> Result<String, ring::error::Unspecified> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new().fill(&mut bytes)?;
+    Ok(hex(&bytes))
+}
+
+pub fn token_hash(token: &str) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub async fn enroll(
+    core: &ReplicaCore,
+    token: &str,
+    csr_pem: &str,
+) -> Result<pb::EnrollReply, Status> {
+    let Some(signer) = core.signer() else {
+        return Err(Status::failed_precondition(
+            "this replica has no signing CA (signer.pem in its tls_dir); enroll through another",
+        ));
+    };
+    let Some(tls) = core.tls() else {
+        return Err(Status::failed_precondition(
+            "enrollment needs a replica running TLS",
+        ));
+    };
+    // Refuse a malformed request before the token is spent on it.
+    ca::verify_request(csr_pem)
+        .map_err(|e| Status::invalid_argument(format!("the certificate request: {e}")))?;
+    let used = core
+        .write(Command {
+            at: now(),
+            actor: Actor::Replica(core.id()),
+            op: Op::UseEnrollmentToken {
+                token_hash: token_hash(token),
+            },
+        })
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let computer = match used.response {
+        Ok(Outcome::Enrolled { computer }) => computer,
+        Ok(other) => return Err(Status::internal(format!("enrollment answered {other:?}"))),
+        Err(rejection) => return Err(rejected(&rejection)),
+    };
+    let identity = ca::Identity::Computer(computer.to_string());
+    let grant = ca::Grant {
+        lifetime: ca::Lifetimes::default().leaf(identity.role()),
+        identity: identity.clone(),
+        server_names: Vec::new(),
+    };
+    let leaf = signer
+        .sign_leaf(csr_pem, &grant, std::time::SystemTime::now())
+        .map_err(|e| Status::invalid_argument(format!("the certificate request: {e}")))?;
+    let info = ca::CertificateInfo::from_pem(&leaf).map_err(|e| Status::internal(e.to_string()))?;
+    let not_after = info
+        .not_after
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    let recorded = core
+        .write(Command {
+            at: now(),
+            actor: Actor::Replica(core.id()),
+            op: Op::RecordCertificate {
+                serial: info.serial.to_string(),
+                identity: identity.to_uri(),
+                not_after: Timestamp(not_after),
+            },
+        })
+        .await;
+    if let Err(e) = recorded {
+        // The certificate is valid all the same; only the record is missing.
+        tracing::warn!(%e, serial = %info.serial, "issued certificate not recorded");
+    }
+    tracing::info!(%identity, serial = %info.serial, "enrolled");
+    Ok(pb::EnrollReply {
+        chain_pem: format!("{leaf}{}", signer.cert_pem()),
+        roots_pem: tls.roots_pem.concat(),
+    })
+}
