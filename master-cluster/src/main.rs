@@ -112,6 +112,10 @@ enum CertCommand {
         /// Lifetime in days (default: 90, operators 30).
         #[arg(long)]
         days: Option<u64>,
+        /// Sign this certificate signing request (its owner keeps the key) instead of making
+        /// a key here.
+        #[arg(long)]
+        csr: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
     },
@@ -239,10 +243,18 @@ async fn slapmaster() -> anyhow::Result<()> {
             identity,
             server_name,
             days,
+            csr,
             out,
         }) => {
             let lifetime = days.map(|d| Duration::from_secs(d * 24 * 3600));
-            let identity = daemon::cert_issue(&ca_dir, &identity, server_name, lifetime, &out)?;
+            let identity = daemon::cert_issue(
+                &ca_dir,
+                &identity,
+                server_name,
+                lifetime,
+                csr.as_deref(),
+                &out,
+            )?;
             println!("certificate for {identity} in {}", out.display());
         }
         Command::Cert(CertCommand::Signer {

@@ -719,3 +719,40 @@ async fn a_revocation_reaches_every_replica_within_a_second() {
     tracing::info!(elapsed = ?acknowledged.elapsed(), "every replica refuses the revoked certificate");
     cluster.shutdown().await.expect("shutdown");
 }
+
+#[test]
+fn an_operator_signs_a_request_and_the_key_stays_with_its_owner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_dir = dir.path().join("ca");
+    daemon::ca_init(&ca_dir, "test").expect("root");
+    assert!(
+        daemon::ca_init(&ca_dir, "test").is_err(),
+        "one root per directory"
+    );
+    let request = ca::new_key_and_request().expect("the owner's key");
+    let csr = dir.path().join("node.csr");
+    std::fs::write(&csr, &request.csr_pem).expect("written");
+    let out = dir.path().join("node");
+    let identity = daemon::cert_issue(
+        &ca_dir,
+        "computer:COMP-3",
+        Vec::new(),
+        None,
+        Some(&csr),
+        &out,
+    )
+    .expect("signed");
+    assert_eq!(identity, ca::Identity::Computer("COMP-3".into()));
+    assert!(
+        !out.join("key.pem").exists(),
+        "the issuer never had the key"
+    );
+    let chain = std::fs::read_to_string(out.join("chain.pem")).expect("chain");
+    let info = ca::CertificateInfo::from_pem(&chain).expect("reads");
+    assert_eq!(info.identity, Some(identity));
+    let refused = daemon::cert_issue(&ca_dir, "replica:2", Vec::new(), None, None, &out);
+    assert!(
+        refused.is_err(),
+        "a replica certificate needs its server names"
+    );
+}

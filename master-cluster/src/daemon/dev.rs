@@ -341,7 +341,7 @@ impl Certificates {
         for (name, identity, names) in wanted {
             let out = certificates.dir.join(&name);
             if !out.join("key.pem").exists() {
-                super::cert_issue(&certificates.ca, &identity, names, None, &out)?;
+                super::cert_issue(&certificates.ca, &identity, names, None, None, &out)?;
             }
         }
         Ok(certificates)
