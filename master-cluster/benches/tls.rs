@@ -34,6 +34,7 @@ fn material(root: &Authority, signer: &Authority, identity: Identity) -> TlsMate
 
 async fn start(dir: &std::path::Path, tls: Option<TlsMaterial>) -> Replica {
     let mut config = ReplicaConfig::new(1, "[::1]:0".parse().expect("addr"), dir.into());
+    config.danger_plaintext = tls.is_none();
     config.tls = tls;
     let replica = Replica::start(config).await.expect("starts");
     replica

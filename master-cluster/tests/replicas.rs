@@ -37,6 +37,8 @@ async fn start(id: u64, dir: &Path, port: u16) -> Replica {
 async fn start_with(id: u64, dir: &Path, port: u16, tweak: impl Fn(&mut ReplicaConfig)) -> Replica {
     let listen = format!("[::1]:{port}").parse().expect("address");
     let mut config = ReplicaConfig::new(id, listen, dir.to_path_buf());
+    // These tests are about replication; TLS is tests/tls.rs's.
+    config.danger_plaintext = true;
     tweak(&mut config);
     Replica::start(config).await.expect("replica starts")
 }
@@ -245,7 +247,9 @@ async fn restart(id: u64, dir: &Path, port: u16) -> Replica {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let listen = format!("[::1]:{port}").parse().expect("address");
-        match Replica::start(ReplicaConfig::new(id, listen, dir.to_path_buf())).await {
+        let mut config = ReplicaConfig::new(id, listen, dir.to_path_buf());
+        config.danger_plaintext = true;
+        match Replica::start(config).await {
             Ok(replica) => {
                 replica
                     .raft()

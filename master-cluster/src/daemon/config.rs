@@ -268,6 +268,7 @@ impl FileConfig {
             (None, true) => None,
         };
         let mut replica = ReplicaConfig::new(id, listen, self.data_dir);
+        replica.danger_plaintext = tls.is_none();
         replica.tls = tls;
         if let Some(dir) = &self.tls_dir {
             let signer = (dir.join("signer.pem"), dir.join("signer.key"));

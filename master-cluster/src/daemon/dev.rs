@@ -81,6 +81,7 @@ pub async fn start(options: &DevOptions, out: &mut dyn Write) -> Result<DevClust
             options.data_dir.join(format!("replica-{id}")),
         );
         config.region = format!("dev-{id}");
+        config.danger_plaintext = options.danger_plaintext;
         if let Some(certificates) = &certificates {
             config.tls = Some(certificates.load(&format!("replica-{id}"))?);
         }

@@ -50,9 +50,12 @@ pub struct ReplicaConfig {
     /// membership, so that voters can be spread over regions.
     pub region: String,
     /// The replica's certificate, key and the cluster's roots: every connection is TLS, and
-    /// every caller is identified by its certificate. `None` is plaintext, where callers name
-    /// themselves in a request header: for tests and trusted development networks only.
+    /// every caller is identified by its certificate. Required unless `danger_plaintext`.
     pub tls: Option<crate::tls::TlsMaterial>,
+    /// danger: run without TLS, callers naming themselves in a request header. For tests and
+    /// `insecure_plaintext` on a trusted development network only; off by default, and a
+    /// replica without TLS material refuses to start unless it is set.
+    pub danger_plaintext: bool,
     /// Where `tls` was read from: watched, and loaded again when its files change.
     pub tls_dir: Option<PathBuf>,
     /// The replica's intermediate CA (certificate, key), to sign enrolling computers'
@@ -79,6 +82,7 @@ impl ReplicaConfig {
             advertise: None,
             region: String::new(),
             tls: None,
+            danger_plaintext: false,
             tls_dir: None,
             signer_pem: None,
             data_dir,
@@ -326,11 +330,26 @@ impl Replica {
                 source,
             })?;
 
-        let tls = match &config.tls {
-            Some(material) => Some(Arc::new(crate::tls::CurrentTls::new(crate::tls::Tls::new(
-                material,
-            )?))),
-            None => None,
+        let tls = match (&config.tls, config.danger_plaintext) {
+            (Some(material), false) => Some(Arc::new(crate::tls::CurrentTls::new(
+                crate::tls::Tls::new(material)?,
+            ))),
+            (None, true) => {
+                tracing::warn!(id = config.id, "plaintext: callers are not authenticated");
+                None
+            }
+            (Some(_), true) => {
+                return Err(crate::tls::TlsError::Material(
+                    "TLS material and danger_plaintext: choose one".into(),
+                )
+                .into());
+            }
+            (None, false) => {
+                return Err(crate::tls::TlsError::Material(
+                    "no TLS material (a replica runs in plaintext only when told so)".into(),
+                )
+                .into());
+            }
         };
         let peers = Peers::new(tls.as_ref().map(|tls| tls.get().client.clone()));
         let network = Network {
