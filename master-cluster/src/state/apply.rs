@@ -1709,28 +1709,26 @@ fn check_name(what: &'static str, value: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// A SHA-256 in lowercase hex.
-fn check_token_hash(hash: &str) -> Result<(), Rejection> {
+/// `min` to `max` lowercase hex digits.
+fn check_hex(what: &str, value: &str, min: usize, max: usize) -> Result<(), Rejection> {
     let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
-    if hash.len() != 64 || !hash.chars().all(hex) {
+    if value.len() < min || value.len() > max || !value.chars().all(hex) {
         return Err(Rejection::Invalid {
-            what: "enrollment token hash".into(),
-            reason: "not a SHA-256 in lowercase hex".into(),
+            what: what.into(),
+            reason: format!("{value:?} is not {min} to {max} lowercase hex digits"),
         });
     }
     Ok(())
 }
 
-/// A serial as `ca::Serial` prints it: 1 to 40 lowercase hex digits.
+/// A SHA-256 in lowercase hex.
+fn check_token_hash(hash: &str) -> Result<(), Rejection> {
+    check_hex("enrollment token hash", hash, 64, 64)
+}
+
+/// A serial as `ca::Serial` prints it.
 fn check_serial(serial: &str) -> Result<(), Rejection> {
-    let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
-    if serial.is_empty() || serial.len() > 40 || !serial.chars().all(hex) {
-        return Err(Rejection::Invalid {
-            what: "certificate serial".into(),
-            reason: format!("{serial:?} is not 1 to 40 lowercase hex digits"),
-        });
-    }
-    Ok(())
+    check_hex("certificate serial", serial, 1, 40)
 }
 
 fn check_url(url: &SoftwareReleaseUrl) -> Result<(), Rejection> {
