@@ -17,6 +17,13 @@
 //! the wire contract (ops's load tool is a dev-dependency here, for its smoke test).
 
 pub mod daemon;
+
+/// Locks a std mutex whose data stays whole whatever a panicking holder did (every use here
+/// guards plain values, sets and maps updated in one statement), using a poisoned one as is.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 pub mod replica;
 pub mod service;
 pub mod state;

@@ -23,6 +23,8 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::lock;
+
 /// A replica's TLS material: its certificate chain and key, and the cluster's roots.
 pub type TlsMaterial = slapcluster_api::client::Credentials;
 
@@ -47,7 +49,7 @@ pub struct Tls {
     /// Chains verified before, by the leaf's bytes: verifying a chain costs two signature
     /// checks, a lookup here a hash of the leaf. Only accepted chains are kept; revocation
     /// and expiry are checked on every call all the same.
-    verified: std::sync::Mutex<HashMap<Vec<u8>, ca::Verified>>,
+    verified: std::sync::Mutex<HashMap<Vec<u8>, Arc<ca::Verified>>>,
 }
 
 /// The TLS setup a replica uses now: replaced whole when its files change, so that renewed
@@ -72,7 +74,7 @@ impl CurrentTls {
 /// A cheap fingerprint of the material's files (sizes and modification times), to notice
 /// that they changed.
 pub fn fingerprint(dir: &std::path::Path) -> Option<Vec<(u64, SystemTime)>> {
-    ["roots.pem", "chain.pem", "key.pem"]
+    TlsMaterial::FILES
         .iter()
         .map(|name| {
             let meta = std::fs::metadata(dir.join(name)).ok()?;
@@ -141,6 +143,7 @@ impl Tls {
                 if cache.len() >= MAX_CACHED_CHAINS {
                     cache.clear();
                 }
+                let verified = Arc::new(verified);
                 cache.insert(leaf.to_vec(), verified.clone());
                 verified
             }
@@ -151,7 +154,7 @@ impl Tls {
             .find(|s| revoked.contains(&s.0))
         {
             Some(serial) => Err(ca::Refusal::Revoked(serial.clone())),
-            None => Ok(verified.identity),
+            None => Ok(verified.identity.clone()),
         }
     }
 }
@@ -159,9 +162,7 @@ impl Tls {
 use rustls::pki_types::pem::PemObject;
 
 fn certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let chain = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Material(format!("certificate chain: {e}")))?;
+    let chain = ca::ders_from_pem(pem)?;
     if chain.is_empty() {
         return Err(TlsError::Material("no certificate in the chain".into()));
     }
@@ -226,11 +227,6 @@ impl ClientCertVerifier for PerCallClientVerifier {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.algorithms.supported_schemes()
     }
-}
-
-/// The cache holds plain values: a panicking holder leaves it usable.
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// How long a client may take to complete its handshake.

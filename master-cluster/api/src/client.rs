@@ -118,7 +118,24 @@ const ROOTS_FILE: &str = "roots.pem";
 const CHAIN_FILE: &str = "chain.pem";
 const KEY_FILE: &str = "key.pem";
 
+/// Writes a private key readable by its owner only, and syncs it.
+pub fn write_key_file(path: &std::path::Path, key_pem: &str) -> Result<(), std::io::Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut key = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    key.write_all(key_pem.as_bytes())?;
+    key.sync_all()
+}
+
 impl Credentials {
+    /// The files of a credentials directory.
+    pub const FILES: [&str; 3] = [ROOTS_FILE, CHAIN_FILE, KEY_FILE];
+
     /// Reads `roots.pem`, `chain.pem` and `key.pem` from `dir`.
     pub fn read_dir(dir: &std::path::Path) -> Result<Self, std::io::Error> {
         let read = |name: &str| {
@@ -136,19 +153,10 @@ impl Credentials {
     /// Writes the three files into `dir` (created if needed); the key readable by its owner
     /// only, and synced.
     pub fn write_dir(&self, dir: &std::path::Path) -> Result<(), std::io::Error> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join(ROOTS_FILE), self.roots_pem.concat())?;
         std::fs::write(dir.join(CHAIN_FILE), &self.chain_pem)?;
-        let mut key = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(dir.join(KEY_FILE))?;
-        key.write_all(self.key_pem.as_bytes())?;
-        key.sync_all()
+        write_key_file(&dir.join(KEY_FILE), &self.key_pem)
     }
 
     /// The client side of TLS: trust the cluster's roots, present this certificate.

@@ -392,8 +392,6 @@ pub async fn status(
 /// `slapmaster ca init`: creates the cluster's root CA in `dir` (`root.pem`, and `root.key`
 /// readable by its owner only). Refuses a directory that already holds one.
 pub fn ca_init(dir: &Path, cluster: &str) -> Result<(), DaemonError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let key_path = dir.join("root.key");
     if key_path.exists() {
         return Err(DaemonError::Refused(format!(
@@ -410,24 +408,14 @@ pub fn ca_init(dir: &Path, cluster: &str) -> Result<(), DaemonError> {
     std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     std::fs::write(dir.join("root.pem"), root.cert_pem())
         .map_err(io(format!("writing {}", dir.display())))?;
-    let mut key = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&key_path)
-        .map_err(io(format!("creating {}", key_path.display())))?;
-    key.write_all(root.key_pem().as_bytes())
-        .and_then(|()| key.sync_all())
-        .map_err(io(format!("writing {}", key_path.display())))?;
-    Ok(())
+    client::write_key_file(&key_path, &root.key_pem())
+        .map_err(io(format!("writing {}", key_path.display())))
 }
 
 /// `slapmaster cert signer`: an intermediate CA for replica `replica`, signed by the root in
 /// `ca_dir`, written into the replica's `tls_dir` as `signer.pem` and `signer.key`: with it
 /// the replica signs the certificates of enrolling computers.
 pub fn cert_signer(ca_dir: &Path, replica: u64, tls_dir: &Path) -> Result<(), DaemonError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let root = load_root(ca_dir)?;
     let refused = |e: ca::CaError| DaemonError::Refused(e.to_string());
     let request = ca::new_key_and_request().map_err(refused)?;
@@ -443,15 +431,7 @@ pub fn cert_signer(ca_dir: &Path, replica: u64, tls_dir: &Path) -> Result<(), Da
     std::fs::write(tls_dir.join("signer.pem"), cert)
         .map_err(io(format!("writing {}", tls_dir.display())))?;
     let key_path = tls_dir.join("signer.key");
-    let mut key = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&key_path)
-        .map_err(io(format!("creating {}", key_path.display())))?;
-    key.write_all(request.key_pem.as_bytes())
-        .and_then(|()| key.sync_all())
+    client::write_key_file(&key_path, &request.key_pem)
         .map_err(io(format!("writing {}", key_path.display())))
 }
 

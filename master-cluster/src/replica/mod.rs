@@ -31,6 +31,7 @@ pub use wire::ForwardError;
 
 use leader::{Attempt, ReadIndexCall, WriteCall};
 
+use crate::lock;
 use crate::state::model::{Actor, ComputerId, Timestamp};
 use crate::state::query::{self, ComputerView};
 use crate::state::{Command, MasterConfig, MasterState, Op, ReplicaNode, Response};
@@ -193,12 +194,6 @@ async fn reload_revocations(core: &ReplicaCore) -> Result<(), ReadError> {
     *core.revoked.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(revoked);
     tracing::debug!(count, "revoked certificates reloaded");
     Ok(())
-}
-
-/// A poisoned lock only means a holder panicked between two statements that each leave the map
-/// whole; the map is used as is.
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What a node's poll answers.
@@ -586,16 +581,15 @@ impl ReplicaCore {
         let mut changes = self.app.notifier().subscribe(computer);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let state = self.state.clone();
             let id = computer.clone();
-            let read = tokio::task::spawn_blocking(move || -> Result<_, ReadError> {
-                let txn = state.begin_read()?;
-                let version = query::computer_version(&txn, &id)?;
-                Ok((version, query::computer_view(&txn, &id)?))
-            })
-            .await
-            .map_err(|e| ReadError::Stopped(e.to_string()))?;
-            let (version, view) = read?;
+            let (version, view) = self
+                .read(Consistency::Stale, move |txn| {
+                    Ok((
+                        query::computer_version(txn, &id)?,
+                        query::computer_view(txn, &id)?,
+                    ))
+                })
+                .await?;
             let changed = after.is_none_or(|after| version > after);
             if changed || tokio::time::Instant::now() >= deadline {
                 return Ok(ComputerPoll {

@@ -87,11 +87,7 @@ fn wake(sender: &watch::Sender<()>) -> bool {
     sender.receiver_count() > 0
 }
 
-/// The data behind these locks stays consistent whatever a panicking holder did (a set and a
-/// map of senders), so a poisoned lock is used as is.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::lock;
 
 #[cfg(test)]
 mod tests {
