@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use slapcluster_api::client::{self, ClientError, as_actor};
+use slapcluster_api::client::{self, ClientError};
 use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::node_client::NodeClient;
 use slapcluster_api::v1::user_client::UserClient;
@@ -247,7 +247,7 @@ async fn register(
         ..Default::default()
     };
     NodeClient::new(channel.clone())
-        .register_computer(as_actor(definition, &format!("computer:{computer}"))?)
+        .register_computer(definition)
         .await?;
     let mut supply = pb::SupplyRequest {
         computer: computer.into(),
@@ -255,9 +255,7 @@ async fn register(
         ..Default::default()
     };
     supply.set_state(pb::SupplyState::Available);
-    UserClient::new(channel.clone())
-        .supply(as_actor(supply, OPERATOR)?)
-        .await?;
+    UserClient::new(channel.clone()).supply(supply).await?;
     Ok(())
 }
 
@@ -293,7 +291,7 @@ async fn placements(
                 };
                 n += 1;
                 let sent = Instant::now();
-                match user.request_instance(as_actor(request, &actor)?).await {
+                match user.request_instance(request).await {
                     Ok(reply) if is_placed(reply.get_ref()) => {
                         sample.latencies.push(sent.elapsed())
                     }
@@ -335,7 +333,7 @@ async fn setup_poll_computer(cluster: &Cluster, url: &str) -> Result<(), LoadErr
             sla: HashMap::from([("computer_guid".to_string(), POLL_COMPUTER.to_string())]),
             ..Default::default()
         };
-        let reply = user.request_instance(as_actor(request, POLL_USER)?).await?;
+        let reply = user.request_instance(request).await?;
         if !is_placed(reply.get_ref()) {
             return Err(LoadError::Cluster(format!(
                 "polled-{n} not placed on {POLL_COMPUTER}: {:?}",
@@ -358,7 +356,6 @@ async fn polls(
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..clients {
         let channel = connect_as(cluster, url, &actor).await?;
-        let actor = actor.clone();
         tasks.spawn(async move {
             let mut node = NodeClient::new(channel);
             let mut sample = Sample::default();
@@ -368,7 +365,7 @@ async fn polls(
                     ..Default::default()
                 };
                 let sent = Instant::now();
-                match node.poll_computer(as_actor(request, &actor)?).await {
+                match node.poll_computer(request).await {
                     Ok(reply) if reply.get_ref().partitions.len() == 100 => {
                         sample.latencies.push(sent.elapsed());
                     }
@@ -399,17 +396,13 @@ async fn wakes(
         wait_ms: 10_000,
         ..Default::default()
     };
-    let mut version = node
-        .poll_computer(as_actor(poll(None), &actor)?)
-        .await?
-        .into_inner()
-        .version;
+    let mut version = node.poll_computer(poll(None)).await?.into_inner().version;
     let start = Instant::now();
     let mut sample = Sample::default();
     for n in 0..count {
         let waiting = {
             let mut node = node.clone();
-            let request = as_actor(poll(Some(version)), &actor)?;
+            let request = poll(Some(version));
             tokio::spawn(async move {
                 let reply = node.poll_computer(request).await;
                 (reply, Instant::now())
@@ -424,7 +417,7 @@ async fn wakes(
             sla: HashMap::from([("computer_guid".to_string(), POLL_COMPUTER.to_string())]),
             ..Default::default()
         };
-        user.request_instance(as_actor(request, POLL_USER)?).await?;
+        user.request_instance(request).await?;
         let acknowledged = Instant::now();
         let (reply, answered) = waiting
             .await
@@ -469,7 +462,6 @@ async fn failover(cluster: &mut Cluster, round: usize) -> Result<Duration, LoadE
         let stop = stop.clone();
         writers.spawn(async move {
             let mut user = UserClient::new(channel);
-            let actor = "user:failover".to_string();
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 n += 1;
@@ -478,9 +470,7 @@ async fn failover(cluster: &mut Cluster, round: usize) -> Result<Duration, LoadE
                     software_release: SOFTWARE.into(),
                     ..Default::default()
                 };
-                let Ok(mut request) = as_actor(request, &actor) else {
-                    return;
-                };
+                let mut request = tonic::Request::new(request);
                 request.set_timeout(Duration::from_secs(10));
                 if user.request_instance(request).await.is_ok() {
                     acknowledged
