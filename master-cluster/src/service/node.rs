@@ -82,6 +82,17 @@ impl pb::node_server::Node for NodeService {
             .core
             .leader_contact_age()
             .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
+        reply.replicas = self
+            .core
+            .members()
+            .into_iter()
+            .map(|member| pb::ReplicaEndpoint {
+                id: member.id,
+                voter: member.role != crate::replica::Role::Learner,
+                url: member.addr,
+                region: member.region,
+            })
+            .collect();
         Ok(Response::new(reply))
     }
 
