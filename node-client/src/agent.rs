@@ -305,11 +305,22 @@ impl Agent {
         }
     }
 
-    async fn partition_worker(self: Arc<Self>, mut view: watch::Receiver<pb::ComputerPartition>) {
+    async fn partition_worker(
+        self: Arc<Self>,
+        mut view: watch::Receiver<Fresh<pb::ComputerPartition>>,
+    ) {
         let mut installed = self.installed.subscribe();
         let mut last: Option<Processed> = None;
+        let mut settled = 0;
         loop {
-            let current = view.borrow_and_update().clone();
+            let (applied, current) = view.borrow_and_update().parts();
+            if applied < settled {
+                // Polled before this worker's own last writes: wait for a view that has them.
+                if view.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
             let directory = PathBuf::from(&current.path);
             let dirty = current.instance.is_none()
                 && (partition::is_dirty(&directory)
@@ -351,6 +362,7 @@ impl Agent {
                         at: Instant::now(),
                         failures,
                     });
+                    settled = self.master.seen();
                     continue;
                 }
                 Decision::Clean => {
@@ -360,6 +372,7 @@ impl Agent {
                         Some(now + partition::retry_delay(1))
                     } else {
                         last = None;
+                        settled = self.master.seen();
                         continue;
                     }
                 }
@@ -385,13 +398,18 @@ impl Agent {
         }
     }
 
-    async fn software_worker(self: Arc<Self>, mut view: watch::Receiver<pb::Software>) {
+    async fn software_worker(self: Arc<Self>, mut view: watch::Receiver<Fresh<pb::Software>>) {
         let mut failures = 0u32;
         let mut retry_at: Option<Instant> = None;
+        let mut settled = 0;
         loop {
-            let software = view.borrow_and_update().clone();
-            if retry_at.is_none_or(|t| Instant::now() >= t) {
-                match self.converge_software(&software).await {
+            let (applied, software) = view.borrow_and_update().parts();
+            // A view polled before this worker's own last writes would have it repeat them.
+            let fresh = applied >= settled;
+            if fresh && retry_at.is_none_or(|t| Instant::now() >= t) {
+                let outcome = self.converge_software(&software).await;
+                settled = self.master.seen();
+                match outcome {
                     Ok(()) => {
                         failures = 0;
                         retry_at = None;
@@ -576,22 +594,25 @@ enum SoftwareFailure {
 /// goes (the master stopped listing it).
 #[derive(Default)]
 struct Workers {
-    software: HashMap<String, watch::Sender<pb::Software>>,
-    partitions: HashMap<String, watch::Sender<pb::ComputerPartition>>,
+    software: HashMap<String, watch::Sender<Fresh<pb::Software>>>,
+    partitions: HashMap<String, watch::Sender<Fresh<pb::ComputerPartition>>>,
     tasks: JoinSet<()>,
 }
 
 impl Workers {
+    /// Every worker wakes on every poll: a worker holding back a stale view needs the fresher
+    /// one even when the item did not change.
     fn dispatch(&mut self, agent: &Arc<Agent>, reply: &pb::PollComputerReply) {
+        let applied = reply.applied_index;
         let urls: BTreeSet<&str> = reply.software.iter().map(|s| s.url.as_str()).collect();
         self.software.retain(|url, _| urls.contains(url.as_str()));
         for software in &reply.software {
             match self.software.get(&software.url) {
                 Some(sender) => {
-                    sender.send_if_modified(|old| replace_if_changed(old, software));
+                    sender.send_replace(Fresh::new(applied, software));
                 }
                 None => {
-                    let (sender, receiver) = watch::channel(software.clone());
+                    let (sender, receiver) = watch::channel(Fresh::new(applied, software));
                     self.tasks.spawn(agent.clone().software_worker(receiver));
                     self.software.insert(software.url.clone(), sender);
                 }
@@ -607,10 +628,10 @@ impl Workers {
         for view in &reply.partitions {
             match self.partitions.get(&view.reference) {
                 Some(sender) => {
-                    sender.send_if_modified(|old| replace_if_changed(old, view));
+                    sender.send_replace(Fresh::new(applied, view));
                 }
                 None => {
-                    let (sender, receiver) = watch::channel(view.clone());
+                    let (sender, receiver) = watch::channel(Fresh::new(applied, view));
                     self.tasks.spawn(agent.clone().partition_worker(receiver));
                     self.partitions.insert(view.reference.clone(), sender);
                 }
@@ -621,12 +642,23 @@ impl Workers {
     }
 }
 
-fn replace_if_changed<T: Clone + PartialEq>(old: &mut T, new: &T) -> bool {
-    if old == new {
-        return false;
+/// An item of a poll reply with the index the replica had applied when it answered.
+struct Fresh<T> {
+    applied: u64,
+    item: T,
+}
+
+impl<T: Clone> Fresh<T> {
+    fn new(applied: u64, item: &T) -> Self {
+        Self {
+            applied,
+            item: item.clone(),
+        }
     }
-    *old = new.clone();
-    true
+
+    fn parts(&self) -> (u64, T) {
+        (self.applied, self.item.clone())
+    }
 }
 
 fn now_micros() -> u64 {

@@ -32,6 +32,11 @@ impl Master {
         }
     }
 
+    /// The highest log index this agent wrote or read: every later poll reflects it.
+    pub fn seen(&self) -> u64 {
+        self.seen.load(Ordering::Acquire)
+    }
+
     fn saw(&self, index: u64) {
         self.seen.fetch_max(index, Ordering::AcqRel);
     }
@@ -121,6 +126,13 @@ impl Master {
             )
             .await?;
         self.saw(reply.index);
+        tracing::info!(
+            url,
+            ?state,
+            changed = reply.changed,
+            index = reply.index,
+            "reported software"
+        );
         Ok(())
     }
 
@@ -148,6 +160,15 @@ impl Master {
             )
             .await?;
         self.saw(reply.index);
+        tracing::info!(
+            partition,
+            shared_reference,
+            ?state,
+            error = !request.error_log.is_empty(),
+            changed = reply.changed,
+            index = reply.index,
+            "reported instance"
+        );
         Ok(())
     }
 
@@ -173,6 +194,13 @@ impl Master {
             )
             .await?;
         self.saw(reply.index);
+        tracing::info!(
+            partition,
+            shared_reference,
+            changed = reply.changed,
+            index = reply.index,
+            "published connection parameters"
+        );
         Ok(())
     }
 

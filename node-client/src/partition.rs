@@ -148,9 +148,13 @@ pub enum PartitionError {
 
 impl PartitionError {
     /// Failures of the agent's own link to the master are not the instance's errors: they
-    /// are retried, not reported (the report could not reach the master anyway).
+    /// are retried, not reported (the report could not reach the master anyway). Nor is
+    /// software still being installed: the partition waits for it.
     pub fn is_instance_error(&self) -> bool {
-        !matches!(self, Self::Master(_))
+        !matches!(
+            self,
+            Self::Master(_) | Self::Software(SoftwareError::NotInstalled { .. })
+        )
     }
 }
 

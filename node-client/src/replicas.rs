@@ -55,6 +55,8 @@ pub struct Replicas {
     /// Sent as the actor header on a plaintext cluster.
     actor: Option<AsciiMetadataValue>,
     endpoints: Mutex<Vec<Endpoint>>,
+    /// The replica that answered last, to log when the agent moves to another.
+    current: Mutex<String>,
 }
 
 /// One call's outcome on one replica, for the ranking.
@@ -77,6 +79,7 @@ impl Replicas {
             tls,
             actor,
             endpoints: Mutex::new(Vec::new()),
+            current: Mutex::new(String::new()),
         };
         for url in seeds {
             replicas.add(url, true)?;
@@ -222,7 +225,10 @@ impl Replicas {
                 .attempt(&url, channel, timeout, measure, message, &f)
                 .await
             {
-                Attempt::Done(reply) => return Ok(reply),
+                Attempt::Done(reply) => {
+                    self.answered(&url);
+                    return Ok(reply);
+                }
                 Attempt::Refused(status) => return Err(CallError::Rejected { what, url, status }),
                 Attempt::Failed(reason) => {
                     tracing::debug!("{what} via {url} failed: {reason}");
@@ -267,6 +273,14 @@ impl Replicas {
                 self.record(url, Err(()));
                 Attempt::Failed(format!("no answer within {timeout:?}"))
             }
+        }
+    }
+
+    fn answered(&self, url: &str) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if *current != url {
+            tracing::info!("talking to {url}");
+            url.clone_into(&mut current);
         }
     }
 

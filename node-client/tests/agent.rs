@@ -1,0 +1,629 @@
+//! `slapnode` end to end: three real `slapmaster` replicas over mTLS and a real `slapnode`
+//! process with 10 partitions in unprivileged mode, a software release from a manifest, and
+//! instances whose processes really run. Each test tells one story:
+//! - a user's instances placed, started, stopped, started again and destroyed;
+//! - the replica the node talks to killed: the node goes on with another within one poll;
+//! - the node's local state wiped: it rebuilds from the master and converges to the same
+//!   result.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ops::load::cluster::{Cluster, wait_for};
+use slapcluster_api::client;
+use slapcluster_api::v1 as pb;
+use slapcluster_api::v1::user_client::UserClient;
+use tonic::transport::{Channel, ClientTlsConfig};
+
+const COMPUTER: &str = "COMP-E2E";
+const PARTITIONS: u32 = 10;
+/// The long-poll wait, and the periodic poll the agent would fall back to.
+const POLL_INTERVAL_S: u64 = 20;
+
+/// The release every test supplies: an install step that writes a tiny server script, and an
+/// instance that runs it, checks it with a promise and publishes where it listens.
+const MANIFEST: &str = r#"
+format = 1
+name = "e2e"
+
+[[install]]
+run = ["sh", "-c", "mkdir -p bin && printf '#!/bin/sh\nmkdir -p run\necho $$ > run/ready\nexec sleep 100000\n' > bin/serve && chmod 755 bin/serve"]
+
+[instance.default]
+connection = { url = "http://[{{ partition.ipv6 }}]:{{ parameter.port or \"8080\" }}/", partition = "{{ partition.reference }}" }
+
+[[instance.default.file]]
+path = "etc/instance.conf"
+template = "title={{ instance.title }}\nport={{ parameter.port or \"8080\" }}\n"
+
+[[instance.default.process]]
+name = "serve"
+command = ["{{ software.path }}/bin/serve"]
+
+[instance.default.promise]
+command = ["test", "-s", "run/ready"]
+timeout_s = 20
+"#;
+
+/// The `slapmaster` binary beside this test's own target directory; built if missing (when
+/// only this crate's tests were asked for).
+fn slapmaster() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow::anyhow!("no target directory above {}", exe.display()))?;
+    let binary = target.join("slapmaster");
+    if !binary.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = Command::new(cargo)
+            .args(["build", "-p", "master-cluster", "--bin", "slapmaster"])
+            .status()?;
+        anyhow::ensure!(built.success(), "building slapmaster failed");
+    }
+    Ok(binary)
+}
+
+/// A `slapnode` process and its directories.
+struct Node {
+    config: PathBuf,
+    log: PathBuf,
+    state_dir: PathBuf,
+    software_root: PathBuf,
+    instance_root: PathBuf,
+    child: Option<Child>,
+    /// Log length when the current process started, to read only its lines.
+    log_start: usize,
+}
+
+impl Node {
+    fn new(dir: &Path, cluster: &Cluster) -> anyhow::Result<Self> {
+        let tls_dir = dir.join("node-tls");
+        cluster
+            .credentials(&format!("computer:{COMPUTER}"))?
+            .write_dir(&tls_dir)?;
+        let node = Self {
+            config: dir.join("slapnode.toml"),
+            log: dir.join("slapnode.log"),
+            state_dir: dir.join("node-state"),
+            software_root: dir.join("software"),
+            instance_root: dir.join("instances"),
+            child: None,
+            log_start: 0,
+        };
+        let masters: Vec<String> = cluster.urls().iter().map(|u| format!("{u:?}")).collect();
+        let config = format!(
+            r#"computer = "{COMPUTER}"
+masters = [{masters}]
+tls_dir = "{tls}"
+state_dir = "{state}"
+poll_interval_s = {POLL_INTERVAL_S}
+usage_interval_s = 1
+stop_grace_s = 2
+
+[attributes]
+region = "test-region"
+
+[format]
+partitions = {PARTITIONS}
+interface = "lo"
+ipv6_network = "fd00:e2e::/64"
+ipv4_network = "10.250.0.0/24"
+instance_root = "{instances}"
+software_root = "{software}"
+mode = "unprivileged"
+"#,
+            masters = masters.join(", "),
+            tls = tls_dir.display(),
+            state = node.state_dir.display(),
+            instances = node.instance_root.display(),
+            software = node.software_root.display(),
+        );
+        std::fs::write(&node.config, config)?;
+        Ok(node)
+    }
+
+    fn start(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        self.log_start = usize::try_from(log.metadata()?.len())?;
+        let child = Command::new(env!("CARGO_BIN_EXE_slapnode"))
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGTERM, and wait: the agent stops its instances' processes before it exits.
+    fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+            let status = child.wait()?;
+            anyhow::ensure!(status.success(), "slapnode exited with {status}");
+        }
+        Ok(())
+    }
+
+    /// What the current process logged.
+    fn log(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.get(self.log_start..).unwrap_or_default().to_owned()
+    }
+
+    fn partition(&self, reference: &str) -> PathBuf {
+        self.instance_root.join(reference)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+struct Fixture {
+    // Dropped last: the processes go before their directories.
+    _dir: tempfile::TempDir,
+    cluster: Cluster,
+    node: Node,
+    operator: ClientTlsConfig,
+    user: ClientTlsConfig,
+    release: String,
+}
+
+impl Fixture {
+    async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        tracing::info!("--- three replicas, a slapnode with {PARTITIONS} partitions");
+        let cluster = Cluster::start(&slapmaster()?, dir.path(), 3).await?;
+        let release_path = dir.path().join("release.toml");
+        std::fs::write(&release_path, MANIFEST)?;
+        let mut node = Node::new(dir.path(), &cluster)?;
+        node.start()?;
+        let operator = cluster.operator();
+        let user = cluster.credentials("user:alice")?.tls_config();
+        let fixture = Self {
+            release: format!("file://{}", release_path.display()),
+            _dir: dir,
+            cluster,
+            node,
+            operator,
+            user,
+        };
+        fixture.supply().await?;
+        Ok(fixture)
+    }
+
+    /// A client of replica `index` (not always the leader: writes are forwarded).
+    async fn client(
+        &self,
+        index: usize,
+        tls: &ClientTlsConfig,
+    ) -> anyhow::Result<UserClient<Channel>> {
+        let url = &self.cluster.urls()[index];
+        Ok(UserClient::new(
+            client::connect_with(url, Some(tls.clone())).await?,
+        ))
+    }
+
+    /// Publishes the release and supplies it to the computer once the node registered it.
+    async fn supply(&self) -> anyhow::Result<()> {
+        let mut operator = self.client(1, &self.operator).await?;
+        operator
+            .publish_software_release(pb::PublishSoftwareReleaseRequest {
+                url: self.release.clone(),
+                title: "e2e".into(),
+                software_types: vec!["default".into()],
+            })
+            .await?;
+        let request = pb::SupplyRequest {
+            computer: COMPUTER.into(),
+            url: self.release.clone(),
+            state: pb::SupplyState::Available.into(),
+        };
+        wait_for("the node to register its computer", || {
+            let mut operator = operator.clone();
+            let request = request.clone();
+            async move { operator.supply(request).await.ok() }
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", self.node.log()))?;
+        Ok(())
+    }
+
+    async fn request(
+        &self,
+        title: &str,
+        state: pb::RequestedState,
+    ) -> anyhow::Result<pb::RequestInstanceReply> {
+        let mut user = self.client(2, &self.user).await?;
+        let reply = user
+            .request_instance(pb::RequestInstanceRequest {
+                title: title.into(),
+                software_release: self.release.clone(),
+                parameters: [("port".to_owned(), format!("8{:03}", title.len()))].into(),
+                state: state.into(),
+                ..Default::default()
+            })
+            .await?;
+        Ok(reply.into_inner())
+    }
+
+    async fn instances(&self) -> Option<BTreeMap<String, pb::Instance>> {
+        let mut user = self.client(0, &self.user).await.ok()?;
+        let reply = user
+            .list_instances(pb::ListInstancesRequest::default())
+            .await
+            .ok()?;
+        Some(
+            reply
+                .into_inner()
+                .instances
+                .into_iter()
+                .map(|i| (i.title.clone(), i))
+                .collect(),
+        )
+    }
+
+    /// Waits until every instance in `titles` reports `state` (and, when started, published
+    /// its connection parameters).
+    async fn converged(
+        &self,
+        titles: &[String],
+        state: pb::ReportedState,
+    ) -> anyhow::Result<BTreeMap<String, pb::Instance>> {
+        wait_for(&format!("{} instances {state:?}", titles.len()), || async {
+            let instances = self.instances().await?;
+            let done = titles.iter().all(|t| {
+                instances.get(t).is_some_and(|i| {
+                    i.reported_state == i32::from(state)
+                        && i.last_error.is_empty()
+                        && (state != pb::ReportedState::Started || i.connection.contains_key("url"))
+                })
+            });
+            done.then_some(instances)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n--- slapnode:\n{}", tail(&self.node.log(), 40)))
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn partition_of(instance: &pb::Instance) -> Option<String> {
+    match instance.placement.as_ref()?.placement.as_ref()? {
+        pb::placement::Placement::Partition(p) => Some(p.partition.clone()),
+        _ => None,
+    }
+}
+
+/// The pid the instance's server wrote, if that process is alive.
+fn running_pid(partition: &Path) -> Option<String> {
+    let pid = std::fs::read_to_string(partition.join("run/ready")).ok()?;
+    let pid = pid.trim().to_owned();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    (!stat.contains(") Z ")).then_some(pid)
+}
+
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+fn titles(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("instance-{i}")).collect()
+}
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_run_publish_stop_start_and_are_destroyed() -> anyhow::Result<()> {
+    init_tracing();
+    let fixture = Fixture::start().await?;
+    let titles = titles(PARTITIONS as usize);
+
+    tracing::info!(
+        "--- a user requests {PARTITIONS} instances; each runs and publishes its address"
+    );
+    for title in &titles {
+        fixture.request(title, pb::RequestedState::Started).await?;
+    }
+    let instances = fixture
+        .converged(&titles, pb::ReportedState::Started)
+        .await?;
+    let mut partitions = Vec::new();
+    for title in &titles {
+        let instance = &instances[title];
+        let partition =
+            partition_of(instance).ok_or_else(|| anyhow::anyhow!("{title} not placed"))?;
+        assert_eq!(instance.connection["partition"], partition, "{title}");
+        let index: u32 = partition.trim_start_matches("slappart").parse()?;
+        assert_eq!(
+            instance.connection["url"],
+            format!(
+                "http://[fd00:e2e::{:x}]:8{:03}/",
+                0x100 + index,
+                title.len()
+            ),
+            "the url names the partition's own IPv6 address"
+        );
+        let directory = fixture.node.partition(&partition);
+        let conf = std::fs::read_to_string(directory.join("etc/instance.conf"))?;
+        assert!(conf.contains(&format!("title={title}")), "{conf}");
+        assert!(running_pid(&directory).is_some(), "{title}'s process runs");
+        partitions.push(partition);
+    }
+    partitions.sort();
+    partitions.dedup();
+    assert_eq!(partitions.len(), titles.len(), "one partition each");
+
+    tracing::info!("--- usage records reach the master");
+    let operator = fixture.client(0, &fixture.operator).await?;
+    let count = titles.len();
+    let usage = wait_for("usage records for every partition", || {
+        let mut operator = operator.clone();
+        async move {
+            let records = operator
+                .usage(pb::UsageRequest {
+                    computer: COMPUTER.into(),
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .records;
+            let covered: std::collections::BTreeSet<&str> =
+                records.iter().map(|r| r.partition.as_str()).collect();
+            (covered.len() == count).then_some(records)
+        }
+    })
+    .await?;
+    let memory: f64 = usage
+        .iter()
+        .flat_map(|r| &r.movements)
+        .filter(|m| m.resource == "memory")
+        .map(|m| m.quantity)
+        .sum();
+    assert!(memory > 0.0, "the instances' processes use memory");
+
+    tracing::info!("--- stop one instance: its process goes; start it again: a new one runs");
+    let stopped = &titles[3];
+    let directory = fixture
+        .node
+        .partition(&partition_of(&instances[stopped]).unwrap_or_default());
+    let before = running_pid(&directory).unwrap_or_default();
+    fixture
+        .request(stopped, pb::RequestedState::Stopped)
+        .await?;
+    fixture
+        .converged(std::slice::from_ref(stopped), pb::ReportedState::Stopped)
+        .await?;
+    wait_for("the stopped instance's process to end", || async {
+        (!alive(&before)).then_some(())
+    })
+    .await?;
+    fixture
+        .request(stopped, pb::RequestedState::Started)
+        .await?;
+    fixture
+        .converged(std::slice::from_ref(stopped), pb::ReportedState::Started)
+        .await?;
+    let after = wait_for("a new process", || async {
+        running_pid(&directory).filter(|pid| *pid != before)
+    })
+    .await?;
+    assert!(alive(&after));
+
+    tracing::info!(
+        "--- destroy every instance: processes stop, directories are wiped, partitions free"
+    );
+    let pids: Vec<String> = partitions
+        .iter()
+        .filter_map(|p| running_pid(&fixture.node.partition(p)))
+        .collect();
+    let mut user = fixture.client(1, &fixture.user).await?;
+    for title in &titles {
+        user.destroy_instance(pb::DestroyInstanceRequest {
+            guid: instances[title].guid.clone(),
+        })
+        .await?;
+    }
+    wait_for("every partition freed", || async {
+        let instances = fixture.instances().await?;
+        let placed = titles
+            .iter()
+            .filter(|t| instances.get(*t).and_then(partition_of).is_some())
+            .count();
+        (placed == 0).then_some(())
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", tail(&fixture.node.log(), 40)))?;
+    for partition in &partitions {
+        let directory = fixture.node.partition(partition);
+        assert_eq!(
+            std::fs::read_dir(&directory)?.count(),
+            0,
+            "{partition} is wiped"
+        );
+    }
+    assert!(
+        pids.iter().all(|pid| !alive(pid)),
+        "no instance process is left"
+    );
+    assert!(!fixture.node.log().contains("panicked"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_fails_over_within_one_poll_and_reports_nothing_twice() -> anyhow::Result<()> {
+    init_tracing();
+    let mut fixture = Fixture::start().await?;
+    let titles = titles(4);
+    for title in &titles {
+        fixture.request(title, pb::RequestedState::Started).await?;
+    }
+    fixture
+        .converged(&titles, pb::ReportedState::Started)
+        .await?;
+
+    tracing::info!("--- kill the replica the node is long-polling");
+    let log = fixture.node.log();
+    let current = log
+        .lines()
+        .filter_map(|line| line.split("talking to ").nth(1)?.split_whitespace().next())
+        .next_back()
+        .ok_or_else(|| anyhow::anyhow!("the node never said whom it talks to:\n{log}"))?
+        .to_owned();
+    let index = fixture
+        .cluster
+        .urls()
+        .iter()
+        .position(|u| *u == current)
+        .ok_or_else(|| anyhow::anyhow!("{current} is not a replica"))?;
+    fixture.cluster.kill(index)?;
+    let survivor = (index + 1) % 3;
+
+    tracing::info!(
+        "--- stop two instances through another replica: the node converges within one poll"
+    );
+    let killed_at = Instant::now();
+    for title in &titles[..2] {
+        let mut user = fixture.client(survivor, &fixture.user).await?;
+        user.request_instance(pb::RequestInstanceRequest {
+            title: title.clone(),
+            software_release: fixture.release.clone(),
+            parameters: [("port".to_owned(), format!("8{:03}", title.len()))].into(),
+            state: pb::RequestedState::Stopped.into(),
+            ..Default::default()
+        })
+        .await?;
+    }
+    let converged = wait_for("the stops reported through another replica", || async {
+        let mut user = fixture.client(survivor, &fixture.user).await.ok()?;
+        let instances = user
+            .list_instances(pb::ListInstancesRequest::default())
+            .await
+            .ok()?
+            .into_inner()
+            .instances;
+        let stopped = instances
+            .iter()
+            .filter(|i| i.reported_state == i32::from(pb::ReportedState::Stopped))
+            .count();
+        (stopped == 2).then_some(instances)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", tail(&fixture.node.log(), 40)))?;
+    let took = killed_at.elapsed();
+    assert!(
+        took < Duration::from_secs(POLL_INTERVAL_S),
+        "the node took {took:?}, more than one poll interval, to carry on"
+    );
+    let started = converged
+        .iter()
+        .filter(|i| i.reported_state == i32::from(pb::ReportedState::Started))
+        .count();
+    assert_eq!(started, 2, "the other instances are untouched");
+
+    let log = fixture.node.log();
+    let after_kill = log
+        .split(&format!("talking to {current}"))
+        .last()
+        .unwrap_or_default();
+    assert!(
+        after_kill.contains("talking to https://"),
+        "the node moved to another replica:\n{log}"
+    );
+    assert!(
+        !log.contains("changed=false"),
+        "a report repeated what the master had:\n{log}"
+    );
+    let stops = log.matches("state=Some(Stopped)").count();
+    assert_eq!(stops, 2, "each stop reported exactly once:\n{log}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_its_local_state_wiped_rebuilds_the_same_result() -> anyhow::Result<()> {
+    init_tracing();
+    let mut fixture = Fixture::start().await?;
+    let titles = titles(3);
+    for title in &titles {
+        fixture.request(title, pb::RequestedState::Started).await?;
+    }
+    let before = fixture
+        .converged(&titles, pb::ReportedState::Started)
+        .await?;
+
+    tracing::info!("--- stop the node, wipe its state and installed software (not the partitions)");
+    fixture.node.stop()?;
+    for title in &titles {
+        let directory = fixture
+            .node
+            .partition(&partition_of(&before[title]).unwrap_or_default());
+        assert!(
+            running_pid(&directory).is_none(),
+            "the agent stopped {title}'s process"
+        );
+    }
+    std::fs::remove_dir_all(&fixture.node.state_dir)?;
+    std::fs::remove_dir_all(&fixture.node.software_root)?;
+
+    tracing::info!(
+        "--- start it again: software reinstalled, processes back, same placements and parameters"
+    );
+    fixture.node.start()?;
+    wait_for("every instance's process running again", || async {
+        titles
+            .iter()
+            .all(|t| {
+                running_pid(
+                    &fixture
+                        .node
+                        .partition(&partition_of(&before[t]).unwrap_or_default()),
+                )
+                .is_some()
+            })
+            .then_some(())
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", tail(&fixture.node.log(), 40)))?;
+    let after = fixture
+        .converged(&titles, pb::ReportedState::Started)
+        .await?;
+    for title in &titles {
+        assert_eq!(
+            partition_of(&after[title]),
+            partition_of(&before[title]),
+            "{title}"
+        );
+        assert_eq!(after[title].connection, before[title].connection, "{title}");
+    }
+    let log = fixture.node.log();
+    assert!(
+        log.contains("installed"),
+        "the release was installed again:\n{log}"
+    );
+    assert!(
+        !log.contains("published connection parameters") && !log.contains("reported instance"),
+        "nothing about the instances changed on the master:\n{log}"
+    );
+    Ok(())
+}
