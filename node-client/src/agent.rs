@@ -258,6 +258,8 @@ impl Agent {
         let mut version: Option<u64> = None;
         let mut failures = 0u32;
         let mut workers = Workers::default();
+        // The member list last written to the state directory.
+        let mut saved: Vec<String> = Vec::new();
         loop {
             let (after, wait) = match version {
                 Some(v) if long_poll => (Some(v), self.config.poll_interval),
@@ -269,7 +271,10 @@ impl Agent {
                     failures = 0;
                     tracing::debug!(version = reply.version, elapsed = ?started.elapsed(), "polled");
                     version = Some(reply.version);
-                    self.save_replicas(&reply.replicas).await;
+                    if reply.replicas.iter().map(|m| &m.url).ne(saved.iter()) {
+                        saved = reply.replicas.iter().map(|m| m.url.clone()).collect();
+                        self.save_replicas(&saved).await;
+                    }
                     workers.dispatch(&self, &reply);
                     self.view.send_replace(Some(reply));
                     if !long_poll {
@@ -310,14 +315,18 @@ impl Agent {
         mut view: watch::Receiver<Fresh<pb::ComputerPartition>>,
     ) {
         let mut installed = self.installed.subscribe();
+        let mut polls = self.view.subscribe();
         let mut last: Option<Processed> = None;
         let mut settled = 0;
         loop {
+            polls.borrow_and_update();
             let (applied, current) = view.borrow_and_update().parts();
             if applied < settled {
-                // Polled before this worker's own last writes: wait for a view that has them.
-                if view.changed().await.is_err() {
-                    return;
+                // Polled before this worker's own last writes: wait for a view that has them
+                // (the next poll, even if it shows this partition unchanged).
+                tokio::select! {
+                    changed = view.changed() => if changed.is_err() { return },
+                    _ = polls.changed() => {}
                 }
                 continue;
             }
@@ -402,7 +411,9 @@ impl Agent {
         let mut failures = 0u32;
         let mut retry_at: Option<Instant> = None;
         let mut settled = 0;
+        let mut polls = self.view.subscribe();
         loop {
+            polls.borrow_and_update();
             let (applied, software) = view.borrow_and_update().parts();
             // A view polled before this worker's own last writes would have it repeat them.
             let fresh = applied >= settled;
@@ -431,6 +442,7 @@ impl Agent {
             tokio::select! {
                 changed = view.changed() => if changed.is_err() { return },
                 () = sleep => {}
+                _ = polls.changed(), if !fresh => {}
             }
         }
     }
@@ -552,20 +564,17 @@ impl Agent {
         }
     }
 
-    async fn save_replicas(&self, members: &[pb::ReplicaEndpoint]) {
+    async fn save_replicas(&self, members: &[String]) {
         if members.is_empty() {
             return;
         }
         let saved = SavedReplicas {
-            members: members.iter().map(|m| m.url.clone()).collect(),
+            members: members.to_vec(),
         };
         let path = self.config.state_dir.join(REPLICAS_FILE);
         let Ok(text) = toml::to_string(&saved) else {
             return;
         };
-        if tokio::fs::read_to_string(&path).await.ok().as_deref() == Some(text.as_str()) {
-            return;
-        }
         let temporary = path.with_extension("toml.tmp");
         let written = async {
             tokio::fs::write(&temporary, &text).await?;
@@ -600,8 +609,8 @@ struct Workers {
 }
 
 impl Workers {
-    /// Every worker wakes on every poll: a worker holding back a stale view needs the fresher
-    /// one even when the item did not change.
+    /// A worker wakes when its item changed; the applied index is updated silently (a worker
+    /// holding back a stale view waits for the agent's next poll instead).
     fn dispatch(&mut self, agent: &Arc<Agent>, reply: &pb::PollComputerReply) {
         let applied = reply.applied_index;
         let urls: BTreeSet<&str> = reply.software.iter().map(|s| s.url.as_str()).collect();
@@ -609,7 +618,7 @@ impl Workers {
         for software in &reply.software {
             match self.software.get(&software.url) {
                 Some(sender) => {
-                    sender.send_replace(Fresh::new(applied, software));
+                    sender.send_if_modified(|old| old.update(applied, software));
                 }
                 None => {
                     let (sender, receiver) = watch::channel(Fresh::new(applied, software));
@@ -628,7 +637,7 @@ impl Workers {
         for view in &reply.partitions {
             match self.partitions.get(&view.reference) {
                 Some(sender) => {
-                    sender.send_replace(Fresh::new(applied, view));
+                    sender.send_if_modified(|old| old.update(applied, view));
                 }
                 None => {
                     let (sender, receiver) = watch::channel(Fresh::new(applied, view));
@@ -658,6 +667,19 @@ impl<T: Clone> Fresh<T> {
 
     fn parts(&self) -> (u64, T) {
         (self.applied, self.item.clone())
+    }
+
+    /// Takes a newer poll's item; whether the item itself changed.
+    fn update(&mut self, applied: u64, item: &T) -> bool
+    where
+        T: PartialEq,
+    {
+        self.applied = applied;
+        if self.item == *item {
+            return false;
+        }
+        self.item = item.clone();
+        true
     }
 }
 

@@ -8,9 +8,6 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use node_client::NodeFile;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "slapnode", version, about = "The slapcluster node agent")]
 struct Cli {
@@ -103,7 +100,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run => {
-            let runtime = tokio::runtime::Runtime::new()?;
+            // One thread is plenty for an agent that mostly waits, and keeps its memory small;
+            // formatting and disk walks go to the blocking pool.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(node_client::run(config, shutdown_signal()))?;
             Ok(())
         }

@@ -383,6 +383,17 @@ timeout_s = 5
     }
 
     #[test]
+    fn the_shipped_demo_release_renders() -> Result<(), ManifestError> {
+        let manifest = Manifest::parse(include_str!("../releases/demo.toml"))?;
+        let mut vars = variables();
+        vars.insert("partition.reference".into(), "slappart0".into());
+        let instance = manifest.instance("")?.render(&vars)?;
+        assert_eq!(instance.connection["url"], "http://[fd00::100]:9000/");
+        assert_eq!(instance.processes[0].command, ["/opt/abc/bin/serve"]);
+        Ok(())
+    }
+
+    #[test]
     fn refuses_manifests_it_cannot_run_safely() {
         let cases = [
             ("format = 2", "format 2"),

@@ -24,28 +24,7 @@ const POLL_INTERVAL_S: u64 = 20;
 
 /// The release every test supplies: an install step that writes a tiny server script, and an
 /// instance that runs it, checks it with a promise and publishes where it listens.
-const MANIFEST: &str = r#"
-format = 1
-name = "e2e"
-
-[[install]]
-run = ["sh", "-c", "mkdir -p bin && printf '#!/bin/sh\nmkdir -p run\necho $$ > run/ready\nexec sleep 100000\n' > bin/serve && chmod 755 bin/serve"]
-
-[instance.default]
-connection = { url = "http://[{{ partition.ipv6 }}]:{{ parameter.port or \"8080\" }}/", partition = "{{ partition.reference }}" }
-
-[[instance.default.file]]
-path = "etc/instance.conf"
-template = "title={{ instance.title }}\nport={{ parameter.port or \"8080\" }}\n"
-
-[[instance.default.process]]
-name = "serve"
-command = ["{{ software.path }}/bin/serve"]
-
-[instance.default.promise]
-command = ["test", "-s", "run/ready"]
-timeout_s = 20
-"#;
+const MANIFEST: &str = include_str!("../releases/demo.toml");
 
 /// The `slapmaster` binary beside this test's own target directory; built if missing (when
 /// only this crate's tests were asked for).
@@ -624,6 +603,28 @@ async fn a_node_with_its_local_state_wiped_rebuilds_the_same_result() -> anyhow:
     assert!(
         !log.contains("published connection parameters") && !log.contains("reported instance"),
         "nothing about the instances changed on the master:\n{log}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_tools_agent_phase_measures_a_real_slapnode() -> anyhow::Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let cluster = Cluster::start(&slapmaster()?, dir.path(), 3).await?;
+    let figures = ops::load::agent::measure(
+        &cluster,
+        Path::new(env!("CARGO_BIN_EXE_slapnode")),
+        dir.path(),
+        3,
+        Duration::from_millis(2500),
+    )
+    .await?;
+    tracing::info!("{}", figures.lines().join("\n"));
+    assert!(figures.polls >= 1, "{figures:?}");
+    assert!(
+        figures.rss_bytes > 0 && !figures.cpu.is_zero(),
+        "{figures:?}"
     );
     Ok(())
 }

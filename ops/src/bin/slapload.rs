@@ -32,6 +32,15 @@ struct Cli {
     /// Changes timed in the long-poll phase (0 skips it).
     #[arg(long, default_value_t = 200)]
     wakes: usize,
+    /// The slapnode binary (default: the one beside slapload).
+    #[arg(long)]
+    slapnode: Option<PathBuf>,
+    /// Seconds to measure an idle slapnode (0 skips the agent phase).
+    #[arg(long, default_value_t = 20)]
+    agent_seconds: u64,
+    /// Partitions (each with a running instance) of the measured slapnode.
+    #[arg(long, default_value_t = 10)]
+    agent_partitions: u32,
     /// Leader kills to time (0 skips the failover phase).
     #[arg(long, default_value_t = 20)]
     failovers: usize,
@@ -40,13 +49,27 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let beside = |name: &str| -> anyhow::Result<PathBuf> {
+        std::env::current_exe()?
+            .parent()
+            .map(|dir| dir.join(name))
+            .ok_or_else(|| anyhow::anyhow!("cannot locate {name}; pass --{name}"))
+    };
     let slapmaster = match cli.slapmaster {
         Some(path) => path,
-        None => std::env::current_exe()?
-            .parent()
-            .map(|dir| dir.join("slapmaster"))
-            .ok_or_else(|| anyhow::anyhow!("cannot locate slapmaster; pass --slapmaster"))?,
+        None => beside("slapmaster")?,
     };
+    let slapnode = match cli.slapnode {
+        Some(path) => path,
+        None => beside("slapnode")?,
+    };
+    if cli.agent_seconds > 0 && !slapnode.exists() {
+        anyhow::bail!(
+            "{} not found: build it (cargo build --release -p node-client), pass --slapnode, \
+             or skip the agent phase with --agent-seconds 0",
+            slapnode.display()
+        );
+    }
     let options = ops::load::Options {
         slapmaster,
         data_dir: cli.data_dir,
@@ -56,6 +79,9 @@ async fn main() -> anyhow::Result<()> {
         poll_clients: cli.poll_clients,
         poll_time: Duration::from_secs(cli.poll_seconds),
         wakes: cli.wakes,
+        slapnode: Some(slapnode),
+        agent_time: Duration::from_secs(cli.agent_seconds),
+        agent_partitions: cli.agent_partitions,
         failovers: cli.failovers,
     };
     let report = ops::load::run(&options, |line| eprintln!("slapload: {line}")).await?;

@@ -12,6 +12,7 @@
 //!   client keeps writing through the other replicas; the killed replica is restarted and
 //!   caught up before the next round.
 
+pub mod agent;
 pub mod cluster;
 
 use std::collections::HashMap;
@@ -70,6 +71,10 @@ pub struct Options {
     pub poll_time: Duration,
     /// Changes timed in the long-poll phase.
     pub wakes: usize,
+    /// The `slapnode` binary and how long to measure it (zero skips the agent phase).
+    pub slapnode: Option<PathBuf>,
+    pub agent_time: Duration,
+    pub agent_partitions: u32,
     pub failovers: usize,
 }
 
@@ -188,6 +193,29 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> Result<String, L
         let sample = wakes(&cluster, &leader_url, &follower, options.wakes).await?;
         report.push(sample.spread("long-poll: acknowledged -> woken", "changes"));
         progress(report.last().map_or("", String::as_str));
+    }
+
+    if !options.agent_time.is_zero() {
+        let slapnode = options
+            .slapnode
+            .as_deref()
+            .ok_or_else(|| LoadError::Cluster("the agent phase needs slapnode".into()))?;
+        progress(&format!(
+            "a slapnode with {} running instances, polling every second",
+            options.agent_partitions
+        ));
+        let figures = agent::measure(
+            &cluster,
+            slapnode,
+            &dir,
+            options.agent_partitions,
+            options.agent_time,
+        )
+        .await?;
+        for line in figures.lines() {
+            progress(&line);
+            report.push(line);
+        }
     }
 
     if options.failovers > 0 {
