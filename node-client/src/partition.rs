@@ -136,11 +136,13 @@ pub enum PartitionError {
     },
     #[error("no account for partition user {user}: {reason}")]
     User { user: String, reason: String },
-    #[error("promise {command} did not hold within {timeout:?}: {output}")]
+    #[error("promise {command} did not hold within {timeout:?}: {output}{logs}")]
     Promise {
         command: String,
         timeout: Duration,
         output: String,
+        /// The end of each process's log, for whoever reads the error.
+        logs: String,
     },
     #[error("the master did not take the report: {0}")]
     Master(#[from] CallError),
@@ -232,7 +234,7 @@ impl Partition {
             run_as,
         } = self.render(view, instance).await?;
         let directory = PathBuf::from(&view.path);
-        let specs = rendered
+        let specs: Vec<ProcessSpec> = rendered
             .processes
             .into_iter()
             .map(|p| ProcessSpec {
@@ -243,9 +245,12 @@ impl Partition {
                 run_as,
             })
             .collect();
+        let logs: Vec<PathBuf> = specs.iter().map(ProcessSpec::log_path).collect();
         self.supervisor.ensure(&view.reference, specs).await;
         if let Some(promise) = &rendered.promise {
-            check_promise(promise, &directory, run_as).await?;
+            check_promise(promise, &directory, run_as)
+                .await
+                .map_err(|e| with_logs(e, &logs))?;
         }
         if rendered.connection != connection_of(instance) {
             self.master
@@ -488,6 +493,7 @@ async fn check_promise(
             command: String::new(),
             timeout: promise.timeout,
             output: "empty command".into(),
+            logs: String::new(),
         })?;
     loop {
         let mut command = tokio::process::Command::new(program);
@@ -516,9 +522,40 @@ async fn check_promise(
                 command: promise.command.join(" "),
                 timeout: promise.timeout,
                 output,
+                logs: String::new(),
             });
         }
         tokio::time::sleep(PROMISE_INTERVAL).await;
+    }
+}
+
+/// Adds the end of each process log to a promise failure.
+fn with_logs(error: PartitionError, logs: &[PathBuf]) -> PartitionError {
+    let PartitionError::Promise {
+        command,
+        timeout,
+        output,
+        ..
+    } = error
+    else {
+        return error;
+    };
+    let logs = logs
+        .iter()
+        .map(|path| {
+            let log = software::tail(path);
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
+            format!("\n--- {name}:\n{}", tail_of(&log))
+        })
+        .collect();
+    PartitionError::Promise {
+        command,
+        timeout,
+        output,
+        logs,
     }
 }
 

@@ -58,7 +58,7 @@ struct Node {
 }
 
 impl Node {
-    fn new(dir: &Path, cluster: &Cluster) -> anyhow::Result<Self> {
+    fn new(dir: &Path, cluster: &Cluster, mode: &str) -> anyhow::Result<Self> {
         let tls_dir = dir.join("node-tls");
         cluster
             .credentials(&format!("computer:{COMPUTER}"))?
@@ -92,7 +92,7 @@ ipv6_network = "fd00:e2e::/64"
 ipv4_network = "10.250.0.0/24"
 instance_root = "{instances}"
 software_root = "{software}"
-mode = "unprivileged"
+mode = "{mode}"
 "#,
             masters = masters.join(", "),
             tls = tls_dir.display(),
@@ -165,12 +165,21 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> anyhow::Result<Self> {
+        Self::start_in("unprivileged").await
+    }
+
+    async fn start_in(mode: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
+        // Partition users (system mode) must reach their directories and the software.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
         tracing::info!("--- three replicas, a slapnode with {PARTITIONS} partitions");
         let cluster = Cluster::start(&slapmaster()?, dir.path(), 3).await?;
         let release_path = dir.path().join("release.toml");
         std::fs::write(&release_path, MANIFEST)?;
-        let mut node = Node::new(dir.path(), &cluster)?;
+        let mut node = Node::new(dir.path(), &cluster, mode)?;
         node.start()?;
         let operator = cluster.operator();
         let user = cluster.credentials("user:alice")?.tls_config();
@@ -316,10 +325,12 @@ fn init_tracing() {
 async fn instances_run_publish_stop_start_and_are_destroyed() -> anyhow::Result<()> {
     init_tracing();
     let fixture = Fixture::start().await?;
-    let titles = titles(PARTITIONS as usize);
+    // One partition stays free for the failing instance.
+    let titles = titles(PARTITIONS as usize - 1);
 
     tracing::info!(
-        "--- a user requests {PARTITIONS} instances; each runs and publishes its address"
+        "--- a user requests {} instances; each runs and publishes its address",
+        titles.len()
     );
     for title in &titles {
         fixture.request(title, pb::RequestedState::Started).await?;
@@ -410,6 +421,25 @@ async fn instances_run_publish_stop_start_and_are_destroyed() -> anyhow::Result<
     .await?;
     assert!(alive(&after));
 
+    tracing::info!("--- an instance that fails: the master gets the error with the process's log");
+    let mut user = fixture.client(1, &fixture.user).await?;
+    let failing = user
+        .request_instance(pb::RequestInstanceRequest {
+            title: "failing".into(),
+            software_release: fixture.release.clone(),
+            software_type: "failing".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let error = wait_for("the failing instance's error", || async {
+        let instances = fixture.instances().await?;
+        let error = &instances.get("failing")?.last_error;
+        error.contains("broken on purpose").then(|| error.clone())
+    })
+    .await?;
+    assert!(error.contains("did not hold"), "{error}");
+
     tracing::info!(
         "--- destroy every instance: processes stop, directories are wiped, partitions free"
     );
@@ -417,7 +447,8 @@ async fn instances_run_publish_stop_start_and_are_destroyed() -> anyhow::Result<
         .iter()
         .filter_map(|p| running_pid(&fixture.node.partition(p)))
         .collect();
-    let mut user = fixture.client(1, &fixture.user).await?;
+    user.destroy_instance(pb::DestroyInstanceRequest { guid: failing.guid })
+        .await?;
     for title in &titles {
         user.destroy_instance(pb::DestroyInstanceRequest {
             guid: instances[title].guid.clone(),
@@ -626,5 +657,122 @@ async fn the_load_tools_agent_phase_measures_a_real_slapnode() -> anyhow::Result
         figures.rss_bytes > 0 && !figures.cpu.is_zero(),
         "{figures:?}"
     );
+    Ok(())
+}
+
+/// Set in the namespaced child of the system-mode test.
+const SYSTEM_CHILD: &str = "SLAPNODE_SYSTEM_CHILD";
+
+/// As root in system mode, inside fresh mount and network namespaces with a private copy of
+/// /etc (users, addresses and taps are real and vanish with the namespaces): partitions get
+/// their users, addresses on the interface and taps; instances' processes run as their
+/// partition's user and their files belong to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_root_instances_run_as_their_partition_users() -> anyhow::Result<()> {
+    init_tracing();
+    if std::env::var_os(SYSTEM_CHILD).is_some() {
+        return system_story().await;
+    }
+    let root =
+        std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)?;
+    if !root {
+        eprintln!("not root: the system mode is covered where tests run as root (CI does)");
+        return Ok(());
+    }
+    let scratch = tempfile::tempdir()?;
+    let script = r#"set -e
+        cp -a /etc "$ETC_COPY"
+        mount --bind "$ETC_COPY" /etc
+        mount -t sysfs sysfs /sys
+        ip link set lo up
+        exec "$@""#;
+    let output = tokio::process::Command::new("unshare")
+        .args(["--mount", "--net", "--fork", "sh", "-c", script, "sh"])
+        .arg(std::env::current_exe()?)
+        .args([
+            "--exact",
+            "as_root_instances_run_as_their_partition_users",
+            "--nocapture",
+        ])
+        .env("ETC_COPY", scratch.path().join("etc"))
+        .env(SYSTEM_CHILD, "1")
+        .output()
+        .await?;
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "the namespaced story failed:\n{log}"
+    );
+    assert!(log.contains("system story checked"), "{log}");
+    Ok(())
+}
+
+async fn system_story() -> anyhow::Result<()> {
+    let fixture = Fixture::start_in("system").await?;
+    let titles = titles(2);
+    for title in &titles {
+        fixture.request(title, pb::RequestedState::Started).await?;
+    }
+    let instances = fixture
+        .converged(&titles, pb::ReportedState::Started)
+        .await?;
+    let addresses = String::from_utf8(
+        Command::new("ip")
+            .args(["-o", "addr", "show", "dev", "lo"])
+            .output()?
+            .stdout,
+    )?;
+    for title in &titles {
+        let partition = partition_of(&instances[title]).unwrap_or_default();
+        let index: u32 = partition.trim_start_matches("slappart").parse()?;
+        let user = format!("slapuser{index}");
+        let account = String::from_utf8(Command::new("id").args(["-u", &user]).output()?.stdout)?;
+        let uid: u32 = account.trim().parse()?;
+        let directory = fixture.node.partition(&partition);
+        let pid = running_pid(&directory).ok_or_else(|| anyhow::anyhow!("{title} does not run"))?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let runs_as = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().next())
+            .unwrap_or_default();
+        assert_eq!(runs_as, uid.to_string(), "{title} runs as {user}");
+        let conf = std::fs::metadata(directory.join("etc/instance.conf"))?;
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::uid(&conf),
+            uid,
+            "{title}'s files are {user}'s"
+        );
+        assert!(
+            addresses.contains(&format!("fd00:e2e::{:x}/64", 0x100 + index)),
+            "{addresses}"
+        );
+        assert!(
+            Path::new("/sys/class/net")
+                .join(format!("slaptap{index}"))
+                .exists()
+        );
+    }
+    tracing::info!("--- destroyed as root too: the partition is wiped and freed");
+    let mut user = fixture.client(1, &fixture.user).await?;
+    for title in &titles {
+        user.destroy_instance(pb::DestroyInstanceRequest {
+            guid: instances[title].guid.clone(),
+        })
+        .await?;
+    }
+    wait_for("every partition freed", || async {
+        let instances = fixture.instances().await?;
+        titles
+            .iter()
+            .all(|t| instances.get(t).and_then(partition_of).is_none())
+            .then_some(())
+    })
+    .await?;
+    println!("system story checked");
     Ok(())
 }
