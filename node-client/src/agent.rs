@@ -254,22 +254,32 @@ impl Agent {
 
     /// Keeps the view fresh and the workers fed. Never returns.
     async fn poll_loop(self: Arc<Self>) {
-        let mut long_poll = self.config.long_poll;
+        let mut long_poll = LongPoll::new(self.config.long_poll);
         let mut version: Option<u64> = None;
         let mut failures = 0u32;
         let mut workers = Workers::default();
         // The member list last written to the state directory.
         let mut saved: Vec<String> = Vec::new();
         loop {
+            let long = long_poll.active(Instant::now());
             let (after, wait) = match version {
-                Some(v) if long_poll => (Some(v), self.config.poll_interval),
+                Some(v) if long => (Some(v), self.config.poll_interval),
                 _ => (None, Duration::ZERO),
             };
             let started = Instant::now();
             match self.master.poll(after, wait).await {
                 Ok(reply) => {
                     failures = 0;
-                    tracing::debug!(version = reply.version, elapsed = ?started.elapsed(), "polled");
+                    let elapsed = started.elapsed();
+                    tracing::debug!(version = reply.version, ?elapsed, "polled");
+                    if let Some(after) = after
+                        && long_poll.answered(after, reply.version, elapsed, wait, Instant::now())
+                    {
+                        tracing::warn!(
+                            "the replica answers long-polls at once; polling every {:?} for a while",
+                            self.config.poll_interval
+                        );
+                    }
                     version = Some(reply.version);
                     if reply.replicas.iter().map(|m| &m.url).ne(saved.iter()) {
                         saved = reply.replicas.iter().map(|m| m.url.clone()).collect();
@@ -277,20 +287,20 @@ impl Agent {
                     }
                     workers.dispatch(&self, &reply);
                     self.view.send_replace(Some(reply));
-                    if !long_poll {
+                    if !long {
                         tokio::time::sleep(self.config.poll_interval).await;
                     }
                 }
                 Err(CallError::Rejected { status, .. })
-                    if long_poll
+                    if long
                         && matches!(status.code(), Code::Unimplemented | Code::InvalidArgument) =>
                 {
                     tracing::warn!(
-                        "long-poll unavailable ({}); polling every {:?}",
+                        "long-poll unavailable ({}); polling every {:?} for a while",
                         status.message(),
                         self.config.poll_interval
                     );
-                    long_poll = false;
+                    long_poll.refused(Instant::now());
                 }
                 Err(CallError::Rejected { status, .. }) if status.code() == Code::NotFound => {
                     tracing::warn!("the master does not know this computer; registering again");
@@ -651,6 +661,64 @@ impl Workers {
     }
 }
 
+/// After a replica showed it cannot long-poll, periodic polls for this long, then long-poll
+/// again (the cluster may have been upgraded meanwhile).
+const LONG_POLL_PAUSE: Duration = Duration::from_secs(600);
+/// Immediate answers with an unchanged view before the agent concludes long-poll is ignored.
+const LONG_POLL_STRIKES: u32 = 3;
+
+/// Whether the agent long-polls: as configured, except for a pause after a replica refused
+/// long-polls or answered them at once with nothing new (a replica that ignores `after` would
+/// otherwise have the agent poll in a tight loop).
+#[derive(Debug)]
+struct LongPoll {
+    configured: bool,
+    paused_until: Option<Instant>,
+    strikes: u32,
+}
+
+impl LongPoll {
+    fn new(configured: bool) -> Self {
+        Self {
+            configured,
+            paused_until: None,
+            strikes: 0,
+        }
+    }
+
+    fn active(&self, now: Instant) -> bool {
+        self.configured && self.paused_until.is_none_or(|until| now >= until)
+    }
+
+    fn refused(&mut self, now: Instant) {
+        self.paused_until = Some(now + LONG_POLL_PAUSE);
+        self.strikes = 0;
+    }
+
+    /// Takes a long-poll's answer; true when it paused long-polling.
+    fn answered(
+        &mut self,
+        after: u64,
+        version: u64,
+        elapsed: Duration,
+        wait: Duration,
+        now: Instant,
+    ) -> bool {
+        // The master answers before the wait only when the view changed.
+        let ignored = version <= after && elapsed < wait / 2;
+        if !ignored {
+            self.strikes = 0;
+            return false;
+        }
+        self.strikes += 1;
+        if self.strikes < LONG_POLL_STRIKES {
+            return false;
+        }
+        self.refused(now);
+        true
+    }
+}
+
 /// An item of a poll reply with the index the replica had applied when it answered.
 struct Fresh<T> {
     applied: u64,
@@ -711,5 +779,31 @@ fn usage_record(
             movement("memory", "bytes", sample.memory_bytes as f64),
             movement("disk", "bytes", disk as f64),
         ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_poll_pauses_when_a_replica_ignores_it_and_comes_back() {
+        let now = Instant::now();
+        let wait = Duration::from_secs(60);
+        let mut long_poll = LongPoll::new(true);
+        // A change answered early, and a wait that ran out: both honour long-poll.
+        assert!(!long_poll.answered(5, 6, Duration::from_millis(3), wait, now));
+        assert!(!long_poll.answered(6, 6, wait, wait, now));
+        // Unchanged views at once, three times in a row: long-poll is being ignored.
+        for strike in 1..=LONG_POLL_STRIKES {
+            let paused = long_poll.answered(6, 6, Duration::from_millis(2), wait, now);
+            assert_eq!(paused, strike == LONG_POLL_STRIKES);
+        }
+        assert!(!long_poll.active(now));
+        assert!(long_poll.active(now + LONG_POLL_PAUSE));
+        assert!(
+            !LongPoll::new(false).active(now),
+            "configured off stays off"
+        );
     }
 }
