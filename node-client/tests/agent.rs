@@ -325,8 +325,7 @@ fn init_tracing() {
 async fn instances_run_publish_stop_start_and_are_destroyed() -> anyhow::Result<()> {
     init_tracing();
     let fixture = Fixture::start().await?;
-    // One partition stays free for the failing instance.
-    let titles = titles(PARTITIONS as usize - 1);
+    let titles = titles(PARTITIONS as usize);
 
     tracing::info!(
         "--- a user requests {} instances; each runs and publishes its address",
@@ -421,25 +420,6 @@ async fn instances_run_publish_stop_start_and_are_destroyed() -> anyhow::Result<
     .await?;
     assert!(alive(&after));
 
-    tracing::info!("--- an instance that fails: the master gets the error with the process's log");
-    let mut user = fixture.client(1, &fixture.user).await?;
-    let failing = user
-        .request_instance(pb::RequestInstanceRequest {
-            title: "failing".into(),
-            software_release: fixture.release.clone(),
-            software_type: "failing".into(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    let error = wait_for("the failing instance's error", || async {
-        let instances = fixture.instances().await?;
-        let error = &instances.get("failing")?.last_error;
-        error.contains("broken on purpose").then(|| error.clone())
-    })
-    .await?;
-    assert!(error.contains("did not hold"), "{error}");
-
     tracing::info!(
         "--- destroy every instance: processes stop, directories are wiped, partitions free"
     );
@@ -447,8 +427,7 @@ async fn instances_run_publish_stop_start_and_are_destroyed() -> anyhow::Result<
         .iter()
         .filter_map(|p| running_pid(&fixture.node.partition(p)))
         .collect();
-    user.destroy_instance(pb::DestroyInstanceRequest { guid: failing.guid })
-        .await?;
+    let mut user = fixture.client(1, &fixture.user).await?;
     for title in &titles {
         user.destroy_instance(pb::DestroyInstanceRequest {
             guid: instances[title].guid.clone(),
@@ -477,6 +456,35 @@ async fn instances_run_publish_stop_start_and_are_destroyed() -> anyhow::Result<
         pids.iter().all(|pid| !alive(pid)),
         "no instance process is left"
     );
+    tracing::info!("--- an instance that fails: the master gets the error with the process's log");
+    let failing = user
+        .request_instance(pb::RequestInstanceRequest {
+            title: "failing".into(),
+            software_release: fixture.release.clone(),
+            software_type: "failing".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let error = wait_for("the failing instance's error", || async {
+        let instances = fixture.instances().await?;
+        let error = &instances.get("failing")?.last_error;
+        error.contains("broken on purpose").then(|| error.clone())
+    })
+    .await?;
+    assert!(error.contains("did not hold"), "{error}");
+
+    user.destroy_instance(pb::DestroyInstanceRequest { guid: failing.guid })
+        .await?;
+    wait_for("the failing instance's partition freed", || async {
+        let instances = fixture.instances().await?;
+        instances
+            .get("failing")
+            .and_then(partition_of)
+            .is_none()
+            .then_some(())
+    })
+    .await?;
     assert!(!fixture.node.log().contains("panicked"));
     Ok(())
 }
