@@ -146,22 +146,22 @@ impl Agent {
         Ok(())
     }
 
-    /// Formats the partitions and registers the computer's definition. Retries while no
-    /// replica answers; a refusal is an error (the operator must act).
+    /// Formats the partitions and registers the computer's definition: additions first, then
+    /// the registration, then removals, so the master (which refuses to drop a busy partition)
+    /// decides before anything is taken apart. Retries while no replica answers; a refusal is
+    /// an error (the operator must act).
     async fn capacity(&self) -> Result<(), AgentError> {
         let busy = self.busy_partitions().await;
         let format = self.config.format.clone();
-        let plan =
-            tokio::task::spawn_blocking(move || partitioning::system::format(&format, &busy))
-                .await
-                .map_err(|e| AgentError::Io {
-                    what: "formatting",
-                    path: self.config.format.instance_root.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                })??;
-        for action in &plan.actions {
-            tracing::info!("format: {action}");
-        }
+        let plan = self
+            .blocking(move || partitioning::system::plan(&format, &busy))
+            .await?;
+        let (removals, additions): (Vec<_>, Vec<_>) = plan
+            .actions
+            .iter()
+            .cloned()
+            .partition(partitioning::Action::is_removal);
+        self.format(additions).await?;
         if !plan.kept_busy.is_empty() {
             tracing::warn!(partitions = ?plan.kept_busy, "kept beyond the configured count: still in use");
         }
@@ -176,7 +176,7 @@ impl Agent {
                         removed = reply.partitions_removed,
                         "registered capacity"
                     );
-                    return Ok(());
+                    return self.format(removals).await;
                 }
                 Err(e @ CallError::Rejected { .. }) => return Err(AgentError::Registration(e)),
                 Err(e) => {
@@ -189,6 +189,29 @@ impl Agent {
                 }
             }
         }
+    }
+
+    async fn format(&self, actions: Vec<partitioning::Action>) -> Result<(), AgentError> {
+        for action in &actions {
+            tracing::info!("format: {action}");
+        }
+        self.blocking(move || partitioning::system::apply(&actions))
+            .await
+    }
+
+    /// Runs format work on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, partitioning::FormatError> + Send + 'static,
+    ) -> Result<T, AgentError> {
+        let result = tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| AgentError::Io {
+                what: "formatting",
+                path: self.config.format.instance_root.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        Ok(result?)
     }
 
     /// Partitions the master says hold an instance: format must keep them.

@@ -133,6 +133,22 @@ mode = "{mode}"
         Ok(())
     }
 
+    /// Rewrites the partition count of the configuration (for the next start).
+    fn set_partitions(&self, count: u32) -> anyhow::Result<()> {
+        let text = std::fs::read_to_string(&self.config)?;
+        let changed = text.replace(
+            &format!("partitions = {PARTITIONS}\n"),
+            &format!("partitions = {count}\n"),
+        );
+        anyhow::ensure!(
+            changed != text,
+            "no partition count in {}",
+            self.config.display()
+        );
+        std::fs::write(&self.config, changed)?;
+        Ok(())
+    }
+
     /// What the current process logged.
     fn log(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -250,6 +266,17 @@ impl Fixture {
         Ok(reply.into_inner())
     }
 
+    /// Requests the instances started and waits until they run and published.
+    async fn start_instances(
+        &self,
+        titles: &[String],
+    ) -> anyhow::Result<BTreeMap<String, pb::Instance>> {
+        for title in titles {
+            self.request(title, pb::RequestedState::Started).await?;
+        }
+        self.converged(titles, pb::ReportedState::Started).await
+    }
+
     async fn instances(&self) -> Option<BTreeMap<String, pb::Instance>> {
         let mut user = self.client(0, &self.user).await.ok()?;
         let reply = user
@@ -331,12 +358,7 @@ async fn instances_run_publish_stop_start_and_are_destroyed() -> anyhow::Result<
         "--- a user requests {} instances; each runs and publishes its address",
         titles.len()
     );
-    for title in &titles {
-        fixture.request(title, pb::RequestedState::Started).await?;
-    }
-    let instances = fixture
-        .converged(&titles, pb::ReportedState::Started)
-        .await?;
+    let instances = fixture.start_instances(&titles).await?;
     let mut partitions = Vec::new();
     for title in &titles {
         let instance = &instances[title];
@@ -494,12 +516,7 @@ async fn the_node_fails_over_within_one_poll_and_reports_nothing_twice() -> anyh
     init_tracing();
     let mut fixture = Fixture::start().await?;
     let titles = titles(4);
-    for title in &titles {
-        fixture.request(title, pb::RequestedState::Started).await?;
-    }
-    fixture
-        .converged(&titles, pb::ReportedState::Started)
-        .await?;
+    fixture.start_instances(&titles).await?;
 
     tracing::info!("--- kill the replica the node is long-polling");
     let log = fixture.node.log();
@@ -583,12 +600,7 @@ async fn a_node_with_its_local_state_wiped_rebuilds_the_same_result() -> anyhow:
     init_tracing();
     let mut fixture = Fixture::start().await?;
     let titles = titles(3);
-    for title in &titles {
-        fixture.request(title, pb::RequestedState::Started).await?;
-    }
-    let before = fixture
-        .converged(&titles, pb::ReportedState::Started)
-        .await?;
+    let before = fixture.start_instances(&titles).await?;
 
     tracing::info!("--- stop the node, wipe its state and installed software (not the partitions)");
     fixture.node.stop()?;
@@ -722,12 +734,7 @@ async fn as_root_instances_run_as_their_partition_users() -> anyhow::Result<()> 
 async fn system_story() -> anyhow::Result<()> {
     let fixture = Fixture::start_in("system").await?;
     let titles = titles(2);
-    for title in &titles {
-        fixture.request(title, pb::RequestedState::Started).await?;
-    }
-    let instances = fixture
-        .converged(&titles, pb::ReportedState::Started)
-        .await?;
+    let instances = fixture.start_instances(&titles).await?;
     let addresses = String::from_utf8(
         Command::new("ip")
             .args(["-o", "addr", "show", "dev", "lo"])
@@ -782,5 +789,94 @@ async fn system_story() -> anyhow::Result<()> {
     })
     .await?;
     println!("system story checked");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shrinking_a_node_removes_only_free_partitions() -> anyhow::Result<()> {
+    init_tracing();
+    let mut fixture = Fixture::start().await?;
+    let titles = titles(2);
+    let instances = fixture.start_instances(&titles).await?;
+    let busy: Vec<String> = titles
+        .iter()
+        .filter_map(|t| partition_of(&instances[t]))
+        .collect();
+    let highest = busy
+        .iter()
+        .filter_map(|p| p.trim_start_matches("slappart").parse::<u32>().ok())
+        .max()
+        .unwrap_or_default();
+
+    tracing::info!("--- restart the node with one partition: the busy ones stay, the free ones go");
+    fixture.node.stop()?;
+    fixture.node.set_partitions(1)?;
+    fixture.node.start()?;
+    fixture
+        .converged(&titles, pb::ReportedState::Started)
+        .await?;
+    let registered = wait_for("the smaller computer registered", || async {
+        let log = fixture.node.log();
+        log.lines()
+            .find(|l| l.contains("registered capacity"))
+            .map(str::to_owned)
+    })
+    .await?;
+    assert!(registered.contains("partitions=2"), "{registered}");
+    for index in 0..PARTITIONS {
+        let reference = format!("slappart{index}");
+        let kept = index == 0 || busy.contains(&reference);
+        assert_eq!(
+            fixture.node.partition(&reference).exists(),
+            kept,
+            "{reference}"
+        );
+    }
+    for title in &titles {
+        let directory = fixture
+            .node
+            .partition(&partition_of(&instances[title]).unwrap_or_default());
+        assert!(running_pid(&directory).is_some(), "{title} still runs");
+    }
+
+    tracing::info!(
+        "--- once the instance beyond the count is destroyed, the next format removes it"
+    );
+    let beyond = titles
+        .iter()
+        .find(|t| partition_of(&instances[*t]) == Some(format!("slappart{highest}")))
+        .ok_or_else(|| anyhow::anyhow!("no instance on slappart{highest}"))?;
+    let mut user = fixture.client(0, &fixture.user).await?;
+    user.destroy_instance(pb::DestroyInstanceRequest {
+        guid: instances[beyond].guid.clone(),
+    })
+    .await?;
+    wait_for("its partition freed", || async {
+        let instances = fixture.instances().await?;
+        instances
+            .get(beyond)
+            .and_then(partition_of)
+            .is_none()
+            .then_some(())
+    })
+    .await?;
+    fixture.node.stop()?;
+    fixture.node.start()?;
+    let registered = wait_for("the computer registered again", || async {
+        let log = fixture.node.log();
+        log.lines()
+            .find(|l| l.contains("registered capacity"))
+            .map(str::to_owned)
+    })
+    .await?;
+    assert!(registered.contains("partitions=1"), "{registered}");
+    wait_for("the freed partition's directory gone", || async {
+        (!fixture
+            .node
+            .partition(&format!("slappart{highest}"))
+            .exists())
+        .then_some(())
+    })
+    .await?;
     Ok(())
 }

@@ -257,6 +257,21 @@ fn extra_indices(config: &FormatConfig, observed: &Observed) -> BTreeSet<u32> {
         .collect()
 }
 
+impl Action {
+    /// Whether the action takes something away (a partition beyond the count). An agent
+    /// applies these only after the master accepted the smaller computer, so that a partition
+    /// the master has just given an instance is never taken apart.
+    pub fn is_removal(&self) -> bool {
+        matches!(
+            self,
+            Self::RemoveTap { .. }
+                | Self::RemoveAddress { .. }
+                | Self::RemoveDirectory { .. }
+                | Self::RemoveUser { .. }
+        )
+    }
+}
+
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -48,14 +48,19 @@ fn io_error(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Format
 /// Observes, reconciles and applies: the machine then matches the configuration. Returns the
 /// plan that was carried out.
 pub fn format(config: &FormatConfig, busy: &BTreeSet<String>) -> Result<Plan, FormatError> {
+    let plan = plan(config, busy)?;
+    apply(&plan.actions)?;
+    Ok(plan)
+}
+
+/// Observes and reconciles, and makes sure the software root exists: the plan, not applied.
+pub fn plan(config: &FormatConfig, busy: &BTreeSet<String>) -> Result<Plan, FormatError> {
     let observed = observe(config)?;
-    let plan = reconcile(config, &observed, busy);
     fs::create_dir_all(&config.software_root).map_err(io_error(
         "creating the software root",
         &config.software_root,
     ))?;
-    apply(&plan.actions)?;
-    Ok(plan)
+    Ok(reconcile(config, &observed, busy))
 }
 
 /// What the machine has that the configuration may name.
