@@ -366,7 +366,7 @@ impl Agent {
             let directory = PathBuf::from(&current.path);
             let dirty = current.instance.is_none()
                 && (partition::is_dirty(&directory)
-                    || self.supervisor.supervises(&current.reference).await);
+                    || self.supervisor.supervises(&current.reference));
             let now = Instant::now();
             let wake = match partition::decide(
                 &current,
@@ -539,7 +539,7 @@ impl Agent {
                 .unwrap_or_default();
             let mut groups = BTreeMap::new();
             for (reference, _) in &partitions {
-                groups.insert(reference.clone(), self.supervisor.groups(reference).await);
+                groups.insert(reference.clone(), self.supervisor.groups(reference));
             }
             let samples = meter.sample(&groups);
             let disks = tokio::task::spawn_blocking(move || {

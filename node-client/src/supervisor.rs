@@ -10,14 +10,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use partitioning::Account;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// A process restarted after running this long is considered to have worked: its backoff
@@ -64,8 +64,9 @@ struct Running {
     group: Arc<AtomicU32>,
 }
 
-/// The processes of every partition. The async mutex is held across stops (which wait for
-/// processes to exit), so changes to one partition never interleave.
+/// The processes of every partition. Each partition has one worker, so changes to one
+/// partition never race; the lock is only held to look at or edit the map, never while a
+/// process stops (a slow stop must not hold up the other partitions).
 pub struct Supervisor {
     partitions: Mutex<HashMap<String, BTreeMap<String, Running>>>,
     grace: Duration,
@@ -79,23 +80,34 @@ impl Supervisor {
         }
     }
 
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, BTreeMap<String, Running>>> {
+        // Every edit is one insert or remove: a panic elsewhere cannot leave the map torn.
+        self.partitions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Makes `partition` run exactly `specs`: starts the missing, restarts the changed, stops
     /// the others. A process already running with the same spec is left alone.
     pub async fn ensure(&self, partition: &str, specs: Vec<ProcessSpec>) {
-        let mut partitions = self.partitions.lock().await;
-        let running = partitions.entry(partition.to_owned()).or_default();
         let wanted: BTreeMap<String, ProcessSpec> =
             specs.into_iter().map(|s| (s.name.clone(), s)).collect();
-        let outdated: Vec<String> = running
-            .iter()
-            .filter(|(name, r)| wanted.get(*name) != Some(&r.spec))
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in outdated {
-            if let Some(old) = running.remove(&name) {
-                old.stop().await;
-            }
+        let outdated: Vec<Running> = {
+            let mut partitions = self.lock();
+            let running = partitions.entry(partition.to_owned()).or_default();
+            let names: Vec<String> = running
+                .iter()
+                .filter(|(name, r)| wanted.get(*name) != Some(&r.spec))
+                .map(|(name, _)| name.clone())
+                .collect();
+            names
+                .iter()
+                .filter_map(|name| running.remove(name))
+                .collect()
+        };
+        for old in outdated {
+            old.stop().await;
         }
+        let mut partitions = self.lock();
+        let running = partitions.entry(partition.to_owned()).or_default();
         for (name, spec) in wanted {
             if running.contains_key(&name) {
                 continue;
@@ -117,7 +129,7 @@ impl Supervisor {
 
     /// Stops every process of `partition`, and any a previous agent left there.
     pub async fn stop_partition(&self, partition: &str, directory: &Path) {
-        let running = self.partitions.lock().await.remove(partition);
+        let running = self.lock().remove(partition);
         for (_, process) in running.unwrap_or_default() {
             process.stop().await;
         }
@@ -125,7 +137,7 @@ impl Supervisor {
     }
 
     pub async fn stop_all(&self) {
-        let all: Vec<_> = self.partitions.lock().await.drain().collect();
+        let all: Vec<_> = self.lock().drain().collect();
         for (_, processes) in all {
             for (_, process) in processes {
                 process.stop().await;
@@ -134,9 +146,8 @@ impl Supervisor {
     }
 
     /// The process groups currently running for `partition`.
-    pub async fn groups(&self, partition: &str) -> Vec<u32> {
-        let partitions = self.partitions.lock().await;
-        partitions
+    pub fn groups(&self, partition: &str) -> Vec<u32> {
+        self.lock()
             .get(partition)
             .map(|processes| {
                 processes
@@ -149,10 +160,8 @@ impl Supervisor {
     }
 
     /// Whether any process of `partition` is supervised (running or waiting to restart).
-    pub async fn supervises(&self, partition: &str) -> bool {
-        self.partitions
-            .lock()
-            .await
+    pub fn supervises(&self, partition: &str) -> bool {
+        self.lock()
             .get(partition)
             .is_some_and(|processes| !processes.is_empty())
     }

@@ -823,21 +823,22 @@ async fn shrinking_a_node_removes_only_free_partitions() -> anyhow::Result<()> {
     })
     .await?;
     assert!(registered.contains("partitions=2"), "{registered}");
-    for index in 0..PARTITIONS {
-        let reference = format!("slappart{index}");
-        let kept = index == 0 || busy.contains(&reference);
-        assert_eq!(
-            fixture.node.partition(&reference).exists(),
-            kept,
-            "{reference}"
-        );
-    }
-    for title in &titles {
-        let directory = fixture
-            .node
-            .partition(&partition_of(&instances[title]).unwrap_or_default());
-        assert!(running_pid(&directory).is_some(), "{title} still runs");
-    }
+    wait_for(
+        "free partitions removed, busy ones kept and running",
+        || async {
+            let directories_right = (0..PARTITIONS).all(|index| {
+                let reference = format!("slappart{index}");
+                let kept = index == 0 || busy.contains(&reference);
+                fixture.node.partition(&reference).exists() == kept
+            });
+            let running = busy
+                .iter()
+                .all(|p| running_pid(&fixture.node.partition(p)).is_some());
+            (directories_right && running).then_some(())
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", tail(&fixture.node.log(), 40)))?;
 
     tracing::info!(
         "--- once the instance beyond the count is destroyed, the next format removes it"
