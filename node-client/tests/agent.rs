@@ -385,6 +385,38 @@ async fn instances_run_publish_stop_start_and_are_destroyed() -> anyhow::Result<
     partitions.dedup();
     assert_eq!(partitions.len(), titles.len(), "one partition each");
 
+    tracing::info!("--- a shared instance: its host publishes for it and reports it started");
+    let mut user = fixture.client(1, &fixture.user).await?;
+    user.request_instance(pb::RequestInstanceRequest {
+        title: "blog".into(),
+        software_release: fixture.release.clone(),
+        shared: true,
+        ..Default::default()
+    })
+    .await?;
+    let blog = wait_for("the shared instance published", || async {
+        let instances = fixture.instances().await?;
+        let blog = instances.get("blog")?;
+        (blog.reported_state == i32::from(pb::ReportedState::Started)
+            && blog.connection.contains_key("site"))
+        .then(|| blog.clone())
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", tail(&fixture.node.log(), 40)))?;
+    let Some(pb::placement::Placement::HostedBy(host)) =
+        blog.placement.as_ref().and_then(|p| p.placement.clone())
+    else {
+        anyhow::bail!("blog is not hosted: {:?}", blog.placement);
+    };
+    let host = instances
+        .values()
+        .find(|i| i.guid == host)
+        .ok_or_else(|| anyhow::anyhow!("blog's host {host} is not one of the instances"))?;
+    let host_url = host.connection["url"].clone();
+    assert_eq!(blog.connection["site"], format!("{host_url}blog/"));
+    user.destroy_instance(pb::DestroyInstanceRequest { guid: blog.guid })
+        .await?;
+
     tracing::info!("--- usage records reach the master");
     let operator = fixture.client(0, &fixture.operator).await?;
     let count = titles.len();
