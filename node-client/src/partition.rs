@@ -202,10 +202,11 @@ impl Partition {
                 Ok(())
             }
             Ok(pb::RequestedState::Stopped) => {
-                self.render(view, instance).await?;
+                // Stopped first: a stop must hold even when the files cannot be rendered.
                 self.supervisor
                     .stop_partition(&view.reference, &directory)
                     .await;
+                self.render(view, instance).await?;
                 self.report(view, instance, pb::ReportedState::Stopped)
                     .await
             }
