@@ -266,6 +266,33 @@ impl Fixture {
         Ok(reply.into_inner())
     }
 
+    /// Destroys the instances named and waits until none of them holds a partition.
+    async fn destroy(
+        &self,
+        titles: &[String],
+        instances: &BTreeMap<String, pb::Instance>,
+    ) -> anyhow::Result<()> {
+        let mut user = self.client(1, &self.user).await?;
+        for title in titles {
+            let instance = instances
+                .get(title)
+                .ok_or_else(|| anyhow::anyhow!("no instance {title}"))?;
+            user.destroy_instance(pb::DestroyInstanceRequest {
+                guid: instance.guid.clone(),
+            })
+            .await?;
+        }
+        wait_for("the destroyed instances' partitions freed", || async {
+            let instances = self.instances().await?;
+            titles
+                .iter()
+                .all(|t| instances.get(t).and_then(partition_of).is_none())
+                .then_some(())
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", tail(&self.node.log(), 40)))
+    }
+
     /// Requests the instances started and waits until they run and published.
     async fn start_instances(
         &self,
@@ -481,23 +508,7 @@ async fn instances_run_publish_stop_start_and_are_destroyed() -> anyhow::Result<
         .iter()
         .filter_map(|p| running_pid(&fixture.node.partition(p)))
         .collect();
-    let mut user = fixture.client(1, &fixture.user).await?;
-    for title in &titles {
-        user.destroy_instance(pb::DestroyInstanceRequest {
-            guid: instances[title].guid.clone(),
-        })
-        .await?;
-    }
-    wait_for("every partition freed", || async {
-        let instances = fixture.instances().await?;
-        let placed = titles
-            .iter()
-            .filter(|t| instances.get(*t).and_then(partition_of).is_some())
-            .count();
-        (placed == 0).then_some(())
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}\n{}", tail(&fixture.node.log(), 40)))?;
+    fixture.destroy(&titles, &instances).await?;
     for partition in &partitions {
         let directory = fixture.node.partition(partition);
         assert_eq!(
@@ -511,34 +522,23 @@ async fn instances_run_publish_stop_start_and_are_destroyed() -> anyhow::Result<
         "no instance process is left"
     );
     tracing::info!("--- an instance that fails: the master gets the error with the process's log");
-    let failing = user
-        .request_instance(pb::RequestInstanceRequest {
-            title: "failing".into(),
-            software_release: fixture.release.clone(),
-            software_type: "failing".into(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    let error = wait_for("the failing instance's error", || async {
+    user.request_instance(pb::RequestInstanceRequest {
+        title: "failing".into(),
+        software_release: fixture.release.clone(),
+        software_type: "failing".into(),
+        ..Default::default()
+    })
+    .await?;
+    let (error, instances) = wait_for("the failing instance's error", || async {
         let instances = fixture.instances().await?;
-        let error = &instances.get("failing")?.last_error;
-        error.contains("broken on purpose").then(|| error.clone())
+        let error = instances.get("failing")?.last_error.clone();
+        error
+            .contains("broken on purpose")
+            .then_some((error, instances))
     })
     .await?;
     assert!(error.contains("did not hold"), "{error}");
-
-    user.destroy_instance(pb::DestroyInstanceRequest { guid: failing.guid })
-        .await?;
-    wait_for("the failing instance's partition freed", || async {
-        let instances = fixture.instances().await?;
-        instances
-            .get("failing")
-            .and_then(partition_of)
-            .is_none()
-            .then_some(())
-    })
-    .await?;
+    fixture.destroy(&["failing".to_owned()], &instances).await?;
     assert!(!fixture.node.log().contains("panicked"));
     Ok(())
 }
@@ -805,21 +805,7 @@ async fn system_story() -> anyhow::Result<()> {
         );
     }
     tracing::info!("--- destroyed as root too: the partition is wiped and freed");
-    let mut user = fixture.client(1, &fixture.user).await?;
-    for title in &titles {
-        user.destroy_instance(pb::DestroyInstanceRequest {
-            guid: instances[title].guid.clone(),
-        })
-        .await?;
-    }
-    wait_for("every partition freed", || async {
-        let instances = fixture.instances().await?;
-        titles
-            .iter()
-            .all(|t| instances.get(t).and_then(partition_of).is_none())
-            .then_some(())
-    })
-    .await?;
+    fixture.destroy(&titles, &instances).await?;
     println!("system story checked");
     Ok(())
 }
@@ -879,20 +865,9 @@ async fn shrinking_a_node_removes_only_free_partitions() -> anyhow::Result<()> {
         .iter()
         .find(|t| partition_of(&instances[*t]) == Some(format!("slappart{highest}")))
         .ok_or_else(|| anyhow::anyhow!("no instance on slappart{highest}"))?;
-    let mut user = fixture.client(0, &fixture.user).await?;
-    user.destroy_instance(pb::DestroyInstanceRequest {
-        guid: instances[beyond].guid.clone(),
-    })
-    .await?;
-    wait_for("its partition freed", || async {
-        let instances = fixture.instances().await?;
-        instances
-            .get(beyond)
-            .and_then(partition_of)
-            .is_none()
-            .then_some(())
-    })
-    .await?;
+    fixture
+        .destroy(std::slice::from_ref(beyond), &instances)
+        .await?;
     fixture.node.stop()?;
     fixture.node.start()?;
     let registered = wait_for("the computer registered again", || async {
