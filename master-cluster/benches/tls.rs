@@ -51,7 +51,7 @@ async fn start(dir: &std::path::Path, tls: Option<TlsMaterial>) -> Replica {
 async fn status(url: &str, tls: Option<ClientTlsConfig>) {
     let channel = connect_with(url, tls).await.expect("connects");
     AdminClient::new(channel)
-        .replica_status(pb::ReplicaStatusRequest {})
+        .replica_status(pb::ReplicaStatusRequest::default())
         .await
         .expect("status");
 }
@@ -102,7 +102,7 @@ fn bench(c: &mut Criterion) {
                 let mut client = client.clone();
                 runtime.block_on(async move {
                     client
-                        .replica_status(pb::ReplicaStatusRequest {})
+                        .replica_status(pb::ReplicaStatusRequest::default())
                         .await
                         .expect("status")
                 })

@@ -756,3 +756,67 @@ fn an_operator_signs_a_request_and_the_key_stays_with_its_owner() {
         "a replica certificate needs its server names"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_that_applied_the_same_log_report_the_same_state_digest() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cluster, _) = dev_cluster(dir.path()).await;
+    let digests = || async {
+        let mut digests = Vec::new();
+        for replica in &cluster.replicas {
+            let mut admin = AdminClient::new(channel(replica).await);
+            let reply = admin
+                .replica_status(
+                    as_actor(pb::ReplicaStatusRequest { state_digest: true }, OPERATOR)
+                        .expect("actor"),
+                )
+                .await
+                .expect("status")
+                .into_inner();
+            assert_eq!(reply.state_digest.len(), 32, "a SHA-256");
+            digests.push((reply.digest_index, reply.state_digest));
+        }
+        digests
+    };
+    let settled = || async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let digests = digests().await;
+            if digests.iter().all(|d| d.0 == digests[0].0) {
+                return digests;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "replicas never reached one index: {digests:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let before = settled().await;
+    assert!(
+        before.iter().all(|d| d.1 == before[0].1),
+        "same index, same digest"
+    );
+
+    tracing::info!("--- a write changes every replica's digest the same way");
+    let mut user = UserClient::new(channel(&cluster.replicas[1]).await);
+    user.request_instance(
+        as_actor(
+            pb::RequestInstanceRequest {
+                title: "digest".into(),
+                software_release: DEMO_SOFTWARE.into(),
+                ..Default::default()
+            },
+            &format!("user:{DEMO_USER}"),
+        )
+        .expect("actor"),
+    )
+    .await
+    .expect("requested");
+    let after = settled().await;
+    assert!(after[0].0 > before[0].0);
+    assert!(after.iter().all(|d| d.1 == after[0].1));
+    assert_ne!(after[0].1, before[0].1);
+    cluster.shutdown().await.expect("shutdown");
+}

@@ -148,6 +148,13 @@ impl<C: TypeConfig, A: Application<C>> StateMachineStore<C, A> {
         &self.inner.file.path
     }
 
+    /// The index of the last applied entry as `txn` (from [`Self::begin_read`]) sees it: the
+    /// state a query in that transaction reads is exactly the one after this entry.
+    pub fn applied_index(&self, txn: &redb::ReadTransaction) -> Result<Option<u64>, StoreError> {
+        let (applied, _) = read_applied::<C>(&self.inner.file, txn)?;
+        Ok(applied.map(|log_id| log_id.index))
+    }
+
     /// The last applied log id and the membership as of it.
     pub async fn applied(&self) -> Result<AppliedState<C>, StoreError> {
         self.run(|inner| {

@@ -156,7 +156,7 @@ impl pb::admin_server::Admin for AdminService {
             let id = member.id;
             asks.spawn(async move {
                 let mut client = AdminClient::new(channel.ok()?);
-                let mut ask = Request::new(pb::ReplicaStatusRequest {});
+                let mut ask = Request::new(pb::ReplicaStatusRequest::default());
                 ask.set_timeout(MEMBER_STATUS_TIMEOUT);
                 let answer =
                     tokio::time::timeout(MEMBER_STATUS_TIMEOUT, client.replica_status(ask));
@@ -222,7 +222,13 @@ impl pb::admin_server::Admin for AdminService {
         if self.core.tls().is_some() {
             caller(&self.core, &request)?;
         }
-        Ok(Response::new(local_status(&self.core)))
+        let mut reply = local_status(&self.core);
+        if request.get_ref().state_digest {
+            let (index, digest) = self.core.state_digest().await.map_err(|e| failed(&e))?;
+            reply.digest_index = index;
+            reply.state_digest = digest;
+        }
+        Ok(Response::new(reply))
     }
 
     async fn add_member(

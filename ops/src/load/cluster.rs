@@ -392,7 +392,7 @@ pub async fn replica_status(
     url: &str,
     operator: &ClientTlsConfig,
 ) -> Option<pb::ReplicaStatusReply> {
-    let request = pb::ReplicaStatusRequest {};
+    let request = pb::ReplicaStatusRequest::default();
     let status = admin(url, operator).await?.replica_status(request).await;
     Some(status.ok()?.into_inner())
 }
