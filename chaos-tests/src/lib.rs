@@ -1,6 +1,31 @@
-//! chaos-tests: a Jepsen-style suite (issue 7). It will start real `slapmaster` processes in
-//! IPv6 network namespaces, inject faults (kills, pauses, partitions, a full disk, membership
-//! changes) under a seeded workload, and check the recorded history for linearizability and the
-//! SlapOS invariants (no partition held twice, no acknowledged request lost).
+//! chaos-tests: a Jepsen-style suite for slapcluster with real processes.
 //!
-//! Development only: nothing ships from here.
+//! A run ([`run::run`]) builds an IPv6 network of namespaces ([`net`]), starts `slapmaster`
+//! replicas in them ([`cluster`]), drives a workload of instance requests, state changes,
+//! publishes and reads at both consistency levels ([`workload`]) while the [`nemesis`] kills,
+//! pauses and partitions replicas, records everything ([`history`]), and checks it
+//! ([`checks`]: linearizability of every instance against [`model`] with the search in
+//! [`linearizability`], and the domain's invariants), then writes a report ([`report`]).
+//! Everything random comes from one seed ([`rng`]): `slapchaos --seed N` replays a run.
+//!
+//! Dev only: depends on the wire contract and drives the `slapmaster` binary; needs root (for
+//! namespaces, nftables and tmpfs).
+
+pub mod checks;
+pub mod cluster;
+pub mod history;
+pub mod linearizability;
+pub mod model;
+pub mod nemesis;
+pub mod net;
+pub mod report;
+pub mod rng;
+pub mod run;
+pub mod workload;
+
+/// Why a run could not be carried out (as opposed to what it found: violations).
+#[derive(Debug, thiserror::Error)]
+pub enum ChaosError {
+    #[error("{0}")]
+    Setup(String),
+}

@@ -43,6 +43,10 @@ struct ConfigArgs {
     /// Plaintext, callers naming themselves in a header: a trusted development network only.
     #[arg(long)]
     insecure_plaintext: bool,
+    /// danger: linearizable reads served without the read index (possibly stale). Only for
+    /// the chaos suite, to show that its checker catches it.
+    #[arg(long, hide = true)]
+    danger_stale_reads: bool,
 }
 
 impl ConfigArgs {
@@ -56,6 +60,7 @@ impl ConfigArgs {
             data_dir: self.data_dir,
             tls_dir: self.tls_dir,
             insecure_plaintext: self.insecure_plaintext,
+            danger_stale_reads: self.danger_stale_reads,
         })?)
     }
 }

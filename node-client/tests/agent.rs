@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ops::load::cluster::{Cluster, wait_for};
+use ops::load::cluster::{Cluster, slapmaster_for_tests, wait_for};
 use slapcluster_api::client;
 use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::user_client::UserClient;
@@ -25,25 +25,6 @@ const POLL_INTERVAL_S: u64 = 20;
 /// The release every test supplies: an install step that writes a tiny server script, and an
 /// instance that runs it, checks it with a promise and publishes where it listens.
 const MANIFEST: &str = include_str!("../releases/demo.toml");
-
-/// The `slapmaster` binary beside this test's own target directory; built if missing (when
-/// only this crate's tests were asked for).
-fn slapmaster() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let target = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow::anyhow!("no target directory above {}", exe.display()))?;
-    let binary = target.join("slapmaster");
-    if !binary.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let built = Command::new(cargo)
-            .args(["build", "-p", "master-cluster", "--bin", "slapmaster"])
-            .status()?;
-        anyhow::ensure!(built.success(), "building slapmaster failed");
-    }
-    Ok(binary)
-}
 
 /// A `slapnode` process and its directories.
 struct Node {
@@ -192,7 +173,7 @@ impl Fixture {
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )?;
         tracing::info!("--- three replicas, a slapnode with {PARTITIONS} partitions");
-        let cluster = Cluster::start(&slapmaster()?, dir.path(), 3).await?;
+        let cluster = Cluster::start(&slapmaster_for_tests()?, dir.path(), 3).await?;
         let release_path = dir.path().join("release.toml");
         std::fs::write(&release_path, MANIFEST)?;
         let mut node = Node::new(dir.path(), &cluster, mode)?;
@@ -694,7 +675,7 @@ async fn a_node_with_its_local_state_wiped_rebuilds_the_same_result() -> anyhow:
 async fn the_load_tools_agent_phase_measures_a_real_slapnode() -> anyhow::Result<()> {
     init_tracing();
     let dir = tempfile::tempdir()?;
-    let cluster = Cluster::start(&slapmaster()?, dir.path(), 3).await?;
+    let cluster = Cluster::start(&slapmaster_for_tests()?, dir.path(), 3).await?;
     let figures = ops::load::agent::measure(
         &cluster,
         Path::new(env!("CARGO_BIN_EXE_slapnode")),

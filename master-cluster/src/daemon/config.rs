@@ -161,6 +161,8 @@ pub struct Overrides {
     pub tls_dir: Option<PathBuf>,
     /// Set by `--insecure-plaintext`.
     pub insecure_plaintext: bool,
+    /// Set by the hidden `--danger-stale-reads` (the chaos suite's broken replica).
+    pub danger_stale_reads: bool,
 }
 
 /// What is wrong with a configuration; each names the key or file.
@@ -269,6 +271,7 @@ impl FileConfig {
         };
         let mut replica = ReplicaConfig::new(id, listen, self.data_dir);
         replica.danger_plaintext = tls.is_none();
+        replica.danger_stale_reads = overrides.danger_stale_reads;
         replica.tls = tls;
         if let Some(dir) = &self.tls_dir {
             let signer = (dir.join("signer.pem"), dir.join("signer.key"));

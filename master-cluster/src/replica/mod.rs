@@ -57,6 +57,10 @@ pub struct ReplicaConfig {
     /// `insecure_plaintext` on a trusted development network only; off by default, and a
     /// replica without TLS material refuses to start unless it is set.
     pub danger_plaintext: bool,
+    /// danger: answer linearizable reads from this replica's applied state without the
+    /// leader's read index, i.e. possibly stale. Never in production: it exists so that the
+    /// chaos suite can show its checker catches a replica that breaks linearizability.
+    pub danger_stale_reads: bool,
     /// Where `tls` was read from: watched, and loaded again when its files change.
     pub tls_dir: Option<PathBuf>,
     /// The replica's intermediate CA (certificate, key), to sign enrolling computers'
@@ -84,6 +88,7 @@ impl ReplicaConfig {
             region: String::new(),
             tls: None,
             danger_plaintext: false,
+            danger_stale_reads: false,
             tls_dir: None,
             signer_pem: None,
             data_dir,
@@ -294,6 +299,7 @@ pub struct ReplicaCore {
     peers: Peers,
     local_addr: SocketAddr,
     write_timeout: Duration,
+    danger_stale_reads: bool,
 }
 
 impl Replica {
@@ -381,6 +387,7 @@ impl Replica {
             peers,
             local_addr,
             write_timeout: config.write_timeout,
+            danger_stale_reads: config.danger_stale_reads,
         });
         spawn_revocation_reload(&core).await?;
         if let Some(dir) = config.tls_dir.clone() {
@@ -513,7 +520,7 @@ impl ReplicaCore {
     /// confirms its leadership with a quorum) and waits to apply it. Returns the index that
     /// reads from [`ReplicaCore::state`] now reflect at least.
     pub async fn read_barrier(&self, consistency: Consistency) -> Result<u64, WriteError> {
-        if consistency == Consistency::Stale {
+        if consistency == Consistency::Stale || self.danger_stale_reads {
             return Ok(self.applied_index());
         }
         let index = self.at_leader(ReadIndexCall).await?;

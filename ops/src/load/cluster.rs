@@ -396,3 +396,24 @@ pub async fn replica_status(
     let status = admin(url, operator).await?.replica_status(request).await;
     Some(status.ok()?.into_inner())
 }
+
+/// For tests of other crates: the `slapmaster` binary in the target directory the running
+/// test executable belongs to, built first when only that crate's tests were asked for.
+pub fn slapmaster_for_tests() -> Result<PathBuf, LoadError> {
+    let exe = std::env::current_exe().map_err(|e| LoadError::io("locating the test binary", e))?;
+    let target = exe.parent().and_then(Path::parent).ok_or_else(|| {
+        LoadError::Cluster(format!("no target directory above {}", exe.display()))
+    })?;
+    let binary = target.join("slapmaster");
+    if !binary.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = Command::new(cargo)
+            .args(["build", "-p", "master-cluster", "--bin", "slapmaster"])
+            .status()
+            .map_err(|e| LoadError::io("running cargo build", e))?;
+        if !built.success() {
+            return Err(LoadError::Cluster("building slapmaster failed".into()));
+        }
+    }
+    Ok(binary)
+}

@@ -1,0 +1,225 @@
+//! The nemesis: faults injected on a seeded schedule while the workload runs, each healed
+//! before the next. Every fault is recorded with its interval.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Instant;
+
+use crate::ChaosError;
+use crate::cluster::Cluster;
+use crate::history::Fault;
+use crate::net::Blocked;
+use crate::rng::Rng;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Nemesis {
+    /// SIGKILL a replica (the leader half the time), restart it from its data when healing.
+    Kill,
+    /// SIGSTOP a replica (the leader half the time), SIGCONT when healing.
+    Pause,
+    /// A random minority cut off from the majority.
+    Halves,
+    /// The leader cut off from everyone.
+    IsolateLeader,
+    /// Two groups that cannot reach each other, and one replica that reaches both.
+    Bridge,
+    /// One replica hears nobody, though everyone hears it.
+    OneWay,
+}
+
+impl Nemesis {
+    pub const ALL: [Nemesis; 6] = [
+        Nemesis::Kill,
+        Nemesis::Pause,
+        Nemesis::Halves,
+        Nemesis::IsolateLeader,
+        Nemesis::Bridge,
+        Nemesis::OneWay,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Nemesis::Kill => "kill",
+            Nemesis::Pause => "pause",
+            Nemesis::Halves => "halves",
+            Nemesis::IsolateLeader => "isolate-leader",
+            Nemesis::Bridge => "bridge",
+            Nemesis::OneWay => "one-way",
+        }
+    }
+}
+
+impl fmt::Display for Nemesis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Nemesis {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Nemesis::ALL
+            .into_iter()
+            .find(|n| n.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Nemesis::ALL.iter().map(|n| n.name()).collect();
+                format!("unknown nemesis {s:?}; known: {}", names.join(", "))
+            })
+    }
+}
+
+/// A fault in place, and how to undo it.
+pub enum Injected {
+    Killed(usize),
+    Paused(usize),
+    Partitioned,
+}
+
+/// Blocks every direction between the two groups.
+fn cut(a: &[usize], b: &[usize]) -> Blocked {
+    let mut blocked = BTreeSet::new();
+    for &x in a {
+        for &y in b {
+            blocked.insert((x, y));
+            blocked.insert((y, x));
+        }
+    }
+    blocked
+}
+
+/// Injects `nemesis`; returns how to heal it and a description.
+pub async fn inject(
+    nemesis: Nemesis,
+    cluster: &mut Cluster,
+    rng: &mut Rng,
+) -> Result<(Injected, String), ChaosError> {
+    let n = cluster.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    // Fisher-Yates from the seed.
+    for i in (1..n).rev() {
+        order.swap(i, rng.index(i + 1));
+    }
+    let leader = cluster.leader().await;
+    let target = match leader {
+        Some(l) if rng.chance(50) => l,
+        _ => order[0],
+    };
+    let replica = |i: usize| i + 1;
+    Ok(match nemesis {
+        Nemesis::Kill => {
+            cluster.kill(target)?;
+            (
+                Injected::Killed(target),
+                format!("killed replica {}", replica(target)),
+            )
+        }
+        Nemesis::Pause => {
+            cluster.pause(target, true)?;
+            (
+                Injected::Paused(target),
+                format!("paused replica {}", replica(target)),
+            )
+        }
+        Nemesis::Halves => {
+            let (minority, majority) = order.split_at(n / 2);
+            cluster.network.partition(&cut(minority, majority))?;
+            (
+                Injected::Partitioned,
+                format!("cut {:?} from {:?}", names(minority), names(majority)),
+            )
+        }
+        Nemesis::IsolateLeader => {
+            let alone = leader.unwrap_or(order[0]);
+            let others: Vec<usize> = (0..n).filter(|&i| i != alone).collect();
+            cluster.network.partition(&cut(&[alone], &others))?;
+            (
+                Injected::Partitioned,
+                format!(
+                    "isolated replica {} (leader: {})",
+                    replica(alone),
+                    leader.is_some()
+                ),
+            )
+        }
+        Nemesis::Bridge => {
+            let bridge = order[0];
+            let rest = &order[1..];
+            let (left, right) = rest.split_at(rest.len() / 2);
+            cluster.network.partition(&cut(left, right))?;
+            (
+                Injected::Partitioned,
+                format!(
+                    "{:?} and {:?} bridged by replica {} only",
+                    names(left),
+                    names(right),
+                    replica(bridge)
+                ),
+            )
+        }
+        Nemesis::OneWay => {
+            let deaf = target;
+            let blocked: Blocked = (0..n).filter(|&i| i != deaf).map(|i| (i, deaf)).collect();
+            cluster.network.partition(&blocked)?;
+            (
+                Injected::Partitioned,
+                format!("replica {} hears nobody", replica(deaf)),
+            )
+        }
+    })
+}
+
+fn names(group: &[usize]) -> Vec<usize> {
+    group.iter().map(|i| i + 1).collect()
+}
+
+/// Undoes a fault.
+pub fn heal(injected: &Injected, cluster: &mut Cluster) -> Result<(), ChaosError> {
+    match injected {
+        Injected::Killed(i) => cluster.restart(*i),
+        Injected::Paused(i) => cluster.pause(*i, false),
+        Injected::Partitioned => cluster.network.heal(),
+    }
+}
+
+/// Injects faults from `kinds` until `until`: quiet 1-3 s, fault held 2-5 s, healed.
+pub async fn run(
+    cluster: &mut Cluster,
+    kinds: &[Nemesis],
+    mut rng: Rng,
+    started: Instant,
+    until: Instant,
+) -> Result<Vec<Fault>, ChaosError> {
+    let mut faults = Vec::new();
+    let since =
+        |at: Instant| u64::try_from(at.duration_since(started).as_micros()).unwrap_or(u64::MAX);
+    // Every kind in turn, in a seeded order: a short run still sees them all.
+    let mut kinds = kinds.to_vec();
+    for i in (1..kinds.len()).rev() {
+        kinds.swap(i, rng.index(i + 1));
+    }
+    let mut turn = 0usize;
+    loop {
+        tokio::time::sleep(rng.millis(1000, 3000)).await;
+        let hold = rng.millis(2000, 5000);
+        if Instant::now() + hold >= until || kinds.is_empty() {
+            break;
+        }
+        let kind = kinds[turn % kinds.len()];
+        turn += 1;
+        let injected_at = Instant::now();
+        let (injected, description) = inject(kind, cluster, &mut rng).await?;
+        tracing::info!("nemesis: {description}");
+        tokio::time::sleep(hold).await;
+        heal(&injected, cluster)?;
+        tracing::info!("nemesis: healed {kind}");
+        faults.push(Fault {
+            kind: kind.name().into(),
+            description,
+            started_us: since(injected_at),
+            healed_us: since(Instant::now()),
+        });
+    }
+    Ok(faults)
+}
