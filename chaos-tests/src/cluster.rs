@@ -15,12 +15,15 @@ use slapcluster_api::v1::admin_client::AdminClient;
 use tonic::transport::ClientTlsConfig;
 
 use crate::ChaosError;
-use crate::net::Network;
+use crate::net::{Blocked, Network};
+use crate::proxy::Proxies;
 
 /// Every replica listens on this port of its own address.
 const PORT: u16 = 7000;
 /// Each replica's data directory is a tmpfs this large.
 pub const DISK_MB: u64 = 256;
+/// The file that fills a replica's disk.
+const BALLAST: &str = "ballast";
 
 pub struct Replica {
     pub id: u64,
@@ -40,32 +43,115 @@ pub enum Danger {
     StaleReads,
 }
 
+/// How replicas are wired and faults made: network namespaces and nftables as root, loopback
+/// ports behind user-space proxies otherwise.
+pub enum Fabric {
+    Namespaces(Network),
+    Loopback(Proxies),
+}
+
+impl Fabric {
+    pub fn partition(&self, blocked: &Blocked) -> Result<(), ChaosError> {
+        match self {
+            Fabric::Namespaces(network) => network.partition(blocked),
+            Fabric::Loopback(proxies) => {
+                proxies.partition(blocked);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn heal(&self) -> Result<(), ChaosError> {
+        match self {
+            Fabric::Namespaces(network) => network.heal(),
+            Fabric::Loopback(proxies) => {
+                proxies.heal();
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether replicas' disks can be filled (each on its own tmpfs, which needs root).
+    pub fn has_disks(&self) -> bool {
+        matches!(self, Fabric::Namespaces(_))
+    }
+
+    /// Where the cluster and its clients reach replica `i`.
+    fn url(&self, i: usize) -> String {
+        match self {
+            Fabric::Namespaces(network) => format!("https://[{}]:{PORT}", network.address(i)),
+            Fabric::Loopback(proxies) => format!("https://[::1]:{}", proxies.fronts[i]),
+        }
+    }
+
+    fn listen(&self, i: usize) -> String {
+        match self {
+            Fabric::Namespaces(network) => format!("[{}]:{PORT}", network.address(i)),
+            Fabric::Loopback(proxies) => format!("[::1]:{}", proxies.backs[i]),
+        }
+    }
+
+    fn server_name(&self, i: usize) -> String {
+        match self {
+            Fabric::Namespaces(network) => network.address(i).to_string(),
+            Fabric::Loopback(_) => "::1".into(),
+        }
+    }
+
+    /// The command that runs `slapmaster` as replica `i`.
+    fn command(&self, i: usize, slapmaster: &Path) -> Command {
+        match self {
+            Fabric::Namespaces(network) => {
+                let mut command = Command::new("ip");
+                command
+                    .args(["netns", "exec", &network.namespace(i)])
+                    .arg(slapmaster);
+                command
+            }
+            Fabric::Loopback(_) => Command::new(slapmaster),
+        }
+    }
+}
+
 pub struct Cluster {
     slapmaster: PathBuf,
     dir: PathBuf,
-    pub network: Network,
+    pub fabric: Fabric,
     pub replicas: Vec<Replica>,
     operator: ClientTlsConfig,
     danger: Danger,
 }
 
 impl Cluster {
-    /// Starts `count` replicas under `dir` on a fresh network: the first bootstraps, the
-    /// others join. Returns once all are voters.
+    /// Starts `count` replicas under `dir` on a fresh network (loopback behind proxies when
+    /// not root, or when asked): the first bootstraps, the others join. Returns once all are
+    /// voters.
     pub async fn start(
         slapmaster: &Path,
         dir: &Path,
         count: usize,
         tag_seed: u64,
         danger: Danger,
+        loopback: bool,
     ) -> Result<Self, ChaosError> {
-        let network = Network::create(count, tag_seed)?;
+        let fabric = if crate::is_root() && !loopback {
+            Fabric::Namespaces(Network::create(count, tag_seed)?)
+        } else {
+            let mut taken = Vec::new();
+            for _ in 0..count * 2 {
+                let port = ops::load::cluster::unused_port(&taken)
+                    .map_err(|e| ChaosError::Setup(e.to_string()))?;
+                taken.push(port);
+            }
+            let (fronts, backs) = taken.split_at(count);
+            Fabric::Loopback(Proxies::start(fronts.to_vec(), backs.to_vec()).await?)
+        };
         tool(slapmaster, &["ca", "init", "--dir"], &dir.join("ca"), &[])?;
         let mut replicas = Vec::new();
         for i in 0..count {
             let id = u64::try_from(i + 1).unwrap_or(u64::MAX);
             let tls_dir = dir.join(format!("replica-{id}-tls"));
-            let address = network.address(i).to_string();
+            let address = fabric.server_name(i);
             issue(
                 slapmaster,
                 dir,
@@ -74,7 +160,11 @@ impl Cluster {
                 &["--server-name", &address],
             )?;
             let data_dir = dir.join(format!("replica-{id}"));
-            mount_tmpfs(&data_dir)?;
+            if fabric.has_disks() {
+                mount_tmpfs(&data_dir)?;
+            } else {
+                std::fs::create_dir_all(&data_dir).map_err(io("creating a data directory"))?;
+            }
             replicas.push(Replica {
                 id,
                 data_dir,
@@ -90,7 +180,7 @@ impl Cluster {
         let mut cluster = Self {
             slapmaster: slapmaster.to_path_buf(),
             dir: dir.to_path_buf(),
-            network,
+            fabric,
             replicas,
             operator,
             danger,
@@ -141,7 +231,7 @@ impl Cluster {
     }
 
     pub fn url(&self, i: usize) -> String {
-        format!("https://[{}]:{PORT}", self.network.address(i))
+        self.fabric.url(i)
     }
 
     pub fn operator(&self) -> ClientTlsConfig {
@@ -174,13 +264,12 @@ impl Cluster {
             .append(true)
             .open(&replica.log)
             .map_err(io("opening a replica log"))?;
-        let mut command = Command::new("ip");
+        let mut command = self.fabric.command(i, &self.slapmaster);
         command
-            .args(["netns", "exec", &self.network.namespace(i)])
-            .arg(&self.slapmaster)
             .arg(verb)
             .args(["--id", &replica.id.to_string()])
-            .args(["--listen", &format!("[{}]:{PORT}", self.network.address(i))])
+            .args(["--listen", &self.fabric.listen(i)])
+            .args(["--advertise", &self.url(i)])
             .arg("--data-dir")
             .arg(&replica.data_dir)
             .arg("--tls-dir")
@@ -200,6 +289,9 @@ impl Cluster {
             .args(extra)
             .spawn()
             .map_err(io("starting slapmaster"))?;
+        if let Fabric::Loopback(proxies) = &self.fabric {
+            proxies.set_pid(i, Some(child.id()));
+        }
         self.replicas[i].child = Some(child);
         self.replicas[i].paused = false;
         Ok(())
@@ -210,6 +302,9 @@ impl Cluster {
         if let Some(mut child) = self.replicas[i].child.take() {
             child.kill().map_err(io("killing a replica"))?;
             child.wait().map_err(io("reaping a replica"))?;
+        }
+        if let Fabric::Loopback(proxies) = &self.fabric {
+            proxies.set_pid(i, None);
         }
         self.replicas[i].paused = false;
         Ok(())
@@ -258,8 +353,90 @@ impl Cluster {
         false
     }
 
-    pub fn data_dir(&self, i: usize) -> &Path {
-        &self.replicas[i].data_dir
+    /// Fills replica `i`'s disk (its tmpfs) with a ballast file until no byte is left.
+    pub fn fill_disk(&self, i: usize) -> Result<u64, ChaosError> {
+        use std::io::Write;
+        let path = self.replicas[i].data_dir.join(BALLAST);
+        let mut file = std::fs::File::create(&path).map_err(io("creating the ballast"))?;
+        let block = vec![0xa5u8; 1 << 20];
+        let mut written = 0u64;
+        loop {
+            match file.write(&block) {
+                Ok(0) => break,
+                Ok(n) => written += u64::try_from(n).unwrap_or(0),
+                // ENOSPC: full, which is the point.
+                Err(_) => break,
+            }
+        }
+        // A last few bytes may fit in a smaller write.
+        while let Ok(n) = file.write(&block[..4096]) {
+            if n == 0 {
+                break;
+            }
+            written += u64::try_from(n).unwrap_or(0);
+        }
+        Ok(written)
+    }
+
+    /// Frees what [`Self::fill_disk`] took.
+    pub fn free_disk(&self, i: usize) -> Result<(), ChaosError> {
+        match std::fs::remove_file(self.replicas[i].data_dir.join(BALLAST)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(ChaosError::Setup(format!("removing the ballast: {e}")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Asks the cluster (through the other replicas in turn) to remove replica `i` from the
+    /// membership. Err says why it could not.
+    pub async fn remove_member(&self, i: usize) -> Result<(), String> {
+        let id = self.replicas[i].id;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            for via in (0..self.len()).filter(|&j| j != i && self.is_running(j)) {
+                let Some(mut admin) = self.admin(via).await else {
+                    continue;
+                };
+                let call = admin.remove_member(pb::RemoveMemberRequest { id });
+                match tokio::time::timeout(Duration::from_secs(5), call).await {
+                    Ok(Ok(_)) => return Ok(()),
+                    // An earlier attempt did it, and its answer was lost (a timeout).
+                    Ok(Err(status)) if status.message().contains("is not a member") => {
+                        return Ok(());
+                    }
+                    Ok(Err(status)) => last = format!("{:?}: {}", status.code(), status.message()),
+                    Err(_) => last = "timed out".into(),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(last)
+    }
+
+    /// Empties replica `i`'s data directory (it must be stopped).
+    pub fn wipe(&self, i: usize) -> Result<(), ChaosError> {
+        let dir = &self.replicas[i].data_dir;
+        for entry in std::fs::read_dir(dir).map_err(io("listing a data directory"))? {
+            let path = entry.map_err(io("listing a data directory"))?.path();
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.map_err(io("wiping a data directory"))?;
+        }
+        Ok(())
+    }
+
+    /// Starts replica `i` afresh and has it join through another running replica.
+    pub fn rejoin(&mut self, i: usize) -> Result<(), ChaosError> {
+        let via = (0..self.len())
+            .find(|&j| j != i && self.is_running(j))
+            .map(|j| self.url(j))
+            .ok_or_else(|| ChaosError::Setup("no replica to join through".into()))?;
+        self.spawn(i, "join", &["--via", &via])
     }
 
     /// The cluster status as replica `i` reports it, if it answers.
@@ -330,11 +507,13 @@ impl Drop for Cluster {
         for i in 0..self.replicas.len() {
             let _ = self.pause(i, false);
             let _ = self.kill(i);
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(&self.replicas[i].data_dir)
-                .stderr(Stdio::null())
-                .status();
+            if self.fabric.has_disks() {
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg(&self.replicas[i].data_dir)
+                    .stderr(Stdio::null())
+                    .status();
+            }
         }
     }
 }

@@ -8,8 +8,9 @@
 //! [`linearizability`], and the domain's invariants), then writes a report ([`report`]).
 //! Everything random comes from one seed ([`rng`]): `slapchaos --seed N` replays a run.
 //!
-//! Dev only: depends on the wire contract and drives the `slapmaster` binary; needs root (for
-//! namespaces, nftables and tmpfs).
+//! Dev only: depends on the wire contract and drives the `slapmaster` binary. As root, replicas
+//! live in network namespaces with nftables partitions and tmpfs disks; otherwise on loopback
+//! ports behind user-space fault proxies ([`proxy`]), without the full-disk fault.
 
 pub mod checks;
 pub mod cluster;
@@ -18,6 +19,7 @@ pub mod linearizability;
 pub mod model;
 pub mod nemesis;
 pub mod net;
+pub mod proxy;
 pub mod report;
 pub mod rng;
 pub mod run;
@@ -28,4 +30,9 @@ pub mod workload;
 pub enum ChaosError {
     #[error("{0}")]
     Setup(String),
+}
+
+/// Whether this process runs as root (namespaces, nftables and tmpfs need it).
+pub fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
 }

@@ -26,16 +26,23 @@ pub enum Nemesis {
     Bridge,
     /// One replica hears nobody, though everyone hears it.
     OneWay,
+    /// A replica's disk filled to the last byte; healing frees it and restarts the replica,
+    /// as the runbook says.
+    DiskFull,
+    /// A replica removed from the membership, its data wiped; healing has it join again.
+    Membership,
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 6] = [
+    pub const ALL: [Nemesis; 8] = [
         Nemesis::Kill,
         Nemesis::Pause,
         Nemesis::Halves,
         Nemesis::IsolateLeader,
         Nemesis::Bridge,
         Nemesis::OneWay,
+        Nemesis::DiskFull,
+        Nemesis::Membership,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +53,8 @@ impl Nemesis {
             Nemesis::IsolateLeader => "isolate-leader",
             Nemesis::Bridge => "bridge",
             Nemesis::OneWay => "one-way",
+            Nemesis::DiskFull => "disk-full",
+            Nemesis::Membership => "membership",
         }
     }
 }
@@ -75,6 +84,10 @@ pub enum Injected {
     Killed(usize),
     Paused(usize),
     Partitioned,
+    DiskFull(usize),
+    Removed(usize),
+    /// Nothing to undo (the fault could not be made, and the description says why).
+    Nothing,
 }
 
 /// Blocks every direction between the two groups.
@@ -124,7 +137,7 @@ pub async fn inject(
         }
         Nemesis::Halves => {
             let (minority, majority) = order.split_at(n / 2);
-            cluster.network.partition(&cut(minority, majority))?;
+            cluster.fabric.partition(&cut(minority, majority))?;
             (
                 Injected::Partitioned,
                 format!("cut {:?} from {:?}", names(minority), names(majority)),
@@ -133,7 +146,7 @@ pub async fn inject(
         Nemesis::IsolateLeader => {
             let alone = leader.unwrap_or(order[0]);
             let others: Vec<usize> = (0..n).filter(|&i| i != alone).collect();
-            cluster.network.partition(&cut(&[alone], &others))?;
+            cluster.fabric.partition(&cut(&[alone], &others))?;
             (
                 Injected::Partitioned,
                 format!(
@@ -147,7 +160,7 @@ pub async fn inject(
             let bridge = order[0];
             let rest = &order[1..];
             let (left, right) = rest.split_at(rest.len() / 2);
-            cluster.network.partition(&cut(left, right))?;
+            cluster.fabric.partition(&cut(left, right))?;
             (
                 Injected::Partitioned,
                 format!(
@@ -158,10 +171,42 @@ pub async fn inject(
                 ),
             )
         }
+        Nemesis::DiskFull if !cluster.fabric.has_disks() => (
+            Injected::Nothing,
+            "no disk to fill: replicas get their own tmpfs only as root".into(),
+        ),
+        Nemesis::DiskFull => {
+            let bytes = cluster.fill_disk(target)?;
+            (
+                Injected::DiskFull(target),
+                format!(
+                    "filled replica {}'s disk ({} MiB of ballast)",
+                    replica(target),
+                    bytes >> 20
+                ),
+            )
+        }
+        Nemesis::Membership => match cluster.remove_member(target).await {
+            Ok(()) => {
+                cluster.kill(target)?;
+                cluster.wipe(target)?;
+                (
+                    Injected::Removed(target),
+                    format!(
+                        "removed replica {} from the membership, wiped its data",
+                        replica(target)
+                    ),
+                )
+            }
+            Err(why) => (
+                Injected::Nothing,
+                format!("could not remove replica {}: {why}", replica(target)),
+            ),
+        },
         Nemesis::OneWay => {
             let deaf = target;
             let blocked: Blocked = (0..n).filter(|&i| i != deaf).map(|i| (i, deaf)).collect();
-            cluster.network.partition(&blocked)?;
+            cluster.fabric.partition(&blocked)?;
             (
                 Injected::Partitioned,
                 format!("replica {} hears nobody", replica(deaf)),
@@ -179,7 +224,14 @@ pub fn heal(injected: &Injected, cluster: &mut Cluster) -> Result<(), ChaosError
     match injected {
         Injected::Killed(i) => cluster.restart(*i),
         Injected::Paused(i) => cluster.pause(*i, false),
-        Injected::Partitioned => cluster.network.heal(),
+        Injected::Partitioned => cluster.fabric.heal(),
+        Injected::DiskFull(i) => {
+            cluster.free_disk(*i)?;
+            cluster.kill(*i)?;
+            cluster.restart(*i)
+        }
+        Injected::Removed(i) => cluster.rejoin(*i),
+        Injected::Nothing => Ok(()),
     }
 }
 

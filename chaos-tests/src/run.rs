@@ -28,6 +28,8 @@ pub struct RunConfig {
     pub nemeses: Vec<Nemesis>,
     pub workers: usize,
     pub danger: Danger,
+    /// Loopback ports behind user-space proxies even as root (the fallback without root).
+    pub loopback: bool,
     pub slapmaster: PathBuf,
     /// The run's files go to `out/seed-N-rR/`.
     pub out: PathBuf,
@@ -57,6 +59,7 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, ChaosError> {
         config.replicas,
         rng.next_u64(),
         config.danger,
+        config.loopback,
     )
     .await?;
     let started = Instant::now();
@@ -95,7 +98,7 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, ChaosError> {
     let faults = faults?;
 
     // Anything the nemesis left (a replica that died of its own) is brought back.
-    cluster.network.heal()?;
+    cluster.fabric.heal()?;
     for i in 0..cluster.len() {
         cluster.pause(i, false)?;
         if cluster.exited(i) || !cluster.is_running(i) {

@@ -1,7 +1,8 @@
-//! The bounded chaos run CI does: every nemesis at least once over a few seeded runs of three
+//! The bounded chaos run CI does: every nemesis at least once over five seeded runs of three
 //! and five replicas, with no violation; then the broken variant (replicas that serve
-//! linearizable reads without the read index) must be caught. Needs root (namespaces, nftables,
-//! tmpfs); CI runs as root. `CHAOS_SEED=N` replays (the seed is printed); long soaks are
+//! linearizable reads without the read index) must be caught. As root (CI) the runs use network
+//! namespaces, nftables and tmpfs, and one run the user-space proxies of the fallback; without
+//! root every run uses the fallback. `CHAOS_SEED=N` replays (the seed is printed); long soaks are
 //! `slapchaos --runs N` (see the README).
 
 use std::collections::BTreeSet;
@@ -15,19 +16,14 @@ use ops::load::cluster::slapmaster_for_tests;
 /// Long enough for two faults whatever the seed (quiet at most 3 s, held at most 5 s).
 const DURATION: Duration = Duration::from_secs(18);
 
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_nemesis_keeps_every_promise_and_a_broken_replica_is_caught() -> anyhow::Result<()> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter("chaos_tests=info")
         .with_test_writer()
         .try_init();
-    if !is_root() {
-        eprintln!("not root: the chaos smoke needs namespaces and nftables (CI runs as root)");
-        return Ok(());
+    if !chaos_tests::is_root() {
+        eprintln!("not root: every run uses loopback ports behind the fault proxies");
     }
     let seed: u64 = match std::env::var("CHAOS_SEED") {
         Ok(seed) => seed.parse()?,
@@ -38,25 +34,51 @@ async fn every_nemesis_keeps_every_promise_and_a_broken_replica_is_caught() -> a
     eprintln!("chaos smoke: seed {seed} (CHAOS_SEED={seed} replays it)");
     let slapmaster = slapmaster_for_tests()?;
     let out = tempfile::tempdir()?;
-    let config = |offset: u64, replicas: usize, nemeses: &[Nemesis], danger: Danger| RunConfig {
-        seed: seed + offset,
-        replicas,
-        duration: DURATION,
-        nemeses: nemeses.to_vec(),
-        workers: 6,
-        danger,
-        slapmaster: slapmaster.clone(),
-        out: out.path().to_path_buf(),
-    };
+    let config =
+        |offset: u64, replicas: usize, nemeses: &[Nemesis], danger: Danger, loopback: bool| {
+            RunConfig {
+                seed: seed + offset,
+                replicas,
+                duration: DURATION,
+                nemeses: nemeses.to_vec(),
+                workers: 6,
+                danger,
+                loopback,
+                slapmaster: slapmaster.clone(),
+                out: out.path().to_path_buf(),
+            }
+        };
     let runs = [
-        config(0, 3, &[Nemesis::Kill, Nemesis::Pause], Danger::None),
+        config(0, 3, &[Nemesis::Kill, Nemesis::Pause], Danger::None, false),
         config(
             1,
             3,
             &[Nemesis::Halves, Nemesis::IsolateLeader],
             Danger::None,
+            false,
         ),
-        config(2, 5, &[Nemesis::Bridge, Nemesis::OneWay], Danger::None),
+        config(
+            2,
+            5,
+            &[Nemesis::Bridge, Nemesis::OneWay],
+            Danger::None,
+            false,
+        ),
+        config(
+            3,
+            5,
+            &[Nemesis::DiskFull, Nemesis::Membership],
+            Danger::None,
+            false,
+        ),
+        // The fallback without root: loopback ports behind the user-space fault proxies.
+        config(
+            5,
+            3,
+            &[Nemesis::Halves, Nemesis::OneWay],
+            Danger::None,
+            true,
+        ),
     ];
     let mut injected = BTreeSet::new();
     for run_config in &runs {
@@ -83,10 +105,11 @@ async fn every_nemesis_keeps_every_promise_and_a_broken_replica_is_caught() -> a
     );
 
     let broken = config(
-        3,
+        4,
         3,
         &[Nemesis::IsolateLeader, Nemesis::Halves],
         Danger::StaleReads,
+        false,
     );
     let outcome = run(&broken).await?;
     eprintln!("{}", outcome.summary);

@@ -151,3 +151,43 @@ async fn the_leader_process_is_killed_and_no_acknowledged_request_is_lost() {
     eprintln!("--- SIGTERM stops every replica cleanly");
     cluster.stop().expect("clean exits");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_changes_the_membership_through_a_follower() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::start(env!("CARGO_BIN_EXE_slapmaster").as_ref(), dir.path(), 3)
+        .await
+        .expect("three voters");
+    let leader = cluster.leader().await.expect("a leader");
+    let follower = cluster
+        .replicas
+        .iter()
+        .find(|r| r.id != leader)
+        .map(cluster::Replica::url)
+        .expect("a follower");
+    let removed = cluster
+        .replicas
+        .iter()
+        .find(|r| r.id != leader && r.url() != follower)
+        .map(|r| r.id)
+        .expect("another follower");
+    eprintln!("--- the follower passes the call on to the leader as the operator's, over TLS");
+    let channel = client::connect_with(&follower, Some(cluster.operator()))
+        .await
+        .expect("connects");
+    slapcluster_api::v1::admin_client::AdminClient::new(channel)
+        .remove_member(pb::RemoveMemberRequest { id: removed })
+        .await
+        .expect("an operator may remove a member through any replica");
+    let status = cluster::status(&follower, &cluster.operator())
+        .await
+        .expect("status");
+    assert!(status.members.iter().all(|m| m.id != removed), "{status:?}");
+    let index = cluster
+        .replicas
+        .iter()
+        .position(|r| r.id == removed)
+        .expect("the removed replica");
+    cluster.kill(index).expect("the removed replica goes");
+    cluster.stop().expect("the others stop cleanly");
+}

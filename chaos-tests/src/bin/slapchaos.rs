@@ -42,6 +42,10 @@ struct Cli {
     /// then find violations.
     #[arg(long)]
     danger_stale_reads: bool,
+    /// Replicas on loopback ports behind user-space fault proxies, even as root (without root
+    /// this is the only way; there is then no full-disk fault).
+    #[arg(long)]
+    loopback: bool,
 }
 
 #[tokio::main]
@@ -94,6 +98,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             } else {
                 Danger::None
             },
+            loopback: cli.loopback,
             slapmaster: slapmaster.clone(),
             out: cli.out.clone(),
         };

@@ -205,7 +205,15 @@ pub async fn join(
         promote: true,
     };
     tracing::info!(via, "asking the cluster to add this replica");
-    let added = add_member(via, tls, actor, request).await;
+    // Listening for SIGTERM from the start: a stop while joining is a clean stop too.
+    let mut shutdown = std::pin::pin!(shutdown);
+    let added = tokio::select! {
+        added = add_member(via, tls, actor, request) => added,
+        () = &mut shutdown => {
+            tracing::info!("stopped while joining");
+            return Ok(replica.shutdown().await?);
+        }
+    };
     match added {
         Ok(reply) => tracing::info!(index = reply.index, "joined as a voter"),
         Err(e) => {

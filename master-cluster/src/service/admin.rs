@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 
 use super::{ACTOR_HEADER, caller, convert::invalid, failed, unavailable, write, write_reply};
 use crate::replica::{Consistency, MembershipError, ReadError, ReplicaCore};
-use crate::state::model::Actor;
+use crate::state::model::{Actor, UserId};
 use crate::state::{Op, ReplicaNode};
 
 /// Marks a membership change a follower passed on, so that it is passed on at most once.
@@ -41,9 +41,10 @@ pub struct AdminService {
 
 type Reply<T> = Result<Response<T>, Status>;
 
-fn operator<T>(core: &ReplicaCore, request: &Request<T>) -> Result<(), Status> {
+/// The operator making the call; anyone else is refused.
+fn operator<T>(core: &ReplicaCore, request: &Request<T>) -> Result<UserId, Status> {
     match caller(core, request)? {
-        Actor::Operator(_) => Ok(()),
+        Actor::Operator(name) => Ok(name),
         other => Err(Status::permission_denied(format!(
             "{other} is not an operator"
         ))),
@@ -112,7 +113,7 @@ impl AdminService {
     where
         Fut: Future<Output = Reply<R>>,
     {
-        operator(&self.core, &request)?;
+        let operator = operator(&self.core, &request)?;
         let leader = match here(&self.core, request.get_ref()).await {
             Ok(reply) => return Ok(Response::new(reply)),
             Err(MembershipError::NotLeader {
@@ -126,11 +127,14 @@ impl AdminService {
             .peers()
             .channel(&leader)
             .map_err(|e| Status::unavailable(format!("leader address {leader}: {e}")))?;
-        let (metadata, extensions, message) = request.into_parts();
+        let (_, extensions, message) = request.into_parts();
         let mut forwarded = Request::from_parts(MetadataMap::new(), extensions, message);
-        if let Some(actor) = metadata.get(ACTOR_HEADER) {
-            forwarded.metadata_mut().insert(ACTOR_HEADER, actor.clone());
-        }
+        // This replica vouches for the operator it authenticated (by certificate over TLS):
+        // the leader sees the call as theirs, not as this replica's.
+        let actor = format!("operator:{}", operator.as_str())
+            .parse()
+            .map_err(|_| Status::invalid_argument("the operator's name cannot be passed on"))?;
+        forwarded.metadata_mut().insert(ACTOR_HEADER, actor);
         forwarded.metadata_mut().insert(
             FORWARDED_HEADER,
             tonic::metadata::MetadataValue::from_static("1"),
