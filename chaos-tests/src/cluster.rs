@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use slapcluster_api::client::{self, Credentials};
+use slapcluster_api::client;
 use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::admin_client::AdminClient;
 use tonic::transport::ClientTlsConfig;
@@ -146,19 +146,21 @@ impl Cluster {
             let (fronts, backs) = taken.split_at(count);
             Fabric::Loopback(Proxies::start(fronts.to_vec(), backs.to_vec()).await?)
         };
-        tool(slapmaster, &["ca", "init", "--dir"], &dir.join("ca"), &[])?;
+        ops::load::cluster::run_tool(slapmaster, &["ca", "init", "--dir"], &dir.join("ca"), &[])
+            .map_err(|e| ChaosError::Setup(e.to_string()))?;
         let mut replicas = Vec::new();
         for i in 0..count {
             let id = u64::try_from(i + 1).unwrap_or(u64::MAX);
             let tls_dir = dir.join(format!("replica-{id}-tls"));
             let address = fabric.server_name(i);
-            issue(
+            ops::load::cluster::issue(
                 slapmaster,
                 dir,
                 &format!("replica:{id}"),
                 &tls_dir,
                 &["--server-name", &address],
-            )?;
+            )
+            .map_err(|e| ChaosError::Setup(e.to_string()))?;
             let data_dir = dir.join(format!("replica-{id}"));
             if fabric.has_disks() {
                 mount_tmpfs(&data_dir)?;
@@ -174,9 +176,9 @@ impl Cluster {
                 paused: false,
             });
         }
-        let operator_dir = dir.join("certs").join("operator");
-        issue(slapmaster, dir, "operator:chaos", &operator_dir, &[])?;
-        let operator = read_credentials(&operator_dir)?.tls_config();
+        let operator = ops::load::cluster::credentials(slapmaster, dir, "operator:chaos")
+            .map_err(|e| ChaosError::Setup(e.to_string()))?
+            .tls_config();
         let mut cluster = Self {
             slapmaster: slapmaster.to_path_buf(),
             dir: dir.to_path_buf(),
@@ -240,21 +242,9 @@ impl Cluster {
 
     /// TLS for `identity` (`user:alice`, `computer:COMP-1`), issued on first use.
     pub fn credentials(&self, identity: &str) -> Result<ClientTlsConfig, ChaosError> {
-        let name: String = identity
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let out = self.dir.join("certs").join(name);
-        if !out.exists() {
-            issue(&self.slapmaster, &self.dir, identity, &out, &[])?;
-        }
-        Ok(read_credentials(&out)?.tls_config())
+        let credentials = ops::load::cluster::credentials(&self.slapmaster, &self.dir, identity)
+            .map_err(|e| ChaosError::Setup(e.to_string()))?;
+        Ok(credentials.tls_config())
     }
 
     fn command(&self, i: usize, verb: &str) -> Result<Command, ChaosError> {
@@ -522,11 +512,6 @@ fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ChaosError {
     move |e| ChaosError::Setup(format!("{what}: {e}"))
 }
 
-fn read_credentials(dir: &Path) -> Result<Credentials, ChaosError> {
-    Credentials::read_dir(dir)
-        .map_err(|e| ChaosError::Setup(format!("reading {}: {e}", dir.display())))
-}
-
 fn mount_tmpfs(dir: &Path) -> Result<(), ChaosError> {
     std::fs::create_dir_all(dir).map_err(io("creating a data directory"))?;
     let status = Command::new("mount")
@@ -544,46 +529,6 @@ fn mount_tmpfs(dir: &Path) -> Result<(), ChaosError> {
         return Err(ChaosError::Setup(format!(
             "mounting a tmpfs on {} failed",
             dir.display()
-        )));
-    }
-    Ok(())
-}
-
-/// `slapmaster cert issue` of `identity` into `out`, from the run's CA.
-fn issue(
-    slapmaster: &Path,
-    dir: &Path,
-    identity: &str,
-    out: &Path,
-    extra: &[&str],
-) -> Result<(), ChaosError> {
-    let ca = dir.join("ca");
-    let mut args = vec!["cert", "issue", "--ca-dir"];
-    let ca = ca.to_string_lossy().into_owned();
-    args.push(&ca);
-    args.extend_from_slice(&["--identity", identity]);
-    args.extend_from_slice(extra);
-    args.push("--out");
-    tool(slapmaster, &args, out, &[])
-}
-
-fn tool(
-    slapmaster: &Path,
-    args: &[&str],
-    last: &Path,
-    env: &[(&str, &str)],
-) -> Result<(), ChaosError> {
-    let output = Command::new(slapmaster)
-        .args(args)
-        .arg(last)
-        .envs(env.iter().copied())
-        .output()
-        .map_err(io("running slapmaster"))?;
-    if !output.status.success() {
-        return Err(ChaosError::Setup(format!(
-            "slapmaster {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
         )));
     }
     Ok(())

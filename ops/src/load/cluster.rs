@@ -18,7 +18,7 @@ use super::LoadError;
 pub const OPERATOR: &str = "operator:slapload";
 
 /// Runs `slapmaster ARGS PATH EXTRA` to completion.
-fn run_tool(
+pub fn run_tool(
     slapmaster: &Path,
     args: &[&str],
     path: &Path,
@@ -41,8 +41,33 @@ fn run_tool(
     }
 }
 
+/// Credentials for `identity` (`user:alice`, `computer:COMP-1`, ...) from the CA under
+/// `dir/ca`, issued into `dir/certs/` on first use.
+pub fn credentials(
+    slapmaster: &Path,
+    dir: &Path,
+    identity: &str,
+) -> Result<Credentials, LoadError> {
+    let name: String = identity
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let out = dir.join("certs").join(name);
+    if !out.exists() {
+        issue(slapmaster, dir, identity, &out, &[])?;
+    }
+    Credentials::read_dir(&out)
+        .map_err(|e| LoadError::io(format!("reading {identity}'s certificate"), e))
+}
+
 /// `slapmaster cert issue` for `identity` into `out`, from the CA under `dir/ca`.
-fn issue(
+pub fn issue(
     slapmaster: &Path,
     dir: &Path,
     identity: &str,
@@ -196,22 +221,7 @@ impl Cluster {
 
     /// Credentials for `identity` (`user:alice`, `computer:COMP-1`, ...), issued on first use.
     pub fn credentials(&self, identity: &str) -> Result<Credentials, LoadError> {
-        let name: String = identity
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let out = self.dir.join("certs").join(name);
-        if !out.exists() {
-            issue(&self.slapmaster, &self.dir, identity, &out, &[])?;
-        }
-        Credentials::read_dir(&out)
-            .map_err(|e| LoadError::io(format!("reading {identity}'s certificate"), e))
+        credentials(&self.slapmaster, &self.dir, identity)
     }
 
     /// The operator's TLS configuration.
