@@ -41,6 +41,15 @@ pub struct LogStore<C> {
     _config: PhantomData<fn() -> C>,
 }
 
+impl<C> LogStore<C> {
+    /// Whether every handle on this store is gone, so that its file is closed (and may be
+    /// opened again, in this process too). Holds no handle itself.
+    pub fn closed_probe(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let file = Arc::downgrade(&self.file);
+        move || file.strong_count() == 0
+    }
+}
+
 impl<C> Clone for LogStore<C> {
     fn clone(&self) -> Self {
         Self {

@@ -148,6 +148,16 @@ impl<C: TypeConfig, A: Application<C>> StateMachineStore<C, A> {
         &self.inner.file.path
     }
 
+    /// Whether every handle on this store is gone, so that its file is closed (and may be
+    /// opened again, in this process too). Holds no handle itself.
+    pub fn closed_probe(&self) -> impl Fn() -> bool + Send + Sync + 'static
+    where
+        A: Send + Sync + 'static,
+    {
+        let inner = Arc::downgrade(&self.inner);
+        move || inner.strong_count() == 0
+    }
+
     /// The index of the last applied entry as `txn` (from [`Self::begin_read`]) sees it: the
     /// state a query in that transaction reads is exactly the one after this entry.
     pub fn applied_index(&self, txn: &redb::ReadTransaction) -> Result<Option<u64>, StoreError> {

@@ -261,10 +261,16 @@ pub enum WriteError {
 
 /// A running replica: its [`ReplicaCore`] (reached through `Deref`) and the gRPC server that
 /// serves the Raft, node, user and admin services on one port.
+/// How long [`Replica::shutdown`] waits for the data files to be closed.
+const FILES_CLOSE_WAIT: Duration = Duration::from_secs(10);
+
 pub struct Replica {
     core: Arc<ReplicaCore>,
     stop_server: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Whether the log and state files are closed: shutdown waits for it, so that the data
+    /// directory can be opened again as soon as it returns.
+    files_closed: Vec<Box<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl std::ops::Deref for Replica {
@@ -356,6 +362,8 @@ impl Replica {
         let network = Network {
             peers: peers.clone(),
         };
+        let files_closed: Vec<Box<dyn Fn() -> bool + Send + Sync>> =
+            vec![Box::new(log.closed_probe()), Box::new(state.closed_probe())];
         let raft = Raft::new(config.id, raft_config, network, log, state.clone())
             .await
             .map_err(|e| ReplicaError::Fatal(e.to_string()))?;
@@ -414,6 +422,7 @@ impl Replica {
             core,
             stop_server: Some(stop_server),
             server,
+            files_closed,
         })
     }
 
@@ -430,6 +439,18 @@ impl Replica {
         }
         let raft = self.core.raft.shutdown().await;
         let server = (&mut self.server).await;
+        let files_closed = std::mem::take(&mut self.files_closed);
+        drop(self);
+        // Tasks that held the stores (openraft's workers, a read on the blocking pool) end
+        // on their own shortly after Raft stops; bounded, in case one does not.
+        let deadline = Instant::now() + FILES_CLOSE_WAIT;
+        while !files_closed.iter().all(|closed| closed()) {
+            if Instant::now() > deadline {
+                tracing::warn!("the data files are still open {FILES_CLOSE_WAIT:?} after shutdown");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         raft.map_err(|e| ReplicaError::Fatal(e.to_string()))?;
         match server {
             Ok(Ok(())) => Ok(()),
