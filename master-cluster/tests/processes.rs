@@ -175,10 +175,26 @@ async fn an_operator_changes_the_membership_through_a_follower() {
     let channel = client::connect_with(&follower, Some(cluster.operator()))
         .await
         .expect("connects");
-    slapcluster_api::v1::admin_client::AdminClient::new(channel)
-        .remove_member(pb::RemoveMemberRequest { id: removed })
-        .await
-        .expect("an operator may remove a member through any replica");
+    let admin = slapcluster_api::v1::admin_client::AdminClient::new(channel);
+    // Unavailable while the joins' own membership changes finish: asked again, as any client
+    // would. Any other refusal fails the test at once.
+    cluster::wait_for("the removal", || {
+        let mut admin = admin.clone();
+        async move {
+            match admin
+                .remove_member(pb::RemoveMemberRequest { id: removed })
+                .await
+            {
+                Ok(_) => Some(()),
+                Err(status) if status.code() == tonic::Code::Unavailable => None,
+                Err(status) => {
+                    panic!("an operator may remove a member through any replica: {status}")
+                }
+            }
+        }
+    })
+    .await
+    .expect("removed");
     let status = cluster::status(&follower, &cluster.operator())
         .await
         .expect("status");
