@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use ops::load::Sample;
+
 use crate::ChaosError;
 use crate::history::{Call, Freshness, History, Outcome};
 use crate::run::RunConfig;
@@ -44,7 +46,7 @@ pub fn summary(
             fault.description
         );
     }
-    let mut counts: BTreeMap<(&str, &str), (usize, Vec<u64>)> = BTreeMap::new();
+    let mut counts: BTreeMap<(&str, &str), Sample> = BTreeMap::new();
     for op in &history.ops {
         let kind = match op.call {
             Call::Request { .. } => "request",
@@ -61,25 +63,23 @@ pub fn summary(
             Outcome::Failed(_) => "failed",
             Outcome::Unknown(_) => "unknown",
         };
-        let entry = counts.entry((kind, outcome)).or_default();
-        entry.0 += 1;
-        entry.1.push(op.completed_us.saturating_sub(op.invoked_us));
+        counts
+            .entry((kind, outcome))
+            .or_default()
+            .latencies
+            .push(Duration::from_micros(
+                op.completed_us.saturating_sub(op.invoked_us),
+            ));
     }
     let _ = writeln!(out, "operations ({}):", history.ops.len());
-    for ((kind, outcome), (count, mut latencies)) in counts {
-        latencies.sort_unstable();
-        // The smallest latency with at least a fraction `q` of the sample at or below it.
-        let at = |q: f64| {
-            let rank = (0..latencies.len())
-                .find(|&i| (i + 1) as f64 >= q * latencies.len() as f64)
-                .unwrap_or(0);
-            latencies.get(rank).copied().unwrap_or(0) as f64 / 1000.0
-        };
+    for ((kind, outcome), sample) in counts {
+        let ms = |q: f64| sample.quantile(q).as_secs_f64() * 1000.0;
         let _ = writeln!(
             out,
-            "  {kind:<20} {outcome:<8} {count:>6}   p50 {:>8.2} ms   p99 {:>8.2} ms",
-            at(0.5),
-            at(0.99)
+            "  {kind:<20} {outcome:<8} {:>6}   p50 {:>8.2} ms   p99 {:>8.2} ms",
+            sample.latencies.len(),
+            ms(0.5),
+            ms(0.99)
         );
     }
     match recovered_in {

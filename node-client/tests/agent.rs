@@ -17,6 +17,9 @@ use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::user_client::UserClient;
 use tonic::transport::{Channel, ClientTlsConfig};
 
+#[path = "../../partitioning/tests/namespaced/mod.rs"]
+mod namespaced;
+
 const COMPUTER: &str = "COMP-E2E";
 const PARTITIONS: u32 = 10;
 /// The long-poll wait, and the periodic poll the agent would fall back to.
@@ -706,40 +709,19 @@ async fn as_root_instances_run_as_their_partition_users() -> anyhow::Result<()> 
     if std::env::var_os(SYSTEM_CHILD).is_some() {
         return system_story().await;
     }
-    let root =
-        std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)?;
-    if !root {
+    if !namespaced::is_root() {
         eprintln!("not root: the system mode is covered where tests run as root (CI does)");
         return Ok(());
     }
-    let scratch = tempfile::tempdir()?;
-    let script = r#"set -e
-        cp -a /etc "$ETC_COPY"
-        mount --bind "$ETC_COPY" /etc
-        mount -t sysfs sysfs /sys
-        ip link set lo up
-        exec "$@""#;
-    let output = tokio::process::Command::new("unshare")
-        .args(["--mount", "--net", "--fork", "sh", "-c", script, "sh"])
-        .arg(std::env::current_exe()?)
-        .args([
-            "--exact",
+    let (passed, log) = tokio::task::spawn_blocking(|| {
+        namespaced::rerun(
             "as_root_instances_run_as_their_partition_users",
-            "--nocapture",
-        ])
-        .env("ETC_COPY", scratch.path().join("etc"))
-        .env(SYSTEM_CHILD, "1")
-        .output()
-        .await?;
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "the namespaced story failed:\n{log}"
-    );
+            SYSTEM_CHILD,
+            std::ffi::OsStr::new("1"),
+        )
+    })
+    .await??;
+    assert!(passed, "the namespaced story failed:\n{log}");
     assert!(log.contains("system story checked"), "{log}");
     Ok(())
 }

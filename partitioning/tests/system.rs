@@ -9,6 +9,8 @@ use std::process::Command;
 
 use partitioning::{FormatConfig, FormatFile, Mode, PARTITION_MODE, system};
 
+mod namespaced;
+
 const CHILD: &str = "PARTITIONING_SYSTEM_CHILD";
 
 fn format_config(root: &Path, partitions: u32, mode: Mode) -> anyhow::Result<FormatConfig> {
@@ -58,47 +60,19 @@ fn system_format_creates_users_addresses_and_taps() -> anyhow::Result<()> {
     if std::env::var_os(CHILD).is_some() {
         return system_child();
     }
-    if !is_root()? {
+    if !namespaced::is_root() {
         eprintln!("not root: the system mode is covered where tests run as root (CI does)");
         return Ok(());
     }
     let scratch = tempfile::tempdir()?;
-    let etc = scratch.path().join("etc");
-    let test = std::env::current_exe()?;
-    // unshare makes mounts private by default, so the bind mount stays in the namespace; sysfs
-    // is mounted again to show the new network namespace's interfaces.
-    let script = r#"set -e
-        cp -a /etc "$ETC_COPY"
-        mount --bind "$ETC_COPY" /etc
-        mount -t sysfs sysfs /sys
-        ip link set lo up
-        exec "$@""#;
-    let output = Command::new("unshare")
-        .args(["--mount", "--net", "--fork", "sh", "-c", script, "sh"])
-        .arg(test)
-        .args([
-            "--exact",
-            "system_format_creates_users_addresses_and_taps",
-            "--nocapture",
-        ])
-        .env("ETC_COPY", &etc)
-        .env(CHILD, scratch.path())
-        .output()?;
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "the namespaced format failed:\n{log}"
-    );
+    let (passed, log) = namespaced::rerun(
+        "system_format_creates_users_addresses_and_taps",
+        CHILD,
+        scratch.path().as_os_str(),
+    )?;
+    assert!(passed, "the namespaced format failed:\n{log}");
     assert!(log.contains("system format checked"), "{log}");
     Ok(())
-}
-
-fn is_root() -> anyhow::Result<bool> {
-    Ok(Path::new("/proc/self").metadata()?.uid() == 0)
 }
 
 /// Inside the namespaces: format four partitions, check each piece on the machine, format
