@@ -10,6 +10,8 @@
 //!   per-computer long-polls, and the leader changes membership. Start with `replica/mod.rs`.
 //! - [`service`]: the node, user and admin gRPC services of `slapcluster-api`, on the replica's
 //!   port; decoding, and the one mapping of outcomes to gRPC statuses.
+//! - [`observe`]: metrics, health, readiness and the status page on the replica's HTTP
+//!   operations listener (`http_listen`).
 //! - [`daemon`]: `slapmaster`'s commands (run, init, join, backup, restore, status, dev) and
 //!   its configuration; `main.rs` only parses the command line.
 //!
@@ -24,6 +26,7 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+pub mod observe;
 pub mod replica;
 pub mod service;
 pub mod state;

@@ -17,8 +17,22 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "slapmaster", version, about = "A slapcluster master replica")]
 struct Cli {
+    /// How logs are written to stderr: text, or json (one object per line).
+    #[arg(
+        long,
+        global = true,
+        env = "SLAPMASTER_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Where to find the configuration, and what overrides it.
@@ -31,6 +45,9 @@ struct ConfigArgs {
     id: Option<u64>,
     #[arg(long, env = "SLAPMASTER_LISTEN")]
     listen: Option<String>,
+    /// Serve /metrics, /healthz, /readyz and the status page here (plain HTTP).
+    #[arg(long, env = "SLAPMASTER_HTTP_LISTEN")]
+    http_listen: Option<String>,
     #[arg(long, env = "SLAPMASTER_ADVERTISE")]
     advertise: Option<String>,
     #[arg(long, env = "SLAPMASTER_REGION")]
@@ -55,6 +72,7 @@ impl ConfigArgs {
         Ok(file.validate(Overrides {
             id: self.id,
             listen: self.listen,
+            http_listen: self.http_listen,
             advertise: self.advertise,
             region: self.region,
             data_dir: self.data_dir,
@@ -211,14 +229,18 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn slapmaster() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,openraft=warn".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    match cli.command {
         Command::Run(config) => daemon::run(config.load()?, daemon::shutdown_signal()).await?,
         Command::Init(config) => daemon::init(config.load()?).await?,
         Command::Join { config, via, actor } => {

@@ -52,6 +52,11 @@ pub enum AgentError {
     Format(#[from] partitioning::FormatError),
     #[error("the master refused this computer's definition: {0}")]
     Registration(CallError),
+    #[error("cannot listen on {addr} (http_listen): {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 pub struct Agent {
@@ -121,6 +126,19 @@ impl Agent {
                 path: state_dir.clone(),
                 source,
             })?;
+        if let Some(addr) = self.config.http_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| AgentError::Listen { addr, source })?;
+            let observed: Arc<dyn crate::observe::Observed> = self.clone();
+            let weak = Arc::downgrade(&observed);
+            drop(observed);
+            tokio::spawn(async move {
+                if let Err(e) = crate::observe::serve(listener, weak).await {
+                    tracing::error!("the HTTP listener stopped: {e}");
+                }
+            });
+        }
         self.load_replicas().await;
         self.capacity().await?;
         self.master.rank().await;
@@ -802,6 +820,53 @@ fn usage_record(
             movement("memory", "bytes", sample.memory_bytes as f64),
             movement("disk", "bytes", disk as f64),
         ],
+    }
+}
+
+impl crate::observe::Observed for Agent {
+    fn metrics(&self) -> &crate::observe::NodeMetrics {
+        &self.master.replicas.metrics
+    }
+
+    fn snapshot(&self) -> crate::observe::Snapshot {
+        let view = self.view.borrow();
+        let mut snapshot = crate::observe::Snapshot {
+            replica: self.master.replicas.current(),
+            supervised_partitions: 0,
+            ..Default::default()
+        };
+        if let Some(view) = view.as_ref() {
+            snapshot.partitions = view.partitions.len();
+            let mut instances = BTreeMap::<String, usize>::new();
+            for partition in &view.partitions {
+                if let Some(instance) = &partition.instance {
+                    *instances
+                        .entry(slapcluster_api::short_name(
+                            instance.requested_state().as_str_name(),
+                        ))
+                        .or_default() += 1;
+                }
+                if self.supervisor.supervises(&partition.reference) {
+                    snapshot.supervised_partitions += 1;
+                }
+            }
+            snapshot.instances = instances.into_iter().collect();
+            let mut software = BTreeMap::<String, usize>::new();
+            for release in &view.software {
+                *software
+                    .entry(slapcluster_api::short_name(
+                        release.reported().as_str_name(),
+                    ))
+                    .or_default() += 1;
+            }
+            snapshot.software = software.into_iter().collect();
+        }
+        snapshot
+    }
+
+    fn ready_limit(&self) -> Duration {
+        // A long-poll answers within its wait; allow two of them and the time to fail over.
+        self.config.poll_interval * 2 + Duration::from_secs(15)
     }
 }
 

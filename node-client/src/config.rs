@@ -40,6 +40,8 @@ pub struct NodeFile {
     pub stop_grace_s: u64,
     /// SLA attributes to register (`region`, `cpu_type`, ...); absent leaves the master's.
     pub attributes: Option<BTreeMap<String, String>>,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` (plain HTTP); none by default.
+    pub http_listen: Option<String>,
     pub format: FormatFile,
 }
 
@@ -82,6 +84,7 @@ pub struct NodeConfig {
     pub reprocess_interval: Duration,
     pub stop_grace: Duration,
     pub attributes: Option<BTreeMap<String, String>>,
+    pub http_listen: Option<std::net::SocketAddr>,
     pub format: FormatConfig,
 }
 
@@ -185,6 +188,15 @@ impl NodeFile {
                 return Err(invalid(field, "must be at least 1"));
             }
         }
+        let http_listen = match &self.http_listen {
+            None => None,
+            Some(text) => Some(text.parse().map_err(|e| {
+                invalid(
+                    "http_listen",
+                    format!("{text:?} is not [ipv6]:port or ipv4:port: {e}"),
+                )
+            })?),
+        };
         Ok(NodeConfig {
             computer: self.computer,
             masters: self.masters,
@@ -197,6 +209,7 @@ impl NodeFile {
             reprocess_interval: Duration::from_secs(self.reprocess_interval_s),
             stop_grace: Duration::from_secs(self.stop_grace_s),
             attributes: self.attributes,
+            http_listen,
             format: self.format.validate()?,
         })
     }

@@ -66,6 +66,7 @@ impl Master {
             })
             .await?;
         self.saw(reply.applied_index);
+        self.replicas.metrics.polled();
         if self.replicas.learn(&reply.replicas) {
             tracing::info!(replicas = ?self.replicas.urls(), "learned the cluster's members");
         }

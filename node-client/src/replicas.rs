@@ -57,6 +57,7 @@ pub struct Replicas {
     endpoints: Mutex<Vec<Endpoint>>,
     /// The replica that answered last, to log when the agent moves to another.
     current: Mutex<String>,
+    pub metrics: std::sync::Arc<crate::observe::NodeMetrics>,
 }
 
 /// One call's outcome on one replica, for the ranking.
@@ -80,6 +81,7 @@ impl Replicas {
             actor,
             endpoints: Mutex::new(Vec::new()),
             current: Mutex::new(String::new()),
+            metrics: Default::default(),
         };
         for url in seeds {
             replicas.add(url, true)?;
@@ -219,6 +221,28 @@ impl Replicas {
         F: Fn(NodeClient<Channel>, tonic::Request<M>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
+        let started = Instant::now();
+        let result = self.call_ranked(what, timeout, measure, message, f).await;
+        self.metrics.calls.get(what).observe(started.elapsed());
+        if result.is_err() {
+            self.metrics.call_failures.get(what).inc();
+        }
+        result
+    }
+
+    async fn call_ranked<M, T, F, Fut>(
+        &self,
+        what: &'static str,
+        timeout: Duration,
+        measure: bool,
+        message: &M,
+        f: F,
+    ) -> Result<T, CallError>
+    where
+        M: Clone,
+        F: Fn(NodeClient<Channel>, tonic::Request<M>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
         let mut tried = Vec::new();
         for (url, channel) in self.ranked() {
             match self
@@ -280,8 +304,17 @@ impl Replicas {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if *current != url {
             tracing::info!("talking to {url}");
+            self.metrics.replica_changes.inc();
             url.clone_into(&mut current);
         }
+    }
+
+    /// The replica that answered last.
+    pub fn current(&self) -> String {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Measures every replica with one short call each, so that a closer one is found even

@@ -36,6 +36,8 @@ struct Node {
     state_dir: PathBuf,
     software_root: PathBuf,
     instance_root: PathBuf,
+    /// Where it serves /metrics, /healthz, /readyz.
+    http_addr: std::net::SocketAddr,
     child: Option<Child>,
     /// Log length when the current process started, to read only its lines.
     log_start: usize,
@@ -53,6 +55,16 @@ impl Node {
             state_dir: dir.join("node-state"),
             software_root: dir.join("software"),
             instance_root: dir.join("instances"),
+            http_addr: std::net::SocketAddr::from((
+                std::net::Ipv6Addr::LOCALHOST,
+                ops::load::cluster::unused_port(
+                    &cluster
+                        .replicas
+                        .iter()
+                        .flat_map(|r| [r.port, r.http_port])
+                        .collect::<Vec<_>>(),
+                )?,
+            )),
             child: None,
             log_start: 0,
         };
@@ -65,6 +77,7 @@ state_dir = "{state}"
 poll_interval_s = {POLL_INTERVAL_S}
 usage_interval_s = 1
 stop_grace_s = 2
+http_listen = "{http}"
 
 [attributes]
 region = "test-region"
@@ -83,6 +96,7 @@ mode = "{mode}"
             state = node.state_dir.display(),
             instances = node.instance_root.display(),
             software = node.software_root.display(),
+            http = node.http_addr,
         );
         std::fs::write(&node.config, config)?;
         Ok(node)
@@ -395,6 +409,43 @@ async fn instances_run_publish_stop_start_and_are_destroyed() -> anyhow::Result<
     partitions.sort();
     partitions.dedup();
     assert_eq!(partitions.len(), titles.len(), "one partition each");
+
+    tracing::info!("--- the agent's metrics and readiness say the same");
+    let ready = ops::http::get(fixture.node.http_addr, "/readyz").await?;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    let metrics = ops::http::get(fixture.node.http_addr, "/metrics").await?;
+    let metrics = slapcluster_api::metrics::parse(&metrics.body)?;
+    let sample = |name: &str, label: Option<(&str, &str)>| {
+        metrics[name]
+            .samples
+            .iter()
+            .find(|s| label.is_none_or(|(k, v)| s.labels[k] == v))
+            .map(|s| s.value)
+    };
+    assert_eq!(
+        sample("slapnode_partitions", None),
+        Some(f64::from(PARTITIONS))
+    );
+    assert_eq!(
+        sample("slapnode_instances", Some(("requested_state", "started"))),
+        Some(titles.len() as f64)
+    );
+    assert_eq!(
+        sample("slapnode_software_releases", Some(("state", "available"))),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample("slapnode_supervised_partitions", None),
+        Some(titles.len() as f64)
+    );
+    let polls = metrics["slapnode_master_call_seconds"]
+        .samples
+        .iter()
+        .find(|s| s.name.ends_with("_count") && s.labels["call"] == "poll")
+        .map(|s| s.value);
+    assert!(polls.is_some_and(|n| n >= 1.0), "polls counted: {polls:?}");
+    let replica = &metrics["slapnode_replica"].samples[0].labels["url"];
+    assert!(fixture.cluster.urls().contains(replica), "{replica}");
 
     tracing::info!("--- a shared instance: its host publishes for it and reports it started");
     let mut user = fixture.client(1, &fixture.user).await?;

@@ -5,4 +5,5 @@
 //!
 //! Depends on the wire contract (`slapcluster-api`) only, never on server internals.
 
+pub mod http;
 pub mod load;

@@ -76,6 +76,17 @@ pub struct Options {
     /// then loses up to this much applied state, which openraft re-applies from the log (the
     /// log is always durable, and is never purged behind durable state).
     pub state_sync_interval: std::time::Duration,
+    /// Told how long appends and applies take (for metrics). None by default.
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
+/// Told how long the store's durable work takes, on the task that did it; keep it cheap
+/// (an atomic histogram), it is on the write path.
+pub trait Observer: Send + Sync + std::fmt::Debug + 'static {
+    /// `entries` appended to the log and made durable (one redb commit with fsync).
+    fn log_appended(&self, entries: usize, took: std::time::Duration);
+    /// `entries` applied to the state machine in one transaction.
+    fn applied(&self, entries: usize, took: std::time::Duration);
 }
 
 impl Default for Options {
@@ -84,6 +95,7 @@ impl Default for Options {
             log_cache_bytes: 64 << 20,
             state_cache_bytes: 512 << 20,
             state_sync_interval: std::time::Duration::ZERO,
+            observer: None,
         }
     }
 }
@@ -127,8 +139,14 @@ where
     let state = db::StoreFile::open(&paths.state, db::STATE_FILE, options.state_cache_bytes)?;
     let snapshots = snapshot::SnapshotDir::open(paths.snapshots)?;
     Ok((
-        LogStore::new(log)?,
-        StateMachineStore::new(state, snapshots, app, options.state_sync_interval)?,
+        LogStore::new(log, options.observer.clone())?,
+        StateMachineStore::new(
+            state,
+            snapshots,
+            app,
+            options.state_sync_interval,
+            options.observer.clone(),
+        )?,
     ))
 }
 

@@ -38,6 +38,7 @@ const LAST_PURGED: &str = "last_purged";
 /// log reader handed to replication tasks is made.
 pub struct LogStore<C> {
     file: Arc<StoreFile>,
+    observer: Option<Arc<dyn crate::Observer>>,
     _config: PhantomData<fn() -> C>,
 }
 
@@ -54,15 +55,20 @@ impl<C> Clone for LogStore<C> {
     fn clone(&self) -> Self {
         Self {
             file: Arc::clone(&self.file),
+            observer: self.observer.clone(),
             _config: PhantomData,
         }
     }
 }
 
 impl<C: TypeConfig> LogStore<C> {
-    pub(crate) fn new(file: StoreFile) -> Result<Self, StoreError> {
+    pub(crate) fn new(
+        file: StoreFile,
+        observer: Option<Arc<dyn crate::Observer>>,
+    ) -> Result<Self, StoreError> {
         let store = Self {
             file: Arc::new(file),
+            observer,
             _config: PhantomData,
         };
         // Create the tables once, so that readers never meet a missing table.
@@ -328,8 +334,14 @@ impl<C: TypeConfig> RaftLogStorage<C> for LogStore<C> {
         I: IntoIterator<Item = Entry<C>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        match self.append_durably(entries.into_iter().collect()).await {
+        let entries: Vec<Entry<C>> = entries.into_iter().collect();
+        let count = entries.len();
+        let started = std::time::Instant::now();
+        match self.append_durably(entries).await {
             Ok(()) => {
+                if let Some(observer) = &self.observer {
+                    observer.log_appended(count, started.elapsed());
+                }
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }

@@ -97,6 +97,7 @@ struct Inner<A> {
     app: A,
     /// Apply commits durably when this much time passed since the last durable commit.
     sync_interval: Duration,
+    observer: Option<Arc<dyn crate::Observer>>,
     /// Only the applying task and the snapshot builder take it, briefly; never across IO.
     last_sync: std::sync::Mutex<Instant>,
 }
@@ -112,6 +113,7 @@ impl<C: TypeConfig, A: Application<C>> StateMachineStore<C, A> {
         snapshots: SnapshotDir,
         app: A,
         sync_interval: Duration,
+        observer: Option<Arc<dyn crate::Observer>>,
     ) -> Result<Self, StoreError> {
         const ACTION: &str = "creating state machine tables";
         let txn = file.begin_write(ACTION)?;
@@ -125,6 +127,7 @@ impl<C: TypeConfig, A: Application<C>> StateMachineStore<C, A> {
                 snapshots,
                 app,
                 sync_interval,
+                observer,
                 last_sync: std::sync::Mutex::new(Instant::now()),
             }),
             _config: PhantomData,
@@ -180,8 +183,15 @@ impl<C: TypeConfig, A: Application<C>> StateMachineStore<C, A> {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        self.run(move |inner| inner.apply_batch::<C>(&entries))
-            .await
+        self.run(move |inner| {
+            let started = Instant::now();
+            let responses = inner.apply_batch::<C>(&entries)?;
+            if let Some(observer) = &inner.observer {
+                observer.applied(entries.len(), started.elapsed());
+            }
+            Ok(responses)
+        })
+        .await
     }
 
     /// Builds a snapshot of the applied state and publishes it as the current one.

@@ -4,9 +4,11 @@
 //!
 //! Both sides depend on this crate and nothing else of each other: `node-client` and `ops`
 //! never see openraft or redb. Start with `proto/slapcluster/v1/`; [`client`] connects to a
-//! replica.
+//! replica; [`metrics`] is the Prometheus text format that replicas and agents serve on
+//! `/metrics`.
 
 pub mod client;
+pub mod metrics;
 
 /// `slapcluster.v1`: every service and message.
 #[allow(
@@ -17,4 +19,40 @@ pub mod client;
 )]
 pub mod v1 {
     tonic::include_proto!("slapcluster.v1");
+}
+
+/// How people read an enum value of the contract: lowercase, without its type's prefix
+/// (`REQUESTED_STATE_STARTED` → `started`, `ROLE_LEADER` → `leader`); `UNSPECIFIED` reads as
+/// `unspecified`. Pass `value.as_str_name()`.
+pub fn short_name(as_str_name: &str) -> String {
+    const PREFIXES: [&str; 6] = [
+        "REQUESTED_STATE_",
+        "REPORTED_STATE_",
+        "SOFTWARE_STATE_",
+        "SUPPLY_STATE_",
+        "CONSISTENCY_",
+        "ROLE_",
+    ];
+    let bare = PREFIXES
+        .iter()
+        .find_map(|p| as_str_name.strip_prefix(p))
+        .unwrap_or(as_str_name);
+    bare.to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn enum_values_read_short() {
+        use super::v1;
+        assert_eq!(
+            super::short_name(v1::RequestedState::Started.as_str_name()),
+            "started"
+        );
+        assert_eq!(super::short_name(v1::Role::Leader.as_str_name()), "leader");
+        assert_eq!(
+            super::short_name(v1::SoftwareState::Unspecified.as_str_name()),
+            "unspecified"
+        );
+    }
 }

@@ -6,6 +6,8 @@
 //! id = 1                                   # required (no default)
 //! # Where to listen: IPv6 or IPv4, port 0 for any free port.
 //! listen = "[::1]:7000"                    # default "[::1]:7000"
+//! # Metrics, /healthz, /readyz and the status page, plain HTTP: an operations network only.
+//! http_listen = "[::1]:9700"               # default: none
 //! # How other replicas and clients reach this one, if not http:// + listen.
 //! advertise = "http://[2001:db8::1]:7000"  # default: http:// + listen
 //! region = "eu-west"                       # default "" (shown in the membership)
@@ -49,6 +51,7 @@ use crate::replica::ReplicaConfig;
 pub struct FileConfig {
     pub id: Option<u64>,
     pub listen: String,
+    pub http_listen: Option<String>,
     pub advertise: Option<String>,
     pub region: String,
     pub data_dir: PathBuf,
@@ -90,6 +93,7 @@ impl Default for FileConfig {
         Self {
             id: None,
             listen: "[::1]:7000".into(),
+            http_listen: None,
             advertise: None,
             region: String::new(),
             data_dir: "./data".into(),
@@ -155,6 +159,7 @@ impl Default for StorageSection {
 pub struct Overrides {
     pub id: Option<u64>,
     pub listen: Option<String>,
+    pub http_listen: Option<String>,
     pub advertise: Option<String>,
     pub region: Option<String>,
     pub data_dir: Option<PathBuf>,
@@ -211,6 +216,7 @@ impl FileConfig {
     pub fn validate(mut self, overrides: Overrides) -> Result<ValidConfig, ConfigError> {
         self.id = overrides.id.or(self.id);
         self.listen = overrides.listen.unwrap_or(self.listen);
+        self.http_listen = overrides.http_listen.or(self.http_listen);
         self.advertise = overrides.advertise.or(self.advertise);
         self.region = overrides.region.unwrap_or(self.region);
         self.data_dir = overrides.data_dir.unwrap_or(self.data_dir);
@@ -228,6 +234,15 @@ impl FileConfig {
                 format!("{:?} is not [ipv6]:port or ipv4:port: {e}", self.listen),
             )
         })?;
+        let http_listen = match &self.http_listen {
+            None => None,
+            Some(text) => Some(text.parse::<SocketAddr>().map_err(|e| {
+                invalid(
+                    "http_listen",
+                    format!("{text:?} is not [ipv6]:port or ipv4:port: {e}"),
+                )
+            })?),
+        };
         if let Some(advertise) = &self.advertise
             && !(advertise.starts_with("http://") || advertise.starts_with("https://"))
         {
@@ -273,6 +288,7 @@ impl FileConfig {
         replica.danger_plaintext = tls.is_none();
         replica.danger_stale_reads = overrides.danger_stale_reads;
         replica.tls = tls;
+        replica.http_listen = http_listen;
         if let Some(dir) = &self.tls_dir {
             let signer = (dir.join("signer.pem"), dir.join("signer.key"));
             if signer.0.exists() {

@@ -81,6 +81,15 @@ pub async fn start(options: &DevOptions, out: &mut dyn Write) -> Result<DevClust
             options.data_dir.join(format!("replica-{id}")),
         );
         config.region = format!("dev-{id}");
+        // Metrics and the status page 1000 ports above the replica's.
+        config.http_listen = Some(SocketAddr::new(
+            options.host,
+            if port == 0 {
+                0
+            } else {
+                port.saturating_add(1000)
+            },
+        ));
         config.danger_plaintext = options.danger_plaintext;
         if let Some(certificates) = &certificates {
             config.tls = Some(certificates.load(&format!("replica-{id}"))?);
@@ -140,7 +149,17 @@ pub async fn start(options: &DevOptions, out: &mut dyn Write) -> Result<DevClust
         } else {
             "follower"
         };
-        writeln!(out, "  replica {}  {}  {role}", replica.id(), replica.url()).map_err(w)?;
+        let page = replica
+            .http_addr()
+            .map(|a| format!("  status page http://{a}/"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "  replica {}  {}  {role}{page}",
+            replica.id(),
+            replica.url()
+        )
+        .map_err(w)?;
     }
     writeln!(
         out,

@@ -44,6 +44,9 @@ pub struct ReplicaConfig {
     pub id: u64,
     /// Where to listen (port 0 picks a free port; see [`ReplicaCore::local_addr`]).
     pub listen: SocketAddr,
+    /// Where to serve metrics, health, readiness and the status page over plain HTTP (see
+    /// [`crate::observe`]); none by default.
+    pub http_listen: Option<SocketAddr>,
     /// The address other replicas and clients reach this one at, when it differs from
     /// `http://` + the listening address (listening on `[::]`, behind NAT).
     pub advertise: Option<String>,
@@ -84,6 +87,7 @@ impl ReplicaConfig {
         Self {
             id,
             listen,
+            http_listen: None,
             advertise: None,
             region: String::new(),
             tls: None,
@@ -155,6 +159,31 @@ async fn spawn_revocation_reload(core: &Arc<ReplicaCore>) -> Result<(), ReplicaE
         }
     });
     Ok(())
+}
+
+/// Records every change of term or leader that Raft's metrics show, until the replica is
+/// dropped.
+fn spawn_election_watch(core: &Arc<ReplicaCore>) {
+    let weak = Arc::downgrade(core);
+    let mut metrics = core.raft.metrics();
+    tokio::spawn(async move {
+        loop {
+            let (term, leader) = {
+                let m = metrics.borrow_and_update();
+                (m.current_term, m.current_leader)
+            };
+            {
+                let Some(core) = weak.upgrade() else { return };
+                // Term 0 is a replica that never took part in an election yet.
+                if term > 0 && core.elections.observe(term, leader) {
+                    core.metrics.leader_changes.inc();
+                }
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 /// How often a replica looks at its certificate files.
@@ -268,6 +297,8 @@ pub struct Replica {
     core: Arc<ReplicaCore>,
     stop_server: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    stop_http: tokio::sync::watch::Sender<bool>,
+    http: Option<JoinHandle<std::io::Result<()>>>,
     /// Whether the log and state files are closed: shutdown waits for it, so that the data
     /// directory can be opened again as soon as it returns.
     files_closed: Vec<Box<dyn Fn() -> bool + Send + Sync>>,
@@ -306,6 +337,9 @@ pub struct ReplicaCore {
     local_addr: SocketAddr,
     write_timeout: Duration,
     danger_stale_reads: bool,
+    metrics: Arc<crate::observe::ReplicaMetrics>,
+    elections: crate::observe::Elections,
+    http_addr: Option<SocketAddr>,
 }
 
 impl Replica {
@@ -314,7 +348,9 @@ impl Replica {
     pub async fn start(config: ReplicaConfig) -> Result<Self, ReplicaError> {
         let raft_config = Arc::new(config.raft.clone().validate()?);
         let data_dir = config.data_dir.clone();
-        let storage = config.storage.clone();
+        let metrics = Arc::new(crate::observe::ReplicaMetrics::default());
+        let mut storage = config.storage.clone();
+        storage.observer = Some(metrics.clone());
         let app = MasterState::default();
         let opened_app = app.clone();
         // Opening verifies every page: blocking work, off the runtime's workers.
@@ -336,6 +372,28 @@ impl Replica {
                 addr: config.listen,
                 source,
             })?;
+
+        let http_listener = match config.http_listen {
+            None => None,
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ReplicaError::Listen { addr, source })?,
+            ),
+        };
+        let http_addr = match &http_listener {
+            None => None,
+            Some(listener) => {
+                Some(
+                    listener
+                        .local_addr()
+                        .map_err(|source| ReplicaError::Listen {
+                            addr: config.listen,
+                            source,
+                        })?,
+                )
+            }
+        };
 
         let tls = match (&config.tls, config.danger_plaintext) {
             (Some(material), false) => Some(Arc::new(crate::tls::CurrentTls::new(
@@ -396,7 +454,11 @@ impl Replica {
             local_addr,
             write_timeout: config.write_timeout,
             danger_stale_reads: config.danger_stale_reads,
+            metrics,
+            elections: Default::default(),
+            http_addr,
         });
+        spawn_election_watch(&core);
         spawn_revocation_reload(&core).await?;
         if let Some(dir) = config.tls_dir.clone() {
             spawn_tls_reload(&core, dir);
@@ -405,6 +467,17 @@ impl Replica {
         let stopped = async {
             let _ = stopped.await;
         };
+        let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+        let http = http_listener.map(|listener| {
+            let mut stopped = http_stopped;
+            tokio::spawn(crate::observe::http::serve(
+                listener,
+                Arc::downgrade(&core),
+                async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                },
+            ))
+        });
         let router = crate::service::router(&core);
         let server = match &tls {
             Some(tls) => tokio::spawn(router.serve_with_incoming_shutdown(
@@ -422,6 +495,8 @@ impl Replica {
             core,
             stop_server: Some(stop_server),
             server,
+            stop_http,
+            http,
             files_closed,
         })
     }
@@ -436,6 +511,14 @@ impl Replica {
     pub async fn shutdown(mut self) -> Result<(), ReplicaError> {
         if let Some(stop) = self.stop_server.take() {
             let _ = stop.send(());
+        }
+        let _ = self.stop_http.send(true);
+        if let Some(http) = self.http.take() {
+            match http.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(%e, "the HTTP listener failed"),
+                Err(e) => tracing::warn!(%e, "the HTTP listener's task failed"),
+            }
         }
         let raft = self.core.raft.shutdown().await;
         let server = (&mut self.server).await;
@@ -467,6 +550,20 @@ impl ReplicaCore {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the operations listener (metrics, health, status page) listens, if it does.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    pub fn metrics(&self) -> &Arc<crate::observe::ReplicaMetrics> {
+        &self.metrics
+    }
+
+    /// The leader changes this replica saw recently.
+    pub fn elections(&self) -> &crate::observe::Elections {
+        &self.elections
     }
 
     /// The address other replicas and clients use to reach this one.
@@ -626,6 +723,8 @@ impl ReplicaCore {
         wait: Duration,
     ) -> Result<ComputerPoll, ReadError> {
         lock(&self.seen).insert(computer.clone(), now());
+        self.metrics.node_polls.inc();
+        let _open = after.map(|_| self.metrics.long_polls_open.track());
         // Subscribe before reading, so that a change committed in between wakes us.
         let mut changes = self.app.notifier().subscribe(computer);
         let deadline = tokio::time::Instant::now() + wait;

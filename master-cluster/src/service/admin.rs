@@ -143,6 +143,74 @@ impl AdminService {
     }
 }
 
+/// Every member as it reports itself (asked at once, each within a second),
+/// as this replica sees the membership.
+pub async fn cluster_status(core: &ReplicaCore) -> pb::ClusterStatusReply {
+    let members = core.members();
+    // Each member reports itself; ask them all at once, each bounded.
+    let mut asks = tokio::task::JoinSet::new();
+    for member in members.iter().filter(|m| m.id != core.id()) {
+        let channel = core.peers().channel(&member.addr);
+        let id = member.id;
+        asks.spawn(async move {
+            let mut client = AdminClient::new(channel.ok()?);
+            let mut ask = Request::new(pb::ReplicaStatusRequest::default());
+            ask.set_timeout(MEMBER_STATUS_TIMEOUT);
+            let answer = tokio::time::timeout(MEMBER_STATUS_TIMEOUT, client.replica_status(ask));
+            let status = answer.await.ok()?.ok()?.into_inner();
+            // Whoever answers at a member's address must be that member.
+            (status.id == id).then_some(status)
+        });
+    }
+    let mut statuses = std::collections::HashMap::new();
+    let local = local_status(core);
+    statuses.insert(local.id, local.clone());
+    while let Some(joined) = asks.join_next().await {
+        if let Ok(Some(status)) = joined {
+            statuses.insert(status.id, status);
+        }
+    }
+    let head = statuses
+        .values()
+        .map(|s| s.last_log_index)
+        .max()
+        .unwrap_or(0);
+    let members = members
+        .into_iter()
+        .map(|member| {
+            let status = statuses.get(&member.id);
+            let voter = member.role != crate::replica::Role::Learner;
+            let mut out = pb::Member {
+                id: member.id,
+                addr: member.addr,
+                region: member.region,
+                voter,
+                applied_index: status.map(|s| s.applied_index),
+                lag: status.map(|s| head.saturating_sub(s.applied_index)),
+                leader_contact_age_ms: status.and_then(|s| s.leader_contact_age_ms),
+                unreachable: if status.is_some() {
+                    String::new()
+                } else {
+                    "did not answer within a second".into()
+                },
+                ..Default::default()
+            };
+            out.set_role(match status {
+                _ if !voter => pb::Role::Learner,
+                Some(s) => s.role(),
+                None => pb::Role::Unspecified,
+            });
+            out
+        })
+        .collect();
+    pb::ClusterStatusReply {
+        id: local.id,
+        leader: local.leader,
+        term: local.term,
+        members,
+    }
+}
+
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -152,69 +220,7 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::ClusterStatusRequest>,
     ) -> Reply<pb::ClusterStatusReply> {
         operator(&self.core, &request)?;
-        let members = self.core.members();
-        // Each member reports itself; ask them all at once, each bounded.
-        let mut asks = tokio::task::JoinSet::new();
-        for member in members.iter().filter(|m| m.id != self.core.id()) {
-            let channel = self.core.peers().channel(&member.addr);
-            let id = member.id;
-            asks.spawn(async move {
-                let mut client = AdminClient::new(channel.ok()?);
-                let mut ask = Request::new(pb::ReplicaStatusRequest::default());
-                ask.set_timeout(MEMBER_STATUS_TIMEOUT);
-                let answer =
-                    tokio::time::timeout(MEMBER_STATUS_TIMEOUT, client.replica_status(ask));
-                let status = answer.await.ok()?.ok()?.into_inner();
-                // Whoever answers at a member's address must be that member.
-                (status.id == id).then_some(status)
-            });
-        }
-        let mut statuses = std::collections::HashMap::new();
-        let local = local_status(&self.core);
-        statuses.insert(local.id, local.clone());
-        while let Some(joined) = asks.join_next().await {
-            if let Ok(Some(status)) = joined {
-                statuses.insert(status.id, status);
-            }
-        }
-        let head = statuses
-            .values()
-            .map(|s| s.last_log_index)
-            .max()
-            .unwrap_or(0);
-        let members = members
-            .into_iter()
-            .map(|member| {
-                let status = statuses.get(&member.id);
-                let voter = member.role != crate::replica::Role::Learner;
-                let mut out = pb::Member {
-                    id: member.id,
-                    addr: member.addr,
-                    region: member.region,
-                    voter,
-                    applied_index: status.map(|s| s.applied_index),
-                    lag: status.map(|s| head.saturating_sub(s.applied_index)),
-                    unreachable: if status.is_some() {
-                        String::new()
-                    } else {
-                        "did not answer within a second".into()
-                    },
-                    ..Default::default()
-                };
-                out.set_role(match status {
-                    _ if !voter => pb::Role::Learner,
-                    Some(s) => s.role(),
-                    None => pb::Role::Unspecified,
-                });
-                out
-            })
-            .collect();
-        Ok(Response::new(pb::ClusterStatusReply {
-            id: local.id,
-            leader: local.leader,
-            term: local.term,
-            members,
-        }))
+        Ok(Response::new(cluster_status(&self.core).await))
     }
 
     async fn replica_status(

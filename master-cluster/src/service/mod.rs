@@ -12,6 +12,8 @@ mod enroll;
 mod node;
 mod user;
 
+pub use admin::cluster_status;
+
 use std::sync::Arc;
 
 use slapcluster_api::v1::admin_server::AdminServer;
@@ -37,8 +39,18 @@ pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4 << 20;
 const MAX_RAFT_MESSAGE_BYTES: usize = 64 << 20;
 
 /// Every service of a replica, on one port.
-pub(crate) fn router(core: &Arc<ReplicaCore>) -> Router {
+pub(crate) fn router(
+    core: &Arc<ReplicaCore>,
+) -> Router<
+    tower::layer::util::Stack<
+        crate::observe::layer::CallMetricsLayer,
+        tower::layer::util::Identity,
+    >,
+> {
     tonic::transport::Server::builder()
+        .layer(crate::observe::layer::CallMetricsLayer {
+            metrics: core.metrics().clone(),
+        })
         .add_service(
             RaftServer::new(crate::replica::RaftService { core: core.clone() })
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES),
@@ -196,9 +208,29 @@ async fn write(core: &ReplicaCore, actor: Actor, op: Op) -> Result<(Outcome, u64
         })
         .await
         .map_err(|e| unavailable(&e))?;
-    response
-        .map(|outcome| (outcome, index))
-        .map_err(|r| rejected(&r))
+    let outcome = response.map_err(|r| rejected(&r))?;
+    count_placements(core, &outcome);
+    Ok((outcome, index))
+}
+
+fn count_placements(core: &ReplicaCore, outcome: &Outcome) {
+    use crate::state::model::Placement;
+    let metrics = core.metrics();
+    match outcome {
+        Outcome::Instance(summary) if summary.changed => {
+            let placement = match summary.placement {
+                Placement::Partition(_) => "partition",
+                Placement::Hosted { .. } => "hosted",
+                Placement::Pending { .. } => "pending",
+                Placement::Unplaceable { .. } => "unplaceable",
+            };
+            metrics.instance_requests.get(placement).inc();
+        }
+        Outcome::Placed { placed } | Outcome::ComputerRegistered { placed, .. } => {
+            metrics.placed_later.add(u64::from(*placed));
+        }
+        _ => {}
+    }
 }
 
 fn write_reply((outcome, index): (Outcome, u64)) -> slapcluster_api::v1::WriteReply {

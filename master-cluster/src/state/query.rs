@@ -3,7 +3,7 @@
 //! instance, a user's instances, the catalog, usage, the audit trail, and why an instance is
 //! not placed.
 
-use redb::ReadableTable;
+use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::keys::Key;
 use super::model::{
@@ -216,6 +216,74 @@ pub fn computers(txn: &redb::ReadTransaction) -> Result<Vec<Computer>, StateErro
         "computers",
         tables::scan(&t.computers, "computers", &Key::new(), usize::MAX)?,
     )
+}
+
+/// A computer and when its node last polled a replica (as of the last liveness summary).
+pub type ComputerLiveness = (Computer, Option<Timestamp>);
+
+/// How many computers there are, and the first `limit` (by id) with when their node last
+/// polled a replica.
+pub fn computers_with_liveness(
+    txn: &redb::ReadTransaction,
+    limit: usize,
+) -> Result<(u64, Vec<ComputerLiveness>), StateError> {
+    let t = Tables::open_read(txn)?;
+    let total = t
+        .computers
+        .len()
+        .map_err(|e| StateError::storage("computers", e))?;
+    let computers: Vec<Computer> = tables::decode_all(
+        "computers",
+        tables::scan(&t.computers, "computers", &Key::new(), limit)?,
+    )?;
+    let mut out = Vec::with_capacity(computers.len());
+    for computer in computers {
+        let seen = t.last_seen(&computer.id)?.map(Timestamp);
+        out.push((computer, seen));
+    }
+    Ok((total, out))
+}
+
+/// How many instances wait for a partition or a host (a count kept by redb: cheap).
+pub fn pending_count(txn: &redb::ReadTransaction) -> Result<u64, StateError> {
+    let t = Tables::open_read(txn)?;
+    let partitions = t
+        .pending
+        .len()
+        .map_err(|e| StateError::storage("pending", e))?;
+    let hosts = t
+        .pending_shared
+        .len()
+        .map_err(|e| StateError::storage("pending_shared", e))?;
+    Ok(partitions + hosts)
+}
+
+/// The first `limit` instances waiting for a partition, then those waiting for a host (each
+/// by software release, then guid); their placement says why they wait.
+pub fn pending(txn: &redb::ReadTransaction, limit: usize) -> Result<Vec<Instance>, StateError> {
+    let t = Tables::open_read(txn)?;
+    let mut guids = Vec::new();
+    for (key, _) in tables::scan(&t.pending, "pending", &Key::new(), limit)? {
+        guids.push(tables::parse_key("pending", &key, |k| {
+            k.str()?;
+            k.u64()
+        })?);
+    }
+    let left = limit.saturating_sub(guids.len());
+    for (key, _) in tables::scan(&t.pending_shared, "pending_shared", &Key::new(), left)? {
+        guids.push(tables::parse_key("pending_shared", &key, |k| {
+            k.str()?;
+            k.str()?;
+            k.u64()
+        })?);
+    }
+    let mut out = Vec::with_capacity(guids.len());
+    for guid in guids {
+        if let Some(instance) = t.instance(InstanceGuid(guid))? {
+            out.push(instance);
+        }
+    }
+    Ok(out)
 }
 
 /// Usage of a computer, or of one of its partitions, with periods starting in

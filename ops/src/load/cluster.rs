@@ -92,6 +92,8 @@ pub fn issue(
 pub struct Replica {
     pub id: u64,
     pub port: u16,
+    /// Where it serves metrics, health and its status page.
+    pub http_port: u16,
     data_dir: PathBuf,
     tls_dir: PathBuf,
     log: PathBuf,
@@ -101,6 +103,11 @@ pub struct Replica {
 impl Replica {
     pub fn url(&self) -> String {
         format!("https://[::1]:{}", self.port)
+    }
+
+    /// The operations listener: `/metrics`, `/healthz`, `/readyz`, `/`.
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, self.http_port))
     }
 
     fn command(&self, slapmaster: &Path, verb: &str) -> Result<Command, LoadError> {
@@ -116,6 +123,8 @@ impl Replica {
             .arg(self.id.to_string())
             .arg("--listen")
             .arg(format!("[::1]:{}", self.port))
+            .arg("--http-listen")
+            .arg(format!("[::1]:{}", self.http_port))
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--tls-dir")
@@ -147,7 +156,10 @@ impl Cluster {
         run_tool(slapmaster, &["ca", "init", "--dir"], &ca, &[])?;
         let mut replicas: Vec<Replica> = Vec::new();
         for id in 1..=count {
-            let taken: Vec<u16> = replicas.iter().map(|r| r.port).collect();
+            let taken: Vec<u16> = replicas
+                .iter()
+                .flat_map(|r: &Replica| [r.port, r.http_port])
+                .collect();
             let tls_dir = dir.join(format!("replica-{id}-tls"));
             issue(
                 slapmaster,
@@ -156,9 +168,11 @@ impl Cluster {
                 &tls_dir,
                 &["--server-name", "::1"],
             )?;
+            let port = unused_port(&taken)?;
             replicas.push(Replica {
                 id,
-                port: unused_port(&taken)?,
+                port,
+                http_port: unused_port(&[taken, vec![port]].concat())?,
                 data_dir: dir.join(format!("replica-{id}")),
                 tls_dir,
                 log: dir.join(format!("replica-{id}.log")),

@@ -1,0 +1,179 @@
+//! The replica's operations listener: `/metrics`, `/healthz`, `/readyz` and the status page
+//! `/`, plain HTTP/1.1 (axum), read-only.
+//!
+//! Handlers hold the replica weakly: once it shuts down they answer 503, and the server never
+//! keeps its data files open.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use slapcluster_api::metrics::CONTENT_TYPE;
+use tokio::net::TcpListener;
+
+use super::page::{self, ComputerRow, MemberRow, PendingRow, StatusPage};
+use crate::replica::{Consistency, ReplicaCore};
+use crate::state::model::{AllocationScope, Placement};
+use crate::state::query;
+
+type Core = Weak<ReplicaCore>;
+
+fn gone() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "replica stopped\n").into_response()
+}
+
+/// Serves the operations endpoints on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    core: Weak<ReplicaCore>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/", get(status_page))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(core);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn metrics(State(core): State<Core>) -> Response {
+    let Some(core) = core.upgrade() else {
+        return gone();
+    };
+    let pending = match core.read(Consistency::Stale, query::pending_count).await {
+        Ok(n) => n,
+        Err(e) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reading the state: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    (
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        super::exposition(&core, pending),
+    )
+        .into_response()
+}
+
+/// Alive: Raft runs (a fatal storage error stops it, and the replica must be restarted or
+/// replaced).
+async fn healthz(State(core): State<Core>) -> Response {
+    let Some(core) = core.upgrade() else {
+        return gone();
+    };
+    let running = core.raft().metrics().borrow().running_state.clone();
+    match running {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(fatal) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("raft stopped: {fatal}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn readyz(State(core): State<Core>) -> Response {
+    let Some(core) = core.upgrade() else {
+        return gone();
+    };
+    match super::readiness(&core.readiness_input()) {
+        Ok(ready) => (StatusCode::OK, format!("{ready}\n")).into_response(),
+        Err(not) => (StatusCode::SERVICE_UNAVAILABLE, format!("{not}\n")).into_response(),
+    }
+}
+
+async fn status_page(State(core): State<Core>) -> Response {
+    let Some(core) = core.upgrade() else {
+        return gone();
+    };
+    let now = SystemTime::now();
+    Html(page::render(&gather(&core).await, now)).into_response()
+}
+
+fn microseconds(t: crate::state::model::Timestamp) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_micros(t.0)
+}
+
+/// Everything the page shows, from this replica's applied state and its members' answers.
+async fn gather(core: &Arc<ReplicaCore>) -> StatusPage {
+    let status = crate::service::cluster_status(core).await;
+    let mut page = StatusPage {
+        replica: core.id(),
+        region: core.node().region,
+        term: status.term,
+        leader: (status.leader != 0).then_some(status.leader),
+        elections: core.elections().recent(),
+        ..Default::default()
+    };
+    page.members = status
+        .members
+        .into_iter()
+        .map(|m| MemberRow {
+            role: match m.role() {
+                slapcluster_api::v1::Role::Leader => "leader",
+                slapcluster_api::v1::Role::Follower => "follower",
+                slapcluster_api::v1::Role::Learner => "learner",
+                slapcluster_api::v1::Role::Candidate => "candidate",
+                _ => "unknown",
+            }
+            .into(),
+            id: m.id,
+            addr: m.addr,
+            region: m.region,
+            applied_index: m.applied_index,
+            lag: m.lag,
+            leader_contact: m.leader_contact_age_ms.map(Duration::from_millis),
+            unreachable: m.unreachable,
+        })
+        .collect();
+    let state = core
+        .read(Consistency::Stale, |txn| {
+            Ok((
+                query::computers_with_liveness(txn, page::ROWS)?,
+                query::pending_count(txn)?,
+                query::pending(txn, page::ROWS)?,
+            ))
+        })
+        .await;
+    match state {
+        Err(e) => page.problems.push(format!("cannot read the state: {e}")),
+        Ok(((computers_total, computers), pending_total, pending)) => {
+            page.computers_total = usize::try_from(computers_total).unwrap_or(usize::MAX);
+            page.computers = computers
+                .into_iter()
+                .map(|(c, seen)| ComputerRow {
+                    region: c.attributes.get("region").cloned().unwrap_or_default(),
+                    open: c.allocation_scope == AllocationScope::Open,
+                    partitions: c.partition_count,
+                    busy: c.partition_count.saturating_sub(c.free_count),
+                    last_seen: seen.map(microseconds),
+                    id: c.id.to_string(),
+                })
+                .collect();
+            page.pending_total = usize::try_from(pending_total).unwrap_or(usize::MAX);
+            page.pending = pending
+                .into_iter()
+                .map(|i| PendingRow {
+                    guid: i.guid.to_string(),
+                    owner: i.owner.to_string(),
+                    title: i.title,
+                    software_release: i.software_release.to_string(),
+                    reason: match i.placement {
+                        Placement::Pending { reason } | Placement::Unplaceable { reason } => reason,
+                        _ => String::new(),
+                    },
+                })
+                .collect();
+        }
+    }
+    page
+}
