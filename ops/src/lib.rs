@@ -5,5 +5,6 @@
 //!
 //! Depends on the wire contract (`slapcluster-api`) only, never on server internals.
 
+pub mod ctl;
 pub mod http;
 pub mod load;

@@ -11,6 +11,10 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 /// `computer:ID` or `partition:COMPUTER/PARTITION`.
 pub const ACTOR_HEADER: &str = "slapcluster-actor";
 
+/// The largest reply a client accepts (a long list of computers or instances); tonic's
+/// default is 4 MiB.
+pub const MAX_REPLY_BYTES: usize = 64 << 20;
+
 /// Why a call did not reach a replica or was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

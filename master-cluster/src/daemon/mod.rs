@@ -262,6 +262,16 @@ async fn add_member(
 /// of `backup` (a file from [`backup`]). The directory must not exist yet (or be empty); the
 /// restore is built in a scratch directory beside it and moved into place only when whole.
 pub async fn restore(config: ValidConfig, backup: &Path) -> Result<(), DaemonError> {
+    restore_reporting(config, backup, |_, _| {}).await
+}
+
+/// [`restore`], calling `progress(bytes read, backup size)` about ten times a second while it
+/// reads the backup (a backup is read once to check it, then again to load it).
+pub async fn restore_reporting(
+    config: ValidConfig,
+    backup: &Path,
+    progress: impl Fn(u64, u64) + Send + 'static,
+) -> Result<(), DaemonError> {
     let data_dir = config.replica.data_dir.clone();
     let nonempty = std::fs::read_dir(&data_dir).is_ok_and(|mut d| d.next().is_some());
     if nonempty {
@@ -273,6 +283,14 @@ pub async fn restore(config: ValidConfig, backup: &Path) -> Result<(), DaemonErr
         std::fs::remove_dir_all(&scratch).map_err(io(format!("removing {}", scratch.display())))?;
     }
     let file = std::fs::File::open(backup).map_err(io(format!("opening {}", backup.display())))?;
+    let total = file
+        .metadata()
+        .map_err(io(format!("reading {}", backup.display())))?
+        .len();
+    // A clone of the handle shares its offset: how far the restore has read.
+    let mut position = file
+        .try_clone()
+        .map_err(io(format!("reading {}", backup.display())))?;
     let id = config.replica.id;
     let storage = config.replica.storage.clone();
     let opened = scratch.clone();
@@ -281,6 +299,15 @@ pub async fn restore(config: ValidConfig, backup: &Path) -> Result<(), DaemonErr
     })
     .await
     .map_err(|e| DaemonError::Refused(format!("opening the scratch directory: {e}")))??;
+    let ticker = tokio::spawn(async move {
+        use std::io::Seek;
+        loop {
+            if let Ok(at) = position.stream_position() {
+                progress(at.min(total), total);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
     let meta = raft_store::restore(
         &log,
         &state,
@@ -288,7 +315,9 @@ pub async fn restore(config: ValidConfig, backup: &Path) -> Result<(), DaemonErr
         id,
         openraft::Membership::from(BTreeMap::from([(id, node)])),
     )
-    .await?;
+    .await;
+    ticker.abort();
+    let meta = meta?;
     drop((log, state));
     if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;

@@ -347,6 +347,141 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(pb::EnrollmentToken { token, expires_at }))
     }
 
+    async fn list_computers(
+        &self,
+        request: Request<pb::ListComputersRequest>,
+    ) -> Reply<pb::ListComputersReply> {
+        operator(&self.core, &request)?;
+        let consistency = super::consistency(request.get_ref().consistency);
+        let (_, computers) = self
+            .core
+            .read(consistency, |txn| {
+                crate::state::query::computers_with_liveness(txn, usize::MAX)
+            })
+            .await
+            .map_err(|e| failed(&e))?;
+        Ok(Response::new(pb::ListComputersReply {
+            computers: computers
+                .iter()
+                .map(|(c, seen)| super::convert::pb_computer_summary(c, *seen))
+                .collect(),
+        }))
+    }
+
+    async fn show_computer(
+        &self,
+        request: Request<pb::ShowComputerRequest>,
+    ) -> Reply<pb::ShowComputerReply> {
+        operator(&self.core, &request)?;
+        let request = request.into_inner();
+        let id = super::convert::computer_id("computer", &request.computer)?;
+        let wanted = id.clone();
+        let view = self
+            .core
+            .read(super::consistency(request.consistency), move |txn| {
+                crate::state::query::computer_view(txn, &wanted)
+            })
+            .await
+            .map_err(|e| failed(&e))?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no computer {id}; `slapctl computer list` shows the known ones"
+                ))
+            })?;
+        Ok(Response::new(super::convert::pb_computer_details(view)))
+    }
+
+    async fn set_allocation_scope(
+        &self,
+        request: Request<pb::SetAllocationScopeRequest>,
+    ) -> Reply<pb::AllocationScopeReply> {
+        let actor = Actor::Operator(operator(&self.core, &request)?);
+        let request = request.into_inner();
+        let op = Op::SetAllocationScope {
+            computer: super::convert::computer_id("computer", &request.computer)?,
+            scope: if request.open {
+                crate::state::model::AllocationScope::Open
+            } else {
+                crate::state::model::AllocationScope::Closed
+            },
+        };
+        let (outcome, index) = write(&self.core, actor, op).await?;
+        Ok(Response::new(pb::AllocationScopeReply {
+            index,
+            changed: outcome != crate::state::Outcome::Unchanged,
+            placed: match outcome {
+                crate::state::Outcome::Placed { placed } => placed,
+                _ => 0,
+            },
+        }))
+    }
+
+    async fn list_certificates(
+        &self,
+        request: Request<pb::ListCertificatesRequest>,
+    ) -> Reply<pb::ListCertificatesReply> {
+        operator(&self.core, &request)?;
+        let certificates = self
+            .core
+            .read(Consistency::Linearizable, crate::state::query::certificates)
+            .await
+            .map_err(|e| failed(&e))?;
+        Ok(Response::new(pb::ListCertificatesReply {
+            certificates: certificates
+                .into_iter()
+                .map(|(c, revocation)| pb::CertificateRecord {
+                    serial: c.serial,
+                    identity: c.identity,
+                    not_after: c.not_after.0,
+                    issued_at: c.issued_at.0,
+                    issued_by: c.issued_by.to_string(),
+                    revoked: revocation.is_some(),
+                    revocation_reason: revocation.map(|r| r.reason).unwrap_or_default(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn issue_certificate(
+        &self,
+        request: Request<pb::IssueCertificateRequest>,
+    ) -> Reply<pb::IssueCertificateReply> {
+        let name = operator(&self.core, &request)?;
+        let request = request.into_inner();
+        let identity = ca::Identity::parse_uri(&format!(
+            "urn:slapcluster:{}",
+            request.identity.replacen('/', ":", 1)
+        ))
+        .map_err(|e| invalid("identity", e))?;
+        if matches!(identity.role(), ca::Role::Replica | ca::Role::Operator) {
+            return Err(Status::permission_denied(format!(
+                "{} certificates come from the root CA, offline: `slapmaster cert issue \
+                 --ca-dir ...`",
+                identity.role().as_str()
+            )));
+        }
+        let lifetime = match request.days {
+            0 => ca::Lifetimes::default().leaf(identity.role()),
+            days if days > 397 => return Err(invalid("days", "at most 397")),
+            days => Duration::from_secs(u64::from(days) * 24 * 3600),
+        };
+        let signed = super::enroll::sign(
+            &self.core,
+            &request.csr_pem,
+            &identity,
+            lifetime,
+            Actor::Operator(name),
+        )
+        .await?;
+        tracing::info!(%identity, serial = %signed.serial, "issued a certificate");
+        Ok(Response::new(pb::IssueCertificateReply {
+            chain_pem: signed.chain_pem,
+            roots_pem: signed.roots_pem,
+            serial: signed.serial,
+            not_after: signed.not_after,
+        }))
+    }
+
     type SnapshotStream = SnapshotStream;
 
     async fn snapshot(&self, request: Request<pb::SnapshotRequest>) -> Reply<SnapshotStream> {

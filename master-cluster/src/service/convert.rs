@@ -351,3 +351,49 @@ pub fn pb_computer_poll(view: ComputerView) -> pb::PollComputerReply {
 pub fn computer_id(field: &str, value: &str) -> Result<ComputerId, Status> {
     Ok(required(field, value)?.into())
 }
+
+pub fn pb_computer_summary(
+    computer: &crate::state::model::Computer,
+    last_seen: Option<Timestamp>,
+) -> pb::ComputerSummary {
+    pb::ComputerSummary {
+        id: computer.id.0.clone(),
+        attributes: to_map(&computer.attributes),
+        open: computer.allocation_scope == crate::state::model::AllocationScope::Open,
+        partitions: computer.partition_count,
+        busy: computer.partition_count.saturating_sub(computer.free_count),
+        last_seen: last_seen.map_or(0, |t| t.0),
+        capacity_reported_at: computer.capacity_reported_at.0,
+    }
+}
+
+/// A computer as an operator looks at it: its partitions with their occupants, its software.
+pub fn pb_computer_details(view: ComputerView) -> pb::ShowComputerReply {
+    let computer = pb_computer_summary(&view.computer, view.last_seen);
+    let poll = pb_computer_poll(view);
+    let partitions = poll
+        .partitions
+        .into_iter()
+        .map(|p| {
+            let mut out = pb::PartitionSummary {
+                reference: p.reference,
+                addresses: p.addresses.into_iter().map(|a| a.addr).collect(),
+                tap: p.tap,
+                ..Default::default()
+            };
+            if let Some(instance) = p.instance {
+                out.requested_state = instance.requested_state;
+                out.reported_state = instance.reported_state;
+                out.instance_guid = instance.guid;
+                out.instance_title = instance.title;
+                out.owner = instance.owner;
+            }
+            out
+        })
+        .collect();
+    pb::ShowComputerReply {
+        computer: Some(computer),
+        partitions,
+        software: poll.software,
+    }
+}

@@ -27,22 +27,84 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A certificate this replica signed and recorded.
+pub struct Signed {
+    /// The certificate, then the signing CA's.
+    pub chain_pem: String,
+    pub roots_pem: String,
+    pub serial: String,
+    /// Microseconds since the epoch.
+    pub not_after: u64,
+}
+
+/// The replica's signing CA and its TLS roots, or why it cannot sign.
+fn signer(core: &ReplicaCore) -> Result<(&ca::Authority, String), Status> {
+    let Some(signer) = core.signer() else {
+        return Err(Status::failed_precondition(
+            "this replica has no signing CA (signer.pem in its tls_dir): ask another, or give \
+             it one with `slapmaster cert signer`",
+        ));
+    };
+    let Some(tls) = core.tls() else {
+        return Err(Status::failed_precondition(
+            "signing certificates needs a replica running TLS",
+        ));
+    };
+    Ok((signer, tls.roots_pem.concat()))
+}
+
+/// Signs `csr_pem` for `identity` with this replica's signing CA and records the certificate
+/// through Raft (best effort: a certificate whose record failed is valid all the same).
+pub async fn sign(
+    core: &ReplicaCore,
+    csr_pem: &str,
+    identity: &ca::Identity,
+    lifetime: std::time::Duration,
+    recorded_by: Actor,
+) -> Result<Signed, Status> {
+    let (signer, roots_pem) = signer(core)?;
+    let grant = ca::Grant {
+        lifetime,
+        identity: identity.clone(),
+        server_names: Vec::new(),
+    };
+    let leaf = signer
+        .sign_leaf(csr_pem, &grant, std::time::SystemTime::now())
+        .map_err(|e| Status::invalid_argument(format!("the certificate request: {e}")))?;
+    let info = ca::CertificateInfo::from_pem(&leaf).map_err(|e| Status::internal(e.to_string()))?;
+    let not_after = info
+        .not_after
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    let recorded = core
+        .write(Command {
+            at: now(),
+            actor: recorded_by,
+            op: Op::RecordCertificate {
+                serial: info.serial.to_string(),
+                identity: identity.to_uri(),
+                not_after: Timestamp(not_after),
+            },
+        })
+        .await;
+    if let Err(e) = recorded {
+        tracing::warn!(%e, serial = %info.serial, "issued certificate not recorded");
+    }
+    Ok(Signed {
+        chain_pem: format!("{leaf}{}", signer.cert_pem()),
+        roots_pem,
+        serial: info.serial.to_string(),
+        not_after,
+    })
+}
+
 pub async fn enroll(
     core: &ReplicaCore,
     token: &str,
     csr_pem: &str,
 ) -> Result<pb::EnrollReply, Status> {
-    let Some(signer) = core.signer() else {
-        return Err(Status::failed_precondition(
-            "this replica has no signing CA (signer.pem in its tls_dir); enroll through another",
-        ));
-    };
-    let Some(tls) = core.tls() else {
-        return Err(Status::failed_precondition(
-            "enrollment needs a replica running TLS",
-        ));
-    };
-    // Refuse a malformed request before the token is spent on it.
+    // Refuse what cannot be signed before the token is spent on it.
+    signer(core)?;
     ca::verify_request(csr_pem)
         .map_err(|e| Status::invalid_argument(format!("the certificate request: {e}")))?;
     let used = core
@@ -61,37 +123,18 @@ pub async fn enroll(
         Err(rejection) => return Err(rejected(&rejection)),
     };
     let identity = ca::Identity::Computer(computer.to_string());
-    let grant = ca::Grant {
-        lifetime: ca::Lifetimes::default().leaf(identity.role()),
-        identity: identity.clone(),
-        server_names: Vec::new(),
-    };
-    let leaf = signer
-        .sign_leaf(csr_pem, &grant, std::time::SystemTime::now())
-        .map_err(|e| Status::invalid_argument(format!("the certificate request: {e}")))?;
-    let info = ca::CertificateInfo::from_pem(&leaf).map_err(|e| Status::internal(e.to_string()))?;
-    let not_after = info
-        .not_after
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-    let recorded = core
-        .write(Command {
-            at: now(),
-            actor: Actor::Replica(core.id()),
-            op: Op::RecordCertificate {
-                serial: info.serial.to_string(),
-                identity: identity.to_uri(),
-                not_after: Timestamp(not_after),
-            },
-        })
-        .await;
-    if let Err(e) = recorded {
-        // The certificate is valid all the same; only the record is missing.
-        tracing::warn!(%e, serial = %info.serial, "issued certificate not recorded");
-    }
-    tracing::info!(%identity, serial = %info.serial, "enrolled");
+    let lifetime = ca::Lifetimes::default().leaf(identity.role());
+    let signed = sign(
+        core,
+        csr_pem,
+        &identity,
+        lifetime,
+        Actor::Replica(core.id()),
+    )
+    .await?;
+    tracing::info!(%identity, serial = %signed.serial, "enrolled");
     Ok(pb::EnrollReply {
-        chain_pem: format!("{leaf}{}", signer.cert_pem()),
-        roots_pem: tls.roots_pem.concat(),
+        chain_pem: signed.chain_pem,
+        roots_pem: signed.roots_pem,
     })
 }

@@ -162,7 +162,8 @@ impl pb::user_server::User for UserService {
             instance: Some(convert::pb_instance_view(&view)),
             shared_instances: convert::pb_shared_instances(&view),
             explanation: match explanation {
-                Some(Explanation::Placed(_)) | None => String::new(),
+                Some(Explanation::Placed(placement)) => placed_because(&view.instance, &placement),
+                None => String::new(),
                 Some(Explanation::Pending { reason, now }) => {
                     format!("pending: {reason}; now: {now}")
                 }
@@ -227,5 +228,33 @@ impl pb::user_server::User for UserService {
         Ok(Response::new(pb::UsageReply {
             records: records.into_iter().map(convert::pb_usage_record).collect(),
         }))
+    }
+}
+
+/// Why a placed instance is where it is, from the marketplace's rule (`state/placement.rs`).
+fn placed_because(instance: &crate::state::model::Instance, placement: &Placement) -> String {
+    let sla = if instance.sla.is_empty() {
+        String::new()
+    } else {
+        let filters: Vec<String> = instance
+            .sla
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!(", matching {}", filters.join(" "))
+    };
+    match placement {
+        Placement::Partition(p) => format!(
+            "placed on {}/{}: an open computer supplying {}{sla}; the marketplace takes the \
+             matching computer with the most free partitions (by powers of two, then the lowest \
+             id) and its lowest free partition",
+            p.computer, p.partition, instance.software_release
+        ),
+        Placement::Hosted { host } => format!(
+            "hosted by instance {host}: the first instance (lowest guid) running {} with \
+             software type {:?}{sla}",
+            instance.software_release, instance.software_type
+        ),
+        Placement::Pending { reason } | Placement::Unplaceable { reason } => reason.clone(),
     }
 }

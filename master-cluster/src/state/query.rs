@@ -7,9 +7,9 @@ use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::keys::Key;
 use super::model::{
-    AuditRecord, Computer, ComputerId, Instance, InstanceGuid, Parameters, Partition, PartitionRef,
-    Placement, SoftwareRelease, SoftwareReleaseUrl, SoftwareState, SupplyState, Timestamp,
-    UsageRecord, UserId,
+    AuditRecord, Computer, ComputerId, Instance, InstanceGuid, IssuedCertificate, Parameters,
+    Partition, PartitionRef, Placement, Revocation, SoftwareRelease, SoftwareReleaseUrl,
+    SoftwareState, SupplyState, Timestamp, UsageRecord, UserId,
 };
 use super::placement::{self, Choice};
 use super::tables::{self, StateError, Tables};
@@ -316,6 +316,24 @@ pub fn revoked_serials(
         .into_iter()
         .map(|(key, _)| tables::parse_key("revocations", &key, |k| k.str()))
         .collect()
+}
+
+/// Every certificate the cluster recorded, by serial, with its revocation if revoked.
+pub fn certificates(
+    txn: &redb::ReadTransaction,
+) -> Result<Vec<(IssuedCertificate, Option<Revocation>)>, StateError> {
+    let t = Tables::open_read(txn)?;
+    let issued: Vec<IssuedCertificate> = tables::decode_all(
+        "certificates",
+        tables::scan(&t.certificates, "certificates", &Key::new(), usize::MAX)?,
+    )?;
+    let mut out = Vec::with_capacity(issued.len());
+    for certificate in issued {
+        let key = tables::serial_key(&certificate.serial);
+        let revocation = tables::get::<Revocation>(&t.revocations, "revocations", key.as_bytes())?;
+        out.push((certificate, revocation));
+    }
+    Ok(out)
 }
 
 /// The oldest `limit` audit records.

@@ -168,6 +168,18 @@ impl Cluster {
                 &tls_dir,
                 &["--server-name", "::1"],
             )?;
+            // Each replica can sign enrolling computers' and operator-issued certificates.
+            let (ca_dir, replica) = (ca.to_string_lossy(), id.to_string());
+            let signer = [
+                "cert",
+                "signer",
+                "--ca-dir",
+                &ca_dir,
+                "--replica",
+                &replica,
+                "--tls-dir",
+            ];
+            run_tool(slapmaster, &signer, &tls_dir, &[])?;
             let port = unused_port(&taken)?;
             replicas.push(Replica {
                 id,
@@ -428,16 +440,25 @@ pub fn slapmaster_for_tests() -> Result<PathBuf, LoadError> {
     let target = exe.parent().and_then(Path::parent).ok_or_else(|| {
         LoadError::Cluster(format!("no target directory above {}", exe.display()))
     })?;
-    let binary = target.join("slapmaster");
-    if !binary.exists() {
+    // Built (or found up to date) once per test process: a test of another crate must not
+    // run a slapmaster older than the sources.
+    static BUILT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let built = *BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let built = Command::new(cargo)
-            .args(["build", "-p", "master-cluster", "--bin", "slapmaster"])
+        Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "master-cluster",
+                "--bin",
+                "slapmaster",
+            ])
             .status()
-            .map_err(|e| LoadError::io("running cargo build", e))?;
-        if !built.success() {
-            return Err(LoadError::Cluster("building slapmaster failed".into()));
-        }
+            .is_ok_and(|s| s.success())
+    });
+    if !built {
+        return Err(LoadError::Cluster("building slapmaster failed".into()));
     }
-    Ok(binary)
+    Ok(target.join("slapmaster"))
 }

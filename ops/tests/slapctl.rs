@@ -1,0 +1,622 @@
+//! `slapctl` against a real local cluster (three `slapmaster` processes over mTLS, made by
+//! the load tool's harness): every command family, as an operator and as a user, through
+//! text and `--json`, and the errors for an unreachable cluster, a refused certificate and a
+//! missing configuration.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ops::load::cluster::{Cluster, issue, run_tool, slapmaster_for_tests, unused_port};
+use slapcluster_api::client;
+use slapcluster_api::v1 as pb;
+use slapcluster_api::v1::node_client::NodeClient;
+
+const COMPUTER: &str = "COMP-CTL";
+const SOFTWARE: &str = "https://lab.example/slapos/software/ctl/software.cfg";
+
+/// What one `slapctl` run printed.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "slapctl failed: {}{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    cluster: Cluster,
+    slapmaster: PathBuf,
+    operator: PathBuf,
+}
+
+impl Fixture {
+    async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let slapmaster = slapmaster_for_tests()?;
+        let cluster = Cluster::start(&slapmaster, dir.path(), 3).await?;
+        let operator = dir.path().join("certs").join("operator");
+        Ok(Self {
+            dir,
+            cluster,
+            slapmaster,
+            operator,
+        })
+    }
+
+    /// `slapctl --cluster (every replica) --tls-dir TLS ARGS`.
+    fn slapctl(&self, tls: &Path, args: &[&str]) -> Run {
+        let cluster = self.cluster.urls().join(",");
+        let mut all = vec!["--cluster", &cluster, "--tls-dir"];
+        let tls = tls.to_string_lossy();
+        all.push(&tls);
+        all.extend_from_slice(args);
+        self.bare(&all)
+    }
+
+    fn as_operator(&self, args: &[&str]) -> Run {
+        self.slapctl(&self.operator, args)
+    }
+
+    /// `slapctl ARGS` with no configuration file of the machine's user.
+    fn bare(&self, args: &[&str]) -> Run {
+        let output = Command::new(env!("CARGO_BIN_EXE_slapctl"))
+            .args(args)
+            .env("XDG_CONFIG_HOME", self.dir.path())
+            .env_remove("SLAPCTL_CONFIG")
+            .env_remove("SLAPCTL_CLUSTER")
+            .env_remove("SLAPCTL_TLS_DIR")
+            .output()
+            .expect("slapctl runs");
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// A node of `COMPUTER` registering four partitions in region `eu`.
+    async fn register_computer(&self) -> anyhow::Result<NodeClient<tonic::transport::Channel>> {
+        let credentials = self.cluster.credentials(&format!("computer:{COMPUTER}"))?;
+        let channel =
+            client::connect_with(&self.cluster.urls()[0], Some(credentials.tls_config())).await?;
+        let mut node = NodeClient::new(channel);
+        node.register_computer(pb::RegisterComputerRequest {
+            computer: COMPUTER.into(),
+            attributes: [("region".to_string(), "eu".to_string())].into(),
+            set_attributes: true,
+            partitions: (0..4)
+                .map(|i| pb::PartitionDefinition {
+                    reference: format!("slappart{i}"),
+                    addresses: vec![pb::NetworkAddress {
+                        addr: format!("fd00:c71::{i}"),
+                        netmask: "64".into(),
+                    }],
+                    tap: format!("slaptap{i}"),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .await?;
+        Ok(node)
+    }
+}
+
+/// Retries `check` until it holds, for at most 30 s.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A `slapmaster run` process, killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_and_operators_manage_computers_instances_and_certificates() -> anyhow::Result<()> {
+    let f = Fixture::start().await?;
+    let mut node = f.register_computer().await?;
+
+    // computer list / show: the registration as the operator sees it.
+    let list = f.as_operator(&["--json", "computer", "list"]).ok().json();
+    assert_eq!(list[0]["id"], COMPUTER);
+    assert_eq!(list[0]["partitions"], 4);
+    assert_eq!(list[0]["busy"], 0);
+    assert_eq!(list[0]["region"], "eu");
+    assert_eq!(list[0]["allocation"], "open");
+    let table = f.as_operator(&["computer", "list"]).ok().stdout;
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(
+        table.contains(COMPUTER) && table.contains("open"),
+        "{table}"
+    );
+
+    // cert issue: a user's key made here, its certificate signed by a replica.
+    let alice = f.dir.path().join("alice");
+    let issued = f
+        .as_operator(&[
+            "cert",
+            "issue",
+            "user:alice",
+            "--out",
+            alice.to_str().expect("utf-8"),
+        ])
+        .ok();
+    assert!(issued.stdout.contains("user:alice"), "{}", issued.stdout);
+    for file in ["roots.pem", "chain.pem", "key.pem"] {
+        assert!(alice.join(file).exists(), "{file} written");
+    }
+    let refused = f.as_operator(&["cert", "issue", "operator:eve", "--out", "/nonexistent"]);
+    assert_eq!(refused.code, 2);
+    assert!(
+        refused.stderr.contains("root CA, offline"),
+        "{}",
+        refused.stderr
+    );
+
+    // software publish / list, supply.
+    f.as_operator(&[
+        "software", "publish", SOFTWARE, "--title", "ctl", "--type", "default",
+    ])
+    .ok();
+    let catalog = f
+        .slapctl(&alice, &["--json", "software", "list"])
+        .ok()
+        .json();
+    assert_eq!(catalog[0]["url"], SOFTWARE);
+    let supplied = f
+        .as_operator(&["supply", SOFTWARE, "--computer", COMPUTER])
+        .ok();
+    assert!(
+        supplied.stdout.contains("asked to install"),
+        "{}",
+        supplied.stdout
+    );
+
+    // A closed computer takes nothing: the request waits, explain says why; opening the
+    // computer places it.
+    let closed = f.as_operator(&["computer", "close", COMPUTER]).ok();
+    assert!(closed.stdout.contains("is closed"), "{}", closed.stdout);
+    let requested = f
+        .slapctl(
+            &alice,
+            &[
+                "request",
+                "web",
+                "--software",
+                SOFTWARE,
+                "--param",
+                "port=8080",
+                "--sla",
+                "region=eu",
+            ],
+        )
+        .ok();
+    assert!(requested.stdout.contains("pending"), "{}", requested.stdout);
+    assert!(
+        requested.stdout.contains("slapctl explain web"),
+        "{}",
+        requested.stdout
+    );
+    let why = f.slapctl(&alice, &["--json", "explain", "web"]).ok().json();
+    assert!(
+        why["placement"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("pending"))
+    );
+    assert!(!why["explanation"].as_str().unwrap_or_default().is_empty());
+    let opened = f.as_operator(&["computer", "open", COMPUTER]).ok();
+    assert!(
+        opened.stdout.contains("1 pending request(s) placed"),
+        "{}",
+        opened.stdout
+    );
+    let why = f.slapctl(&alice, &["explain", "web"]).ok();
+    assert!(why.stdout.contains(COMPUTER), "{}", why.stdout);
+
+    // instance list / show, and the computer's partitions with it.
+    let instances = f
+        .slapctl(&alice, &["--json", "instance", "list"])
+        .ok()
+        .json();
+    assert_eq!(instances[0]["title"], "web");
+    assert_eq!(instances[0]["requested_state"], "started");
+    assert_eq!(instances[0]["parameters"]["port"], "8080");
+    let shown = f.slapctl(&alice, &["instance", "show", "web"]).ok().stdout;
+    assert!(shown.contains("port=8080"), "{shown}");
+    let guid = instances[0]["guid"].as_str().expect("a guid").to_string();
+    let computer = f
+        .as_operator(&["--json", "computer", "show", COMPUTER])
+        .ok()
+        .json();
+    let busy: Vec<&serde_json::Value> = computer["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .filter(|p| p["guid"] == guid.as_str())
+        .collect();
+    assert_eq!(busy.len(), 1, "{computer}");
+    assert_eq!(busy[0]["owner"], "alice");
+    assert_eq!(computer["software"][0]["requested"], "available");
+    let missing = f.as_operator(&["computer", "show", "COMP-NONE"]);
+    assert_eq!(missing.code, 2);
+    assert!(
+        missing.stderr.contains("slapctl computer list"),
+        "{}",
+        missing.stderr
+    );
+
+    // usage posted by the node, read by the operator.
+    let partition = busy[0]["partition"]
+        .as_str()
+        .expect("partition")
+        .to_string();
+    node.post_usage(pb::PostUsageRequest {
+        computer: COMPUTER.into(),
+        records: vec![pb::UsageRecord {
+            partition: partition.clone(),
+            period_start: 1_000_000,
+            period_end: 3_601_000_000,
+            movements: vec![pb::UsageMovement {
+                resource: "cpu_seconds".into(),
+                category: String::new(),
+                quantity: 12.5,
+            }],
+        }],
+    })
+    .await?;
+    let usage = f
+        .as_operator(&["--json", "usage", "--computer", COMPUTER])
+        .ok()
+        .json();
+    assert_eq!(usage[0]["partition"], partition.as_str());
+    assert_eq!(usage[0]["usage"]["cpu_seconds"], 12.5);
+
+    // computer token: one use, for a new computer's node.
+    let token = f
+        .as_operator(&["--json", "computer", "token", "COMP-NEW"])
+        .ok()
+        .json();
+    assert_eq!(token["token"].as_str().map(str::len), Some(64));
+
+    // instance destroy, by title.
+    let destroyed = f.slapctl(&alice, &["instance", "destroy", "web"]).ok();
+    assert!(
+        destroyed.stdout.contains("destroyed"),
+        "{}",
+        destroyed.stdout
+    );
+    let gone = f
+        .slapctl(&alice, &["--json", "instance", "show", "web"])
+        .ok()
+        .json();
+    assert_eq!(gone["requested_state"], "destroyed");
+
+    // cert list / revoke: alice's certificate is refused within a second of its revocation.
+    let certificates = f.as_operator(&["--json", "cert", "list"]).ok().json();
+    let serial = certificates
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|c| c["identity"] == "urn:slapcluster:user:alice")
+        .and_then(|c| c["serial"].as_str())
+        .expect("alice's certificate recorded")
+        .to_string();
+    f.as_operator(&["cert", "revoke", &serial, "--reason", "left"])
+        .ok();
+    let listed = f.as_operator(&["cert", "list"]).ok().stdout;
+    assert!(listed.contains("left"), "{listed}");
+    eventually("alice refused", || {
+        let run = f.slapctl(&alice, &["instance", "list"]);
+        run.code == 2 && run.stderr.contains("refused this client's certificate")
+    });
+    // A user is not an operator.
+    let bob = f.dir.path().join("bob");
+    f.as_operator(&[
+        "cert",
+        "issue",
+        "user:bob",
+        "--out",
+        bob.to_str().expect("utf-8"),
+    ])
+    .ok();
+    let denied = f.slapctl(&bob, &["cluster", "status"]);
+    assert_eq!(denied.code, 2);
+    assert!(denied.stderr.contains("not allowed"), "{}", denied.stderr);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_change_members_save_and_restore_backups() -> anyhow::Result<()> {
+    let f = Fixture::start().await?;
+    let status = f.as_operator(&["--json", "cluster", "status"]).ok().json();
+    let members = status["members"].as_array().expect("members");
+    assert_eq!(members.len(), 3);
+    assert!(
+        members
+            .iter()
+            .all(|m| m["voter"] == true && m["unreachable"] == "")
+    );
+    let leader = status["leader"].as_u64().expect("a leader");
+    assert!(
+        members
+            .iter()
+            .any(|m| m["id"] == leader && m["role"] == "leader")
+    );
+    let text = f.as_operator(&["cluster", "status"]).ok().stdout;
+    assert!(text.contains(&format!("leader {leader}")), "{text}");
+    assert!(text.contains("3 of 3 members answered"), "{text}");
+
+    // member add --promote: a fourth replica, started empty, catches up and votes.
+    let tls = f.dir.path().join("replica-4-tls");
+    issue(
+        &f.slapmaster,
+        f.dir.path(),
+        "replica:4",
+        &tls,
+        &["--server-name", "::1"],
+    )?;
+    let taken: Vec<u16> = f
+        .cluster
+        .replicas
+        .iter()
+        .flat_map(|r| [r.port, r.http_port])
+        .collect();
+    let port = unused_port(&taken)?;
+    let fourth = Process(
+        Command::new(&f.slapmaster)
+            .args(["run", "--id", "4", "--listen", &format!("[::1]:{port}")])
+            .arg("--data-dir")
+            .arg(f.dir.path().join("replica-4"))
+            .arg("--tls-dir")
+            .arg(&tls)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let url = format!("https://[::1]:{port}");
+    let added = f
+        .as_operator(&["member", "add", "4", &url, "--region", "r4", "--promote"])
+        .ok();
+    assert!(
+        added.stdout.contains("promoted to voter"),
+        "{}",
+        added.stdout
+    );
+    let list = f.as_operator(&["--json", "member", "list"]).ok().json();
+    let four = list
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["id"] == 4)
+        .cloned()
+        .expect("member 4 listed");
+    assert_eq!(four["voter"], true);
+    assert_eq!(four["region"], "r4");
+    let removed = f.as_operator(&["member", "remove", "4"]).ok();
+    assert!(
+        removed.stdout.contains("stop its process"),
+        "{}",
+        removed.stdout
+    );
+    drop(fourth);
+    let unknown = f.as_operator(&["member", "remove", "9"]);
+    assert_eq!(unknown.code, 2, "{unknown:?}");
+    assert!(
+        unknown.stderr.starts_with("slapctl: refused"),
+        "{}",
+        unknown.stderr
+    );
+
+    // snapshot save, then restore into a new one-replica cluster that serves the same state.
+    f.register_computer().await?;
+    let backup = f.dir.path().join("backup.snapshot");
+    let saved = f
+        .as_operator(&["snapshot", "save", backup.to_str().expect("utf-8")])
+        .ok();
+    assert!(saved.stdout.contains("saved"), "{}", saved.stdout);
+    assert!(std::fs::metadata(&backup)?.len() > 0);
+    let restored_port = unused_port(&[taken, vec![port]].concat())?;
+    let restored_tls = f.dir.path().join("restored-tls");
+    issue(
+        &f.slapmaster,
+        f.dir.path(),
+        "replica:1",
+        &restored_tls,
+        &["--server-name", "::1"],
+    )?;
+    let config = f.dir.path().join("restored.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "id = 1\nlisten = \"[::1]:{restored_port}\"\ndata_dir = \"{}\"\ntls_dir = \"{}\"\n",
+            f.dir.path().join("restored").display(),
+            restored_tls.display()
+        ),
+    )?;
+    let restore = f.bare(&[
+        "snapshot",
+        "restore",
+        backup.to_str().expect("utf-8"),
+        "--replica-config",
+        config.to_str().expect("utf-8"),
+    ]);
+    let restore = restore.ok();
+    assert!(
+        restore.stdout.contains("slapmaster run"),
+        "{}",
+        restore.stdout
+    );
+    let again = f.bare(&[
+        "snapshot",
+        "restore",
+        backup.to_str().expect("utf-8"),
+        "--replica-config",
+        config.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(again.code, 2, "a restore never overwrites a data directory");
+    let _restored = Process(
+        Command::new(&f.slapmaster)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let restored_url = format!("https://[::1]:{restored_port}");
+    let operator = f.operator.to_string_lossy().to_string();
+    eventually("the restored replica to serve the computer", || {
+        let run = f.bare(&[
+            "--cluster",
+            &restored_url,
+            "--tls-dir",
+            &operator,
+            "--json",
+            "computer",
+            "list",
+        ]);
+        run.code == 0 && run.json()[0]["id"] == COMPUTER
+    });
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_say_what_to_do_next() -> anyhow::Result<()> {
+    let f = Fixture::start().await?;
+    let operator = f.operator.to_string_lossy().to_string();
+
+    // Nothing listens there.
+    let port = unused_port(&[])?.to_string();
+    let nowhere = format!("https://[::1]:{port}");
+    let run = f.bare(&[
+        "--cluster",
+        &nowhere,
+        "--tls-dir",
+        &operator,
+        "cluster",
+        "status",
+    ]);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(
+        run.stderr.contains("cannot reach any replica"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains(&nowhere), "{}", run.stderr);
+    assert!(run.stderr.contains("check --cluster"), "{}", run.stderr);
+    // The first replica is down: the next one answers.
+    let second = f.cluster.urls()[1].clone();
+    let both = format!("{nowhere},{second}");
+    f.bare(&[
+        "--cluster",
+        &both,
+        "--tls-dir",
+        &operator,
+        "cluster",
+        "status",
+    ])
+    .ok();
+
+    // A certificate from another CA, presented with this cluster's roots: refused per call.
+    let foreign = f.dir.path().join("foreign");
+    run_tool(
+        &f.slapmaster,
+        &["ca", "init", "--dir"],
+        &foreign.join("ca"),
+        &[],
+    )?;
+    let stranger = foreign.join("operator");
+    issue(&f.slapmaster, &foreign, "operator:stranger", &stranger, &[])?;
+    std::fs::copy(f.operator.join("roots.pem"), stranger.join("roots.pem"))?;
+    let stranger = stranger.to_string_lossy().to_string();
+    let first = f.cluster.urls()[0].clone();
+    let run = f.bare(&[
+        "--cluster",
+        &first,
+        "--tls-dir",
+        &stranger,
+        "cluster",
+        "status",
+    ]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("refused this client's certificate"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("check --tls-dir"), "{}", run.stderr);
+
+    // Roots of another CA: the replica's certificate is not trusted.
+    let lost = foreign.join("lost");
+    issue(&f.slapmaster, &foreign, "operator:lost", &lost, &[])?;
+    let lost = lost.to_string_lossy().to_string();
+    let run = f.bare(&["--cluster", &first, "--tls-dir", &lost, "cluster", "status"]);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(
+        run.stderr.contains("not signed by a root"),
+        "{}",
+        run.stderr
+    );
+
+    // No configuration at all, a missing file, a bad flag value.
+    let run = f.bare(&["cluster", "status"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("no cluster given"), "{}", run.stderr);
+    let run = f.bare(&["--config", "/nonexistent/slapctl.toml", "cluster", "status"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("/nonexistent/slapctl.toml"),
+        "{}",
+        run.stderr
+    );
+    let run = f.bare(&["request", "x", "--software", "u", "--param", "novalue"]);
+    assert_eq!(run.code, 2, "clap's usage error");
+    assert!(run.stderr.contains("say key=value"), "{}", run.stderr);
+
+    // A configuration file instead of flags.
+    let config = f.dir.path().join("slapctl").join("config.toml");
+    std::fs::create_dir_all(config.parent().expect("a parent"))?;
+    std::fs::write(
+        &config,
+        format!("cluster = [\"{first}\"]\ntls_dir = \"{operator}\"\n"),
+    )?;
+    let run = f.bare(&["--json", "member", "list"]).ok();
+    assert_eq!(run.json().as_array().map(Vec::len), Some(3));
+
+    // Completions.
+    let run = f.bare(&["completions", "bash"]).ok();
+    assert!(
+        run.stdout.contains("_slapctl"),
+        "a bash completion function"
+    );
+    assert!(run.stdout.contains("snapshot"), "every noun completes");
+    Ok(())
+}
