@@ -15,8 +15,10 @@
 //! - [`daemon`]: `slapmaster`'s commands (run, init, join, backup, restore, status, dev) and
 //!   its configuration; `main.rs` only parses the command line.
 //!
-//! Depends on raft-store; clients (node-client, ops) must never depend on this crate, only on
-//! the wire contract (ops's load tool is a dev-dependency here, for its smoke test).
+//! Depends on raft-store. Clients talk to it through the wire contract only: node-client never
+//! depends on this crate; ops does for one local operation (`slapctl snapshot restore`, which
+//! builds a data directory with [`daemon::restore_reporting`]), and is a dev-dependency here
+//! for the load tool's smoke test.
 
 pub mod daemon;
 

@@ -20,6 +20,8 @@ async fn the_load_tool_runs_every_phase_against_real_processes() {
         agent_time: Duration::ZERO,
         agent_partitions: 0,
         failovers: 1,
+        etcd: None,
+        etcd_tls: Vec::new(),
     };
     let report = ops::load::run(&options, |line| eprintln!("slapload: {line}"))
         .await

@@ -2,8 +2,8 @@
 //! `proto/` and the tonic/prost code generated from them at build time (with a vendored
 //! protoc, so nothing needs installing).
 //!
-//! Both sides depend on this crate and nothing else of each other: `node-client` and `ops`
-//! never see openraft or redb. Start with `proto/slapcluster/v1/`; [`client`] connects to a
+//! Both sides depend on this crate and nothing else of each other: `node-client` never sees
+//! openraft or redb, and `slapctl` (in `ops`) calls replicas only through it. Start with `proto/slapcluster/v1/`; [`client`] connects to a
 //! replica; [`metrics`] is the Prometheus text format that replicas and agents serve on
 //! `/metrics`.
 

@@ -27,6 +27,7 @@ struct Cli {
     seconds: u64,
     #[arg(long, default_value_t = 4)]
     poll_clients: usize,
+    /// Seconds of the full-poll phase (0 skips it).
     #[arg(long, default_value_t = 5)]
     poll_seconds: u64,
     /// Changes timed in the long-poll phase (0 skips it).
@@ -44,6 +45,19 @@ struct Cli {
     /// Leader kills to time (0 skips the failover phase).
     #[arg(long, default_value_t = 20)]
     failovers: usize,
+    /// Then run the same placement concurrencies as puts and the same failovers on a
+    /// three-member etcd cluster of this binary, and print the ratios (`ops/bench/run`).
+    #[arg(long)]
+    etcd: Option<PathBuf>,
+    /// How etcd runs: mtls (as slapcluster does), plaintext, or both in turn.
+    #[arg(long, value_delimiter = ',', default_value = "mtls,plaintext")]
+    etcd_modes: Vec<EtcdMode>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum EtcdMode {
+    Mtls,
+    Plaintext,
 }
 
 #[tokio::main]
@@ -83,6 +97,12 @@ async fn main() -> anyhow::Result<()> {
         agent_time: Duration::from_secs(cli.agent_seconds),
         agent_partitions: cli.agent_partitions,
         failovers: cli.failovers,
+        etcd: cli.etcd,
+        etcd_tls: cli
+            .etcd_modes
+            .iter()
+            .map(|m| matches!(m, EtcdMode::Mtls))
+            .collect(),
     };
     let report = ops::load::run(&options, |line| eprintln!("slapload: {line}")).await?;
     println!("{report}");

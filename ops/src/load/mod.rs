@@ -14,6 +14,7 @@
 
 pub mod agent;
 pub mod cluster;
+pub mod etcd;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -76,6 +77,11 @@ pub struct Options {
     pub agent_time: Duration,
     pub agent_partitions: u32,
     pub failovers: usize,
+    /// An `etcd` binary: run the same placement concurrencies as puts and the same failovers
+    /// on a three-member etcd cluster afterwards, and compare.
+    pub etcd: Option<PathBuf>,
+    /// Run etcd over mTLS (as slapcluster runs), in plaintext, or both, one after the other.
+    pub etcd_tls: Vec<bool>,
 }
 
 /// Latencies of one phase, in order of completion.
@@ -159,14 +165,15 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> Result<String, L
     ));
     setup_capacity(&cluster, &urls, computers).await?;
 
+    let mut placed = Vec::new();
     for (phase, &clients) in options.clients.iter().enumerate() {
         progress(&format!("placements with {clients} clients"));
         let sample = placements(&cluster, &urls, phase, clients, options.placement_time).await?;
         report.push(sample.line(&format!("placements, {clients} clients")));
         progress(report.last().map_or("", String::as_str));
+        placed.push((clients, sample.per_second()));
     }
 
-    progress("polls of a computer with 100 busy partitions, from a follower");
     let leader = cluster.leader().await?;
     let follower = cluster
         .replicas
@@ -174,13 +181,16 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> Result<String, L
         .find(|r| r.id != leader)
         .map(cluster::Replica::url)
         .ok_or_else(|| LoadError::Cluster("no follower".into()))?;
-    setup_poll_computer(&cluster, &urls[0]).await?;
-    let sample = polls(&cluster, &follower, options.poll_clients, options.poll_time).await?;
-    report.push(sample.line(&format!(
-        "full polls, {} clients, follower",
-        options.poll_clients
-    )));
-    progress(report.last().map_or("", String::as_str));
+    if !options.poll_time.is_zero() {
+        progress("polls of a computer with 100 busy partitions, from a follower");
+        setup_poll_computer(&cluster, &urls[0]).await?;
+        let sample = polls(&cluster, &follower, options.poll_clients, options.poll_time).await?;
+        report.push(sample.line(&format!(
+            "full polls, {} clients, follower",
+            options.poll_clients
+        )));
+        progress(report.last().map_or("", String::as_str));
+    }
 
     if options.wakes > 0 {
         progress("long-poll wakes");
@@ -218,17 +228,119 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> Result<String, L
         }
     }
 
+    let mut failovers = Sample::default();
+    for round in 0..options.failovers {
+        let took = failover(&mut cluster, round).await?;
+        progress(&format!("failover {round}: {:.0} ms", ms(took)));
+        failovers.latencies.push(took);
+    }
     if options.failovers > 0 {
-        let mut failovers = Sample::default();
-        for round in 0..options.failovers {
-            let took = failover(&mut cluster, round).await?;
-            progress(&format!("failover {round}: {:.0} ms", ms(took)));
-            failovers.latencies.push(took);
-        }
         report.push(failovers.spread("failover: kill leader -> next write", "kills"));
     }
     cluster.stop()?;
+    if let Some(etcd) = &options.etcd {
+        compare_etcd(
+            options,
+            etcd,
+            &dir,
+            &placed,
+            &failovers,
+            &mut report,
+            &progress,
+        )
+        .await?;
+    }
     Ok(report.join("\n"))
+}
+
+/// The same placement concurrencies as puts, and the same failovers, on etcd; then the ratio
+/// of slapcluster's placements/s to etcd's puts/s and both failover times.
+async fn compare_etcd(
+    options: &Options,
+    etcd: &std::path::Path,
+    dir: &std::path::Path,
+    placed: &[(usize, f64)],
+    failovers: &Sample,
+    report: &mut Vec<String>,
+    progress: &impl Fn(&str),
+) -> Result<(), LoadError> {
+    let mut summary = Vec::new();
+    for &tls in &options.etcd_tls {
+        let mode = if tls { "mTLS" } else { "plaintext" };
+        let etcd_dir = dir.join(format!("etcd-{}", mode.to_lowercase()));
+        std::fs::create_dir_all(&etcd_dir)
+            .map_err(|e| LoadError::io("creating the etcd dir", e))?;
+        let certificates = if tls {
+            Some(etcd_certificates(options, dir, &etcd_dir)?)
+        } else {
+            None
+        };
+        progress(&format!(
+            "starting 3 etcd members ({mode}) under {}",
+            etcd_dir.display()
+        ));
+        let mut cluster = etcd::EtcdCluster::start(etcd, &etcd_dir, 3, certificates).await?;
+        for (phase, &(clients, placements)) in placed.iter().enumerate() {
+            progress(&format!("etcd ({mode}) puts with {clients} clients"));
+            let sample = etcd::puts(&cluster, phase, clients, options.placement_time).await?;
+            report.push(sample.line(&format!("etcd {mode} puts, {clients} clients")));
+            progress(report.last().map_or("", String::as_str));
+            summary.push(format!(
+                "ratio vs etcd {mode}, {clients} clients: {placements:.0} placements/s / {:.0} \
+                 puts/s = {:.2}",
+                sample.per_second(),
+                placements / sample.per_second().max(f64::EPSILON)
+            ));
+        }
+        let mut etcd_failovers = Sample::default();
+        for round in 0..options.failovers {
+            let took = etcd::failover(&mut cluster, round).await?;
+            progress(&format!(
+                "etcd ({mode}) failover {round}: {:.0} ms",
+                ms(took)
+            ));
+            etcd_failovers.latencies.push(took);
+        }
+        if options.failovers > 0 {
+            report.push(
+                etcd_failovers.spread(&format!("etcd {mode} failover: kill -> next put"), "kills"),
+            );
+            summary.push(format!(
+                "failover p50 / p99: slapcluster {:.0} / {:.0} ms, etcd {mode} {:.0} / {:.0} ms",
+                ms(failovers.quantile(0.5)),
+                ms(failovers.quantile(0.99)),
+                ms(etcd_failovers.quantile(0.5)),
+                ms(etcd_failovers.quantile(0.99)),
+            ));
+        }
+    }
+    report.extend(summary);
+    Ok(())
+}
+
+/// Certificates of slapload's CA for three etcd members (replica certificates: server and
+/// client use, for `::1`) and for their clients.
+fn etcd_certificates(
+    options: &Options,
+    dir: &std::path::Path,
+    etcd_dir: &std::path::Path,
+) -> Result<etcd::EtcdTls, LoadError> {
+    let mut members = Vec::new();
+    for i in 1..=3 {
+        let out = etcd_dir.join(format!("e{i}-tls"));
+        cluster::issue(
+            &options.slapmaster,
+            dir,
+            &format!("replica:{}", 100 + i),
+            &out,
+            &["--server-name", "::1"],
+        )?;
+        members.push(out);
+    }
+    Ok(etcd::EtcdTls {
+        members,
+        client: cluster::credentials(&options.slapmaster, dir, "user:etcd-load")?,
+    })
 }
 
 /// A channel to `url` with `identity`'s certificate.
@@ -467,68 +579,113 @@ async fn wakes(
 /// One round: a writer keeps requesting through the followers, the leader is killed, and the
 /// time until the next acknowledged write is returned. The killed replica is restarted and
 /// caught up before returning.
-async fn failover(cluster: &mut Cluster, round: usize) -> Result<Duration, LoadError> {
-    let leader = cluster.leader().await?;
-    let index = cluster
-        .replicas
-        .iter()
-        .position(|r| r.id == leader)
-        .ok_or_else(|| LoadError::Cluster(format!("leader {leader} is not ours")))?;
-    let others: Vec<String> = cluster
-        .replicas
-        .iter()
-        .filter(|r| r.id != leader)
-        .map(cluster::Replica::url)
-        .collect();
-    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut writers = tokio::task::JoinSet::new();
-    for url in others {
-        let tls = cluster.credentials("user:failover")?.tls_config();
-        let channel = client::connect_lazy_with(&url, Some(tls))?;
-        let acknowledged = acknowledged.clone();
-        let stop = stop.clone();
-        writers.spawn(async move {
-            let mut user = UserClient::new(channel);
-            let mut n = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                n += 1;
-                let request = pb::RequestInstanceRequest {
-                    title: format!("{round}-{url}-{n}"),
-                    software_release: SOFTWARE.into(),
-                    ..Default::default()
-                };
-                let mut request = tonic::Request::new(request);
-                request.set_timeout(Duration::from_secs(10));
-                if user.request_instance(request).await.is_ok() {
-                    acknowledged
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(Instant::now());
-                }
-            }
-        });
+/// Writes acknowledged so far: when each was sent, and when its answer came.
+type Acks = Arc<std::sync::Mutex<Vec<(Instant, Instant)>>>;
+
+fn acked(acks: &Acks, sent: Instant) {
+    acks.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((sent, Instant::now()));
+}
+
+/// Starts `write(n)` every 10 ms, without waiting for the previous ones, until `stop`: a
+/// write stuck on the dead leader (until its timeout) does not delay the next, so the first
+/// write acknowledged after a kill says when the cluster took writes again.
+async fn every_few_ms<F: Future<Output = ()> + Send + 'static>(
+    stop: &std::sync::atomic::AtomicBool,
+    mut write: impl FnMut(u64) -> F,
+) {
+    let mut writes = tokio::task::JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut n = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        tick.tick().await;
+        n += 1;
+        writes.spawn(write(n));
+        while writes.try_join_next().is_some() {}
     }
-    // Let the writers reach a steady state, then kill.
-    cluster::wait_for("writes before the kill", || async {
-        (acknowledged.lock().unwrap_or_else(|p| p.into_inner()).len() > 20).then_some(())
-    })
-    .await?;
-    let killed = Instant::now();
-    cluster.kill(index)?;
-    let next = cluster::wait_for("a write after the kill", || async {
-        acknowledged
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    writes.abort_all();
+}
+
+/// The first write *sent* after `killed` that was acknowledged: a write in flight at the kill
+/// may still be answered by the dying leader, and would time nothing.
+fn first_after(acks: &Acks, killed: Instant) -> Option<Instant> {
+    acks.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|(sent, _)| *sent > killed)
+        .map(|(_, acked)| *acked)
+        .min()
+}
+
+/// Clients write through the followers; the leader is SIGKILLed; the time from the kill to
+/// the first acknowledged write sent after it. The replica is restarted before returning. A
+/// round whose leader changed before the kill (a restarted replica's election) starts again.
+async fn failover(cluster: &mut Cluster, round: usize) -> Result<Duration, LoadError> {
+    loop {
+        let leader = cluster.leader().await?;
+        let index = cluster
+            .replicas
             .iter()
-            .find(|&&at| at > killed)
-            .copied()
-    })
-    .await?;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    while writers.join_next().await.is_some() {}
-    cluster.restart(index).await?;
-    Ok(next - killed)
+            .position(|r| r.id == leader)
+            .ok_or_else(|| LoadError::Cluster(format!("leader {leader} is not ours")))?;
+        let others: Vec<String> = cluster
+            .replicas
+            .iter()
+            .filter(|r| r.id != leader)
+            .map(cluster::Replica::url)
+            .collect();
+        let acks: Acks = Default::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut writers = tokio::task::JoinSet::new();
+        for url in others {
+            let tls = cluster.credentials("user:failover")?.tls_config();
+            let channel = client::connect_lazy_with(&url, Some(tls))?;
+            let acks = acks.clone();
+            let stop = stop.clone();
+            writers.spawn(async move {
+                let user = UserClient::new(channel);
+                every_few_ms(&stop, |n| {
+                    let mut user = user.clone();
+                    let acks = acks.clone();
+                    let request = pb::RequestInstanceRequest {
+                        title: format!("{round}-{url}-{n}"),
+                        software_release: SOFTWARE.into(),
+                        ..Default::default()
+                    };
+                    async move {
+                        let mut request = tonic::Request::new(request);
+                        request.set_timeout(Duration::from_secs(10));
+                        let sent = Instant::now();
+                        if user.request_instance(request).await.is_ok() {
+                            acked(&acks, sent);
+                        }
+                    }
+                })
+                .await;
+            });
+        }
+        // Let the writers reach a steady state, then kill, if the leader is still the same.
+        cluster::wait_for("writes before the kill", || async {
+            (acks.lock().unwrap_or_else(|p| p.into_inner()).len() > 20).then_some(())
+        })
+        .await?;
+        if cluster.leader().await? != leader {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            while writers.join_next().await.is_some() {}
+            continue;
+        }
+        let killed = Instant::now();
+        cluster.kill(index)?;
+        let next = cluster::wait_for("a write after the kill", || async {
+            first_after(&acks, killed)
+        })
+        .await?;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        while writers.join_next().await.is_some() {}
+        cluster.restart(index).await?;
+        return Ok(next - killed);
+    }
 }
 
 #[cfg(test)]

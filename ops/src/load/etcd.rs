@@ -1,0 +1,404 @@
+//! The reference point: a three-member etcd cluster (Debian's `etcd-server`, 3.4) on `[::1]`
+//! with its data on the same disk, driven like the slapcluster phases — the same number of
+//! clients, each with its own connection, spread over the members (followers forward to the
+//! leader, as slapcluster's do), one put after another; and the same failover measure: clients
+//! writing through the followers, the leader SIGKILLed, the time to the next acknowledged put.
+//!
+//! etcd speaks gRPC; the two calls used here are declared by hand (field numbers of etcd's
+//! `rpc.proto`) rather than generated, so that nothing of etcd is vendored.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+
+use super::cluster::{unused_port, wait_for};
+use super::{LoadError, Sample};
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PutRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ResponseHeader {
+    #[prost(uint64, tag = "1")]
+    pub cluster_id: u64,
+    #[prost(uint64, tag = "2")]
+    pub member_id: u64,
+    #[prost(int64, tag = "3")]
+    pub revision: i64,
+    #[prost(uint64, tag = "4")]
+    pub raft_term: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PutResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StatusRequest {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StatusResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(string, tag = "2")]
+    pub version: String,
+    #[prost(uint64, tag = "4")]
+    pub leader: u64,
+}
+
+async fn unary<Req, Resp>(
+    channel: Channel,
+    path: &'static str,
+    request: Req,
+    timeout: Duration,
+) -> Result<Resp, tonic::Status>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut request = tonic::Request::new(request);
+    request.set_timeout(timeout);
+    let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    Ok(grpc.unary(request, path, codec).await?.into_inner())
+}
+
+pub async fn put(channel: Channel, key: String, value: Vec<u8>) -> Result<(), tonic::Status> {
+    let request = PutRequest {
+        key: key.into_bytes(),
+        value,
+    };
+    unary::<_, PutResponse>(
+        channel,
+        "/etcdserverpb.KV/Put",
+        request,
+        Duration::from_secs(10),
+    )
+    .await
+    .map(|_| ())
+}
+
+async fn status(channel: Channel) -> Result<StatusResponse, tonic::Status> {
+    unary(
+        channel,
+        "/etcdserverpb.Maintenance/Status",
+        StatusRequest {},
+        Duration::from_secs(1),
+    )
+    .await
+}
+
+struct Member {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    /// With TLS: the member's certificate directory (roots.pem, chain.pem, key.pem), a
+    /// replica certificate of slapload's CA (server and client use, for `::1`).
+    tls_dir: Option<PathBuf>,
+    child: Option<Child>,
+}
+
+/// TLS for the members and their clients, as slapcluster runs it: every connection mutually
+/// authenticated with certificates of one CA.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// One certificate directory per member.
+    pub members: Vec<PathBuf>,
+    pub client: slapcluster_api::client::Credentials,
+}
+
+impl Member {
+    fn scheme(&self) -> &'static str {
+        if self.tls_dir.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("{}://[::1]:{}", self.scheme(), self.client_port)
+    }
+
+    fn peer_url(&self) -> String {
+        format!("{}://[::1]:{}", self.scheme(), self.peer_port)
+    }
+}
+
+/// Three (or more) `etcd` processes, killed when dropped.
+pub struct EtcdCluster {
+    etcd: PathBuf,
+    dir: PathBuf,
+    members: Vec<Member>,
+    client: Option<slapcluster_api::client::Credentials>,
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for member in &mut self.members {
+            if let Some(mut child) = member.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+impl EtcdCluster {
+    /// Starts `count` members with their data under `dir`, and returns once a put succeeds.
+    pub async fn start(
+        etcd: &Path,
+        dir: &Path,
+        count: usize,
+        tls: Option<EtcdTls>,
+    ) -> Result<Self, LoadError> {
+        let mut taken = Vec::new();
+        let mut members = Vec::new();
+        for i in 1..=count {
+            let client_port = unused_port(&taken)?;
+            taken.push(client_port);
+            let peer_port = unused_port(&taken)?;
+            taken.push(peer_port);
+            members.push(Member {
+                name: format!("e{i}"),
+                client_port,
+                peer_port,
+                tls_dir: tls.as_ref().and_then(|t| t.members.get(i - 1).cloned()),
+                child: None,
+            });
+        }
+        let mut cluster = Self {
+            etcd: etcd.to_path_buf(),
+            dir: dir.to_path_buf(),
+            members,
+            client: tls.map(|t| t.client),
+        };
+        for index in 0..count {
+            cluster.spawn(index)?;
+        }
+        cluster.wait_writable().await?;
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, index: usize) -> Result<(), LoadError> {
+        let initial: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect();
+        let member = &self.members[index];
+        let log_path = self.dir.join(format!("{}.log", member.name));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| LoadError::io(format!("opening {}", log_path.display()), e))?;
+        let client = member.url();
+        let peer = member.peer_url();
+        let mut command = Command::new(&self.etcd);
+        if let Some(tls) = &member.tls_dir {
+            let (cert, key, roots) = (
+                tls.join("chain.pem"),
+                tls.join("key.pem"),
+                tls.join("roots.pem"),
+            );
+            for prefix in ["--", "--peer-"] {
+                command
+                    .arg(format!("{prefix}cert-file"))
+                    .arg(&cert)
+                    .arg(format!("{prefix}key-file"))
+                    .arg(&key)
+                    .arg(format!("{prefix}trusted-ca-file"))
+                    .arg(&roots)
+                    .arg(format!("{prefix}client-cert-auth"));
+            }
+        }
+        // etcd's defaults otherwise (100 ms heartbeats, 1 s election timeout, fsync on).
+        let child = command
+            .arg("--name")
+            .arg(&member.name)
+            .arg("--data-dir")
+            .arg(self.dir.join(&member.name))
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &initial.join(",")])
+            .args(["--initial-cluster-token", "slapload"])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| LoadError::io(format!("starting {}", self.etcd.display()), e))?;
+        self.members[index].child = Some(child);
+        Ok(())
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.members.iter().map(Member::url).collect()
+    }
+
+    async fn wait_writable(&self) -> Result<(), LoadError> {
+        let urls = self.urls();
+        wait_for("etcd to accept a put", || async {
+            for url in &urls {
+                let channel = self.connect(url).await.ok()?;
+                put(channel, "ready".into(), Vec::new()).await.ok()?;
+            }
+            Some(())
+        })
+        .await
+    }
+
+    /// The index of the member that leads, by its own word.
+    pub async fn leader(&self) -> Result<usize, LoadError> {
+        let urls = self.urls();
+        wait_for("an etcd leader", || async {
+            for (index, url) in urls.iter().enumerate() {
+                let Ok(channel) = self.connect(url).await else {
+                    continue;
+                };
+                if let Ok(status) = status(channel).await
+                    && status.header.as_ref().map(|h| h.member_id) == Some(status.leader)
+                {
+                    return Some(index);
+                }
+            }
+            None
+        })
+        .await
+    }
+
+    fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.members[index].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Restarts a killed member from its data directory and waits until every member takes
+    /// puts again.
+    async fn restart(&mut self, index: usize) -> Result<(), LoadError> {
+        self.spawn(index)?;
+        self.wait_writable().await
+    }
+}
+
+impl EtcdCluster {
+    /// A connection to the member at `url`, with the client certificate under TLS.
+    pub async fn connect(&self, url: &str) -> Result<Channel, LoadError> {
+        let tls = self.client.as_ref().map(|c| c.tls_config());
+        Ok(slapcluster_api::client::connect_with(url, tls).await?)
+    }
+}
+
+/// A value about the size of an instance request.
+fn value() -> Vec<u8> {
+    vec![b'v'; 300]
+}
+
+/// `clients` clients, each on its own connection to a member (spread evenly), one put after
+/// another for `time`.
+pub async fn puts(
+    cluster: &EtcdCluster,
+    phase: usize,
+    clients: usize,
+    time: Duration,
+) -> Result<Sample, LoadError> {
+    let urls = cluster.urls();
+    let start = Instant::now();
+    let deadline = start + time;
+    let mut tasks = tokio::task::JoinSet::new();
+    for client in 0..clients {
+        let channel = cluster.connect(&urls[client % urls.len()]).await?;
+        tasks.spawn(async move {
+            let mut sample = Sample::default();
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let key = format!("/instances/{phase}/{client}/{n}");
+                n += 1;
+                let sent = Instant::now();
+                match put(channel.clone(), key, value()).await {
+                    Ok(()) => sample.latencies.push(sent.elapsed()),
+                    Err(_) => sample.failed += 1,
+                }
+            }
+            sample
+        });
+    }
+    let mut total = Sample::default();
+    while let Some(joined) = tasks.join_next().await {
+        let sample = joined.map_err(|e| LoadError::Cluster(format!("a client failed: {e}")))?;
+        total.latencies.extend(sample.latencies);
+        total.failed += sample.failed;
+    }
+    total.elapsed = start.elapsed();
+    Ok(total)
+}
+
+/// Puts through the followers; the leader SIGKILLed; the time from the kill to the first
+/// acknowledged put sent after it (measured as slapcluster's failover is). The member is
+/// restarted before returning; a round whose leader changed before the kill starts again.
+pub async fn failover(cluster: &mut EtcdCluster, round: usize) -> Result<Duration, LoadError> {
+    loop {
+        let leader = cluster.leader().await?;
+        let acks: super::Acks = Default::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut writers = tokio::task::JoinSet::new();
+        for (index, url) in cluster.urls().into_iter().enumerate() {
+            if index == leader {
+                continue;
+            }
+            let channel = cluster.connect(&url).await?;
+            let acks = acks.clone();
+            let stop = stop.clone();
+            writers.spawn(async move {
+                super::every_few_ms(&stop, |n| {
+                    let (channel, acks) = (channel.clone(), acks.clone());
+                    let key = format!("/failover/{round}/{index}/{n}");
+                    async move {
+                        let sent = Instant::now();
+                        if put(channel, key, value()).await.is_ok() {
+                            super::acked(&acks, sent);
+                        }
+                    }
+                })
+                .await;
+            });
+        }
+        wait_for("puts before the kill", || async {
+            (acks.lock().unwrap_or_else(|p| p.into_inner()).len() > 20).then_some(())
+        })
+        .await?;
+        if cluster.leader().await? != leader {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            while writers.join_next().await.is_some() {}
+            continue;
+        }
+        let killed = Instant::now();
+        cluster.kill(leader);
+        let next = wait_for("a put after the kill", || async {
+            super::first_after(&acks, killed)
+        })
+        .await?;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        while writers.join_next().await.is_some() {}
+        cluster.restart(leader).await?;
+        return Ok(next - killed);
+    }
+}
