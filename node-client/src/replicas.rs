@@ -222,45 +222,34 @@ impl Replicas {
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let started = Instant::now();
-        let result = self.call_ranked(what, timeout, measure, message, f).await;
+        let result = async {
+            let mut tried = Vec::new();
+            for (url, channel) in self.ranked() {
+                match self
+                    .attempt(&url, channel, timeout, measure, message, &f)
+                    .await
+                {
+                    Attempt::Done(reply) => {
+                        self.answered(&url);
+                        return Ok(reply);
+                    }
+                    Attempt::Refused(status) => {
+                        return Err(CallError::Rejected { what, url, status });
+                    }
+                    Attempt::Failed(reason) => {
+                        tracing::debug!("{what} via {url} failed: {reason}");
+                        tried.push(format!("{url}: {reason}"));
+                    }
+                }
+            }
+            Err(CallError::Unreachable { what, tried })
+        }
+        .await;
         self.metrics.calls.get(what).observe(started.elapsed());
         if result.is_err() {
             self.metrics.call_failures.get(what).inc();
         }
         result
-    }
-
-    async fn call_ranked<M, T, F, Fut>(
-        &self,
-        what: &'static str,
-        timeout: Duration,
-        measure: bool,
-        message: &M,
-        f: F,
-    ) -> Result<T, CallError>
-    where
-        M: Clone,
-        F: Fn(NodeClient<Channel>, tonic::Request<M>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
-    {
-        let mut tried = Vec::new();
-        for (url, channel) in self.ranked() {
-            match self
-                .attempt(&url, channel, timeout, measure, message, &f)
-                .await
-            {
-                Attempt::Done(reply) => {
-                    self.answered(&url);
-                    return Ok(reply);
-                }
-                Attempt::Refused(status) => return Err(CallError::Rejected { what, url, status }),
-                Attempt::Failed(reason) => {
-                    tracing::debug!("{what} via {url} failed: {reason}");
-                    tried.push(format!("{url}: {reason}"));
-                }
-            }
-        }
-        Err(CallError::Unreachable { what, tried })
     }
 
     async fn attempt<M, T, F, Fut>(

@@ -217,6 +217,16 @@ impl Conn {
     pub fn failed(&self, e: tonic::Status) -> CtlError {
         status(&self.url, e)
     }
+
+    /// The reply of a call to this replica, or the error that says what to do.
+    pub async fn answer<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, CtlError> {
+        call.await
+            .map(tonic::Response::into_inner)
+            .map_err(|e| self.failed(e))
+    }
 }
 
 /// A connection failure, with its whole cause chain (the TLS reason is at its end).

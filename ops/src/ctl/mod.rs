@@ -441,11 +441,8 @@ async fn request(conn: &Conn, args: RequestArgs) -> Result<Output, CtlError> {
         State::Destroyed => pb::RequestedState::Destroyed,
     });
     let reply = conn
-        .user()
-        .request_instance(conn.request(message)?)
-        .await
-        .map_err(|e| conn.failed(e))?
-        .into_inner();
+        .answer(conn.user().request_instance(conn.request(message)?))
+        .await?;
     #[derive(Serialize)]
     struct Requested {
         title: String,
@@ -484,11 +481,11 @@ async fn request(conn: &Conn, args: RequestArgs) -> Result<Output, CtlError> {
 
 async fn instance_list(conn: &Conn) -> Result<Output, CtlError> {
     let reply = conn
-        .user()
-        .list_instances(conn.request(pb::ListInstancesRequest::default())?)
-        .await
-        .map_err(|e| conn.failed(e))?
-        .into_inner();
+        .answer(
+            conn.user()
+                .list_instances(conn.request(pb::ListInstancesRequest::default())?),
+        )
+        .await?;
     let rows: Vec<InstanceRow> = reply.instances.iter().map(InstanceRow::from).collect();
     Ok(Output::table(
         &[
@@ -513,12 +510,11 @@ fn show_request(which: InstanceRef) -> pb::ShowInstanceRequest {
 }
 
 async fn show(conn: &Conn, which: InstanceRef) -> Result<pb::ShowInstanceReply, CtlError> {
-    Ok(conn
-        .user()
-        .show_instance(conn.request(show_request(which))?)
-        .await
-        .map_err(|e| conn.failed(e))?
-        .into_inner())
+    conn.answer(
+        conn.user()
+            .show_instance(conn.request(show_request(which))?),
+    )
+    .await
 }
 
 async fn instance_show(conn: &Conn, which: InstanceRef) -> Result<Output, CtlError> {
@@ -585,13 +581,13 @@ async fn instance_destroy(conn: &Conn, which: InstanceRef) -> Result<Output, Ctl
         .instance
         .ok_or_else(|| CtlError::Failed("the replica answered no instance".into()))?;
     let reply = conn
-        .user()
-        .destroy_instance(conn.request(pb::DestroyInstanceRequest {
-            guid: instance.guid.clone(),
-        })?)
-        .await
-        .map_err(|e| conn.failed(e))?
-        .into_inner();
+        .answer(
+            conn.user()
+                .destroy_instance(conn.request(pb::DestroyInstanceRequest {
+                    guid: instance.guid.clone(),
+                })?),
+        )
+        .await?;
     Ok(Output::message(
         format!(
             "{} ({}) {}: its node stops it, then the partition is freed",
@@ -624,11 +620,8 @@ async fn supply(
         pb::SupplyState::Available
     });
     let reply = conn
-        .user()
-        .supply(conn.request(message)?)
-        .await
-        .map_err(|e| conn.failed(e))?
-        .into_inner();
+        .answer(conn.user().supply(conn.request(message)?))
+        .await?;
     let verb = if remove { "to remove" } else { "to install" };
     Ok(Output::message(
         format!(
@@ -641,11 +634,11 @@ async fn supply(
 
 async fn software_list(conn: &Conn) -> Result<Output, CtlError> {
     let reply = conn
-        .user()
-        .list_software_releases(conn.request(pb::ListSoftwareReleasesRequest::default())?)
-        .await
-        .map_err(|e| conn.failed(e))?
-        .into_inner();
+        .answer(
+            conn.user()
+                .list_software_releases(conn.request(pb::ListSoftwareReleasesRequest::default())?),
+        )
+        .await?;
     #[derive(Serialize)]
     struct Row {
         url: String,
@@ -671,15 +664,14 @@ async fn software_publish(
     software_types: Vec<String>,
 ) -> Result<Output, CtlError> {
     let reply = conn
-        .user()
-        .publish_software_release(conn.request(pb::PublishSoftwareReleaseRequest {
-            url: url.clone(),
-            title,
-            software_types,
-        })?)
-        .await
-        .map_err(|e| conn.failed(e))?
-        .into_inner();
+        .answer(conn.user().publish_software_release(conn.request(
+            pb::PublishSoftwareReleaseRequest {
+                url: url.clone(),
+                title,
+                software_types,
+            },
+        )?))
+        .await?;
     Ok(Output::message(
         format!("{url} is in the catalog"),
         serde_json::json!({"url": url, "changed": reply.changed, "index": reply.index}),
@@ -692,15 +684,12 @@ async fn usage(
     partition: Option<String>,
 ) -> Result<Output, CtlError> {
     let reply = conn
-        .user()
-        .usage(conn.request(pb::UsageRequest {
+        .answer(conn.user().usage(conn.request(pb::UsageRequest {
             computer,
             partition: partition.unwrap_or_default(),
             ..Default::default()
-        })?)
-        .await
-        .map_err(|e| conn.failed(e))?
-        .into_inner();
+        })?))
+        .await?;
     #[derive(Serialize)]
     struct Row {
         partition: String,
@@ -742,12 +731,11 @@ struct MemberRow {
 }
 
 async fn status(conn: &Conn) -> Result<pb::ClusterStatusReply, CtlError> {
-    Ok(conn
-        .admin()
-        .cluster_status(conn.request(pb::ClusterStatusRequest {})?)
-        .await
-        .map_err(|e| conn.failed(e))?
-        .into_inner())
+    conn.answer(
+        conn.admin()
+            .cluster_status(conn.request(pb::ClusterStatusRequest {})?),
+    )
+    .await
 }
 
 fn member_rows(status: &pb::ClusterStatusReply) -> Vec<MemberRow> {
@@ -908,11 +896,11 @@ async fn member_promote(conn: &Conn, id: u64) -> Result<Output, CtlError> {
 
 async fn member_remove(conn: &Conn, id: u64) -> Result<Output, CtlError> {
     let reply = conn
-        .admin()
-        .remove_member(conn.request(pb::RemoveMemberRequest { id })?)
-        .await
-        .map_err(|e| conn.failed(e))?
-        .into_inner();
+        .answer(
+            conn.admin()
+                .remove_member(conn.request(pb::RemoveMemberRequest { id })?),
+        )
+        .await?;
     Ok(Output::message(
         format!(
             "replica {id} removed (membership change at index {}); stop its process now",
@@ -951,11 +939,9 @@ async fn computer(conn: &Conn, command: ComputerCommand) -> Result<Output, CtlEr
     let mut admin = conn.admin();
     match command {
         ComputerCommand::List => {
-            let reply = admin
-                .list_computers(conn.request(pb::ListComputersRequest::default())?)
-                .await
-                .map_err(|e| conn.failed(e))?
-                .into_inner();
+            let reply = conn
+                .answer(admin.list_computers(conn.request(pb::ListComputersRequest::default())?))
+                .await?;
             let rows: Vec<ComputerRow> = reply.computers.iter().map(ComputerRow::from).collect();
             Ok(Output::table(
                 &[
@@ -970,14 +956,12 @@ async fn computer(conn: &Conn, command: ComputerCommand) -> Result<Output, CtlEr
             ))
         }
         ComputerCommand::Show { computer } => {
-            let reply = admin
-                .show_computer(conn.request(pb::ShowComputerRequest {
+            let reply = conn
+                .answer(admin.show_computer(conn.request(pb::ShowComputerRequest {
                     computer,
                     ..Default::default()
-                })?)
-                .await
-                .map_err(|e| conn.failed(e))?
-                .into_inner();
+                })?))
+                .await?;
             let summary = reply.computer.unwrap_or_default();
             #[derive(Serialize)]
             struct PartitionRow {
@@ -1065,14 +1049,14 @@ async fn computer(conn: &Conn, command: ComputerCommand) -> Result<Output, CtlEr
             computer,
             valid_seconds,
         } => {
-            let token = admin
-                .create_enrollment_token(conn.request(pb::CreateEnrollmentTokenRequest {
-                    computer: computer.clone(),
-                    valid_seconds,
-                })?)
-                .await
-                .map_err(|e| conn.failed(e))?
-                .into_inner();
+            let token = conn
+                .answer(admin.create_enrollment_token(conn.request(
+                    pb::CreateEnrollmentTokenRequest {
+                        computer: computer.clone(),
+                        valid_seconds,
+                    },
+                )?))
+                .await?;
             Ok(Output::message(
                 format!(
                     "{}\n(one use, for {computer}'s node: slapnode enroll --token TOKEN --roots \
@@ -1086,15 +1070,14 @@ async fn computer(conn: &Conn, command: ComputerCommand) -> Result<Output, CtlEr
 }
 
 async fn scope(conn: &Conn, computer: String, open: bool) -> Result<Output, CtlError> {
-    let reply = conn
-        .admin()
-        .set_allocation_scope(conn.request(pb::SetAllocationScopeRequest {
-            computer: computer.clone(),
-            open,
-        })?)
-        .await
-        .map_err(|e| conn.failed(e))?
-        .into_inner();
+    let reply =
+        conn.answer(conn.admin().set_allocation_scope(conn.request(
+            pb::SetAllocationScopeRequest {
+                computer: computer.clone(),
+                open,
+            },
+        )?))
+        .await?;
     let state = if open { "open" } else { "closed" };
     let text = match (reply.changed, open) {
         (false, _) => format!("{computer} was already {state}"),
@@ -1133,15 +1116,15 @@ async fn cert(conn: &Conn, command: CertCommand) -> Result<Output, CtlError> {
                     (Some(made.key_pem), made.csr_pem)
                 }
             };
-            let reply = admin
-                .issue_certificate(conn.request(pb::IssueCertificateRequest {
-                    identity: identity.clone(),
-                    csr_pem,
-                    days: days.unwrap_or(0),
-                })?)
-                .await
-                .map_err(|e| conn.failed(e))?
-                .into_inner();
+            let reply = conn
+                .answer(
+                    admin.issue_certificate(conn.request(pb::IssueCertificateRequest {
+                        identity: identity.clone(),
+                        csr_pem,
+                        days: days.unwrap_or(0),
+                    })?),
+                )
+                .await?;
             match key_pem {
                 Some(key_pem) => slapcluster_api::client::Credentials {
                     roots_pem: vec![reply.roots_pem.clone()],
@@ -1174,14 +1157,14 @@ async fn cert(conn: &Conn, command: CertCommand) -> Result<Output, CtlError> {
             ))
         }
         CertCommand::Revoke { serial, reason } => {
-            let reply = admin
-                .revoke_certificate(conn.request(pb::RevokeCertificateRequest {
-                    serial: serial.clone(),
-                    reason,
-                })?)
-                .await
-                .map_err(|e| conn.failed(e))?
-                .into_inner();
+            let reply = conn
+                .answer(
+                    admin.revoke_certificate(conn.request(pb::RevokeCertificateRequest {
+                        serial: serial.clone(),
+                        reason,
+                    })?),
+                )
+                .await?;
             Ok(Output::message(
                 format!(
                     "certificate {serial} {}: every replica refuses it within a second",
@@ -1195,11 +1178,9 @@ async fn cert(conn: &Conn, command: CertCommand) -> Result<Output, CtlError> {
             ))
         }
         CertCommand::List => {
-            let reply = admin
-                .list_certificates(conn.request(pb::ListCertificatesRequest {})?)
-                .await
-                .map_err(|e| conn.failed(e))?
-                .into_inner();
+            let reply = conn
+                .answer(admin.list_certificates(conn.request(pb::ListCertificatesRequest {})?))
+                .await?;
             #[derive(Serialize)]
             struct Row {
                 serial: String,
@@ -1252,11 +1233,8 @@ async fn snapshot_save(
 ) -> Result<Output, CtlError> {
     use std::io::Write;
     let mut chunks = conn
-        .admin()
-        .snapshot(conn.request(pb::SnapshotRequest {})?)
-        .await
-        .map_err(|e| conn.failed(e))?
-        .into_inner();
+        .answer(conn.admin().snapshot(conn.request(pb::SnapshotRequest {})?))
+        .await?;
     // Written beside the target, synced, then renamed: the file is whole or absent.
     let partial = file.with_extension("partial");
     let mut out = std::fs::File::create(&partial)

@@ -381,24 +381,17 @@ pub async fn failover(cluster: &mut EtcdCluster, round: usize) -> Result<Duratio
                 .await;
             });
         }
-        wait_for("puts before the kill", || async {
-            (acks.lock().unwrap_or_else(|p| p.into_inner()).len() > 20).then_some(())
-        })
-        .await?;
-        if cluster.leader().await? != leader {
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            while writers.join_next().await.is_some() {}
-            continue;
+        let kill = async || {
+            if cluster.leader().await? != leader {
+                return Ok(None);
+            }
+            let killed = Instant::now();
+            cluster.kill(leader);
+            Ok(Some(killed))
+        };
+        if let Some(took) = super::kill_and_time(&acks, &stop, writers, kill).await? {
+            cluster.restart(leader).await?;
+            return Ok(took);
         }
-        let killed = Instant::now();
-        cluster.kill(leader);
-        let next = wait_for("a put after the kill", || async {
-            super::first_after(&acks, killed)
-        })
-        .await?;
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        while writers.join_next().await.is_some() {}
-        cluster.restart(leader).await?;
-        return Ok(next - killed);
     }
 }

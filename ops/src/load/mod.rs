@@ -665,27 +665,48 @@ async fn failover(cluster: &mut Cluster, round: usize) -> Result<Duration, LoadE
                 .await;
             });
         }
-        // Let the writers reach a steady state, then kill, if the leader is still the same.
-        cluster::wait_for("writes before the kill", || async {
-            (acks.lock().unwrap_or_else(|p| p.into_inner()).len() > 20).then_some(())
-        })
-        .await?;
-        if cluster.leader().await? != leader {
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            while writers.join_next().await.is_some() {}
-            continue;
+        let kill = async || {
+            if cluster.leader().await? != leader {
+                return Ok(None);
+            }
+            let killed = Instant::now();
+            cluster.kill(index)?;
+            Ok(Some(killed))
+        };
+        if let Some(took) = kill_and_time(&acks, &stop, writers, kill).await? {
+            cluster.restart(index).await?;
+            return Ok(took);
         }
-        let killed = Instant::now();
-        cluster.kill(index)?;
-        let next = cluster::wait_for("a write after the kill", || async {
-            first_after(&acks, killed)
-        })
-        .await?;
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        while writers.join_next().await.is_some() {}
-        cluster.restart(index).await?;
-        return Ok(next - killed);
     }
+}
+
+/// The end of a failover round, for slapcluster and etcd alike: once the writers have had 20
+/// writes acknowledged, `kill` the leader (it answers the kill's instant, or `None` when the
+/// leader changed meanwhile: the round starts again), then time the first write sent after
+/// the kill; the writers stop either way.
+async fn kill_and_time(
+    acks: &Acks,
+    stop: &std::sync::atomic::AtomicBool,
+    mut writers: tokio::task::JoinSet<()>,
+    kill: impl AsyncFnOnce() -> Result<Option<Instant>, LoadError>,
+) -> Result<Option<Duration>, LoadError> {
+    cluster::wait_for("writes before the kill", || async {
+        (acks.lock().unwrap_or_else(|p| p.into_inner()).len() > 20).then_some(())
+    })
+    .await?;
+    let took = match kill().await? {
+        None => None,
+        Some(killed) => {
+            let next = cluster::wait_for("a write after the kill", || async {
+                first_after(acks, killed)
+            })
+            .await?;
+            Some(next - killed)
+        }
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    while writers.join_next().await.is_some() {}
+    Ok(took)
 }
 
 #[cfg(test)]
