@@ -12,6 +12,7 @@
 //!   port; decoding, and the one mapping of outcomes to gRPC statuses.
 //! - [`observe`]: metrics, health, readiness and the status page on the replica's HTTP
 //!   operations listener (`http_listen`).
+//! - [`slap`]: the SLAP HTTP protocol of existing SlapOS nodes and clients (in progress).
 //! - [`daemon`]: `slapmaster`'s commands (run, init, join, backup, restore, status, dev) and
 //!   its configuration; `main.rs` only parses the command line.
 //!
@@ -31,5 +32,6 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
 pub mod observe;
 pub mod replica;
 pub mod service;
+pub mod slap;
 pub mod state;
 pub mod tls;
