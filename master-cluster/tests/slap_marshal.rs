@@ -5,6 +5,7 @@
 //! value, or any definition with a field replaced by any value, panic the definition reader.
 
 use master_cluster::slap::definition::computer_definition;
+use master_cluster::slap::journal;
 use master_cluster::slap::marshal::{self, Object, SlapClass, Value};
 use proptest::prelude::*;
 
@@ -69,6 +70,9 @@ fn value() -> impl Strategy<Value = Value> {
         ]
     })
 }
+
+/// A journal as `slapos node report` writes it.
+const JOURNAL: &str = "<?xml version=\"1.0\"?><journal><transaction type=\"Sale Packing List\"><title>Resource consumptions</title><start_date></start_date><stop_date>2026-11-25 at 04:00:00</stop_date><reference>COMP-1</reference><arrow type=\"Administration\"><source></source></arrow><movement><resource>CPU Consumption</resource><title>CPU of slappart0</title><reference>slappart0</reference><quantity>42.5</quantity><price>0.0</price><VAT>None</VAT><category>cpu</category></movement></transaction></journal>";
 
 /// One change to a document: a cut, a repeated slice, or a piece of markup inserted.
 #[derive(Debug, Clone)]
@@ -191,7 +195,14 @@ proptest! {
     }
 
     #[test]
+    fn no_mutated_journal_panics_its_reader(mutations in proptest::collection::vec(mutation(), 1..6)) {
+        let doc = mutate(JOURNAL, &mutations);
+        let _ = journal::parse(&doc);
+    }
+
+    #[test]
     fn no_arbitrary_text_panics_the_decoder(doc in "\\PC{0,200}") {
+        let _ = journal::parse(&doc);
         let _ = marshal::decode(&doc);
         let _ = marshal::decode(&format!("<marshal>{doc}</marshal>"));
     }

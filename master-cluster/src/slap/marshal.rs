@@ -420,6 +420,28 @@ fn describe(event: &Event<'_>) -> String {
     }
 }
 
+/// The character an entity or character reference in text stands for: the five predefined
+/// entities only (documents cannot define others: a DOCTYPE is refused).
+pub(super) fn resolve(reference: &quick_xml::events::BytesRef<'_>) -> Result<char, String> {
+    if let Some(c) = reference.resolve_char_ref().map_err(|e| e.to_string())? {
+        return Ok(c);
+    }
+    let name: &[u8] = reference;
+    Ok(match name {
+        b"amp" => '&',
+        b"lt" => '<',
+        b"gt" => '>',
+        b"quot" => '"',
+        b"apos" => '\'',
+        other => {
+            return Err(format!(
+                "unknown entity &{};",
+                String::from_utf8_lossy(other)
+            ));
+        }
+    })
+}
+
 fn xml_error(e: impl std::fmt::Display) -> MarshalError {
     MarshalError::Xml(e.to_string())
 }
@@ -501,23 +523,7 @@ impl<'a> Decoder<'a> {
             match self.reader.read_event().map_err(xml_error)? {
                 Event::Text(t) => text.push_str(&t.xml_content().map_err(xml_error)?),
                 Event::CData(c) => text.push_str(&c.decode().map_err(xml_error)?),
-                Event::GeneralRef(r) => {
-                    if let Some(c) = r.resolve_char_ref().map_err(xml_error)? {
-                        text.push(c);
-                    } else {
-                        let name = r.decode().map_err(xml_error)?;
-                        text.push(match name.as_ref() {
-                            "amp" => '&',
-                            "lt" => '<',
-                            "gt" => '>',
-                            "quot" => '"',
-                            "apos" => '\'',
-                            other => {
-                                return Err(MarshalError::Xml(format!("unknown entity &{other};")));
-                            }
-                        });
-                    }
-                }
+                Event::GeneralRef(r) => text.push(resolve(&r).map_err(MarshalError::Xml)?),
                 Event::Comment(_) => {}
                 Event::End(e) if e.local_name().as_ref() == element.as_bytes() => {
                     return Ok(unescape_lenient(&text));

@@ -3,6 +3,8 @@
 //! Built in steps (issue 9); so far:
 //! - [`marshal`]: xml_marshaller, the encoding of every structured value in the protocol.
 //! - [`definition`]: the computer definition `slapos node format` posts.
+//! - [`journal`]: the usage journal `slapos node report` posts.
 
 pub mod definition;
+pub mod journal;
 pub mod marshal;
