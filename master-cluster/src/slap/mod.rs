@@ -4,7 +4,9 @@
 //! - [`marshal`]: xml_marshaller, the encoding of every structured value in the protocol.
 //! - [`definition`]: the computer definition `slapos node format` posts.
 //! - [`journal`]: the usage journal `slapos node report` posts.
+//! - [`view`]: a computer's view as the marshalled `Computer` a node polls for.
 
 pub mod definition;
 pub mod journal;
 pub mod marshal;
+pub mod view;

@@ -1,0 +1,113 @@
+//! The SLAP protocol's view of a computer (what `getFullComputerInformation` will answer),
+//! built from a real cluster's state: `slapmaster dev`'s demo computer with three instances.
+
+use std::collections::BTreeMap;
+
+use master_cluster::daemon::dev::{self, DEMO_COMPUTER, DEMO_SOFTWARE};
+use master_cluster::replica::Consistency;
+use master_cluster::slap::marshal::{self, SlapClass, Value};
+use master_cluster::slap::view;
+use master_cluster::state::query;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_computer_view_marshals_as_a_node_expects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = dev::DevOptions {
+        data_dir: dir.path().to_path_buf(),
+        base_port: 0,
+        danger_plaintext: true,
+        ..Default::default()
+    };
+    let cluster = dev::start(&options, &mut Vec::new())
+        .await
+        .expect("dev cluster starts");
+    let (view, ips) = cluster.replicas[0]
+        .read(Consistency::Linearizable, |txn| {
+            let view =
+                query::computer_view(txn, &DEMO_COMPUTER.into())?.expect("the demo computer");
+            let mut ips = BTreeMap::new();
+            for p in &view.partitions {
+                if let Some(instance) = &p.instance {
+                    ips.insert(
+                        p.partition.reference.clone(),
+                        query::tree_addresses(txn, instance.instance.guid)?,
+                    );
+                }
+            }
+            Ok((view, ips))
+        })
+        .await
+        .expect("read");
+    let marshalled = view::computer(&view, &ips);
+    // What goes on the wire reads back, and writes again, the same (keys sorted on the wire).
+    let wire = marshal::encode(&marshalled);
+    let read = marshal::decode(&wire).expect("our own document decodes");
+    assert!(marshal::encode(&read) == wire, "stable on the wire");
+
+    let Value::Object(computer) = &marshalled else {
+        panic!("not an object: {marshalled:?}")
+    };
+    assert_eq!(computer.class, SlapClass::Computer);
+    assert_eq!(computer.args, vec![Value::string(DEMO_COMPUTER)]);
+    let software = marshalled.get("_software_release_list").expect("software");
+    let Value::List(software) = software else {
+        panic!("{software:?}")
+    };
+    assert_eq!(software.len(), 1);
+    assert_eq!(
+        software[0].get("_software_release"),
+        Some(&Value::string(DEMO_SOFTWARE))
+    );
+    assert_eq!(
+        software[0].get("_requested_state"),
+        Some(&Value::string("available"))
+    );
+
+    let Some(Value::List(partitions)) = marshalled.get("_computer_partition_list") else {
+        panic!("no partitions")
+    };
+    assert_eq!(partitions.len(), 8);
+    let busy: Vec<&Value> = partitions
+        .iter()
+        .filter(|p| p.get("_requested_state") == Some(&Value::string("started")))
+        .collect();
+    assert_eq!(busy.len(), 3, "the three demo instances");
+    for p in &busy {
+        let parameters = p.get("_parameter_dict").expect("parameters");
+        assert_eq!(
+            parameters.get("slap_software_release_url"),
+            Some(&Value::string(DEMO_SOFTWARE))
+        );
+        assert_eq!(
+            parameters.get("slap_computer_id"),
+            Some(&Value::string(DEMO_COMPUTER))
+        );
+        assert_eq!(
+            parameters.get("slap_computer_partition_id"),
+            p.get("_partition_id")
+        );
+        assert!(
+            matches!(parameters.get("timestamp"), Some(Value::String(t)) if t.parse::<u64>().is_ok())
+        );
+        let Some(Value::List(ip_list)) = parameters.get("ip_list") else {
+            panic!("no ip_list")
+        };
+        assert!(!ip_list.is_empty(), "the partition's own addresses");
+        assert!(matches!(&ip_list[0], Value::Tuple(pair) if pair.len() == 2));
+        assert!(matches!(
+            p.get("_software_release_document"),
+            Some(Value::Object(o)) if o.class == SlapClass::SoftwareRelease
+        ));
+        assert!(matches!(p.get("_instance_guid"), Some(Value::String(_))));
+    }
+    let free: Vec<&Value> = partitions
+        .iter()
+        .filter(|p| p.get("_requested_state") == Some(&Value::string("destroyed")))
+        .collect();
+    assert_eq!(free.len(), 5);
+    assert!(
+        free.iter()
+            .all(|p| p.get("_software_release_document") == Some(&Value::None))
+    );
+    cluster.shutdown().await.expect("stops");
+}
