@@ -2,9 +2,11 @@
 //! number of cases, failures are kept in `proptest-regressions/` and replayed first):
 //! every value survives encode → decode unchanged, and no document — arbitrary text, or an
 //! encoded value cut, spliced and salted with markup — makes the decoder panic; nor does any
-//! value, or any definition with a field replaced by any value, panic the definition reader.
+//! value, or any definition with a field replaced by any value, panic the definition reader;
+//! nor any text the form and authorization readers.
 
 use master_cluster::slap::definition::computer_definition;
+use master_cluster::slap::form::{Form, partition_authorization};
 use master_cluster::slap::journal;
 use master_cluster::slap::marshal::{self, Object, SlapClass, Value};
 use proptest::prelude::*;
@@ -203,6 +205,8 @@ proptest! {
     #[test]
     fn no_arbitrary_text_panics_the_decoder(doc in "\\PC{0,200}") {
         let _ = journal::parse(&doc);
+        let _ = Form::parse(&doc);
+        let _ = partition_authorization(Some(&doc));
         let _ = marshal::decode(&doc);
         let _ = marshal::decode(&format!("<marshal>{doc}</marshal>"));
     }

@@ -5,8 +5,11 @@
 //! - [`definition`]: the computer definition `slapos node format` posts.
 //! - [`journal`]: the usage journal `slapos node report` posts.
 //! - [`view`]: a computer's view as the marshalled `Computer` a node polls for.
+//! - [`form`]: a call's arguments (query string or urlencoded body) and a partition's
+//!   `X-SlapPartition` authorization.
 
 pub mod definition;
+pub mod form;
 pub mod journal;
 pub mod marshal;
 pub mod view;
