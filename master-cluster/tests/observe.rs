@@ -17,13 +17,7 @@ use slapcluster_api::v1::user_client::UserClient;
 const COMPUTER: &str = "computer:COMP-DEMO";
 
 async fn dev_cluster(dir: &std::path::Path) -> DevCluster {
-    let options = dev::DevOptions {
-        data_dir: dir.to_path_buf(),
-        base_port: 0,
-        danger_plaintext: true,
-        ..Default::default()
-    };
-    dev::start(&options, &mut Vec::new())
+    dev::start(&dev::DevOptions::plaintext_for_tests(dir), &mut Vec::new())
         .await
         .expect("dev cluster starts")
 }
@@ -73,12 +67,7 @@ async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut(
 async fn every_replica_serves_metrics_health_readiness_and_its_status_page() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = dev_cluster(dir.path()).await;
-    let leader = cluster.replicas[0]
-        .raft()
-        .metrics()
-        .borrow()
-        .current_leader
-        .expect("a leader");
+    let leader = cluster.leader().expect("a leader");
 
     for replica in &cluster.replicas {
         let health = get(replica, "/healthz").await;
@@ -126,11 +115,7 @@ async fn every_replica_serves_metrics_health_readiness_and_its_status_page() {
 
     // A request no computer can take waits; the replica that answered it counts it, every
     // replica's gauge shows it, and the status page says why it waits.
-    let follower = cluster
-        .replicas
-        .iter()
-        .find(|r| r.id() != leader)
-        .expect("a follower");
+    let follower = cluster.follower().expect("a follower");
     let mut user = UserClient::new(client::connect(follower.url()).await.expect("connects"));
     let request = pb::RequestInstanceRequest {
         title: "waits-for-a-region".into(),

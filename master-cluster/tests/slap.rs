@@ -12,15 +12,12 @@ use master_cluster::state::query;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_computer_view_marshals_as_a_node_expects() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = dev::DevOptions {
-        data_dir: dir.path().to_path_buf(),
-        base_port: 0,
-        danger_plaintext: true,
-        ..Default::default()
-    };
-    let cluster = dev::start(&options, &mut Vec::new())
-        .await
-        .expect("dev cluster starts");
+    let cluster = dev::start(
+        &dev::DevOptions::plaintext_for_tests(dir.path()),
+        &mut Vec::new(),
+    )
+    .await
+    .expect("dev cluster starts");
     let (view, ips) = cluster.replicas[0]
         .read(Consistency::Linearizable, |txn| {
             let view =

@@ -80,26 +80,12 @@ async fn the_status_page_renders_in_a_browser() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = dev::DevOptions {
-        data_dir: dir.path().join("data"),
-        base_port: 0,
-        danger_plaintext: true,
-        ..Default::default()
-    };
+    let options = dev::DevOptions::plaintext_for_tests(&dir.path().join("data"));
     let cluster = dev::start(&options, &mut Vec::new())
         .await
         .expect("dev cluster starts");
-    let leader = cluster.replicas[0]
-        .raft()
-        .metrics()
-        .borrow()
-        .current_leader
-        .expect("a leader");
-    let follower = cluster
-        .replicas
-        .iter()
-        .find(|r| r.id() != leader)
-        .expect("a follower");
+    let leader = cluster.leader().expect("a leader");
+    let follower = cluster.follower().expect("a follower");
     let mut user = UserClient::new(client::connect(follower.url()).await.expect("connects"));
     let waiting = pb::RequestInstanceRequest {
         title: "needs-a-gpu".into(),

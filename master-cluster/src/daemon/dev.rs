@@ -54,7 +54,32 @@ pub struct DevCluster {
     pub placements: BTreeMap<String, pb::RequestInstanceReply>,
 }
 
+impl DevOptions {
+    /// danger: plaintext on free ports, data under `dir`: for tests that act as many callers.
+    pub fn plaintext_for_tests(dir: &Path) -> Self {
+        Self {
+            data_dir: dir.to_path_buf(),
+            base_port: 0,
+            danger_plaintext: true,
+            ..Self::default()
+        }
+    }
+}
+
 impl DevCluster {
+    /// The leader as the first replica knows it.
+    pub fn leader(&self) -> Option<u64> {
+        self.replicas
+            .first()
+            .and_then(|r| r.raft().metrics().borrow().current_leader)
+    }
+
+    /// A replica that does not lead.
+    pub fn follower(&self) -> Option<&Replica> {
+        let leader = self.leader();
+        self.replicas.iter().find(|r| Some(r.id()) != leader)
+    }
+
     pub async fn shutdown(self) -> Result<(), DaemonError> {
         for replica in self.replicas {
             replica.shutdown().await?;
