@@ -109,7 +109,7 @@ impl ReplicaCore {
 
     /// Removes members: voters stop voting, and every named member leaves the membership.
     pub async fn remove(&self, ids: BTreeSet<u64>) -> Result<u64, MembershipError> {
-        let voters: BTreeSet<u64> = {
+        let (voters, learners): (BTreeSet<u64>, BTreeSet<u64>) = {
             let metrics = self.raft.metrics();
             let metrics = metrics.borrow();
             let membership = metrics.membership_config.membership();
@@ -119,15 +119,21 @@ impl ReplicaCore {
                     "replica {unknown} is not a member"
                 )));
             }
-            membership
-                .voter_ids()
-                .filter(|id| ids.contains(id))
-                .collect()
+            let voters: BTreeSet<u64> = membership.voter_ids().collect();
+            ids.into_iter().partition(|id| voters.contains(id))
         };
-        if !voters.is_empty() {
-            self.change(ChangeMembers::RemoveVoters(voters)).await?;
+        // Removing a voter (`retain` off) also takes it out of the membership, in one change.
+        // A second change after it could find it still committing and be refused, leaving the
+        // caller to retry a removal that has happened: learners go first, by their own change.
+        let mut index = None;
+        if !learners.is_empty() {
+            index = Some(self.change(ChangeMembers::RemoveNodes(learners)).await?);
         }
-        self.change(ChangeMembers::RemoveNodes(ids)).await
+        if !voters.is_empty() {
+            index = Some(self.change(ChangeMembers::RemoveVoters(voters)).await?);
+        }
+        // `ids` is not empty: every id is a member, hence a voter or a learner.
+        index.ok_or_else(|| MembershipError::Refused("no replica to remove".into()))
     }
 
     /// Every member with its role and, on the leader, how far it has replicated.
