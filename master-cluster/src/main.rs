@@ -48,6 +48,10 @@ struct ConfigArgs {
     /// Serve /metrics, /healthz, /readyz and the status page here (plain HTTP).
     #[arg(long, env = "SLAPMASTER_HTTP_LISTEN")]
     http_listen: Option<String>,
+    /// Serve the SLAP HTTP protocol (existing SlapOS nodes and clients) here; `[slap]` in
+    /// the configuration file says how.
+    #[arg(long, env = "SLAPMASTER_SLAP_LISTEN")]
+    slap_listen: Option<String>,
     #[arg(long, env = "SLAPMASTER_ADVERTISE")]
     advertise: Option<String>,
     #[arg(long, env = "SLAPMASTER_REGION")]
@@ -73,6 +77,7 @@ impl ConfigArgs {
             id: self.id,
             listen: self.listen,
             http_listen: self.http_listen,
+            slap_listen: self.slap_listen,
             advertise: self.advertise,
             region: self.region,
             data_dir: self.data_dir,

@@ -19,6 +19,16 @@
 //! # Plaintext, callers naming themselves in a header: only on a trusted development network.
 //! insecure_plaintext = false               # default false
 //!
+//! [slap]
+//! # The SLAP HTTP protocol for existing SlapOS nodes and clients: HTTPS with the replica's
+//! # certificate, callers identified by their client certificates.
+//! listen = "[::]:8443"                     # default: none (not served)
+//! # danger: plain HTTP, callers named by the call (a trusted network only; always so for a
+//! # replica in insecure_plaintext).
+//! insecure_plaintext = false               # default false
+//! # Who plaintext calls naming no partition or computer act as (`slapos request`).
+//! plaintext_user = "slapos"                # default "slapos"
+//!
 //! [raft]
 //! heartbeat_ms = 100                       # default 100
 //! election_timeout_min_ms = 300            # default 300
@@ -58,9 +68,28 @@ pub struct FileConfig {
     pub liveness_flush_ms: u64,
     pub tls_dir: Option<PathBuf>,
     pub insecure_plaintext: bool,
+    pub slap: SlapSection,
     pub raft: RaftSection,
     pub write: WriteSection,
     pub storage: StorageSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlapSection {
+    pub listen: Option<String>,
+    pub insecure_plaintext: bool,
+    pub plaintext_user: String,
+}
+
+impl Default for SlapSection {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            insecure_plaintext: false,
+            plaintext_user: "slapos".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -100,6 +129,7 @@ impl Default for FileConfig {
             liveness_flush_ms: 5000,
             tls_dir: None,
             insecure_plaintext: false,
+            slap: SlapSection::default(),
             raft: RaftSection::default(),
             write: WriteSection::default(),
             storage: StorageSection::default(),
@@ -160,6 +190,7 @@ pub struct Overrides {
     pub id: Option<u64>,
     pub listen: Option<String>,
     pub http_listen: Option<String>,
+    pub slap_listen: Option<String>,
     pub advertise: Option<String>,
     pub region: Option<String>,
     pub data_dir: Option<PathBuf>,
@@ -217,6 +248,7 @@ impl FileConfig {
         self.id = overrides.id.or(self.id);
         self.listen = overrides.listen.unwrap_or(self.listen);
         self.http_listen = overrides.http_listen.or(self.http_listen);
+        self.slap.listen = overrides.slap_listen.or(self.slap.listen);
         self.advertise = overrides.advertise.or(self.advertise);
         self.region = overrides.region.unwrap_or(self.region);
         self.data_dir = overrides.data_dir.unwrap_or(self.data_dir);
@@ -239,6 +271,15 @@ impl FileConfig {
             Some(text) => Some(text.parse::<SocketAddr>().map_err(|e| {
                 invalid(
                     "http_listen",
+                    format!("{text:?} is not [ipv6]:port or ipv4:port: {e}"),
+                )
+            })?),
+        };
+        let slap_listen = match &self.slap.listen {
+            None => None,
+            Some(text) => Some(text.parse::<SocketAddr>().map_err(|e| {
+                invalid(
+                    "slap.listen",
                     format!("{text:?} is not [ipv6]:port or ipv4:port: {e}"),
                 )
             })?),
@@ -289,6 +330,16 @@ impl FileConfig {
         replica.danger_stale_reads = overrides.danger_stale_reads;
         replica.tls = tls;
         replica.http_listen = http_listen;
+        if let Some(listen) = slap_listen {
+            let plaintext = self.slap.insecure_plaintext || self.insecure_plaintext;
+            if plaintext && self.slap.plaintext_user.is_empty() {
+                return Err(invalid("slap.plaintext_user", "empty"));
+            }
+            replica.slap = Some(crate::replica::SlapConfig {
+                listen,
+                plaintext_user: plaintext.then(|| self.slap.plaintext_user.as_str().into()),
+            });
+        }
         if let Some(dir) = &self.tls_dir {
             let signer = (dir.join("signer.pem"), dir.join("signer.key"));
             if signer.0.exists() {

@@ -47,6 +47,8 @@ pub struct ReplicaConfig {
     /// Where to serve metrics, health, readiness and the status page over plain HTTP (see
     /// [`crate::observe`]); none by default.
     pub http_listen: Option<SocketAddr>,
+    /// Where to serve the SLAP HTTP protocol, if anywhere (see [`crate::slap`]).
+    pub slap: Option<SlapConfig>,
     /// The address other replicas and clients reach this one at, when it differs from
     /// `http://` + the listening address (listening on `[::]`, behind NAT).
     pub advertise: Option<String>,
@@ -78,6 +80,15 @@ pub struct ReplicaConfig {
     pub max_batch: usize,
 }
 
+/// The SLAP listener's setup.
+#[derive(Debug, Clone)]
+pub struct SlapConfig {
+    pub listen: SocketAddr,
+    /// danger: plain HTTP, and the user that calls naming no partition or computer act as.
+    /// `None`: HTTPS with client certificates (a replica running TLS only).
+    pub plaintext_user: Option<crate::state::model::UserId>,
+}
+
 impl ReplicaConfig {
     /// Defaults suited to a LAN or one machine: 100 ms heartbeats; a follower that stops
     /// hearing from the leader starts an election after 0.9-1.2 s (openraft waits one
@@ -88,6 +99,7 @@ impl ReplicaConfig {
             id,
             listen,
             http_listen: None,
+            slap: None,
             advertise: None,
             region: String::new(),
             tls: None,
@@ -297,8 +309,9 @@ pub struct Replica {
     core: Arc<ReplicaCore>,
     stop_server: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Stops the HTTP listeners (operations, SLAP).
     stop_http: tokio::sync::watch::Sender<bool>,
-    http: Option<JoinHandle<std::io::Result<()>>>,
+    http: Vec<JoinHandle<std::io::Result<()>>>,
     /// Whether the log and state files are closed: shutdown waits for it, so that the data
     /// directory can be opened again as soon as it returns.
     files_closed: Vec<Box<dyn Fn() -> bool + Send + Sync>>,
@@ -340,6 +353,7 @@ pub struct ReplicaCore {
     metrics: Arc<crate::observe::ReplicaMetrics>,
     elections: crate::observe::Elections,
     http_addr: Option<SocketAddr>,
+    slap_addr: Option<SocketAddr>,
 }
 
 impl Replica {
@@ -382,6 +396,29 @@ impl Replica {
             ),
         };
         let http_addr = match &http_listener {
+            None => None,
+            Some(listener) => {
+                Some(
+                    listener
+                        .local_addr()
+                        .map_err(|source| ReplicaError::Listen {
+                            addr: config.listen,
+                            source,
+                        })?,
+                )
+            }
+        };
+
+        let slap_listener = match &config.slap {
+            None => None,
+            Some(slap) => Some(tokio::net::TcpListener::bind(slap.listen).await.map_err(
+                |source| ReplicaError::Listen {
+                    addr: slap.listen,
+                    source,
+                },
+            )?),
+        };
+        let slap_addr = match &slap_listener {
             None => None,
             Some(listener) => {
                 Some(
@@ -457,6 +494,7 @@ impl Replica {
             metrics,
             elections: Default::default(),
             http_addr,
+            slap_addr,
         });
         spawn_election_watch(&core);
         spawn_revocation_reload(&core).await?;
@@ -468,16 +506,35 @@ impl Replica {
             let _ = stopped.await;
         };
         let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
-        let http = http_listener.map(|listener| {
-            let mut stopped = http_stopped;
-            tokio::spawn(crate::observe::http::serve(
+        let mut http = Vec::new();
+        if let Some(listener) = http_listener {
+            let mut stopped = http_stopped.clone();
+            http.push(tokio::spawn(crate::observe::http::serve(
                 listener,
                 Arc::downgrade(&core),
                 async move {
                     let _ = stopped.wait_for(|stop| *stop).await;
                 },
-            ))
-        });
+            )));
+        }
+        if let (Some(listener), Some(slap)) = (slap_listener, &config.slap) {
+            let trust = match (&slap.plaintext_user, &tls) {
+                (Some(user), _) => crate::slap::server::Trust::Plaintext { user: user.clone() },
+                (None, Some(tls)) => crate::slap::server::Trust::Certificates(tls.clone()),
+                (None, None) => {
+                    return Err(crate::tls::TlsError::Material(
+                        "SLAP over HTTPS needs a replica running TLS (or a plaintext user)".into(),
+                    )
+                    .into());
+                }
+            };
+            http.push(tokio::spawn(crate::slap::server::serve(
+                listener,
+                Arc::downgrade(&core),
+                trust,
+                http_stopped,
+            )));
+        }
         let router = crate::service::router(&core);
         let server = match &tls {
             Some(tls) => tokio::spawn(router.serve_with_incoming_shutdown(
@@ -513,7 +570,7 @@ impl Replica {
             let _ = stop.send(());
         }
         let _ = self.stop_http.send(true);
-        if let Some(http) = self.http.take() {
+        for http in std::mem::take(&mut self.http) {
             match http.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!(%e, "the HTTP listener failed"),
@@ -555,6 +612,11 @@ impl ReplicaCore {
     /// Where the operations listener (metrics, health, status page) listens, if it does.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// Where the SLAP listener listens, if it does.
+    pub fn slap_addr(&self) -> Option<SocketAddr> {
+        self.slap_addr
     }
 
     pub fn metrics(&self) -> &Arc<crate::observe::ReplicaMetrics> {
@@ -722,8 +784,7 @@ impl ReplicaCore {
         after: Option<u64>,
         wait: Duration,
     ) -> Result<ComputerPoll, ReadError> {
-        lock(&self.seen).insert(computer.clone(), now());
-        self.metrics.node_polls.inc();
+        self.saw(computer);
         let _open = after.map(|_| self.metrics.long_polls_open.track());
         // Subscribe before reading, so that a change committed in between wakes us.
         let mut changes = self.app.notifier().subscribe(computer);
@@ -755,6 +816,12 @@ impl ReplicaCore {
                 () = tokio::time::sleep_until(deadline) => {}
             }
         }
+    }
+
+    /// Counts a poll by `computer`'s node, and remembers it for the next liveness summary.
+    pub fn saw(&self, computer: &ComputerId) {
+        lock(&self.seen).insert(computer.clone(), now());
+        self.metrics.node_polls.inc();
     }
 
     /// Writes one summary of the nodes that polled this replica since the last summary (node

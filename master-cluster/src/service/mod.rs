@@ -6,9 +6,9 @@
 //! cluster that cannot answer now, [`failed`] for a replica that cannot read its own state.
 
 mod admin;
-mod authz;
+pub(crate) mod authz;
 mod convert;
-mod enroll;
+pub(crate) mod enroll;
 mod node;
 mod user;
 
@@ -83,11 +83,21 @@ pub fn caller<T>(core: &ReplicaCore, request: &tonic::Request<T>) -> Result<Acto
             tracing::info!(%refusal, "caller refused");
             Status::unauthenticated(refusal.to_string())
         })?;
-    Ok(match identity {
+    match identity {
         ca::Identity::Replica(id) => match request.metadata().get(ACTOR_HEADER) {
-            Some(_) => actor(request.metadata())?,
-            None => Actor::Replica(id),
+            Some(_) => actor(request.metadata()),
+            None => Ok(Actor::Replica(id)),
         },
+        other => identity_actor(other)
+            .ok_or_else(|| Status::internal("a replica's identity read as another's")),
+    }
+}
+
+/// The actor a certificate's identity is, for every identity but a replica's (which may act
+/// for the callers it passes calls on for).
+pub(crate) fn identity_actor(identity: ca::Identity) -> Option<Actor> {
+    Some(match identity {
+        ca::Identity::Replica(_) => return None,
         ca::Identity::Operator(name) => Actor::Operator(name.as_str().into()),
         ca::Identity::User(name) => Actor::User(name.as_str().into()),
         ca::Identity::Computer(id) => Actor::Computer(id.as_str().into()),
@@ -199,7 +209,11 @@ pub fn consistency(value: i32) -> Consistency {
 }
 
 /// Commits `op` on behalf of `actor`; the domain's refusal becomes the call's error.
-async fn write(core: &ReplicaCore, actor: Actor, op: Op) -> Result<(Outcome, u64), Status> {
+pub(crate) async fn write(
+    core: &ReplicaCore,
+    actor: Actor,
+    op: Op,
+) -> Result<(Outcome, u64), Status> {
     let Written { response, index } = core
         .write(Command {
             at: now(),

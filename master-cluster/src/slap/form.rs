@@ -71,6 +71,11 @@ impl Form {
             .filter(|v| *v != "None")
     }
 
+    /// Adds `other`'s arguments (a POST body's to its query string's); `other` wins.
+    pub fn extend(&mut self, other: Form) {
+        self.0.extend(other.0);
+    }
+
     pub fn required(&self, name: &'static str) -> Result<&str, FormError> {
         self.get(name)
             .filter(|v| !v.is_empty())

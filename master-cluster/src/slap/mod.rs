@@ -7,9 +7,13 @@
 //! - [`view`]: a computer's view as the marshalled `Computer` a node polls for.
 //! - [`form`]: a call's arguments (query string or urlencoded body) and a partition's
 //!   `X-SlapPartition` authorization.
+//! - [`server`]: the listener (HTTPS with client certificates, or plain HTTP when configured)
+//!   and who calls; `calls`: each call as its command or query.
 
+mod calls;
 pub mod definition;
 pub mod form;
 pub mod journal;
 pub mod marshal;
+pub mod server;
 pub mod view;

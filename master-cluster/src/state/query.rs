@@ -120,6 +120,14 @@ pub fn occupant(
     Tables::open_read(txn)?.occupant(&partition.computer, &partition.partition)
 }
 
+/// A partition, if its computer has it.
+pub fn partition(
+    txn: &redb::ReadTransaction,
+    id: &super::model::PartitionId,
+) -> Result<Option<Partition>, StateError> {
+    Tables::open_read(txn)?.partition(&id.computer, &id.partition)
+}
+
 /// Where an instance is placed, if it exists.
 pub fn placement_of(
     txn: &redb::ReadTransaction,

@@ -48,6 +48,18 @@ pub fn credentials(
     dir: &Path,
     identity: &str,
 ) -> Result<Credentials, LoadError> {
+    let out = credentials_dir(slapmaster, dir, identity)?;
+    Credentials::read_dir(&out)
+        .map_err(|e| LoadError::io(format!("reading {identity}'s certificate"), e))
+}
+
+/// The directory with `identity`'s `chain.pem`, `key.pem` and `roots.pem`, issued on first
+/// use.
+pub fn credentials_dir(
+    slapmaster: &Path,
+    dir: &Path,
+    identity: &str,
+) -> Result<PathBuf, LoadError> {
     let name: String = identity
         .chars()
         .map(|c| {
@@ -62,8 +74,7 @@ pub fn credentials(
     if !out.exists() {
         issue(slapmaster, dir, identity, &out, &[])?;
     }
-    Credentials::read_dir(&out)
-        .map_err(|e| LoadError::io(format!("reading {identity}'s certificate"), e))
+    Ok(out)
 }
 
 /// `slapmaster cert issue` for `identity` into `out`, from the CA under `dir/ca`.
@@ -94,6 +105,8 @@ pub struct Replica {
     pub port: u16,
     /// Where it serves metrics, health and its status page.
     pub http_port: u16,
+    /// Where it serves the SLAP HTTP protocol (HTTPS with client certificates).
+    pub slap_port: u16,
     data_dir: PathBuf,
     tls_dir: PathBuf,
     log: PathBuf,
@@ -103,6 +116,11 @@ pub struct Replica {
 impl Replica {
     pub fn url(&self) -> String {
         format!("https://[::1]:{}", self.port)
+    }
+
+    /// The SLAP master URL (`master_url` in a SlapOS node's or client's configuration).
+    pub fn slap_url(&self) -> String {
+        format!("https://[::1]:{}/", self.slap_port)
     }
 
     /// The operations listener: `/metrics`, `/healthz`, `/readyz`, `/`.
@@ -125,6 +143,8 @@ impl Replica {
             .arg(format!("[::1]:{}", self.port))
             .arg("--http-listen")
             .arg(format!("[::1]:{}", self.http_port))
+            .arg("--slap-listen")
+            .arg(format!("[::1]:{}", self.slap_port))
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--tls-dir")
@@ -158,7 +178,7 @@ impl Cluster {
         for id in 1..=count {
             let taken: Vec<u16> = replicas
                 .iter()
-                .flat_map(|r: &Replica| [r.port, r.http_port])
+                .flat_map(|r: &Replica| [r.port, r.http_port, r.slap_port])
                 .collect();
             let tls_dir = dir.join(format!("replica-{id}-tls"));
             issue(
@@ -181,10 +201,12 @@ impl Cluster {
             ];
             run_tool(slapmaster, &signer, &tls_dir, &[])?;
             let port = unused_port(&taken)?;
+            let http_port = unused_port(&[taken.clone(), vec![port]].concat())?;
             replicas.push(Replica {
                 id,
                 port,
-                http_port: unused_port(&[taken, vec![port]].concat())?,
+                http_port,
+                slap_port: unused_port(&[taken, vec![port, http_port]].concat())?,
                 data_dir: dir.join(format!("replica-{id}")),
                 tls_dir,
                 log: dir.join(format!("replica-{id}.log")),
@@ -248,6 +270,11 @@ impl Cluster {
     /// Credentials for `identity` (`user:alice`, `computer:COMP-1`, ...), issued on first use.
     pub fn credentials(&self, identity: &str) -> Result<Credentials, LoadError> {
         credentials(&self.slapmaster, &self.dir, identity)
+    }
+
+    /// Where [`Cluster::credentials`] keeps `identity`'s files.
+    pub fn credentials_dir(&self, identity: &str) -> Result<PathBuf, LoadError> {
+        credentials_dir(&self.slapmaster, &self.dir, identity)
     }
 
     /// The operator's TLS configuration.

@@ -1,0 +1,831 @@
+//! Each SLAP call (`shared/slap-protocol.md`) as the command or query it is: the arguments are
+//! read and checked here, the command decides (and refuses) as it does for gRPC callers.
+
+use std::collections::BTreeMap;
+
+use super::form::Form;
+use super::marshal::{self, Object, SlapClass, Value};
+use super::server::{Answer, Caller, Failure, text, xml};
+use super::{definition, journal, view};
+use crate::replica::{Consistency, ReplicaCore, now};
+use crate::service::{self, authz};
+use crate::state::model::{
+    Actor, ComputerId, Parameters, PartitionId, PartitionRef, Placement, RequestedState,
+    SoftwareState, SupplyState, UsageRecord,
+};
+use crate::state::query::{self, InstanceView};
+use crate::state::{InstanceReport, InstanceRequest, Op, Outcome};
+
+/// One call being answered.
+pub(super) struct Call<'a> {
+    pub core: &'a ReplicaCore,
+    pub form: Form,
+    pub caller: Caller,
+}
+
+impl Call<'_> {
+    /// Runs the call `name`. GET and POST are both accepted for every call: clients use the
+    /// method the protocol gives, and the arguments are read from either place.
+    pub async fn run(&self, name: &str) -> Answer {
+        match name {
+            "getFullComputerInformation" | "getComputerInformation" => self.computer().await,
+            "registerComputerPartition" => self.register_partition().await,
+            "getComputerPartitionCertificate" => self.partition_certificate().await,
+            "buildingSoftwareRelease" => self.report_software(SoftwareState::Building).await,
+            "availableSoftwareRelease" => self.report_software(SoftwareState::Available).await,
+            "destroyedSoftwareRelease" => self.report_software(SoftwareState::Destroyed).await,
+            "softwareReleaseError" => {
+                let log = self.form.get("error_log").unwrap_or_default().to_string();
+                self.report_software(SoftwareState::Error { log }).await
+            }
+            "startedComputerPartition" => self.report_instance(InstanceReport::Started).await,
+            "stoppedComputerPartition" => self.report_instance(InstanceReport::Stopped).await,
+            "destroyedComputerPartition" => self.report_instance(InstanceReport::Destroyed).await,
+            "softwareInstanceError" => {
+                let log = self.form.get("error_log").unwrap_or_default().to_string();
+                self.report_instance(InstanceReport::Error { log }).await
+            }
+            "updateComputerPartitionRelatedInstanceList" => self.related_instances().await,
+            "useComputer" => self.use_computer().await,
+            "loadComputerConfigurationFromXML" => self.load_computer().await,
+            "computerBang" => self.computer_bang().await,
+            // No HATEOAS API here: the client then keeps to these calls.
+            "getHateoasUrl" => Err(Failure::not_found("this master has no HATEOAS API")),
+            "requestComputerPartition" => self.request().await,
+            "setComputerPartitionConnectionXml" => self.set_connection().await,
+            "getHostingSubscriptionIpList" => self.tree_addresses().await,
+            "softwareInstanceBang" => self.instance_bang().await,
+            "softwareInstanceRename" => self.rename().await,
+            "supplySupply" => self.supply().await,
+            "getSoftwareReleaseListFromSoftwareProduct" => self.software_list().await,
+            "requestComputer" => self.request_computer().await,
+            "generateComputerCertificate" => self.computer_certificate().await,
+            "revokeComputerCertificate" => self.revoke_computer_certificate().await,
+            "getComputerStatus" => self.computer_status().await,
+            "getComputerPartitionStatus" => self.partition_status().await,
+            other => Err(Failure::not_found(format!("no SLAP call {other:?}"))),
+        }
+    }
+
+    async fn write(&self, actor: Actor, op: Op) -> Result<(Outcome, u64), Failure> {
+        Ok(service::write(self.core, actor, op).await?)
+    }
+
+    fn computer_id(&self, name: &'static str) -> Result<ComputerId, Failure> {
+        Ok(self.form.required(name)?.into())
+    }
+
+    /// A marshalled argument, decoded; absent reads as `None`.
+    fn marshalled(&self, name: &'static str) -> Result<Value, Failure> {
+        match self.form.get(name) {
+            None => Ok(Value::None),
+            Some(text) => marshal::decode(text).map_err(|e| Failure::bad(format!("{name}: {e}"))),
+        }
+    }
+
+    /// The partition the caller acts as.
+    fn partition(&self) -> Result<PartitionId, Failure> {
+        match self.caller.partition()? {
+            Actor::Partition(partition) => Ok(partition),
+            other => Err(Failure::forbidden(format!("{other} is not a partition"))),
+        }
+    }
+
+    // --- node calls -------------------------------------------------------------------------
+
+    /// The marshalled `Computer` a node polls for: read from this replica's applied state,
+    /// like a gRPC poll, and encoded off the runtime's workers.
+    async fn computer(&self) -> Answer {
+        let computer = self.computer_id("computer_id")?;
+        authz::may_read_computer(&self.caller.computer(&computer), &computer)?;
+        self.core.saw(&computer);
+        let id = computer.clone();
+        let document = self
+            .core
+            .read(Consistency::Stale, move |txn| {
+                let Some(view) = query::computer_view(txn, &id)? else {
+                    return Ok(None);
+                };
+                let mut full_ip_lists = BTreeMap::new();
+                for partition in &view.partitions {
+                    if let Some(instance) = &partition.instance {
+                        full_ip_lists.insert(
+                            partition.partition.reference.clone(),
+                            query::tree_addresses(txn, instance.instance.guid)?,
+                        );
+                    }
+                }
+                Ok(Some(marshal::encode(&view::computer(
+                    &view,
+                    &full_ip_lists,
+                ))))
+            })
+            .await?;
+        let document =
+            document.ok_or_else(|| Failure::not_found(format!("unknown computer {computer}")))?;
+        Ok(super::server::xml_text(document))
+    }
+
+    async fn register_partition(&self) -> Answer {
+        let computer = self.computer_id("computer_reference")?;
+        let reference: PartitionRef = self.form.required("computer_partition_reference")?.into();
+        // Its computer's node, or the partition's instance itself.
+        match self.caller.computer(&computer) {
+            Actor::Partition(own) if own.computer == computer && own.partition == reference => {}
+            other => authz::may_read_computer(&other, &computer)?,
+        }
+        let (id, wanted) = (computer.clone(), reference.clone());
+        let partition = self
+            .core
+            .read(Consistency::Stale, move |txn| {
+                let Some(view) = query::computer_view(txn, &id)? else {
+                    return Ok(None);
+                };
+                let Some(partition) = view
+                    .partitions
+                    .into_iter()
+                    .find(|p| p.partition.reference == wanted)
+                else {
+                    return Ok(None);
+                };
+                let full = match &partition.instance {
+                    Some(instance) => query::tree_addresses(txn, instance.instance.guid)?,
+                    None => Vec::new(),
+                };
+                Ok(Some(view::computer_partition(
+                    id.as_str(),
+                    &partition,
+                    &full,
+                )))
+            })
+            .await?;
+        match partition {
+            Some(partition) => xml(&partition),
+            None => Err(Failure::not_found(format!(
+                "unknown partition {computer}/{reference}"
+            ))),
+        }
+    }
+
+    /// A new key and certificate for a partition's instance, signed by this replica's CA:
+    /// asked by the partition's computer, as its node prepares the partition.
+    async fn partition_certificate(&self) -> Answer {
+        let computer = self.computer_id("computer_id")?;
+        let reference: PartitionRef = self.form.required("computer_partition_id")?.into();
+        authz::may_read_computer(&self.caller.computer(&computer), &computer)?;
+        let partition = PartitionId {
+            computer: computer.clone(),
+            partition: reference.clone(),
+        };
+        let wanted = partition.clone();
+        let exists = self
+            .core
+            .read(Consistency::Stale, move |txn| {
+                query::partition(txn, &wanted).map(|p| p.is_some())
+            })
+            .await?;
+        if !exists {
+            return Err(Failure::not_found(format!("unknown partition {partition}")));
+        }
+        let identity = ca::Identity::Partition {
+            computer: computer.to_string(),
+            partition: reference.to_string(),
+        };
+        let (certificate, key) = self.sign_new_key(&identity).await?;
+        xml(&Value::dict([
+            ("certificate", Value::String(certificate)),
+            ("key", Value::String(key)),
+        ]))
+    }
+
+    /// A key made here and its certificate for `identity`, recorded by this replica.
+    async fn sign_new_key(&self, identity: &ca::Identity) -> Result<(String, String), Failure> {
+        let request = ca::new_key_and_request()
+            .map_err(|e| Failure(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let lifetime = ca::Lifetimes::default().leaf(identity.role());
+        let signed = service::enroll::sign(
+            self.core,
+            &request.csr_pem,
+            identity,
+            lifetime,
+            Actor::Replica(self.core.id()),
+        )
+        .await?;
+        tracing::info!(%identity, serial = %signed.serial, "SLAP: issued a certificate");
+        Ok((signed.chain_pem, request.key_pem))
+    }
+
+    async fn report_software(&self, state: SoftwareState) -> Answer {
+        let computer = self.computer_id("computer_id")?;
+        let op = Op::ReportSoftware {
+            computer: computer.clone(),
+            url: self.form.required("url")?.into(),
+            state,
+        };
+        self.write(self.caller.computer(&computer), op).await?;
+        text("OK")
+    }
+
+    async fn report_instance(&self, report: InstanceReport) -> Answer {
+        let partition = self.partition()?;
+        let op = Op::ReportInstance {
+            partition: partition.clone(),
+            shared_reference: self.form.get("slave_reference").map(str::to_string),
+            report,
+        };
+        self.write(Actor::Partition(partition), op).await?;
+        text("OK")
+    }
+
+    /// The titles of the instances a partition's instance requested on its last run. The
+    /// request tree is kept as requested: a child goes when it, or its root, is destroyed.
+    async fn related_instances(&self) -> Answer {
+        let partition = self.partition()?;
+        let titles = self.marshalled("instance_reference_xml")?;
+        if !matches!(titles, Value::List(_) | Value::Tuple(_) | Value::None)
+            || list(&titles).iter().any(|t| t.as_str().is_none())
+        {
+            return Err(Failure::bad(
+                "instance_reference_xml: a list of instance titles",
+            ));
+        }
+        let wanted = partition.clone();
+        let occupied = self
+            .core
+            .read(Consistency::Stale, move |txn| query::occupant(txn, &wanted))
+            .await?;
+        if occupied.is_none() {
+            return Err(Failure::not_found(format!(
+                "partition {partition} holds no instance"
+            )));
+        }
+        text("OK")
+    }
+
+    /// The usage journal a node's report posts, stored as one usage record per partition.
+    async fn use_computer(&self) -> Answer {
+        let computer = self.computer_id("computer_id")?;
+        let journal = journal::parse(self.form.required("use_string")?).map_err(Failure::bad)?;
+        if journal.computer != computer.as_str() {
+            return Err(Failure::bad(format!(
+                "the usage journal is computer {}'s, not {computer}'s",
+                journal.computer
+            )));
+        }
+        // The journal's dates are local times without a zone: the period is this replica's.
+        let at = now();
+        let mut records: BTreeMap<String, UsageRecord> = BTreeMap::new();
+        for (partition, movement) in journal.movements {
+            records
+                .entry(partition.clone())
+                .or_insert_with(|| UsageRecord {
+                    partition: partition.as_str().into(),
+                    period_start: at,
+                    period_end: at,
+                    movements: Vec::new(),
+                })
+                .movements
+                .push(movement);
+        }
+        let op = Op::PostUsage {
+            computer: computer.clone(),
+            records: records.into_values().collect(),
+        };
+        self.write(self.caller.computer(&computer), op).await?;
+        text("OK")
+    }
+
+    /// The definition `slapos node format` posts: registers the computer or updates it.
+    async fn load_computer(&self) -> Answer {
+        let value = self.marshalled("xml")?;
+        // Over HTTPS the computer is the certificate's; in plaintext, the one the definition
+        // names.
+        let computer: ComputerId = match self.caller.verified() {
+            Some(Actor::Computer(id)) => id.clone(),
+            Some(other) => {
+                return Err(Failure::forbidden(format!(
+                    "{other} may not register computers"
+                )));
+            }
+            None => value
+                .get("reference")
+                .and_then(Value::as_str)
+                .ok_or_else(|| Failure::bad("computer definition: reference: missing"))?
+                .into(),
+        };
+        let definition =
+            definition::computer_definition(&value, computer.as_str()).map_err(Failure::bad)?;
+        self.write(
+            self.caller.computer(&computer),
+            Op::RegisterComputer(definition),
+        )
+        .await?;
+        text("done")
+    }
+
+    async fn computer_bang(&self) -> Answer {
+        let computer = self.computer_id("computer_id")?;
+        let op = Op::BangComputer {
+            computer: computer.clone(),
+            message: self.form.get("message").unwrap_or_default().to_string(),
+        };
+        self.write(self.caller.computer(&computer), op).await?;
+        xml(&Value::string(""))
+    }
+
+    // --- instance and user calls --------------------------------------------------------------
+
+    /// An instance request, by a user (a root) or a partition (a child). Answers the
+    /// marshalled `SoftwareInstance` once placed, 408 while it waits for a partition (the
+    /// client asks again), 404 when it can never be placed as asked.
+    async fn request(&self) -> Answer {
+        let actor = self.caller.requester()?;
+        let state = match self.marshalled("state")? {
+            Value::None => RequestedState::Started,
+            Value::String(state) => match state.as_str() {
+                "started" => RequestedState::Started,
+                "stopped" => RequestedState::Stopped,
+                "destroyed" => RequestedState::Destroyed,
+                other => {
+                    return Err(Failure::bad(format!(
+                        "state {other:?}: started, stopped or destroyed"
+                    )));
+                }
+            },
+            _ => return Err(Failure::bad("state: a string")),
+        };
+        let shared = match self.marshalled("shared_xml")? {
+            Value::None => false,
+            Value::Bool(shared) => shared,
+            _ => return Err(Failure::bad("shared_xml: a boolean")),
+        };
+        let request = InstanceRequest {
+            title: self.form.required("partition_reference")?.to_string(),
+            software_release: self.form.required("software_release")?.into(),
+            software_type: self
+                .form
+                .get("software_type")
+                .filter(|t| !t.is_empty())
+                .unwrap_or("default")
+                .to_string(),
+            parameters: strings(
+                "partition_parameter_xml",
+                &self.marshalled("partition_parameter_xml")?,
+            )?,
+            sla: strings("filter_xml", &self.marshalled("filter_xml")?)?,
+            shared,
+            state,
+        };
+        let (outcome, index) = self.write(actor, Op::RequestInstance(request)).await?;
+        let Outcome::Instance(summary) = outcome else {
+            return Err(Failure(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("a request answered {outcome:?} instead of an instance"),
+            ));
+        };
+        match &summary.placement {
+            Placement::Pending { reason } => {
+                return Err(Failure(
+                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                    format!("instance {} waits for a partition: {reason}", summary.guid),
+                ));
+            }
+            Placement::Unplaceable { reason } => {
+                return Err(Failure::not_found(format!(
+                    "instance {} cannot be placed: {reason}",
+                    summary.guid
+                )));
+            }
+            Placement::Partition(_) | Placement::Hosted { .. } => {}
+        }
+        // Read our own write, on whichever replica this is.
+        self.core
+            .wait_applied(index, self.core.write_timeout())
+            .await?;
+        let guid = summary.guid;
+        let answer = self
+            .core
+            .read(Consistency::Stale, move |txn| {
+                let Some(instance) = query::instance(txn, guid)? else {
+                    return Ok(None);
+                };
+                let (host, on) = match &instance.instance.placement {
+                    Placement::Partition(on) => (None, on.clone()),
+                    Placement::Hosted { host } => {
+                        let Some(host) = query::instance(txn, *host)? else {
+                            return Ok(None);
+                        };
+                        let Placement::Partition(on) = host.instance.placement.clone() else {
+                            return Ok(None);
+                        };
+                        (Some(host), on)
+                    }
+                    _ => return Ok(None),
+                };
+                let Some(partition) = query::partition(txn, &on)? else {
+                    return Ok(None);
+                };
+                Ok(Some(software_instance(
+                    &instance,
+                    host.as_ref(),
+                    &on,
+                    &partition,
+                )))
+            })
+            .await?;
+        match answer {
+            Some(answer) => xml(&answer),
+            // Destroyed or moved between the write and the read: ask again.
+            None => Err(Failure(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                format!("instance {guid} changed while being answered"),
+            )),
+        }
+    }
+
+    async fn set_connection(&self) -> Answer {
+        let partition = self.partition()?;
+        let op = Op::PublishConnection {
+            partition: partition.clone(),
+            shared_reference: self.form.get("slave_reference").map(str::to_string),
+            parameters: strings("connection_xml", &self.marshalled("connection_xml")?)?,
+        };
+        self.write(Actor::Partition(partition), op).await?;
+        text("done")
+    }
+
+    /// The `(tap, address)` pairs of every partition of the caller's request tree.
+    async fn tree_addresses(&self) -> Answer {
+        let partition = self.partition()?;
+        let wanted = partition.clone();
+        let addresses = self
+            .core
+            .read(Consistency::Stale, move |txn| {
+                match query::occupant(txn, &wanted)? {
+                    Some(guid) => query::tree_addresses(txn, guid).map(Some),
+                    None => Ok(None),
+                }
+            })
+            .await?
+            .ok_or_else(|| {
+                Failure::not_found(format!("partition {partition} holds no instance"))
+            })?;
+        xml(&Value::List(
+            addresses
+                .into_iter()
+                .map(|(tap, ip)| Value::Tuple(vec![Value::String(tap), Value::String(ip)]))
+                .collect(),
+        ))
+    }
+
+    async fn instance_bang(&self) -> Answer {
+        let partition = self.partition()?;
+        let op = Op::BangInstance {
+            partition: partition.clone(),
+            message: self.form.get("message").unwrap_or_default().to_string(),
+        };
+        self.write(Actor::Partition(partition), op).await?;
+        text("OK")
+    }
+
+    async fn rename(&self) -> Answer {
+        let partition = self.partition()?;
+        let op = Op::RenameInstance {
+            partition: partition.clone(),
+            shared_reference: self.form.get("slave_reference").map(str::to_string),
+            new_title: self.form.required("new_name")?.to_string(),
+        };
+        self.write(Actor::Partition(partition), op).await?;
+        text("done")
+    }
+
+    async fn supply(&self) -> Answer {
+        let state = match self.form.get("state").unwrap_or("available") {
+            "available" => SupplyState::Available,
+            "destroyed" => SupplyState::Destroyed,
+            other => {
+                return Err(Failure::bad(format!(
+                    "state {other:?}: available or destroyed"
+                )));
+            }
+        };
+        let op = Op::Supply {
+            computer: self.computer_id("computer_id")?,
+            url: self.form.required("url")?.into(),
+            state,
+        };
+        self.write(self.caller.itself(), op).await?;
+        text("OK")
+    }
+
+    /// The catalog's releases of a product (by title), or the release a URL names if the
+    /// catalog has it.
+    async fn software_list(&self) -> Answer {
+        let url = self.form.get("software_release_url").map(str::to_string);
+        let product = self
+            .form
+            .get("software_product_reference")
+            .map(str::to_string);
+        if url.is_none() && product.is_none() {
+            return Err(Failure::bad(
+                "give software_product_reference or software_release_url",
+            ));
+        }
+        let catalog = self.core.read(Consistency::Stale, query::catalog).await?;
+        let urls = catalog
+            .into_iter()
+            .filter(|r| match (&url, &product) {
+                (Some(url), _) => r.url.as_str() == url,
+                (None, Some(product)) => r.title == *product,
+                (None, None) => false,
+            })
+            .map(|r| Value::String(r.url.to_string()))
+            .collect();
+        xml(&Value::List(urls))
+    }
+
+    /// Computers register themselves (`slapos node format`, or enrollment): this answers a
+    /// registered one, and says so for any other.
+    async fn request_computer(&self) -> Answer {
+        let computer = self.computer_id("computer_title")?;
+        let id = computer.clone();
+        let exists = self
+            .core
+            .read(Consistency::Linearizable, move |txn| {
+                query::computer_view(txn, &id).map(|v| v.is_some())
+            })
+            .await?;
+        if !exists {
+            return Err(Failure::not_found(format!(
+                "no computer {computer}: computers register themselves, with `slapos node \
+                 format` or by enrolling with a token from `slapctl computer token`"
+            )));
+        }
+        let id = computer.to_string();
+        xml(&Value::Object(Object {
+            class: SlapClass::Computer,
+            args: vec![Value::String(id.clone())],
+            attributes: vec![(Value::string("_computer_id"), Value::String(id))],
+        }))
+    }
+
+    fn operator(&self) -> Result<(), Failure> {
+        match self.caller.itself() {
+            Actor::Operator(_) => Ok(()),
+            other => Err(Failure::forbidden(format!(
+                "{other} may not manage computers' certificates (operators only)"
+            ))),
+        }
+    }
+
+    async fn computer_certificate(&self) -> Answer {
+        self.operator()?;
+        let computer = self.computer_id("computer_id")?;
+        let (certificate, key) = self
+            .sign_new_key(&ca::Identity::Computer(computer.to_string()))
+            .await?;
+        xml(&Value::dict([
+            ("certificate", Value::String(certificate)),
+            ("key", Value::String(key)),
+        ]))
+    }
+
+    /// Revokes every certificate the cluster issued to the computer and has not revoked.
+    async fn revoke_computer_certificate(&self) -> Answer {
+        self.operator()?;
+        let computer = self.computer_id("computer_id")?;
+        let identity = ca::Identity::Computer(computer.to_string()).to_uri();
+        let certificates = self
+            .core
+            .read(Consistency::Linearizable, query::certificates)
+            .await?;
+        let serials: Vec<String> = certificates
+            .into_iter()
+            .filter(|(c, revocation)| c.identity == identity && revocation.is_none())
+            .map(|(c, _)| c.serial)
+            .collect();
+        if serials.is_empty() {
+            return Err(Failure::not_found(format!(
+                "computer {computer} has no certificate to revoke"
+            )));
+        }
+        for serial in serials {
+            let op = Op::RevokeCertificate {
+                serial,
+                reason: "revokeComputerCertificate".into(),
+            };
+            self.write(self.caller.itself(), op).await?;
+        }
+        text("OK")
+    }
+
+    async fn computer_status(&self) -> Answer {
+        let computer = self.computer_id("computer_id")?;
+        authz::may_read_computer(&self.caller.itself(), &computer)?;
+        let id = computer.clone();
+        let view = self
+            .core
+            .read(Consistency::Stale, move |txn| {
+                query::computer_view(txn, &id)
+            })
+            .await?
+            .ok_or_else(|| Failure::not_found(format!("unknown computer {computer}")))?;
+        let last_seen = view.last_seen.map(|t| t.0.to_string());
+        xml(&Value::dict([
+            ("computer_id", Value::string(computer.as_str())),
+            (
+                "last_poll_microseconds",
+                last_seen.map_or(Value::None, Value::String),
+            ),
+            (
+                "text",
+                Value::string(match view.last_seen {
+                    Some(_) => "#access the node polls",
+                    None => "#error no poll from the node yet",
+                }),
+            ),
+        ]))
+    }
+
+    async fn partition_status(&self) -> Answer {
+        let partition = PartitionId {
+            computer: self.computer_id("computer_id")?,
+            partition: self.form.required("computer_partition_id")?.into(),
+        };
+        let wanted = partition.clone();
+        let found = self
+            .core
+            .read(Consistency::Stale, move |txn| {
+                match query::occupant(txn, &wanted)? {
+                    Some(guid) => query::instance(txn, guid),
+                    None => Ok(None),
+                }
+            })
+            .await?
+            .ok_or_else(|| {
+                Failure::not_found(format!("partition {partition} holds no instance"))
+            })?;
+        let caller = self.caller.itself();
+        authz::may_read_instance(
+            &caller,
+            authz::InstanceFacts {
+                instance: &found.instance,
+                host_placement: None,
+                callers_instance: match &caller {
+                    Actor::Partition(p) if *p == partition => Some(found.instance.guid),
+                    _ => None,
+                },
+            },
+        )?;
+        let i = &found.instance;
+        xml(&Value::dict([
+            ("instance_guid", Value::string(i.guid.to_string())),
+            ("requested_state", Value::string(i.requested_state.as_str())),
+            (
+                "text",
+                i.access_status.clone().map_or(Value::None, Value::String),
+            ),
+            (
+                "last_error",
+                i.last_error.clone().map_or(Value::None, Value::String),
+            ),
+        ]))
+    }
+}
+
+fn list(value: &Value) -> &[Value] {
+    match value {
+        Value::List(items) | Value::Tuple(items) => items,
+        _ => &[],
+    }
+}
+
+/// Parameters as SLAP sends them: a dictionary of names to text (numbers and booleans are
+/// turned into the text Python prints for them); absent is empty.
+fn strings(name: &str, value: &Value) -> Result<Parameters, Failure> {
+    let Value::Dict(pairs) = value else {
+        return match value {
+            Value::None => Ok(Parameters::new()),
+            _ => Err(Failure::bad(format!("{name}: not a dictionary"))),
+        };
+    };
+    let mut out = Parameters::new();
+    for (key, value) in pairs {
+        let Some(key) = key.as_str() else {
+            return Err(Failure::bad(format!("{name}: a key is not text")));
+        };
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) => f.to_string(),
+            Value::Bool(true) => "True".into(),
+            Value::Bool(false) => "False".into(),
+            Value::None => "None".into(),
+            _ => {
+                return Err(Failure::bad(format!(
+                    "{name}: {key}: not text (nested values travel serialised)"
+                )));
+            }
+        };
+        out.insert(key.to_string(), text);
+    }
+    Ok(out)
+}
+
+/// The `SoftwareInstance` a request answers: where the instance runs, its parameters and
+/// connection parameters; for a shared instance, its host's partition.
+fn software_instance(
+    instance: &InstanceView,
+    host: Option<&InstanceView>,
+    on: &PartitionId,
+    partition: &crate::state::model::Partition,
+) -> Value {
+    let i = &instance.instance;
+    let runs = host.map_or(i, |h| &h.instance);
+    let mut parameters: Vec<(String, Value)> = instance
+        .parameters
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::string(v)))
+        .collect();
+    parameters.retain(|(k, _)| k != "timestamp");
+    parameters.push(("timestamp".into(), Value::string(i.timestamp.0.to_string())));
+    let tap = partition.tap.clone().unwrap_or_default();
+    let ip_list = partition
+        .addresses
+        .iter()
+        .map(|a| Value::Tuple(vec![Value::string(&tap), Value::string(&a.addr)]))
+        .collect();
+    let connection = instance
+        .connection
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::string(v)));
+    let attributes = [
+        ("_connection_dict", Value::dict(connection)),
+        ("_parameter_dict", Value::dict(parameters)),
+        (
+            "_requested_state",
+            Value::string(i.requested_state.as_str()),
+        ),
+        ("_instance_guid", Value::string(i.guid.to_string())),
+        ("slap_computer_id", Value::string(on.computer.as_str())),
+        (
+            "slap_computer_partition_id",
+            Value::string(on.partition.as_str()),
+        ),
+        (
+            "slap_software_release_url",
+            Value::string(runs.software_release.to_string()),
+        ),
+        ("slap_software_type", Value::string(&runs.software_type)),
+        ("ip_list", Value::List(ip_list)),
+    ];
+    Value::Object(Object {
+        class: SlapClass::SoftwareInstance,
+        args: Vec::new(),
+        attributes: attributes
+            .into_iter()
+            .map(|(k, v)| (Value::string(k), v))
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_text_as_python_prints_them() {
+        let value = Value::dict([
+            ("name", Value::string("web")),
+            ("port", Value::Int(8080)),
+            ("ratio", Value::Float(0.5)),
+            ("on", Value::Bool(true)),
+            ("off", Value::Bool(false)),
+            ("nothing", Value::None),
+        ]);
+        let parameters = strings("partition_parameter_xml", &value).expect("parameters");
+        assert_eq!(parameters["name"], "web");
+        assert_eq!(parameters["port"], "8080");
+        assert_eq!(parameters["ratio"], "0.5");
+        assert_eq!(parameters["on"], "True");
+        assert_eq!(parameters["off"], "False");
+        assert_eq!(parameters["nothing"], "None");
+        assert!(
+            strings("filter_xml", &Value::None)
+                .expect("empty")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn nested_parameters_and_other_shapes_are_refused_by_name() {
+        let nested = Value::dict([("deep", Value::List(vec![]))]);
+        let refused = strings("partition_parameter_xml", &nested).map_err(|f| (f.0, f.1));
+        assert!(
+            matches!(&refused, Err((axum::http::StatusCode::BAD_REQUEST, m)) if m.contains("deep")),
+            "{refused:?}"
+        );
+        let refused = strings("filter_xml", &Value::string("x")).map_err(|f| f.0);
+        assert_eq!(refused, Err(axum::http::StatusCode::BAD_REQUEST));
+    }
+}

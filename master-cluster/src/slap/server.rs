@@ -1,0 +1,531 @@
+//! The SLAP HTTP listener: one per replica when `slap_listen` is set. HTTPS with the
+//! replica's certificate, callers identified by their client certificates (computers,
+//! partitions, users, operators, as on gRPC); plain HTTP only when the configuration says the
+//! network is trusted, callers then named by the call itself.
+//!
+//! Every call becomes the same command or query as its gRPC counterpart, through the same
+//! [`ReplicaCore`]: writes reach the leader from any replica, and a follower reads its own
+//! applied state (a node's poll, as on gRPC) or, after a write, waits to have applied it.
+//! Failures keep their meaning on the wire: the domain's refusals and the caller's mistakes
+//! are 4xx (404 for an unknown computer, partition or instance; 408 while a request waits for
+//! a partition, which the client retries), a cluster that cannot answer now is 503 (a node
+//! keeps running what it has), and 500 is left for a replica that cannot read its own state.
+
+use std::sync::{Arc, Weak};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Extension, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use rustls::pki_types::CertificateDer;
+use tokio::net::TcpListener;
+use tonic::{Code, Status};
+
+use super::form::{Form, FormError, partition_authorization};
+use super::marshal::{self, Value};
+use crate::replica::ReplicaCore;
+use crate::service::{self, MAX_CLIENT_MESSAGE_BYTES};
+use crate::state::model::{Actor, ComputerId, PartitionId, UserId};
+
+/// How a SLAP listener learns who calls.
+#[derive(Clone)]
+pub enum Trust {
+    /// HTTPS: the client certificate, verified on every call like gRPC's.
+    Certificates(Arc<crate::tls::CurrentTls>),
+    /// danger: plain HTTP on a trusted network. A call naming a partition (its authorization
+    /// header, or `computer_id` and `computer_partition_id`) acts as that partition, one
+    /// naming a computer as that computer, and any other as this user.
+    Plaintext { user: UserId },
+}
+
+#[derive(Clone)]
+struct Shared {
+    core: Weak<ReplicaCore>,
+    trust: Trust,
+}
+
+/// The client certificate chain of one connection (none in plaintext).
+#[derive(Clone, Default)]
+struct Peer(Option<Arc<Vec<CertificateDer<'static>>>>);
+
+/// A call's failure: the HTTP status and a message for the caller.
+#[derive(Debug)]
+pub(super) struct Failure(pub StatusCode, pub String);
+
+impl Failure {
+    pub fn bad(reason: impl std::fmt::Display) -> Self {
+        Self(StatusCode::BAD_REQUEST, reason.to_string())
+    }
+
+    pub fn forbidden(reason: impl std::fmt::Display) -> Self {
+        Self(StatusCode::FORBIDDEN, reason.to_string())
+    }
+
+    pub fn not_found(reason: impl std::fmt::Display) -> Self {
+        Self(StatusCode::NOT_FOUND, reason.to_string())
+    }
+}
+
+/// The gRPC services' statuses, as SLAP clients read HTTP statuses.
+impl From<Status> for Failure {
+    fn from(status: Status) -> Self {
+        let code = match status.code() {
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+            Code::PermissionDenied => StatusCode::FORBIDDEN,
+            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Code::FailedPrecondition | Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+            Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self(code, status.message().to_string())
+    }
+}
+
+impl From<FormError> for Failure {
+    fn from(error: FormError) -> Self {
+        Self::bad(error)
+    }
+}
+
+impl From<crate::replica::ReadError> for Failure {
+    fn from(error: crate::replica::ReadError) -> Self {
+        service::failed(&error).into()
+    }
+}
+
+impl From<crate::replica::WriteError> for Failure {
+    fn from(error: crate::replica::WriteError) -> Self {
+        service::unavailable(&error).into()
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let Failure(status, mut message) = self;
+        message.push('\n');
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            message,
+        )
+            .into_response()
+    }
+}
+
+pub(super) type Answer = Result<Response, Failure>;
+
+pub(super) fn text(body: &str) -> Answer {
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response())
+}
+
+pub(super) fn xml(value: &Value) -> Answer {
+    Ok(xml_text(marshal::encode(value)))
+}
+
+/// An encoded document as the answer.
+pub(super) fn xml_text(document: String) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        document,
+    )
+        .into_response()
+}
+
+/// Serves SLAP on `listener` until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    core: Weak<ReplicaCore>,
+    trust: Trust,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .fallback(call)
+        .layer(DefaultBodyLimit::max(MAX_CLIENT_MESSAGE_BYTES))
+        .with_state(Shared {
+            core,
+            trust: trust.clone(),
+        });
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: back off instead of spinning.
+                    tracing::warn!(%e, "SLAP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut shutdown) => return Ok(()),
+        };
+        let _ = tcp.set_nodelay(true);
+        let app = app.clone();
+        let trust = trust.clone();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let served = async {
+                match trust {
+                    Trust::Plaintext { .. } => {
+                        connection(tcp, app.layer(Extension(Peer(None)))).await
+                    }
+                    Trust::Certificates(tls) => {
+                        // SLAP clients speak HTTP/1.1; the replica's own setup offers h2.
+                        let mut config = (*tls.get().server).clone();
+                        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+                        let stream = match tokio::time::timeout(
+                            std::time::Duration::from_secs(10),
+                            acceptor.accept(tcp),
+                        )
+                        .await
+                        {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                tracing::info!(%peer, %e, "SLAP TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::info!(%peer, "SLAP TLS handshake timed out");
+                                return;
+                            }
+                        };
+                        let chain =
+                            stream.get_ref().1.peer_certificates().map(|c| {
+                                Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())
+                            });
+                        connection(stream, app.layer(Extension(Peer(chain)))).await;
+                    }
+                }
+            };
+            tokio::select! {
+                () = served => {}
+                () = stopped(&mut stop) => {}
+            }
+        });
+    }
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`: dropped here, before any other await.
+    let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
+}
+
+async fn connection<I>(io: I, app: Router)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+        .await
+    {
+        tracing::debug!(%e, "SLAP connection ended");
+    }
+}
+
+/// One call: its name is the last segment of the path (the client joins call names to its
+/// master URL, which may have a path of its own).
+async fn call(
+    State(shared): State<Shared>,
+    Extension(peer): Extension<Peer>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(core) = shared.core.upgrade() else {
+        return Failure(StatusCode::SERVICE_UNAVAILABLE, "replica stopped".into()).into_response();
+    };
+    let name = uri
+        .path()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let answer = async {
+        let mut form = Form::parse(uri.query().unwrap_or_default())?;
+        if method == Method::POST {
+            let body =
+                std::str::from_utf8(&body).map_err(|_| Failure::bad("the form is not UTF-8"))?;
+            form.extend(Form::parse(body)?);
+        }
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| Failure::bad("the Authorization header is not text"))
+            })
+            .transpose()?;
+        let caller = Caller::identify(&core, &shared.trust, &peer, authorization, &form)?;
+        let call = super::calls::Call {
+            core: &core,
+            form,
+            caller,
+        };
+        call.run(&name).await
+    }
+    .await;
+    match answer {
+        Ok(response) => response,
+        Err(failure) => {
+            tracing::debug!(call = %name, status = %failure.0, message = %failure.1, "SLAP call refused");
+            failure.into_response()
+        }
+    }
+}
+
+/// Who calls, as far as the transport says: the certificate's identity over HTTPS (the
+/// configured user in plaintext), and the partition the call names, by its authorization
+/// header or its `computer_id` and `computer_partition_id` arguments.
+pub(super) struct Caller {
+    identity: Identity,
+    named_partition: Option<PartitionId>,
+}
+
+enum Identity {
+    Verified(Actor),
+    Plaintext(UserId),
+}
+
+impl Caller {
+    fn identify(
+        core: &ReplicaCore,
+        trust: &Trust,
+        peer: &Peer,
+        authorization: Option<&str>,
+        form: &Form,
+    ) -> Result<Self, Failure> {
+        let header = partition_authorization(authorization)?.map(|a| PartitionId {
+            computer: a.computer_id.as_str().into(),
+            partition: a.computer_partition_id.as_str().into(),
+        });
+        let named_partition = header.or_else(|| {
+            Some(PartitionId {
+                computer: form.get("computer_id")?.into(),
+                partition: form.get("computer_partition_id")?.into(),
+            })
+        });
+        let identity = match trust {
+            Trust::Plaintext { user } => Identity::Plaintext(user.clone()),
+            Trust::Certificates(tls) => {
+                let identity = tls
+                    .get()
+                    .verify_caller(peer.0.as_deref().map(Vec::as_slice), &core.revoked())
+                    .map_err(|refusal| {
+                        tracing::info!(%refusal, "SLAP caller refused");
+                        Failure(
+                            StatusCode::UNAUTHORIZED,
+                            format!("client certificate: {refusal}"),
+                        )
+                    })?;
+                Identity::Verified(service::identity_actor(identity).ok_or_else(|| {
+                    Failure::forbidden("replicas do not call SLAP; they pass calls on over gRPC")
+                })?)
+            }
+        };
+        Ok(Self {
+            identity,
+            named_partition,
+        })
+    }
+
+    /// The caller acting as a partition: an instance, or its computer's node for it.
+    pub fn partition(&self) -> Result<Actor, Failure> {
+        let named = self.named_partition.clone();
+        match (&self.identity, named) {
+            (Identity::Plaintext(_), Some(partition)) => Ok(Actor::Partition(partition)),
+            (Identity::Verified(Actor::Partition(own)), Some(named)) if named != *own => Err(
+                Failure::forbidden(format!("partition {own} may not act as {named}")),
+            ),
+            (Identity::Verified(own @ Actor::Partition(_)), _) => Ok(own.clone()),
+            (Identity::Verified(Actor::Computer(computer)), Some(named))
+                if named.computer == *computer =>
+            {
+                Ok(Actor::Partition(named))
+            }
+            (Identity::Verified(other), Some(named)) => Err(Failure::forbidden(format!(
+                "{other} may not act as partition {named}"
+            ))),
+            (_, None) => Err(Failure::bad(
+                "name the partition: computer_id and computer_partition_id",
+            )),
+        }
+    }
+
+    /// The caller acting as the node of `computer`; whether it may is the command's to say.
+    pub fn computer(&self, computer: &ComputerId) -> Actor {
+        match &self.identity {
+            Identity::Verified(actor) => actor.clone(),
+            Identity::Plaintext(_) => Actor::Computer(computer.clone()),
+        }
+    }
+
+    /// The caller acting as itself: a user or an operator, or a partition requesting a child.
+    pub fn requester(&self) -> Result<Actor, Failure> {
+        match (&self.identity, &self.named_partition) {
+            (Identity::Verified(user @ (Actor::User(_) | Actor::Operator(_))), None) => {
+                Ok(user.clone())
+            }
+            (Identity::Verified(user @ (Actor::User(_) | Actor::Operator(_))), Some(named)) => Err(
+                Failure::forbidden(format!("{user} may not act as partition {named}")),
+            ),
+            (Identity::Verified(Actor::Partition(_)), _) | (_, Some(_)) => self.partition(),
+            (Identity::Verified(other), None) => Err(Failure::forbidden(format!(
+                "{other} is neither a user nor a partition"
+            ))),
+            (Identity::Plaintext(user), None) => Ok(Actor::User(user.clone())),
+        }
+    }
+
+    /// The caller as itself (a user in plaintext).
+    pub fn itself(&self) -> Actor {
+        match &self.identity {
+            Identity::Verified(actor) => actor.clone(),
+            Identity::Plaintext(user) => Actor::User(user.clone()),
+        }
+    }
+
+    /// Who the certificate says the caller is; `None` in plaintext.
+    pub fn verified(&self) -> Option<&Actor> {
+        match &self.identity {
+            Identity::Verified(actor) => Some(actor),
+            Identity::Plaintext(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(computer: &str, partition: &str) -> PartitionId {
+        PartitionId {
+            computer: computer.into(),
+            partition: partition.into(),
+        }
+    }
+
+    fn caller(identity: Identity, named: Option<PartitionId>) -> Caller {
+        Caller {
+            identity,
+            named_partition: named,
+        }
+    }
+
+    fn verified(actor: Actor) -> Identity {
+        Identity::Verified(actor)
+    }
+
+    #[test]
+    fn a_computer_acts_for_its_own_partitions_only() {
+        let node = verified(Actor::Computer("COMP-1".into()));
+        let own = caller(node, Some(partition("COMP-1", "slappart0")));
+        assert_eq!(
+            own.partition().ok(),
+            Some(Actor::Partition(partition("COMP-1", "slappart0")))
+        );
+        let node = verified(Actor::Computer("COMP-1".into()));
+        let other = caller(node, Some(partition("COMP-2", "slappart0")));
+        assert_eq!(
+            other.partition().map_err(|f| f.0),
+            Err(StatusCode::FORBIDDEN)
+        );
+        // Without a partition named, it is the computer.
+        let node = verified(Actor::Computer("COMP-1".into()));
+        assert_eq!(
+            caller(node, None).computer(&"COMP-1".into()),
+            Actor::Computer("COMP-1".into())
+        );
+    }
+
+    #[test]
+    fn a_partition_certificate_is_that_partition_whatever_the_call_names() {
+        let own = partition("COMP-1", "slappart3");
+        let named_other = caller(
+            verified(Actor::Partition(own.clone())),
+            Some(partition("COMP-1", "slappart4")),
+        );
+        assert_eq!(
+            named_other.partition().map_err(|f| f.0),
+            Err(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            named_other.requester().map_err(|f| f.0),
+            Err(StatusCode::FORBIDDEN)
+        );
+        let unnamed = caller(verified(Actor::Partition(own.clone())), None);
+        assert_eq!(unnamed.requester().ok(), Some(Actor::Partition(own)));
+    }
+
+    #[test]
+    fn users_request_as_themselves_and_never_as_a_partition() {
+        let alice = Actor::User("alice".into());
+        assert_eq!(
+            caller(verified(alice.clone()), None).requester().ok(),
+            Some(alice.clone())
+        );
+        let posing = caller(verified(alice), Some(partition("COMP-1", "slappart0")));
+        assert_eq!(
+            posing.requester().map_err(|f| f.0),
+            Err(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            posing.partition().map_err(|f| f.0),
+            Err(StatusCode::FORBIDDEN)
+        );
+        // A computer requests nothing.
+        let node = caller(verified(Actor::Computer("COMP-1".into())), None);
+        assert_eq!(
+            node.requester().map_err(|f| f.0),
+            Err(StatusCode::FORBIDDEN)
+        );
+    }
+
+    #[test]
+    fn in_plaintext_the_call_names_the_caller() {
+        let user = || Identity::Plaintext("slapos".into());
+        assert_eq!(
+            caller(user(), None).requester().ok(),
+            Some(Actor::User("slapos".into()))
+        );
+        let named = caller(user(), Some(partition("COMP-1", "slappart0")));
+        assert_eq!(
+            named.requester().ok(),
+            Some(Actor::Partition(partition("COMP-1", "slappart0")))
+        );
+        assert_eq!(
+            caller(user(), None).computer(&"COMP-9".into()),
+            Actor::Computer("COMP-9".into())
+        );
+        assert_eq!(
+            caller(user(), None).partition().map_err(|f| f.0),
+            Err(StatusCode::BAD_REQUEST)
+        );
+    }
+
+    #[test]
+    fn statuses_keep_their_meaning_and_a_callers_mistake_is_never_500() {
+        for (status, http) in [
+            (Status::not_found("x"), StatusCode::NOT_FOUND),
+            (Status::invalid_argument("x"), StatusCode::BAD_REQUEST),
+            (Status::permission_denied("x"), StatusCode::FORBIDDEN),
+            (Status::unauthenticated("x"), StatusCode::UNAUTHORIZED),
+            (Status::failed_precondition("x"), StatusCode::CONFLICT),
+            (Status::unavailable("x"), StatusCode::SERVICE_UNAVAILABLE),
+            (Status::internal("x"), StatusCode::INTERNAL_SERVER_ERROR),
+        ] {
+            assert_eq!(Failure::from(status).0, http);
+        }
+        let form = FormError::Missing("computer_id");
+        assert_eq!(Failure::from(form).0, StatusCode::BAD_REQUEST);
+    }
+}

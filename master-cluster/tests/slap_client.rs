@@ -1,0 +1,542 @@
+//! The real SlapOS client, `slapos.core` 1.26.1 (installed by `.ci/slapos-client`), against a
+//! three-replica cluster of `slapmaster` processes, through a follower's SLAP listener over
+//! HTTPS with client certificates: a node (`slapos node format|software|instance|report`,
+//! with the computer's certificate) and a user (`slapos supply|request|remove`, with theirs).
+//!
+//! The test runs again inside fresh network and mount namespaces (`namespaced`): the users
+//! `slapos node format` creates live in a private copy of /etc, and nothing the client tries
+//! to reach beyond loopback (format asks public services for its IPv4 address) leaves the
+//! machine. Buildout is replaced by `tests/slap/buildout.py`, which does what a release's
+//! buildout would through the real `slapos.slap` library.
+
+#[path = "../../partitioning/tests/namespaced/mod.rs"]
+mod namespaced;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use ops::load::cluster::Cluster;
+use slapcluster_api::client;
+use slapcluster_api::v1 as pb;
+
+const MARKER: &str = "SLAPCLUSTER_SLAP_CLIENT_CHILD";
+const COMPUTER: &str = "COMP-SLAP-1";
+const PARTITIONS: usize = 6;
+
+/// The virtual environment with the real client, if the project's setup installed it.
+fn venv() -> Option<PathBuf> {
+    let venv = std::env::var_os("SLAPOS_VENV").map_or_else(
+        || PathBuf::from("/opt/slapcluster/slapos-venv"),
+        PathBuf::from,
+    );
+    venv.join("bin/slapos").exists().then_some(venv)
+}
+
+#[test]
+fn a_slapos_node_and_user_run_an_instance_tree_through_a_follower() {
+    if std::env::var_os(MARKER).is_some() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(scenario());
+        return;
+    }
+    let Some(venv) = venv() else {
+        eprintln!("skipped: no SlapOS client; run .ci/slapos-client (CI's setup does)");
+        return;
+    };
+    if !namespaced::is_root() {
+        eprintln!("skipped: slapos node format creates users, which needs root");
+        return;
+    }
+    let (passed, log) = namespaced::rerun(
+        "a_slapos_node_and_user_run_an_instance_tree_through_a_follower",
+        MARKER,
+        venv.as_os_str(),
+    )
+    .expect("the namespaced run starts");
+    println!("{log}");
+    assert!(passed, "the scenario failed (its output is above)");
+}
+
+/// Files and commands of the node and the user.
+struct Site {
+    venv: PathBuf,
+    dir: PathBuf,
+    release: String,
+}
+
+impl Site {
+    fn node_cfg(&self) -> PathBuf {
+        self.dir.join("slapos.cfg")
+    }
+
+    fn client_cfg(&self) -> PathBuf {
+        self.dir.join("client.cfg")
+    }
+
+    /// Runs `slapos ARGS`; returns whether it succeeded and what it printed.
+    fn slapos(&self, args: &[&str]) -> (bool, String) {
+        let output = Command::new(self.venv.join("bin/slapos"))
+            .args(args)
+            .env("HOME", self.dir.join("home"))
+            .output()
+            .expect("slapos runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
+    }
+
+    /// A node command, which must succeed.
+    fn node(&self, command: &str, extra: &[&str]) -> String {
+        let cfg = self.node_cfg();
+        let pidfile = self.dir.join(format!("{command}.pid"));
+        let mut args = vec![
+            "node",
+            command,
+            "--cfg",
+            cfg.to_str().expect("utf-8 path"),
+            "--now",
+        ];
+        if command != "format" {
+            args.extend(["--pidfile", pidfile.to_str().expect("utf-8 path")]);
+        }
+        args.extend_from_slice(extra);
+        let (ok, text) = self.slapos(&args);
+        assert!(ok, "slapos node {command} failed:\n{text}");
+        text
+    }
+
+    /// A user command through the client configuration.
+    fn user(&self, args: &[&str]) -> (bool, String) {
+        let cfg = self.client_cfg();
+        let mut all = args.to_vec();
+        all.extend(["--cfg", cfg.to_str().expect("utf-8 path")]);
+        self.slapos(&all)
+    }
+
+    /// Runs a Python snippet with the client's library, as the node (its certificate); returns
+    /// what it printed.
+    fn as_node(&self, master_url: &str, computer: &Path, code: &str) -> String {
+        let output = Command::new(self.venv.join("bin/python"))
+            .args(["-W", "ignore", "-c", code])
+            .env("MASTER_URL", master_url)
+            .env("KEY_FILE", computer.join("key.pem"))
+            .env("CERT_FILE", computer.join("chain.pem"))
+            .env("COMPUTER", COMPUTER)
+            .output()
+            .expect("python runs");
+        let text = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(
+            output.status.success(),
+            "{code}\n{text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        text
+    }
+
+    /// Stops the supervisord `slapos node instance` started, if it did.
+    fn stop_supervisord(&self) {
+        let pidfile = self.dir.join("instance/var/run/supervisord.pid");
+        if let Ok(pid) = std::fs::read_to_string(pidfile)
+            && let Ok(pid) = pid.trim().parse::<i32>()
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        self.stop_supervisord();
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+/// Partition `n`'s definition: an IPv6 and a local IPv4 address, a tap, a user.
+fn definition() -> String {
+    let mut text = String::from("[computer]\naddress = fd5e:c1a5::1/64\nsoftware_user = sctsoft\n");
+    for n in 0..PARTITIONS {
+        text.push_str(&format!(
+            "\n[partition_{n}]\naddress = fd5e:c1a5::{:x}/64 10.77.0.{}/255.255.255.0\n\
+             user = sctuser{n}\nnetwork_interface = scttap{n}\npathname = slappart{n}\n",
+            0x10 + n,
+            10 + n
+        ));
+    }
+    text
+}
+
+async fn show_computer(cluster: &Cluster, url: &str) -> pb::ShowComputerReply {
+    let channel = client::connect_with(url, Some(cluster.operator()))
+        .await
+        .expect("connects");
+    pb::admin_client::AdminClient::new(channel)
+        .show_computer(pb::ShowComputerRequest {
+            computer: COMPUTER.into(),
+            consistency: pb::Consistency::Linearizable.into(),
+        })
+        .await
+        .expect("the computer")
+        .into_inner()
+}
+
+async fn show_root(url: &str, user: &tonic::transport::ClientTlsConfig) -> pb::ShowInstanceReply {
+    let channel = client::connect_with(url, Some(user.clone()))
+        .await
+        .expect("connects");
+    pb::user_client::UserClient::new(channel)
+        .show_instance(pb::ShowInstanceRequest {
+            instance: Some(pb::show_instance_request::Instance::Title("root".into())),
+            consistency: pb::Consistency::Linearizable.into(),
+        })
+        .await
+        .expect("the root instance")
+        .into_inner()
+}
+
+/// Runs `step` until `done` holds for its result, at most `attempts` times.
+/// Runs `step` until `done` holds for its result, at most `attempts` times; the last result
+/// explains a failure.
+fn until<T: std::fmt::Debug>(
+    what: &str,
+    attempts: usize,
+    mut step: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let started = Instant::now();
+    let mut last = None;
+    for attempt in 1..=attempts {
+        let value = step();
+        if done(&value) {
+            eprintln!(
+                "    {what}: after {attempt} run(s), {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            return value;
+        }
+        last = Some(value);
+    }
+    panic!("{what}: not after {attempts} runs; the last:\n{last:#?}");
+}
+
+async fn scenario() {
+    let venv = PathBuf::from(std::env::var_os(MARKER).expect("the venv"));
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let dir = scratch.path().to_path_buf();
+    // Partition users and the software user read the release and the stand-in.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let cluster = Cluster::start(
+        env!("CARGO_BIN_EXE_slapmaster").as_ref(),
+        &dir.join("cluster"),
+        3,
+    )
+    .await
+    .expect("three voters");
+    let leader = cluster.leader().await.expect("a leader");
+    let follower = cluster
+        .replicas
+        .iter()
+        .find(|r| r.id != leader)
+        .expect("a follower");
+    let (grpc, master_url) = (follower.url(), follower.slap_url());
+    eprintln!(
+        "--- the node and the user talk to follower {} at {master_url}",
+        follower.id
+    );
+
+    let computer = cluster
+        .credentials_dir(&format!("computer:{COMPUTER}"))
+        .expect("the computer's certificate");
+    let user = cluster
+        .credentials_dir("user:alice")
+        .expect("the user's certificate");
+    let user_tls = cluster
+        .credentials("user:alice")
+        .expect("the user's certificate")
+        .tls_config();
+    let release_dir = dir.join("release");
+    std::fs::create_dir_all(&release_dir).expect("mkdir");
+    write(&release_dir.join("software.cfg"), "[buildout]\nparts =\n");
+    write(&release_dir.join("instance.cfg"), "[buildout]\nparts =\n");
+    let stand_in = dir.join("buildout.py");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slap/buildout.py"),
+        &stand_in,
+    )
+    .expect("the stand-in");
+    for sub in ["home", "certificates", "software", "instance"] {
+        std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
+    }
+    write(&dir.join("definition.cfg"), &definition());
+    let site = Site {
+        venv,
+        release: release_dir.join("software.cfg").display().to_string(),
+        dir: dir.clone(),
+    };
+    write(
+        &site.node_cfg(),
+        &format!(
+            "[slapos]\nmaster_url = {master_url}\ncomputer_id = {COMPUTER}\n\
+             key_file = {key}\ncert_file = {cert}\ncertificate_repository_path = {dir}/certificates\n\
+             software_root = {dir}/software\ninstance_root = {dir}/instance\n\
+             buildout = {stand_in}\n\n[slapformat]\nalter_network = False\nalter_user = True\n\
+             create_tap = False\npartition_amount = {PARTITIONS}\ncomputer_xml = {dir}/slapos.xml\n\
+             ipv6_prefixshift = 16\n",
+            key = computer.join("key.pem").display(),
+            cert = computer.join("chain.pem").display(),
+            dir = dir.display(),
+            stand_in = stand_in.display(),
+        ),
+    );
+    write(
+        &site.client_cfg(),
+        &format!(
+            "[slapos]\nmaster_url = {master_url}\n\n[slapconsole]\nkey_file = {key}\ncert_file = {cert}\n",
+            key = user.join("key.pem").display(),
+            cert = user.join("chain.pem").display(),
+        ),
+    );
+
+    eprintln!("--- slapos node format: {PARTITIONS} partitions");
+    let definition_file = dir.join("definition.cfg");
+    site.node(
+        "format",
+        &[
+            "--input_definition_file",
+            definition_file.to_str().expect("utf-8"),
+        ],
+    );
+    let shown = show_computer(&cluster, &grpc).await;
+    assert_eq!(shown.partitions.len(), PARTITIONS, "{shown:?}");
+    for (n, partition) in shown.partitions.iter().enumerate() {
+        assert_eq!(partition.reference, format!("slappart{n}"));
+        assert_eq!(partition.tap, format!("scttap{n}"));
+        assert!(
+            partition.addresses.iter().any(|a| a.contains(':'))
+                && partition.addresses.iter().any(|a| a.contains('.')),
+            "an IPv6 and a local IPv4 address: {partition:?}"
+        );
+    }
+
+    eprintln!("--- slapos supply, then slapos node software installs the release");
+    let (ok, text) = site.user(&["supply", &site.release, COMPUTER]);
+    assert!(ok, "slapos supply: {text}");
+    site.node("software", &[]);
+    let software = show_computer(&cluster, &grpc).await.software;
+    assert!(
+        software
+            .iter()
+            .any(|s| s.url == site.release && s.reported() == pb::SoftwareState::Available),
+        "{software:?}"
+    );
+
+    eprintln!("--- slapos request root; slapos node instance until it publishes");
+    let (ok, text) = site.user(&[
+        "request",
+        "root",
+        &site.release,
+        "--parameters",
+        "greeting=hello",
+    ]);
+    assert!(
+        ok || text.contains("provisioning"),
+        "slapos request: {text}"
+    );
+    until(
+        "the root publishes its child's and its shared instance's urls",
+        8,
+        || {
+            let node = site.slapos(&[
+                "node",
+                "instance",
+                "--cfg",
+                site.node_cfg().to_str().expect("utf-8"),
+                "--now",
+                "--pidfile",
+                dir.join("instance.pid").to_str().expect("utf-8"),
+            ]);
+            (
+                node,
+                site.user(&[
+                    "request",
+                    "root",
+                    &site.release,
+                    "--parameters",
+                    "greeting=hello",
+                ]),
+            )
+        },
+        |(_, (ok, text))| *ok && text.contains("child-url") && text.contains("shared-url"),
+    );
+    let root = show_root(&grpc, &user_tls).await;
+    let instance = root.instance.expect("the root");
+    let connection = &instance.connection;
+    assert!(
+        connection["url"].starts_with("http://[fd5e:c1a5::"),
+        "{connection:?}"
+    );
+    assert!(
+        connection["child-url"].ends_with("/child"),
+        "{connection:?}"
+    );
+    assert!(
+        connection["shared-url"].ends_with("/shared"),
+        "{connection:?}"
+    );
+    assert_eq!(instance.reported_state(), pb::ReportedState::Started);
+    let shown = show_computer(&cluster, &grpc).await;
+    let busy: Vec<&str> = shown
+        .partitions
+        .iter()
+        .filter(|p| !p.instance_guid.is_empty())
+        .map(|p| p.instance_title.as_str())
+        .collect();
+    assert_eq!(
+        busy.len(),
+        2,
+        "the root and its child, the shared instance hosted: {busy:?}"
+    );
+
+    eprintln!("--- the node is told the root's last status (so it does not post it again)");
+    let connect = "import os\nfrom slapos import slap\ns = slap.slap()\n\
+                   s.initializeConnection(os.environ['MASTER_URL'], \
+                   key_file=os.environ['KEY_FILE'], cert_file=os.environ['CERT_FILE'])\n\
+                   computer = s.registerComputer(os.environ['COMPUTER'])\n";
+    let statuses = site.as_node(
+        &master_url,
+        &computer,
+        &format!(
+            "{connect}for p in computer.getComputerPartitionList():\n    \
+             print(p.getId(), p.getInstanceParameterDict().get('instance_title'), \
+             p.getAccessStatus())\n"
+        ),
+    );
+    let root_line = statuses
+        .lines()
+        .find(|l| l.split(' ').nth(1) == Some("root"))
+        .unwrap_or_else(|| panic!("the root's partition: {statuses}"));
+    assert!(root_line.contains("#access"), "{statuses}");
+
+    eprintln!("--- a usage journal (useComputer) is stored as usage records");
+    let journal = "<?xml version='1.0' encoding='utf-8'?><journal><transaction type=\"Sale Packing List\">\
+        <title>Resource consumptions</title><start_date></start_date><stop_date>now</stop_date>\
+        <reference>COMP-SLAP-1</reference><currency></currency><payment_mode></payment_mode>\
+        <category></category><arrow type=\"Administration\"><source></source><destination></destination></arrow>\
+        <movement><resource>CPU Consumption</resource><title>CPU Consumption of slappart0</title>\
+        <reference>slappart0</reference><quantity>42.5</quantity><price>0.0</price><VAT>None</VAT>\
+        <category>cpu</category></movement></transaction></journal>";
+    site.as_node(
+        &master_url,
+        &computer,
+        &format!("{connect}computer.reportUsage({journal:?})\n"),
+    );
+    let channel = client::connect_with(&grpc, Some(cluster.operator()))
+        .await
+        .expect("connects");
+    let usage = pb::user_client::UserClient::new(channel)
+        .usage(pb::UsageRequest {
+            computer: COMPUTER.into(),
+            partition: "slappart0".into(),
+            consistency: pb::Consistency::Linearizable.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("usage")
+        .into_inner();
+    let movements: Vec<_> = usage.records.iter().flat_map(|r| &r.movements).collect();
+    assert!(
+        movements
+            .iter()
+            .any(|m| m.category == "cpu" && (m.quantity - 42.5).abs() < 1e-9),
+        "{usage:?}"
+    );
+
+    eprintln!("--- stop: the node reports the root stopped");
+    let (ok, text) = site.user(&[
+        "request",
+        "root",
+        &site.release,
+        "--state",
+        "stopped",
+        "--parameters",
+        "greeting=hello",
+    ]);
+    assert!(ok, "slapos request --state stopped: {text}");
+    site.node("instance", &[]);
+    let root = show_root(&grpc, &user_tls)
+        .await
+        .instance
+        .expect("the root");
+    assert_eq!(root.reported_state(), pb::ReportedState::Stopped);
+
+    eprintln!("--- destroy: slapos node report frees every partition");
+    let (ok, text) = site.user(&[
+        "request",
+        "root",
+        &site.release,
+        "--state",
+        "destroyed",
+        "--parameters",
+        "greeting=hello",
+    ]);
+    assert!(
+        ok || text.contains("provisioning"),
+        "slapos request --state destroyed: {text}"
+    );
+    site.node("instance", &[]);
+    let runtime = tokio::runtime::Handle::current();
+    until(
+        "every partition is free",
+        6,
+        || {
+            site.node("report", &[]);
+            tokio::task::block_in_place(|| runtime.block_on(show_computer(&cluster, &grpc)))
+        },
+        |shown| shown.partitions.iter().all(|p| p.instance_guid.is_empty()),
+    );
+    // The tree is gone, its shared instance with it.
+    let channel = client::connect_with(&grpc, Some(user_tls.clone()))
+        .await
+        .expect("connects");
+    let left = pb::user_client::UserClient::new(channel)
+        .list_instances(pb::ListInstancesRequest {
+            consistency: pb::Consistency::Linearizable.into(),
+        })
+        .await
+        .expect("the user's instances")
+        .into_inner()
+        .instances;
+    assert!(left.is_empty(), "{left:?}");
+
+    eprintln!("--- slapos remove, then slapos node software removes the release");
+    let (ok, text) = site.user(&["remove", &site.release, COMPUTER]);
+    assert!(ok, "slapos remove: {text}");
+    site.node("software", &[]);
+    let software = show_computer(&cluster, &grpc).await.software;
+    assert!(
+        software
+            .iter()
+            .all(|s| s.url != site.release || s.reported() == pb::SoftwareState::Destroyed),
+        "{software:?}"
+    );
+    let installed = std::fs::read_dir(dir.join("software"))
+        .expect("the software root")
+        .count();
+    assert_eq!(installed, 0, "the release's directory is removed");
+    site.stop_supervisord();
+    drop(cluster);
+}
