@@ -108,3 +108,150 @@ async fn a_computer_view_marshals_as_a_node_expects() {
     );
     cluster.shutdown().await.expect("stops");
 }
+
+/// Status codes as SLAP clients read them, through a follower's plaintext SLAP listener (the
+/// dev cluster's: calls naming no partition are the demo user's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_has_the_status_a_slapos_client_expects() {
+    use ops::load::slap::{Connection, form};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = dev::start(
+        &dev::DevOptions::plaintext_for_tests(dir.path()),
+        &mut Vec::new(),
+    )
+    .await
+    .expect("dev cluster starts");
+    let follower = cluster.follower().expect("a follower");
+    let mut slap = Connection::new(follower.slap_addr().expect("SLAP listens"), None);
+    let none = marshal::encode(&Value::None);
+    let request = |title: &str, release: &str, sla: Value, parameters: &str| {
+        form(&[
+            ("software_release", release),
+            ("software_type", "default"),
+            ("partition_reference", title),
+            ("partition_parameter_xml", parameters),
+            ("filter_xml", &marshal::encode(&sla)),
+            ("state", &none),
+            ("shared_xml", &marshal::encode(&Value::Bool(false))),
+        ])
+    };
+    let empty = marshal::encode(&Value::dict::<String>([]));
+    let text = |body: &[u8]| String::from_utf8_lossy(body).to_string();
+
+    // The demo computer's document, and 404 for a computer nobody registered.
+    let answer = slap
+        .call(
+            &format!("/getFullComputerInformation?computer_id={DEMO_COMPUTER}"),
+            None,
+        )
+        .await
+        .expect("answers");
+    assert_eq!(answer.status, 200, "{}", text(&answer.body));
+    let document = marshal::decode(&text(&answer.body)).expect("a Computer");
+    assert_eq!(
+        document.get("_computer_id"),
+        Some(&Value::string(DEMO_COMPUTER))
+    );
+    let answer = slap
+        .call("/getFullComputerInformation?computer_id=COMP-NOBODY", None)
+        .await
+        .expect("answers");
+    assert_eq!(answer.status, 404, "{}", text(&answer.body));
+
+    // Placed: the SoftwareInstance, read back on this follower.
+    let answer = slap
+        .call(
+            "/requestComputerPartition",
+            Some(&request(
+                "web-2",
+                DEMO_SOFTWARE,
+                Value::dict::<String>([]),
+                &empty,
+            )),
+        )
+        .await
+        .expect("answers");
+    assert_eq!(answer.status, 200, "{}", text(&answer.body));
+    let instance = marshal::decode(&text(&answer.body)).expect("a SoftwareInstance");
+    assert_eq!(
+        instance.get("slap_computer_id"),
+        Some(&Value::string(DEMO_COMPUTER))
+    );
+    // No computer supplies the release: 408 while it waits (the client asks again).
+    let answer = slap
+        .call(
+            "/requestComputerPartition",
+            Some(&request(
+                "elsewhere",
+                "https://lab.example/nobody/software.cfg",
+                Value::dict::<String>([]),
+                &empty,
+            )),
+        )
+        .await
+        .expect("answers");
+    assert_eq!(answer.status, 408, "{}", text(&answer.body));
+    // An SLA no marketplace knows: it can never be placed, 404.
+    let answer = slap
+        .call(
+            "/requestComputerPartition",
+            Some(&request(
+                "odd",
+                DEMO_SOFTWARE,
+                Value::dict([("colour", Value::string("blue"))]),
+                &empty,
+            )),
+        )
+        .await
+        .expect("answers");
+    assert_eq!(answer.status, 404, "{}", text(&answer.body));
+
+    // The caller's mistakes are 400 with what is wrong; never 500.
+    for (path, body, says) in [
+        (
+            "/requestComputerPartition",
+            request(
+                "bad",
+                DEMO_SOFTWARE,
+                Value::dict::<String>([]),
+                "<marshal><list",
+            ),
+            "partition_parameter_xml",
+        ),
+        (
+            "/requestComputerPartition",
+            "software_release=%ZZ".to_string(),
+            "escape",
+        ),
+        (
+            "/supplySupply",
+            form(&[("url", DEMO_SOFTWARE)]),
+            "computer_id",
+        ),
+        (
+            "/loadComputerConfigurationFromXML",
+            form(&[(
+                "xml",
+                &marshal::encode(&Value::dict([
+                    ("reference", Value::string("COMP-NEW")),
+                    ("partition_list", Value::string("slappart0")),
+                ])),
+            )]),
+            "partition_list: not a list",
+        ),
+    ] {
+        let answer = slap.call(path, Some(&body)).await.expect("answers");
+        assert_eq!(answer.status, 400, "{path}: {}", text(&answer.body));
+        assert!(
+            text(&answer.body).contains(says),
+            "{path}: {}",
+            text(&answer.body)
+        );
+    }
+    // Unknown calls and the HATEOAS entry point: 404.
+    for path in ["/getHateoasUrl", "/noSuchCall"] {
+        let answer = slap.call(path, None).await.expect("answers");
+        assert_eq!(answer.status, 404, "{path}");
+    }
+    cluster.shutdown().await.expect("stops");
+}

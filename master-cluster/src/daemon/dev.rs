@@ -115,6 +115,19 @@ pub async fn start(options: &DevOptions, out: &mut dyn Write) -> Result<DevClust
                 port.saturating_add(1000)
             },
         ));
+        // The SLAP protocol (existing SlapOS nodes and clients) 2000 ports above; in
+        // plaintext, calls that name no partition or computer are the demo user's.
+        config.slap = Some(crate::replica::SlapConfig {
+            listen: SocketAddr::new(
+                options.host,
+                if port == 0 {
+                    0
+                } else {
+                    port.saturating_add(2000)
+                },
+            ),
+            plaintext_user: options.danger_plaintext.then(|| "demo".into()),
+        });
         config.danger_plaintext = options.danger_plaintext;
         if let Some(certificates) = &certificates {
             config.tls = Some(certificates.load(&format!("replica-{id}"))?);
@@ -178,9 +191,18 @@ pub async fn start(options: &DevOptions, out: &mut dyn Write) -> Result<DevClust
             .http_addr()
             .map(|a| format!("  status page http://{a}/"))
             .unwrap_or_default();
+        let scheme = if certificates.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let slap = replica
+            .slap_addr()
+            .map(|a| format!("  SLAP {scheme}://{a}/"))
+            .unwrap_or_default();
         writeln!(
             out,
-            "  replica {}  {}  {role}{page}",
+            "  replica {}  {}  {role}{page}{slap}",
             replica.id(),
             replica.url()
         )

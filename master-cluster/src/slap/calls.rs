@@ -1,7 +1,10 @@
 //! Each SLAP call (`shared/slap-protocol.md`) as the command or query it is: the arguments are
 //! read and checked here, the command decides (and refuses) as it does for gRPC callers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
 
 use super::form::Form;
 use super::marshal::{self, Object, SlapClass, Value};
@@ -21,6 +24,38 @@ pub(super) struct Call<'a> {
     pub core: &'a ReplicaCore,
     pub form: Form,
     pub caller: Caller,
+    pub documents: Arc<Documents>,
+}
+
+/// The last `Computer` document encoded for each computer, with the version of the computer's
+/// view it was read at: nodes poll far more often than their computer changes, and the
+/// document of a computer with a hundred busy partitions is a few hundred kilobytes to
+/// encode. Every change a document shows moves its computer's version (see
+/// `computer_versions` in `state/tables.rs`), so a document of the current version is the
+/// one a fresh read would encode.
+#[derive(Default)]
+pub(super) struct Documents(Mutex<HashMap<ComputerId, (u64, Bytes)>>);
+
+/// At most this many documents are kept; beyond, the cache starts again (computers polling
+/// one replica at their own pace refill it).
+const MAX_DOCUMENTS: usize = 4096;
+
+impl Documents {
+    fn get(&self, computer: &ComputerId, version: u64) -> Option<Bytes> {
+        let documents = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match documents.get(computer) {
+            Some((at, document)) if *at == version => Some(document.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, computer: &ComputerId, version: u64, document: Bytes) {
+        let mut documents = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if documents.len() >= MAX_DOCUMENTS && !documents.contains_key(computer) {
+            documents.clear();
+        }
+        documents.insert(computer.clone(), (version, document));
+    }
 }
 
 impl Call<'_> {
@@ -100,9 +135,15 @@ impl Call<'_> {
         authz::may_read_computer(&self.caller.computer(&computer), &computer)?;
         self.core.saw(&computer);
         let id = computer.clone();
+        let documents = self.documents.clone();
         let document = self
             .core
             .read(Consistency::Stale, move |txn| {
+                // The view changes only with its version (see `Documents`).
+                let version = query::computer_version(txn, &id)?;
+                if let Some(document) = documents.get(&id, version) {
+                    return Ok(Some(document));
+                }
                 let Some(view) = query::computer_view(txn, &id)? else {
                     return Ok(None);
                 };
@@ -115,15 +156,14 @@ impl Call<'_> {
                         );
                     }
                 }
-                Ok(Some(marshal::encode(&view::computer(
-                    &view,
-                    &full_ip_lists,
-                ))))
+                let document = Bytes::from(marshal::encode(&view::computer(&view, &full_ip_lists)));
+                documents.put(&id, version, document.clone());
+                Ok(Some(document))
             })
             .await?;
         let document =
             document.ok_or_else(|| Failure::not_found(format!("unknown computer {computer}")))?;
-        Ok(super::server::xml_text(document))
+        Ok(super::server::xml_bytes(document))
     }
 
     async fn register_partition(&self) -> Answer {
@@ -307,11 +347,11 @@ impl Call<'_> {
                     "{other} may not register computers"
                 )));
             }
-            None => value
-                .get("reference")
-                .and_then(Value::as_str)
-                .ok_or_else(|| Failure::bad("computer definition: reference: missing"))?
-                .into(),
+            None => match value.get("reference") {
+                Some(Value::String(reference)) => reference.as_str().into(),
+                Some(_) => return Err(Failure::bad("computer definition: reference: not text")),
+                None => return Err(Failure::bad("computer definition: reference: missing")),
+            },
         };
         let definition =
             definition::computer_definition(&value, computer.as_str()).map_err(Failure::bad)?;

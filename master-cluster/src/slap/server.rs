@@ -43,6 +43,7 @@ pub enum Trust {
 struct Shared {
     core: Weak<ReplicaCore>,
     trust: Trust,
+    documents: Arc<super::calls::Documents>,
 }
 
 /// The client certificate chain of one connection (none in plaintext).
@@ -127,11 +128,11 @@ pub(super) fn text(body: &str) -> Answer {
 }
 
 pub(super) fn xml(value: &Value) -> Answer {
-    Ok(xml_text(marshal::encode(value)))
+    Ok(xml_bytes(Bytes::from(marshal::encode(value))))
 }
 
 /// An encoded document as the answer.
-pub(super) fn xml_text(document: String) -> Response {
+pub(super) fn xml_bytes(document: Bytes) -> Response {
     (
         [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
         document,
@@ -152,6 +153,7 @@ pub async fn serve(
         .with_state(Shared {
             core,
             trust: trust.clone(),
+            documents: Arc::default(),
         });
     loop {
         let (tcp, peer) = tokio::select! {
@@ -270,6 +272,7 @@ async fn call(
             core: &core,
             form,
             caller,
+            documents: shared.documents.clone(),
         };
         call.run(&name).await
     }

@@ -289,6 +289,7 @@ impl Applier<'_, '_> {
                     })
                 {
                     self.bump(guid)?;
+                    self.touch_tree_of(guid)?;
                 }
                 tables::put(
                     &mut self.t.partitions,
@@ -782,6 +783,7 @@ impl Applier<'_, '_> {
 
     fn release_and_forget(&mut self, instance: &Instance) -> Result<(), StateError> {
         if let Placement::Partition(partition) = &instance.placement {
+            self.touch_tree(instance.root)?;
             self.release(partition)?;
         }
         self.forget(instance)?;
@@ -1312,6 +1314,7 @@ impl Applier<'_, '_> {
             partition: partition.reference.clone(),
         });
         bump(instance, self.at);
+        self.touch_tree(instance.root)?;
         self.index_host(instance)?;
         // A new host may be what pending shared instances wait for.
         self.place_pending_shared(
@@ -1511,6 +1514,29 @@ impl Applier<'_, '_> {
             tables::instance_key(instance.guid).as_bytes(),
             instance,
         )
+    }
+
+    /// Marks the computers of every placed member of the tree of `root` as changed: a tree's
+    /// addresses (`full_ip_list` in SLAP) are part of each member's view, so placing, freeing
+    /// or readdressing one member changes the others' (their computers' versions say so).
+    fn touch_tree(&mut self, root: InstanceGuid) -> Result<(), StateError> {
+        for member in tables::guid_values(&self.t.titles, "titles", &tables::instance_key(root))? {
+            if let Some(Instance {
+                placement: Placement::Partition(p),
+                ..
+            }) = self.t.instance(member)?
+            {
+                self.touched.insert(p.computer);
+            }
+        }
+        Ok(())
+    }
+
+    fn touch_tree_of(&mut self, guid: InstanceGuid) -> Result<(), StateError> {
+        match self.t.instance(guid)? {
+            Some(instance) => self.touch_tree(instance.root),
+            None => Ok(()),
+        }
     }
 
     /// Moves an instance's timestamp forward so its node reprocesses it.

@@ -946,6 +946,48 @@ fn a_computer_version_moves_exactly_when_its_view_changes() {
 }
 
 #[test]
+fn a_tree_member_placed_or_freed_elsewhere_moves_the_other_members_computers_versions() {
+    // A tree's addresses are in every member's view (SLAP's `full_ip_list`).
+    let mut f = Fixture::new();
+    f.register("COMP-1", 2, &[]);
+    f.register("COMP-2", 2, &[]);
+    f.supply("COMP-1", KVM);
+    f.supply("COMP-2", KVM);
+    let version = |f: &Fixture, c: &str| {
+        query::computer_version(&f.state.read().expect("read"), &ComputerId::from(c))
+            .expect("version")
+    };
+    let mut on_one = request("root", KVM);
+    on_one.sla.insert("computer_guid".into(), "COMP-1".into());
+    let root = f.request(user("quinn"), on_one);
+    let before = version(&f, "COMP-1");
+    let mut on_two = request("child", KVM);
+    on_two.sla.insert("computer_guid".into(), "COMP-2".into());
+    let child = f.request(Actor::Partition(partition_of(&root)), on_two);
+    assert_eq!(partition_of(&child).computer, ComputerId::from("COMP-2"));
+    let placed = version(&f, "COMP-1");
+    assert!(
+        placed > before,
+        "the child's placement is in the root's view"
+    );
+    f.run(
+        user("quinn"),
+        Op::DestroyInstance {
+            instance: child.guid,
+        },
+    )
+    .expect("destroy");
+    assert_eq!(
+        f.report(&partition_of(&child), InstanceReport::Destroyed),
+        Ok(Outcome::Done)
+    );
+    assert!(
+        version(&f, "COMP-1") > placed,
+        "the child's partition freed is in the root's view"
+    );
+}
+
+#[test]
 fn liveness_summaries_keep_the_latest_poll_and_come_only_from_replicas() {
     let mut f = Fixture::new();
     f.register("COMP-1", 1, &[]);

@@ -15,6 +15,7 @@
 pub mod agent;
 pub mod cluster;
 pub mod etcd;
+pub mod slap;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
