@@ -1,6 +1,6 @@
 //! The SLAP HTTP protocol that existing SlapOS nodes and clients (`slapos.core`) speak
 //! (`shared/slap-protocol.md`), mapped onto the same commands and queries as the gRPC services.
-//! Built in steps (issue 9); so far:
+//! Pure pieces first, then the listener:
 //! - [`marshal`]: xml_marshaller, the encoding of every structured value in the protocol.
 //! - [`definition`]: the computer definition `slapos node format` posts.
 //! - [`journal`]: the usage journal `slapos node report` posts.
