@@ -386,7 +386,7 @@ async fn operators_change_members_save_and_restore_backups() -> anyhow::Result<(
         .cluster
         .replicas
         .iter()
-        .flat_map(|r| [r.port, r.http_port])
+        .flat_map(|r| [r.port, r.http_port, r.slap_port])
         .collect();
     let port = unused_port(&taken)?;
     let fourth = Process(

@@ -812,21 +812,24 @@ async fn member_add(
     timeout: Duration,
     progress: bool,
 ) -> Result<Output, CtlError> {
-    let added = conn
-        .admin()
-        .add_member(conn.request(pb::AddMemberRequest {
-            id,
-            addr: url.clone(),
-            region,
-            wait_ms: 0,
-            promote: false,
-        })?)
-        .await;
+    let added = while_changing(|| async {
+        conn.admin()
+            .add_member(conn.request(pb::AddMemberRequest {
+                id,
+                addr: url.clone(),
+                region: region.clone(),
+                wait_ms: 0,
+                promote: false,
+            })?)
+            .await
+            .map_err(Changing::Status)
+    })
+    .await;
     match added {
         Ok(_) => {}
         // Added, and catching up: the wait below shows how far it is.
-        Err(e) if e.code() == tonic::Code::DeadlineExceeded => {}
-        Err(e) => return Err(conn.failed(e)),
+        Err(Changing::Status(e)) if e.code() == tonic::Code::DeadlineExceeded => {}
+        Err(e) => return Err(e.into_ctl(conn)),
     }
     let mut bar = Progress::new(format!("replica {id} catching up"), progress);
     let deadline = Instant::now() + timeout;
@@ -867,23 +870,58 @@ async fn member_add(
     ))
 }
 
-/// Promotes `id`, asking again while another membership change (the learner's addition) is
-/// still being committed.
-async fn promote_with_retry(conn: &Conn, id: u64) -> Result<u64, CtlError> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let promoted = conn
-            .admin()
-            .promote_member(conn.request(pb::PromoteMemberRequest { id })?)
-            .await;
-        match promoted {
-            Ok(reply) => return Ok(reply.into_inner().index),
-            Err(e) if e.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => return Err(conn.failed(e)),
+/// What a membership change failed with: the replica's status, or the request not built.
+enum Changing {
+    Status(tonic::Status),
+    Request(CtlError),
+}
+
+impl From<CtlError> for Changing {
+    fn from(e: CtlError) -> Self {
+        Self::Request(e)
+    }
+}
+
+impl Changing {
+    fn into_ctl(self, conn: &Conn) -> CtlError {
+        match self {
+            Self::Status(e) => conn.failed(e),
+            Self::Request(e) => e,
         }
     }
+}
+
+/// Runs a membership change, asking again for up to 30 s while the cluster answers
+/// `Unavailable`: another change (a join's, the previous step of this one) is still being
+/// committed, or a leader is being elected. Returns the last answer.
+async fn while_changing<T, F, Fut>(mut attempt: F) -> Result<T, Changing>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Changing>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match attempt().await {
+            Err(Changing::Status(e))
+                if e.code() == tonic::Code::Unavailable && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn promote_with_retry(conn: &Conn, id: u64) -> Result<u64, CtlError> {
+    while_changing(|| async {
+        conn.admin()
+            .promote_member(conn.request(pb::PromoteMemberRequest { id })?)
+            .await
+            .map(|reply| reply.into_inner().index)
+            .map_err(Changing::Status)
+    })
+    .await
+    .map_err(|e| e.into_ctl(conn))
 }
 
 async fn member_promote(conn: &Conn, id: u64) -> Result<Output, CtlError> {
@@ -895,18 +933,38 @@ async fn member_promote(conn: &Conn, id: u64) -> Result<Output, CtlError> {
 }
 
 async fn member_remove(conn: &Conn, id: u64) -> Result<Output, CtlError> {
-    let reply = conn
-        .answer(
-            conn.admin()
-                .remove_member(conn.request(pb::RemoveMemberRequest { id })?),
-        )
-        .await?;
+    // An attempt the cluster did not answer may have removed the replica all the same: then
+    // the next one finds it gone, which is what was asked.
+    let mut unanswered = false;
+    let removed = while_changing(|| {
+        let first = !unanswered;
+        unanswered = true;
+        async move {
+            match conn
+                .admin()
+                .remove_member(conn.request(pb::RemoveMemberRequest { id })?)
+                .await
+            {
+                Ok(reply) => Ok(Some(reply.into_inner().index)),
+                Err(e)
+                    if !first
+                        && e.code() == tonic::Code::FailedPrecondition
+                        && e.message().contains("is not a member") =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(Changing::Status(e)),
+            }
+        }
+    })
+    .await
+    .map_err(|e| e.into_ctl(conn))?;
+    let at = removed.map_or_else(String::new, |index| {
+        format!(" (membership change at index {index})")
+    });
     Ok(Output::message(
-        format!(
-            "replica {id} removed (membership change at index {}); stop its process now",
-            reply.index
-        ),
-        serde_json::json!({"id": id, "index": reply.index}),
+        format!("replica {id} removed{at}; stop its process now"),
+        serde_json::json!({"id": id, "index": removed}),
     ))
 }
 
