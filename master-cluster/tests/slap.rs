@@ -253,5 +253,17 @@ async fn every_answer_has_the_status_a_slapos_client_expects() {
         let answer = slap.call(path, None).await.expect("answers");
         assert_eq!(answer.status, 404, "{path}");
     }
+    // Counted by call, unknown names under one label.
+    let scrape = ops::http::get(follower.http_addr().expect("operations listener"), "/metrics")
+        .await
+        .expect("metrics");
+    for line in [
+        "slapcluster_slap_request_seconds_count{call=\"getFullComputerInformation\"} 2",
+        "slapcluster_slap_request_seconds_count{call=\"requestComputerPartition\"} 5",
+        "slapcluster_slap_request_errors_total{call=\"requestComputerPartition\"} 4",
+        "slapcluster_slap_request_errors_total{call=\"unknown\"} 1",
+    ] {
+        assert!(scrape.body.contains(line), "{line} in:\n{}", scrape.body);
+    }
     cluster.shutdown().await.expect("stops");
 }

@@ -39,6 +39,10 @@ pub struct ReplicaMetrics {
     pub calls: Family<Histogram>,
     /// Calls answered with a gRPC error, by `Service/Method`.
     pub call_errors: Family<Counter>,
+    /// SLAP calls served, by call name.
+    pub slap_calls: Family<Histogram>,
+    /// SLAP calls answered with a status of 400 or more, by call name.
+    pub slap_call_errors: Family<Counter>,
     /// Instance requests answered here that changed something, by where the instance stands.
     pub instance_requests: Family<Counter>,
     /// Pending requests placed later, when capacity appeared (supply, registration, opening).
@@ -286,6 +290,18 @@ pub fn exposition(core: &ReplicaCore, pending: u64) -> String {
         "gRPC calls this replica answered with an error status, by call.",
         "call",
         &m.call_errors,
+    );
+    out.histograms(
+        "slapcluster_slap_request_seconds",
+        "SLAP HTTP calls served by this replica, by call.",
+        "call",
+        &m.slap_calls,
+    );
+    out.counters(
+        "slapcluster_slap_request_errors_total",
+        "SLAP HTTP calls this replica answered with a status of 400 or more, by call.",
+        "call",
+        &m.slap_call_errors,
     );
     out.counters(
         "slapcluster_instance_requests_total",

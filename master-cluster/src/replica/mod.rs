@@ -300,6 +300,20 @@ pub enum WriteError {
     Stopped(String),
 }
 
+/// Listens on `addr`, if given; answers the listener and the address it got (port 0 picks
+/// one).
+async fn bind(
+    addr: Option<SocketAddr>,
+) -> Result<(Option<tokio::net::TcpListener>, Option<SocketAddr>), ReplicaError> {
+    let Some(addr) = addr else {
+        return Ok((None, None));
+    };
+    let listen = |source| ReplicaError::Listen { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(listen)?;
+    let local = listener.local_addr().map_err(listen)?;
+    Ok((Some(listener), Some(local)))
+}
+
 /// A running replica: its [`ReplicaCore`] (reached through `Deref`) and the gRPC server that
 /// serves the Raft, node, user and admin services on one port.
 /// How long [`Replica::shutdown`] waits for the data files to be closed.
@@ -387,50 +401,8 @@ impl Replica {
                 source,
             })?;
 
-        let http_listener = match config.http_listen {
-            None => None,
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| ReplicaError::Listen { addr, source })?,
-            ),
-        };
-        let http_addr = match &http_listener {
-            None => None,
-            Some(listener) => {
-                Some(
-                    listener
-                        .local_addr()
-                        .map_err(|source| ReplicaError::Listen {
-                            addr: config.listen,
-                            source,
-                        })?,
-                )
-            }
-        };
-
-        let slap_listener = match &config.slap {
-            None => None,
-            Some(slap) => Some(tokio::net::TcpListener::bind(slap.listen).await.map_err(
-                |source| ReplicaError::Listen {
-                    addr: slap.listen,
-                    source,
-                },
-            )?),
-        };
-        let slap_addr = match &slap_listener {
-            None => None,
-            Some(listener) => {
-                Some(
-                    listener
-                        .local_addr()
-                        .map_err(|source| ReplicaError::Listen {
-                            addr: config.listen,
-                            source,
-                        })?,
-                )
-            }
-        };
+        let (http_listener, http_addr) = bind(config.http_listen).await?;
+        let (slap_listener, slap_addr) = bind(config.slap.as_ref().map(|s| s.listen)).await?;
 
         let tls = match (&config.tls, config.danger_plaintext) {
             (Some(material), false) => Some(Arc::new(crate::tls::CurrentTls::new(

@@ -58,6 +58,39 @@ impl Documents {
     }
 }
 
+/// Every call [`Call::run`] answers.
+pub(super) const CALLS: &[&str] = &[
+    "getFullComputerInformation",
+    "getComputerInformation",
+    "registerComputerPartition",
+    "getComputerPartitionCertificate",
+    "buildingSoftwareRelease",
+    "availableSoftwareRelease",
+    "destroyedSoftwareRelease",
+    "softwareReleaseError",
+    "startedComputerPartition",
+    "stoppedComputerPartition",
+    "destroyedComputerPartition",
+    "softwareInstanceError",
+    "updateComputerPartitionRelatedInstanceList",
+    "useComputer",
+    "loadComputerConfigurationFromXML",
+    "computerBang",
+    "getHateoasUrl",
+    "requestComputerPartition",
+    "setComputerPartitionConnectionXml",
+    "getHostingSubscriptionIpList",
+    "softwareInstanceBang",
+    "softwareInstanceRename",
+    "supplySupply",
+    "getSoftwareReleaseListFromSoftwareProduct",
+    "requestComputer",
+    "generateComputerCertificate",
+    "revokeComputerCertificate",
+    "getComputerStatus",
+    "getComputerPartitionStatus",
+];
+
 impl Call<'_> {
     /// Runs the call `name`. GET and POST are both accepted for every call: clients use the
     /// method the protocol gives, and the arguments are read from either place.

@@ -253,6 +253,7 @@ async fn call(
         .next()
         .unwrap_or_default()
         .to_string();
+    let started = std::time::Instant::now();
     let answer = async {
         let mut form = Form::parse(uri.query().unwrap_or_default())?;
         if method == Method::POST {
@@ -277,13 +278,25 @@ async fn call(
         call.run(&name).await
     }
     .await;
-    match answer {
+    let response = match answer {
         Ok(response) => response,
         Err(failure) => {
             tracing::debug!(call = %name, status = %failure.0, message = %failure.1, "SLAP call refused");
             failure.into_response()
         }
+    };
+    // Names no call has share one label, so that the metrics stay bounded.
+    let label = super::calls::CALLS
+        .iter()
+        .find(|c| **c == name)
+        .copied()
+        .unwrap_or("unknown");
+    let metrics = core.metrics();
+    metrics.slap_calls.get(label).observe(started.elapsed());
+    if response.status().as_u16() >= 400 {
+        metrics.slap_call_errors.get(label).inc();
     }
+    response
 }
 
 /// Who calls, as far as the transport says: the certificate's identity over HTTPS (the
