@@ -254,9 +254,12 @@ async fn every_answer_has_the_status_a_slapos_client_expects() {
         assert_eq!(answer.status, 404, "{path}");
     }
     // Counted by call, unknown names under one label.
-    let scrape = ops::http::get(follower.http_addr().expect("operations listener"), "/metrics")
-        .await
-        .expect("metrics");
+    let scrape = ops::http::get(
+        follower.http_addr().expect("operations listener"),
+        "/metrics",
+    )
+    .await
+    .expect("metrics");
     for line in [
         "slapcluster_slap_request_seconds_count{call=\"getFullComputerInformation\"} 2",
         "slapcluster_slap_request_seconds_count{call=\"requestComputerPartition\"} 5",

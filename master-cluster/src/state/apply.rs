@@ -799,7 +799,7 @@ impl Applier<'_, '_> {
         shared_reference: Option<&str>,
         parameters: &Parameters,
     ) -> Handled {
-        check!(self.only_partition_itself(partition, "publish for another partition"));
+        check!(self.only_partition_or_its_computer(partition, "publish for another partition"));
         check!(check_parameters(
             "connection parameters",
             parameters,
@@ -908,7 +908,7 @@ impl Applier<'_, '_> {
     }
 
     fn bang_instance(&mut self, partition: &PartitionId, message: &str) -> Handled {
-        check!(self.only_partition_itself(partition, "bang another partition"));
+        check!(self.only_partition_or_its_computer(partition, "bang another partition"));
         let instance = match self.occupant(partition)? {
             Ok(instance) => instance,
             Err(rejection) => return reject(rejection),
@@ -952,7 +952,9 @@ impl Applier<'_, '_> {
         shared_reference: Option<&str>,
         new_title: &str,
     ) -> Handled {
-        check!(self.only_partition_itself(partition, "rename another partition's instance"));
+        check!(
+            self.only_partition_or_its_computer(partition, "rename another partition's instance")
+        );
         check!(check_name("title", new_title));
         let mut instance = match self.resolve(partition, shared_reference)? {
             Ok(target) => target,
@@ -1631,25 +1633,19 @@ impl Applier<'_, '_> {
         }
     }
 
-    fn only_partition_itself(
-        &self,
-        id: &PartitionId,
-        action: &'static str,
-    ) -> Result<(), Rejection> {
-        match self.actor {
-            Actor::Partition(p) if p != id => Err(self.refuse(action)),
-            _ => Ok(()),
-        }
-    }
-
+    /// What is done for a partition's instance (its reports, connection parameters, bangs,
+    /// renames) is done by that instance, by its computer's node, or by an operator; never by
+    /// a user, another partition or another computer.
     fn only_partition_or_its_computer(
         &self,
         id: &PartitionId,
         action: &'static str,
     ) -> Result<(), Rejection> {
         match self.actor {
-            Actor::Computer(c) if *c != id.computer => Err(self.refuse(action)),
-            _ => self.only_partition_itself(id, action),
+            Actor::Partition(p) if p == id => Ok(()),
+            Actor::Computer(c) if *c == id.computer => Ok(()),
+            Actor::Operator(_) => Ok(()),
+            _ => Err(self.refuse(action)),
         }
     }
 }

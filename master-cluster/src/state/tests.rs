@@ -773,6 +773,68 @@ fn connection_parameters_bump_the_requester_so_it_reprocesses() {
 }
 
 #[test]
+fn only_the_instance_its_node_or_an_operator_act_for_a_partition() {
+    let mut f = Fixture::new();
+    f.register("COMP-1", 2, &[]);
+    f.register("COMP-2", 1, &[]);
+    f.supply("COMP-1", KVM);
+    let web = f.request(user("ivan"), request("web", KVM));
+    let on = partition_of(&web);
+    let publish = |value: &str| Op::PublishConnection {
+        partition: on.clone(),
+        shared_reference: None,
+        parameters: Parameters::from([("url".to_string(), value.to_string())]),
+    };
+    let neighbour = PartitionId {
+        computer: on.computer.clone(),
+        partition: if on.partition.as_str() == "slappart0" {
+            "slappart1".into()
+        } else {
+            "slappart0".into()
+        },
+    };
+    for stranger in [
+        user("ivan"),
+        user("mallory"),
+        Actor::Partition(neighbour),
+        Actor::Computer("COMP-2".into()),
+    ] {
+        let refused = f.run(stranger.clone(), publish("http://[2001:db8::66]/"));
+        assert!(
+            matches!(refused, Err(Rejection::NotAllowed { .. })),
+            "{stranger}: {refused:?}"
+        );
+        let refused = f.run(
+            stranger.clone(),
+            Op::BangInstance {
+                partition: on.clone(),
+                message: "x".into(),
+            },
+        );
+        assert!(
+            matches!(refused, Err(Rejection::NotAllowed { .. })),
+            "{stranger}: {refused:?}"
+        );
+    }
+    assert_eq!(
+        f.instance(web.guid).expect("exists").connection,
+        Parameters::new()
+    );
+    for allowed in [
+        Actor::Partition(on.clone()),
+        Actor::Computer(on.computer.clone()),
+        Actor::Operator("ops".into()),
+    ] {
+        let value = format!("http://{allowed}/");
+        f.run(allowed, publish(&value)).expect("published");
+        assert_eq!(
+            f.instance(web.guid).expect("exists").connection["url"],
+            value
+        );
+    }
+}
+
+#[test]
 fn reports_set_the_access_status_that_nodes_read_back() {
     let mut f = Fixture::new();
     f.register("COMP-1", 1, &[]);
