@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
+use axum::http::StatusCode;
 
 use super::form::Form;
 use super::marshal::{self, Object, SlapClass, Value};
@@ -274,7 +275,7 @@ impl Call<'_> {
     /// A key made here and its certificate for `identity`, recorded by this replica.
     async fn sign_new_key(&self, identity: &ca::Identity) -> Result<(String, String), Failure> {
         let request = ca::new_key_and_request()
-            .map_err(|e| Failure(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         let lifetime = ca::Lifetimes::default().leaf(identity.role());
         let signed = service::enroll::sign(
             self.core,
@@ -452,14 +453,14 @@ impl Call<'_> {
         let (outcome, index) = self.write(actor, Op::RequestInstance(request)).await?;
         let Outcome::Instance(summary) = outcome else {
             return Err(Failure(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                StatusCode::INTERNAL_SERVER_ERROR,
                 format!("a request answered {outcome:?} instead of an instance"),
             ));
         };
         match &summary.placement {
             Placement::Pending { reason } => {
                 return Err(Failure(
-                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                    StatusCode::REQUEST_TIMEOUT,
                     format!("instance {} waits for a partition: {reason}", summary.guid),
                 ));
             }
@@ -510,7 +511,7 @@ impl Call<'_> {
             Some(answer) => xml(&answer),
             // Destroyed or moved between the write and the read: ask again.
             None => Err(Failure(
-                axum::http::StatusCode::REQUEST_TIMEOUT,
+                StatusCode::REQUEST_TIMEOUT,
                 format!("instance {guid} changed while being answered"),
             )),
         }
@@ -895,10 +896,10 @@ mod tests {
         let nested = Value::dict([("deep", Value::List(vec![]))]);
         let refused = strings("partition_parameter_xml", &nested).map_err(|f| (f.0, f.1));
         assert!(
-            matches!(&refused, Err((axum::http::StatusCode::BAD_REQUEST, m)) if m.contains("deep")),
+            matches!(&refused, Err((StatusCode::BAD_REQUEST, m)) if m.contains("deep")),
             "{refused:?}"
         );
         let refused = strings("filter_xml", &Value::string("x")).map_err(|f| f.0);
-        assert_eq!(refused, Err(axum::http::StatusCode::BAD_REQUEST));
+        assert_eq!(refused, Err(StatusCode::BAD_REQUEST));
     }
 }
