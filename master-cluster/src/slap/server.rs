@@ -226,7 +226,10 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper_util::service::TowerToHyperService::new(app);
+    // With a timer, hyper closes a connection whose next request's headers do not arrive
+    // within 30 s: idle kept-alive connections and stalled clients do not pile up.
     if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
         .serve_connection(hyper_util::rt::TokioIo::new(io), service)
         .await
     {
