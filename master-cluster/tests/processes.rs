@@ -207,3 +207,82 @@ async fn an_operator_changes_the_membership_through_a_follower() {
     cluster.kill(index).expect("the removed replica goes");
     cluster.stop().expect("the others stop cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_live_voter_while_another_is_down_is_refused_and_the_dead_one_goes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::start(env!("CARGO_BIN_EXE_slapmaster").as_ref(), dir.path(), 3)
+        .await
+        .expect("three voters");
+    let leader = cluster.leader().await.expect("a leader");
+    let followers: Vec<usize> = (0..cluster.replicas.len())
+        .filter(|&i| cluster.replicas[i].id != leader)
+        .collect();
+    let (dead, live) = (followers[0], followers[1]);
+    let (dead_id, live_id) = (cluster.replicas[dead].id, cluster.replicas[live].id);
+    let via = cluster.replicas[live].url();
+    cluster.kill(dead).expect("a follower killed");
+    eprintln!("--- replica {dead_id} is down: removing live replica {live_id} is refused");
+    let channel = client::connect_with(&via, Some(cluster.operator()))
+        .await
+        .expect("connects");
+    let admin = slapcluster_api::v1::admin_client::AdminClient::new(channel);
+    let refused = cluster::wait_for("the refusal", || {
+        let mut admin = admin.clone();
+        async move {
+            match admin
+                .remove_member(pb::RemoveMemberRequest { id: live_id })
+                .await
+            {
+                // The last joins' change may still be committing: asked again.
+                Err(status) if status.code() == tonic::Code::Unavailable => None,
+                other => Some(other),
+            }
+        }
+    })
+    .await
+    .expect("an answer");
+    let status = refused.expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status}");
+    assert!(
+        status.message().contains("would lose the quorum")
+            && status.message().contains(&dead_id.to_string()),
+        "{status}"
+    );
+
+    eprintln!("--- removing the dead replica {dead_id} is allowed, and writes go on");
+    cluster::wait_for("the removal", || {
+        let mut admin = admin.clone();
+        async move {
+            match admin
+                .remove_member(pb::RemoveMemberRequest { id: dead_id })
+                .await
+            {
+                Ok(_) => Some(()),
+                Err(status) if status.code() == tonic::Code::Unavailable => None,
+                Err(status) => panic!("removing the dead replica: {status}"),
+            }
+        }
+    })
+    .await
+    .expect("removed");
+    let status = cluster::status(&via, &cluster.operator())
+        .await
+        .expect("status");
+    let ids: Vec<u64> = status.members.iter().map(|m| m.id).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(!ids.contains(&dead_id), "{ids:?}");
+    let user = cluster.credentials(USER).expect("user").tls_config();
+    let urls: Vec<String> = [leader_url(&cluster, leader), via].into();
+    request(&urls, &user, "after-removal").await;
+    cluster.stop().expect("the others stop cleanly");
+}
+
+fn leader_url(cluster: &Cluster, leader: u64) -> String {
+    cluster
+        .replicas
+        .iter()
+        .find(|r| r.id == leader)
+        .map(cluster::Replica::url)
+        .expect("the leader")
+}

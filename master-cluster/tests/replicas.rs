@@ -519,7 +519,12 @@ async fn a_new_replica_joins_by_snapshot_and_replaces_an_old_one() {
         .expect("a follower")
         .id();
     leader.promote([4].into()).await.expect("promoted");
-    leader.remove([leaving].into()).await.expect("removed");
+    // Every member is up and answers.
+    let answering = leader.members().iter().map(|m| m.id).collect();
+    leader
+        .remove([leaving].into(), &answering)
+        .await
+        .expect("removed");
     let members = leader.members();
     let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
     assert!(!ids.contains(&leaving) && ids.contains(&4), "{members:?}");

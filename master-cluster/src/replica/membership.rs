@@ -58,6 +58,33 @@ pub enum MembershipError {
     },
 }
 
+/// Whether removing `removed` from `voters` keeps a quorum, given the members that answer
+/// now: the change commits only if a majority of the voters before it *and* of those after
+/// it answer (joint consensus), and the cluster then writes only while a majority of those
+/// after it do. Removing a live voter while another is down can fail both ways and stop every
+/// write until the missing one returns; removing the dead one is what keeps the cluster going.
+pub fn quorum_after_removal(
+    voters: &BTreeSet<u64>,
+    removed: &BTreeSet<u64>,
+    answering: &BTreeSet<u64>,
+) -> Result<(), String> {
+    let after: BTreeSet<u64> = voters.difference(removed).copied().collect();
+    if after.is_empty() {
+        return Err("a cluster keeps at least one voter".into());
+    }
+    let majority = |set: &BTreeSet<u64>| set.intersection(answering).count() * 2 > set.len();
+    for (set, when) in [(voters, "now"), (&after, "after the removal")] {
+        if !majority(set) {
+            let silent: Vec<String> = set.difference(answering).map(ToString::to_string).collect();
+            return Err(format!(
+                "removing {removed:?} would lose the quorum: of the voters {when}                  ({set:?}), {} do not answer; remove those first, or bring them back",
+                silent.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The last index the leader knows `id` holds (`None` off the leader or before any reply).
 fn matched(metrics: &openraft::RaftMetrics<u64, ReplicaNode>, id: u64) -> Option<u64> {
     let replication = metrics.replication.as_ref()?;
@@ -108,11 +135,25 @@ impl ReplicaCore {
     }
 
     /// Removes members: voters stop voting, and every named member leaves the membership.
-    pub async fn remove(&self, ids: BTreeSet<u64>) -> Result<u64, MembershipError> {
+    /// `answering` are the members that answered the leader just before (see
+    /// [`quorum_after_removal`]); only the leader removes, elsewhere this names it.
+    pub async fn remove(
+        &self,
+        ids: BTreeSet<u64>,
+        answering: &BTreeSet<u64>,
+    ) -> Result<u64, MembershipError> {
         let (voters, learners): (BTreeSet<u64>, BTreeSet<u64>) = {
             let metrics = self.raft.metrics();
             let metrics = metrics.borrow();
             let membership = metrics.membership_config.membership();
+            if metrics.current_leader != Some(self.id) {
+                return Err(MembershipError::NotLeader {
+                    id: self.id,
+                    leader: metrics.current_leader.and_then(|leader| {
+                        Some((leader, membership.get_node(&leader)?.addr.clone()))
+                    }),
+                });
+            }
             // openraft would commit a membership entry that changes nothing.
             if let Some(unknown) = ids.iter().find(|id| membership.get_node(id).is_none()) {
                 return Err(MembershipError::Refused(format!(
@@ -120,6 +161,7 @@ impl ReplicaCore {
                 )));
             }
             let voters: BTreeSet<u64> = membership.voter_ids().collect();
+            quorum_after_removal(&voters, &ids, answering).map_err(MembershipError::Refused)?;
             ids.into_iter().partition(|id| voters.contains(id))
         };
         // Removing a voter (`retain` off) also takes it out of the membership, in one change.
@@ -197,5 +239,53 @@ impl ReplicaCore {
             }
             RaftError::Fatal(fatal) => MembershipError::Stopped(fatal.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ids: &[u64]) -> BTreeSet<u64> {
+        ids.iter().copied().collect()
+    }
+
+    #[test]
+    fn removing_the_dead_voter_keeps_the_quorum_and_removing_a_live_one_does_not() {
+        let voters = set(&[1, 2, 3]);
+        let answering = set(&[1, 2]);
+        assert_eq!(
+            quorum_after_removal(&voters, &set(&[3]), &answering),
+            Ok(())
+        );
+        let refused = quorum_after_removal(&voters, &set(&[2]), &answering);
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|why| why.contains("after the removal") && why.contains('3')),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn a_healthy_cluster_may_shrink_but_not_to_nothing() {
+        let voters = set(&[1, 2, 3, 4, 5]);
+        assert_eq!(
+            quorum_after_removal(&voters, &set(&[4, 5]), &voters),
+            Ok(())
+        );
+        assert!(quorum_after_removal(&set(&[1]), &set(&[1]), &set(&[1])).is_err());
+        // Learners (not voters) come and go freely.
+        assert_eq!(
+            quorum_after_removal(&voters, &set(&[9]), &set(&[1, 2, 3])),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn without_a_majority_now_nothing_is_removed() {
+        let voters = set(&[1, 2, 3]);
+        let refused = quorum_after_removal(&voters, &set(&[3]), &set(&[1]));
+        assert!(refused.is_err_and(|why| why.contains("voters now")));
     }
 }

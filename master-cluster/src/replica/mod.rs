@@ -24,7 +24,7 @@ use openraft::Raft;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use membership::{Member, MembershipError, Role};
+pub use membership::{Member, MembershipError, Role, quorum_after_removal};
 pub use network::{Network, Peers};
 pub(crate) use service::RaftService;
 pub use wire::ForwardError;

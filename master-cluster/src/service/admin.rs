@@ -101,6 +101,37 @@ fn membership_status(error: MembershipError) -> Status {
     }
 }
 
+/// Each member's own status (this replica's included), asked of them all at once, each
+/// bounded by [`MEMBER_STATUS_TIMEOUT`]; members that did not answer are absent.
+async fn member_statuses(
+    core: &ReplicaCore,
+    members: &[crate::replica::Member],
+) -> std::collections::HashMap<u64, pb::ReplicaStatusReply> {
+    let mut asks = tokio::task::JoinSet::new();
+    for member in members.iter().filter(|m| m.id != core.id()) {
+        let channel = core.peers().channel(&member.addr);
+        let id = member.id;
+        asks.spawn(async move {
+            let mut client = AdminClient::new(channel.ok()?);
+            let mut ask = Request::new(pb::ReplicaStatusRequest::default());
+            ask.set_timeout(MEMBER_STATUS_TIMEOUT);
+            let answer = tokio::time::timeout(MEMBER_STATUS_TIMEOUT, client.replica_status(ask));
+            let status = answer.await.ok()?.ok()?.into_inner();
+            // Whoever answers at a member's address must be that member.
+            (status.id == id).then_some(status)
+        });
+    }
+    let mut statuses = std::collections::HashMap::new();
+    let local = local_status(core);
+    statuses.insert(local.id, local);
+    while let Some(joined) = asks.join_next().await {
+        if let Ok(Some(status)) = joined {
+            statuses.insert(status.id, status);
+        }
+    }
+    statuses
+}
+
 impl AdminService {
     /// Runs a membership change here, or passes it to the leader when this replica does not
     /// lead.
@@ -147,29 +178,9 @@ impl AdminService {
 /// as this replica sees the membership.
 pub async fn cluster_status(core: &ReplicaCore) -> pb::ClusterStatusReply {
     let members = core.members();
-    // Each member reports itself; ask them all at once, each bounded.
-    let mut asks = tokio::task::JoinSet::new();
-    for member in members.iter().filter(|m| m.id != core.id()) {
-        let channel = core.peers().channel(&member.addr);
-        let id = member.id;
-        asks.spawn(async move {
-            let mut client = AdminClient::new(channel.ok()?);
-            let mut ask = Request::new(pb::ReplicaStatusRequest::default());
-            ask.set_timeout(MEMBER_STATUS_TIMEOUT);
-            let answer = tokio::time::timeout(MEMBER_STATUS_TIMEOUT, client.replica_status(ask));
-            let status = answer.await.ok()?.ok()?.into_inner();
-            // Whoever answers at a member's address must be that member.
-            (status.id == id).then_some(status)
-        });
-    }
-    let mut statuses = std::collections::HashMap::new();
+    let statuses = member_statuses(core, &members).await;
     let local = local_status(core);
-    statuses.insert(local.id, local.clone());
-    while let Some(joined) = asks.join_next().await {
-        if let Ok(Some(status)) = joined {
-            statuses.insert(status.id, status);
-        }
-    }
+
     let head = statuses
         .values()
         .map(|s| s.last_log_index)
@@ -299,7 +310,18 @@ impl pb::admin_server::Admin for AdminService {
         self.on_leader(
             request,
             async |core, remove| {
-                let index = core.remove(BTreeSet::from([remove.id])).await?;
+                // Who answers decides whether the removal keeps a quorum; only the leader
+                // removes (elsewhere the call is passed on), so only the leader asks.
+                let answering: BTreeSet<u64> =
+                    if core.raft().metrics().borrow().current_leader == Some(core.id()) {
+                        member_statuses(core, &core.members())
+                            .await
+                            .into_keys()
+                            .collect()
+                    } else {
+                        BTreeSet::new()
+                    };
+                let index = core.remove(BTreeSet::from([remove.id]), &answering).await?;
                 Ok(pb::MembershipReply { index })
             },
             async |mut client, request| client.remove_member(request).await,
