@@ -246,12 +246,7 @@ async fn scenario() {
     )
     .await
     .expect("three voters");
-    let leader = cluster.leader().await.expect("a leader");
-    let follower = cluster
-        .replicas
-        .iter()
-        .find(|r| r.id != leader)
-        .expect("a follower");
+    let follower = cluster.follower().await.expect("a follower");
     let (grpc, master_url) = (follower.url(), follower.slap_url());
     eprintln!(
         "--- the node and the user talk to follower {} at {master_url}",

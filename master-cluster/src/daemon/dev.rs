@@ -106,26 +106,23 @@ pub async fn start(options: &DevOptions, out: &mut dyn Write) -> Result<DevClust
             options.data_dir.join(format!("replica-{id}")),
         );
         config.region = format!("dev-{id}");
-        // Metrics and the status page 1000 ports above the replica's.
-        config.http_listen = Some(SocketAddr::new(
-            options.host,
-            if port == 0 {
-                0
-            } else {
-                port.saturating_add(1000)
-            },
-        ));
-        // The SLAP protocol (existing SlapOS nodes and clients) 2000 ports above; in
-        // plaintext, calls that name no partition or computer are the demo user's.
-        config.slap = Some(crate::replica::SlapConfig {
-            listen: SocketAddr::new(
+        // Free ports when the replica's is; else fixed offsets above it.
+        let above = |offset: u16| {
+            SocketAddr::new(
                 options.host,
                 if port == 0 {
                     0
                 } else {
-                    port.saturating_add(2000)
+                    port.saturating_add(offset)
                 },
-            ),
+            )
+        };
+        // Metrics and the status page 1000 ports above the replica's.
+        config.http_listen = Some(above(1000));
+        // The SLAP protocol (existing SlapOS nodes and clients) 2000 ports above; in
+        // plaintext, calls that name no partition or computer are the demo user's.
+        config.slap = Some(crate::replica::SlapConfig {
+            listen: above(2000),
             plaintext_user: options.danger_plaintext.then(|| "demo".into()),
         });
         config.danger_plaintext = options.danger_plaintext;

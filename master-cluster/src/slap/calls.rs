@@ -17,7 +17,7 @@ use crate::state::model::{
     Actor, ComputerId, Parameters, PartitionId, PartitionRef, Placement, RequestedState,
     SoftwareState, SupplyState, UsageRecord,
 };
-use crate::state::query::{self, InstanceView};
+use crate::state::query::{self, PartitionView};
 use crate::state::{InstanceReport, InstanceRequest, Op, Outcome};
 
 /// One call being answered.
@@ -208,27 +208,30 @@ impl Call<'_> {
             Actor::Partition(own) if own.computer == computer && own.partition == reference => {}
             other => authz::may_read_computer(&other, &computer)?,
         }
-        let (id, wanted) = (computer.clone(), reference.clone());
+        let wanted = PartitionId {
+            computer: computer.clone(),
+            partition: reference.clone(),
+        };
         let partition = self
             .core
             .read(Consistency::Stale, move |txn| {
-                let Some(view) = query::computer_view(txn, &id)? else {
+                let Some(partition) = query::partition(txn, &wanted)? else {
                     return Ok(None);
                 };
-                let Some(partition) = view
-                    .partitions
-                    .into_iter()
-                    .find(|p| p.partition.reference == wanted)
-                else {
-                    return Ok(None);
+                let (instance, full) = match query::occupant(txn, &wanted)? {
+                    Some(guid) => (
+                        query::instance(txn, guid)?,
+                        query::tree_addresses(txn, guid)?,
+                    ),
+                    None => (None, Vec::new()),
                 };
-                let full = match &partition.instance {
-                    Some(instance) => query::tree_addresses(txn, instance.instance.guid)?,
-                    None => Vec::new(),
+                let view = PartitionView {
+                    partition,
+                    instance,
                 };
                 Ok(Some(view::computer_partition(
-                    id.as_str(),
-                    &partition,
+                    wanted.computer.as_str(),
+                    &view,
                     &full,
                 )))
             })
@@ -499,7 +502,7 @@ impl Call<'_> {
                 let Some(partition) = query::partition(txn, &on)? else {
                     return Ok(None);
                 };
-                Ok(Some(software_instance(
+                Ok(Some(view::software_instance(
                     &instance,
                     host.as_ref(),
                     &on,
@@ -804,63 +807,6 @@ fn strings(name: &str, value: &Value) -> Result<Parameters, Failure> {
         out.insert(key.to_string(), text);
     }
     Ok(out)
-}
-
-/// The `SoftwareInstance` a request answers: where the instance runs, its parameters and
-/// connection parameters; for a shared instance, its host's partition.
-fn software_instance(
-    instance: &InstanceView,
-    host: Option<&InstanceView>,
-    on: &PartitionId,
-    partition: &crate::state::model::Partition,
-) -> Value {
-    let i = &instance.instance;
-    let runs = host.map_or(i, |h| &h.instance);
-    let mut parameters: Vec<(String, Value)> = instance
-        .parameters
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::string(v)))
-        .collect();
-    parameters.retain(|(k, _)| k != "timestamp");
-    parameters.push(("timestamp".into(), Value::string(i.timestamp.0.to_string())));
-    let tap = partition.tap.clone().unwrap_or_default();
-    let ip_list = partition
-        .addresses
-        .iter()
-        .map(|a| Value::Tuple(vec![Value::string(&tap), Value::string(&a.addr)]))
-        .collect();
-    let connection = instance
-        .connection
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::string(v)));
-    let attributes = [
-        ("_connection_dict", Value::dict(connection)),
-        ("_parameter_dict", Value::dict(parameters)),
-        (
-            "_requested_state",
-            Value::string(i.requested_state.as_str()),
-        ),
-        ("_instance_guid", Value::string(i.guid.to_string())),
-        ("slap_computer_id", Value::string(on.computer.as_str())),
-        (
-            "slap_computer_partition_id",
-            Value::string(on.partition.as_str()),
-        ),
-        (
-            "slap_software_release_url",
-            Value::string(runs.software_release.to_string()),
-        ),
-        ("slap_software_type", Value::string(&runs.software_type)),
-        ("ip_list", Value::List(ip_list)),
-    ];
-    Value::Object(Object {
-        class: SlapClass::SoftwareInstance,
-        args: Vec::new(),
-        attributes: attributes
-            .into_iter()
-            .map(|(k, v)| (Value::string(k), v))
-            .collect(),
-    })
 }
 
 #[cfg(test)]

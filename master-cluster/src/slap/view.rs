@@ -1,12 +1,13 @@
 //! What `getFullComputerInformation` answers: a computer's view (`state::query::ComputerView`)
-//! as the marshalled `Computer` object a SlapOS node expects (`shared/slap-protocol.md`,
+//! as the marshalled `Computer` object a SlapOS node expects, and the `SoftwareInstance` an
+//! instance request answers (`shared/slap-protocol.md`,
 //! *Shapes*). Plain data in, a [`Value`] out; the HTTP layer gathers the view and each busy
 //! partition's request-tree addresses in one read transaction.
 
 use std::collections::BTreeMap;
 
 use super::marshal::{Object, SlapClass, Value};
-use crate::state::model::{PartitionRef, SupplyState};
+use crate::state::model::{Partition, PartitionId, PartitionRef, SupplyState};
 use crate::state::query::{ComputerView, InstanceView, PartitionView};
 
 /// `(tap, address)` pairs, as `ip_list` and `full_ip_list` carry them.
@@ -56,10 +57,9 @@ fn software_release(url: &str, computer_id: &str, state: Option<SupplyState>) ->
 }
 
 /// The partition's own `(tap, address)` pairs.
-fn own_ips(partition: &PartitionView) -> IpList {
-    let tap = partition.partition.tap.clone().unwrap_or_default();
+fn own_ips(partition: &Partition) -> IpList {
+    let tap = partition.tap.clone().unwrap_or_default();
     partition
-        .partition
         .addresses
         .iter()
         .map(|a| (tap.clone(), a.addr.clone()))
@@ -108,7 +108,7 @@ fn parameters(
         })
         .collect();
     let slap = [
-        ("ip_list", ip_list(&own_ips(partition))),
+        ("ip_list", ip_list(&own_ips(&partition.partition))),
         ("full_ip_list", ip_list(full_ip_list)),
         ("slap_computer_id", Value::string(computer_id)),
         (
@@ -163,7 +163,7 @@ pub fn computer_partition(
             (
                 "_parameter_dict",
                 Value::dict([
-                    ("ip_list", ip_list(&own_ips(partition))),
+                    ("ip_list", ip_list(&own_ips(&partition.partition))),
                     ("full_ip_list", Value::List(vec![])),
                     ("slap_computer_id", Value::string(computer_id)),
                     ("slap_computer_partition_id", Value::string(&reference)),
@@ -225,6 +225,51 @@ pub fn computer(view: &ComputerView, full_ip_lists: &BTreeMap<PartitionRef, IpLi
             ("_computer_id", Value::string(&id)),
             ("_software_release_list", Value::List(software)),
             ("_computer_partition_list", Value::List(partitions)),
+        ],
+    )
+}
+
+/// The `SoftwareInstance` a request answers: where the instance runs (`on`, `partition`), its
+/// parameters with its timestamp, and its connection parameters. A shared instance runs where
+/// its `host` does, with the host's release and type, and answers what the host published
+/// for it.
+pub fn software_instance(
+    instance: &InstanceView,
+    host: Option<&InstanceView>,
+    on: &PartitionId,
+    partition: &Partition,
+) -> Value {
+    let i = &instance.instance;
+    let runs = host.map_or(i, |h| &h.instance);
+    let mut parameters: Vec<(String, Value)> = instance
+        .parameters
+        .iter()
+        .filter(|(k, _)| *k != "timestamp")
+        .map(|(k, v)| (k.clone(), Value::string(v)))
+        .collect();
+    parameters.push(("timestamp".into(), Value::string(i.timestamp.0.to_string())));
+    object(
+        SlapClass::SoftwareInstance,
+        Vec::new(),
+        vec![
+            ("_connection_dict", strings(&instance.connection)),
+            ("_parameter_dict", Value::dict(parameters)),
+            (
+                "_requested_state",
+                Value::string(i.requested_state.as_str()),
+            ),
+            ("_instance_guid", Value::string(i.guid.to_string())),
+            ("slap_computer_id", Value::string(on.computer.as_str())),
+            (
+                "slap_computer_partition_id",
+                Value::string(on.partition.as_str()),
+            ),
+            (
+                "slap_software_release_url",
+                Value::string(runs.software_release.to_string()),
+            ),
+            ("slap_software_type", Value::string(&runs.software_type)),
+            ("ip_list", ip_list(&own_ips(partition))),
         ],
     )
 }

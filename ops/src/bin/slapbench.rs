@@ -104,12 +104,7 @@ async fn main() -> anyhow::Result<()> {
     drop(reference);
 
     let cluster = Cluster::start(&slapmaster, &scratch.path().join("cluster"), 3).await?;
-    let leader = cluster.leader().await?;
-    let follower = cluster
-        .replicas
-        .iter()
-        .find(|r| r.id != leader)
-        .ok_or_else(|| anyhow::anyhow!("no follower"))?;
+    let follower = cluster.follower().await?;
     let ours = measure(
         &cli,
         &Target {

@@ -324,6 +324,15 @@ impl Cluster {
     }
 
     /// SIGKILLs replica `index` and reaps it.
+    /// A replica that does not lead, as the leader sees it now.
+    pub async fn follower(&self) -> Result<&Replica, LoadError> {
+        let leader = self.leader().await?;
+        self.replicas
+            .iter()
+            .find(|r| r.id != leader)
+            .ok_or_else(|| LoadError::Cluster("no follower".into()))
+    }
+
     pub fn kill(&mut self, index: usize) -> Result<(), LoadError> {
         self.signal(index, Signal::SIGKILL).map(|_| ())
     }
