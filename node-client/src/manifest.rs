@@ -51,6 +51,10 @@ pub struct InstanceTemplate {
     /// Connection parameters published for each shared instance the instance hosts.
     #[serde(default)]
     pub shared_connection: BTreeMap<String, String>,
+    /// Connection parameters read from files the instance writes (paths relative to the
+    /// partition, templates like the others), once its promise holds.
+    #[serde(default)]
+    pub connection_file: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -183,6 +187,20 @@ impl InstanceTemplate {
                 ));
             }
         }
+        for (name, path) in &self.connection_file {
+            if self.connection.contains_key(name) {
+                return Err(invalid(
+                    format!("instance.{software_type} connection_file {name:?}"),
+                    "also in connection",
+                ));
+            }
+            relative_path(path).ok_or_else(|| {
+                invalid(
+                    format!("instance.{software_type} connection_file {name:?}"),
+                    "must be a relative path without '..'",
+                )
+            })?;
+        }
         if self.promise.as_ref().is_some_and(|p| p.command.is_empty()) {
             return Err(invalid(
                 format!("instance.{software_type} promise"),
@@ -250,11 +268,21 @@ impl InstanceTemplate {
             .iter()
             .map(|(k, v)| Ok((k.clone(), text(format!("connection {k}"), v)?)))
             .collect::<Result<_, ManifestError>>()?;
+        let mut connection_files = BTreeMap::new();
+        for (name, path) in &self.connection_file {
+            let what = format!("connection_file {name}");
+            let path = text(what.clone(), path)?;
+            if relative_path(&path).is_none() {
+                return Err(invalid(what, "rendered to a path outside the partition"));
+            }
+            connection_files.insert(name.clone(), PathBuf::from(path));
+        }
         Ok(RenderedInstance {
             files,
             processes,
             promise,
             connection,
+            connection_files,
         })
     }
 
@@ -293,6 +321,8 @@ pub struct RenderedInstance {
     pub processes: Vec<RenderedProcess>,
     pub promise: Option<RenderedPromise>,
     pub connection: BTreeMap<String, String>,
+    /// Published with `connection`, each read from its file (relative to the partition).
+    pub connection_files: BTreeMap<String, PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -342,6 +372,9 @@ env = { HOME = "{{ partition.path }}" }
 [instance.default.promise]
 command = ["test", "-e", "run/web.ready"]
 timeout_s = 5
+
+[instance.default.connection_file]
+key = "etc/{{ instance.title }}.pub"
 "#;
 
     fn variables() -> Variables {
@@ -369,6 +402,7 @@ timeout_s = 5
         );
         assert_eq!(instance.processes[0].env["HOME"], "/srv/slappart0");
         assert_eq!(instance.connection["url"], "http://[fd00::100]:9000/");
+        assert_eq!(instance.connection_files["key"], Path::new("etc/main.pub"));
         assert_eq!(
             instance.promise.map(|p| p.timeout),
             Some(Duration::from_secs(5))
@@ -407,6 +441,14 @@ timeout_s = 5
                 "names are",
             ),
             ("format = 1\nunknown = 1", "unknown field"),
+            (
+                "format = 1\n[instance.default.connection_file]\nkey = \"/etc/shadow\"",
+                "relative path",
+            ),
+            (
+                "format = 1\n[instance.default]\nconnection = { a = \"x\" }\nconnection_file = { a = \"a\" }",
+                "also in connection",
+            ),
         ];
         for (text, expected) in cases {
             let error = Manifest::parse(text).expect_err(text).to_string();
@@ -424,6 +466,15 @@ timeout_s = 5
                 .instance("")
                 .and_then(|i| i.render(&escaping))
                 .is_err()
+        );
+        let mut without_files = manifest.instance("").expect("default").clone();
+        without_files.file.clear();
+        let error = without_files
+            .render(&escaping)
+            .expect_err("escaping connection file");
+        assert!(
+            error.to_string().starts_with("connection_file key"),
+            "{error}"
         );
     }
 }

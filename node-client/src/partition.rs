@@ -253,10 +253,13 @@ impl Partition {
                 .await
                 .map_err(|e| with_logs(e, &logs))?;
         }
-        if rendered.connection != connection_of(instance) {
-            self.master
-                .publish(&view.reference, "", rendered.connection)
-                .await?;
+        let mut connection = rendered.connection;
+        for (name, path) in &rendered.connection_files {
+            let value = read_connection_file(&directory, path, run_as).await?;
+            connection.insert(name.clone(), value);
+        }
+        if connection != connection_of(instance) {
+            self.master.publish(&view.reference, "", connection).await?;
         }
         for shared in &view.shared_instances {
             let mut shared_variables = variables.clone();
@@ -480,6 +483,66 @@ async fn write_file(
     Ok(())
 }
 
+/// The most a connection file may hold: connection parameters are for addresses, keys and
+/// certificate requests, not data.
+const MAX_CONNECTION_FILE: u64 = 64 * 1024;
+
+/// Reads a file the instance wrote, for a connection parameter. As root it is read by a
+/// process running as the partition's user, so a symbolic link the instance planted cannot
+/// make the agent publish a file the instance may not read itself.
+async fn read_connection_file(
+    directory: &Path,
+    file: &Path,
+    run_as: Option<Account>,
+) -> Result<String, PartitionError> {
+    let path = directory.join(file);
+    let bytes = match run_as {
+        None => {
+            use tokio::io::AsyncReadExt;
+            let opened = tokio::fs::File::open(&path)
+                .await
+                .map_err(io("reading", &path))?;
+            let mut bytes = Vec::new();
+            opened
+                .take(MAX_CONNECTION_FILE + 1)
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(io("reading", &path))?;
+            bytes
+        }
+        Some(account) => {
+            let output = tokio::process::Command::new("head")
+                .arg("-c")
+                .arg((MAX_CONNECTION_FILE + 1).to_string())
+                .arg("--")
+                .arg(&path)
+                .current_dir(directory)
+                .uid(account.uid)
+                .gid(account.gid)
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .map_err(io("reading", &path))?;
+            if !output.status.success() {
+                let reason = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+                return Err(io("reading", &path)(std::io::Error::other(reason)));
+            }
+            output.stdout
+        }
+    };
+    if bytes.len() as u64 > MAX_CONNECTION_FILE {
+        return Err(io("reading", &path)(std::io::Error::other(format!(
+            "larger than {MAX_CONNECTION_FILE} bytes, the most a connection parameter holds"
+        ))));
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        io("reading", &path)(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not UTF-8 text",
+        ))
+    })
+}
+
 /// Runs the promise until it holds or its time is up.
 async fn check_promise(
     promise: &RenderedPromise,
@@ -613,6 +676,31 @@ pub fn connection_of(instance: &pb::Instance) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn connection_files_are_read_whole_as_text_and_bounded() -> anyhow::Result<()> {
+        let partition = tempfile::tempdir()?;
+        std::fs::create_dir(partition.path().join("etc"))?;
+        std::fs::write(partition.path().join("etc/req.pem"), "-----BEGIN\nabc\n")?;
+        let read = read_connection_file(partition.path(), Path::new("etc/req.pem"), None).await?;
+        assert_eq!(read, "-----BEGIN\nabc\n");
+
+        let missing = read_connection_file(partition.path(), Path::new("etc/none"), None).await;
+        assert!(
+            matches!(missing, Err(PartitionError::Io { .. })),
+            "{missing:?}"
+        );
+        std::fs::write(partition.path().join("big"), vec![b'a'; 64 * 1024 + 1])?;
+        let big = read_connection_file(partition.path(), Path::new("big"), None).await;
+        assert!(
+            format!("{big:?}").contains("larger than 65536 bytes"),
+            "{big:?}"
+        );
+        std::fs::write(partition.path().join("bin"), [0xff, 0xfe])?;
+        let binary = read_connection_file(partition.path(), Path::new("bin"), None).await;
+        assert!(format!("{binary:?}").contains("not UTF-8"), "{binary:?}");
+        Ok(())
+    }
 
     fn partition(timestamp: u64, requested: pb::RequestedState) -> pb::ComputerPartition {
         pb::ComputerPartition {
