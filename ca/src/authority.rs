@@ -40,6 +40,17 @@ pub fn new_key_and_request() -> Result<KeyAndRequest, CaError> {
     })
 }
 
+/// Whether the certificate `cert_pem` (the first of a chain) is for the private key
+/// `key_pem`: a certificate handed back for a request must be installed only beside the key
+/// the request was made with.
+pub fn certifies_key(cert_pem: &str, key_pem: &str) -> Result<bool, CaError> {
+    let key = KeyPair::from_pem(key_pem).map_err(crypto("reading a private key"))?;
+    let der = crate::cert::der_from_pem(cert_pem)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| CaError::NotACertificate(e.to_string()))?;
+    Ok(cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw())
+}
+
 /// What the issuer decided a leaf certificate says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {

@@ -21,7 +21,9 @@ mod identity;
 mod policy;
 mod verify;
 
-pub use authority::{Authority, Grant, KeyAndRequest, new_key_and_request, verify_request};
+pub use authority::{
+    Authority, Grant, KeyAndRequest, certifies_key, new_key_and_request, verify_request,
+};
 pub use cert::{CertificateInfo, Serial, der_from_pem, ders_from_pem};
 pub use error::CaError;
 pub use identity::{Identity, IdentityError, MAX_ID_BYTES, Role};

@@ -172,6 +172,10 @@ fn the_issuer_decides_what_a_certificate_says() {
         .expect("leaf");
     let info = CertificateInfo::from_pem(&leaf).expect("reads");
     assert_eq!(info.identity, Some(computer("COMP-7")));
+    // The certificate is for the request's key, and for no other.
+    assert!(ca::certifies_key(&leaf, &key.serialize_pem()).expect("compares"));
+    let other = new_key_and_request().expect("key");
+    assert!(!ca::certifies_key(&leaf, &other.key_pem).expect("compares"));
 
     // A request whose signature does not match its key is refused.
     let mut tampered = csr.clone().into_bytes();

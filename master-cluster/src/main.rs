@@ -171,11 +171,29 @@ enum Command {
     Join {
         #[command(flatten)]
         config: ConfigArgs,
-        /// Any replica of the cluster, e.g. `https://[::1]:7000`.
-        #[arg(long)]
-        via: String,
+        /// Replicas of the cluster, e.g. `https://[::1]:7000` (asked in turn; repeat the flag
+        /// or separate with commas).
+        #[arg(long, required = true, value_delimiter = ',')]
+        via: Vec<String>,
         #[arg(long, default_value = "operator:slapmaster")]
         actor: String,
+    },
+    /// The process of a replica hosted as an instance of the slapmaster software release:
+    /// makes its keys and certificate requests, awaits the operator's certificates, then
+    /// joins the cluster (or serves, once a voter).
+    Instance {
+        /// The configuration the node rendered (id, listen, advertise, tls_dir, ...).
+        #[arg(long)]
+        config: PathBuf,
+        /// Replicas of the cluster to ask (repeat the flag or separate with commas).
+        #[arg(long, required = true, value_delimiter = ',')]
+        via: Vec<String>,
+    },
+    /// The promise of a hosted replica: holds while it awaits the operator's certificates,
+    /// then only while it is ready.
+    Promise {
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Make an empty data directory the first replica of a new cluster holding a backup.
     Restore {
@@ -251,6 +269,10 @@ async fn slapmaster() -> anyhow::Result<()> {
         Command::Join { config, via, actor } => {
             daemon::join(config.load()?, &via, &actor, daemon::shutdown_signal()).await?;
         }
+        Command::Instance { config, via } => {
+            daemon::hosted::instance(&config, &via, daemon::shutdown_signal()).await?;
+        }
+        Command::Promise { config } => println!("{}", daemon::hosted::promise(&config).await?),
         Command::Restore { config, backup } => daemon::restore(config.load()?, &backup).await?,
         Command::Remove { client, id } => {
             let index = daemon::remove(&client.cluster, client.tls()?, &client.actor, id).await?;

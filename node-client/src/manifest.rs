@@ -428,6 +428,44 @@ key = "etc/{{ instance.title }}.pub"
     }
 
     #[test]
+    fn the_slapmaster_release_renders_a_replica_configuration() -> Result<(), ManifestError> {
+        let manifest = Manifest::parse(include_str!(
+            "../../master-cluster/releases/slapmaster.toml"
+        ))?;
+        let mut vars = variables();
+        vars.insert("parameter.replica-id".into(), "4".into());
+        vars.insert("parameter.roots".into(), "ROOT PEM".into());
+        vars.insert("parameter.cluster".into(), "https://[fd00::1]:7000".into());
+        let instance = manifest.instance("")?.render(&vars)?;
+        assert_eq!(instance.connection["url"], "https://[fd00::100]:9000");
+        assert_eq!(
+            instance.connection_files["csr"],
+            Path::new("etc/tls/replica.csr")
+        );
+        let config = &instance.files[0];
+        assert_eq!(config.path, Path::new("etc/slapmaster.toml"));
+        assert!(config.contents.contains("id = 4\n"), "{}", config.contents);
+        assert!(
+            config
+                .contents
+                .contains("advertise = \"https://[fd00::100]:9000\""),
+            "{}",
+            config.contents
+        );
+        let chain = instance
+            .files
+            .iter()
+            .find(|f| f.path.ends_with("chain.pem"));
+        assert_eq!(chain.map(|f| f.contents.as_str()), Some(""), "no chain yet");
+        vars.remove("parameter.roots");
+        assert!(
+            manifest.instance("")?.render(&vars).is_err(),
+            "roots required"
+        );
+        Ok(())
+    }
+
+    #[test]
     fn refuses_manifests_it_cannot_run_safely() {
         let cases = [
             ("format = 2", "format 2"),

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod dev;
+pub mod hosted;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -189,13 +190,30 @@ async fn bootstrap(replica: &Replica) -> Result<(), DaemonError> {
 /// A replica that already is a member is left as it is.
 pub async fn join(
     config: ValidConfig,
-    via: &str,
+    via: &[String],
     actor: &str,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
+    let replica = Replica::start(config.replica.clone()).await?;
+    join_started(replica, &config, via, actor, shutdown).await
+}
+
+/// [`join`] for a replica already started; `via` are asked in turn.
+async fn join_started(
+    replica: Replica,
+    config: &ValidConfig,
+    via: &[String],
+    actor: &str,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    if via.is_empty() {
+        replica.shutdown().await?;
+        return Err(DaemonError::Refused(
+            "name a replica of the cluster to join".into(),
+        ));
+    }
     // Over TLS the replica asks with its own certificate, as a member of the cluster.
     let tls = config.replica.tls.as_ref().map(crate::tls::client_config);
-    let replica = Replica::start(config.replica.clone()).await?;
     let node = replica.node();
     let request = pb::AddMemberRequest {
         id: replica.id(),
@@ -204,7 +222,7 @@ pub async fn join(
         wait_ms: 600_000,
         promote: true,
     };
-    tracing::info!(via, "asking the cluster to add this replica");
+    tracing::info!(?via, "asking the cluster to add this replica");
     // Listening for SIGTERM from the start: a stop while joining is a clean stop too.
     let mut shutdown = std::pin::pin!(shutdown);
     let added = tokio::select! {
@@ -221,7 +239,7 @@ pub async fn join(
             return Err(e.into());
         }
     }
-    serve(replica, &config, shutdown).await
+    serve(replica, config, shutdown).await
 }
 
 /// How long `join` keeps asking while the cluster cannot change its membership yet (an
@@ -229,16 +247,29 @@ pub async fn join(
 const JOIN_RETRY_FOR: Duration = Duration::from_secs(120);
 
 async fn add_member(
-    via: &str,
+    via: &[String],
     tls: Option<ClientTlsConfig>,
     actor: &str,
     request: pb::AddMemberRequest,
 ) -> Result<pb::MembershipReply, ClientError> {
     let deadline = tokio::time::Instant::now() + JOIN_RETRY_FOR;
     let mut pause = Duration::from_millis(100);
-    // Connects on first use and again after a failure: the replica asked may be starting.
-    let mut admin = AdminClient::new(client::connect_lazy_with(via, tls)?);
+    // Each connects on first use and again after a failure: the replica asked may be starting.
+    let mut admins = via
+        .iter()
+        .map(|url| {
+            Ok(AdminClient::new(client::connect_lazy_with(
+                url,
+                tls.clone(),
+            )?))
+        })
+        .collect::<Result<Vec<_>, ClientError>>()?;
+    let mut turn = 0;
     loop {
+        // `join_started` checked that there is one.
+        let Some(admin) = admins.get_mut(turn % via.len().max(1)) else {
+            return Err(tonic::Status::invalid_argument("no replica to ask").into());
+        };
         let answer = admin
             .add_member(client::as_actor(request.clone(), actor)?)
             .await;
@@ -250,6 +281,7 @@ async fn add_member(
                     && tokio::time::Instant::now() + pause < deadline =>
             {
                 tracing::info!(%status, "the cluster cannot add this replica yet; retrying");
+                turn += 1;
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
             }
