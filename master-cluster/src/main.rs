@@ -72,8 +72,14 @@ struct ConfigArgs {
 
 impl ConfigArgs {
     fn load(self) -> anyhow::Result<ValidConfig> {
+        let (file, overrides) = self.parts()?;
+        Ok(file.validate(overrides)?)
+    }
+
+    /// The file as read, and what the flags and environment say over it.
+    fn parts(self) -> anyhow::Result<(FileConfig, Overrides)> {
         let file = FileConfig::load(self.config.as_deref())?;
-        Ok(file.validate(Overrides {
+        Ok((file, Overrides {
             id: self.id,
             listen: self.listen,
             http_listen: self.http_listen,
@@ -84,7 +90,7 @@ impl ConfigArgs {
             tls_dir: self.tls_dir,
             insecure_plaintext: self.insecure_plaintext,
             danger_stale_reads: self.danger_stale_reads,
-        })?)
+        }))
     }
 }
 
@@ -167,6 +173,22 @@ enum Command {
     Run(ConfigArgs),
     /// Bootstrap a new cluster whose first voter is this replica, then exit (once per cluster).
     Init(ConfigArgs),
+    /// Make (once) a root CA, a seed replica's certificate and an operator's certificate in a
+    /// directory, found a one-replica cluster, and serve it: the seed of a cluster that will
+    /// host its own replicas (see ops/runbooks/self-hosting.md). Run again, it serves the seed.
+    Bootstrap {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Holds ca/, tls/, operator/ and data/.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The cluster's name, in its root CA.
+        #[arg(long, default_value = "slapcluster")]
+        cluster_name: String,
+        /// The operator whose certificate is made in DIR/operator.
+        #[arg(long, default_value = "admin")]
+        operator: String,
+    },
     /// Serve a new replica and have the cluster add it (learner, then voter once caught up).
     Join {
         #[command(flatten)]
@@ -266,6 +288,30 @@ async fn slapmaster() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(config) => daemon::run(config.load()?, daemon::shutdown_signal()).await?,
         Command::Init(config) => daemon::init(config.load()?).await?,
+        Command::Bootstrap {
+            config,
+            dir,
+            cluster_name,
+            operator,
+        } => {
+            if config.insecure_plaintext {
+                anyhow::bail!("a seed speaks TLS: it makes the cluster's certificates");
+            }
+            let (file, overrides) = config.parts()?;
+            let options = daemon::bootstrap::BootstrapOptions {
+                dir,
+                cluster: cluster_name,
+                operator,
+            };
+            daemon::bootstrap::bootstrap(
+                &options,
+                file,
+                overrides,
+                &mut std::io::stdout(),
+                daemon::shutdown_signal(),
+            )
+            .await?;
+        }
         Command::Join { config, via, actor } => {
             daemon::join(config.load()?, &via, &actor, daemon::shutdown_signal()).await?;
         }

@@ -3,6 +3,7 @@
 //! cluster, take a [`backup`], and [`dev::dev`] — the three-replica demonstration cluster.
 //! Configuration is `config.rs`.
 
+pub mod bootstrap;
 pub mod config;
 pub mod dev;
 pub mod hosted;
