@@ -79,18 +79,21 @@ impl ConfigArgs {
     /// The file as read, and what the flags and environment say over it.
     fn parts(self) -> anyhow::Result<(FileConfig, Overrides)> {
         let file = FileConfig::load(self.config.as_deref())?;
-        Ok((file, Overrides {
-            id: self.id,
-            listen: self.listen,
-            http_listen: self.http_listen,
-            slap_listen: self.slap_listen,
-            advertise: self.advertise,
-            region: self.region,
-            data_dir: self.data_dir,
-            tls_dir: self.tls_dir,
-            insecure_plaintext: self.insecure_plaintext,
-            danger_stale_reads: self.danger_stale_reads,
-        }))
+        Ok((
+            file,
+            Overrides {
+                id: self.id,
+                listen: self.listen,
+                http_listen: self.http_listen,
+                slap_listen: self.slap_listen,
+                advertise: self.advertise,
+                region: self.region,
+                data_dir: self.data_dir,
+                tls_dir: self.tls_dir,
+                insecure_plaintext: self.insecure_plaintext,
+                danger_stale_reads: self.danger_stale_reads,
+            },
+        ))
     }
 }
 

@@ -34,7 +34,9 @@ pub fn server_name(advertise: Option<&str>, listen: &str) -> Result<String, Stri
             .unwrap_or_default();
         let host = match authority.strip_prefix('[') {
             Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
-            None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+            None => authority
+                .rsplit_once(':')
+                .map_or(authority, |(host, _)| host),
         };
         return if host.is_empty() {
             Err(format!("advertise {url:?} names no host"))
@@ -65,9 +67,7 @@ fn prepare(
         .tls_dir
         .get_or_insert_with(|| file.tls_dir.clone().unwrap_or_else(|| dir.join("tls")))
         .clone();
-    overrides
-        .data_dir
-        .get_or_insert_with(|| dir.join("data"));
+    overrides.data_dir.get_or_insert_with(|| dir.join("data"));
     let listen = overrides.listen.clone().unwrap_or(file.listen.clone());
     let advertise = overrides.advertise.clone().or(file.advertise.clone());
     let host = server_name(advertise.as_deref(), &listen).map_err(DaemonError::Refused)?;

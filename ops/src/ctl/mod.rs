@@ -4,10 +4,12 @@
 //! - [`conn`]: the replicas to try, the caller's certificate, and errors that say what to do.
 //! - [`output`]: tables for people, JSON (`--json`) for scripts, from the same values.
 //! - [`progress`]: a progress line for long operations, at a terminal only.
+//! - [`replica`]: replicas hosted as instances of the slapmaster release (`replica add`).
 
 pub mod conn;
 pub mod output;
 pub mod progress;
+pub mod replica;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -81,6 +83,9 @@ pub enum Command {
     /// Replicas of the cluster (operators).
     #[command(subcommand)]
     Member(MemberCommand),
+    /// Replicas hosted as instances on the cluster's own nodes (operators).
+    #[command(subcommand)]
+    Replica(replica::ReplicaCommand),
     /// Computers and their partitions (operators).
     #[command(subcommand)]
     Computer(ComputerCommand),
@@ -353,6 +358,7 @@ pub async fn run(cli: Cli) -> Result<Output, CtlError> {
             .await
         }
         Command::Member(MemberCommand::Promote { id }) => member_promote(&conn, id).await,
+        Command::Replica(command) => replica::run(&conn, command).await,
         Command::Member(MemberCommand::Remove { id }) => member_remove(&conn, id).await,
         Command::Computer(command) => computer(&conn, command).await,
         Command::Cert(command) => cert(&conn, command).await,
