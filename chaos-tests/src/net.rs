@@ -58,6 +58,12 @@ impl Network {
         format!("{}r{i}", self.tag)
     }
 
+    /// The run's /64 (`fd5c:1a2b:7:0::/64`): every member's and client's address is in it.
+    pub fn network(&self) -> String {
+        let [a, b, c, d] = self.prefix;
+        format!("{}/64", Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
+    }
+
     pub fn address(&self, i: usize) -> Ipv6Addr {
         let [a, b, c, d] = self.prefix;
         Ipv6Addr::new(

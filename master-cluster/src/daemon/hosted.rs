@@ -160,8 +160,8 @@ pub async fn instance(
         tracing::info!(id = hosted.id, "already a voter of the cluster");
         return super::serve(replica, &config, shutdown).await;
     }
-    // Over TLS the actor header is not read: the replica's certificate says who asks.
-    super::join_started(replica, &config, via, "replica", shutdown).await
+    // Over TLS the replica's certificate says who asks; the header only has to be well formed.
+    super::join_started(replica, &config, via, "operator:slapmaster", shutdown).await
 }
 
 /// `slapmaster promise`: holds (returns what it saw) while the requests await the operator's

@@ -2,6 +2,7 @@
 //! `join`, whose replicas can be killed and restarted. Its root CA and every certificate are
 //! made with `slapmaster ca init` and `slapmaster cert issue`, as an operator would.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -472,29 +473,31 @@ pub async fn replica_status(
 /// For tests of other crates: the `slapmaster` binary in the target directory the running
 /// test executable belongs to, built first when only that crate's tests were asked for.
 pub fn slapmaster_for_tests() -> Result<PathBuf, LoadError> {
+    binary_for_tests("master-cluster", "slapmaster")
+}
+
+/// For tests: binary `bin` of workspace package `package`, in the target directory the running
+/// test executable belongs to, built (or found up to date) once per test process: a test of
+/// another crate must not run a binary older than the sources.
+pub fn binary_for_tests(package: &str, bin: &str) -> Result<PathBuf, LoadError> {
     let exe = std::env::current_exe().map_err(|e| LoadError::io("locating the test binary", e))?;
     let target = exe.parent().and_then(Path::parent).ok_or_else(|| {
         LoadError::Cluster(format!("no target directory above {}", exe.display()))
     })?;
-    // Built (or found up to date) once per test process: a test of another crate must not
-    // run a slapmaster older than the sources.
-    static BUILT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let built = *BUILT.get_or_init(|| {
+    static BUILT: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !built.contains(bin) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "master-cluster",
-                "--bin",
-                "slapmaster",
-            ])
+        let ok = Command::new(cargo)
+            .args(["build", "--quiet", "-p", package, "--bin", bin])
             .status()
-            .is_ok_and(|s| s.success())
-    });
-    if !built {
-        return Err(LoadError::Cluster("building slapmaster failed".into()));
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Err(LoadError::Cluster(format!("building {bin} failed")));
+        }
+        built.insert(bin.to_owned());
     }
-    Ok(target.join("slapmaster"))
+    Ok(target.join(bin))
 }
