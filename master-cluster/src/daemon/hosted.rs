@@ -18,7 +18,7 @@ use std::time::Duration;
 use slapcluster_api::client;
 
 use super::{DaemonError, FileConfig, Overrides, io};
-use crate::replica::{Replica, Role};
+use crate::replica::Replica;
 
 /// The replica's certificate request, published as the connection parameter `csr`.
 pub const REPLICA_CSR: &str = "replica.csr";
@@ -151,16 +151,8 @@ pub async fn instance(
     }
     let config = hosted.file.validate(Overrides::default())?;
     let replica = Replica::start(config.replica.clone()).await?;
-    let voter = replica
-        .core()
-        .members()
-        .iter()
-        .any(|m| m.id == hosted.id && m.role != Role::Learner);
-    if voter {
-        tracing::info!(id = hosted.id, "already a voter of the cluster");
-        return super::serve(replica, &config, shutdown).await;
-    }
-    // Over TLS the replica's certificate says who asks; the header only has to be well formed.
+    // Joins, or (already a voter, as after a restart) serves. Over TLS the replica's
+    // certificate says who asks; the header only has to be well formed.
     super::join_started(replica, &config, via, "operator:slapmaster", shutdown).await
 }
 

@@ -188,7 +188,7 @@ async fn bootstrap(replica: &Replica) -> Result<(), DaemonError> {
 
 /// `slapmaster join`: serves this replica and asks the cluster at `via` to add it as a learner,
 /// then to promote it to voter once it caught up (receiving a snapshot if it is far behind).
-/// A replica that already is a member is left as it is.
+/// A replica that already is a voter (restarted after it joined) just serves.
 pub async fn join(
     config: ValidConfig,
     via: &[String],
@@ -212,6 +212,17 @@ async fn join_started(
         return Err(DaemonError::Refused(
             "name a replica of the cluster to join".into(),
         ));
+    }
+    let voter = match replica.core().is_voter().await {
+        Ok(voter) => voter,
+        Err(e) => {
+            replica.shutdown().await?;
+            return Err(ReplicaError::Fatal(e.to_string()).into());
+        }
+    };
+    if voter {
+        tracing::info!(id = replica.id(), "already a voter of the cluster");
+        return serve(replica, config, shutdown).await;
     }
     // Over TLS the replica asks with its own certificate, as a member of the cluster.
     let tls = config.replica.tls.as_ref().map(crate::tls::client_config);

@@ -178,6 +178,25 @@ impl ReplicaCore {
         index.ok_or_else(|| MembershipError::Refused("no replica to remove".into()))
     }
 
+    /// Whether this replica is a voter of the membership it holds. Read from Raft's own state,
+    /// not from [`Self::members`]: Raft's metrics start at defaults and show the stored
+    /// membership only once Raft has reported them, so just after a start they may say
+    /// nothing yet (a restarted voter would take itself for a newcomer).
+    pub async fn is_voter(&self) -> Result<bool, MembershipError> {
+        let id = self.id;
+        self.raft
+            .with_raft_state(move |state| {
+                state
+                    .membership_state
+                    .effective()
+                    .membership()
+                    .voter_ids()
+                    .any(|voter| voter == id)
+            })
+            .await
+            .map_err(|e| MembershipError::Stopped(e.to_string()))
+    }
+
     /// Every member with its role and, on the leader, how far it has replicated.
     pub fn members(&self) -> Vec<Member> {
         let metrics = self.raft.metrics();
