@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
+    SanType, SerialNumber,
 };
 
 use crate::cert::CertificateInfo;
@@ -45,10 +46,23 @@ pub fn new_key_and_request() -> Result<KeyAndRequest, CaError> {
 /// the request was made with.
 pub fn certifies_key(cert_pem: &str, key_pem: &str) -> Result<bool, CaError> {
     let key = KeyPair::from_pem(key_pem).map_err(crypto("reading a private key"))?;
+    Ok(certified_public_key(cert_pem)? == key.public_key_raw())
+}
+
+/// Whether the certificate `cert_pem` (the first of a chain) is for the key that the request
+/// `csr_pem` was made with: the issuer's side of [`certifies_key`], for telling whether a
+/// certificate handed out earlier still answers a request published now.
+pub fn certifies_request(cert_pem: &str, csr_pem: &str) -> Result<bool, CaError> {
+    let request = request(csr_pem)?;
+    Ok(certified_public_key(cert_pem)? == request.public_key.der_bytes())
+}
+
+/// The raw public key the certificate `cert_pem` (the first of a chain) certifies.
+fn certified_public_key(cert_pem: &str) -> Result<Vec<u8>, CaError> {
     let der = crate::cert::der_from_pem(cert_pem)?;
     let (_, cert) = x509_parser::parse_x509_certificate(&der)
         .map_err(|e| CaError::NotACertificate(e.to_string()))?;
-    Ok(cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw())
+    Ok(cert.public_key().subject_public_key.data.to_vec())
 }
 
 /// What the issuer decided a leaf certificate says.

@@ -22,7 +22,8 @@ mod policy;
 mod verify;
 
 pub use authority::{
-    Authority, Grant, KeyAndRequest, certifies_key, new_key_and_request, verify_request,
+    Authority, Grant, KeyAndRequest, certifies_key, certifies_request, new_key_and_request,
+    verify_request,
 };
 pub use cert::{CertificateInfo, Serial, der_from_pem, ders_from_pem};
 pub use error::CaError;

@@ -176,6 +176,8 @@ fn the_issuer_decides_what_a_certificate_says() {
     assert!(ca::certifies_key(&leaf, &key.serialize_pem()).expect("compares"));
     let other = new_key_and_request().expect("key");
     assert!(!ca::certifies_key(&leaf, &other.key_pem).expect("compares"));
+    assert!(ca::certifies_request(&leaf, &csr).expect("compares"));
+    assert!(!ca::certifies_request(&leaf, &other.csr_pem).expect("compares"));
 
     // A request whose signature does not match its key is refused.
     let mut tampered = csr.clone().into_bytes();

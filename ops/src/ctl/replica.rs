@@ -5,7 +5,9 @@
 //! per region (SLA `region=...`, title `replica-ID`), waits for each to publish its certificate
 //! requests, signs them here with the root CA (its key stays on the operator's machine),
 //! hands the certificates back as instance parameters and waits until each replica is a voter.
-//! The certification ([`certify`]) and the choice of ids ([`next_ids`]) are plain functions.
+//! Run again after an interruption or a timeout, it goes on with the replicas it had requested
+//! instead of requesting more. The choice of replicas ([`plan`]) and their certification
+//! ([`certify`], [`certified`]) are plain functions.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -20,8 +22,9 @@ use super::{Conn, CtlError, Output, placement_text, status};
 #[derive(Debug, Subcommand)]
 pub enum ReplicaCommand {
     /// Place a replica in each region (repeat --region), certify it with the root CA, and wait
-    /// until each is a voter. Also replaces a lost replica: add one in its region, then
-    /// `slapctl member remove` the lost one.
+    /// until each is a voter. Run again after a timeout, it goes on with the replicas that did
+    /// not join yet. Also replaces a lost replica: add one in its region, then `slapctl member
+    /// remove` the lost one.
     Add {
         /// A region for a new replica (repeat it: one replica per flag).
         #[arg(long = "region", required = true)]
@@ -43,14 +46,71 @@ pub fn title(id: u64) -> String {
     format!("replica-{id}")
 }
 
-/// `count` ids for new replicas: above every member and every replica instance already
-/// requested (a replica that never joined keeps its id).
-pub fn next_ids(members: &[u64], titles: &[String], count: usize) -> Vec<u64> {
-    let requested = titles
+/// A replica instance already requested (title `replica-ID`), as the cluster lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requested {
+    pub id: u64,
+    /// Its SLA region.
+    pub region: String,
+    pub destroyed: bool,
+}
+
+/// A replica this run places and certifies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Planned {
+    pub id: u64,
+    pub region: String,
+    /// Requested by an earlier run that did not see it join; this run goes on with it.
+    pub resumed: bool,
+}
+
+/// The replica of each region asked, in order. A region takes the lowest replica instance of
+/// that region that is not destroyed and is not a voter yet, with an id above every voter's:
+/// one an earlier run requested and did not see join. (A replica below a voter's id that is
+/// not a voter was a voter once, removed since, or was left behind by later additions; it is
+/// not taken again: destroy its instance.) Any other region gets a new id, above every
+/// member's and every replica instance's, so that no id is ever used twice.
+pub fn plan(
+    regions: &[String],
+    members: &[u64],
+    voters: &BTreeSet<u64>,
+    requested: &[Requested],
+) -> Vec<Planned> {
+    let newest_voter = voters.last().copied().unwrap_or(0);
+    let mut resumable: Vec<&Requested> = requested
         .iter()
-        .filter_map(|t| t.strip_prefix("replica-")?.parse::<u64>().ok());
-    let highest = members.iter().copied().chain(requested).max().unwrap_or(0);
-    (1..=count as u64).map(|n| highest + n).collect()
+        .filter(|r| !r.destroyed && r.id > newest_voter && !voters.contains(&r.id))
+        .collect();
+    resumable.sort_by_key(|r| r.id);
+    let mut highest = members
+        .iter()
+        .copied()
+        .chain(requested.iter().map(|r| r.id))
+        .max()
+        .unwrap_or(0);
+    regions
+        .iter()
+        .map(|region| {
+            let resumed = resumable.iter().position(|r| &r.region == region);
+            let id = match resumed {
+                Some(at) => resumable.remove(at).id,
+                None => {
+                    highest += 1;
+                    highest
+                }
+            };
+            Planned {
+                id,
+                region: region.clone(),
+                resumed: resumed.is_some(),
+            }
+        })
+        .collect()
+}
+
+/// The replica id of an instance title (`replica-7`).
+pub fn replica_id(title: &str) -> Option<u64> {
+    title.strip_prefix("replica-")?.parse().ok()
 }
 
 /// The host of a replica's published `url` (`https://[fd00::100]:7000`): its certificate's
@@ -95,6 +155,19 @@ pub fn certify(
     Ok((chain, signer))
 }
 
+/// Whether the certificates among `parameters` (`chain`, `signer`) are for the requests the
+/// instance publishes now (`csr`, `signer-csr`): then a resumed replica keeps them.
+pub fn certified(
+    parameters: &BTreeMap<String, String>,
+    connection: &BTreeMap<String, String>,
+) -> bool {
+    let answers = |cert: &str, csr: &str| match (parameters.get(cert), connection.get(csr)) {
+        (Some(cert), Some(csr)) => ca::certifies_request(cert, csr).unwrap_or(false),
+        _ => false,
+    };
+    answers("chain", "csr") && answers("signer", "signer-csr")
+}
+
 fn load_root(ca_dir: &Path) -> Result<ca::Authority, CtlError> {
     let read = |name: &str| {
         let path = ca_dir.join(name);
@@ -106,8 +179,7 @@ fn load_root(ca_dir: &Path) -> Result<ca::Authority, CtlError> {
 
 /// One replica on its way.
 struct Pending {
-    id: u64,
-    region: String,
+    planned: Planned,
     parameters: BTreeMap<String, String>,
     certified: bool,
 }
@@ -163,23 +235,43 @@ pub async fn run(conn: &Conn, command: ReplicaCommand) -> Result<Output, CtlErro
                 .list_instances(conn.request(pb::ListInstancesRequest::default())?),
         )
         .await?;
-    let titles: Vec<String> = instances.instances.into_iter().map(|i| i.title).collect();
-    let roots = root.cert_pem().to_owned();
-    let mut pending: Vec<Pending> = next_ids(&members, &titles, regions.len())
+    let mut earlier: BTreeMap<u64, pb::Instance> = instances
+        .instances
         .into_iter()
-        .zip(regions)
-        .map(|(id, region)| Pending {
+        .filter_map(|i| Some((replica_id(&i.title)?, i)))
+        .collect();
+    let requested: Vec<Requested> = earlier
+        .iter()
+        .map(|(&id, i)| Requested {
             id,
-            parameters: BTreeMap::from([
-                ("replica-id".to_owned(), id.to_string()),
-                ("cluster".to_owned(), via.clone()),
-                ("roots".to_owned(), roots.clone()),
-                ("region".to_owned(), region.clone()),
-            ]),
-            region,
-            certified: false,
+            region: i.sla.get("region").cloned().unwrap_or_default(),
+            destroyed: i.requested_state() == pb::RequestedState::Destroyed,
         })
         .collect();
+    let roots = root.cert_pem().to_owned();
+    let mut pending: Vec<Pending> = plan(&regions, &members, &voters(&cluster), &requested)
+        .into_iter()
+        .map(|planned| {
+            // A resumed replica keeps its certificates; what the cluster is now is refreshed.
+            // (A new id is above every earlier one: it finds nothing here.)
+            let mut parameters: BTreeMap<String, String> = earlier
+                .remove(&planned.id)
+                .map(|i| i.parameters.into_iter().collect())
+                .unwrap_or_default();
+            parameters.extend([
+                ("replica-id".to_owned(), planned.id.to_string()),
+                ("cluster".to_owned(), via.clone()),
+                ("roots".to_owned(), roots.clone()),
+                ("region".to_owned(), planned.region.clone()),
+            ]);
+            Pending {
+                planned,
+                parameters,
+                certified: false,
+            }
+        })
+        .collect();
+    // Asking again with the same parameters changes nothing: the request is idempotent.
     for replica in &pending {
         request(conn, &software, replica).await?;
     }
@@ -188,10 +280,15 @@ pub async fn run(conn: &Conn, command: ReplicaCommand) -> Result<Output, CtlErro
     loop {
         let mut waiting = Vec::new();
         for replica in pending.iter_mut().filter(|r| !r.certified) {
-            let shown = super::show(conn, instance_ref(replica.id)).await?;
+            let id = replica.planned.id;
+            let shown = super::show(conn, instance_ref(id)).await?;
             let instance = shown.instance.unwrap_or_default();
             let connection: BTreeMap<String, String> = instance.connection.into_iter().collect();
-            match certify(&root, replica.id, &connection, SystemTime::now()) {
+            if certified(&replica.parameters, &connection) {
+                replica.certified = true;
+                continue;
+            }
+            match certify(&root, id, &connection, SystemTime::now()) {
                 Ok((chain, signer)) => {
                     replica.parameters.insert("chain".into(), chain);
                     replica.parameters.insert("signer".into(), signer);
@@ -209,18 +306,12 @@ pub async fn run(conn: &Conn, command: ReplicaCommand) -> Result<Output, CtlErro
                 )),
             }
         }
-        let cluster = status(conn).await?;
-        let voters: BTreeSet<u64> = cluster
-            .members
-            .iter()
-            .filter(|m| m.voter)
-            .map(|m| m.id)
-            .collect();
+        let voters = voters(&status(conn).await?);
         waiting.extend(
             pending
                 .iter()
-                .filter(|r| r.certified && !voters.contains(&r.id))
-                .map(|r| format!("replica {} is certified, not a voter yet", r.id)),
+                .filter(|r| r.certified && !voters.contains(&r.planned.id))
+                .map(|r| format!("replica {} is certified, not a voter yet", r.planned.id)),
         );
         if waiting.is_empty() {
             break;
@@ -236,20 +327,28 @@ pub async fn run(conn: &Conn, command: ReplicaCommand) -> Result<Output, CtlErro
 
     #[derive(Serialize)]
     struct Row {
-        id: u64,
-        region: String,
+        #[serde(flatten)]
+        planned: Planned,
         title: String,
     }
     let rows: Vec<Row> = pending
-        .iter()
+        .into_iter()
         .map(|r| Row {
-            id: r.id,
-            region: r.region.clone(),
-            title: title(r.id),
+            title: title(r.planned.id),
+            planned: r.planned,
         })
         .collect();
-    Ok(Output::table(&["id", "region", "title"], &rows)
+    Ok(Output::table(&["id", "region", "title", "resumed"], &rows)
         .then("each is a voter; see `slapctl member list`"))
+}
+
+fn voters(cluster: &pb::ClusterStatusReply) -> BTreeSet<u64> {
+    cluster
+        .members
+        .iter()
+        .filter(|m| m.voter)
+        .map(|m| m.id)
+        .collect()
 }
 
 fn instance_ref(id: u64) -> super::InstanceRef {
@@ -261,10 +360,10 @@ fn instance_ref(id: u64) -> super::InstanceRef {
 
 async fn request(conn: &Conn, software: &str, replica: &Pending) -> Result<(), CtlError> {
     let mut message = pb::RequestInstanceRequest {
-        title: title(replica.id),
+        title: title(replica.planned.id),
         software_release: software.to_owned(),
         parameters: replica.parameters.clone().into_iter().collect(),
-        sla: [("region".to_owned(), replica.region.clone())]
+        sla: [("region".to_owned(), replica.planned.region.clone())]
             .into_iter()
             .collect(),
         ..Default::default()
@@ -279,11 +378,93 @@ async fn request(conn: &Conn, software: &str, replica: &Pending) -> Result<(), C
 mod tests {
     use super::*;
 
+    fn requested(id: u64, region: &str, destroyed: bool) -> Requested {
+        Requested {
+            id,
+            region: region.into(),
+            destroyed,
+        }
+    }
+
+    fn planned(id: u64, region: &str, resumed: bool) -> Planned {
+        Planned {
+            id,
+            region: region.into(),
+            resumed,
+        }
+    }
+
     #[test]
     fn new_replicas_take_ids_above_members_and_earlier_requests() {
-        let titles = vec!["replica-7".to_string(), "web".into(), "replica-x".into()];
-        assert_eq!(next_ids(&[1, 2, 3], &titles, 2), [8, 9]);
-        assert_eq!(next_ids(&[1], &[], 3), [2, 3, 4]);
+        let regions = ["eu".to_string(), "us".into()];
+        let voters = BTreeSet::from([1, 2, 3]);
+        // replica-7 was destroyed: its id is not used again.
+        let earlier = [requested(7, "eu", true)];
+        assert_eq!(
+            plan(&regions, &[1, 2, 3], &voters, &earlier),
+            [planned(8, "eu", false), planned(9, "us", false)]
+        );
+        // A learner's id is taken too.
+        let three = ["a".to_string(), "b".into(), "c".into()];
+        assert_eq!(
+            plan(&three, &[1, 2], &BTreeSet::from([1]), &[]),
+            [
+                planned(3, "a", false),
+                planned(4, "b", false),
+                planned(5, "c", false)
+            ]
+        );
+        assert_eq!(replica_id("replica-12"), Some(12));
+        assert_eq!(replica_id("replica-x"), None);
+        assert_eq!(replica_id("web"), None);
+    }
+
+    #[test]
+    fn a_run_again_goes_on_with_the_replicas_that_did_not_join() {
+        let regions = ["eu".to_string(), "us".into(), "ap".into()];
+        // replica-2 joined; 3 (us) and 4 (ap) were requested and never joined (4 a learner).
+        let earlier = [
+            requested(2, "eu", false),
+            requested(3, "us", false),
+            requested(4, "ap", false),
+        ];
+        let voters = BTreeSet::from([1, 2]);
+        assert_eq!(
+            plan(&regions, &[1, 2, 4], &voters, &earlier),
+            [
+                planned(5, "eu", false),
+                planned(3, "us", true),
+                planned(4, "ap", true),
+            ]
+        );
+        // Two regions alike take the region's waiting replica once, then a new one.
+        let twice = ["us".to_string(), "us".into()];
+        assert_eq!(
+            plan(&twice, &[1, 2], &voters, &earlier),
+            [planned(3, "us", true), planned(5, "us", false)]
+        );
+    }
+
+    #[test]
+    fn a_removed_replica_is_not_taken_again() {
+        // Replica 2 (eu) was lost, replaced by 5 and removed; its instance is still there.
+        let earlier = [
+            requested(2, "eu", false),
+            requested(3, "us", false),
+            requested(4, "ap", false),
+            requested(5, "eu", false),
+        ];
+        let voters = BTreeSet::from([3, 4, 5]);
+        assert_eq!(
+            plan(&["eu".to_string()], &[3, 4, 5], &voters, &earlier),
+            [planned(6, "eu", false)]
+        );
+        // Nor a destroyed one above every voter.
+        let earlier = [requested(6, "eu", true)];
+        assert_eq!(
+            plan(&["eu".to_string()], &[3, 4, 5], &voters, &earlier),
+            [planned(7, "eu", false)]
+        );
     }
 
     #[test]
@@ -312,6 +493,17 @@ mod tests {
             .verify_chain(&ders, ca::Usage::Server, now)
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         assert!(ca::CertificateInfo::from_pem(&signer_cert)?.is_ca);
+
+        // Handed back, they answer these requests; after new requests, no longer.
+        let parameters = BTreeMap::from([
+            ("chain".to_string(), chain.clone()),
+            ("signer".into(), signer_cert.clone()),
+        ]);
+        assert!(certified(&parameters, &connection));
+        assert!(!certified(&BTreeMap::new(), &connection));
+        let mut renewed = connection.clone();
+        renewed.insert("csr".into(), ca::new_key_and_request()?.csr_pem);
+        assert!(!certified(&parameters, &renewed));
 
         connection.insert("url".into(), "http://[fd00:1::100]:7000".into());
         assert!(certify(&root, 4, &connection, now).is_err(), "https only");
