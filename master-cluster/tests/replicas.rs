@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use master_cluster::replica::{Consistency, Replica, ReplicaConfig, Role};
+use master_cluster::replica::{Consistency, Replica, ReplicaConfig, Role, WriteError};
 use master_cluster::state::model::{
     Actor, ComputerDefinition, ComputerId, NetworkAddress, PartitionDefinition, PartitionRef,
     Placement, RequestedState, SoftwareReleaseUrl, SupplyState, Timestamp, UserId,
@@ -731,6 +731,66 @@ async fn node_liveness_reaches_the_log_only_as_summaries() {
         "a summary wakes no long-poll"
     );
     for replica in replicas {
+        replica.shutdown().await.expect("shutdown");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_leader_cannot_commit_is_answered_and_later_writes_go_on() {
+    init_tracing();
+    let dirs = tempdirs(3);
+    let short = |config: &mut ReplicaConfig| config.write_timeout = Duration::from_secs(2);
+    let mut replicas = Vec::new();
+    for (n, dir) in dirs.iter().enumerate() {
+        replicas.push(start_with(n as u64 + 1, dir.path(), 0, short).await);
+    }
+    let voters: BTreeMap<u64, ReplicaNode> = replicas.iter().map(|r| (r.id(), r.node())).collect();
+    replicas[0].initialize(voters).await.expect("initialise");
+    let leader = leader_of(&replicas.iter().collect::<Vec<_>>()).await;
+    add_computer(&replicas[0], "COMP-1", 4, true).await;
+
+    tracing::info!("--- both followers stop: the leader appends but cannot commit");
+    let position = replicas
+        .iter()
+        .position(|r| r.id() == leader)
+        .expect("leader");
+    let the_leader = replicas.remove(position);
+    let mut stopped = Vec::new();
+    for follower in replicas {
+        stopped.push((follower.id(), follower.local_addr().port()));
+        follower.shutdown().await.expect("shutdown");
+    }
+    let unanswerable = command(10, Actor::User(UserId::from("alice")), request("vm0"));
+    let answer = tokio::time::timeout(Duration::from_secs(60), the_leader.write(unanswerable))
+        .await
+        .expect("answered: a write that cannot commit must not wait for ever");
+    assert!(
+        matches!(
+            answer,
+            Err(WriteError::TimedOut(_) | WriteError::NoLeader(_))
+        ),
+        "{answer:?}"
+    );
+
+    tracing::info!("--- the followers come back: the next write through the leader commits");
+    let mut all = vec![the_leader];
+    for (id, port) in stopped {
+        let dir = dirs[usize::try_from(id - 1).expect("small")].path();
+        all.push(restart(id, dir, port).await);
+    }
+    let written = tokio::time::timeout(
+        Duration::from_secs(60),
+        all[0].write(command(
+            11,
+            Actor::User(UserId::from("alice")),
+            request("vm1"),
+        )),
+    )
+    .await
+    .expect("the writer is not stuck behind the unanswered batch")
+    .expect("committed");
+    instance_of(written.response);
+    for replica in all {
         replica.shutdown().await.expect("shutdown");
     }
 }

@@ -5,6 +5,13 @@
 //! write, then whatever else is already queued (up to a count and an approximate size), and
 //! commits them as one [`CommandBatch`] while the next batch gathers. Every caller still gets
 //! its own answer, and the log index of the entry that carried its command.
+//!
+//! A batch waits for its commit at most the write timeout: openraft answers an appended entry
+//! only once it is applied here or truncated by a new leader, and a leader that lost its place
+//! (removed from the membership, it hears from no new leader) would otherwise hold the batcher,
+//! and every write after it, for ever.
+
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -32,10 +39,11 @@ pub(super) struct Batcher {
 }
 
 impl Batcher {
-    /// Starts the batcher task for `raft`; it ends when every handle is dropped.
-    pub fn start(raft: Raft<MasterConfig>, max_commands: usize) -> Self {
+    /// Starts the batcher task for `raft`; it ends when every handle is dropped. A batch not
+    /// committed within `commit_timeout` is answered [`Attempt::TimedOut`].
+    pub fn start(raft: Raft<MasterConfig>, max_commands: usize, commit_timeout: Duration) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(run(raft, receiver, max_commands.max(1)));
+        tokio::spawn(run(raft, receiver, max_commands.max(1), commit_timeout));
         Self { queue }
     }
 
@@ -51,7 +59,12 @@ impl Batcher {
     }
 }
 
-async fn run(raft: Raft<MasterConfig>, mut queue: mpsc::Receiver<Pending>, max_commands: usize) {
+async fn run(
+    raft: Raft<MasterConfig>,
+    mut queue: mpsc::Receiver<Pending>,
+    max_commands: usize,
+    commit_timeout: Duration,
+) {
     while let Some(first) = queue.recv().await {
         let mut weight = first.command.op.weight();
         let mut batch = vec![first];
@@ -67,7 +80,17 @@ async fn run(raft: Raft<MasterConfig>, mut queue: mpsc::Receiver<Pending>, max_c
         let (commands, replies): (Vec<Command>, Vec<_>) =
             batch.into_iter().map(|p| (p.command, p.reply)).unzip();
         let count = commands.len();
-        let answers: Vec<Attempt<Written>> = match raft.client_write(CommandBatch(commands)).await {
+        let written =
+            tokio::time::timeout(commit_timeout, raft.client_write(CommandBatch(commands)));
+        let Ok(written) = written.await else {
+            // The entry may still commit; its callers are told the outcome is unknown.
+            tracing::warn!(count, "a batch was not committed within {commit_timeout:?}");
+            for reply in replies {
+                let _ = reply.send(Attempt::TimedOut(commit_timeout));
+            }
+            continue;
+        };
+        let answers: Vec<Attempt<Written>> = match written {
             Ok(written) if written.data.len() == count => {
                 let index = written.log_id.index;
                 written

@@ -74,19 +74,24 @@ pub(crate) enum Attempt<T> {
     Done(T),
     /// Not the leader; the leader as this replica knows it.
     Redirect(Option<(u64, String)>),
+    /// Not answered within this long; a write may yet take effect.
+    TimedOut(Duration),
     Fatal(String),
 }
 
 impl ReplicaCore {
     /// Runs `call` here; where this replica does not lead, against the leader; during an
-    /// election, waits for one. Bounded by the write timeout.
+    /// election, waits for one. Bounded by the write timeout, the local attempt included.
     pub(super) async fn at_leader<C: LeaderCall>(&self, call: C) -> Result<C::Output, WriteError> {
         let deadline = tokio::time::Instant::now() + self.write_timeout;
         loop {
-            let leader = match call.local(self).await {
-                Attempt::Done(value) => return Ok(value),
-                Attempt::Redirect(leader) => leader,
-                Attempt::Fatal(reason) => return Err(WriteError::Stopped(reason)),
+            let local = tokio::time::timeout_at(deadline, call.local(self)).await;
+            let leader = match local {
+                Ok(Attempt::Done(value)) => return Ok(value),
+                Ok(Attempt::Redirect(leader)) => leader,
+                Ok(Attempt::TimedOut(waited)) => return Err(WriteError::TimedOut(waited)),
+                Ok(Attempt::Fatal(reason)) => return Err(WriteError::Stopped(reason)),
+                Err(_) => return Err(WriteError::TimedOut(self.write_timeout)),
             };
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {

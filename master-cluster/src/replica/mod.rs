@@ -295,6 +295,10 @@ pub enum WriteError {
         "this replica has not applied index {index} after {waited:?}; retry or ask another replica"
     )]
     Behind { index: u64, waited: Duration },
+    /// The leader did not answer within the write timeout (it may have lost its leadership
+    /// meanwhile). A write may yet take effect: retry it (commands are idempotent).
+    #[error("not answered within {0:?}; the write may yet take effect: retry")]
+    TimedOut(Duration),
     /// This replica has stopped (shut down, or a fatal storage error).
     #[error("replica stopped: {0}")]
     Stopped(String),
@@ -435,7 +439,7 @@ impl Replica {
             .await
             .map_err(|e| ReplicaError::Fatal(e.to_string()))?;
 
-        let batcher = batcher::Batcher::start(raft.clone(), config.max_batch);
+        let batcher = batcher::Batcher::start(raft.clone(), config.max_batch, config.write_timeout);
         let core = Arc::new(ReplicaCore {
             id: config.id,
             node: ReplicaNode {

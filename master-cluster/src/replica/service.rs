@@ -63,6 +63,9 @@ impl raft_server::Raft for RaftService {
         let answer = match self.core.batcher.submit(command).await {
             Attempt::Done(Written { response, index }) => Ok((response, index)),
             Attempt::Redirect(leader) => Err(ForwardError::NotLeader { leader }),
+            Attempt::TimedOut(waited) => Err(ForwardError::Unavailable(format!(
+                "not committed within {waited:?}; it may yet be"
+            ))),
             Attempt::Fatal(reason) => Err(ForwardError::Unavailable(reason)),
         };
         reply(&answer)
