@@ -676,6 +676,65 @@ async fn init_bootstraps_a_data_directory_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_makes_its_seed_once_and_serves_the_same_one_again() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = unused_port(&[]).expect("a free port");
+    let options = daemon::bootstrap::BootstrapOptions {
+        dir: dir.path().to_path_buf(),
+        cluster: "test".into(),
+        operator: "admin".into(),
+    };
+    let overrides = || Overrides {
+        listen: Some(format!("[::1]:{port}")),
+        ..Default::default()
+    };
+    // Stopped as soon as it serves: what it made is what is checked.
+    let mut said = Vec::new();
+    daemon::bootstrap::bootstrap(
+        &options,
+        FileConfig::default(),
+        overrides(),
+        &mut said,
+        async {},
+    )
+    .await
+    .expect("the first bootstrap");
+    let said = String::from_utf8(said).expect("text");
+    assert!(
+        said.contains("seed replica 1 serving at https://[::1]"),
+        "{said}"
+    );
+    let root = std::fs::read(dir.path().join("ca/root.pem")).expect("a root CA");
+    let seed = std::fs::read(dir.path().join("tls/chain.pem")).expect("the seed's certificate");
+    let info = ca::CertificateInfo::from_pem(&String::from_utf8_lossy(&seed)).expect("reads");
+    assert_eq!(info.identity, Some(ca::Identity::Replica(1)));
+    let operator =
+        std::fs::read_to_string(dir.path().join("operator/chain.pem")).expect("an operator");
+    let info = ca::CertificateInfo::from_pem(&operator).expect("reads");
+    assert_eq!(info.identity, Some(ca::Identity::Operator("admin".into())));
+
+    let mut again = Vec::new();
+    daemon::bootstrap::bootstrap(
+        &options,
+        FileConfig::default(),
+        overrides(),
+        &mut again,
+        async {},
+    )
+    .await
+    .expect("run again, it serves the same seed");
+    assert_eq!(
+        std::fs::read(dir.path().join("ca/root.pem")).expect("root"),
+        root
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("tls/chain.pem")).expect("seed"),
+        seed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_reaches_every_replica_within_a_second() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use super::{DaemonError, FileConfig, Overrides, ValidConfig, io};
-use crate::replica::{Replica, ReplicaError};
+use crate::replica::Replica;
 
 /// What `bootstrap` is told beyond a replica's configuration.
 #[derive(Debug, Clone)]
@@ -117,22 +117,12 @@ pub async fn bootstrap(
 ) -> Result<(), DaemonError> {
     let config = prepare(options, file, overrides)?;
     let replica = Replica::start(config.replica.clone()).await?;
-    let initialized = replica
-        .raft()
-        .is_initialized()
-        .await
-        .map_err(|e| ReplicaError::Fatal(e.to_string()));
-    match initialized {
-        Ok(true) => tracing::info!("the seed's cluster exists; serving it"),
-        Ok(false) => {
-            if let Err(e) = super::bootstrap(&replica).await {
-                replica.shutdown().await?;
-                return Err(e);
-            }
-        }
+    match super::found_unless_initialized(&replica).await {
+        Ok(true) => {}
+        Ok(false) => tracing::info!("the seed's cluster exists; serving it"),
         Err(e) => {
             replica.shutdown().await?;
-            return Err(e.into());
+            return Err(e);
         }
     }
     let dir = &options.dir;

@@ -153,20 +153,30 @@ fn fixed_address(config: &ValidConfig) -> Result<crate::state::ReplicaNode, Conf
 pub async fn init(config: ValidConfig) -> Result<(), DaemonError> {
     fixed_address(&config)?;
     let replica = Replica::start(config.replica.clone()).await?;
+    let outcome = match found_unless_initialized(&replica).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(DaemonError::AlreadyInitialized(
+            config.replica.data_dir.clone(),
+        )),
+        Err(e) => Err(e),
+    };
+    replica.shutdown().await?;
+    outcome
+}
+
+/// Founds a one-replica cluster on `replica` unless its data directory already belongs to a
+/// cluster; whether it founded one.
+async fn found_unless_initialized(replica: &Replica) -> Result<bool, DaemonError> {
     let initialized = replica
         .raft()
         .is_initialized()
         .await
-        .map_err(|e| ReplicaError::Fatal(e.to_string()));
-    let outcome = match initialized {
-        Err(e) => Err(e.into()),
-        Ok(true) => Err(DaemonError::AlreadyInitialized(
-            config.replica.data_dir.clone(),
-        )),
-        Ok(false) => bootstrap(&replica).await,
-    };
-    replica.shutdown().await?;
-    outcome
+        .map_err(|e| ReplicaError::Fatal(e.to_string()))?;
+    if initialized {
+        return Ok(false);
+    }
+    bootstrap(replica).await?;
+    Ok(true)
 }
 
 async fn bootstrap(replica: &Replica) -> Result<(), DaemonError> {

@@ -358,8 +358,8 @@ pub async fn run(cli: Cli) -> Result<Output, CtlError> {
             .await
         }
         Command::Member(MemberCommand::Promote { id }) => member_promote(&conn, id).await,
-        Command::Replica(command) => replica::run(&conn, command).await,
         Command::Member(MemberCommand::Remove { id }) => member_remove(&conn, id).await,
+        Command::Replica(command) => replica::run(&conn, command).await,
         Command::Computer(command) => computer(&conn, command).await,
         Command::Cert(command) => cert(&conn, command).await,
         Command::Snapshot(SnapshotCommand::Save { file }) => {
