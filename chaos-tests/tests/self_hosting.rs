@@ -2,10 +2,11 @@
 //! `slapnode` agents in system mode, each in a network namespace of its own on one IPv6 bridge
 //! (regions r1, r2, r3 and a second node in r1). `slapctl replica add` places a replica in
 //! each region as an instance of the slapmaster release, the replicas join, the seed leaves
-//! and stops; an agent restarted then finds the hosted replicas from the list it saved; then
-//! the node hosting the r1 replica is killed with everything it runs, a
-//! replacement replica is placed on the other r1 node (by a `replica add` given up at once,
-//! then run again: it goes on with the replica it requested), and the dead member is removed.
+//! and stops; an agent restarted then finds the hosted replicas from the list it saved. Then
+//! the node hosting the r1 replica is killed with everything it runs, a replacement replica
+//! is placed on the other r1 node (by a `replica add` given up at once, then run again: it
+//! goes on with the replica it requested), and the dead member is removed; last, a replica's
+//! process is killed and its node restarts it, a voter still.
 //! Throughout, a client keeps requesting instances (over whichever replica answers); at the
 //! end every request that was acknowledged is there.
 //!
