@@ -30,10 +30,6 @@ fn init_tracing() {
         .try_init();
 }
 
-async fn start(id: u64, dir: &Path, port: u16) -> Replica {
-    start_with(id, dir, port, |_| {}).await
-}
-
 async fn start_with(id: u64, dir: &Path, port: u16, tweak: impl Fn(&mut ReplicaConfig)) -> Replica {
     let listen = format!("[::1]:{port}").parse().expect("address");
     let mut config = ReplicaConfig::new(id, listen, dir.to_path_buf());
@@ -315,9 +311,17 @@ async fn add_computer(replica: &Replica, id: &str, partitions: u32, supply: bool
 
 /// Starts three replicas and bootstraps them into one cluster.
 async fn cluster(dirs: &[tempfile::TempDir]) -> Vec<Replica> {
+    cluster_with(dirs, |_| {}).await
+}
+
+/// [`cluster`] with `tweak` applied to every replica's configuration.
+async fn cluster_with(
+    dirs: &[tempfile::TempDir],
+    tweak: impl Fn(&mut ReplicaConfig),
+) -> Vec<Replica> {
     let mut replicas = Vec::new();
     for (n, dir) in dirs.iter().enumerate() {
-        replicas.push(start(n as u64 + 1, dir.path(), 0).await);
+        replicas.push(start_with(n as u64 + 1, dir.path(), 0, &tweak).await);
     }
     let voters: BTreeMap<u64, ReplicaNode> = replicas.iter().map(|r| (r.id(), r.node())).collect();
     replicas[0].initialize(voters).await.expect("initialise");
@@ -456,12 +460,7 @@ fn compacting(config: &mut ReplicaConfig) {
 async fn a_new_replica_joins_by_snapshot_and_replaces_an_old_one() {
     init_tracing();
     let dirs = tempdirs(4);
-    let mut replicas = Vec::new();
-    for (n, dir) in dirs[..3].iter().enumerate() {
-        replicas.push(start_with(n as u64 + 1, dir.path(), 0, compacting).await);
-    }
-    let voters: BTreeMap<u64, ReplicaNode> = replicas.iter().map(|r| (r.id(), r.node())).collect();
-    replicas[0].initialize(voters).await.expect("initialise");
+    let replicas = cluster_with(&dirs[..3], compacting).await;
     let leader_id = leader_of(&replicas.iter().collect::<Vec<_>>()).await;
 
     tracing::info!("--- enough writes that every replica snapshots and purges its log");
@@ -739,13 +738,10 @@ async fn node_liveness_reaches_the_log_only_as_summaries() {
 async fn a_write_the_leader_cannot_commit_is_answered_and_later_writes_go_on() {
     init_tracing();
     let dirs = tempdirs(3);
-    let short = |config: &mut ReplicaConfig| config.write_timeout = Duration::from_secs(2);
-    let mut replicas = Vec::new();
-    for (n, dir) in dirs.iter().enumerate() {
-        replicas.push(start_with(n as u64 + 1, dir.path(), 0, short).await);
-    }
-    let voters: BTreeMap<u64, ReplicaNode> = replicas.iter().map(|r| (r.id(), r.node())).collect();
-    replicas[0].initialize(voters).await.expect("initialise");
+    let mut replicas = cluster_with(&dirs, |config| {
+        config.write_timeout = Duration::from_secs(2);
+    })
+    .await;
     let leader = leader_of(&replicas.iter().collect::<Vec<_>>()).await;
     add_computer(&replicas[0], "COMP-1", 4, true).await;
 

@@ -227,7 +227,7 @@ async fn join_started(
         Ok(voter) => voter,
         Err(e) => {
             replica.shutdown().await?;
-            return Err(ReplicaError::Fatal(e.to_string()).into());
+            return Err(e.into());
         }
     };
     if voter {

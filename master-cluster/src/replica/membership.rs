@@ -9,7 +9,7 @@ use std::time::Duration;
 use openraft::ChangeMembers;
 use openraft::error::{ClientWriteError, RaftError};
 
-use super::ReplicaCore;
+use super::{ReplicaCore, ReplicaError};
 use crate::state::ReplicaNode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,7 +182,7 @@ impl ReplicaCore {
     /// not from [`Self::members`]: Raft's metrics start at defaults and show the stored
     /// membership only once Raft has reported them, so just after a start they may say
     /// nothing yet (a restarted voter would take itself for a newcomer).
-    pub async fn is_voter(&self) -> Result<bool, MembershipError> {
+    pub async fn is_voter(&self) -> Result<bool, ReplicaError> {
         let id = self.id;
         self.raft
             .with_raft_state(move |state| {
@@ -194,7 +194,7 @@ impl ReplicaCore {
                     .any(|voter| voter == id)
             })
             .await
-            .map_err(|e| MembershipError::Stopped(e.to_string()))
+            .map_err(|e| ReplicaError::Fatal(e.to_string()))
     }
 
     /// Every member with its role and, on the leader, how far it has replicated.
