@@ -56,21 +56,37 @@ pub(crate) struct StoreFile {
 impl StoreFile {
     pub fn open(path: &Path, kind: FileKind, cache_bytes: usize) -> Result<Self, StoreError> {
         let existed = path.exists();
-        let db = redb::Builder::new()
-            .set_cache_size(cache_bytes)
-            .set_check_integrity_on_open(true)
+        let db = builder(cache_bytes)
             .create(path)
             .map_err(|error| classify_open_error(path, kind, error))?;
-        let file = Self {
-            db,
-            path: path.to_path_buf(),
-        };
-        file.check_or_write_marker(kind)?;
+        let file = Self::accept(db, path, kind)?;
         if !existed {
             // The new file's directory entry must be durable before anything in it is
             // acknowledged.
             sync_parent_dir(path)?;
         }
+        Ok(file)
+    }
+
+    /// Like [`Self::open`], on storage the caller supplies; `path` only names it in errors.
+    pub fn open_on(
+        backend: impl redb::StorageBackend,
+        path: &Path,
+        kind: FileKind,
+        cache_bytes: usize,
+    ) -> Result<Self, StoreError> {
+        let db = builder(cache_bytes)
+            .create_with_backend(backend)
+            .map_err(|error| classify_open_error(path, kind, error))?;
+        Self::accept(db, path, kind)
+    }
+
+    fn accept(db: Database, path: &Path, kind: FileKind) -> Result<Self, StoreError> {
+        let file = Self {
+            db,
+            path: path.to_path_buf(),
+        };
+        file.check_or_write_marker(kind)?;
         Ok(file)
     }
 
@@ -183,6 +199,14 @@ impl StoreFile {
         }
         Ok(())
     }
+}
+
+fn builder(cache_bytes: usize) -> redb::Builder {
+    let mut builder = redb::Builder::new();
+    builder
+        .set_cache_size(cache_bytes)
+        .set_check_integrity_on_open(true);
+    builder
 }
 
 fn classify_open_error(path: &Path, kind: FileKind, error: redb::DatabaseError) -> StoreError {

@@ -137,6 +137,47 @@ where
     let paths = DataDir::new(dir);
     let log = db::StoreFile::open(&paths.log, db::LOG_FILE, options.log_cache_bytes)?;
     let state = db::StoreFile::open(&paths.state, db::STATE_FILE, options.state_cache_bytes)?;
+    assemble(log, state, paths, app, options)
+}
+
+/// Like [`open`], with the log and the state machine on storage the caller supplies instead
+/// of `log.redb` and `state.redb` (the power-loss test's disks, [`testing::power_loss`]);
+/// `dir` holds the snapshots, and names the two in errors as if they were its files.
+pub fn open_on<C, A>(
+    dir: &Path,
+    log: impl redb::StorageBackend,
+    state: impl redb::StorageBackend,
+    app: A,
+    options: &Options,
+) -> Result<(LogStore<C>, StateMachineStore<C, A>), StoreError>
+where
+    C: TypeConfig,
+    A: Application<C>,
+{
+    std::fs::create_dir_all(dir)
+        .map_err(|e| StoreError::from_io(dir, "creating the data directory", e))?;
+    let paths = DataDir::new(dir);
+    let log = db::StoreFile::open_on(log, &paths.log, db::LOG_FILE, options.log_cache_bytes)?;
+    let state = db::StoreFile::open_on(
+        state,
+        &paths.state,
+        db::STATE_FILE,
+        options.state_cache_bytes,
+    )?;
+    assemble(log, state, paths, app, options)
+}
+
+fn assemble<C, A>(
+    log: db::StoreFile,
+    state: db::StoreFile,
+    paths: DataDir,
+    app: A,
+    options: &Options,
+) -> Result<(LogStore<C>, StateMachineStore<C, A>), StoreError>
+where
+    C: TypeConfig,
+    A: Application<C>,
+{
     let snapshots = snapshot::SnapshotDir::open(paths.snapshots)?;
     Ok((
         LogStore::new(log, options.observer.clone())?,

@@ -8,7 +8,9 @@
 //! - An append is reported flushed to openraft only after its durable (two-phase, fsynced)
 //!   commit returned; the vote is saved the same way before `save_vote` returns.
 //! - `committed` is written without fsync: it is an optimisation (apply can resume further on
-//!   restart) and becomes durable with the next append; losing it loses nothing.
+//!   restart) and becomes durable with the next append; losing it loses nothing. It never
+//!   passes the log: it names an entry already durable when it is written, and a truncation
+//!   at or below it is refused (Raft never truncates committed entries).
 //!
 //! All redb work runs on tokio's blocking pool: commits wait on fsync, which must not stall a
 //! runtime worker that drives network IO.
@@ -186,12 +188,26 @@ impl<C: TypeConfig> LogStore<C> {
         .await
     }
 
-    /// Deletes entries with index `>= since`.
+    /// Deletes entries with index `>= since`. Refused if that would remove a committed entry:
+    /// Raft never takes back what it committed, so such a call is a bug in the caller, and
+    /// obeying it would leave the committed log id past the end of the log.
     pub async fn truncate_since(&self, since: u64) -> Result<(), StoreError> {
         self.run(move |file| {
             const ACTION: &str = "truncating the log";
             let txn = file.begin_write(ACTION)?;
             {
+                let meta = txn.open_table(META).map_err(|e| file.error(ACTION, e))?;
+                if let Some(committed) = file.read_log_id(&meta, COMMITTED)?
+                    && since <= committed.index
+                {
+                    return Err(StoreError::Invariant {
+                        path: file.path.clone(),
+                        detail: format!(
+                            "truncating the log from index {since} would remove committed \
+                             entry {committed}"
+                        ),
+                    });
+                }
                 let mut log = txn.open_table(LOG).map_err(|e| file.error(ACTION, e))?;
                 log.retain_in(codec::log_key(since).., |_, _| false)
                     .map_err(|e| file.error(ACTION, e))?;

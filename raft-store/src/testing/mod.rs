@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Application, LogStore, Options, StateMachineStore};
 
+pub mod power_loss;
+
 openraft::declare_raft_types!(
     /// Type configuration of the key-value test application.
     pub KvConfig:
@@ -119,6 +121,24 @@ pub fn open_kv_with(
     crate::open(dir, KvApp, options)
 }
 
+/// Opens a store for [`KvApp`] whose two files live on the power-loss disks `log` and `state`
+/// of a machine powered by `power`; `dir` holds the snapshots.
+pub fn open_kv_on(
+    dir: &std::path::Path,
+    log: &power_loss::Disk,
+    state: &power_loss::Disk,
+    power: &power_loss::Power,
+    options: &Options,
+) -> Result<(LogStore<KvConfig>, StateMachineStore<KvConfig, KvApp>), crate::StoreError> {
+    crate::open_on(
+        dir,
+        log.backend(power),
+        state.backend(power),
+        KvApp,
+        options,
+    )
+}
+
 /// Builds a fresh store in a temporary directory for each test of openraft's suite; the
 /// directory is the guard the suite holds.
 pub struct TempStoreBuilder;
@@ -154,4 +174,13 @@ impl
         // The directory lives as long as the suite holds the guard.
         Ok((dir, log, sm))
     }
+}
+
+/// SplitMix64: the seeded generator of the crash tests, small enough to need no crate.
+pub fn splitmix(x: &mut u64) -> u64 {
+    *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
