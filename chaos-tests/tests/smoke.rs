@@ -23,7 +23,11 @@ async fn every_nemesis_keeps_every_promise_and_a_broken_replica_is_caught() -> a
         .with_test_writer()
         .try_init();
     if !chaos_tests::is_root() {
-        eprintln!("not root: every run uses loopback ports behind the fault proxies");
+        // What needs root is skipped, loudly; the rest still runs on loopback.
+        test_kit::skip!(
+            "partly: namespaces, nftables partitions and the disk-full fault need root; ran on \
+             loopback ports behind the fault proxies"
+        );
     }
     let seed: u64 = match std::env::var("CHAOS_SEED") {
         Ok(seed) => seed.parse()?,

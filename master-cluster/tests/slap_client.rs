@@ -45,11 +45,11 @@ fn a_slapos_node_and_user_run_an_instance_tree_through_a_follower() {
         return;
     }
     let Some(venv) = venv() else {
-        eprintln!("skipped: no SlapOS client; run .ci/slapos-client (CI's setup does)");
+        test_kit::skip!("no SlapOS client (./.ci/setup installs it, as root)");
         return;
     };
     if !namespaced::is_root() {
-        eprintln!("skipped: slapos node format creates users, which needs root");
+        test_kit::skip!("slapos node format creates users: needs root");
         return;
     }
     let (passed, log) = namespaced::rerun(

@@ -76,7 +76,7 @@ fn count_colour(image: &[u8], channels: usize, rgb: [u8; 3]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_renders_in_a_browser() {
     let Some(browser) = chromium() else {
-        eprintln!("skipped: chromium is not installed (sudo ./.ci/setup installs it)");
+        test_kit::skip!("chromium is not installed (./.ci/setup installs it, as root)");
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");

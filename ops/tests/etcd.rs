@@ -10,7 +10,7 @@ use ops::load::etcd::{self, EtcdCluster, EtcdTls};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_benchmark_drives_a_real_etcd_cluster() -> anyhow::Result<()> {
     let Ok(path) = which("etcd") else {
-        eprintln!("skipped: etcd is not installed (sudo ./.ci/setup installs etcd-server)");
+        test_kit::skip!("etcd is not installed (./.ci/setup installs etcd-server, as root)");
         return Ok(());
     };
     // Over mTLS, as the benchmark runs it first: certificates of a CA made for the test.

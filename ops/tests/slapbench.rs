@@ -15,7 +15,10 @@ fn slapbench_measures_both_masters_with_the_same_calls() -> anyhow::Result<()> {
         PathBuf::from,
     );
     if !venv.join("bin/slapos").exists() {
-        eprintln!("skipped: no SlapOS client; run .ci/slapos-client (CI's setup does)");
+        test_kit::skip!(
+            "no SlapOS client in {} (./.ci/setup installs it, as root)",
+            venv.display()
+        );
         return Ok(());
     }
     let output = Command::new(env!("CARGO_BIN_EXE_slapbench"))

@@ -211,7 +211,7 @@ fn a_data_directory_in_use_is_refused() {
 #[test]
 fn a_full_disk_is_reported_and_loses_nothing_acknowledged() {
     if !is_root() {
-        eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
+        test_kit::skip!("mounting a tmpfs to fill needs root");
         return;
     }
     let mount = Tmpfs::mount(8 << 20);

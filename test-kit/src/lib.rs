@@ -1,0 +1,66 @@
+//! test-kit: what the workspace's tests share. A dev-dependency only; it depends on nothing.
+//!
+//! Today it holds the one way a test says it cannot run on this machine: [`skip!`]. A skip is
+//! never silent. Unless the caller allowed skips (`SLAPCLUSTER_ALLOW_SKIPS=1`, for a developer
+//! without root or without the system tools `./.ci/setup` installs), the test fails, naming what
+//! it needs; when allowed, the skip is printed and recorded in the file named by
+//! `SLAPCLUSTER_SKIP_LOG`, which `./verify` lists at the end of every run. CI never allows them.
+
+use std::io::Write;
+
+/// Set to `1` to let tests skip what this machine cannot run (they are then listed).
+pub const ALLOW_SKIPS: &str = "SLAPCLUSTER_ALLOW_SKIPS";
+/// A file each allowed skip appends one line to: `crate test: reason`.
+pub const SKIP_LOG: &str = "SLAPCLUSTER_SKIP_LOG";
+
+/// Declares that the calling test cannot check what it is for on this machine, and why.
+/// Fails the test unless skips are allowed; when they are, returns and the test should stop
+/// (or go on with what it can still check, saying so in the reason).
+///
+/// ```text
+/// if !is_root() {
+///     test_kit::skip!("mounting a tmpfs needs root");
+///     return;
+/// }
+/// ```
+#[macro_export]
+macro_rules! skip {
+    ($($reason:tt)+) => {
+        $crate::skip_test(
+            env!("CARGO_PKG_NAME"),
+            module_path!(),
+            &format!($($reason)+),
+        )
+    };
+}
+
+/// What [`skip!`] expands to. `module` is the test target's module path; the test's name is
+/// its thread's (libtest names each test's thread after it).
+#[track_caller]
+pub fn skip_test(package: &str, module: &str, reason: &str) {
+    let thread = std::thread::current();
+    let test = match thread.name() {
+        Some(name) if name != "main" => format!("{module}::{name}"),
+        _ => module.to_string(),
+    };
+    let line = format!("{package} {test}: {reason}");
+    if std::env::var(ALLOW_SKIPS).as_deref() != Ok("1") {
+        panic!(
+            "{line}\nthis test cannot run here and skips are not allowed: run the tests as \
+             root through ./verify (it installs what they need), or set {ALLOW_SKIPS}=1 to \
+             skip it, listed"
+        );
+    }
+    eprintln!("SKIPPED {line}");
+    if let Some(log) = std::env::var_os(SKIP_LOG) {
+        // One write per line with O_APPEND: tests running in parallel do not interleave.
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut file| file.write_all(format!("{line}\n").as_bytes()));
+        if let Err(e) = written {
+            panic!("{line}\ncould not record the skip in {log:?}: {e}");
+        }
+    }
+}
