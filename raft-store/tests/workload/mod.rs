@@ -19,9 +19,10 @@
 //! committed log id is not past the log; `last_applied` is at least the last one reported
 //! durable (applied, or snapshotted) and the key-value state equals the replay of the entries
 //! up to it; every entry reported applied, lazily or not, is still in the log (or behind a
-//! snapshot), and applying it again gives the replay's state (how openraft recovers a lazily
-//! synced state); the current snapshot installs into a fresh store and equals the state at its
-//! index.
+//! snapshot) with its term, so that replaying it recovers a lazily synced state (the workload
+//! does so when it starts again, as openraft does, up to the committed log id); the current
+//! snapshot installs into a fresh store and equals the state at its index. The model also
+//! refuses a workload that would truncate an applied entry, which Raft never does.
 
 use std::collections::BTreeMap;
 
@@ -94,6 +95,10 @@ pub async fn run(
     let mut term = state.last_log_id.map_or(1, |id| id.leader_id.term);
     let mut next = state.last_log_id.map_or(0, |id| id.index + 1);
     let mut applied = sm.applied().await?.0.map(|id| id.index);
+    // Entries from here on were never applied by an earlier life of this store. The committed
+    // log id is written lazily, so after a crash it may be behind entries that were applied
+    // (hence committed); Raft never truncates those, so neither does this workload.
+    let fresh = next;
 
     // As openraft does on start: apply what the log says is committed before anything else.
     // A lazily synced state may have rolled back behind it; those entries are committed, so
@@ -120,10 +125,11 @@ pub async fn run(
         next += count;
 
         // Like a follower whose uncommitted tail is overwritten by a new leader: only entries
-        // after the applied ones, which are all the committed ones too.
+        // never applied, in this life or an earlier one.
         let first_unapplied = applied.map_or(0, |a| a + 1);
-        if splitmix(&mut rng).is_multiple_of(5) && next - first_unapplied > 1 {
-            let since = first_unapplied + 1 + splitmix(&mut rng) % (next - first_unapplied - 1);
+        let lowest = (first_unapplied + 1).max(fresh);
+        if splitmix(&mut rng).is_multiple_of(5) && next > lowest {
+            let since = lowest + splitmix(&mut rng) % (next - lowest);
             report(format!("truncating {since}"))?;
             log.truncate_since(since).await?;
             report(format!("truncated {since}"))?;
@@ -210,7 +216,16 @@ impl Model {
                     self.terms.insert(index, term);
                 }
             }
-            Some("truncating") => self.pending_truncation = Some(num(1)?),
+            Some("truncating") => {
+                let since = num(1)?;
+                ensure!(
+                    Some(since) > self.applied_any,
+                    "the workload truncates from {since}, but entries up to {:?} were applied: \
+                     Raft never truncates committed entries",
+                    self.applied_any
+                );
+                self.pending_truncation = Some(since);
+            }
             Some("truncated") => {
                 let since = num(1)?;
                 self.terms.split_off(&since);
@@ -337,27 +352,19 @@ pub async fn check(store: &Store, model: &mut Model) -> Result<()> {
         "state after applying up to {applied_index:?} differs from the replay of the log"
     );
 
-    // What a lazily synced state lost comes back from the log: every entry reported applied is
-    // committed, so it is still there (or behind a snapshot, which covers it).
-    let mut recovered = applied_index;
+    // What a lazily synced state lost comes back from the log, as openraft replays it: every
+    // entry reported applied is committed, so it is still there (or behind a snapshot, which
+    // covers it), with the term it was applied with (checked above).
     if model.applied_any > applied_index {
         let from = applied_index.map_or(0, |a| a + 1);
         let to = model.applied_any.map_or(0, |a| a + 1);
-        let entries = log.entries(from..to).await?;
+        let found = log.entries(from..to).await?.len();
         ensure!(
-            entries.len() as u64 == to - from,
-            "entries {from}..{to} were reported applied but the log holds only {} of them",
-            entries.len()
-        );
-        sm.apply_entries(entries).await?;
-        recovered = Some(to - 1);
-        ensure!(
-            read_kv(&sm.begin_read()?)? == replay(&model.terms, recovered),
-            "state recovered by replaying the log up to {recovered:?} differs from the replay"
+            found as u64 == to - from,
+            "entries {from}..{to} were reported applied, but the log holds only {found} of them"
         );
     }
-    model.last_applied = recovered;
-    model.applied_any = recovered;
+    model.last_applied = applied_index;
 
     // The current snapshot is complete: installed elsewhere, it equals the state at its index.
     if let Some(snapshot) = sm.current_snapshot().await? {
