@@ -16,7 +16,8 @@
 //! Must never depend on: master-cluster or anything SlapOS, the network, the async runtime
 //! beyond tokio's blocking pool and file handle (which openraft's snapshot API requires).
 //! [`testing`] holds the small key-value application that the conformance suite, the crash
-//! test and the benchmarks use.
+//! tests and the benchmarks use, and the disks that lose power ([`testing::power_loss`]) on
+//! which `tests/power_loss.rs` runs the store.
 
 mod codec;
 mod db;

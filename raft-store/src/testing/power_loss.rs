@@ -60,11 +60,14 @@ impl Power {
     /// Counts one disk call; fails it once the power is out.
     fn call(&self) -> std::io::Result<()> {
         if !self.is_lost() {
-            let left = self.0.calls_left.load(Ordering::SeqCst);
-            if left == 0 {
-                return Ok(());
-            }
-            if self.0.calls_left.fetch_sub(1, Ordering::SeqCst) != 1 {
+            let counted =
+                self.0
+                    .calls_left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                        left.checked_sub(1)
+                    });
+            // Unarmed (zero left), or armed and not yet at the fatal call.
+            if counted != Ok(1) {
                 return Ok(());
             }
             self.cut_now();
