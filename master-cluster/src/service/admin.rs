@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status};
 use super::{ACTOR_HEADER, caller, convert::invalid, failed, unavailable, write, write_reply};
 use crate::replica::{Consistency, MembershipError, ReadError, ReplicaCore};
 use crate::state::model::{Actor, UserId};
+use crate::state::policy::{self, Operation, Target};
 use crate::state::{Op, ReplicaNode};
 
 /// Marks a membership change a follower passed on, so that it is passed on at most once.
@@ -41,9 +42,16 @@ pub struct AdminService {
 
 type Reply<T> = Result<Response<T>, Status>;
 
-/// The operator making the call; anyone else is refused.
-fn operator<T>(core: &ReplicaCore, request: &Request<T>) -> Result<UserId, Status> {
-    match caller(core, request)? {
+/// The operator making the call, if the policy lets the caller perform `operation` on the
+/// cluster (only operators may); anyone else is refused.
+fn operator<T>(
+    core: &ReplicaCore,
+    request: &Request<T>,
+    operation: Operation,
+) -> Result<UserId, Status> {
+    let actor = caller(core, request)?;
+    policy::decide(&actor, operation, Target::Cluster)?;
+    match actor {
         Actor::Operator(name) => Ok(name),
         other => Err(Status::permission_denied(format!(
             "{other} is not an operator"
@@ -144,7 +152,7 @@ impl AdminService {
     where
         Fut: Future<Output = Reply<R>>,
     {
-        let operator = operator(&self.core, &request)?;
+        let operator = operator(&self.core, &request, Operation::ChangeMembership)?;
         let leader = match here(&self.core, request.get_ref()).await {
             Ok(reply) => return Ok(Response::new(reply)),
             Err(MembershipError::NotLeader {
@@ -230,7 +238,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::ClusterStatusRequest>,
     ) -> Reply<pb::ClusterStatusReply> {
-        operator(&self.core, &request)?;
+        operator(&self.core, &request, Operation::ReadClusterStatus)?;
         Ok(Response::new(cluster_status(&self.core).await))
     }
 
@@ -349,6 +357,7 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::CreateEnrollmentTokenRequest>,
     ) -> Reply<pb::EnrollmentToken> {
         let actor = caller(&self.core, &request)?;
+        policy::decide(&actor, Operation::CreateEnrollmentToken, Target::Cluster)?;
         let request = request.into_inner();
         let valid = match request.valid_seconds {
             0 => Duration::from_secs(3600),
@@ -373,7 +382,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::ListComputersRequest>,
     ) -> Reply<pb::ListComputersReply> {
-        operator(&self.core, &request)?;
+        operator(&self.core, &request, Operation::ListComputers)?;
         let consistency = super::consistency(request.get_ref().consistency);
         let (_, computers) = self
             .core
@@ -394,9 +403,10 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::ShowComputerRequest>,
     ) -> Reply<pb::ShowComputerReply> {
-        operator(&self.core, &request)?;
+        let actor = caller(&self.core, &request)?;
         let request = request.into_inner();
         let id = super::convert::computer_id("computer", &request.computer)?;
+        policy::decide(&actor, Operation::ReadComputer, Target::Computer(&id))?;
         let wanted = id.clone();
         let view = self
             .core
@@ -417,7 +427,11 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::SetAllocationScopeRequest>,
     ) -> Reply<pb::AllocationScopeReply> {
-        let actor = Actor::Operator(operator(&self.core, &request)?);
+        let actor = Actor::Operator(operator(
+            &self.core,
+            &request,
+            Operation::SetAllocationScope,
+        )?);
         let request = request.into_inner();
         let op = Op::SetAllocationScope {
             computer: super::convert::computer_id("computer", &request.computer)?,
@@ -442,7 +456,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::ListCertificatesRequest>,
     ) -> Reply<pb::ListCertificatesReply> {
-        operator(&self.core, &request)?;
+        operator(&self.core, &request, Operation::ListCertificates)?;
         let certificates = self
             .core
             .read(Consistency::Linearizable, crate::state::query::certificates)
@@ -468,7 +482,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::IssueCertificateRequest>,
     ) -> Reply<pb::IssueCertificateReply> {
-        let name = operator(&self.core, &request)?;
+        let name = operator(&self.core, &request, Operation::IssueCertificate)?;
         let request = request.into_inner();
         let identity = ca::Identity::parse_uri(&format!(
             "urn:slapcluster:{}",
@@ -507,7 +521,7 @@ impl pb::admin_server::Admin for AdminService {
     type SnapshotStream = SnapshotStream;
 
     async fn snapshot(&self, request: Request<pb::SnapshotRequest>) -> Reply<SnapshotStream> {
-        operator(&self.core, &request)?;
+        operator(&self.core, &request, Operation::TakeSnapshot)?;
         // Every write acknowledged before the call is in the backup.
         self.core
             .read_barrier(Consistency::Linearizable)

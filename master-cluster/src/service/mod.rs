@@ -6,7 +6,6 @@
 //! cluster that cannot answer now, [`failed`] for a replica that cannot read its own state.
 
 mod admin;
-pub(crate) mod authz;
 mod convert;
 pub(crate) mod enroll;
 mod node;
@@ -109,6 +108,14 @@ pub(crate) fn identity_actor(identity: ca::Identity) -> Option<Actor> {
             partition: partition.as_str().into(),
         }),
     })
+}
+
+/// The policy's refusals, as gRPC answers.
+impl From<crate::state::policy::Refusal> for Status {
+    fn from(refusal: crate::state::policy::Refusal) -> Self {
+        tracing::info!(%refusal, "call refused");
+        Status::permission_denied(refusal.to_string())
+    }
 }
 
 /// Only replicas may call the internal Raft service (over TLS; anyone in plaintext).

@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{self, computer_id, invalid};
 use super::{caller, failed, unavailable, write, write_reply};
 use crate::replica::ReplicaCore;
+use crate::state::policy::{self, Operation, Target};
 use crate::state::{Op, Outcome};
 
 /// The longest a long-poll may hold a call open; the agent polls again after it.
@@ -53,7 +54,7 @@ impl pb::node_server::Node for NodeService {
         let actor = caller(&self.core, &request)?;
         let request = request.into_inner();
         let computer = computer_id("computer", &request.computer)?;
-        super::authz::may_read_computer(&actor, &computer)?;
+        policy::decide(&actor, Operation::ReadComputer, Target::Computer(&computer))?;
         let wait = Duration::from_millis(request.wait_ms.into());
         if wait > MAX_POLL_WAIT {
             return Err(invalid(

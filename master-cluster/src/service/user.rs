@@ -5,11 +5,11 @@ use std::sync::Arc;
 use slapcluster_api::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::authz;
 use super::convert::{self, computer_id, invalid};
 use super::{caller, consistency, failed, write, write_reply};
 use crate::replica::ReplicaCore;
 use crate::state::model::{Actor, InstanceGuid, PartitionRef, Placement};
+use crate::state::policy::{self, InstanceFacts, Operation, Target};
 use crate::state::query::{self, Explanation};
 use crate::state::{Op, Outcome};
 
@@ -150,13 +150,14 @@ impl pb::user_server::User for UserService {
             .map_err(|e| failed(&e))?;
         let (view, explanation, host_placement, callers_instance) =
             found.ok_or_else(|| Status::not_found("no such instance"))?;
-        authz::may_read_instance(
+        policy::decide(
             &actor,
-            authz::InstanceFacts {
+            Operation::ReadInstance,
+            Target::Instance(InstanceFacts {
                 instance: &view.instance,
                 host_placement: host_placement.as_ref(),
                 callers_instance,
-            },
+            }),
         )?;
         Ok(Response::new(pb::ShowInstanceReply {
             instance: Some(convert::pb_instance_view(&view)),
@@ -214,7 +215,7 @@ impl pb::user_server::User for UserService {
         let actor = caller(&self.core, &request)?;
         let request = request.into_inner();
         let computer = computer_id("computer", &request.computer)?;
-        authz::may_read_computer(&actor, &computer)?;
+        policy::decide(&actor, Operation::ReadUsage, Target::Computer(&computer))?;
         let partition = convert::optional(request.partition).map(PartitionRef);
         let bound = |v: u64| (v > 0).then_some(v);
         let (from, until) = (bound(request.from), bound(request.until));

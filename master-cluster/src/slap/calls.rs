@@ -12,17 +12,20 @@ use super::marshal::{self, Object, SlapClass, Value};
 use super::server::{Answer, Caller, Failure, text, xml};
 use super::{definition, journal, view};
 use crate::replica::{Consistency, ReplicaCore, now};
-use crate::service::{self, authz};
+use crate::service;
 use crate::state::model::{
     Actor, ComputerId, Parameters, PartitionId, PartitionRef, Placement, RequestedState,
     SoftwareState, SupplyState, UsageRecord,
 };
+use crate::state::policy::{self, InstanceFacts, Operation, Target};
 use crate::state::query::{self, PartitionView};
 use crate::state::{InstanceReport, InstanceRequest, Op, Outcome};
 
 /// One call being answered.
 pub(super) struct Call<'a> {
     pub core: &'a ReplicaCore,
+    /// What the policy calls this call (see `policy::slap_operation`).
+    pub operation: Operation,
     pub form: Form,
     pub caller: Caller,
     pub documents: Arc<Documents>,
@@ -60,7 +63,7 @@ impl Documents {
 }
 
 /// Every call [`Call::run`] answers.
-pub(super) const CALLS: &[&str] = &[
+pub(crate) const CALLS: &[&str] = &[
     "getFullComputerInformation",
     "getComputerInformation",
     "registerComputerPartition",
@@ -136,6 +139,12 @@ impl Call<'_> {
         }
     }
 
+    /// Asks the policy whether `actor` may perform this call on `target`. Writes are decided
+    /// again when applied, from the replicated state.
+    fn allow(&self, actor: &Actor, target: Target<'_>) -> Result<(), Failure> {
+        Ok(policy::decide(actor, self.operation, target)?)
+    }
+
     async fn write(&self, actor: Actor, op: Op) -> Result<(Outcome, u64), Failure> {
         Ok(service::write(self.core, actor, op).await?)
     }
@@ -166,7 +175,10 @@ impl Call<'_> {
     /// like a gRPC poll, and encoded off the runtime's workers.
     async fn computer(&self) -> Answer {
         let computer = self.computer_id("computer_id")?;
-        authz::may_read_computer(&self.caller.computer(&computer), &computer)?;
+        self.allow(
+            &self.caller.computer(&computer),
+            Target::Computer(&computer),
+        )?;
         self.core.saw(&computer);
         let id = computer.clone();
         let documents = self.documents.clone();
@@ -203,15 +215,11 @@ impl Call<'_> {
     async fn register_partition(&self) -> Answer {
         let computer = self.computer_id("computer_reference")?;
         let reference: PartitionRef = self.form.required("computer_partition_reference")?.into();
-        // Its computer's node, or the partition's instance itself.
-        match self.caller.computer(&computer) {
-            Actor::Partition(own) if own.computer == computer && own.partition == reference => {}
-            other => authz::may_read_computer(&other, &computer)?,
-        }
         let wanted = PartitionId {
             computer: computer.clone(),
             partition: reference.clone(),
         };
+        self.allow(&self.caller.computer(&computer), Target::Partition(&wanted))?;
         let partition = self
             .core
             .read(Consistency::Stale, move |txn| {
@@ -249,11 +257,14 @@ impl Call<'_> {
     async fn partition_certificate(&self) -> Answer {
         let computer = self.computer_id("computer_id")?;
         let reference: PartitionRef = self.form.required("computer_partition_id")?.into();
-        authz::may_read_computer(&self.caller.computer(&computer), &computer)?;
         let partition = PartitionId {
             computer: computer.clone(),
             partition: reference.clone(),
         };
+        self.allow(
+            &self.caller.computer(&computer),
+            Target::Partition(&partition),
+        )?;
         let wanted = partition.clone();
         let exists = self
             .core
@@ -534,6 +545,10 @@ impl Call<'_> {
     /// The `(tap, address)` pairs of every partition of the caller's request tree.
     async fn tree_addresses(&self) -> Answer {
         let partition = self.partition()?;
+        self.allow(
+            &Actor::Partition(partition.clone()),
+            Target::Partition(&partition),
+        )?;
         let wanted = partition.clone();
         let addresses = self
             .core
@@ -625,6 +640,7 @@ impl Call<'_> {
     /// registered one, and says so for any other.
     async fn request_computer(&self) -> Answer {
         let computer = self.computer_id("computer_title")?;
+        self.allow(&self.caller.itself(), Target::Computer(&computer))?;
         let id = computer.clone();
         let exists = self
             .core
@@ -646,18 +662,9 @@ impl Call<'_> {
         }))
     }
 
-    fn operator(&self) -> Result<(), Failure> {
-        match self.caller.itself() {
-            Actor::Operator(_) => Ok(()),
-            other => Err(Failure::forbidden(format!(
-                "{other} may not manage computers' certificates (operators only)"
-            ))),
-        }
-    }
-
     async fn computer_certificate(&self) -> Answer {
-        self.operator()?;
         let computer = self.computer_id("computer_id")?;
+        self.allow(&self.caller.itself(), Target::Computer(&computer))?;
         let (certificate, key) = self
             .sign_new_key(&ca::Identity::Computer(computer.to_string()))
             .await?;
@@ -669,8 +676,8 @@ impl Call<'_> {
 
     /// Revokes every certificate the cluster issued to the computer and has not revoked.
     async fn revoke_computer_certificate(&self) -> Answer {
-        self.operator()?;
         let computer = self.computer_id("computer_id")?;
+        self.allow(&self.caller.itself(), Target::Computer(&computer))?;
         let identity = ca::Identity::Computer(computer.to_string()).to_uri();
         let certificates = self
             .core
@@ -698,7 +705,7 @@ impl Call<'_> {
 
     async fn computer_status(&self) -> Answer {
         let computer = self.computer_id("computer_id")?;
-        authz::may_read_computer(&self.caller.itself(), &computer)?;
+        self.allow(&self.caller.itself(), Target::Computer(&computer))?;
         let id = computer.clone();
         let view = self
             .core
@@ -743,16 +750,16 @@ impl Call<'_> {
                 Failure::not_found(format!("partition {partition} holds no instance"))
             })?;
         let caller = self.caller.itself();
-        authz::may_read_instance(
+        self.allow(
             &caller,
-            authz::InstanceFacts {
+            Target::Instance(InstanceFacts {
                 instance: &found.instance,
                 host_placement: None,
                 callers_instance: match &caller {
                     Actor::Partition(p) if *p == partition => Some(found.instance.guid),
                     _ => None,
                 },
-            },
+            }),
         )?;
         let i = &found.instance;
         xml(&Value::dict([

@@ -11,6 +11,8 @@
 //!   and who calls; `calls`: each call as its command or query.
 
 mod calls;
+#[cfg(test)]
+pub(crate) use calls::CALLS;
 pub mod definition;
 pub mod form;
 pub mod journal;

@@ -27,6 +27,7 @@ use super::marshal::{self, Value};
 use crate::replica::ReplicaCore;
 use crate::service::{self, MAX_CLIENT_MESSAGE_BYTES};
 use crate::state::model::{Actor, ComputerId, PartitionId, UserId};
+use crate::state::policy;
 
 /// How a SLAP listener learns who calls.
 #[derive(Clone)]
@@ -83,6 +84,14 @@ impl From<Status> for Failure {
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self(code, status.message().to_string())
+    }
+}
+
+/// The policy's refusals, as SLAP answers.
+impl From<policy::Refusal> for Failure {
+    fn from(refusal: policy::Refusal) -> Self {
+        tracing::info!(%refusal, "SLAP call refused");
+        Self::forbidden(refusal.to_string())
     }
 }
 
@@ -258,6 +267,9 @@ async fn call(
         .to_string();
     let started = std::time::Instant::now();
     let answer = async {
+        // A call the policy does not name is refused before anything of it is read.
+        let operation = policy::slap_operation(&name)
+            .ok_or_else(|| Failure::not_found(format!("no SLAP call {name:?}")))?;
         let mut form = Form::parse(uri.query().unwrap_or_default())?;
         if method == Method::POST {
             let body =
@@ -274,6 +286,7 @@ async fn call(
         let caller = Caller::identify(&core, &shared.trust, &peer, authorization, &form)?;
         let call = super::calls::Call {
             core: &core,
+            operation,
             form,
             caller,
             documents: shared.documents.clone(),

@@ -19,6 +19,7 @@ use super::model::{
     SoftwareReleaseUrl, SoftwareState, Supply, SupplyState, Timestamp, UsageRecord,
 };
 use super::placement::{self, Choice};
+use super::policy::{self, InstanceFacts, Target};
 use super::tables::{self, StateError, Tables};
 
 /// Instance parameters, connection parameters: keys plus values, at most this many bytes.
@@ -117,6 +118,7 @@ macro_rules! check {
 
 impl Applier<'_, '_> {
     fn op(&mut self, op: &Op) -> Handled {
+        check!(self.authorise(op)?);
         match op {
             Op::PublishSoftwareRelease {
                 url,
@@ -173,6 +175,55 @@ impl Applier<'_, '_> {
         }
     }
 
+    /// Asks the policy whether the actor may issue `op`, with the facts it needs from the
+    /// state. A command on something unknown is let through to its handler, which names what
+    /// is unknown.
+    fn authorise(&self, op: &Op) -> Result<Result<(), Rejection>, StateError> {
+        let operation = policy::command_operation(op);
+        let release;
+        let instance;
+        let target = match op {
+            Op::PublishSoftwareRelease { url, .. } => {
+                release = tables::get::<SoftwareRelease>(
+                    &self.t.catalog,
+                    "catalog",
+                    tables::catalog_key(url).as_bytes(),
+                )?;
+                Target::Release {
+                    published_by: release.as_ref().map(|r| &r.published_by),
+                }
+            }
+            Op::RegisterComputer(definition) => Target::Computer(&definition.id),
+            Op::SetAllocationScope { computer, .. }
+            | Op::Supply { computer, .. }
+            | Op::ReportSoftware { computer, .. }
+            | Op::BangComputer { computer, .. }
+            | Op::PostUsage { computer, .. } => Target::Computer(computer),
+            Op::PublishConnection { partition, .. }
+            | Op::ReportInstance { partition, .. }
+            | Op::BangInstance { partition, .. }
+            | Op::RenameInstance { partition, .. } => Target::Partition(partition),
+            Op::DestroyInstance { instance: guid } => {
+                instance = self.t.instance(*guid)?;
+                match &instance {
+                    Some(instance) => Target::Instance(InstanceFacts {
+                        instance,
+                        host_placement: None,
+                        callers_instance: None,
+                    }),
+                    None => return Ok(Ok(())),
+                }
+            }
+            Op::RequestInstance(_)
+            | Op::RecordLiveness { .. }
+            | Op::RecordCertificate { .. }
+            | Op::RevokeCertificate { .. }
+            | Op::CreateEnrollmentToken { .. }
+            | Op::UseEnrollmentToken { .. } => Target::Cluster,
+        };
+        Ok(policy::decide(self.actor, operation, target).map_err(not_allowed))
+    }
+
     // --- catalog and computers ----------------------------------------------------------------
 
     fn publish_software_release(
@@ -207,7 +258,6 @@ impl Applier<'_, '_> {
     }
 
     fn register_computer(&mut self, definition: &ComputerDefinition) -> Handled {
-        check!(self.only_computer_itself(&definition.id, "register another computer"));
         check!(check_definition(definition));
         let id = &definition.id;
         let existing = self.t.computer(id)?;
@@ -402,7 +452,6 @@ impl Applier<'_, '_> {
         url: &SoftwareReleaseUrl,
         state: &SoftwareState,
     ) -> Handled {
-        check!(self.only_computer_itself(id, "report for another computer"));
         if self.t.computer(id)?.is_none() {
             return reject(Rejection::UnknownComputer(id.clone()));
         }
@@ -638,15 +687,6 @@ impl Applier<'_, '_> {
         let Some(instance) = self.t.instance(guid)? else {
             return reject(Rejection::UnknownInstance(guid));
         };
-        match self.actor {
-            Actor::User(user) if *user != instance.owner => {
-                return reject(self.refuse("destroy another user's instance"));
-            }
-            Actor::Computer(_) | Actor::Replica(_) => {
-                return reject(self.refuse("destroy instances"));
-            }
-            _ => {}
-        }
         if instance.requested_state == RequestedState::Destroyed {
             return Ok(Ok(Outcome::Instance(summary(&instance, false))));
         }
@@ -799,7 +839,6 @@ impl Applier<'_, '_> {
         shared_reference: Option<&str>,
         parameters: &Parameters,
     ) -> Handled {
-        check!(self.only_partition_or_its_computer(partition, "publish for another partition"));
         check!(check_parameters(
             "connection parameters",
             parameters,
@@ -836,7 +875,6 @@ impl Applier<'_, '_> {
         shared_reference: Option<&str>,
         report: &InstanceReport,
     ) -> Handled {
-        check!(self.only_partition_or_its_computer(partition, "report for another partition"));
         let mut instance = match self.resolve(partition, shared_reference)? {
             Ok(target) => target,
             Err(rejection) => return reject(rejection),
@@ -908,7 +946,6 @@ impl Applier<'_, '_> {
     }
 
     fn bang_instance(&mut self, partition: &PartitionId, message: &str) -> Handled {
-        check!(self.only_partition_or_its_computer(partition, "bang another partition"));
         let instance = match self.occupant(partition)? {
             Ok(instance) => instance,
             Err(rejection) => return reject(rejection),
@@ -929,7 +966,6 @@ impl Applier<'_, '_> {
     }
 
     fn bang_computer(&mut self, id: &ComputerId, message: &str) -> Handled {
-        check!(self.only_computer_itself(id, "bang another computer"));
         let Some(mut computer) = self.t.computer(id)? else {
             return reject(Rejection::UnknownComputer(id.clone()));
         };
@@ -952,9 +988,6 @@ impl Applier<'_, '_> {
         shared_reference: Option<&str>,
         new_title: &str,
     ) -> Handled {
-        check!(
-            self.only_partition_or_its_computer(partition, "rename another partition's instance")
-        );
         check!(check_name("title", new_title));
         let mut instance = match self.resolve(partition, shared_reference)? {
             Ok(target) => target,
@@ -1017,7 +1050,6 @@ impl Applier<'_, '_> {
     }
 
     fn post_usage(&mut self, id: &ComputerId, records: &[UsageRecord]) -> Handled {
-        check!(self.only_computer_itself(id, "post usage for another computer"));
         if self.t.computer(id)?.is_none() {
             return reject(Rejection::UnknownComputer(id.clone()));
         }
@@ -1053,9 +1085,6 @@ impl Applier<'_, '_> {
         identity: &str,
         not_after: Timestamp,
     ) -> Handled {
-        if !matches!(self.actor, Actor::Replica(_) | Actor::Operator(_)) {
-            return reject(self.refuse("record a certificate"));
-        }
         check!(check_serial(serial));
         check!(check_name("certificate identity", identity));
         let key = tables::serial_key(serial);
@@ -1087,9 +1116,6 @@ impl Applier<'_, '_> {
         computer: &ComputerId,
         expires_at: Timestamp,
     ) -> Handled {
-        if !matches!(self.actor, Actor::Operator(_)) {
-            return reject(self.refuse("create an enrollment token"));
-        }
         check!(check_token_hash(token_hash));
         check!(check_name("computer id", computer.as_str()));
         let key = tables::serial_key(token_hash);
@@ -1119,9 +1145,6 @@ impl Applier<'_, '_> {
     }
 
     fn use_enrollment_token(&mut self, token_hash: &str) -> Handled {
-        if !matches!(self.actor, Actor::Replica(_)) {
-            return reject(self.refuse("use an enrollment token"));
-        }
         check!(check_token_hash(token_hash));
         let key = tables::serial_key(token_hash);
         let Some(mut token) = tables::get::<EnrollmentToken>(
@@ -1149,9 +1172,6 @@ impl Applier<'_, '_> {
     }
 
     fn revoke_certificate(&mut self, serial: &str, reason: &str) -> Handled {
-        if !matches!(self.actor, Actor::Operator(_)) {
-            return reject(self.refuse("revoke a certificate"));
-        }
         check!(check_serial(serial));
         if reason.len() > MAX_NAME_BYTES {
             return reject(Rejection::TooLarge {
@@ -1185,9 +1205,6 @@ impl Applier<'_, '_> {
     /// long-poll), and not audited: it records that nodes polled, not that anyone changed
     /// anything.
     fn record_liveness(&mut self, seen: &[(ComputerId, Timestamp)]) -> Handled {
-        if !matches!(self.actor, Actor::Replica(_) | Actor::Operator(_)) {
-            return reject(self.refuse("record node liveness"));
-        }
         let mut recorded = false;
         for (computer, at) in seen {
             if self.t.computer(computer)?.is_none() {
@@ -1625,28 +1642,13 @@ impl Applier<'_, '_> {
             action: action.into(),
         }
     }
+}
 
-    fn only_computer_itself(&self, id: &ComputerId, action: &'static str) -> Result<(), Rejection> {
-        match self.actor {
-            Actor::Computer(c) if c != id => Err(self.refuse(action)),
-            _ => Ok(()),
-        }
-    }
-
-    /// What is done for a partition's instance (its reports, connection parameters, bangs,
-    /// renames) is done by that instance, by its computer's node, or by an operator; never by
-    /// a user, another partition or another computer.
-    fn only_partition_or_its_computer(
-        &self,
-        id: &PartitionId,
-        action: &'static str,
-    ) -> Result<(), Rejection> {
-        match self.actor {
-            Actor::Partition(p) if p == id => Ok(()),
-            Actor::Computer(c) if *c == id.computer => Ok(()),
-            Actor::Operator(_) => Ok(()),
-            _ => Err(self.refuse(action)),
-        }
+/// The policy's refusal, as a command's answer.
+fn not_allowed(refusal: policy::Refusal) -> Rejection {
+    Rejection::NotAllowed {
+        actor: refusal.actor,
+        action: format!("{} {}", refusal.operation, refusal.target),
     }
 }
 

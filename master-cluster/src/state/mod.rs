@@ -2,7 +2,8 @@
 //!
 //! [`MasterState`] is the [`raft_store::Application`]: it applies [`Command`]s (model in
 //! `model.rs`, commands in `command.rs`) through `apply.rs`, whose marketplace is
-//! `placement.rs`; the tables are described in `tables.rs`; `query.rs` answers reads.
+//! `placement.rs`; the tables are described in `tables.rs`; `query.rs` answers reads;
+//! `policy.rs` decides who may do what, for every transport and for every command applied.
 //! [`MemoryState`] runs the same code on an in-memory database for tests and benchmarks.
 
 mod apply;
@@ -12,6 +13,7 @@ mod memory;
 pub mod model;
 mod notifier;
 mod placement;
+pub mod policy;
 pub mod query;
 mod tables;
 

@@ -1196,7 +1196,7 @@ fn bad_commands_are_refused_with_a_reason_and_change_nothing() {
         f.refused(user("mallory"), Op::DestroyInstance { instance: vm.guid }),
         Rejection::NotAllowed {
             actor: "user mallory".into(),
-            action: "destroy another user's instance".into()
+            action: format!("destroy instance {}", vm.guid)
         }
     );
     assert_eq!(
@@ -1479,6 +1479,109 @@ fn step() -> impl Strategy<Value = Step> {
             value
         }),
     ]
+}
+
+#[test]
+fn a_hostile_tenant_is_refused_by_the_policy_and_changes_nothing() {
+    let mut f = Fixture::new();
+    f.register("COMP-1", 3, &[]);
+    f.supply("COMP-1", KVM);
+    let published = f.run(
+        user("alice"),
+        Op::PublishSoftwareRelease {
+            url: url(KVM),
+            title: "KVM".into(),
+            software_types: vec!["default".into()],
+        },
+    );
+    assert!(published.is_ok(), "{published:?}");
+    let alices = f.request(user("alice"), request("web", KVM));
+    let bobs = f.request(user("bob"), request("db", KVM));
+    let mallory = user("mallory");
+    let computer = ComputerId::from("COMP-1");
+
+    tracing_phase("1: a partition's certificate destroys another user's instance");
+    let rejection = f.refused(
+        Actor::Partition(partition_of(&alices)),
+        Op::DestroyInstance {
+            instance: bobs.guid,
+        },
+    );
+    assert!(
+        matches!(rejection, Rejection::NotAllowed { .. }),
+        "{rejection}"
+    );
+
+    tracing_phase("3: a user registers, or overwrites, a computer");
+    let rejection = f.refused(
+        mallory.clone(),
+        Op::RegisterComputer(definition("COMP-1", 8, &[])),
+    );
+    assert_eq!(
+        rejection.to_string(),
+        "user mallory may not register computer COMP-1"
+    );
+    f.refused(
+        mallory.clone(),
+        Op::RegisterComputer(definition("COMP-NEW", 8, &[])),
+    );
+
+    tracing_phase("4: computer-scoped writes by a user");
+    for op in [
+        Op::BangComputer {
+            computer: computer.clone(),
+            message: "x".into(),
+        },
+        Op::ReportSoftware {
+            computer: computer.clone(),
+            url: url(KVM),
+            state: SoftwareState::Error {
+                log: "forged".into(),
+            },
+        },
+        Op::PostUsage {
+            computer: computer.clone(),
+            records: vec![UsageRecord {
+                partition: PartitionRef::from("slappart0"),
+                period_start: Timestamp(0),
+                period_end: Timestamp(1),
+                movements: vec![UsageMovement {
+                    resource: "CPU Consumption".into(),
+                    category: "cpu".into(),
+                    quantity: 999_999.0,
+                }],
+            }],
+        },
+    ] {
+        let rejection = f.refused(mallory.clone(), op);
+        assert!(
+            matches!(rejection, Rejection::NotAllowed { .. }),
+            "{rejection}"
+        );
+    }
+
+    tracing_phase("6: a user rewrites another's catalog entry");
+    let rejection = f.refused(
+        mallory.clone(),
+        Op::PublishSoftwareRelease {
+            url: url(KVM),
+            title: "Pwned".into(),
+            software_types: vec![],
+        },
+    );
+    assert_eq!(
+        rejection.to_string(),
+        "user mallory may not publish this software release"
+    );
+    let republished = f.run(
+        user("alice"),
+        Op::PublishSoftwareRelease {
+            url: url(KVM),
+            title: "KVM 2".into(),
+            software_types: vec!["default".into()],
+        },
+    );
+    assert!(republished.is_ok(), "its publisher may: {republished:?}");
 }
 
 fn to_command(step: &Step, state: &MemoryState, at: u64) -> Command {

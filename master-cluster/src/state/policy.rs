@@ -1,0 +1,392 @@
+//! Who may do what: the master's one authorisation policy, plain code without IO.
+//!
+//! Every call on every transport is an [`Operation`]: [`grpc_operation`] names the operation of
+//! each gRPC method, [`slap_operation`] that of each SLAP call; a call neither names is refused.
+//! [`decide`] answers whether an actor may perform an operation on its [`Target`], from facts
+//! the caller read first: the services ask it before they read or write, and `apply.rs` asks it
+//! again for every command, from the replicated state, so that every replica decides the same
+//! and no write path decides alone. A refusal is a [`Refusal`], which each transport maps once
+//! (gRPC `PermissionDenied`, SLAP 403, a command's `Rejection::NotAllowed`).
+//!
+//! The rules, by who calls:
+//! - **operators** administer the cluster (membership, snapshots, certificates, enrollment
+//!   tokens, allocation scopes, computers' certificates and definitions) and may do for any
+//!   instance what its owner or its node may, but never report for a computer (software states,
+//!   usage): only its node knows;
+//! - **replicas** replicate (the Raft service), record the certificates they issue and the
+//!   liveness of nodes, and use enrollment tokens on a node's behalf; a replica passing a call on
+//!   acts as that call's caller;
+//! - **a computer** registers and reads itself, reports its software, bangs itself, posts its
+//!   usage, and acts for the instances on its partitions (reports, connection parameters,
+//!   bangs, renames, their certificates);
+//! - **a partition** (the instance on it) reads and acts for itself, requests its children and
+//!   reads them and the shared instances it hosts;
+//! - **a user** reads the catalog, publishes releases (a release stays its first publisher's),
+//!   supplies software, requests instances and reads and destroys their own.
+//!
+//! Anyone, even without a certificate, may enroll with a one-time token (the token is the
+//! credential) and ask where the HATEOAS API is.
+
+use std::fmt;
+
+use super::command::Op;
+use super::model::{Actor, ComputerId, Instance, InstanceGuid, PartitionId, Placement, Requester};
+
+/// Everything the master offers, on any transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Operation {
+    /// The internal Raft service: append, vote, install a snapshot, forward, read index.
+    Replicate,
+    /// A replica's own status (replicas and hosted replicas ask each other).
+    ReadReplicaStatus,
+    ReadClusterStatus,
+    ChangeMembership,
+    TakeSnapshot,
+    ListCertificates,
+    IssueCertificate,
+    RecordCertificate,
+    RevokeCertificate,
+    CreateEnrollmentToken,
+    UseEnrollmentToken,
+    /// A node exchanges a one-time token for its computer's certificate.
+    Enroll,
+    RecordLiveness,
+    /// Where the HATEOAS API is: a constant answer.
+    Discover,
+
+    ListComputers,
+    RegisterComputer,
+    ReadComputer,
+    SetAllocationScope,
+    ReportSoftware,
+    BangComputer,
+    PostUsage,
+    ReadUsage,
+    /// A computer's own certificate (SLAP `generate`/`revokeComputerCertificate`).
+    ManageComputerCertificate,
+
+    ReadCatalog,
+    PublishSoftwareRelease,
+    Supply,
+
+    RequestInstance,
+    ListInstances,
+    ReadInstance,
+    DestroyInstance,
+    /// What a partition's node or instance reads of it (its parameters, its tree's addresses).
+    ReadPartition,
+    ReportInstance,
+    PublishConnection,
+    BangInstance,
+    RenameInstance,
+    /// The certificate of the instance on a partition.
+    FetchPartitionCertificate,
+}
+
+impl Operation {
+    /// The operation as a verb phrase, for refusals: "user bob may not {verb} {target}".
+    pub fn verb(self) -> &'static str {
+        use Operation::*;
+        match self {
+            Replicate => "replicate to",
+            ReadReplicaStatus | ReadClusterStatus => "read the status of",
+            ChangeMembership => "change the membership of",
+            TakeSnapshot => "take a snapshot of",
+            ListCertificates => "list the certificates of",
+            IssueCertificate => "issue certificates for",
+            RecordCertificate => "record certificates in",
+            RevokeCertificate => "revoke certificates of",
+            CreateEnrollmentToken => "create enrollment tokens for",
+            UseEnrollmentToken => "use enrollment tokens of",
+            Enroll => "enroll in",
+            RecordLiveness => "record node liveness in",
+            Discover => "discover",
+            ListComputers => "list the computers of",
+            RegisterComputer => "register",
+            ReadComputer | ReadCatalog | ReadInstance | ReadPartition => "read",
+            SetAllocationScope => "set the allocation scope of",
+            ReportSoftware => "report software for",
+            BangComputer | BangInstance => "bang",
+            PostUsage => "post usage for",
+            ReadUsage => "read the usage of",
+            ManageComputerCertificate => "manage the certificate of",
+            PublishSoftwareRelease => "publish",
+            Supply => "supply software to",
+            RequestInstance => "request instances in",
+            ListInstances => "list the instances of",
+            DestroyInstance => "destroy",
+            ReportInstance => "report for",
+            PublishConnection => "publish connection parameters for",
+            RenameInstance => "rename the instance on",
+            FetchPartitionCertificate => "fetch the certificate of",
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.verb())
+    }
+}
+
+/// The operation of a gRPC method, by its path (`/package.Service/Method`); `None` for a
+/// method the policy does not know, which is refused.
+pub fn grpc_operation(path: &str) -> Option<Operation> {
+    use Operation::*;
+    let (service, method) = path.strip_prefix("/slapcluster.v1.")?.split_once('/')?;
+    Some(match (service, method) {
+        ("Raft", "AppendEntries" | "Vote" | "InstallSnapshot" | "Forward" | "ReadIndex") => {
+            Replicate
+        }
+        ("Admin", "ClusterStatus") => ReadClusterStatus,
+        ("Admin", "ReplicaStatus") => ReadReplicaStatus,
+        ("Admin", "AddMember" | "PromoteMember" | "RemoveMember") => ChangeMembership,
+        ("Admin", "Snapshot") => TakeSnapshot,
+        ("Admin", "RevokeCertificate") => RevokeCertificate,
+        ("Admin", "CreateEnrollmentToken") => CreateEnrollmentToken,
+        ("Admin", "ListComputers") => ListComputers,
+        ("Admin", "ShowComputer") => ReadComputer,
+        ("Admin", "SetAllocationScope") => SetAllocationScope,
+        ("Admin", "ListCertificates") => ListCertificates,
+        ("Admin", "IssueCertificate") => IssueCertificate,
+        ("Node", "RegisterComputer") => RegisterComputer,
+        ("Node", "PollComputer") => ReadComputer,
+        ("Node", "ReportSoftware") => ReportSoftware,
+        ("Node", "ReportInstance") => ReportInstance,
+        ("Node", "PublishConnection") => PublishConnection,
+        ("Node", "PostUsage") => PostUsage,
+        ("Node", "Enroll") => Enroll,
+        ("User", "ListSoftwareReleases") => ReadCatalog,
+        ("User", "PublishSoftwareRelease") => PublishSoftwareRelease,
+        ("User", "Supply") => Supply,
+        ("User", "RequestInstance") => RequestInstance,
+        ("User", "ShowInstance") => ReadInstance,
+        ("User", "ListInstances") => ListInstances,
+        ("User", "DestroyInstance") => DestroyInstance,
+        ("User", "Usage") => ReadUsage,
+        _ => return None,
+    })
+}
+
+/// The operation of a SLAP call, by its name; `None` for a call the policy does not know,
+/// which is refused.
+pub fn slap_operation(call: &str) -> Option<Operation> {
+    use Operation::*;
+    Some(match call {
+        "getFullComputerInformation" | "getComputerInformation" | "getComputerStatus" => {
+            ReadComputer
+        }
+        "registerComputerPartition" | "getHostingSubscriptionIpList" => ReadPartition,
+        "getComputerPartitionStatus" => ReadInstance,
+        "getComputerPartitionCertificate" => FetchPartitionCertificate,
+        "buildingSoftwareRelease"
+        | "availableSoftwareRelease"
+        | "destroyedSoftwareRelease"
+        | "softwareReleaseError" => ReportSoftware,
+        "startedComputerPartition"
+        | "stoppedComputerPartition"
+        | "destroyedComputerPartition"
+        | "softwareInstanceError"
+        | "updateComputerPartitionRelatedInstanceList" => ReportInstance,
+        "useComputer" => PostUsage,
+        "loadComputerConfigurationFromXML" => RegisterComputer,
+        // Answers whether the computer exists: computers register themselves.
+        "requestComputer" => ReadComputer,
+        "computerBang" => BangComputer,
+        "getHateoasUrl" => Discover,
+        "requestComputerPartition" => RequestInstance,
+        "setComputerPartitionConnectionXml" => PublishConnection,
+        "softwareInstanceBang" => BangInstance,
+        "softwareInstanceRename" => RenameInstance,
+        "supplySupply" => Supply,
+        "getSoftwareReleaseListFromSoftwareProduct" => ReadCatalog,
+        "generateComputerCertificate" | "revokeComputerCertificate" => ManageComputerCertificate,
+        _ => return None,
+    })
+}
+
+/// The operation of a command: `apply.rs` decides every command again, from the replicated
+/// state, whichever transport proposed it.
+pub fn command_operation(op: &Op) -> Operation {
+    use Operation::*;
+    match op {
+        Op::PublishSoftwareRelease { .. } => PublishSoftwareRelease,
+        Op::RegisterComputer(_) => RegisterComputer,
+        Op::SetAllocationScope { .. } => SetAllocationScope,
+        Op::Supply { .. } => Supply,
+        Op::ReportSoftware { .. } => ReportSoftware,
+        Op::RequestInstance(_) => RequestInstance,
+        Op::PublishConnection { .. } => PublishConnection,
+        Op::ReportInstance { .. } => ReportInstance,
+        Op::DestroyInstance { .. } => DestroyInstance,
+        Op::BangInstance { .. } => BangInstance,
+        Op::BangComputer { .. } => BangComputer,
+        Op::RenameInstance { .. } => RenameInstance,
+        Op::PostUsage { .. } => PostUsage,
+        Op::RecordLiveness { .. } => RecordLiveness,
+        Op::RecordCertificate { .. } => RecordCertificate,
+        Op::RevokeCertificate { .. } => RevokeCertificate,
+        Op::CreateEnrollmentToken { .. } => CreateEnrollmentToken,
+        Op::UseEnrollmentToken { .. } => UseEnrollmentToken,
+    }
+}
+
+/// What an operation is performed on, with the facts the policy needs about it.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// The cluster itself, or nothing in particular (a list filtered to the caller's own).
+    Cluster,
+    Computer(&'a ComputerId),
+    /// The instance on a partition, acted for by its node or itself.
+    Partition(&'a PartitionId),
+    Instance(InstanceFacts<'a>),
+    /// A catalog entry: who published it, if it exists.
+    Release {
+        published_by: Option<&'a Actor>,
+    },
+}
+
+/// What it takes to decide about an instance.
+#[derive(Debug, Clone, Copy)]
+pub struct InstanceFacts<'a> {
+    pub instance: &'a Instance,
+    /// For a shared instance: where its host is placed.
+    pub host_placement: Option<&'a Placement>,
+    /// For a partition caller: the instance on its partition.
+    pub callers_instance: Option<InstanceGuid>,
+}
+
+/// Why an actor may not perform an operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{actor} may not {operation} {target}")]
+pub struct Refusal {
+    /// Who asked, as shown to them (`user alice`).
+    pub actor: String,
+    pub operation: Operation,
+    /// What on (`computer COMP-1`, `instance SOFTINST-3`, `the cluster`).
+    pub target: String,
+}
+
+/// Whether `actor` may perform `operation` on `target`. Pure: the same inputs always give the
+/// same answer, on every replica.
+pub fn decide(actor: &Actor, operation: Operation, target: Target<'_>) -> Result<(), Refusal> {
+    if allowed(actor, operation, target) {
+        Ok(())
+    } else {
+        Err(Refusal {
+            actor: actor.to_string(),
+            operation,
+            target: describe(target),
+        })
+    }
+}
+
+fn allowed(actor: &Actor, operation: Operation, target: Target<'_>) -> bool {
+    use Operation::*;
+    let operator = matches!(actor, Actor::Operator(_));
+    let replica = matches!(actor, Actor::Replica(_));
+    let human = matches!(actor, Actor::User(_) | Actor::Operator(_));
+    match operation {
+        Enroll | Discover => true,
+        ReadReplicaStatus => true,
+        Replicate | UseEnrollmentToken => replica,
+        RecordCertificate | RecordLiveness => replica || operator,
+        ReadClusterStatus
+        | ChangeMembership
+        | TakeSnapshot
+        | ListCertificates
+        | IssueCertificate
+        | RevokeCertificate
+        | CreateEnrollmentToken
+        | ListComputers
+        | SetAllocationScope
+        | ManageComputerCertificate => operator,
+
+        RegisterComputer => operator || is_computer(actor, target),
+        ReportSoftware | PostUsage => is_computer(actor, target),
+        ReadComputer | BangComputer | ReadUsage => {
+            operator || replica || is_computer(actor, target)
+        }
+
+        ReadCatalog => true,
+        PublishSoftwareRelease => match target {
+            // A release stays its first publisher's; anyone may publish a new one.
+            Target::Release { published_by } => {
+                operator || (human && published_by.is_none_or(|by| by == actor))
+            }
+            _ => false,
+        },
+        // Until computers belong to projects, any person may ask any computer for software.
+        Supply => human,
+
+        RequestInstance => human || matches!(actor, Actor::Partition(_)),
+        ListInstances => human,
+        ReadInstance => match target {
+            Target::Instance(facts) => operator || replica || may_read_instance(actor, facts),
+            _ => false,
+        },
+        DestroyInstance => match target {
+            Target::Instance(facts) => {
+                operator || matches!(actor, Actor::User(user) if *user == facts.instance.owner)
+            }
+            _ => false,
+        },
+
+        ReadPartition
+        | ReportInstance
+        | PublishConnection
+        | BangInstance
+        | RenameInstance
+        | FetchPartitionCertificate => operator || acts_for_partition(actor, target),
+    }
+}
+
+/// The computer itself (or the computer of the partition targeted).
+fn is_computer(actor: &Actor, target: Target<'_>) -> bool {
+    match (actor, target) {
+        (Actor::Computer(own), Target::Computer(computer)) => own == computer,
+        _ => false,
+    }
+}
+
+/// The instance on the partition, or its computer's node.
+fn acts_for_partition(actor: &Actor, target: Target<'_>) -> bool {
+    match (actor, target) {
+        (Actor::Partition(own), Target::Partition(partition)) => own == partition,
+        (Actor::Computer(own), Target::Partition(partition)) => *own == partition.computer,
+        _ => false,
+    }
+}
+
+/// A user reads their own instances; a computer what runs on it and the shared instances it
+/// hosts; a partition its own instance, its children and the shared instances it hosts.
+fn may_read_instance(actor: &Actor, facts: InstanceFacts<'_>) -> bool {
+    let instance = facts.instance;
+    let on_computer = |placement: Option<&Placement>, computer: &ComputerId| matches!(placement, Some(Placement::Partition(p)) if p.computer == *computer);
+    match actor {
+        Actor::User(user) => instance.owner == *user,
+        Actor::Computer(computer) => {
+            on_computer(Some(&instance.placement), computer)
+                || on_computer(facts.host_placement, computer)
+        }
+        Actor::Partition(_) => facts.callers_instance.is_some_and(|mine| {
+            instance.guid == mine
+                || instance.requester == Requester::Instance(mine)
+                || instance.placement == Placement::Hosted { host: mine }
+        }),
+        Actor::Operator(_) | Actor::Replica(_) => true,
+    }
+}
+
+fn describe(target: Target<'_>) -> String {
+    match target {
+        Target::Cluster => "the cluster".to_string(),
+        Target::Computer(computer) => format!("computer {computer}"),
+        Target::Partition(partition) => format!("partition {partition}"),
+        Target::Instance(facts) => format!("instance {}", facts.instance.guid),
+        Target::Release { .. } => "this software release".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
