@@ -253,13 +253,42 @@ async fn callers_are_known_by_their_certificates_and_refused_with_a_reason() {
         (Code::Unauthenticated, "the certificate expired")
     );
 
-    tracing::info!("--- only replicas speak Raft");
+    tracing::info!("--- only replicas speak Raft: a stranger's 8 MiB vote is refused at the gate");
     let (code, message) = refused(
         RaftClient::new(channel(&url, &computer).await)
-            .vote(pb::RaftPayload::default())
+            .vote(pb::RaftPayload {
+                payload: vec![7; 8 << 20],
+            })
             .await,
     );
-    assert_eq!(code, Code::PermissionDenied, "{message}");
+    assert_eq!(
+        (code, message.as_str()),
+        (
+            Code::PermissionDenied,
+            "computer COMP-1 may not replicate to anything here (/slapcluster.v1.Raft/Vote)"
+        )
+    );
+
+    tracing::info!("--- a method the policy does not name is refused");
+    let mut grpc = tonic::client::Grpc::new(channel(&url, &operator).await);
+    grpc.ready().await.expect("ready");
+    let (code, message) = refused(
+        grpc.unary::<pb::RaftPayload, pb::RaftPayload, _>(
+            tonic::Request::new(pb::RaftPayload::default()),
+            tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/slapcluster.v1.Admin/DropTables",
+            ),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await,
+    );
+    assert_eq!(
+        (code, message.as_str()),
+        (
+            Code::Unimplemented,
+            "/slapcluster.v1.Admin/DropTables is not an operation of this master"
+        )
+    );
 
     tracing::info!("--- revoked by an operator: refused on the connection it already has");
     let serial = CertificateInfo::from_pem(&computer.chain_pem)

@@ -8,6 +8,7 @@
 mod admin;
 mod convert;
 pub(crate) mod enroll;
+pub(crate) mod gate;
 mod node;
 mod user;
 
@@ -42,14 +43,19 @@ pub(crate) fn router(
     core: &Arc<ReplicaCore>,
 ) -> Router<
     tower::layer::util::Stack<
-        crate::observe::layer::CallMetricsLayer,
-        tower::layer::util::Identity,
+        gate::GateLayer,
+        tower::layer::util::Stack<
+            crate::observe::layer::CallMetricsLayer,
+            tower::layer::util::Identity,
+        >,
     >,
 > {
     tonic::transport::Server::builder()
+        // Outermost, so that refusals at the gate are timed and counted too.
         .layer(crate::observe::layer::CallMetricsLayer {
             metrics: core.metrics().clone(),
         })
+        .layer(gate::GateLayer { core: core.clone() })
         .add_service(
             RaftServer::new(crate::replica::RaftService { core: core.clone() })
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES),
@@ -71,20 +77,39 @@ pub(crate) fn router(
 /// Who is calling. Over TLS: the identity in the caller's certificate, verified on this call
 /// (chain, validity, revocation); a replica passing on a call it received names that call's
 /// caller in the [`ACTOR_HEADER`], and is trusted to. In plaintext: the header alone.
+/// The gate ([`gate`]) already did this before the call's body was read, and left the actor in
+/// the request's extensions: it is taken from there.
 pub fn caller<T>(core: &ReplicaCore, request: &tonic::Request<T>) -> Result<Actor, Status> {
-    let Some(tls) = core.tls() else {
-        return actor(request.metadata());
-    };
+    if let Some(gate::Authenticated(actor)) = request.extensions().get() {
+        return Ok(actor.clone());
+    }
     let certificates = request.peer_certs();
+    authenticate(
+        core,
+        certificates.as_deref().map(Vec::as_slice),
+        request.metadata(),
+    )
+}
+
+/// Who is calling, from the chain the caller presented and the call's headers (see
+/// [`caller`]).
+pub(crate) fn authenticate(
+    core: &ReplicaCore,
+    certificates: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+    metadata: &MetadataMap,
+) -> Result<Actor, Status> {
+    let Some(tls) = core.tls() else {
+        return actor(metadata);
+    };
     let identity = tls
-        .verify_caller(certificates.as_deref().map(Vec::as_slice), &core.revoked())
+        .verify_caller(certificates, &core.revoked())
         .map_err(|refusal| {
             tracing::info!(%refusal, "caller refused");
             Status::unauthenticated(refusal.to_string())
         })?;
     match identity {
-        ca::Identity::Replica(id) => match request.metadata().get(ACTOR_HEADER) {
-            Some(_) => actor(request.metadata()),
+        ca::Identity::Replica(id) => match metadata.get(ACTOR_HEADER) {
+            Some(_) => actor(metadata),
             None => Ok(Actor::Replica(id)),
         },
         other => identity_actor(other)

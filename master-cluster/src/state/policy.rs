@@ -302,11 +302,9 @@ fn allowed(actor: &Actor, operation: Operation, target: Target<'_>) -> bool {
         | SetAllocationScope
         | ManageComputerCertificate => operator,
 
-        RegisterComputer => operator || is_computer(actor, target),
+        RegisterComputer | BangComputer => operator || is_computer(actor, target),
         ReportSoftware | PostUsage => is_computer(actor, target),
-        ReadComputer | BangComputer | ReadUsage => {
-            operator || replica || is_computer(actor, target)
-        }
+        ReadComputer | ReadUsage => operator || replica || is_computer(actor, target),
 
         ReadCatalog => true,
         PublishSoftwareRelease => match target {
@@ -346,6 +344,45 @@ fn is_computer(actor: &Actor, target: Target<'_>) -> bool {
     match (actor, target) {
         (Actor::Computer(own), Target::Computer(computer)) => own == computer,
         _ => false,
+    }
+}
+
+/// Whether `actor` may perform `operation` on anything at all: the gate's check, made from a
+/// call's headers before its body is read; the handler then decides on the target. It never
+/// refuses what [`decide`] would allow on some target (a test checks every operation for
+/// every kind of caller).
+pub fn may_attempt(actor: &Actor, operation: Operation) -> bool {
+    use Operation::*;
+    let operator = matches!(actor, Actor::Operator(_));
+    let replica = matches!(actor, Actor::Replica(_));
+    let computer = matches!(actor, Actor::Computer(_));
+    let partition = matches!(actor, Actor::Partition(_));
+    let human = matches!(actor, Actor::User(_) | Actor::Operator(_));
+    match operation {
+        Enroll | Discover | ReadReplicaStatus | ReadCatalog | ReadInstance => true,
+        Replicate | UseEnrollmentToken => replica,
+        RecordCertificate | RecordLiveness => replica || operator,
+        ReadClusterStatus
+        | ChangeMembership
+        | TakeSnapshot
+        | ListCertificates
+        | IssueCertificate
+        | RevokeCertificate
+        | CreateEnrollmentToken
+        | ListComputers
+        | SetAllocationScope
+        | ManageComputerCertificate => operator,
+        RegisterComputer | BangComputer => operator || computer,
+        ReportSoftware | PostUsage => computer,
+        ReadComputer | ReadUsage => operator || replica || computer,
+        PublishSoftwareRelease | Supply | ListInstances | DestroyInstance => human,
+        RequestInstance => human || partition,
+        ReadPartition
+        | ReportInstance
+        | PublishConnection
+        | BangInstance
+        | RenameInstance
+        | FetchPartitionCertificate => operator || computer || partition,
     }
 }
 

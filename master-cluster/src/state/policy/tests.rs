@@ -278,3 +278,93 @@ fn who_may_act_on_computers_instances_the_catalog_and_the_cluster() {
     assert!(!ok(&comp_a, RequestInstance, Target::Cluster));
     assert!(!ok(&replica, RequestInstance, Target::Cluster));
 }
+
+/// Every operation, for the enumeration below.
+const OPERATIONS: &[Operation] = {
+    use Operation::*;
+    &[
+        Replicate,
+        ReadReplicaStatus,
+        ReadClusterStatus,
+        ChangeMembership,
+        TakeSnapshot,
+        ListCertificates,
+        IssueCertificate,
+        RecordCertificate,
+        RevokeCertificate,
+        CreateEnrollmentToken,
+        UseEnrollmentToken,
+        Enroll,
+        RecordLiveness,
+        Discover,
+        ListComputers,
+        RegisterComputer,
+        ReadComputer,
+        SetAllocationScope,
+        ReportSoftware,
+        BangComputer,
+        PostUsage,
+        ReadUsage,
+        ManageComputerCertificate,
+        ReadCatalog,
+        PublishSoftwareRelease,
+        Supply,
+        RequestInstance,
+        ListInstances,
+        ReadInstance,
+        DestroyInstance,
+        ReadPartition,
+        ReportInstance,
+        PublishConnection,
+        BangInstance,
+        RenameInstance,
+        FetchPartitionCertificate,
+    ]
+};
+
+#[test]
+fn the_gate_never_refuses_what_the_policy_allows_on_some_target() {
+    let alice = Actor::User("alice".into());
+    let actors = [
+        alice.clone(),
+        Actor::Operator("ops".into()),
+        Actor::Replica(2),
+        Actor::Computer("COMP-A".into()),
+        Actor::Partition(partition("COMP-A", "p0")),
+    ];
+    let computer = ComputerId::from("COMP-A");
+    let own = partition("COMP-A", "p0");
+    let alices = instance(
+        1,
+        "alice",
+        Requester::User("alice".into()),
+        Placement::Partition(own.clone()),
+    );
+    let targets = [
+        Target::Cluster,
+        Target::Computer(&computer),
+        Target::Partition(&own),
+        facts(&alices, None, Some(1)),
+        Target::Release { published_by: None },
+        Target::Release {
+            published_by: Some(&alice),
+        },
+    ];
+    let mut allowed = 0;
+    for &operation in OPERATIONS {
+        for actor in &actors {
+            let somewhere = targets
+                .iter()
+                .any(|&target| decide(actor, operation, target).is_ok());
+            allowed += usize::from(somewhere);
+            assert!(
+                !somewhere || may_attempt(actor, operation),
+                "the gate refuses {actor} {operation:?}, which the policy allows"
+            );
+        }
+    }
+    assert!(
+        allowed > OPERATIONS.len(),
+        "the enumeration decided something"
+    );
+}
