@@ -12,9 +12,10 @@
 #[path = "../../partitioning/tests/namespaced/mod.rs"]
 mod namespaced;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ops::load::cluster::Cluster;
 use slapcluster_api::client;
@@ -406,6 +407,44 @@ async fn scenario() {
         "the root and its child, the shared instance hosted: {busy:?}"
     );
 
+    eprintln!("--- slapos node instance again: every partition keeps its certificate");
+    let certificates = partition_certificates(&dir.join("certificates"));
+    assert_eq!(
+        certificates.len(),
+        2,
+        "the root's and its child's: {certificates:?}"
+    );
+    // `--all` processes every partition, changed or not: each fetches its certificate.
+    site.node("instance", &["--all"]);
+    let again = partition_certificates(&dir.join("certificates"));
+    let changed: Vec<&String> = certificates
+        .iter()
+        .filter(|(partition, pair)| again.get(*partition) != Some(pair))
+        .map(|(partition, _)| partition)
+        .collect();
+    assert!(changed.is_empty(), "new certificates for {changed:?}");
+    let user_credentials = cluster
+        .credentials("user:alice")
+        .expect("the user's certificate");
+    let partition_tls: Vec<_> = certificates
+        .values()
+        .map(|(chain_pem, key_pem)| {
+            client::Credentials {
+                roots_pem: user_credentials.roots_pem.clone(),
+                chain_pem: chain_pem.clone(),
+                key_pem: key_pem.clone(),
+            }
+            .tls_config()
+        })
+        .collect();
+    for url in cluster.urls() {
+        for tls in &partition_tls {
+            catalog(&url, tls)
+                .await
+                .expect("a partition's certificate is good on every replica");
+        }
+    }
+
     eprintln!("--- the node is told the root's last status (so it does not post it again)");
     let connect = "import os\nfrom slapos import slap\ns = slap.slap()\n\
                    s.initializeConnection(os.environ['MASTER_URL'], \
@@ -517,6 +556,26 @@ async fn scenario() {
         .instances;
     assert!(left.is_empty(), "{left:?}");
 
+    eprintln!("--- the destroyed instances' certificates are refused by every replica");
+    let deadline = Instant::now() + Duration::from_secs(1);
+    for url in cluster.urls() {
+        for tls in &partition_tls {
+            loop {
+                match catalog(&url, tls).await {
+                    Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                        assert!(status.message().ends_with("is revoked"), "{status:?}");
+                        break;
+                    }
+                    other => assert!(
+                        Instant::now() < deadline,
+                        "{url} still answers a destroyed instance's certificate: {other:?}"
+                    ),
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
     eprintln!("--- slapos remove, then slapos node software removes the release");
     let (ok, text) = site.user(&["remove", &site.release, COMPUTER]);
     assert!(ok, "slapos remove: {text}");
@@ -534,4 +593,36 @@ async fn scenario() {
     assert_eq!(installed, 0, "the release's directory is removed");
     site.stop_supervisord();
     drop(cluster);
+}
+
+/// The partitions' certificates the node keeps (`certificate_repository_path`): each
+/// partition's certificate and key, by partition.
+fn partition_certificates(dir: &Path) -> BTreeMap<String, (String, String)> {
+    let mut found = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).expect("the certificate repository") {
+        let path = entry.expect("an entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("crt") {
+            continue;
+        }
+        let partition = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("a partition's name")
+            .to_string();
+        let certificate = std::fs::read_to_string(&path).expect("the certificate");
+        let key = std::fs::read_to_string(path.with_extension("key")).expect("its key");
+        found.insert(partition, (certificate, key));
+    }
+    found
+}
+
+/// Reads the catalog on `url` as the holder of `tls`: any authenticated caller may.
+async fn catalog(url: &str, tls: &tonic::transport::ClientTlsConfig) -> Result<(), tonic::Status> {
+    let channel = client::connect_with(url, Some(tls.clone()))
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    pb::user_client::UserClient::new(channel)
+        .list_software_releases(pb::ListSoftwareReleasesRequest::default())
+        .await
+        .map(|_| ())
 }

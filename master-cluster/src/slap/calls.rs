@@ -15,7 +15,7 @@ use crate::replica::{Consistency, ReplicaCore, now};
 use crate::service;
 use crate::state::model::{
     Actor, ComputerId, Parameters, PartitionId, PartitionRef, Placement, RequestedState,
-    SoftwareState, SupplyState, UsageRecord,
+    SoftwareState, SupplyState, Timestamp, UsageRecord,
 };
 use crate::state::policy::{self, InstanceFacts, Operation, Target};
 use crate::state::query::{self, PartitionView};
@@ -252,8 +252,11 @@ impl Call<'_> {
         }
     }
 
-    /// A new key and certificate for a partition's instance, signed by this replica's CA:
-    /// asked by the partition's computer, as its node prepares the partition.
+    /// The key and certificate of the instance on a partition, asked by its node as it
+    /// prepares the partition on every run: the same ones every time, until they are due for
+    /// renewal, then new ones (signed by this replica's CA and bound to the instance through
+    /// Raft, so that every replica answers them). They are revoked when the instance's
+    /// partition is freed.
     async fn partition_certificate(&self) -> Answer {
         let computer = self.computer_id("computer_id")?;
         let reference: PartitionRef = self.form.required("computer_partition_id")?.into();
@@ -266,28 +269,55 @@ impl Call<'_> {
             Target::Partition(&partition),
         )?;
         let wanted = partition.clone();
-        let exists = self
+        let (instance, bound) = self
             .core
-            .read(Consistency::Stale, move |txn| {
-                query::partition(txn, &wanted).map(|p| p.is_some())
+            .read(Consistency::Linearizable, move |txn| {
+                query::occupant_certificate(txn, &wanted)
             })
-            .await?;
-        if !exists {
-            return Err(Failure::not_found(format!("unknown partition {partition}")));
-        }
-        let identity = ca::Identity::Partition {
-            computer: computer.to_string(),
-            partition: reference.to_string(),
+            .await?
+            .ok_or_else(|| {
+                Failure::not_found(format!("partition {partition} holds no instance"))
+            })?;
+        let current = match bound {
+            Some(bound) if !renewal_due(&bound) => bound,
+            bound => {
+                let identity = ca::Identity::Partition {
+                    computer: computer.to_string(),
+                    partition: reference.to_string(),
+                };
+                let (signed, key_pem) = self.sign_new_key(&identity).await?;
+                let op = Op::BindInstanceCertificate {
+                    instance,
+                    partition: partition.clone(),
+                    serial: signed.serial,
+                    chain_pem: signed.chain_pem,
+                    key_pem,
+                    not_before: now(),
+                    not_after: Timestamp(signed.not_after),
+                    replaces: bound.map(|b| b.serial),
+                };
+                match self.write(Actor::Replica(self.core.id()), op).await?.0 {
+                    Outcome::InstanceCertificate(bound) => *bound,
+                    other => {
+                        return Err(Failure(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("binding a certificate answered {other:?}"),
+                        ));
+                    }
+                }
+            }
         };
-        let (certificate, key) = self.sign_new_key(&identity).await?;
         xml(&Value::dict([
-            ("certificate", Value::String(certificate)),
-            ("key", Value::String(key)),
+            ("certificate", Value::String(current.chain_pem)),
+            ("key", Value::String(current.key_pem)),
         ]))
     }
 
     /// A key made here and its certificate for `identity`, recorded by this replica.
-    async fn sign_new_key(&self, identity: &ca::Identity) -> Result<(String, String), Failure> {
+    async fn sign_new_key(
+        &self,
+        identity: &ca::Identity,
+    ) -> Result<(service::enroll::Signed, String), Failure> {
         let request = ca::new_key_and_request()
             .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         let lifetime = ca::Lifetimes::default().leaf(identity.role());
@@ -300,7 +330,7 @@ impl Call<'_> {
         )
         .await?;
         tracing::info!(%identity, serial = %signed.serial, "SLAP: issued a certificate");
-        Ok((signed.chain_pem, request.key_pem))
+        Ok((signed, request.key_pem))
     }
 
     async fn report_software(&self, state: SoftwareState) -> Answer {
@@ -665,11 +695,11 @@ impl Call<'_> {
     async fn computer_certificate(&self) -> Answer {
         let computer = self.computer_id("computer_id")?;
         self.allow(&self.caller.itself(), Target::Computer(&computer))?;
-        let (certificate, key) = self
+        let (signed, key) = self
             .sign_new_key(&ca::Identity::Computer(computer.to_string()))
             .await?;
         xml(&Value::dict([
-            ("certificate", Value::String(certificate)),
+            ("certificate", Value::String(signed.chain_pem)),
             ("key", Value::String(key)),
         ]))
     }
@@ -814,6 +844,16 @@ fn strings(name: &str, value: &Value) -> Result<Parameters, Failure> {
         out.insert(key.to_string(), text);
     }
     Ok(out)
+}
+
+/// Whether a bound certificate is in the last third of its life (`ca::renewal_due`).
+fn renewal_due(bound: &crate::state::model::InstanceCertificate) -> bool {
+    let at = |t: Timestamp| std::time::UNIX_EPOCH + std::time::Duration::from_micros(t.0);
+    ca::renewal_due(
+        at(bound.not_before),
+        at(bound.not_after),
+        std::time::SystemTime::now(),
+    )
 }
 
 #[cfg(test)]

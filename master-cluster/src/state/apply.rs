@@ -14,9 +14,10 @@ use super::command::{
 };
 use super::model::{
     Actor, AllocationScope, AuditRecord, Bang, Computer, ComputerDefinition, ComputerId,
-    EnrollmentToken, Instance, InstanceGuid, IssuedCertificate, Parameters, Partition, PartitionId,
-    PartitionRef, Placement, ReportedState, RequestedState, Requester, Revocation, SoftwareRelease,
-    SoftwareReleaseUrl, SoftwareState, Supply, SupplyState, Timestamp, UsageRecord,
+    EnrollmentToken, Instance, InstanceCertificate, InstanceGuid, IssuedCertificate, Parameters,
+    Partition, PartitionId, PartitionRef, Placement, ReportedState, RequestedState, Requester,
+    Revocation, SoftwareRelease, SoftwareReleaseUrl, SoftwareState, Supply, SupplyState, Timestamp,
+    UsageRecord,
 };
 use super::placement::{self, Choice};
 use super::policy::{self, InstanceFacts, Target};
@@ -33,6 +34,8 @@ pub const MAX_URL_BYTES: usize = 4096;
 pub const MAX_LOG_BYTES: usize = 64 << 10;
 pub const MAX_PARTITIONS_PER_COMPUTER: usize = 10_000;
 pub const MAX_USAGE_RECORDS: usize = 10_000;
+/// A certificate chain or key in PEM: a few kilobytes; room for a long chain.
+pub const MAX_PEM_BYTES: usize = 16 << 10;
 
 type WriteTables<'txn> = Tables<redb::Table<'txn, &'static [u8], &'static [u8]>>;
 
@@ -172,6 +175,28 @@ impl Applier<'_, '_> {
                 expires_at,
             } => self.create_enrollment_token(token_hash, computer, *expires_at),
             Op::UseEnrollmentToken { token_hash } => self.use_enrollment_token(token_hash),
+            Op::BindInstanceCertificate {
+                instance,
+                partition,
+                serial,
+                chain_pem,
+                key_pem,
+                not_before,
+                not_after,
+                replaces,
+            } => self.bind_instance_certificate(
+                *instance,
+                InstanceCertificate {
+                    partition: partition.clone(),
+                    serial: serial.clone(),
+                    chain_pem: chain_pem.clone(),
+                    key_pem: key_pem.clone(),
+                    not_before: *not_before,
+                    not_after: *not_after,
+                    serials: Vec::new(),
+                },
+                replaces.as_deref(),
+            ),
         }
     }
 
@@ -219,7 +244,8 @@ impl Applier<'_, '_> {
             | Op::RecordCertificate { .. }
             | Op::RevokeCertificate { .. }
             | Op::CreateEnrollmentToken { .. }
-            | Op::UseEnrollmentToken { .. } => Target::Cluster,
+            | Op::UseEnrollmentToken { .. }
+            | Op::BindInstanceCertificate { .. } => Target::Cluster,
         };
         Ok(policy::decide(self.actor, operation, target).map_err(not_allowed))
     }
@@ -824,6 +850,9 @@ impl Applier<'_, '_> {
     fn release_and_forget(&mut self, instance: &Instance) -> Result<(), StateError> {
         if let Placement::Partition(partition) = &instance.placement {
             self.touch_tree(instance.root)?;
+            // Its node destroyed it with its certificate still in place; from here the
+            // partition may take another instance, which must never be able to use it.
+            self.revoke_instance_certificates(instance.guid)?;
             self.release(partition)?;
         }
         self.forget(instance)?;
@@ -1169,6 +1198,105 @@ impl Applier<'_, '_> {
         Ok(Ok(Outcome::Enrolled {
             computer: token.computer,
         }))
+    }
+
+    fn bind_instance_certificate(
+        &mut self,
+        guid: InstanceGuid,
+        mut certificate: InstanceCertificate,
+        replaces: Option<&str>,
+    ) -> Handled {
+        check!(check_serial(&certificate.serial));
+        for (what, pem) in [
+            ("certificate chain", &certificate.chain_pem),
+            ("certificate key", &certificate.key_pem),
+        ] {
+            if pem.len() > MAX_PEM_BYTES {
+                return reject(Rejection::TooLarge {
+                    what: what.into(),
+                    bytes: pem.len(),
+                    max: MAX_PEM_BYTES,
+                });
+            }
+        }
+        let Some(instance) = self.t.instance(guid)? else {
+            return reject(Rejection::UnknownInstance(guid));
+        };
+        if instance.placement != Placement::Partition(certificate.partition.clone()) {
+            return reject(Rejection::Invalid {
+                what: "certificate binding".into(),
+                reason: format!(
+                    "instance {guid} does not run on partition {}",
+                    certificate.partition
+                ),
+            });
+        }
+        // An instance being destroyed still gets one: its node destroys it with it.
+        let key = tables::instance_key(guid);
+        let current: Option<InstanceCertificate> = tables::get(
+            &self.t.instance_certificates,
+            "instance_certificates",
+            key.as_bytes(),
+        )?;
+        if let Some(current) = current {
+            // Another replica bound one first, or renewed it first: the first stands, and the
+            // certificate offered here is dropped with its key, unused.
+            if replaces != Some(current.serial.as_str()) {
+                return Ok(Ok(Outcome::InstanceCertificate(Box::new(current))));
+            }
+            certificate.serials = current.serials;
+        }
+        certificate.serials.push(certificate.serial.clone());
+        tables::put(
+            &mut self.t.instance_certificates,
+            "instance_certificates",
+            key.as_bytes(),
+            &certificate,
+        )?;
+        self.audit(
+            "bind instance certificate",
+            format!("{} to {guid}", certificate.serial),
+        )?;
+        Ok(Ok(Outcome::InstanceCertificate(Box::new(certificate))))
+    }
+
+    /// Revokes every certificate ever bound to an instance whose partition is being freed, so
+    /// that none outlives it or serves the partition's next occupant.
+    fn revoke_instance_certificates(&mut self, guid: InstanceGuid) -> Result<(), StateError> {
+        let key = tables::instance_key(guid);
+        let Some(bound) = tables::get::<InstanceCertificate>(
+            &self.t.instance_certificates,
+            "instance_certificates",
+            key.as_bytes(),
+        )?
+        else {
+            return Ok(());
+        };
+        for serial in &bound.serials {
+            let key = tables::serial_key(serial);
+            if tables::get::<Revocation>(&self.t.revocations, "revocations", key.as_bytes())?
+                .is_none()
+            {
+                let revocation = Revocation {
+                    at: self.at,
+                    by: self.actor.clone(),
+                    reason: format!("instance {guid} destroyed"),
+                };
+                tables::put(
+                    &mut self.t.revocations,
+                    "revocations",
+                    key.as_bytes(),
+                    &revocation,
+                )?;
+                self.changes.revocations = true;
+            }
+        }
+        tables::delete(
+            &mut self.t.instance_certificates,
+            "instance_certificates",
+            key.as_bytes(),
+        )?;
+        self.audit("revoke instance certificates", guid.to_string())
     }
 
     fn revoke_certificate(&mut self, serial: &str, reason: &str) -> Handled {

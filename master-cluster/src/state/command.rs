@@ -7,9 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::model::{
-    Actor, AllocationScope, ComputerDefinition, ComputerId, InstanceGuid, Parameters, PartitionId,
-    PartitionRef, Placement, RequestedState, SoftwareReleaseUrl, SoftwareState, SupplyState,
-    Timestamp, UsageRecord, UserId,
+    Actor, AllocationScope, ComputerDefinition, ComputerId, InstanceCertificate, InstanceGuid,
+    Parameters, PartitionId, PartitionRef, Placement, RequestedState, SoftwareReleaseUrl,
+    SoftwareState, SupplyState, Timestamp, UsageRecord, UserId,
 };
 
 /// What one Raft log entry carries: the commands the leader coalesced while the previous
@@ -117,6 +117,19 @@ pub enum Op {
     /// Uses an enrollment token (replicas only, on a node's behalf): answers the computer it
     /// enrolls, once, before it expires.
     UseEnrollmentToken { token_hash: String },
+    /// Binds a certificate a replica issued to the instance on `partition` (replicas only).
+    /// The first binding stands: while the instance has one, another is refused in favour of
+    /// it, unless it `replaces` the current one (a renewal). Answers the bound certificate.
+    BindInstanceCertificate {
+        instance: InstanceGuid,
+        partition: PartitionId,
+        serial: String,
+        chain_pem: String,
+        key_pem: String,
+        not_before: Timestamp,
+        not_after: Timestamp,
+        replaces: Option<String>,
+    },
 }
 
 impl Op {
@@ -145,6 +158,9 @@ impl Op {
             Op::RecordCertificate { identity, .. } => identity.len(),
             Op::RevokeCertificate { reason, .. } => reason.len(),
             Op::CreateEnrollmentToken { .. } | Op::UseEnrollmentToken { .. } => 0,
+            Op::BindInstanceCertificate {
+                chain_pem, key_pem, ..
+            } => chain_pem.len() + key_pem.len(),
             _ => 0,
         }
     }
@@ -194,6 +210,8 @@ pub enum Outcome {
     Placed {
         placed: u32,
     },
+    /// The certificate bound to an instance.
+    InstanceCertificate(Box<InstanceCertificate>),
 }
 
 /// The answer to a request: enough for the requester to know where it stands.

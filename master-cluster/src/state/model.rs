@@ -340,6 +340,25 @@ pub struct IssuedCertificate {
     pub issued_by: Actor,
 }
 
+/// The certificate of an instance that runs on a partition: one key and certificate, bound to
+/// the instance (never to the partition's later occupants), returned unchanged to its node on
+/// every call until it is due for renewal, and revoked with every earlier one when the
+/// node has destroyed the instance and its partition is freed. The key is kept in the replicated state, as the SlapOS master keeps
+/// it on the instance, because the node fetches it anew for the partition on every run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceCertificate {
+    pub partition: PartitionId,
+    /// The current certificate's serial (lowercase hex).
+    pub serial: String,
+    /// Its chain, leaf first, in PEM.
+    pub chain_pem: String,
+    pub key_pem: String,
+    pub not_before: Timestamp,
+    pub not_after: Timestamp,
+    /// Every serial ever bound to the instance, the current one last.
+    pub serials: Vec<String>,
+}
+
 /// A one-time token with which a new computer's node obtains its first certificate. Only its
 /// hash is stored: the token itself travels once, from the operator to the node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -81,6 +81,8 @@ pub enum Operation {
     RenameInstance,
     /// The certificate of the instance on a partition.
     FetchPartitionCertificate,
+    /// A replica binds a certificate it issued to the instance on a partition.
+    BindInstanceCertificate,
 }
 
 impl Operation {
@@ -119,6 +121,7 @@ impl Operation {
             PublishConnection => "publish connection parameters for",
             RenameInstance => "rename the instance on",
             FetchPartitionCertificate => "fetch the certificate of",
+            BindInstanceCertificate => "bind instance certificates in",
         }
     }
 }
@@ -228,6 +231,7 @@ pub fn command_operation(op: &Op) -> Operation {
         Op::RevokeCertificate { .. } => RevokeCertificate,
         Op::CreateEnrollmentToken { .. } => CreateEnrollmentToken,
         Op::UseEnrollmentToken { .. } => UseEnrollmentToken,
+        Op::BindInstanceCertificate { .. } => BindInstanceCertificate,
     }
 }
 
@@ -289,7 +293,7 @@ fn allowed(actor: &Actor, operation: Operation, target: Target<'_>) -> bool {
     match operation {
         Enroll | Discover => true,
         ReadReplicaStatus => true,
-        Replicate | UseEnrollmentToken => replica,
+        Replicate | UseEnrollmentToken | BindInstanceCertificate => replica,
         RecordCertificate | RecordLiveness => replica || operator,
         ReadClusterStatus
         | ChangeMembership
@@ -360,7 +364,7 @@ pub fn may_attempt(actor: &Actor, operation: Operation) -> bool {
     let human = matches!(actor, Actor::User(_) | Actor::Operator(_));
     match operation {
         Enroll | Discover | ReadReplicaStatus | ReadCatalog | ReadInstance => true,
-        Replicate | UseEnrollmentToken => replica,
+        Replicate | UseEnrollmentToken | BindInstanceCertificate => replica,
         RecordCertificate | RecordLiveness => replica || operator,
         ReadClusterStatus
         | ChangeMembership

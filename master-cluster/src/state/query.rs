@@ -120,6 +120,23 @@ pub fn occupant(
     Tables::open_read(txn)?.occupant(&partition.computer, &partition.partition)
 }
 
+/// The instance on a partition and the certificate bound to it, if any.
+pub fn occupant_certificate(
+    txn: &redb::ReadTransaction,
+    partition: &super::model::PartitionId,
+) -> Result<Option<(InstanceGuid, Option<super::model::InstanceCertificate>)>, StateError> {
+    let t = Tables::open_read(txn)?;
+    let Some(guid) = t.occupant(&partition.computer, &partition.partition)? else {
+        return Ok(None);
+    };
+    let bound = tables::get(
+        &t.instance_certificates,
+        "instance_certificates",
+        tables::instance_key(guid).as_bytes(),
+    )?;
+    Ok(Some((guid, bound)))
+}
+
 /// A partition, if its computer has it.
 pub fn partition(
     txn: &redb::ReadTransaction,

@@ -28,6 +28,10 @@
 //! | `computer_versions` | computer | log index of the last change to its view, u64 BE |
 //! | `liveness` | computer | when its node last polled a replica, microseconds u64 BE |
 //! | `counters` | name | u64 big-endian |
+//! | `certificates` | serial | [`IssuedCertificate`](super::model::IssuedCertificate) |
+//! | `enrollment_tokens` | token hash | [`EnrollmentToken`](super::model::EnrollmentToken) |
+//! | `revocations` | serial | [`Revocation`](super::model::Revocation) |
+//! | `instance_certificates` | guid | [`InstanceCertificate`](super::model::InstanceCertificate) |
 
 use redb::{ReadableTable, TableDefinition, TableHandle};
 use serde::Serialize;
@@ -99,6 +103,7 @@ tables! {
     certificates: "certificates",
     enrollment_tokens: "enrollment_tokens",
     revocations: "revocations",
+    instance_certificates: "instance_certificates",
 }
 
 /// The master's tables, in a fixed order.
