@@ -117,6 +117,13 @@ impl DataDir {
             snapshots: dir.join("snapshots"),
         }
     }
+
+    /// The files of `dir`, created if needed.
+    fn create(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::from_io(dir, "creating the data directory", e))?;
+        Ok(Self::new(dir))
+    }
 }
 
 /// Opens (creating if needed) the log and state machine of the data directory `dir`.
@@ -133,9 +140,7 @@ where
     C: TypeConfig,
     A: Application<C>,
 {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| StoreError::from_io(dir, "creating the data directory", e))?;
-    let paths = DataDir::new(dir);
+    let paths = DataDir::create(dir)?;
     let log = db::StoreFile::open(&paths.log, db::LOG_FILE, options.log_cache_bytes)?;
     let state = db::StoreFile::open(&paths.state, db::STATE_FILE, options.state_cache_bytes)?;
     assemble(log, state, paths, app, options)
@@ -155,9 +160,7 @@ where
     C: TypeConfig,
     A: Application<C>,
 {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| StoreError::from_io(dir, "creating the data directory", e))?;
-    let paths = DataDir::new(dir);
+    let paths = DataDir::create(dir)?;
     let log = db::StoreFile::open_on(log, &paths.log, db::LOG_FILE, options.log_cache_bytes)?;
     let state = db::StoreFile::open_on(
         state,

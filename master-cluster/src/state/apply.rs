@@ -1273,23 +1273,7 @@ impl Applier<'_, '_> {
             return Ok(());
         };
         for serial in &bound.serials {
-            let key = tables::serial_key(serial);
-            if tables::get::<Revocation>(&self.t.revocations, "revocations", key.as_bytes())?
-                .is_none()
-            {
-                let revocation = Revocation {
-                    at: self.at,
-                    by: self.actor.clone(),
-                    reason: format!("instance {guid} destroyed"),
-                };
-                tables::put(
-                    &mut self.t.revocations,
-                    "revocations",
-                    key.as_bytes(),
-                    &revocation,
-                )?;
-                self.changes.revocations = true;
-            }
+            self.revoke(serial, &format!("instance {guid} destroyed"))?;
         }
         tables::delete(
             &mut self.t.instance_certificates,
@@ -1308,10 +1292,19 @@ impl Applier<'_, '_> {
                 max: MAX_NAME_BYTES,
             });
         }
+        if !self.revoke(serial, reason)? {
+            return Ok(Ok(Outcome::Unchanged));
+        }
+        self.audit("revoke certificate", serial.to_string())?;
+        Ok(Ok(Outcome::Done))
+    }
+
+    /// Records `serial` as revoked, unless it already is; answers whether it was new.
+    fn revoke(&mut self, serial: &str, reason: &str) -> Result<bool, StateError> {
         let key = tables::serial_key(serial);
         if tables::get::<Revocation>(&self.t.revocations, "revocations", key.as_bytes())?.is_some()
         {
-            return Ok(Ok(Outcome::Unchanged));
+            return Ok(false);
         }
         let revocation = Revocation {
             at: self.at,
@@ -1325,8 +1318,7 @@ impl Applier<'_, '_> {
             &revocation,
         )?;
         self.changes.revocations = true;
-        self.audit("revoke certificate", serial.to_string())?;
-        Ok(Ok(Outcome::Done))
+        Ok(true)
     }
 
     /// Liveness is not part of a computer's view (a summary must not wake every node's

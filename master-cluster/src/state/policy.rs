@@ -32,9 +32,24 @@ use std::fmt;
 use super::command::Op;
 use super::model::{Actor, ComputerId, Instance, InstanceGuid, PartitionId, Placement, Requester};
 
-/// Everything the master offers, on any transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Operation {
+/// Declares [`Operation`] and [`Operation::ALL`] from one list, so that the list of every
+/// operation cannot miss one.
+macro_rules! operations {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// Everything the master offers, on any transport.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Operation {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl Operation {
+            /// Every operation, in declaration order.
+            pub const ALL: &[Operation] = &[$(Operation::$name,)*];
+        }
+    };
+}
+
+operations! {
     /// The internal Raft service: append, vote, install a snapshot, forward, read index.
     Replicate,
     /// A replica's own status (replicas and hosted replicas ask each other).
