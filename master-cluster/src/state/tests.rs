@@ -1567,14 +1567,12 @@ fn a_hostile_tenant_is_refused_by_the_policy_and_changes_nothing() {
     let mut f = Fixture::new();
     f.register("COMP-1", 3, &[]);
     f.supply("COMP-1", KVM);
-    let published = f.run(
-        user("alice"),
-        Op::PublishSoftwareRelease {
-            url: url(KVM),
-            title: "KVM".into(),
-            software_types: vec!["default".into()],
-        },
-    );
+    let publish = |title: &str| Op::PublishSoftwareRelease {
+        url: url(KVM),
+        title: title.into(),
+        software_types: vec!["default".into()],
+    };
+    let published = f.run(user("alice"), publish("KVM"));
     assert!(published.is_ok(), "{published:?}");
     let alices = f.request(user("alice"), request("web", KVM));
     let bobs = f.request(user("bob"), request("db", KVM));
@@ -1642,26 +1640,12 @@ fn a_hostile_tenant_is_refused_by_the_policy_and_changes_nothing() {
     }
 
     tracing_phase("6: a user rewrites another's catalog entry");
-    let rejection = f.refused(
-        mallory.clone(),
-        Op::PublishSoftwareRelease {
-            url: url(KVM),
-            title: "Pwned".into(),
-            software_types: vec![],
-        },
-    );
+    let rejection = f.refused(mallory.clone(), publish("Pwned"));
     assert_eq!(
         rejection.to_string(),
         "user mallory may not publish this software release"
     );
-    let republished = f.run(
-        user("alice"),
-        Op::PublishSoftwareRelease {
-            url: url(KVM),
-            title: "KVM 2".into(),
-            software_types: vec!["default".into()],
-        },
-    );
+    let republished = f.run(user("alice"), publish("KVM 2"));
     assert!(republished.is_ok(), "its publisher may: {republished:?}");
 }
 
