@@ -77,8 +77,9 @@ pub(crate) fn router(
 /// Who is calling. Over TLS: the identity in the caller's certificate, verified on this call
 /// (chain, validity, revocation); a replica passing on a call it received names that call's
 /// caller in the [`ACTOR_HEADER`], and is trusted to. In plaintext: the header alone.
-/// The gate ([`gate`]) already did this before the call's body was read, and left the actor in
-/// the request's extensions: it is taken from there.
+///
+/// The gate (`service/gate.rs`) already did this before the call's body was read, and left the
+/// actor in the request's extensions: it is taken from there.
 pub fn caller<T>(core: &ReplicaCore, request: &tonic::Request<T>) -> Result<Actor, Status> {
     if let Some(gate::Authenticated(actor)) = request.extensions().get() {
         return Ok(actor.clone());
