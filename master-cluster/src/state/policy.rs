@@ -300,46 +300,29 @@ pub fn decide(actor: &Actor, operation: Operation, target: Target<'_>) -> Result
     }
 }
 
+/// A caller of a kind that may attempt the operation at all ([`may_attempt`]), on a target
+/// that is its own where the operation has one.
 fn allowed(actor: &Actor, operation: Operation, target: Target<'_>) -> bool {
+    may_attempt(actor, operation) && on_target(actor, operation, target)
+}
+
+/// What the target adds to [`may_attempt`], for the operations performed on something.
+fn on_target(actor: &Actor, operation: Operation, target: Target<'_>) -> bool {
     use Operation::*;
     let operator = matches!(actor, Actor::Operator(_));
     let replica = matches!(actor, Actor::Replica(_));
-    let human = matches!(actor, Actor::User(_) | Actor::Operator(_));
     match operation {
-        Enroll | Discover => true,
-        ReadReplicaStatus => true,
-        Replicate | UseEnrollmentToken | BindInstanceCertificate => replica,
-        RecordCertificate | RecordLiveness => replica || operator,
-        ReadClusterStatus
-        | ChangeMembership
-        | TakeSnapshot
-        | ListCertificates
-        | IssueCertificate
-        | RevokeCertificate
-        | CreateEnrollmentToken
-        | ListComputers
-        | SetAllocationScope
-        | ManageComputerCertificate => operator,
-
-        RegisterComputer | BangComputer => operator || is_computer(actor, target),
-        ReportSoftware | PostUsage => is_computer(actor, target),
-        ReadComputer | ReadUsage => operator || replica || is_computer(actor, target),
-
-        ReadCatalog => true,
+        RegisterComputer | BangComputer | ReportSoftware | PostUsage | ReadComputer
+        | ReadUsage => operator || replica || is_computer(actor, target),
         PublishSoftwareRelease => match target {
             // A release stays its first publisher's; anyone may publish a new one.
             Target::Release { published_by } => {
-                operator || (human && published_by.is_none_or(|by| by == actor))
+                operator || published_by.is_none_or(|by| by == actor)
             }
             _ => false,
         },
-        // Until computers belong to projects, any person may ask any computer for software.
-        Supply => human,
-
-        RequestInstance => human || matches!(actor, Actor::Partition(_)),
-        ListInstances => human,
         ReadInstance => match target {
-            Target::Instance(facts) => operator || replica || may_read_instance(actor, facts),
+            Target::Instance(facts) => may_read_instance(actor, facts),
             _ => false,
         },
         DestroyInstance => match target {
@@ -348,13 +331,15 @@ fn allowed(actor: &Actor, operation: Operation, target: Target<'_>) -> bool {
             }
             _ => false,
         },
-
-        ReadPartition
-        | ReportInstance
-        | PublishConnection
-        | BangInstance
-        | RenameInstance
+        ReadPartition | ReportInstance | PublishConnection | BangInstance | RenameInstance
         | FetchPartitionCertificate => operator || acts_for_partition(actor, target),
+        // Performed on the cluster, or on what the caller owns by definition.
+        Replicate | ReadReplicaStatus | ReadClusterStatus | ChangeMembership | TakeSnapshot
+        | ListCertificates | IssueCertificate | RecordCertificate | RevokeCertificate
+        | CreateEnrollmentToken | UseEnrollmentToken | Enroll | RecordLiveness | Discover
+        | ListComputers | SetAllocationScope | ManageComputerCertificate | ReadCatalog
+        // Until computers belong to projects, any person may ask any computer for software.
+        | Supply | RequestInstance | ListInstances | BindInstanceCertificate => true,
     }
 }
 
@@ -367,9 +352,8 @@ fn is_computer(actor: &Actor, target: Target<'_>) -> bool {
 }
 
 /// Whether `actor` may perform `operation` on anything at all: the gate's check, made from a
-/// call's headers before its body is read; the handler then decides on the target. It never
-/// refuses what [`decide`] would allow on some target (a test checks every operation for
-/// every kind of caller).
+/// call's headers before its body is read; the handler then decides on the target. [`decide`]
+/// only narrows it by the target, so the gate never refuses what `decide` would allow.
 pub fn may_attempt(actor: &Actor, operation: Operation) -> bool {
     use Operation::*;
     let operator = matches!(actor, Actor::Operator(_));
