@@ -1,6 +1,13 @@
 //! Calls only the leader can answer — writes and read indexes — made from any replica: tried
 //! here first, sent to the leader when this replica does not lead, and retried (bounded) while
 //! an election runs.
+//!
+//! A write is sent again only when the earlier attempt certainly did not reach the log (this
+//! replica or the leader answered "not the leader", or the leader's port refused the
+//! connection). After a forward whose fate is unknown (the leader timed out committing it, the
+//! connection broke while it was in flight) the caller is told so instead: committing the
+//! same command a second time, after writes that followed the first, would undo them (a
+//! request repeated after a newer request for the same instance).
 
 use std::time::Duration;
 
@@ -14,6 +21,9 @@ use crate::state::Command;
 /// Something only the leader can answer: tried locally first, else sent to the leader.
 pub(super) trait LeaderCall {
     type Output;
+    /// Whether the call may be sent again after an attempt whose outcome is unknown: a read
+    /// index may, a write may not.
+    const REPEATABLE: bool;
     fn local(&self, replica: &ReplicaCore) -> impl Future<Output = Attempt<Self::Output>> + Send;
     fn remote(
         &self,
@@ -27,6 +37,7 @@ pub(super) struct WriteCall<'a>(pub(super) &'a Command);
 
 impl LeaderCall for WriteCall<'_> {
     type Output = Written;
+    const REPEATABLE: bool = false;
 
     async fn local(&self, replica: &ReplicaCore) -> Attempt<Written> {
         replica.batcher.submit(self.0.clone()).await
@@ -47,6 +58,7 @@ pub(super) struct ReadIndexCall;
 
 impl LeaderCall for ReadIndexCall {
     type Output = u64;
+    const REPEATABLE: bool = true;
 
     async fn local(&self, replica: &ReplicaCore) -> Attempt<u64> {
         match replica.raft.get_read_log_id().await {
@@ -102,9 +114,15 @@ impl ReplicaCore {
                     match call.remote(&self.peers, addr, remaining).await {
                         Ok(Ok(value)) => return Ok(value),
                         Ok(Err(ForwardError::NotLeader { .. })) => {}
+                        Ok(Err(ForwardError::Unavailable(reason))) if !C::REPEATABLE => {
+                            return Err(WriteError::Unconfirmed(reason));
+                        }
                         Ok(Err(ForwardError::Unavailable(reason))) => {
                             tracing::warn!(leader, %reason, "leader cannot answer; waiting");
                             self.wait_for_leader_change(Some(leader), remaining).await;
+                        }
+                        Err(status) if !C::REPEATABLE && !never_sent(&status) => {
+                            return Err(WriteError::Unconfirmed(status.message().to_owned()));
                         }
                         Err(status) => {
                             tracing::debug!(leader, %status, "leader unreachable; waiting for a leader");
@@ -132,5 +150,164 @@ impl ReplicaCore {
                 "leader change",
             )
             .await;
+    }
+}
+
+/// Whether a failed call to a peer certainly never reached it: its port refused the
+/// connection, or its address is not one we can dial. Anything else (a reset, a timeout, a
+/// broken stream) may have happened after the peer received the request.
+fn never_sent(status: &tonic::Status) -> bool {
+    if status.code() == tonic::Code::InvalidArgument {
+        // `Peers::client`: the address did not parse; nothing was sent.
+        return true;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::replica::{Replica, ReplicaConfig};
+    use crate::state::Op;
+    use crate::state::model::{Actor, Timestamp};
+
+    /// A call whose leader is elsewhere and whose every remote attempt fails as `answer` says,
+    /// counting the attempts.
+    struct Probe<const REPEAT: bool> {
+        answer: fn() -> Result<Result<(), ForwardError>, tonic::Status>,
+        sent: AtomicUsize,
+    }
+
+    impl<const REPEAT: bool> LeaderCall for &Probe<REPEAT> {
+        type Output = ();
+        const REPEATABLE: bool = REPEAT;
+
+        async fn local(&self, _: &ReplicaCore) -> Attempt<()> {
+            Attempt::Redirect(Some((99, "http://[::1]:1".into())))
+        }
+
+        async fn remote(
+            &self,
+            _: &Peers,
+            _: String,
+            _: Duration,
+        ) -> Result<Result<(), ForwardError>, tonic::Status> {
+            self.sent.fetch_add(1, Ordering::SeqCst);
+            (self.answer)()
+        }
+    }
+
+    /// A replica that knows no leader (never initialised): every call goes "elsewhere".
+    async fn lone_replica(dir: &std::path::Path) -> Replica {
+        let mut config = ReplicaConfig::new(1, "[::1]:0".parse().expect("addr"), dir.into());
+        config.danger_plaintext = true;
+        config.write_timeout = Duration::from_millis(2500);
+        Replica::start(config).await.expect("starts")
+    }
+
+    /// The chaos smoke's one rare violation had this shape: a forwarded write committed, its
+    /// answer lost with the connection, the forward sent again after a newer write, and the
+    /// older value back. A write is now sent once unless it certainly never arrived.
+    #[tokio::test]
+    async fn a_write_whose_forward_may_have_arrived_is_not_sent_again_and_a_read_index_is() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let replica = lone_replica(dir.path()).await;
+        let lost: fn() -> Result<Result<(), ForwardError>, tonic::Status> = || {
+            Ok(Err(ForwardError::Unavailable(
+                "not committed within 10s; it may yet be".into(),
+            )))
+        };
+        let broken: fn() -> Result<Result<(), ForwardError>, tonic::Status> =
+            || Err(tonic::Status::unavailable("connection reset by peer"));
+        for answer in [lost, broken] {
+            let write = Probe::<false> {
+                answer,
+                sent: AtomicUsize::new(0),
+            };
+            let outcome = replica.at_leader(&write).await;
+            assert!(
+                matches!(outcome, Err(WriteError::Unconfirmed(_))),
+                "{outcome:?}"
+            );
+            assert_eq!(write.sent.load(Ordering::SeqCst), 1, "sent once");
+        }
+        let read_index = Probe::<true> {
+            answer: lost,
+            sent: AtomicUsize::new(0),
+        };
+        let outcome = replica.at_leader(&read_index).await;
+        assert!(
+            matches!(outcome, Err(WriteError::NoLeader(_))),
+            "{outcome:?}"
+        );
+        assert!(
+            read_index.sent.load(Ordering::SeqCst) >= 2,
+            "a read index is asked again until the deadline"
+        );
+        replica.shutdown().await.expect("shutdown");
+    }
+
+    fn command() -> Command {
+        Command {
+            at: Timestamp(1),
+            actor: Actor::Replica(1),
+            op: Op::RecordLiveness { seen: Vec::new() },
+        }
+    }
+
+    /// A forward to a port nobody listens on never reached a leader: sending it again is safe.
+    #[tokio::test]
+    async fn a_refused_connection_was_never_sent() {
+        let listener = tokio::net::TcpListener::bind("[::1]:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        drop(listener);
+        let status = Peers::default()
+            .forward(
+                &format!("http://[::1]:{port}"),
+                &command(),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect_err("nobody listens");
+        assert!(never_sent(&status), "{status:?}");
+    }
+
+    /// A forward the peer received and then dropped may have been committed: not resent.
+    #[tokio::test]
+    async fn a_connection_broken_after_the_request_may_have_been_sent() {
+        let listener = tokio::net::TcpListener::bind("[::1]:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = tokio::spawn(async move {
+            // Reads the request, then closes without an answer, as a leader that dies would.
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut buffer = vec![0; 64 * 1024];
+            let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut buffer).await;
+        });
+        let status = Peers::default()
+            .forward(
+                &format!("http://[::1]:{port}"),
+                &command(),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect_err("closed without an answer");
+        server.await.expect("server");
+        assert!(!never_sent(&status), "{status:?}");
     }
 }

@@ -299,6 +299,10 @@ pub enum WriteError {
     /// meanwhile). A write may yet take effect: retry it (commands are idempotent).
     #[error("not answered within {0:?}; the write may yet take effect: retry")]
     TimedOut(Duration),
+    /// The leader was asked but could not confirm the write ({0}): it may yet take effect.
+    /// Not sent again by the replica, since a repeat could land after later writes.
+    #[error("the leader could not confirm the write ({0}); it may yet take effect: retry")]
+    Unconfirmed(String),
     /// This replica has stopped (shut down, or a fatal storage error).
     #[error("replica stopped: {0}")]
     Stopped(String),
