@@ -264,6 +264,11 @@ async fn scenario() {
         .credentials("user:alice")
         .expect("the user's certificate")
         .tls_config();
+    // Alice supplies software to the computer: she manages its project.
+    cluster
+        .set_role("alice", "default", "manager")
+        .await
+        .expect("alice manages the default project");
     let release_dir = dir.join("release");
     std::fs::create_dir_all(&release_dir).expect("mkdir");
     write(&release_dir.join("software.cfg"), "[buildout]\nparts =\n");

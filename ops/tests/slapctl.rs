@@ -149,11 +149,12 @@ async fn users_and_operators_manage_computers_instances_and_certificates() -> an
     assert_eq!(list[0]["partitions"], 4);
     assert_eq!(list[0]["busy"], 0);
     assert_eq!(list[0]["region"], "eu");
-    assert_eq!(list[0]["allocation"], "open");
+    assert_eq!(list[0]["allocation"], "open/project");
+    assert_eq!(list[0]["project"], "default");
     let table = f.as_operator(&["computer", "list"]).ok().stdout;
     assert!(table.starts_with("ID"), "{table}");
     assert!(
-        table.contains(COMPUTER) && table.contains("open"),
+        table.contains(COMPUTER) && table.contains("open/project"),
         "{table}"
     );
 
@@ -202,7 +203,13 @@ async fn users_and_operators_manage_computers_instances_and_certificates() -> an
     // A closed computer takes nothing: the request waits, explain says why; opening the
     // computer places it.
     let closed = f.as_operator(&["computer", "close", COMPUTER]).ok();
-    assert!(closed.stdout.contains("is closed"), "{}", closed.stdout);
+    assert!(
+        closed
+            .stdout
+            .contains("is close/noallocation: no new instances"),
+        "{}",
+        closed.stdout
+    );
     let requested = f
         .slapctl(
             &alice,
@@ -297,6 +304,54 @@ async fn users_and_operators_manage_computers_instances_and_certificates() -> an
         .json();
     assert_eq!(usage[0]["partition"], partition.as_str());
     assert_eq!(usage[0]["usage"]["cpu_seconds"], 12.5);
+
+    // projects: an operator creates one and makes alice its manager; she then runs the
+    // computer once it is the project's, and not before.
+    f.as_operator(&["project", "create", "PROJ-CTL", "--title", "Ctl"])
+        .ok();
+    let outside = f.slapctl(&alice, &["computer", "scope", COMPUTER, "open/personal"]);
+    assert_eq!(outside.code, 2, "{}", outside.stdout);
+    assert!(
+        outside
+            .stderr
+            .contains("may not set the allocation scope of computer"),
+        "{}",
+        outside.stderr
+    );
+    f.as_operator(&["project", "add", "PROJ-CTL", "alice", "--role", "manager"])
+        .ok();
+    f.as_operator(&["computer", "move", COMPUTER, "--project", "PROJ-CTL"])
+        .ok();
+    let scoped = f
+        .slapctl(&alice, &["computer", "scope", COMPUTER, "open/personal"])
+        .ok();
+    assert!(scoped.stdout.contains("open/personal"), "{}", scoped.stdout);
+    let bad = f.as_operator(&["computer", "scope", COMPUTER, "open/friends"]);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("close/forever"), "{}", bad.stderr);
+    let mine = f
+        .slapctl(&alice, &["--json", "project", "list"])
+        .ok()
+        .json();
+    let roles: Vec<(String, String)> = mine
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|p| (p["project"].to_string(), p["role"].to_string()))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("\"PROJ-CTL\"".to_string(), "\"manager\"".to_string()),
+            ("\"default\"".to_string(), "\"customer\"".to_string())
+        ]
+    );
+    let shown = f.slapctl(&alice, &["project", "show", "PROJ-CTL"]).ok();
+    assert!(
+        shown.stdout.contains("alice") && shown.stdout.contains("manager"),
+        "{}",
+        shown.stdout
+    );
 
     // computer token: one use, for a new computer's node.
     let token = f

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 
 use super::page::{self, ComputerRow, MemberRow, PendingRow, StatusPage};
 use crate::replica::{Consistency, ReplicaCore};
-use crate::state::model::{AllocationScope, Placement};
+use crate::state::model::Placement;
 use crate::state::query;
 
 type Core = Weak<ReplicaCore>;
@@ -152,7 +152,7 @@ async fn gather(core: &Arc<ReplicaCore>) -> StatusPage {
                 .into_iter()
                 .map(|(c, seen)| ComputerRow {
                     region: c.attributes.get("region").cloned().unwrap_or_default(),
-                    open: c.allocation_scope == AllocationScope::Open,
+                    open: c.allocation_scope.is_open(),
                     partitions: c.partition_count,
                     busy: c.partition_count.saturating_sub(c.free_count),
                     last_seen: seen.map(microseconds),

@@ -17,8 +17,8 @@ use tonic::{Request, Response, Status};
 
 use super::{ACTOR_HEADER, caller, convert::invalid, failed, unavailable, write, write_reply};
 use crate::replica::{Consistency, MembershipError, ReadError, ReplicaCore};
-use crate::state::model::{Actor, UserId};
-use crate::state::policy::{self, Operation, Target};
+use crate::state::model::{Actor, AllocationScope, ProjectId, ProjectRole, UserId};
+use crate::state::policy::{self, Operation, ProjectFacts, Target};
 use crate::state::{Op, ReplicaNode};
 
 /// Marks a membership change a follower passed on, so that it is passed on at most once.
@@ -234,6 +234,135 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotChunk, Status
 
 #[tonic::async_trait]
 impl pb::admin_server::Admin for AdminService {
+    async fn create_project(
+        &self,
+        request: Request<pb::CreateProjectRequest>,
+    ) -> Reply<pb::WriteReply> {
+        let actor = caller(&self.core, &request)?;
+        let request = request.into_inner();
+        let op = Op::CreateProject {
+            project: project_id(&request.project)?,
+            title: if request.title.is_empty() {
+                request.project
+            } else {
+                request.title
+            },
+        };
+        Ok(Response::new(write_reply(
+            write(&self.core, actor, op).await?,
+        )))
+    }
+
+    async fn list_projects(
+        &self,
+        request: Request<pb::ListProjectsRequest>,
+    ) -> Reply<pb::ListProjectsReply> {
+        let actor = caller(&self.core, &request)?;
+        policy::decide(&actor, Operation::ReadProject, Target::Cluster)?;
+        let consistency = super::consistency(request.into_inner().consistency);
+        let user = match &actor {
+            Actor::User(user) => Some(user.clone()),
+            _ => None,
+        };
+        let projects = self
+            .core
+            .read(consistency, move |txn| {
+                crate::state::query::projects(txn, user.as_ref())
+            })
+            .await
+            .map_err(|e| failed(&e))?;
+        let operator = matches!(actor, Actor::Operator(_));
+        Ok(Response::new(pb::ListProjectsReply {
+            projects: projects
+                .into_iter()
+                .filter(|(_, role)| operator || role.is_some())
+                .map(|(project, role)| pb::ProjectSummary {
+                    project: project.id.0,
+                    title: project.title,
+                    role: role.map_or("", ProjectRole::as_str).to_string(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn show_project(
+        &self,
+        request: Request<pb::ShowProjectRequest>,
+    ) -> Reply<pb::ShowProjectReply> {
+        let actor = caller(&self.core, &request)?;
+        let request = request.into_inner();
+        let id = project_id(&request.project)?;
+        let (wanted, reader) = (id.clone(), actor.clone());
+        let found = self
+            .core
+            .read(super::consistency(request.consistency), move |txn| {
+                let role = crate::state::query::role(txn, &reader, &wanted)?;
+                Ok(crate::state::query::project(txn, &wanted)?.map(|p| (p, role)))
+            })
+            .await
+            .map_err(|e| failed(&e))?;
+        let not_found = || Status::not_found(format!("no project {id}"));
+        let Some(((project, members), role)) = found else {
+            // Whether a project exists is its people's and the operators' to know.
+            policy::decide(&actor, Operation::ReadProject, project_target(&id, None))?;
+            return Err(not_found());
+        };
+        policy::decide(&actor, Operation::ReadProject, project_target(&id, role))?;
+        Ok(Response::new(pb::ShowProjectReply {
+            project: project.id.0,
+            title: project.title,
+            everyone: project.everyone.map_or("", ProjectRole::as_str).to_string(),
+            members: members
+                .into_iter()
+                .map(|(user, role)| pb::ProjectMember {
+                    user: user.0,
+                    role: role.as_str().to_string(),
+                })
+                .collect(),
+            created_at: project.created_at.0,
+        }))
+    }
+
+    async fn set_project_member(
+        &self,
+        request: Request<pb::SetProjectMemberRequest>,
+    ) -> Reply<pb::WriteReply> {
+        let actor = caller(&self.core, &request)?;
+        let request = request.into_inner();
+        let role = match request.role.as_str() {
+            "" => None,
+            name => Some(ProjectRole::parse(name).ok_or_else(|| {
+                invalid(
+                    "role",
+                    format!("{name:?}: give manager, customer, or nothing"),
+                )
+            })?),
+        };
+        let op = Op::SetProjectMember {
+            project: project_id(&request.project)?,
+            user: super::convert::required("user", &request.user)?.into(),
+            role,
+        };
+        Ok(Response::new(write_reply(
+            write(&self.core, actor, op).await?,
+        )))
+    }
+
+    async fn move_computer(
+        &self,
+        request: Request<pb::MoveComputerRequest>,
+    ) -> Reply<pb::WriteReply> {
+        let actor = caller(&self.core, &request)?;
+        let request = request.into_inner();
+        let op = Op::MoveComputer {
+            computer: super::convert::computer_id("computer", &request.computer)?,
+            project: project_id(&request.project)?,
+        };
+        Ok(Response::new(write_reply(
+            write(&self.core, actor, op).await?,
+        )))
+    }
+
     async fn cluster_status(
         &self,
         request: Request<pb::ClusterStatusRequest>,
@@ -427,19 +556,25 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::SetAllocationScopeRequest>,
     ) -> Reply<pb::AllocationScopeReply> {
-        let actor = Actor::Operator(operator(
-            &self.core,
-            &request,
-            Operation::SetAllocationScope,
-        )?);
+        // Operators and the computer's project's managers: apply decides, from the state.
+        let actor = caller(&self.core, &request)?;
         let request = request.into_inner();
+        let scope = match request.scope.as_str() {
+            "" if request.open => AllocationScope::OpenPublic,
+            "" => AllocationScope::CloseNoAllocation,
+            name => AllocationScope::parse(name).ok_or_else(|| {
+                invalid(
+                    "scope",
+                    format!(
+                        "{name:?} is not an allocation scope; one of {}",
+                        AllocationScope::ALL.map(AllocationScope::as_str).join(", ")
+                    ),
+                )
+            })?,
+        };
         let op = Op::SetAllocationScope {
             computer: super::convert::computer_id("computer", &request.computer)?,
-            scope: if request.open {
-                crate::state::model::AllocationScope::Open
-            } else {
-                crate::state::model::AllocationScope::Closed
-            },
+            scope,
         };
         let (outcome, index) = write(&self.core, actor, op).await?;
         Ok(Response::new(pb::AllocationScopeReply {
@@ -558,4 +693,16 @@ impl pb::admin_server::Admin for AdminService {
             tokio_stream::wrappers::ReceiverStream::new(stream),
         )))
     }
+}
+
+fn project_id(value: &str) -> Result<ProjectId, Status> {
+    Ok(super::convert::required("project", value)?.into())
+}
+
+fn project_target(project: &ProjectId, role: Option<ProjectRole>) -> Target<'_> {
+    Target::Project(ProjectFacts {
+        project,
+        role,
+        computer: None,
+    })
 }

@@ -112,6 +112,20 @@ pub fn instance_report(state: i32, error_log: String) -> Result<InstanceReport, 
 }
 
 pub fn instance_request(request: pb::RequestInstanceRequest) -> Result<InstanceRequest, Status> {
+    let mut sla: BTreeMap<String, String> = request.sla.into_iter().collect();
+    if !request.project.is_empty() {
+        match sla.get(crate::state::PROJECT_KEY) {
+            Some(named) if *named != request.project => {
+                return Err(invalid(
+                    "project",
+                    format!("the SLA names project {named:?}; name one project"),
+                ));
+            }
+            _ => {
+                sla.insert(crate::state::PROJECT_KEY.to_string(), request.project);
+            }
+        }
+    }
     Ok(InstanceRequest {
         state: requested_state(request.state)?,
         title: request.title,
@@ -122,7 +136,7 @@ pub fn instance_request(request: pb::RequestInstanceRequest) -> Result<InstanceR
             request.software_type
         },
         parameters: request.parameters.into_iter().collect(),
-        sla: request.sla.into_iter().collect(),
+        sla,
         shared: request.shared,
     })
 }
@@ -232,6 +246,7 @@ pub fn pb_instance(
     let mut out = pb::Instance {
         guid: instance.guid.to_string(),
         owner: instance.owner.to_string(),
+        project: instance.project.to_string(),
         title: instance.title.clone(),
         root_guid: instance.root.to_string(),
         root_title: root_title.to_string(),
@@ -340,7 +355,7 @@ pub fn pb_computer_poll(view: ComputerView) -> pb::PollComputerReply {
         .collect();
     pb::PollComputerReply {
         computer: view.computer.id.0,
-        open: view.computer.allocation_scope == crate::state::model::AllocationScope::Open,
+        open: view.computer.allocation_scope.is_open(),
         attributes: to_map(&view.computer.attributes),
         software,
         partitions,
@@ -359,7 +374,9 @@ pub fn pb_computer_summary(
     pb::ComputerSummary {
         id: computer.id.0.clone(),
         attributes: to_map(&computer.attributes),
-        open: computer.allocation_scope == crate::state::model::AllocationScope::Open,
+        open: computer.allocation_scope.is_open(),
+        scope: computer.allocation_scope.to_string(),
+        project: computer.project.to_string(),
         partitions: computer.partition_count,
         busy: computer.partition_count.saturating_sub(computer.free_count),
         last_seen: last_seen.map_or(0, |t| t.0),

@@ -205,6 +205,7 @@ pub fn rejected(rejection: &Rejection) -> Status {
         | Rejection::UnknownInstance(_)
         | Rejection::UnknownSharedInstance { .. }
         | Rejection::UnknownTitle(..)
+        | Rejection::UnknownProject(_)
         | Rejection::NothingToDestroy { .. } => Status::not_found(message),
         Rejection::BadEnrollmentToken => Status::permission_denied(message),
         Rejection::TooLarge { .. } | Rejection::Invalid { .. } | Rejection::WrongComputer(..) => {

@@ -144,11 +144,18 @@ impl pb::user_server::User for UserService {
                     _ => None,
                 };
                 let explanation = query::explain(txn, guid)?;
-                Ok(Some((view, explanation, host_placement, callers_instance)))
+                let role = query::role(txn, &reader, &view.instance.project)?;
+                Ok(Some((
+                    view,
+                    explanation,
+                    host_placement,
+                    callers_instance,
+                    role,
+                )))
             })
             .await
             .map_err(|e| failed(&e))?;
-        let (view, explanation, host_placement, callers_instance) =
+        let (view, explanation, host_placement, callers_instance, role) =
             found.ok_or_else(|| Status::not_found("no such instance"))?;
         policy::decide(
             &actor,
@@ -157,6 +164,7 @@ impl pb::user_server::User for UserService {
                 instance: &view.instance,
                 host_placement: host_placement.as_ref(),
                 callers_instance,
+                role,
             }),
         )?;
         Ok(Response::new(pb::ShowInstanceReply {

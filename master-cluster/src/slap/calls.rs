@@ -789,6 +789,8 @@ impl Call<'_> {
                     Actor::Partition(p) if *p == partition => Some(found.instance.guid),
                     _ => None,
                 },
+                // Nodes and instances call here; a person reads instances over gRPC.
+                role: None,
             }),
         )?;
         let i = &found.instance;

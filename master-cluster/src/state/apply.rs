@@ -15,12 +15,12 @@ use super::command::{
 use super::model::{
     Actor, AllocationScope, AuditRecord, Bang, Computer, ComputerDefinition, ComputerId,
     EnrollmentToken, Instance, InstanceCertificate, InstanceGuid, IssuedCertificate, Parameters,
-    Partition, PartitionId, PartitionRef, Placement, ReportedState, RequestedState, Requester,
-    Revocation, SoftwareRelease, SoftwareReleaseUrl, SoftwareState, Supply, SupplyState, Timestamp,
-    UsageRecord,
+    Partition, PartitionId, PartitionRef, Placement, Project, ProjectId, ProjectRole,
+    ReportedState, RequestedState, Requester, Revocation, SoftwareRelease, SoftwareReleaseUrl,
+    SoftwareState, Supply, SupplyState, Timestamp, UsageRecord, UserId,
 };
-use super::placement::{self, Choice};
-use super::policy::{self, InstanceFacts, Target};
+use super::placement::{self, Choice, Tree};
+use super::policy::{self, InstanceFacts, ProjectFacts, Target};
 use super::tables::{self, StateError, Tables};
 
 /// Instance parameters, connection parameters: keys plus values, at most this many bytes.
@@ -197,6 +197,13 @@ impl Applier<'_, '_> {
                 },
                 replaces.as_deref(),
             ),
+            Op::CreateProject { project, title } => self.create_project(project, title),
+            Op::SetProjectMember {
+                project,
+                user,
+                role,
+            } => self.set_project_member(project, user, *role),
+            Op::MoveComputer { computer, project } => self.move_computer(computer, project),
         }
     }
 
@@ -207,6 +214,7 @@ impl Applier<'_, '_> {
         let operation = policy::command_operation(op);
         let release;
         let instance;
+        let computer;
         let target = match op {
             Op::PublishSoftwareRelease { url, .. } => {
                 release = tables::get::<SoftwareRelease>(
@@ -219,9 +227,23 @@ impl Applier<'_, '_> {
                 }
             }
             Op::RegisterComputer(definition) => Target::Computer(&definition.id),
-            Op::SetAllocationScope { computer, .. }
-            | Op::Supply { computer, .. }
-            | Op::ReportSoftware { computer, .. }
+            Op::SetAllocationScope { computer: id, .. } | Op::Supply { computer: id, .. } => {
+                computer = self.t.computer(id)?;
+                match &computer {
+                    Some(computer) => Target::Project(ProjectFacts {
+                        project: &computer.project,
+                        role: self.role_in(&computer.project)?,
+                        computer: Some((id, computer.allocation_scope)),
+                    }),
+                    None => return Ok(Ok(())),
+                }
+            }
+            Op::SetProjectMember { project, .. } => Target::Project(ProjectFacts {
+                project,
+                role: self.role_in(project)?,
+                computer: None,
+            }),
+            Op::ReportSoftware { computer, .. }
             | Op::BangComputer { computer, .. }
             | Op::PostUsage { computer, .. } => Target::Computer(computer),
             Op::PublishConnection { partition, .. }
@@ -235,12 +257,16 @@ impl Applier<'_, '_> {
                         instance,
                         host_placement: None,
                         callers_instance: None,
+                        role: self.role_in(&instance.project)?,
                     }),
                     None => return Ok(Ok(())),
                 }
             }
-            Op::RequestInstance(_)
-            | Op::RecordLiveness { .. }
+            // Decided in `request_instance`, once the tree's project is known.
+            Op::RequestInstance(_) => return Ok(Ok(())),
+            Op::RecordLiveness { .. }
+            | Op::CreateProject { .. }
+            | Op::MoveComputer { .. }
             | Op::RecordCertificate { .. }
             | Op::RevokeCertificate { .. }
             | Op::CreateEnrollmentToken { .. }
@@ -248,6 +274,112 @@ impl Applier<'_, '_> {
             | Op::BindInstanceCertificate { .. } => Target::Cluster,
         };
         Ok(policy::decide(self.actor, operation, target).map_err(not_allowed))
+    }
+
+    /// The actor's role in `project`, if the actor is a person.
+    fn role_in(&self, project: &ProjectId) -> Result<Option<ProjectRole>, StateError> {
+        match self.actor {
+            Actor::User(user) | Actor::Operator(user) => self.t.role(user, project),
+            _ => Ok(None),
+        }
+    }
+
+    // --- projects -----------------------------------------------------------------------------
+
+    fn create_project(&mut self, id: &ProjectId, title: &str) -> Handled {
+        check!(check_name("project", id.as_str()));
+        check!(check_name("project title", title));
+        let existing = self.t.project(id)?;
+        if existing.as_ref().is_some_and(|p| p.title == title) {
+            return Ok(Ok(Outcome::Unchanged));
+        }
+        let project = Project {
+            id: id.clone(),
+            title: title.to_string(),
+            everyone: existing.as_ref().and_then(|p| p.everyone),
+            created_at: existing.as_ref().map_or(self.at, |p| p.created_at),
+        };
+        tables::put(
+            &mut self.t.projects,
+            "projects",
+            tables::project_key(id).as_bytes(),
+            &project,
+        )?;
+        self.audit("create project", id.to_string())?;
+        Ok(Ok(Outcome::Done))
+    }
+
+    fn set_project_member(
+        &mut self,
+        project: &ProjectId,
+        user: &UserId,
+        role: Option<ProjectRole>,
+    ) -> Handled {
+        check!(check_name("user", user.as_str()));
+        if self.t.project(project)?.is_none() {
+            return reject(Rejection::UnknownProject(project.clone()));
+        }
+        let member_key = tables::member_key(project, user);
+        let user_key = tables::user_project_key(user, project);
+        let current: Option<ProjectRole> = tables::get(
+            &self.t.project_members,
+            "project_members",
+            member_key.as_bytes(),
+        )?;
+        if current == role {
+            return Ok(Ok(Outcome::Unchanged));
+        }
+        match role {
+            Some(role) => {
+                tables::put(
+                    &mut self.t.project_members,
+                    "project_members",
+                    member_key.as_bytes(),
+                    &role,
+                )?;
+                tables::put(
+                    &mut self.t.user_projects,
+                    "user_projects",
+                    user_key.as_bytes(),
+                    &role,
+                )?;
+            }
+            None => {
+                tables::delete(
+                    &mut self.t.project_members,
+                    "project_members",
+                    member_key.as_bytes(),
+                )?;
+                tables::delete(
+                    &mut self.t.user_projects,
+                    "user_projects",
+                    user_key.as_bytes(),
+                )?;
+            }
+        }
+        self.audit(
+            &format!("project role {}", role.map_or("none", ProjectRole::as_str)),
+            format!("{user} in {project}"),
+        )?;
+        Ok(Ok(Outcome::Done))
+    }
+
+    fn move_computer(&mut self, id: &ComputerId, project: &ProjectId) -> Handled {
+        let Some(mut computer) = self.t.computer(id)? else {
+            return reject(Rejection::UnknownComputer(id.clone()));
+        };
+        if self.t.project(project)?.is_none() {
+            return reject(Rejection::UnknownProject(project.clone()));
+        }
+        if computer.project == *project {
+            return Ok(Ok(Outcome::Unchanged));
+        }
+        let before = placement::index_keys(self.t, &computer)?;
+        computer.project = project.clone();
+        self.save_computer(&computer, &before)?;
+        self.audit("move computer", format!("{id} to {project}"))?;
+        let placed = self.place_pending_on(id)?;
+        Ok(Ok(Outcome::Placed { placed }))
     }
 
     // --- catalog and computers ----------------------------------------------------------------
@@ -393,9 +525,13 @@ impl Applier<'_, '_> {
                 .clone()
                 .or_else(|| existing.as_ref().map(|c| c.capabilities.clone()))
                 .unwrap_or_default(),
+            // A new computer takes its project's instance trees, as the master's "open" does.
             allocation_scope: existing
                 .as_ref()
-                .map_or(AllocationScope::Open, |c| c.allocation_scope),
+                .map_or(AllocationScope::OpenProject, |c| c.allocation_scope),
+            project: existing
+                .as_ref()
+                .map_or_else(ProjectId::default_project, |c| c.project.clone()),
             partition_count: u32::try_from(definition.partitions.len()).unwrap_or(u32::MAX),
             free_count: free,
             registered_at: existing.as_ref().map_or(self.at, |c| c.registered_at),
@@ -422,13 +558,7 @@ impl Applier<'_, '_> {
         let before = placement::index_keys(self.t, &computer)?;
         computer.allocation_scope = scope;
         self.save_computer(&computer, &before)?;
-        self.audit(
-            match scope {
-                AllocationScope::Open => "open computer",
-                AllocationScope::Closed => "close computer",
-            },
-            id.to_string(),
-        )?;
+        self.audit(&format!("allocation scope {scope}"), id.to_string())?;
         let placed = self.place_pending_on(id)?;
         Ok(Ok(Outcome::Placed { placed }))
     }
@@ -545,6 +675,7 @@ impl Applier<'_, '_> {
             )?,
         };
         match existing {
+            // The requester's own tree (found by owner and title, or under its parent).
             Some(guid) => match self.t.instance(guid)? {
                 Some(instance) => self.update_instance(instance, request),
                 None => Err(StateError::Corrupt {
@@ -553,13 +684,55 @@ impl Applier<'_, '_> {
                     detail: "title points to a missing instance".to_string(),
                 }),
             },
-            None => self.create_instance(owner, parent.as_ref(), request),
+            None => {
+                let project = match &parent {
+                    Some(parent) => parent.project.clone(),
+                    None => match self.project_of_new_tree(&owner, request)? {
+                        Ok(project) => project,
+                        Err(rejection) => return reject(rejection),
+                    },
+                };
+                self.create_instance(owner, project, parent.as_ref(), request)
+            }
         }
+    }
+
+    /// The project a new tree is requested in: the one its SLA names (`project_guid`, as the
+    /// master's), else the requester's first project by name, else the default project. The
+    /// requester must have a role in it.
+    fn project_of_new_tree(
+        &self,
+        owner: &UserId,
+        request: &InstanceRequest,
+    ) -> Result<Result<ProjectId, Rejection>, StateError> {
+        let project = match request.sla.get(placement::PROJECT_KEY) {
+            Some(named) => ProjectId(named.clone()),
+            None => match self.t.projects_of(owner)?.into_iter().next() {
+                Some((project, _)) => project,
+                None => ProjectId::default_project(),
+            },
+        };
+        if self.t.project(&project)?.is_none() {
+            return Ok(Err(Rejection::UnknownProject(project)));
+        }
+        let facts = ProjectFacts {
+            project: &project,
+            role: self.role_in(&project)?,
+            computer: None,
+        };
+        Ok(policy::decide(
+            self.actor,
+            policy::Operation::RequestInstance,
+            Target::Project(facts),
+        )
+        .map(|()| project.clone())
+        .map_err(not_allowed))
     }
 
     fn create_instance(
         &mut self,
-        owner: super::model::UserId,
+        owner: UserId,
+        project: ProjectId,
         parent: Option<&Instance>,
         request: &InstanceRequest,
     ) -> Handled {
@@ -578,6 +751,7 @@ impl Applier<'_, '_> {
         let mut instance = Instance {
             guid,
             owner: owner.clone(),
+            project,
             title: request.title.clone(),
             root,
             requester: match parent {
@@ -1373,6 +1547,7 @@ impl Applier<'_, '_> {
                 &instance.software_release,
                 &instance.software_type,
                 &filter,
+                &Tree::of(instance),
             )? {
                 Choice::Found(host) => self.attach_to_host(instance, host.guid)?,
                 Choice::NotFound(reason) => {
@@ -1396,7 +1571,13 @@ impl Applier<'_, '_> {
         } else {
             BTreeSet::new()
         };
-        match placement::choose_partition(self.t, &instance.software_release, &filter, &networks)? {
+        match placement::choose_partition(
+            self.t,
+            &instance.software_release,
+            &filter,
+            &Tree::of(instance),
+            &networks,
+        )? {
             Choice::Found((computer, partition)) => self.occupy(instance, computer, partition)?,
             Choice::NotFound(reason) => {
                 instance.placement = Placement::Pending { reason };
@@ -1501,7 +1682,7 @@ impl Applier<'_, '_> {
                 let Some(computer) = self.t.computer(id)? else {
                     return Ok(placed);
                 };
-                if computer.free_count == 0 || computer.allocation_scope != AllocationScope::Open {
+                if computer.free_count == 0 || !computer.allocation_scope.is_open() {
                     return Ok(placed);
                 }
                 let Some(mut instance) = self.t.instance(guid)? else {
@@ -1520,9 +1701,13 @@ impl Applier<'_, '_> {
                 } else {
                     BTreeSet::new()
                 };
-                if let Choice::Found((computer, partition)) =
-                    placement::choose_partition(self.t, &url, &filter, &networks)?
-                {
+                if let Choice::Found((computer, partition)) = placement::choose_partition(
+                    self.t,
+                    &url,
+                    &filter,
+                    &Tree::of(&instance),
+                    &networks,
+                )? {
                     tables::delete(
                         &mut self.t.pending,
                         "pending",
@@ -1565,7 +1750,13 @@ impl Applier<'_, '_> {
                 {
                     Some(host.guid)
                 }
-                _ => match placement::choose_host(self.t, url, software_type, &filter)? {
+                _ => match placement::choose_host(
+                    self.t,
+                    url,
+                    software_type,
+                    &filter,
+                    &Tree::of(&shared),
+                )? {
                     Choice::Found(host) => Some(host.guid),
                     Choice::NotFound(_) => None,
                 },

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::model::{
     Actor, AllocationScope, ComputerDefinition, ComputerId, InstanceCertificate, InstanceGuid,
-    Parameters, PartitionId, PartitionRef, Placement, RequestedState, SoftwareReleaseUrl,
-    SoftwareState, SupplyState, Timestamp, UsageRecord, UserId,
+    Parameters, PartitionId, PartitionRef, Placement, ProjectId, ProjectRole, RequestedState,
+    SoftwareReleaseUrl, SoftwareState, SupplyState, Timestamp, UsageRecord, UserId,
 };
 
 /// What one Raft log entry carries: the commands the leader coalesced while the previous
@@ -129,6 +129,21 @@ pub enum Op {
         not_before: Timestamp,
         not_after: Timestamp,
         replaces: Option<String>,
+    },
+    // New variants go last: log entries name variants by position.
+    /// Creates a project, or retitles it (operators only).
+    CreateProject { project: ProjectId, title: String },
+    /// Gives a user a role in a project, or (`None`) removes them from it (operators and the
+    /// project's managers).
+    SetProjectMember {
+        project: ProjectId,
+        user: UserId,
+        role: Option<ProjectRole>,
+    },
+    /// Hands a computer to another project (operators only). Its instances stay where they are.
+    MoveComputer {
+        computer: ComputerId,
+        project: ProjectId,
     },
 }
 
@@ -267,4 +282,6 @@ pub enum Rejection {
     UnknownTitle(UserId, String),
     #[error("the enrollment token is unknown, used or expired")]
     BadEnrollmentToken,
+    #[error("unknown project {0}")]
+    UnknownProject(ProjectId),
 }

@@ -16,6 +16,7 @@ mod placement;
 pub mod policy;
 pub mod query;
 mod tables;
+mod upgrade;
 
 use std::sync::Arc;
 
@@ -29,7 +30,7 @@ pub use command::{
 };
 pub use memory::MemoryState;
 pub use notifier::Notifier;
-pub use placement::CATEGORY_KEYS;
+pub use placement::{CATEGORY_KEYS, PROJECT_KEY};
 pub use tables::StateError;
 
 openraft::declare_raft_types!(

@@ -59,6 +59,72 @@ string_id!(
     /// A software release, identified by the URL of its profile.
     SoftwareReleaseUrl
 );
+string_id!(
+    /// A project (the master's "virtual master"): people with a role in it, the computers it
+    /// runs and the instance trees requested in it. E.g. `PROJ-ACME`.
+    ProjectId
+);
+
+impl ProjectId {
+    /// The project everything created before projects belongs to, and where a user's request
+    /// goes when they belong to no other. It exists without a record; by default every user is
+    /// one of its customers (a record created for it can say otherwise).
+    pub fn default_project() -> Self {
+        Self(DEFAULT_PROJECT.to_string())
+    }
+}
+
+/// The name of [`ProjectId::default_project`].
+pub const DEFAULT_PROJECT: &str = "default";
+
+/// What a person may do in a project, as the master's project functions say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ProjectRole {
+    /// `production/manager`: runs the project's computers (supplies software, sets their
+    /// allocation scope), invites people, and sees and acts on every instance tree in it.
+    Manager,
+    /// `customer`: requests instance trees in the project and acts on their own.
+    Customer,
+}
+
+impl ProjectRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Manager => "manager",
+            Self::Customer => "customer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "manager" => Some(Self::Manager),
+            "customer" => Some(Self::Customer),
+            _ => None,
+        }
+    }
+}
+
+/// A project as the master records it; its members are kept apart (`project_members`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Project {
+    pub id: ProjectId,
+    pub title: String,
+    /// The role every user has in it without being a member (the default project's customers).
+    pub everyone: Option<ProjectRole>,
+    pub created_at: Timestamp,
+}
+
+impl Project {
+    /// The default project as it is without a record.
+    pub fn implicit_default() -> Self {
+        Self {
+            id: ProjectId::default_project(),
+            title: "Default project".to_string(),
+            everyone: Some(ProjectRole::Customer),
+            created_at: Timestamp(0),
+        }
+    }
+}
 
 /// One computer partition, named by its computer.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -113,11 +179,70 @@ impl fmt::Display for Actor {
     }
 }
 
-/// Whether the marketplace may place new instances on a computer.
+/// Whether, and for whom, the marketplace places new instances on a computer: the master's
+/// allocation scope categories. A closed computer keeps the instances it has (their nodes
+/// keep serving them, their owners may change or destroy them); only new placements stop.
+///
+/// Stored by variant position: new scopes are added at the end. The first two are what
+/// records written before projects call `Open` and `Closed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AllocationScope {
-    Open,
-    Closed,
+    /// `open/public`: instance trees of every project.
+    OpenPublic,
+    /// `close/noallocation`: its project does not want new instances for now.
+    CloseNoAllocation,
+    /// `open/project`: instance trees of its own project.
+    OpenProject,
+    /// `open/personal`: instance trees its project's managers request, for their own use.
+    OpenPersonal,
+    /// `close/maintenance`: closed for a scheduled maintenance.
+    CloseMaintenance,
+    /// `close/termination`: closed because the computer will be retired.
+    CloseTermination,
+    /// `close/forever`: retired; only an operator may open it again.
+    CloseForever,
+}
+
+impl AllocationScope {
+    pub const ALL: [AllocationScope; 7] = [
+        Self::OpenPublic,
+        Self::OpenProject,
+        Self::OpenPersonal,
+        Self::CloseNoAllocation,
+        Self::CloseMaintenance,
+        Self::CloseTermination,
+        Self::CloseForever,
+    ];
+
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            Self::OpenPublic | Self::OpenProject | Self::OpenPersonal
+        )
+    }
+
+    /// The master's category name (`open/public`, `close/forever`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OpenPublic => "open/public",
+            Self::OpenProject => "open/project",
+            Self::OpenPersonal => "open/personal",
+            Self::CloseNoAllocation => "close/noallocation",
+            Self::CloseMaintenance => "close/maintenance",
+            Self::CloseTermination => "close/termination",
+            Self::CloseForever => "close/forever",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|scope| scope.as_str() == s)
+    }
+}
+
+impl fmt::Display for AllocationScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// An address of a partition, as `slapos node format` reports it.
@@ -164,6 +289,8 @@ pub struct Computer {
     pub attributes: BTreeMap<String, String>,
     pub capabilities: BTreeSet<String>,
     pub allocation_scope: AllocationScope,
+    /// The project that runs it: its managers supply its software and set its scope.
+    pub project: ProjectId,
     pub partition_count: u32,
     /// Partitions without an instance. Kept in step with the partitions by every command that
     /// places or frees one (the placement index orders computers by it).
@@ -281,6 +408,8 @@ pub enum Requester {
 pub struct Instance {
     pub guid: InstanceGuid,
     pub owner: UserId,
+    /// The project its tree was requested in (a child's is its root's).
+    pub project: ProjectId,
     pub title: String,
     /// The root of the request tree (itself for a root).
     pub root: InstanceGuid,

@@ -1,7 +1,10 @@
 //! The marketplace: which free partition (or, for a shared instance, which host) a request gets.
 //!
 //! **Rule.** Candidates are the free partitions of open computers that are asked to supply the
-//! request's software release and match every SLA key. Among them the marketplace takes a
+//! request's software release, admit the request's tree by their allocation scope, and match
+//! every SLA key. A computer's scope admits: `open/public`, every project's trees;
+//! `open/project`, its own project's; `open/personal`, those its project's managers request;
+//! `close/*`, none (what it runs stays). Among the candidates the marketplace takes a
 //! computer of the highest *free tier* — the bit length of its free partition count: 1, 2-3,
 //! 4-7, 8-15, ... — and within the tier the lowest computer id; then that computer's lowest
 //! partition (`slappart2` before `slappart10`). Tiers spread load like "most free first" while
@@ -12,9 +15,10 @@
 //!
 //! **Index.** The `placement` table holds, for every open computer with a free partition and
 //! every software release it supplies, one key per *dimension* of the computer — `*`, and
-//! `key=value` for each of its SLA attributes and capabilities:
-//! `(release, dimension, 32 - free tier, computer)`. A request reads the first keys of one
-//! range: the dimension of its first SLA attribute, or `*`. The first key is the answer unless
+//! `key=value` for each of its SLA attributes and capabilities, prefixed `@project/` unless the
+//! computer is public: `(release, dimension, 32 - free tier, computer)`. A request reads the
+//! first keys of two ranges, its project's and the public one, of one dimension: that of its
+//! first SLA attribute, or `*`; the better of the two firsts wins. The first key is the answer unless
 //! the computer fails another SLA key, so a placement costs O(log n) in the number of
 //! partitions; computers skipped for failing a second key are the only extra reads. A
 //! `computer_guid` request goes straight to its computer. Keys move only when a computer's free
@@ -27,7 +31,7 @@ use redb::ReadableTable;
 use super::keys::Key;
 use super::model::{
     AllocationScope, Computer, ComputerId, Instance, InstanceGuid, Parameters, Partition,
-    Placement, SoftwareReleaseUrl, SupplyState,
+    Placement, ProjectId, ProjectRole, SoftwareReleaseUrl, SupplyState, UserId,
 };
 use super::tables::{self, StateError, Tables};
 
@@ -45,8 +49,27 @@ pub const CATEGORY_KEYS: &[&str] = &[
     "storage_interface",
     "storage_redundancy",
     "network_guid",
-    "project_guid",
 ];
+
+/// The SLA key that names the project a new tree is requested in (the master's `project_guid`).
+/// It is not matched against computers: the tree's project is, through their scopes.
+pub const PROJECT_KEY: &str = "project_guid";
+
+/// The instance tree a placement is for: whose computers' scopes admit it.
+#[derive(Debug, Clone, Copy)]
+pub struct Tree<'a> {
+    pub project: &'a ProjectId,
+    pub owner: &'a UserId,
+}
+
+impl<'a> Tree<'a> {
+    pub fn of(instance: &'a Instance) -> Self {
+        Self {
+            project: &instance.project,
+            owner: &instance.owner,
+        }
+    }
+}
 
 /// What an SLA asks of a placement, parsed and checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,18 +103,17 @@ pub fn parse_sla(sla: &Parameters, shared: bool) -> Result<Filter, String> {
             k if CATEGORY_KEYS.contains(&k) => {
                 filter.attributes.insert(key.clone(), value.clone());
             }
-            // Carried for the node, not used for placement.
-            k if k == "retention_delay" || k.starts_with("fw_") => {}
+            // Carried for the node, not used for placement; the project is the tree's.
+            k if k == "retention_delay" || k == PROJECT_KEY || k.starts_with("fw_") => {}
             _ => return Err(format!("unknown SLA key {key:?}")),
         }
     }
     Ok(filter)
 }
 
-/// Whether `computer` may take an instance with `filter` (scope, computer and attribute keys).
+/// Whether `computer` matches `filter`'s computer, attribute and capability keys.
 pub fn computer_matches(computer: &Computer, filter: &Filter) -> bool {
-    computer.allocation_scope == AllocationScope::Open
-        && filter.computer.as_ref().is_none_or(|c| *c == computer.id)
+    filter.computer.as_ref().is_none_or(|c| *c == computer.id)
         && filter
             .attributes
             .iter()
@@ -100,6 +122,42 @@ pub fn computer_matches(computer: &Computer, filter: &Filter) -> bool {
             .capability
             .as_ref()
             .is_none_or(|c| computer.capabilities.contains(c))
+}
+
+/// Whether `computer`'s scope admits new instances of `tree`.
+pub fn admits<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    t: &Tables<T>,
+    computer: &Computer,
+    tree: &Tree<'_>,
+) -> Result<bool, StateError> {
+    Ok(computer.allocation_scope.is_open() && serves(t, computer, tree)?)
+}
+
+/// Whose trees a computer's scope is for: every project's if it is public, else its own
+/// project's (its managers' only, if personal). A closed computer's instances still host the
+/// shared instances of their own project.
+fn serves<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    t: &Tables<T>,
+    computer: &Computer,
+    tree: &Tree<'_>,
+) -> Result<bool, StateError> {
+    Ok(match computer.allocation_scope {
+        AllocationScope::OpenPublic => true,
+        AllocationScope::OpenPersonal => {
+            computer.project == *tree.project
+                && t.role(tree.owner, &computer.project)? == Some(ProjectRole::Manager)
+        }
+        _ => computer.project == *tree.project,
+    })
+}
+
+/// The prefix of a computer's index dimensions: none for a public computer, its project's
+/// for one that serves its project only.
+fn audience(scope: AllocationScope, project: &ProjectId) -> String {
+    match scope {
+        AllocationScope::OpenPublic => String::new(),
+        _ => format!("@{project}/"),
+    }
 }
 
 /// The network a computer is on, for `unique_by_network`. A computer without `network_guid` is
@@ -114,13 +172,19 @@ pub fn network_of(computer: &Computer) -> String {
 const ALL: &str = "*";
 
 fn dimensions(computer: &Computer) -> Vec<String> {
-    let mut dims = vec![ALL.to_string()];
-    dims.extend(computer.attributes.iter().map(|(k, v)| format!("{k}={v}")));
+    let audience = audience(computer.allocation_scope, &computer.project);
+    let mut dims = vec![format!("{audience}{ALL}")];
+    dims.extend(
+        computer
+            .attributes
+            .iter()
+            .map(|(k, v)| format!("{audience}{k}={v}")),
+    );
     dims.extend(
         computer
             .capabilities
             .iter()
-            .map(|c| format!("capability={c}")),
+            .map(|c| format!("{audience}capability={c}")),
     );
     dims
 }
@@ -154,7 +218,7 @@ pub fn index_keys<T: ReadableTable<&'static [u8], &'static [u8]>>(
     computer: &Computer,
 ) -> Result<BTreeSet<Vec<u8>>, StateError> {
     let mut keys = BTreeSet::new();
-    if computer.allocation_scope != AllocationScope::Open || computer.free_count == 0 {
+    if !computer.allocation_scope.is_open() || computer.free_count == 0 {
         return Ok(keys);
     }
     let dims = dimensions(computer);
@@ -190,17 +254,19 @@ pub enum Choice<T> {
     NotFound(String),
 }
 
-/// Chooses a free partition for a normal instance of `url` with `filter`. `tree_networks`
-/// are the networks the rest of its request tree uses (for `unique_by_network`).
+/// Chooses a free partition for a normal instance of `url` with `filter` in `tree`.
+/// `tree_networks` are the networks the rest of its tree uses (for `unique_by_network`).
 pub fn choose_partition<T: ReadableTable<&'static [u8], &'static [u8]>>(
     t: &Tables<T>,
     url: &SoftwareReleaseUrl,
     filter: &Filter,
+    tree: &Tree<'_>,
     tree_networks: &BTreeSet<String>,
 ) -> Result<Choice<(Computer, Partition)>, StateError> {
-    let acceptable = |computer: &Computer| {
-        computer_matches(computer, filter)
+    let acceptable = |computer: &Computer| -> Result<bool, StateError> {
+        Ok(computer_matches(computer, filter)
             && !(filter.unique_by_network && tree_networks.contains(&network_of(computer)))
+            && admits(t, computer, tree)?)
     };
     if let Some(id) = &filter.computer {
         let Some(computer) = t.computer(id)? else {
@@ -216,9 +282,10 @@ pub fn choose_partition<T: ReadableTable<&'static [u8], &'static [u8]>>(
                 "computer {id} does not supply {url}"
             )));
         }
-        if !acceptable(&computer) {
+        if !acceptable(&computer)? {
             return Ok(Choice::NotFound(format!(
-                "computer {id} is closed or does not match the SLA"
+                "computer {id} is {} and does not admit project {}, or does not match the SLA",
+                computer.allocation_scope, tree.project
             )));
         }
         return Ok(match first_free_partition(t, &computer)? {
@@ -227,7 +294,38 @@ pub fn choose_partition<T: ReadableTable<&'static [u8], &'static [u8]>>(
         });
     }
 
-    let prefix = Key::new().str(url.as_str()).str(&driving_dimension(filter));
+    let dimension = driving_dimension(filter);
+    let own = audience(AllocationScope::OpenProject, tree.project);
+    let mut best: Option<(u64, Computer, Partition)> = None;
+    for audience in [own.as_str(), ""] {
+        let prefix = Key::new()
+            .str(url.as_str())
+            .str(&format!("{audience}{dimension}"));
+        if let Some(found) = first_acceptable(t, &prefix, &acceptable)?
+            && best
+                .as_ref()
+                .is_none_or(|(tier, c, _)| (found.0, &found.1.id) < (*tier, &c.id))
+        {
+            best = Some(found);
+        }
+    }
+    Ok(match best {
+        Some((_, computer, partition)) => Choice::Found((computer, partition)),
+        None => Choice::NotFound(format!(
+            "no free partition on a computer open to project {} that supplies {url} and \
+             matches the SLA",
+            tree.project
+        )),
+    })
+}
+
+/// The first computer of one index range that is `acceptable` and has a free partition,
+/// with its tier key (lower is better).
+fn first_acceptable<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    t: &Tables<T>,
+    prefix: &Key,
+    acceptable: &impl Fn(&Computer) -> Result<bool, StateError>,
+) -> Result<Option<(u64, Computer, Partition)>, StateError> {
     let (start, end) = prefix.prefix_range();
     let range = t
         .placement
@@ -235,24 +333,21 @@ pub fn choose_partition<T: ReadableTable<&'static [u8], &'static [u8]>>(
         .map_err(|e| StateError::storage("placement", e))?;
     for row in range {
         let (key, _) = row.map_err(|e| StateError::storage("placement", e))?;
-        let id = tables::parse_key("placement", key.value(), |r| {
+        let (tier, id) = tables::parse_key("placement", key.value(), |r| {
             r.str()?;
             r.str()?;
-            r.u64()?;
-            r.str()
+            Ok((r.u64()?, r.str()?))
         })?;
         let Some(computer) = t.computer(&ComputerId(id))? else {
             continue;
         };
-        if acceptable(&computer)
+        if acceptable(&computer)?
             && let Some(partition) = first_free_partition(t, &computer)?
         {
-            return Ok(Choice::Found((computer, partition)));
+            return Ok(Some((tier, computer, partition)));
         }
     }
-    Ok(Choice::NotFound(format!(
-        "no free partition on an open computer that supplies {url} and matches the SLA"
-    )))
+    Ok(None)
 }
 
 fn first_free_partition<T: ReadableTable<&'static [u8], &'static [u8]>>(
@@ -307,25 +402,32 @@ pub fn tree_networks<T: ReadableTable<&'static [u8], &'static [u8]>>(
     Ok(networks)
 }
 
-/// Chooses the host of a shared instance.
+/// Chooses the host of a shared instance of `tree`: an instance on a computer that serves it.
 pub fn choose_host<T: ReadableTable<&'static [u8], &'static [u8]>>(
     t: &Tables<T>,
     url: &SoftwareReleaseUrl,
     software_type: &str,
     filter: &Filter,
+    tree: &Tree<'_>,
 ) -> Result<Choice<Instance>, StateError> {
     let host_fits = |host: &Instance| -> Result<bool, StateError> {
         let Placement::Partition(partition) = &host.placement else {
             return Ok(false);
         };
-        Ok(can_host(host, url, software_type)
-            && t.computer(&partition.computer)?.is_some_and(|c| {
+        if !can_host(host, url, software_type) {
+            return Ok(false);
+        }
+        Ok(match t.computer(&partition.computer)? {
+            Some(c) => {
                 filter.computer.as_ref().is_none_or(|id| *id == c.id)
                     && filter
                         .attributes
                         .iter()
                         .all(|(k, v)| c.attributes.get(k) == Some(v))
-            }))
+                    && serves(t, &c, tree)?
+            }
+            None => false,
+        })
     };
     if let Some(guid) = filter.host {
         return Ok(match t.instance(guid)? {

@@ -22,7 +22,14 @@
 //! - **a partition** (the instance on it) reads and acts for itself, requests its children and
 //!   reads them and the shared instances it hosts;
 //! - **a user** reads the catalog, publishes releases (a release stays its first publisher's),
-//!   supplies software, requests instances and reads and destroys their own.
+//!   and, by their role in each project (the master's project functions):
+//!   - as a **customer**, requests instance trees in the project and reads and destroys their
+//!     own;
+//!   - as a **manager**, also supplies and removes software on the project's computers, sets
+//!     their allocation scope (not of a computer closed forever: that is the operators'),
+//!     gives people roles in the project, and reads and destroys every tree requested in it.
+//!
+//!   Where a request may be *placed* is the computers' allocation scopes' say (`placement.rs`).
 //!
 //! Anyone, even without a certificate, may enroll with a one-time token (the token is the
 //! credential) and ask where the HATEOAS API is.
@@ -30,7 +37,10 @@
 use std::fmt;
 
 use super::command::Op;
-use super::model::{Actor, ComputerId, Instance, InstanceGuid, PartitionId, Placement, Requester};
+use super::model::{
+    Actor, AllocationScope, ComputerId, Instance, InstanceGuid, PartitionId, Placement, ProjectId,
+    ProjectRole, Requester,
+};
 
 /// Declares [`Operation`] and [`Operation::ALL`] from one list, so that the list of every
 /// operation cannot miss one.
@@ -98,6 +108,14 @@ operations! {
     FetchPartitionCertificate,
     /// A replica binds a certificate it issued to the instance on a partition.
     BindInstanceCertificate,
+
+    CreateProject,
+    /// A project's record and members (or the list of the caller's projects).
+    ReadProject,
+    /// Gives people roles in a project, or removes them.
+    ManageProjectMembers,
+    /// Hands a computer to another project.
+    MoveComputer,
 }
 
 impl Operation {
@@ -137,6 +155,10 @@ impl Operation {
             RenameInstance => "rename the instance on",
             FetchPartitionCertificate => "fetch the certificate of",
             BindInstanceCertificate => "bind instance certificates in",
+            CreateProject => "create projects in",
+            ReadProject => "read",
+            ManageProjectMembers => "manage the members of",
+            MoveComputer => "move computers of",
         }
     }
 }
@@ -167,6 +189,10 @@ pub fn grpc_operation(path: &str) -> Option<Operation> {
         ("Admin", "SetAllocationScope") => SetAllocationScope,
         ("Admin", "ListCertificates") => ListCertificates,
         ("Admin", "IssueCertificate") => IssueCertificate,
+        ("Admin", "CreateProject") => CreateProject,
+        ("Admin", "ListProjects" | "ShowProject") => ReadProject,
+        ("Admin", "SetProjectMember") => ManageProjectMembers,
+        ("Admin", "MoveComputer") => MoveComputer,
         ("Node", "RegisterComputer") => RegisterComputer,
         ("Node", "PollComputer") => ReadComputer,
         ("Node", "ReportSoftware") => ReportSoftware,
@@ -247,6 +273,9 @@ pub fn command_operation(op: &Op) -> Operation {
         Op::CreateEnrollmentToken { .. } => CreateEnrollmentToken,
         Op::UseEnrollmentToken { .. } => UseEnrollmentToken,
         Op::BindInstanceCertificate { .. } => BindInstanceCertificate,
+        Op::CreateProject { .. } => CreateProject,
+        Op::SetProjectMember { .. } => ManageProjectMembers,
+        Op::MoveComputer { .. } => MoveComputer,
     }
 }
 
@@ -263,6 +292,18 @@ pub enum Target<'a> {
     Release {
         published_by: Option<&'a Actor>,
     },
+    /// A project, or one of its computers, with the caller's role in it.
+    Project(ProjectFacts<'a>),
+}
+
+/// What it takes to decide about a project or one of its computers.
+#[derive(Debug, Clone, Copy)]
+pub struct ProjectFacts<'a> {
+    pub project: &'a ProjectId,
+    /// The caller's role in it (a member's, or what the project gives everyone).
+    pub role: Option<ProjectRole>,
+    /// For an operation on one of its computers: the computer and its allocation scope.
+    pub computer: Option<(&'a ComputerId, AllocationScope)>,
 }
 
 /// What it takes to decide about an instance.
@@ -273,6 +314,8 @@ pub struct InstanceFacts<'a> {
     pub host_placement: Option<&'a Placement>,
     /// For a partition caller: the instance on its partition.
     pub callers_instance: Option<InstanceGuid>,
+    /// For a user caller: their role in the instance's project.
+    pub role: Option<ProjectRole>,
 }
 
 /// Why an actor may not perform an operation.
@@ -312,8 +355,9 @@ fn on_target(actor: &Actor, operation: Operation, target: Target<'_>) -> bool {
     let operator = matches!(actor, Actor::Operator(_));
     let replica = matches!(actor, Actor::Replica(_));
     match operation {
-        RegisterComputer | BangComputer | ReportSoftware | PostUsage | ReadComputer
-        | ReadUsage => operator || replica || is_computer(actor, target),
+        RegisterComputer | BangComputer | ReportSoftware | PostUsage | ReadComputer | ReadUsage => {
+            operator || replica || is_computer(actor, target)
+        }
         PublishSoftwareRelease => match target {
             // A release stays its first publisher's; anyone may publish a new one.
             Target::Release { published_by } => {
@@ -327,19 +371,65 @@ fn on_target(actor: &Actor, operation: Operation, target: Target<'_>) -> bool {
         },
         DestroyInstance => match target {
             Target::Instance(facts) => {
-                operator || matches!(actor, Actor::User(user) if *user == facts.instance.owner)
+                operator
+                    || facts.role == Some(ProjectRole::Manager)
+                    || matches!(actor, Actor::User(user) if *user == facts.instance.owner)
             }
             _ => false,
         },
-        ReadPartition | ReportInstance | PublishConnection | BangInstance | RenameInstance
+        // A root request is made in a project the requester belongs to; an instance requests
+        // its children in its own tree's project.
+        RequestInstance => match target {
+            Target::Project(facts) => operator || facts.role.is_some(),
+            _ => matches!(actor, Actor::Partition(_)),
+        },
+        Supply | ManageProjectMembers => match target {
+            Target::Project(facts) => operator || facts.role == Some(ProjectRole::Manager),
+            _ => false,
+        },
+        SetAllocationScope => match target {
+            Target::Project(facts) => {
+                operator
+                    || (facts.role == Some(ProjectRole::Manager)
+                        && facts
+                            .computer
+                            .is_some_and(|(_, scope)| scope != AllocationScope::CloseForever))
+            }
+            _ => false,
+        },
+        // One project's record, or (on the cluster) the list of the caller's own.
+        ReadProject => match target {
+            Target::Project(facts) => operator || facts.role.is_some(),
+            _ => true,
+        },
+        ReadPartition
+        | ReportInstance
+        | PublishConnection
+        | BangInstance
+        | RenameInstance
         | FetchPartitionCertificate => operator || acts_for_partition(actor, target),
         // Performed on the cluster, or on what the caller owns by definition.
-        Replicate | ReadReplicaStatus | ReadClusterStatus | ChangeMembership | TakeSnapshot
-        | ListCertificates | IssueCertificate | RecordCertificate | RevokeCertificate
-        | CreateEnrollmentToken | UseEnrollmentToken | Enroll | RecordLiveness | Discover
-        | ListComputers | SetAllocationScope | ManageComputerCertificate | ReadCatalog
-        // Until computers belong to projects, any person may ask any computer for software.
-        | Supply | RequestInstance | ListInstances | BindInstanceCertificate => true,
+        Replicate
+        | ReadReplicaStatus
+        | ReadClusterStatus
+        | ChangeMembership
+        | TakeSnapshot
+        | ListCertificates
+        | IssueCertificate
+        | RecordCertificate
+        | RevokeCertificate
+        | CreateEnrollmentToken
+        | UseEnrollmentToken
+        | Enroll
+        | RecordLiveness
+        | Discover
+        | ListComputers
+        | ManageComputerCertificate
+        | ReadCatalog
+        | ListInstances
+        | BindInstanceCertificate
+        | CreateProject
+        | MoveComputer => true,
     }
 }
 
@@ -373,12 +463,19 @@ pub fn may_attempt(actor: &Actor, operation: Operation) -> bool {
         | RevokeCertificate
         | CreateEnrollmentToken
         | ListComputers
-        | SetAllocationScope
-        | ManageComputerCertificate => operator,
+        | ManageComputerCertificate
+        | CreateProject
+        | MoveComputer => operator,
         RegisterComputer | BangComputer => operator || computer,
         ReportSoftware | PostUsage => computer,
         ReadComputer | ReadUsage => operator || replica || computer,
-        PublishSoftwareRelease | Supply | ListInstances | DestroyInstance => human,
+        PublishSoftwareRelease
+        | Supply
+        | ListInstances
+        | DestroyInstance
+        | SetAllocationScope
+        | ReadProject
+        | ManageProjectMembers => human,
         RequestInstance => human || partition,
         ReadPartition
         | ReportInstance
@@ -404,7 +501,7 @@ fn may_read_instance(actor: &Actor, facts: InstanceFacts<'_>) -> bool {
     let instance = facts.instance;
     let on_computer = |placement: Option<&Placement>, computer: &ComputerId| matches!(placement, Some(Placement::Partition(p)) if p.computer == *computer);
     match actor {
-        Actor::User(user) => instance.owner == *user,
+        Actor::User(user) => instance.owner == *user || facts.role == Some(ProjectRole::Manager),
         Actor::Computer(computer) => {
             on_computer(Some(&instance.placement), computer)
                 || on_computer(facts.host_placement, computer)
@@ -425,6 +522,12 @@ fn describe(target: Target<'_>) -> String {
         Target::Partition(partition) => format!("partition {partition}"),
         Target::Instance(facts) => format!("instance {}", facts.instance.guid),
         Target::Release { .. } => "this software release".to_string(),
+        Target::Project(ProjectFacts {
+            project,
+            computer: Some((computer, _)),
+            ..
+        }) => format!("computer {computer} of project {project}"),
+        Target::Project(facts) => format!("project {}", facts.project),
     }
 }
 

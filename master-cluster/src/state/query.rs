@@ -7,9 +7,10 @@ use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::keys::Key;
 use super::model::{
-    AuditRecord, Computer, ComputerId, Instance, InstanceGuid, IssuedCertificate, Parameters,
-    Partition, PartitionRef, Placement, Revocation, SoftwareRelease, SoftwareReleaseUrl,
-    SoftwareState, SupplyState, Timestamp, UsageRecord, UserId,
+    Actor, AuditRecord, Computer, ComputerId, Instance, InstanceGuid, IssuedCertificate,
+    Parameters, Partition, PartitionRef, Placement, Project, ProjectId, ProjectRole, Revocation,
+    SoftwareRelease, SoftwareReleaseUrl, SoftwareState, SupplyState, Timestamp, UsageRecord,
+    UserId,
 };
 use super::placement::{self, Choice};
 use super::tables::{self, StateError, Tables};
@@ -118,6 +119,51 @@ pub fn occupant(
     partition: &super::model::PartitionId,
 ) -> Result<Option<InstanceGuid>, StateError> {
     Tables::open_read(txn)?.occupant(&partition.computer, &partition.partition)
+}
+
+/// A person's role in a project (`None` for a caller that is not a person).
+pub fn role(
+    txn: &redb::ReadTransaction,
+    actor: &Actor,
+    project: &ProjectId,
+) -> Result<Option<ProjectRole>, StateError> {
+    match actor {
+        Actor::User(user) | Actor::Operator(user) => Tables::open_read(txn)?.role(user, project),
+        _ => Ok(None),
+    }
+}
+
+/// A project's members and their roles.
+pub type Members = Vec<(UserId, ProjectRole)>;
+
+/// A project (the default one even without a record) and its members.
+pub fn project(
+    txn: &redb::ReadTransaction,
+    id: &ProjectId,
+) -> Result<Option<(Project, Members)>, StateError> {
+    let t = Tables::open_read(txn)?;
+    let Some(project) = t.project(id)? else {
+        return Ok(None);
+    };
+    let members = t.members(id)?;
+    Ok(Some((project, members)))
+}
+
+/// Every project, with `user`'s role in each (`None`: every project, roles unset).
+pub fn projects(
+    txn: &redb::ReadTransaction,
+    user: Option<&UserId>,
+) -> Result<Vec<(Project, Option<ProjectRole>)>, StateError> {
+    let t = Tables::open_read(txn)?;
+    let mut out = Vec::new();
+    for project in t.projects()? {
+        let role = match user {
+            Some(user) => t.role(user, &project.id)?,
+            None => None,
+        };
+        out.push((project, role));
+    }
+    Ok(out)
 }
 
 /// The instance on a partition and the certificate bound to it, if any.
@@ -393,7 +439,7 @@ pub fn explain(
     if instance.requested_state == super::model::RequestedState::Destroyed {
         return Ok(Some(Explanation::Destroyed));
     }
-    Ok(Some(match instance.placement {
+    Ok(Some(match instance.placement.clone() {
         Placement::Unplaceable { reason } => Explanation::Unplaceable { reason },
         Placement::Pending { reason } => {
             let now = match placement::parse_sla(&instance.sla, instance.shared) {
@@ -403,6 +449,7 @@ pub fn explain(
                     &instance.software_release,
                     &instance.software_type,
                     &filter,
+                    &placement::Tree::of(&instance),
                 )? {
                     Choice::Found(host) => format!("host {} could take it", host.guid),
                     Choice::NotFound(reason) => reason,
@@ -411,6 +458,7 @@ pub fn explain(
                     &t,
                     &instance.software_release,
                     &filter,
+                    &placement::Tree::of(&instance),
                     &if filter.unique_by_network {
                         placement::tree_networks(&t, instance.root, instance.guid)?
                     } else {

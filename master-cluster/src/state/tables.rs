@@ -32,6 +32,9 @@
 //! | `enrollment_tokens` | token hash | [`EnrollmentToken`](super::model::EnrollmentToken) |
 //! | `revocations` | serial | [`Revocation`](super::model::Revocation) |
 //! | `instance_certificates` | guid | [`InstanceCertificate`](super::model::InstanceCertificate) |
+//! | `projects` | project | [`Project`] (the default project may have none) |
+//! | `project_members` | project, user | [`ProjectRole`] |
+//! | `user_projects` | user, project | [`ProjectRole`] — the same rows, by user |
 
 use redb::{ReadableTable, TableDefinition, TableHandle};
 use serde::Serialize;
@@ -40,7 +43,8 @@ use serde::de::DeserializeOwned;
 use super::keys::{Key, KeyError, KeyReader};
 use super::model::{
     AuditRecord, Computer, ComputerId, Instance, InstanceGuid, Parameters, Partition, PartitionRef,
-    SoftwareRelease, SoftwareReleaseUrl, Supply, UsageRecord,
+    Project, ProjectId, ProjectRole, SoftwareRelease, SoftwareReleaseUrl, Supply, UsageRecord,
+    UserId,
 };
 
 type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
@@ -104,6 +108,9 @@ tables! {
     enrollment_tokens: "enrollment_tokens",
     revocations: "revocations",
     instance_certificates: "instance_certificates",
+    projects: "projects",
+    project_members: "project_members",
+    user_projects: "user_projects",
 }
 
 /// The master's tables, in a fixed order.
@@ -156,24 +163,47 @@ impl StateError {
 }
 
 /// Version byte of every record this release writes.
+const V2: u8 = 2;
+/// Records written before projects: see [`Record::from_v1`].
 const V1: u8 = 1;
 
-pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    postcard::to_extend(value, vec![V1]).expect(
+/// A value stored in a table: how this release reads it, whichever release wrote it.
+pub trait Record: Serialize + DeserializeOwned {
+    /// Reads a version-1 record: the same layout as today, unless the type changed since
+    /// (`upgrade.rs`).
+    fn from_v1(bytes: &[u8]) -> postcard::Result<Self> {
+        postcard::from_bytes(bytes)
+    }
+}
+
+impl Record for SoftwareRelease {}
+impl Record for Partition {}
+impl Record for Supply {}
+impl Record for Parameters {}
+impl Record for UsageRecord {}
+impl Record for AuditRecord {}
+impl Record for super::model::IssuedCertificate {}
+impl Record for super::model::EnrollmentToken {}
+impl Record for super::model::Revocation {}
+impl Record for super::model::InstanceCertificate {}
+
+pub fn encode<T: Record>(value: &T) -> Vec<u8> {
+    postcard::to_extend(value, vec![V2]).expect(
         "postcard fails only on a full writer (a Vec never is) or a type serde cannot \
          represent (records are plain structs, maps, strings and numbers)",
     )
 }
 
-fn decode<T: DeserializeOwned>(
+pub(super) fn decode<T: Record>(
     table: &'static str,
     key: &[u8],
     bytes: &[u8],
 ) -> Result<T, StateError> {
     match bytes.split_first() {
-        Some((&V1, rest)) => {
+        Some((&V2, rest)) => {
             postcard::from_bytes(rest).map_err(|e| StateError::corrupt(table, key, e))
         }
+        Some((&V1, rest)) => T::from_v1(rest).map_err(|e| StateError::corrupt(table, key, e)),
         Some((version, _)) => Err(StateError::corrupt(
             table,
             key,
@@ -184,7 +214,7 @@ fn decode<T: DeserializeOwned>(
 }
 
 /// Reads and decodes the record under `key`.
-pub fn get<T: DeserializeOwned>(
+pub fn get<T: Record>(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     name: &'static str,
     key: &[u8],
@@ -218,14 +248,11 @@ pub fn scan(
 }
 
 /// Decodes the records of a [`scan`].
-pub fn decode_all<T: DeserializeOwned>(
-    name: &'static str,
-    rows: Vec<Row>,
-) -> Result<Vec<T>, StateError> {
+pub fn decode_all<T: Record>(name: &'static str, rows: Vec<Row>) -> Result<Vec<T>, StateError> {
     rows.iter().map(|(k, v)| decode(name, k, v)).collect()
 }
 
-pub fn put<T: Serialize>(
+pub fn put<T: Record>(
     table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
     name: &'static str,
     key: &[u8],
@@ -381,7 +408,7 @@ pub fn instance_key(guid: InstanceGuid) -> Key {
     Key::new().u64(guid.0)
 }
 
-pub fn root_key(owner: &super::model::UserId, title: &str) -> Key {
+pub fn root_key(owner: &UserId, title: &str) -> Key {
     Key::new().str(owner.as_str()).str(title)
 }
 
@@ -413,6 +440,18 @@ pub fn shared_host_key(url: &SoftwareReleaseUrl, software_type: &str, guid: Inst
 
 pub fn usage_key(computer: &ComputerId, partition: &PartitionRef, period_start: u64) -> Key {
     partition_key(computer, partition).u64(period_start)
+}
+
+pub fn project_key(project: &ProjectId) -> Key {
+    Key::new().str(project.as_str())
+}
+
+pub fn member_key(project: &ProjectId, user: &UserId) -> Key {
+    project_key(project).str(user.as_str())
+}
+
+pub fn user_project_key(user: &UserId, project: &ProjectId) -> Key {
+    Key::new().str(user.as_str()).str(project.as_str())
 }
 
 pub fn audit_key(index: u64, position: u64, sequence: u64) -> Key {
@@ -549,6 +588,79 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> Tables<T> {
     /// When the computer's node last polled a replica (as last summarised), if ever.
     pub fn last_seen(&self, computer: &ComputerId) -> Result<Option<u64>, StateError> {
         u64_value(&self.liveness, "liveness", &computer_key(computer))
+    }
+
+    /// A project: its record, or the default project as it is without one.
+    pub fn project(&self, id: &ProjectId) -> Result<Option<Project>, StateError> {
+        let stored = get(&self.projects, "projects", project_key(id).as_bytes())?;
+        Ok(
+            stored
+                .or_else(|| (*id == ProjectId::default_project()).then(Project::implicit_default)),
+        )
+    }
+
+    pub fn projects(&self) -> Result<Vec<Project>, StateError> {
+        let mut projects: Vec<Project> = decode_all(
+            "projects",
+            scan(&self.projects, "projects", &Key::new(), usize::MAX)?,
+        )?;
+        if !projects
+            .iter()
+            .any(|p| p.id == ProjectId::default_project())
+        {
+            projects.push(Project::implicit_default());
+            projects.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        Ok(projects)
+    }
+
+    /// A user's role in a project: as a member, else what the project gives everyone.
+    pub fn role(
+        &self,
+        user: &UserId,
+        project: &ProjectId,
+    ) -> Result<Option<ProjectRole>, StateError> {
+        let member = get(
+            &self.project_members,
+            "project_members",
+            member_key(project, user).as_bytes(),
+        )?;
+        match member {
+            Some(role) => Ok(Some(role)),
+            None => Ok(self.project(project)?.and_then(|p| p.everyone)),
+        }
+    }
+
+    /// A project's members and their roles, by user.
+    pub fn members(&self, project: &ProjectId) -> Result<Vec<(UserId, ProjectRole)>, StateError> {
+        let rows = scan(
+            &self.project_members,
+            "project_members",
+            &project_key(project),
+            usize::MAX,
+        )?;
+        rows.iter()
+            .map(|(k, v)| {
+                let (_, user) = parse_key("project_members", k, |r| Ok((r.str()?, r.str()?)))?;
+                Ok((UserId(user), decode("project_members", k, v)?))
+            })
+            .collect()
+    }
+
+    /// The projects a user is a member of, by project.
+    pub fn projects_of(&self, user: &UserId) -> Result<Vec<(ProjectId, ProjectRole)>, StateError> {
+        let rows = scan(
+            &self.user_projects,
+            "user_projects",
+            &Key::new().str(user.as_str()),
+            usize::MAX,
+        )?;
+        rows.iter()
+            .map(|(k, v)| {
+                let (_, project) = parse_key("user_projects", k, |r| Ok((r.str()?, r.str()?)))?;
+                Ok((ProjectId(project), decode("user_projects", k, v)?))
+            })
+            .collect()
     }
 
     pub fn counter(&self, name: &'static str) -> Result<u64, StateError> {

@@ -319,9 +319,14 @@ fn check_invariants(state: &MemoryState) {
                 } else {
                     BTreeSet::new()
                 };
-                if let Choice::Found((c, p)) =
-                    placement::choose_partition(&t, &instance.software_release, &filter, &networks)
-                        .expect("choose")
+                if let Choice::Found((c, p)) = placement::choose_partition(
+                    &t,
+                    &instance.software_release,
+                    &filter,
+                    &placement::Tree::of(instance),
+                    &networks,
+                )
+                .expect("choose")
                 {
                     panic!(
                         "{} waits although {}/{} is free for it",
@@ -502,7 +507,7 @@ fn pending_requests_are_placed_when_capacity_appears() {
         Actor::Operator(UserId::from("admin")),
         Op::SetAllocationScope {
             computer: ComputerId::from("COMP-1"),
-            scope: AllocationScope::Closed,
+            scope: AllocationScope::CloseNoAllocation,
         },
     )
     .expect("close");
@@ -518,7 +523,7 @@ fn pending_requests_are_placed_when_capacity_appears() {
             Actor::Operator(UserId::from("admin")),
             Op::SetAllocationScope {
                 computer: ComputerId::from("COMP-1"),
-                scope: AllocationScope::Open
+                scope: AllocationScope::OpenPublic
             }
         ),
         Ok(Outcome::Placed { placed: 1 })
@@ -1639,6 +1644,26 @@ fn a_hostile_tenant_is_refused_by_the_policy_and_changes_nothing() {
         );
     }
 
+    tracing_phase("5: a user supplies or removes software on any computer");
+    for state in [SupplyState::Available, SupplyState::Destroyed] {
+        let rejection = f.refused(
+            mallory.clone(),
+            Op::Supply {
+                computer: computer.clone(),
+                url: url(if state == SupplyState::Available {
+                    "https://evil.example/sr.cfg"
+                } else {
+                    KVM
+                }),
+                state,
+            },
+        );
+        assert_eq!(
+            rejection.to_string(),
+            "user mallory may not supply software to computer COMP-1 of project default"
+        );
+    }
+
     tracing_phase("6: a user rewrites another's catalog entry");
     let rejection = f.refused(mallory.clone(), publish("Pwned"));
     assert_eq!(
@@ -1647,6 +1672,193 @@ fn a_hostile_tenant_is_refused_by_the_policy_and_changes_nothing() {
     );
     let republished = f.run(user("alice"), publish("KVM 2"));
     assert!(republished.is_ok(), "its publisher may: {republished:?}");
+}
+
+#[test]
+fn projects_decide_who_supplies_requests_and_where_trees_are_placed() {
+    let mut f = Fixture::new();
+    let admin = Actor::Operator(UserId::from("admin"));
+    let (manager, customer, outsider) = (user("mona"), user("carl"), user("olga"));
+    let project = ProjectId::from("PROJ-A");
+    let ok = |r: Response| assert!(r.is_ok(), "{r:?}");
+    f.register("COMP-A", 4, &[]);
+    f.register("COMP-PUB", 1, &[]);
+    f.supply("COMP-A", KVM);
+    f.supply("COMP-PUB", KVM);
+
+    tracing_phase("only operators create projects and move computers");
+    let create = Op::CreateProject {
+        project: project.clone(),
+        title: "Acme".into(),
+    };
+    f.refused(manager.clone(), create.clone());
+    ok(f.run(admin.clone(), create));
+    let rejection = f.refused(
+        manager.clone(),
+        Op::MoveComputer {
+            computer: ComputerId::from("COMP-A"),
+            project: project.clone(),
+        },
+    );
+    assert!(
+        matches!(rejection, Rejection::NotAllowed { .. }),
+        "{rejection}"
+    );
+    ok(f.run(
+        admin.clone(),
+        Op::MoveComputer {
+            computer: ComputerId::from("COMP-A"),
+            project: project.clone(),
+        },
+    ));
+    let member = |user: &str, role| Op::SetProjectMember {
+        project: project.clone(),
+        user: UserId::from(user),
+        role,
+    };
+    ok(f.run(admin.clone(), member("mona", Some(ProjectRole::Manager))));
+    tracing_phase("a manager invites; a customer may not");
+    ok(f.run(manager.clone(), member("carl", Some(ProjectRole::Customer))));
+    f.refused(customer.clone(), member("olga", Some(ProjectRole::Manager)));
+    assert_eq!(
+        f.refused(
+            admin.clone(),
+            Op::SetProjectMember {
+                project: ProjectId::from("PROJ-NONE"),
+                user: UserId::from("x"),
+                role: Some(ProjectRole::Customer),
+            },
+        ),
+        Rejection::UnknownProject(ProjectId::from("PROJ-NONE"))
+    );
+
+    tracing_phase("supply on the project's computer: its managers");
+    let supply = |sr: &str, state| Op::Supply {
+        computer: ComputerId::from("COMP-A"),
+        url: url(sr),
+        state,
+    };
+    f.refused(customer.clone(), supply(ERP5, SupplyState::Available));
+    f.refused(outsider.clone(), supply(ERP5, SupplyState::Available));
+    ok(f.run(manager.clone(), supply(ERP5, SupplyState::Available)));
+    ok(f.run(manager.clone(), supply(ERP5, SupplyState::Destroyed)));
+
+    tracing_phase("open/project: the project's trees go there, others' do not");
+    let scope = |scope| Op::SetAllocationScope {
+        computer: ComputerId::from("COMP-A"),
+        scope,
+    };
+    f.refused(customer.clone(), scope(AllocationScope::OpenPublic));
+    ok(f.run(manager.clone(), scope(AllocationScope::OpenProject)));
+    // COMP-PUB (registered before any scope was set) is the default project's, open/project.
+    let carls = f.request(customer.clone(), request("web", KVM));
+    assert_eq!(partition_of(&carls).computer, ComputerId::from("COMP-A"));
+    assert_eq!(
+        f.instance(carls.guid).expect("placed").instance.project,
+        project,
+        "a member's tree goes to their project"
+    );
+    let olgas = f.request(outsider.clone(), request("web", KVM));
+    assert_eq!(partition_of(&olgas).computer, ComputerId::from("COMP-PUB"));
+    let olgas_second = f.request(outsider.clone(), request("db", KVM));
+    assert!(
+        matches!(olgas_second.placement, Placement::Pending { .. }),
+        "COMP-A is not open to the default project: {:?}",
+        olgas_second.placement
+    );
+    tracing_phase("requesting in a project: members only");
+    let mut in_a = request("sneak", KVM);
+    in_a.sla
+        .insert(placement::PROJECT_KEY.into(), project.to_string());
+    let rejection = f.refused(outsider.clone(), Op::RequestInstance(in_a.clone()));
+    assert_eq!(
+        rejection.to_string(),
+        "user olga may not request instances in project PROJ-A"
+    );
+    let mut unknown = request("x", KVM);
+    unknown
+        .sla
+        .insert(placement::PROJECT_KEY.into(), "PROJ-NONE".into());
+    assert_eq!(
+        f.refused(customer.clone(), Op::RequestInstance(unknown)),
+        Rejection::UnknownProject(ProjectId::from("PROJ-NONE"))
+    );
+
+    tracing_phase("reading and destroying: the owner and the project's managers");
+    let read = |f: &Fixture, actor: &Actor, guid| {
+        let txn = f.state.read().expect("read");
+        let view = query::instance(&txn, guid).expect("query").expect("exists");
+        let role = query::role(&txn, actor, &view.instance.project).expect("role");
+        super::policy::decide(
+            actor,
+            super::policy::Operation::ReadInstance,
+            super::policy::Target::Instance(super::policy::InstanceFacts {
+                instance: &view.instance,
+                host_placement: None,
+                callers_instance: None,
+                role,
+            }),
+        )
+        .is_ok()
+    };
+    assert!(read(&f, &customer, carls.guid));
+    assert!(read(&f, &manager, carls.guid));
+    assert!(!read(&f, &outsider, carls.guid));
+    f.refused(
+        outsider.clone(),
+        Op::DestroyInstance {
+            instance: carls.guid,
+        },
+    );
+
+    tracing_phase("open/personal: the managers' own trees only");
+    ok(f.run(manager.clone(), scope(AllocationScope::OpenPersonal)));
+    let carls_second = f.request(customer.clone(), request("second", KVM));
+    assert!(
+        matches!(carls_second.placement, Placement::Pending { .. }),
+        "{:?}",
+        carls_second.placement
+    );
+    let monas = f.request(manager.clone(), request("own", KVM));
+    assert_eq!(partition_of(&monas).computer, ComputerId::from("COMP-A"));
+
+    tracing_phase("close/*: no new instances; what runs stays and its owner still acts on it");
+    ok(f.run(manager.clone(), scope(AllocationScope::CloseMaintenance)));
+    let mut changed = request("web", KVM);
+    changed.parameters.insert("v".into(), "2".into());
+    let updated = f.request(customer.clone(), changed);
+    assert_eq!(updated.placement, carls.placement, "still where it ran");
+    ok(f.run(manager.clone(), scope(AllocationScope::OpenProject)));
+    let placed = f.instance(carls_second.guid).expect("exists");
+    assert!(
+        matches!(placed.instance.placement, Placement::Partition(_)),
+        "reopening places what waited: {:?}",
+        placed.instance.placement
+    );
+
+    tracing_phase("close/forever: only an operator opens it again");
+    ok(f.run(manager.clone(), scope(AllocationScope::CloseForever)));
+    let rejection = f.refused(manager.clone(), scope(AllocationScope::OpenProject));
+    assert_eq!(
+        rejection.to_string(),
+        "user mona may not set the allocation scope of computer COMP-A of project PROJ-A"
+    );
+    ok(f.run(admin.clone(), scope(AllocationScope::OpenPublic)));
+    tracing_phase("open/public: every project's trees");
+    let olgas_placed = f.instance(olgas_second.guid).expect("exists");
+    assert!(
+        matches!(olgas_placed.instance.placement, Placement::Partition(ref p) if p.computer.as_str() == "COMP-A"),
+        "{:?}",
+        olgas_placed.instance.placement
+    );
+
+    tracing_phase("a member removed requests no new tree there");
+    ok(f.run(manager.clone(), member("carl", None)));
+    let mut again = request("third", KVM);
+    again
+        .sla
+        .insert(placement::PROJECT_KEY.into(), project.to_string());
+    f.refused(customer.clone(), Op::RequestInstance(again));
 }
 
 fn to_command(step: &Step, state: &MemoryState, at: u64) -> Command {
@@ -1668,9 +1880,9 @@ fn to_command(step: &Step, state: &MemoryState, at: u64) -> Command {
             Op::SetAllocationScope {
                 computer: ComputerId::from(COMPUTERS[*computer]),
                 scope: if *open {
-                    AllocationScope::Open
+                    AllocationScope::OpenPublic
                 } else {
-                    AllocationScope::Closed
+                    AllocationScope::CloseNoAllocation
                 },
             },
         ),

@@ -104,6 +104,8 @@ async fn main() -> anyhow::Result<()> {
     drop(reference);
 
     let cluster = Cluster::start(&slapmaster, &scratch.path().join("cluster"), 3).await?;
+    // The user supplies the release as its computer's project's manager.
+    cluster.set_role("bench", "default", "manager").await?;
     let follower = cluster.follower().await?;
     let ours = measure(
         &cli,

@@ -86,9 +86,13 @@ pub enum Command {
     /// Replicas hosted as instances on the cluster's own nodes (operators).
     #[command(subcommand)]
     Replica(replica::ReplicaCommand),
-    /// Computers and their partitions (operators).
+    /// Computers and their partitions (operators; a project's managers set its computers'
+    /// scope).
     #[command(subcommand)]
     Computer(ComputerCommand),
+    /// Projects: who may request, supply and read what.
+    #[command(subcommand)]
+    Project(ProjectCommand),
     /// Certificates issued by the cluster (operators).
     #[command(subcommand)]
     Cert(CertCommand),
@@ -118,6 +122,9 @@ pub struct RequestArgs {
     pub shared: bool,
     #[arg(long, value_enum, default_value = "started")]
     pub state: State,
+    /// The project to request a new tree in (default: your first project, else `default`).
+    #[arg(long)]
+    pub project: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -205,13 +212,25 @@ pub enum ComputerCommand {
     Show {
         computer: String,
     },
-    /// Take no new instances (what runs there stays).
+    /// Take no new instances (what runs there stays): close/noallocation.
     Close {
         computer: String,
     },
-    /// Take new instances again.
+    /// Take every project's new instances again: open/public.
     Open {
         computer: String,
+    },
+    /// Set whose new instances it takes: open/public, open/project, open/personal,
+    /// close/noallocation, close/maintenance, close/termination, close/forever.
+    Scope {
+        computer: String,
+        scope: String,
+    },
+    /// Hand it to another project (operators): its managers run it from then on.
+    Move {
+        computer: String,
+        #[arg(long)]
+        project: String,
     },
     /// A one-time enrollment token for the computer's node (`slapnode enroll --token`).
     Token {
@@ -220,6 +239,35 @@ pub enum ComputerCommand {
         #[arg(long, default_value_t = 3600)]
         valid_seconds: u32,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectCommand {
+    /// Your projects and your role in each (operators: every project).
+    List,
+    /// A project and its members.
+    Show { project: String },
+    /// Create a project, or retitle it (operators).
+    Create {
+        project: String,
+        #[arg(long, default_value = "")]
+        title: String,
+    },
+    /// Give a user a role in a project (operators and its managers).
+    Add {
+        project: String,
+        user: String,
+        #[arg(long, value_enum, default_value = "customer")]
+        role: Role,
+    },
+    /// Remove a user from a project (operators and its managers).
+    Remove { project: String, user: String },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Role {
+    Manager,
+    Customer,
 }
 
 #[derive(Debug, Subcommand)]
@@ -361,6 +409,7 @@ pub async fn run(cli: Cli) -> Result<Output, CtlError> {
         Command::Member(MemberCommand::Remove { id }) => member_remove(&conn, id).await,
         Command::Replica(command) => replica::run(&conn, command).await,
         Command::Computer(command) => computer(&conn, command).await,
+        Command::Project(command) => project(&conn, command).await,
         Command::Cert(command) => cert(&conn, command).await,
         Command::Snapshot(SnapshotCommand::Save { file }) => {
             snapshot_save(&conn, &file, progress).await
@@ -439,6 +488,7 @@ async fn request(conn: &Conn, args: RequestArgs) -> Result<Output, CtlError> {
         parameters: args.parameters.into_iter().collect(),
         sla: args.sla.into_iter().collect(),
         shared: args.shared,
+        project: args.project.unwrap_or_default(),
         ..Default::default()
     };
     message.set_state(match args.state {
@@ -979,6 +1029,7 @@ struct ComputerRow {
     id: String,
     region: String,
     allocation: String,
+    project: String,
     partitions: u32,
     busy: u32,
     last_seen: Option<String>,
@@ -990,7 +1041,8 @@ impl From<&pb::ComputerSummary> for ComputerRow {
         Self {
             id: c.id.clone(),
             region: c.attributes.get("region").cloned().unwrap_or_default(),
-            allocation: if c.open { "open" } else { "closed" }.into(),
+            allocation: c.scope.clone(),
+            project: c.project.clone(),
             partitions: c.partitions,
             busy: c.busy,
             last_seen: ago(c.last_seen),
@@ -1107,8 +1159,28 @@ async fn computer(conn: &Conn, command: ComputerCommand) -> Result<Output, CtlEr
                 ),
             })
         }
-        ComputerCommand::Close { computer } => scope(conn, computer, false).await,
-        ComputerCommand::Open { computer } => scope(conn, computer, true).await,
+        ComputerCommand::Close { computer } => {
+            scope(conn, computer, "close/noallocation".into()).await
+        }
+        ComputerCommand::Open { computer } => scope(conn, computer, "open/public".into()).await,
+        ComputerCommand::Scope { computer, scope: s } => scope(conn, computer, s).await,
+        ComputerCommand::Move { computer, project } => {
+            let reply = conn
+                .answer(admin.move_computer(conn.request(pb::MoveComputerRequest {
+                    computer: computer.clone(),
+                    project: project.clone(),
+                })?))
+                .await?;
+            let text = if reply.changed {
+                format!("{computer} now belongs to project {project}")
+            } else {
+                format!("{computer} already belonged to project {project}")
+            };
+            Ok(Output::message(
+                text,
+                serde_json::json!({"computer": computer, "project": project, "changed": reply.changed, "index": reply.index}),
+            ))
+        }
         ComputerCommand::Token {
             computer,
             valid_seconds,
@@ -1133,30 +1205,156 @@ async fn computer(conn: &Conn, command: ComputerCommand) -> Result<Output, CtlEr
     }
 }
 
-async fn scope(conn: &Conn, computer: String, open: bool) -> Result<Output, CtlError> {
+async fn scope(conn: &Conn, computer: String, scope: String) -> Result<Output, CtlError> {
     let reply =
         conn.answer(conn.admin().set_allocation_scope(conn.request(
             pb::SetAllocationScopeRequest {
                 computer: computer.clone(),
-                open,
+                scope: scope.clone(),
+                ..Default::default()
             },
         )?))
         .await?;
-    let state = if open { "open" } else { "closed" };
+    let open = scope.starts_with("open/");
     let text = match (reply.changed, open) {
-        (false, _) => format!("{computer} was already {state}"),
+        (false, _) => format!("{computer} was already {scope}"),
         (true, true) => format!(
-            "{computer} is open; {} pending request(s) placed there",
+            "{computer} is {scope}; {} pending request(s) placed there",
             reply.placed
         ),
         (true, false) => {
-            format!("{computer} is closed: no new instances go there; running ones stay")
+            format!("{computer} is {scope}: no new instances go there; running ones stay")
         }
     };
     Ok(Output::message(
         text,
-        serde_json::json!({"computer": computer, "open": open, "changed": reply.changed, "placed": reply.placed}),
+        serde_json::json!({"computer": computer, "scope": scope, "open": open, "changed": reply.changed, "placed": reply.placed}),
     ))
+}
+
+async fn project(conn: &Conn, command: ProjectCommand) -> Result<Output, CtlError> {
+    let mut admin = conn.admin();
+    let member = |project: String, user: String, role: &str| pb::SetProjectMemberRequest {
+        project,
+        user,
+        role: role.to_string(),
+    };
+    match command {
+        ProjectCommand::List => {
+            let reply = conn
+                .answer(admin.list_projects(conn.request(pb::ListProjectsRequest::default())?))
+                .await?;
+            #[derive(Serialize)]
+            struct Row {
+                project: String,
+                title: String,
+                role: String,
+            }
+            let rows: Vec<Row> = reply
+                .projects
+                .into_iter()
+                .map(|p| Row {
+                    project: p.project,
+                    title: p.title,
+                    role: p.role,
+                })
+                .collect();
+            Ok(Output::table(&["project", "title", "role"], &rows))
+        }
+        ProjectCommand::Show { project } => {
+            let reply = conn
+                .answer(admin.show_project(conn.request(pb::ShowProjectRequest {
+                    project,
+                    ..Default::default()
+                })?))
+                .await?;
+            #[derive(Serialize)]
+            struct Row {
+                user: String,
+                role: String,
+            }
+            let mut rows: Vec<Row> = reply
+                .members
+                .iter()
+                .map(|m| Row {
+                    user: m.user.clone(),
+                    role: m.role.clone(),
+                })
+                .collect();
+            if !reply.everyone.is_empty() {
+                rows.push(Row {
+                    user: "(everyone)".into(),
+                    role: reply.everyone.clone(),
+                });
+            }
+            let members = Output::table(&["user", "role"], &rows);
+            Ok(Output {
+                text: format!(
+                    "{}: {}
+
+{}",
+                    reply.project, reply.title, members.text
+                ),
+                json: serde_json::json!({
+                    "project": reply.project,
+                    "title": reply.title,
+                    "everyone": reply.everyone,
+                    "members": members.json,
+                }),
+            })
+        }
+        ProjectCommand::Create { project, title } => {
+            let reply = conn
+                .answer(admin.create_project(conn.request(pb::CreateProjectRequest {
+                    project: project.clone(),
+                    title,
+                })?))
+                .await?;
+            let text = if reply.changed {
+                format!("project {project} created")
+            } else {
+                format!("project {project} already existed")
+            };
+            Ok(Output::message(
+                text,
+                serde_json::json!({"project": project, "changed": reply.changed, "index": reply.index}),
+            ))
+        }
+        ProjectCommand::Add {
+            project,
+            user,
+            role,
+        } => {
+            let role = match role {
+                Role::Manager => "manager",
+                Role::Customer => "customer",
+            };
+            let reply = conn
+                .answer(admin.set_project_member(conn.request(member(
+                    project.clone(),
+                    user.clone(),
+                    role,
+                ))?))
+                .await?;
+            Ok(Output::message(
+                format!("{user} is {role} of project {project}"),
+                serde_json::json!({"project": project, "user": user, "role": role, "changed": reply.changed}),
+            ))
+        }
+        ProjectCommand::Remove { project, user } => {
+            let reply = conn
+                .answer(admin.set_project_member(conn.request(member(
+                    project.clone(),
+                    user.clone(),
+                    "",
+                ))?))
+                .await?;
+            Ok(Output::message(
+                format!("{user} has no role in project {project}"),
+                serde_json::json!({"project": project, "user": user, "changed": reply.changed}),
+            ))
+        }
+    }
 }
 
 async fn cert(conn: &Conn, command: CertCommand) -> Result<Output, CtlError> {

@@ -283,6 +283,21 @@ impl Cluster {
         self.operator.tls_config()
     }
 
+    /// Gives `user` a role (`manager`, `customer`) in `project`, as an operator does with
+    /// `slapctl project add`: a project's managers supply software to its computers.
+    pub async fn set_role(&self, user: &str, project: &str, role: &str) -> Result<(), LoadError> {
+        let url = self.replicas.first().map(Replica::url).unwrap_or_default();
+        let channel = client::connect_with(&url, Some(self.operator.tls_config())).await?;
+        AdminClient::new(channel)
+            .set_project_member(pb::SetProjectMemberRequest {
+                project: project.into(),
+                user: user.into(),
+                role: role.into(),
+            })
+            .await?;
+        Ok(())
+    }
+
     /// The last lines each replica logged, to explain a failure.
     pub fn log_tails(&self) -> String {
         self.replicas

@@ -4,6 +4,14 @@
 use super::*;
 use crate::state::model::{PartitionRef, RequestedState, Timestamp, UserId};
 
+fn in_project(project: &ProjectId, role: Option<ProjectRole>) -> Target<'_> {
+    Target::Project(ProjectFacts {
+        project,
+        role,
+        computer: None,
+    })
+}
+
 /// Every gRPC method of the wire contract, read from the `.proto` files.
 fn grpc_methods() -> Vec<String> {
     let protos = [
@@ -30,7 +38,7 @@ fn grpc_methods() -> Vec<String> {
 #[test]
 fn every_grpc_method_and_slap_call_is_named_and_nothing_else() {
     let methods = grpc_methods();
-    assert_eq!(methods.len(), 33, "the contract's methods: {methods:?}");
+    assert_eq!(methods.len(), 38, "the contract's methods: {methods:?}");
     for method in &methods {
         assert!(
             grpc_operation(method).is_some(),
@@ -58,6 +66,7 @@ fn instance(guid: u64, owner: &str, requester: Requester, placement: Placement) 
     Instance {
         guid: InstanceGuid(guid),
         owner: UserId::from(owner),
+        project: ProjectId::default_project(),
         title: format!("i{guid}"),
         root: InstanceGuid(1),
         requester,
@@ -93,6 +102,7 @@ fn facts<'a>(
         instance,
         host_placement,
         callers_instance: callers_instance.map(InstanceGuid),
+        role: None,
     })
 }
 
@@ -253,8 +263,9 @@ fn who_may_act_on_computers_instances_the_catalog_and_the_cluster() {
         RevokeCertificate,
         CreateEnrollmentToken,
         ListComputers,
-        SetAllocationScope,
         ManageComputerCertificate,
+        CreateProject,
+        MoveComputer,
     ] {
         assert!(ok(&operator, operation, Target::Cluster), "{operation:?}");
         for other in [&alice, &comp_a, &p0, &replica] {
@@ -277,6 +288,116 @@ fn who_may_act_on_computers_instances_the_catalog_and_the_cluster() {
     assert!(ok(&p0, RequestInstance, Target::Cluster));
     assert!(!ok(&comp_a, RequestInstance, Target::Cluster));
     assert!(!ok(&replica, RequestInstance, Target::Cluster));
+    assert!(
+        !ok(&alice, RequestInstance, Target::Cluster),
+        "a person requests in a project"
+    );
+}
+
+#[test]
+fn a_role_in_the_project_decides_supply_scope_requests_members_and_trees() {
+    use Operation::*;
+    use ProjectRole::{Customer, Manager};
+    let project = ProjectId::from("PROJ-A");
+    let computer = ComputerId::from("COMP-A");
+    let user = Actor::User("u".into());
+    let operator = Actor::Operator("ops".into());
+    let on_computer = |role, scope| {
+        Target::Project(ProjectFacts {
+            project: &project,
+            role,
+            computer: Some((&computer, scope)),
+        })
+    };
+    let ok = |actor: &Actor, operation, target| decide(actor, operation, target).is_ok();
+    let open = AllocationScope::OpenProject;
+
+    // Supplying software and setting the scope of a project's computer: its managers.
+    for operation in [Supply, SetAllocationScope] {
+        assert!(ok(&user, operation, on_computer(Some(Manager), open)));
+        assert!(!ok(&user, operation, on_computer(Some(Customer), open)));
+        assert!(!ok(&user, operation, on_computer(None, open)));
+        assert!(ok(&operator, operation, on_computer(None, open)));
+    }
+    let refusal = decide(&user, Supply, on_computer(Some(Customer), open)).expect_err("refused");
+    assert_eq!(
+        refusal.to_string(),
+        "user u may not supply software to computer COMP-A of project PROJ-A"
+    );
+    // A computer closed forever is retired: only an operator reopens it.
+    let retired = AllocationScope::CloseForever;
+    assert!(!ok(
+        &user,
+        SetAllocationScope,
+        on_computer(Some(Manager), retired)
+    ));
+    assert!(ok(
+        &operator,
+        SetAllocationScope,
+        on_computer(None, retired)
+    ));
+    assert!(ok(&user, Supply, on_computer(Some(Manager), retired)));
+
+    // Requesting a tree, reading the project: any role. Managing its people: managers.
+    for role in [Some(Manager), Some(Customer)] {
+        assert!(ok(&user, RequestInstance, in_project(&project, role)));
+        assert!(ok(&user, ReadProject, in_project(&project, role)));
+    }
+    assert!(!ok(&user, RequestInstance, in_project(&project, None)));
+    assert!(!ok(&user, ReadProject, in_project(&project, None)));
+    assert!(ok(
+        &user,
+        ManageProjectMembers,
+        in_project(&project, Some(Manager))
+    ));
+    assert!(!ok(
+        &user,
+        ManageProjectMembers,
+        in_project(&project, Some(Customer))
+    ));
+    assert!(ok(
+        &operator,
+        ManageProjectMembers,
+        in_project(&project, None)
+    ));
+    for stranger in [
+        Actor::Computer(computer.clone()),
+        Actor::Partition(partition("COMP-A", "p0")),
+        Actor::Replica(1),
+    ] {
+        for operation in [
+            Supply,
+            SetAllocationScope,
+            ManageProjectMembers,
+            ReadProject,
+        ] {
+            assert!(
+                !ok(&stranger, operation, on_computer(Some(Manager), open)),
+                "{stranger} {operation:?}"
+            );
+        }
+    }
+
+    // Another customer's tree: a manager reads and destroys it, a customer does not.
+    let bobs = instance(
+        6,
+        "bob",
+        Requester::User("bob".into()),
+        Placement::Partition(partition("COMP-A", "p1")),
+    );
+    let with_role = |role| {
+        Target::Instance(InstanceFacts {
+            instance: &bobs,
+            host_placement: None,
+            callers_instance: None,
+            role,
+        })
+    };
+    for operation in [ReadInstance, DestroyInstance] {
+        assert!(ok(&user, operation, with_role(Some(Manager))));
+        assert!(!ok(&user, operation, with_role(Some(Customer))));
+        assert!(!ok(&user, operation, with_role(None)));
+    }
 }
 
 #[test]
@@ -297,8 +418,15 @@ fn the_gate_never_refuses_what_the_policy_allows_on_some_target() {
         Requester::User("alice".into()),
         Placement::Partition(own.clone()),
     );
+    let project = ProjectId::from("PROJ-A");
     let targets = [
         Target::Cluster,
+        in_project(&project, Some(ProjectRole::Manager)),
+        Target::Project(ProjectFacts {
+            project: &project,
+            role: Some(ProjectRole::Manager),
+            computer: Some((&computer, AllocationScope::OpenProject)),
+        }),
         Target::Computer(&computer),
         Target::Partition(&own),
         facts(&alices, None, Some(1)),
