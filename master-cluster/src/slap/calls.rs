@@ -383,6 +383,11 @@ impl Call<'_> {
     /// The usage journal a node's report posts, stored as one usage record per partition.
     async fn use_computer(&self) -> Answer {
         let computer = self.computer_id("computer_id")?;
+        // Decided before the journal is read; apply decides again.
+        self.allow(
+            &self.caller.computer(&computer),
+            Target::Computer(&computer),
+        )?;
         let journal = journal::parse(self.form.required("use_string")?).map_err(Failure::bad)?;
         if journal.computer != computer.as_str() {
             return Err(Failure::bad(format!(
@@ -415,16 +420,25 @@ impl Call<'_> {
 
     /// The definition `slapos node format` posts: registers the computer or updates it.
     async fn load_computer(&self) -> Answer {
-        let value = self.marshalled("xml")?;
-        // Over HTTPS the computer is the certificate's; in plaintext, the one the definition
-        // names.
-        let computer: ComputerId = match self.caller.verified() {
-            Some(Actor::Computer(id)) => id.clone(),
-            Some(other) => {
-                return Err(Failure::forbidden(format!(
-                    "{other} may not register computers"
+        // The computer is the one the call names, else the certificate's; in plaintext, else
+        // the one the definition names. Who may register it is decided before the definition
+        // is read.
+        let named = match (self.form.get("computer_id"), self.caller.verified()) {
+            (Some(id), _) => Some(ComputerId::from(id)),
+            (None, Some(Actor::Computer(id))) => Some(id.clone()),
+            (None, Some(other)) => {
+                return Err(Failure::bad(format!(
+                    "{other} must name the computer: computer_id"
                 )));
             }
+            (None, None) => None,
+        };
+        if let Some(computer) = &named {
+            self.allow(&self.caller.computer(computer), Target::Computer(computer))?;
+        }
+        let value = self.marshalled("xml")?;
+        let computer = match named {
+            Some(computer) => computer,
             None => match value.get("reference") {
                 Some(Value::String(reference)) => reference.as_str().into(),
                 Some(_) => return Err(Failure::bad("computer definition: reference: not text")),
@@ -767,19 +781,24 @@ impl Call<'_> {
             partition: self.form.required("computer_partition_id")?.into(),
         };
         let wanted = partition.clone();
-        let found = self
+        let caller = self.caller.itself();
+        let reader = caller.clone();
+        let (found, role) = self
             .core
             .read(Consistency::Stale, move |txn| {
-                match query::occupant(txn, &wanted)? {
-                    Some(guid) => query::instance(txn, guid),
-                    None => Ok(None),
-                }
+                let Some(guid) = query::occupant(txn, &wanted)? else {
+                    return Ok(None);
+                };
+                let Some(view) = query::instance(txn, guid)? else {
+                    return Ok(None);
+                };
+                let role = query::role(txn, &reader, &view.instance.project)?;
+                Ok(Some((view, role)))
             })
             .await?
             .ok_or_else(|| {
                 Failure::not_found(format!("partition {partition} holds no instance"))
             })?;
-        let caller = self.caller.itself();
         self.allow(
             &caller,
             Target::Instance(InstanceFacts {
@@ -789,8 +808,7 @@ impl Call<'_> {
                     Actor::Partition(p) if *p == partition => Some(found.instance.guid),
                     _ => None,
                 },
-                // Nodes and instances call here; a person reads instances over gRPC.
-                role: None,
+                role,
             }),
         )?;
         let i = &found.instance;

@@ -284,6 +284,15 @@ async fn call(
             })
             .transpose()?;
         let caller = Caller::identify(&core, &shared.trust, &peer, authorization, &form)?;
+        // As at the gRPC gate: a caller of a kind that may not attempt the call at all is
+        // refused before any of its arguments (XML, journals) is decoded.
+        if let Some(actor) = caller.verified()
+            && !policy::may_attempt(actor, operation)
+        {
+            return Err(Failure::forbidden(format!(
+                "{actor} may not {operation} anything here ({name})"
+            )));
+        }
         let call = super::calls::Call {
             core: &core,
             operation,

@@ -1,0 +1,970 @@
+//! Who may do what, end to end: every gRPC method and every SLAP call, each sent over TLS by
+//! every kind of caller, against a replica holding two projects. Each cell of the table below
+//! is the answer the caller must get: allowed (the call reached its handler: any answer but a
+//! refusal), refused by the policy (`PermissionDenied` / 403 naming the caller), or not
+//! authenticated (a revoked certificate: `Unauthenticated` / 401). Every cell is asserted; the
+//! test prints the count of cells and fails on the first leak.
+//!
+//! The callers, in column order:
+//! `O` an operator; `M` a manager of project A; `C` a customer of A (the owner of its
+//! instances); `X` an outsider (only in the default project); `B` a customer of project B;
+//! `a` computer COMP-A (project A); `x` another computer; `p` the partition of A's instance;
+//! `d` the partition of a destroyed instance (its instance certificate, revoked when the
+//! partition was freed); `q` the partition of B's instance; `r` a user whose certificate an
+//! operator revoked.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ca::{Authority, CertificateInfo, Grant, Identity, Lifetimes, new_key_and_request};
+use master_cluster::replica::{Replica, ReplicaConfig, SlapConfig};
+use master_cluster::state::ReplicaNode;
+use master_cluster::tls::{TlsMaterial, client_config};
+use ops::load::slap::{Connection, form};
+use slapcluster_api::client::connect_with;
+use slapcluster_api::v1 as pb;
+use slapcluster_api::v1::admin_client::AdminClient;
+use slapcluster_api::v1::node_client::NodeClient;
+use slapcluster_api::v1::raft_client::RaftClient;
+use slapcluster_api::v1::user_client::UserClient;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+const SR: &str = "https://lab.example/software/demo/software.cfg";
+const CALLERS: &str = "OMCXBaxpdqr";
+
+/// Expected answers, one character per caller in [`CALLERS`] order: `Y` allowed, `n` refused
+/// by the policy, `u` not authenticated.
+const GRPC: &[(&str, &str)] = &[
+    ("Admin/ClusterStatus", "Ynnnnnnnunu"),
+    ("Admin/ReplicaStatus", "YYYYYYYYuYu"),
+    ("Admin/AddMember", "Ynnnnnnnunu"),
+    ("Admin/PromoteMember", "Ynnnnnnnunu"),
+    ("Admin/RemoveMember", "Ynnnnnnnunu"),
+    ("Admin/Snapshot", "Ynnnnnnnunu"),
+    ("Admin/RevokeCertificate", "Ynnnnnnnunu"),
+    ("Admin/CreateEnrollmentToken", "Ynnnnnnnunu"),
+    ("Admin/ListComputers", "Ynnnnnnnunu"),
+    ("Admin/ShowComputer", "YnnnnYnnunu"),
+    ("Admin/SetAllocationScope", "YYnnnnnnunu"),
+    ("Admin/ListCertificates", "Ynnnnnnnunu"),
+    ("Admin/IssueCertificate", "Ynnnnnnnunu"),
+    ("Admin/CreateProject", "Ynnnnnnnunu"),
+    ("Admin/ListProjects", "YYYYYnnnunu"),
+    ("Admin/ShowProject", "YYYnnnnnunu"),
+    ("Admin/SetProjectMember", "YYnnnnnnunu"),
+    ("Admin/MoveComputer", "Ynnnnnnnunu"),
+    ("Node/RegisterComputer", "YnnnnYnnunu"),
+    ("Node/PollComputer", "YnnnnYnnunu"),
+    ("Node/ReportSoftware", "nnnnnYnnunu"),
+    ("Node/ReportInstance", "YnnnnYnYunu"),
+    ("Node/PublishConnection", "YnnnnYnYunu"),
+    ("Node/PostUsage", "nnnnnYnnunu"),
+    ("Node/Enroll", "YYYYYYYYYYY"),
+    ("Raft/AppendEntries", "nnnnnnnnunu"),
+    ("Raft/Vote", "nnnnnnnnunu"),
+    ("Raft/InstallSnapshot", "nnnnnnnnunu"),
+    ("Raft/Forward", "nnnnnnnnunu"),
+    ("Raft/ReadIndex", "nnnnnnnnunu"),
+    ("User/ListSoftwareReleases", "YYYYYYYYuYu"),
+    ("User/PublishSoftwareRelease", "Ynnnnnnnunu"),
+    ("User/Supply", "YYnnnnnnunu"),
+    ("User/RequestInstance", "YYYnnnnYuYu"),
+    ("User/ShowInstance", "YYYnnYnYunu"),
+    ("User/ListInstances", "YYYYYnnnunu"),
+    ("User/DestroyInstance", "YYYnnnnnunu"),
+    ("User/Usage", "YnnnnYnnunu"),
+];
+
+/// The SLAP calls, as [`GRPC`]. Calls name COMP-A and its partition `slappart0` (A's
+/// instance) where they name a computer or a partition.
+const SLAP: &[(&str, &str)] = &[
+    ("getFullComputerInformation", "YnnnnYnnunu"),
+    ("getComputerInformation", "YnnnnYnnunu"),
+    ("registerComputerPartition", "YnnnnYnYunu"),
+    ("getComputerPartitionCertificate", "YnnnnYnYunu"),
+    ("buildingSoftwareRelease", "nnnnnYnnunu"),
+    ("availableSoftwareRelease", "nnnnnYnnunu"),
+    ("destroyedSoftwareRelease", "nnnnnYnnunu"),
+    ("softwareReleaseError", "nnnnnYnnunu"),
+    ("startedComputerPartition", "nnnnnYnYunu"),
+    ("stoppedComputerPartition", "nnnnnYnYunu"),
+    ("softwareInstanceError", "nnnnnYnYunu"),
+    ("updateComputerPartitionRelatedInstanceList", "nnnnnYnYunu"),
+    ("useComputer", "nnnnnYnnunu"),
+    ("loadComputerConfigurationFromXML", "YnnnnYnnunu"),
+    ("computerBang", "YnnnnYnnunu"),
+    ("getHateoasUrl", "YYYYYYYYuYu"),
+    // As an instance: the form names the requesting partition (COMP-A/slappart0).
+    ("requestComputerPartition", "nnnnnnnYunu"),
+    // As a person: a new tree in project A (the SLA's project_guid), or a partition's child.
+    ("requestComputerPartition+root", "YYYnnnnYuYu"),
+    ("setComputerPartitionConnectionXml", "nnnnnYnYunu"),
+    ("getHostingSubscriptionIpList", "nnnnnYnYunu"),
+    ("softwareInstanceBang", "nnnnnYnYunu"),
+    ("softwareInstanceRename", "nnnnnYnYunu"),
+    ("supplySupply", "YYnnnnnnunu"),
+    ("getSoftwareReleaseListFromSoftwareProduct", "YYYYYYYYuYu"),
+    ("requestComputer", "YnnnnYnnunu"),
+    ("getComputerStatus", "YnnnnYnnunu"),
+    ("getComputerPartitionStatus", "YYYnnYnYunu"),
+    ("generateComputerCertificate", "Ynnnnnnnunu"),
+    // Last: it revokes COMP-A's recorded certificates (the test's are not recorded).
+    ("revokeComputerCertificate", "Ynnnnnnnunu"),
+    // A report that the instance is gone frees the partition: after every other call.
+    ("destroyedComputerPartition", "nnnnnYnYunu"),
+];
+
+/// The issue's six attacks, each a cell of the tables: (what, call, caller).
+const ATTACKS: &[(&str, &str, char)] = &[
+    (
+        "1: a partition destroys another's instance",
+        "User/DestroyInstance",
+        'q',
+    ),
+    (
+        "1: a partition destroys its own tree's root",
+        "User/DestroyInstance",
+        'p',
+    ),
+    (
+        "2: an old certificate reads the next occupant",
+        "registerComputerPartition",
+        'd',
+    ),
+    (
+        "2: an old certificate publishes for it",
+        "setComputerPartitionConnectionXml",
+        'd',
+    ),
+    (
+        "2: an old certificate renames it",
+        "softwareInstanceRename",
+        'd',
+    ),
+    (
+        "2: an old certificate requests a child",
+        "requestComputerPartition+root",
+        'd',
+    ),
+    (
+        "3: a user registers a computer",
+        "Node/RegisterComputer",
+        'X',
+    ),
+    (
+        "3: a user registers a computer over SLAP",
+        "loadComputerConfigurationFromXML",
+        'C',
+    ),
+    ("4: a user bangs a computer", "computerBang", 'X'),
+    (
+        "4: a user reports a software error",
+        "softwareReleaseError",
+        'X',
+    ),
+    ("4: a user forges usage", "useComputer", 'X'),
+    ("5: a customer supplies software", "supplySupply", 'C'),
+    ("5: an outsider supplies software", "User/Supply", 'X'),
+    ("5: another project's customer supplies", "User/Supply", 'B'),
+    (
+        "6: a user rewrites the catalog",
+        "User/PublishSoftwareRelease",
+        'X',
+    ),
+];
+
+struct TestCa {
+    root: Authority,
+    intermediate: Authority,
+    /// The intermediate's certificate and key: the replica signs partitions' certificates.
+    signer: (String, String),
+}
+
+impl TestCa {
+    fn new() -> Self {
+        let root = Authority::create_root("access", SystemTime::now(), Lifetimes::default().root)
+            .expect("root");
+        let request = new_key_and_request().expect("key");
+        let cert = root
+            .sign_intermediate(
+                &request.csr_pem,
+                1,
+                SystemTime::now(),
+                Lifetimes::default().intermediate,
+            )
+            .expect("intermediate");
+        let intermediate = Authority::load(&cert, &request.key_pem).expect("loads");
+        Self {
+            root,
+            intermediate,
+            signer: (cert, request.key_pem),
+        }
+    }
+
+    fn material(&self, identity: Identity) -> TlsMaterial {
+        let request = new_key_and_request().expect("key");
+        let grant = Grant {
+            lifetime: Lifetimes::default().leaf(identity.role()),
+            server_names: vec!["::1".into()],
+            identity,
+        };
+        let leaf = self
+            .intermediate
+            .sign_leaf(&request.csr_pem, &grant, SystemTime::now())
+            .expect("leaf");
+        TlsMaterial {
+            roots_pem: vec![self.root.cert_pem().to_string()],
+            chain_pem: format!("{leaf}{}", self.intermediate.cert_pem()),
+            key_pem: request.key_pem,
+        }
+    }
+}
+
+/// A caller: its gRPC channel and its SLAP connection, both with its certificate.
+struct Caller {
+    name: char,
+    grpc: Channel,
+    slap: Connection,
+}
+
+async fn caller(name: char, url: &str, slap: SocketAddr, material: &TlsMaterial) -> Caller {
+    Caller {
+        name,
+        grpc: connect_with(url, Some(client_config(material)))
+            .await
+            .expect("connects"),
+        slap: Connection::new(slap, Some(rustls_config(material))),
+    }
+}
+
+fn rustls_config(material: &TlsMaterial) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for root in &material.roots_pem {
+        for der in CertificateDer::pem_slice_iter(root.as_bytes()) {
+            roots.add(der.expect("root")).expect("adds");
+        }
+    }
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(material.chain_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("chain");
+    let key = PrivateKeyDer::from_pem_slice(material.key_pem.as_bytes()).expect("key");
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .expect("client auth"),
+    )
+}
+
+fn partition(computer: &str, partition: &str) -> Option<pb::PartitionId> {
+    Some(pb::PartitionId {
+        computer: computer.into(),
+        partition: partition.into(),
+    })
+}
+
+fn definition(computer: &str, partitions: usize) -> pb::RegisterComputerRequest {
+    pb::RegisterComputerRequest {
+        computer: computer.into(),
+        partitions: (0..partitions)
+            .map(|p| pb::PartitionDefinition {
+                reference: format!("slappart{p}"),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn request(title: &str, project: &str) -> pb::RequestInstanceRequest {
+    pb::RequestInstanceRequest {
+        title: title.into(),
+        software_release: SR.into(),
+        software_type: "default".into(),
+        project: project.into(),
+        ..Default::default()
+    }
+}
+
+/// What the replica holds while the tables run.
+struct World {
+    /// Carl's instance on COMP-A/slappart0 (A's instance).
+    a_web: String,
+    /// Carl's other instance, on COMP-A/slappart2: destroyed by the callers who may.
+    victim: String,
+}
+
+/// Sends the gRPC call `method` as `caller`; `Ok` when its handler answered (whatever it said
+/// about the request itself), the status otherwise.
+async fn grpc(method: &str, channel: Channel, world: &World) -> Result<(), Status> {
+    let mut admin = AdminClient::new(channel.clone());
+    let mut node = NodeClient::new(channel.clone());
+    let mut user = UserClient::new(channel.clone());
+    let mut raft = RaftClient::new(channel);
+    let payload = || pb::RaftPayload { payload: vec![1] };
+    let answer: Result<(), Status> = match method {
+        "Admin/ClusterStatus" => admin
+            .cluster_status(pb::ClusterStatusRequest {})
+            .await
+            .map(drop),
+        "Admin/ReplicaStatus" => admin
+            .replica_status(pb::ReplicaStatusRequest::default())
+            .await
+            .map(drop),
+        "Admin/AddMember" => admin
+            .add_member(pb::AddMemberRequest {
+                id: 9,
+                addr: "not an address".into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        "Admin/PromoteMember" => admin
+            .promote_member(pb::PromoteMemberRequest { id: 9 })
+            .await
+            .map(drop),
+        "Admin/RemoveMember" => admin
+            .remove_member(pb::RemoveMemberRequest { id: 9 })
+            .await
+            .map(drop),
+        "Admin/Snapshot" => admin.snapshot(pb::SnapshotRequest {}).await.map(drop),
+        "Admin/RevokeCertificate" => admin
+            .revoke_certificate(pb::RevokeCertificateRequest {
+                serial: "0badc0de".into(),
+                reason: "probe".into(),
+            })
+            .await
+            .map(drop),
+        "Admin/CreateEnrollmentToken" => admin
+            .create_enrollment_token(pb::CreateEnrollmentTokenRequest {
+                computer: "COMP-NEW".into(),
+                valid_seconds: 60,
+            })
+            .await
+            .map(drop),
+        "Admin/ListComputers" => admin
+            .list_computers(pb::ListComputersRequest::default())
+            .await
+            .map(drop),
+        "Admin/ShowComputer" => admin
+            .show_computer(pb::ShowComputerRequest {
+                computer: "COMP-A".into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        "Admin/SetAllocationScope" => admin
+            .set_allocation_scope(pb::SetAllocationScopeRequest {
+                computer: "COMP-A".into(),
+                scope: "open/project".into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        "Admin/ListCertificates" => admin
+            .list_certificates(pb::ListCertificatesRequest {})
+            .await
+            .map(drop),
+        "Admin/IssueCertificate" => admin
+            .issue_certificate(pb::IssueCertificateRequest {
+                identity: "user:probe".into(),
+                csr_pem: "not a request".into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        "Admin/CreateProject" => admin
+            .create_project(pb::CreateProjectRequest {
+                project: "PROJ-A".into(),
+                title: "A".into(),
+            })
+            .await
+            .map(drop),
+        "Admin/ListProjects" => admin
+            .list_projects(pb::ListProjectsRequest::default())
+            .await
+            .map(drop),
+        "Admin/ShowProject" => admin
+            .show_project(pb::ShowProjectRequest {
+                project: "PROJ-A".into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        "Admin/SetProjectMember" => admin
+            .set_project_member(pb::SetProjectMemberRequest {
+                project: "PROJ-A".into(),
+                user: "carl".into(),
+                role: "customer".into(),
+            })
+            .await
+            .map(drop),
+        "Admin/MoveComputer" => admin
+            .move_computer(pb::MoveComputerRequest {
+                computer: "COMP-A".into(),
+                project: "PROJ-A".into(),
+            })
+            .await
+            .map(drop),
+        "Node/RegisterComputer" => node
+            .register_computer(definition("COMP-A", 3))
+            .await
+            .map(drop),
+        "Node/PollComputer" => node
+            .poll_computer(pb::PollComputerRequest {
+                computer: "COMP-A".into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        "Node/ReportSoftware" => {
+            let mut report = pb::ReportSoftwareRequest {
+                computer: "COMP-A".into(),
+                url: SR.into(),
+                ..Default::default()
+            };
+            report.set_state(pb::SoftwareState::Available);
+            node.report_software(report).await.map(drop)
+        }
+        "Node/ReportInstance" => {
+            let mut report = pb::ReportInstanceRequest {
+                partition: partition("COMP-A", "slappart0"),
+                ..Default::default()
+            };
+            report.set_state(pb::ReportedState::Started);
+            node.report_instance(report).await.map(drop)
+        }
+        "Node/PublishConnection" => node
+            .publish_connection(pb::PublishConnectionRequest {
+                partition: partition("COMP-A", "slappart0"),
+                parameters: [("url".to_string(), "https://a".to_string())].into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        "Node/PostUsage" => node
+            .post_usage(pb::PostUsageRequest {
+                computer: "COMP-A".into(),
+                records: Vec::new(),
+            })
+            .await
+            .map(drop),
+        "Node/Enroll" => node
+            .enroll(pb::EnrollRequest {
+                token: "00".repeat(32),
+                csr_pem: "not a request".into(),
+            })
+            .await
+            .map(drop),
+        "Raft/AppendEntries" => raft.append_entries(payload()).await.map(drop),
+        "Raft/Vote" => raft.vote(payload()).await.map(drop),
+        "Raft/InstallSnapshot" => raft.install_snapshot(payload()).await.map(drop),
+        "Raft/Forward" => raft.forward(payload()).await.map(drop),
+        "Raft/ReadIndex" => raft.read_index(payload()).await.map(drop),
+        "User/ListSoftwareReleases" => user
+            .list_software_releases(pb::ListSoftwareReleasesRequest::default())
+            .await
+            .map(drop),
+        "User/PublishSoftwareRelease" => user
+            .publish_software_release(pb::PublishSoftwareReleaseRequest {
+                url: SR.into(),
+                title: "Pwned".into(),
+                software_types: vec!["default".into()],
+            })
+            .await
+            .map(drop),
+        "User/Supply" => {
+            let mut supply = pb::SupplyRequest {
+                computer: "COMP-A".into(),
+                url: SR.into(),
+                ..Default::default()
+            };
+            supply.set_state(pb::SupplyState::Available);
+            user.supply(supply).await.map(drop)
+        }
+        "User/RequestInstance" => {
+            // Waits for COMP-X, which does not supply the release: takes no partition.
+            let mut probe = request("probe", "PROJ-A");
+            probe.sla = [("computer_guid".to_string(), "COMP-X".to_string())].into();
+            user.request_instance(probe).await.map(drop)
+        }
+        "User/ShowInstance" => user
+            .show_instance(pb::ShowInstanceRequest {
+                instance: Some(pb::show_instance_request::Instance::Guid(
+                    world.a_web.clone(),
+                )),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        "User/ListInstances" => user
+            .list_instances(pb::ListInstancesRequest::default())
+            .await
+            .map(drop),
+        "User/DestroyInstance" => user
+            .destroy_instance(pb::DestroyInstanceRequest {
+                guid: world.victim.clone(),
+            })
+            .await
+            .map(drop),
+        "User/Usage" => user
+            .usage(pb::UsageRequest {
+                computer: "COMP-A".into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        other => panic!("no request for {other}"),
+    };
+    match answer {
+        Err(status)
+            if matches!(
+                status.code(),
+                Code::PermissionDenied | Code::Unauthenticated
+            ) =>
+        {
+            Err(status)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The form of SLAP call `call`, naming COMP-A and its slappart0.
+fn slap_form(call: &str) -> String {
+    let instance = [
+        ("computer_id", "COMP-A"),
+        ("computer_partition_id", "slappart0"),
+    ];
+    let with = |extra: &[(&str, &str)]| {
+        let mut pairs = instance.to_vec();
+        pairs.extend_from_slice(extra);
+        form(&pairs)
+    };
+    match call {
+        "getFullComputerInformation"
+        | "getComputerInformation"
+        | "computerBang"
+        | "generateComputerCertificate"
+        | "revokeComputerCertificate"
+        | "getComputerStatus" => form(&[("computer_id", "COMP-A"), ("message", "probe")]),
+        "registerComputerPartition" => form(&[
+            ("computer_reference", "COMP-A"),
+            ("computer_partition_reference", "slappart0"),
+        ]),
+        "buildingSoftwareRelease"
+        | "availableSoftwareRelease"
+        | "destroyedSoftwareRelease"
+        | "softwareReleaseError" => form(&[
+            ("url", SR),
+            ("computer_id", "COMP-A"),
+            ("error_log", "forged"),
+        ]),
+        "softwareInstanceError" => with(&[("error_log", "forged")]),
+        "updateComputerPartitionRelatedInstanceList" => with(&[("instance_reference_xml", "")]),
+        "useComputer" => form(&[("computer_id", "COMP-A"), ("use_string", "<journal/>")]),
+        "loadComputerConfigurationFromXML" => form(&[
+            ("computer_id", "COMP-A"),
+            ("xml", &ops::load::slap::definition("COMP-A", 3)),
+        ]),
+        "requestComputerPartition+root" => form(&[
+            ("software_release", SR),
+            ("software_type", "default"),
+            ("partition_reference", "slap-root-probe"),
+            ("shared_xml", "<marshal><bool>0</bool></marshal>"),
+            (
+                "filter_xml",
+                "<marshal><dictionary id='i2'><string>project_guid</string><string>PROJ-A\
+                 </string><string>computer_guid</string><string>COMP-X</string></dictionary>\
+                 </marshal>",
+            ),
+            ("state", "<marshal><string>started</string></marshal>"),
+        ]),
+        "requestComputerPartition" => with(&[
+            ("software_release", SR),
+            ("software_type", "default"),
+            ("partition_reference", "slap-probe"),
+            ("shared_xml", "<marshal><bool>0</bool></marshal>"),
+            (
+                "filter_xml",
+                "<marshal><dictionary id='i2'><string>project_guid</string><string>PROJ-A\
+                 </string><string>computer_guid</string><string>COMP-X</string></dictionary>\
+                 </marshal>",
+            ),
+            ("state", "<marshal><string>started</string></marshal>"),
+        ]),
+        "setComputerPartitionConnectionXml" => with(&[(
+            "connection_xml",
+            "<marshal><dictionary id='i2'><string>url</string><string>https://a</string>\
+             </dictionary></marshal>",
+        )]),
+        "softwareInstanceBang" => with(&[("message", "probe")]),
+        "softwareInstanceRename" => with(&[("new_name", "a-web")]),
+        "supplySupply" => form(&[
+            ("url", SR),
+            ("computer_id", "COMP-A"),
+            ("state", "available"),
+        ]),
+        "getSoftwareReleaseListFromSoftwareProduct" => {
+            form(&[("software_product_reference", "demo")])
+        }
+        "requestComputer" => form(&[("computer_title", "COMP-A")]),
+        _ => with(&[]),
+    }
+}
+
+/// Sends SLAP call `call` as `caller`: its status and (the start of) its body.
+async fn slap(call: &str, connection: &mut Connection) -> (u16, String) {
+    let name = call.split('+').next().unwrap_or(call);
+    let answer = connection
+        .call(&format!("/{name}"), Some(&slap_form(call)))
+        .await
+        .expect("the SLAP listener answers");
+    let body = String::from_utf8_lossy(&answer.body);
+    (answer.status, body.chars().take(200).collect())
+}
+
+/// The caller as the refusal names it.
+fn shown(caller: char) -> &'static str {
+    match caller {
+        'O' => "operator ops",
+        'M' => "user mona",
+        'C' => "user carl",
+        'X' => "user olga",
+        'B' => "user bea",
+        'a' => "computer COMP-A",
+        'x' => "computer COMP-X",
+        'p' => "partition COMP-A/slappart0",
+        'q' => "partition COMP-B/slappart0",
+        _ => "",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("access=info,master_cluster=warn,openraft=warn")
+        .with_test_writer()
+        .try_init();
+    // Every method of the wire contract and every SLAP call the listener answers (the policy
+    // test counts them from the .proto files and the SLAP dispatcher).
+    assert_eq!(GRPC.len(), 38);
+    let slap_calls: std::collections::BTreeSet<&str> = SLAP
+        .iter()
+        .map(|(call, _)| call.split('+').next().unwrap_or(call))
+        .collect();
+    assert_eq!(slap_calls.len(), 29);
+    for (table, rows) in [("gRPC", GRPC), ("SLAP", SLAP)] {
+        for (call, row) in rows {
+            assert_eq!(
+                row.len(),
+                CALLERS.len(),
+                "{table} {call}: one cell per caller"
+            );
+        }
+    }
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("dir");
+    let mut config = ReplicaConfig::new(1, "[::1]:0".parse().expect("addr"), dir.path().into());
+    config.tls = Some(ca.material(Identity::Replica(1)));
+    config.signer_pem = Some(ca.signer.clone());
+    config.slap = Some(SlapConfig {
+        listen: "[::1]:0".parse().expect("addr"),
+        plaintext_user: None,
+    });
+    let replica = Replica::start(config).await.expect("starts");
+    let voters: BTreeMap<u64, ReplicaNode> = [(replica.id(), replica.node())].into();
+    replica.initialize(voters).await.expect("initialise");
+    replica
+        .raft()
+        .wait(Some(Duration::from_secs(20)))
+        .metrics(|m| m.current_leader.is_some(), "a leader")
+        .await
+        .expect("elected");
+    let url = replica.url().to_string();
+    let slap_addr = replica.slap_addr().expect("a SLAP listener");
+    let identity = |role: &str, name: &str| match role {
+        "operator" => Identity::Operator(name.into()),
+        "user" => Identity::User(name.into()),
+        "computer" => Identity::Computer(name.into()),
+        _ => unreachable!(),
+    };
+    let operator = ca.material(identity("operator", "ops"));
+    let channel = |m: &TlsMaterial| {
+        let url = url.clone();
+        let tls = client_config(m);
+        async move { connect_with(&url, Some(tls)).await.expect("connects") }
+    };
+    let mut admin = AdminClient::new(channel(&operator).await);
+    let mut as_operator = UserClient::new(channel(&operator).await);
+
+    tracing::info!("--- two projects, their people and computers");
+    for (project, title) in [("PROJ-A", "A"), ("PROJ-B", "B")] {
+        admin
+            .create_project(pb::CreateProjectRequest {
+                project: project.into(),
+                title: title.into(),
+            })
+            .await
+            .expect("project");
+    }
+    for (project, user, role) in [
+        ("PROJ-A", "mona", "manager"),
+        ("PROJ-A", "carl", "customer"),
+        ("PROJ-B", "bea", "customer"),
+    ] {
+        admin
+            .set_project_member(pb::SetProjectMemberRequest {
+                project: project.into(),
+                user: user.into(),
+                role: role.into(),
+            })
+            .await
+            .expect("member");
+    }
+    let materials: BTreeMap<char, TlsMaterial> = [
+        ('M', identity("user", "mona")),
+        ('C', identity("user", "carl")),
+        ('X', identity("user", "olga")),
+        ('B', identity("user", "bea")),
+        ('a', identity("computer", "COMP-A")),
+        ('x', identity("computer", "COMP-X")),
+        ('b', identity("computer", "COMP-B")),
+        ('r', identity("user", "rita")),
+    ]
+    .into_iter()
+    .map(|(name, identity)| (name, ca.material(identity)))
+    .chain([('O', operator.clone())])
+    .collect();
+    for (name, computer, partitions) in [('a', "COMP-A", 3), ('x', "COMP-X", 1), ('b', "COMP-B", 1)]
+    {
+        NodeClient::new(channel(&materials[&name]).await)
+            .register_computer(definition(computer, partitions))
+            .await
+            .expect("registered");
+    }
+    for (computer, project) in [("COMP-A", "PROJ-A"), ("COMP-B", "PROJ-B")] {
+        admin
+            .move_computer(pb::MoveComputerRequest {
+                computer: computer.into(),
+                project: project.into(),
+            })
+            .await
+            .expect("moved");
+    }
+    as_operator
+        .publish_software_release(pb::PublishSoftwareReleaseRequest {
+            url: SR.into(),
+            title: "demo".into(),
+            software_types: vec!["default".into()],
+        })
+        .await
+        .expect("published");
+    for (who, computer) in [('M', "COMP-A"), ('O', "COMP-B")] {
+        let mut supply = pb::SupplyRequest {
+            computer: computer.into(),
+            url: SR.into(),
+            ..Default::default()
+        };
+        supply.set_state(pb::SupplyState::Available);
+        UserClient::new(channel(&materials[&who]).await)
+            .supply(supply)
+            .await
+            .expect("supplied");
+    }
+
+    tracing::info!("--- instances: A's, a destroyed one, a victim, B's");
+    let mut carl = UserClient::new(channel(&materials[&'C']).await);
+    let mut placed = BTreeMap::new();
+    for title in ["a-web", "a-gone", "a-victim"] {
+        let reply = carl
+            .request_instance(request(title, ""))
+            .await
+            .expect("requested")
+            .into_inner();
+        placed.insert(title, reply);
+    }
+    let on = |title: &str| match placed[title]
+        .placement
+        .as_ref()
+        .and_then(|p| p.placement.as_ref())
+    {
+        Some(pb::placement::Placement::Partition(p)) => p.partition.clone(),
+        other => panic!("{title} is not placed: {other:?}"),
+    };
+    assert_eq!(
+        (on("a-web"), on("a-gone"), on("a-victim")),
+        ("slappart0".into(), "slappart1".into(), "slappart2".into()),
+        "carl's trees are in PROJ-A, on its computer"
+    );
+    let bea = UserClient::new(channel(&materials[&'B']).await)
+        .request_instance(request("b-web", ""))
+        .await
+        .expect("requested")
+        .into_inner();
+    assert!(
+        matches!(
+            bea.placement.and_then(|p| p.placement),
+            Some(pb::placement::Placement::Partition(p)) if p.computer == "COMP-B"
+        ),
+        "bea's tree is in PROJ-B, on its computer"
+    );
+
+    // The destroyed instance's partition: its node fetched its certificate, then the
+    // instance was destroyed and the node reported it gone.
+    let mut comp_a_slap = Connection::new(slap_addr, Some(rustls_config(&materials[&'a'])));
+    let fetched = comp_a_slap
+        .call(
+            "/getComputerPartitionCertificate",
+            Some(&form(&[
+                ("computer_id", "COMP-A"),
+                ("computer_partition_id", "slappart1"),
+            ])),
+        )
+        .await
+        .expect("answers");
+    assert_eq!(fetched.status, 200);
+    let value = master_cluster::slap::marshal::decode(&String::from_utf8_lossy(&fetched.body))
+        .expect("xml");
+    let destroyed_partition = TlsMaterial {
+        roots_pem: vec![ca.root.cert_pem().to_string()],
+        chain_pem: value
+            .get("certificate")
+            .and_then(|v| v.as_str())
+            .expect("certificate")
+            .to_string(),
+        key_pem: value
+            .get("key")
+            .and_then(|v| v.as_str())
+            .expect("key")
+            .to_string(),
+    };
+    carl.destroy_instance(pb::DestroyInstanceRequest {
+        guid: placed["a-gone"].guid.clone(),
+    })
+    .await
+    .expect("destroyed");
+    let mut gone = pb::ReportInstanceRequest {
+        partition: partition("COMP-A", "slappart1"),
+        ..Default::default()
+    };
+    gone.set_state(pb::ReportedState::Destroyed);
+    NodeClient::new(channel(&materials[&'a']).await)
+        .report_instance(gone)
+        .await
+        .expect("reported gone");
+    let revoked_user = CertificateInfo::from_pem(&materials[&'r'].chain_pem)
+        .expect("reads")
+        .serial;
+    admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial: revoked_user.to_string(),
+            reason: "left".into(),
+        })
+        .await
+        .expect("revoked");
+
+    let world = World {
+        a_web: placed["a-web"].guid.clone(),
+        victim: placed["a-victim"].guid.clone(),
+    };
+    let mut callers = Vec::new();
+    for name in CALLERS.chars() {
+        let material = match name {
+            'p' => ca.material(Identity::Partition {
+                computer: "COMP-A".into(),
+                partition: "slappart0".into(),
+            }),
+            'q' => ca.material(Identity::Partition {
+                computer: "COMP-B".into(),
+                partition: "slappart0".into(),
+            }),
+            'd' => destroyed_partition.clone(),
+            other => materials[&other].clone(),
+        };
+        callers.push(caller(name, &url, slap_addr, &material).await);
+    }
+
+    let mut cells = 0;
+    let mut failures = Vec::new();
+    let mut answers: BTreeMap<(String, char), char> = BTreeMap::new();
+    for (method, row) in GRPC {
+        for (caller, expected) in callers.iter().zip(row.chars()) {
+            let got = match grpc(method, caller.grpc.clone(), &world).await {
+                Ok(()) => 'Y',
+                Err(status) if status.code() == Code::Unauthenticated => 'u',
+                Err(status) => {
+                    let named = shown(caller.name);
+                    if !status.message().contains(named) {
+                        failures.push(format!(
+                            "gRPC {method} by {}: the refusal does not name {named:?}: {}",
+                            caller.name,
+                            status.message()
+                        ));
+                    }
+                    'n'
+                }
+            };
+            cells += 1;
+            answers.insert((method.to_string(), caller.name), got);
+            if got != expected {
+                failures.push(format!(
+                    "gRPC {method} by {}: expected {expected}, got {got}",
+                    caller.name
+                ));
+            }
+        }
+    }
+    for (call, row) in SLAP {
+        for (caller, expected) in callers.iter_mut().zip(row.chars()) {
+            let (status, body) = slap(call, &mut caller.slap).await;
+            let got = match status {
+                401 => 'u',
+                403 => {
+                    let named = shown(caller.name);
+                    if !body.contains(named) {
+                        failures.push(format!(
+                            "SLAP {call} by {}: the refusal does not name {named:?}: {body}",
+                            caller.name
+                        ));
+                    }
+                    'n'
+                }
+                _ => 'Y',
+            };
+            cells += 1;
+            answers.insert((call.to_string(), caller.name), got);
+            if got != expected {
+                failures.push(format!(
+                    "SLAP {call} by {}: expected {expected}, got {got} ({status} {body})",
+                    caller.name
+                ));
+            }
+        }
+    }
+    for (attack, call, caller) in ATTACKS {
+        let got = answers.get(&(call.to_string(), *caller)).copied();
+        if !matches!(got, Some('n' | 'u')) {
+            failures.push(format!("attack {attack} ({call} by {caller}): {got:?}"));
+        }
+    }
+    eprintln!(
+        "access: ({} gRPC methods + {} SLAP calls in {} rows) x {} callers = {cells} cells, {} wrong",
+        GRPC.len(),
+        slap_calls.len(),
+        SLAP.len(),
+        CALLERS.len(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    replica.shutdown().await.expect("shutdown");
+}
