@@ -2,11 +2,12 @@
 //! [`crate::model::InstanceModel`] register), and the domain's invariants: one instance per
 //! (user, title) however often it was requested, no partition ever held by two instances and
 //! no instance ever moved, every acknowledged write still there at the end (the final reads
-//! are part of the history, so the linearizability check covers it).
+//! are part of the history, so the linearizability check covers it), and no call the
+//! authorisation policy refuses ever succeeded.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::history::{History, Op, Outcome};
+use crate::history::{Call, History, Op, Outcome};
 use crate::linearizability::{self, Verdict};
 use crate::model::{self, InstanceModel};
 
@@ -60,6 +61,17 @@ pub fn check(history: &History) -> (Vec<String>, Vec<String>) {
             .collect();
         if guids.len() > 1 {
             violations.push(format!("{key}: one title, several instances: {guids:?}"));
+        }
+    }
+
+    // No call the policy refuses ever succeeded, whatever the faults.
+    for op in &history.ops {
+        if let (Call::Intrude { intrusion }, Outcome::Ok(_)) = (&op.call, &op.outcome) {
+            violations.push(format!(
+                "{}: a call the policy refuses succeeded ({intrusion:?}): {}",
+                op.key,
+                describe(op)
+            ));
         }
     }
 
@@ -198,6 +210,54 @@ mod tests {
         );
         assert!(
             !violations.iter().any(|v| v.starts_with("alice/a")),
+            "{violations:?}"
+        );
+    }
+
+    #[test]
+    fn a_refused_call_that_succeeded_is_caught_and_refused_ones_change_nothing() {
+        let intrude = |intrusion| Call::Intrude { intrusion };
+        let history = History {
+            ops: vec![
+                op(
+                    "bob/a",
+                    write(1),
+                    0,
+                    Outcome::Ok(Some(seen("G1", None, "C/p0"))),
+                ),
+                op(
+                    "bob/a",
+                    intrude(crate::history::Intrusion::Supply),
+                    50,
+                    Outcome::Failed("PermissionDenied: user bob may not ...".into()),
+                ),
+                op(
+                    "bob/a",
+                    intrude(crate::history::Intrusion::PublishAsUser),
+                    60,
+                    Outcome::Unknown("timed out".into()),
+                ),
+                op(
+                    "bob/a",
+                    read(),
+                    100,
+                    Outcome::Ok(Some(seen("G1", Some(1), "C/p0"))),
+                ),
+            ],
+            ..History::default()
+        };
+        assert_eq!(check(&history).0, Vec::<String>::new());
+        let mut leaked = history;
+        leaked.ops.push(op(
+            "bob/a",
+            intrude(crate::history::Intrusion::RequestInOtherProject),
+            200,
+            Outcome::Ok(None),
+        ));
+        let (violations, _) = check(&leaked);
+        assert!(
+            violations.iter().any(|v| v
+                .starts_with("bob/a: a call the policy refuses succeeded (RequestInOtherProject)")),
             "{violations:?}"
         );
     }

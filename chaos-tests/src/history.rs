@@ -28,6 +28,21 @@ pub enum Call {
     Publish { c: u64, partition: String },
     /// `ShowInstance`.
     Read { freshness: Freshness },
+    /// A call the authorisation policy must refuse, made by the key's user: it changes
+    /// nothing and must never succeed.
+    Intrude { intrusion: Intrusion },
+}
+
+/// What a tenant tries that is not theirs to do (the workload's two users are customers of
+/// two different projects; the computer belongs to the first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Intrusion {
+    /// Supply software to the computer (its project's managers only).
+    Supply,
+    /// Publish connection parameters for the instance's partition (its node or itself only).
+    PublishAsUser,
+    /// Request a tree in the other user's project (its members only).
+    RequestInOtherProject,
 }
 
 /// What the instance looked like in an answer.

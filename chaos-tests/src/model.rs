@@ -46,6 +46,8 @@ impl Model for InstanceModel {
                 c: Some(*c),
                 ..state.clone()
             }),
+            // Refused: changes nothing (the checker reports one that succeeded).
+            Call::Intrude { .. } => Some(state.clone()),
             Call::Read { .. } => {
                 let matches = match output {
                     None => true,
@@ -64,8 +66,8 @@ impl Model for InstanceModel {
 }
 
 /// The operations of one key the linearizability check considers: acknowledged operations,
-/// and writes whose outcome is unknown. Stale reads are not linearizable by contract and
-/// definite failures did nothing.
+/// and writes whose outcome is unknown. Stale reads are not linearizable by contract,
+/// definite failures did nothing, and intrusions are checked apart (`checks.rs`).
 /// Each comes with its position in `ops`.
 pub fn operations(ops: &[&Op]) -> Vec<(usize, Operation<Call, Option<Seen>>)> {
     ops.iter()
@@ -77,6 +79,9 @@ pub fn operations(ops: &[&Op]) -> Vec<(usize, Operation<Call, Option<Seen>>)> {
                     freshness: Freshness::Stale
                 }
             );
+            if matches!(op.call, Call::Intrude { .. }) {
+                return None;
+            }
             let completed = match &op.outcome {
                 Outcome::Ok(seen) if !stale => Some((op.completed_us, seen.clone())),
                 Outcome::Unknown(_) if !matches!(op.call, Call::Read { .. }) => None,

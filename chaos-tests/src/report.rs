@@ -57,6 +57,7 @@ pub fn summary(
             Call::Read {
                 freshness: Freshness::Stale,
             } => "read (stale)",
+            Call::Intrude { .. } => "intrusion (must be refused)",
         };
         let outcome = match op.outcome {
             Outcome::Ok(_) => "ok",

@@ -1,7 +1,9 @@
 //! The clients: workers that, for the length of a run, send instance requests (several
 //! workers on purpose on the same titles), requested-state changes, connection-parameter
-//! publishes (as the computer) and reads at both consistency levels, each to a replica picked
-//! at random, and record every operation in the history.
+//! publishes (as the computer), reads at both consistency levels, and calls the
+//! authorisation policy must refuse (intrusions), each to a replica picked at random, and
+//! record every operation in the history. The two users are customers of two projects; the
+//! computer is the first project's, open to every project.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use slapcluster_api::client;
 use slapcluster_api::v1 as pb;
+use slapcluster_api::v1::admin_client::AdminClient;
 use slapcluster_api::v1::node_client::NodeClient;
 use slapcluster_api::v1::user_client::UserClient;
 use tokio::sync::Mutex;
@@ -17,12 +20,14 @@ use tonic::{Code, Status};
 
 use crate::ChaosError;
 use crate::cluster::Cluster;
-use crate::history::{Call, Freshness, Op, Outcome, Requested, Seen};
+use crate::history::{Call, Freshness, Intrusion, Op, Outcome, Requested, Seen};
 use crate::rng::Rng;
 
 pub const COMPUTER: &str = "COMP-CHAOS";
 pub const RELEASE: &str = "https://example.invalid/chaos.cfg";
 pub const USERS: [&str; 2] = ["alice", "bob"];
+/// Each user's project, by position: the users request their trees there.
+pub const PROJECTS: [&str; 2] = ["PROJ-ALICE", "PROJ-BOB"];
 /// Titles per user: few, so that workers meet on the same instances.
 pub const TITLES: usize = 4;
 /// Partitions of the one computer: more than the instances the workload can request.
@@ -69,9 +74,28 @@ impl Clients {
         u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
-    /// The computer, its partitions and the release, before the workload starts.
+    /// The projects, the computer, its partitions and the release, before the workload
+    /// starts.
     pub async fn setup(&self) -> Result<(), ChaosError> {
         let status = |e: Status| ChaosError::Setup(format!("setting up the workload: {e}"));
+        let mut admin = AdminClient::new(self.operator[0].clone());
+        for (user, project) in USERS.iter().zip(PROJECTS) {
+            admin
+                .create_project(pb::CreateProjectRequest {
+                    project: project.into(),
+                    title: format!("{user}'s"),
+                })
+                .await
+                .map_err(status)?;
+            admin
+                .set_project_member(pb::SetProjectMemberRequest {
+                    project: project.into(),
+                    user: (*user).into(),
+                    role: "customer".into(),
+                })
+                .await
+                .map_err(status)?;
+        }
         let mut operator = UserClient::new(self.operator[0].clone());
         operator
             .publish_software_release(pb::PublishSoftwareReleaseRequest {
@@ -90,6 +114,21 @@ impl Clients {
                         ..Default::default()
                     })
                     .collect(),
+                ..Default::default()
+            })
+            .await
+            .map_err(status)?;
+        admin
+            .move_computer(pb::MoveComputerRequest {
+                computer: COMPUTER.into(),
+                project: PROJECTS[0].into(),
+            })
+            .await
+            .map_err(status)?;
+        admin
+            .set_allocation_scope(pb::SetAllocationScopeRequest {
+                computer: COMPUTER.into(),
+                scope: "open/public".into(),
                 ..Default::default()
             })
             .await
@@ -186,6 +225,41 @@ impl Clients {
                 };
                 Ok(instance.map(|i| seen(&i)))
             }
+            Call::Intrude { intrusion } => {
+                let mut user = UserClient::new(channel.clone());
+                match intrusion {
+                    Intrusion::Supply => {
+                        user.supply(pb::SupplyRequest {
+                            computer: COMPUTER.into(),
+                            url: "https://example.invalid/intruder.cfg".into(),
+                            state: pb::SupplyState::Available.into(),
+                        })
+                        .await?;
+                    }
+                    Intrusion::PublishAsUser => {
+                        NodeClient::new(channel)
+                            .publish_connection(pb::PublishConnectionRequest {
+                                partition: Some(pb::PartitionId {
+                                    computer: COMPUTER.into(),
+                                    partition: "slappart0".into(),
+                                }),
+                                shared_reference: String::new(),
+                                parameters: [("c".to_owned(), "0".to_owned())].into(),
+                            })
+                            .await?;
+                    }
+                    Intrusion::RequestInOtherProject => {
+                        user.request_instance(pb::RequestInstanceRequest {
+                            title: "intruder".into(),
+                            software_release: RELEASE.into(),
+                            project: PROJECTS[1 - key.user].into(),
+                            ..Default::default()
+                        })
+                        .await?;
+                    }
+                }
+                Ok(None)
+            }
         }
     }
 }
@@ -204,8 +278,9 @@ fn classify(call: &Call, status: &Status) -> Outcome {
             | Code::OutOfRange
             | Code::Unimplemented
     );
-    // A read changes nothing, whatever happened to it.
-    if definite || matches!(call, Call::Read { .. }) {
+    // A read changes nothing, whatever happened to it; an intrusion is judged by whether it
+    // succeeded.
+    if definite || matches!(call, Call::Read { .. } | Call::Intrude { .. }) {
         Outcome::Failed(reason)
     } else {
         // Unavailable, a deadline, a lost connection: the write may have been committed.
@@ -298,6 +373,14 @@ pub async fn worker(
                     partition: partition.clone(),
                 },
                 None => continue,
+            }
+        } else if roll >= 95 {
+            Call::Intrude {
+                intrusion: match rng.below(3) {
+                    0 => Intrusion::Supply,
+                    1 => Intrusion::PublishAsUser,
+                    _ => Intrusion::RequestInOtherProject,
+                },
             }
         } else {
             Call::Read {
