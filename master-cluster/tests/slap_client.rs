@@ -2,6 +2,10 @@
 //! three-replica cluster of `slapmaster` processes, through a follower's SLAP listener over
 //! HTTPS with client certificates: a node (`slapos node format|software|instance|report`,
 //! with the computer's certificate) and a user (`slapos supply|request|remove`, with theirs).
+//! The scenario runs twice: with the node's commands run as root, as most sites do, and as a
+//! dedicated unprivileged user that owns every partition (`slapos node format` still runs as
+//! root: it creates the users), as some sites do. That user cannot rewrite a partition's 0400
+//! certificate file: the node must be given the same certificate on every run.
 //!
 //! The test runs again inside fresh network and mount namespaces (`namespaced`): the users
 //! `slapos node format` creates live in a private copy of /etc, and nothing the client tries
@@ -42,7 +46,10 @@ fn a_slapos_node_and_user_run_an_instance_tree_through_a_follower() {
             .enable_all()
             .build()
             .expect("a runtime");
-        runtime.block_on(scenario());
+        runtime.block_on(async {
+            scenario(NodeUser::Root).await;
+            scenario(NodeUser::Dedicated).await;
+        });
         return;
     }
     let Some(venv) = venv() else {
@@ -63,11 +70,23 @@ fn a_slapos_node_and_user_run_an_instance_tree_through_a_follower() {
     assert!(passed, "the scenario failed (its output is above)");
 }
 
+/// Who runs `slapos node software|instance|report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeUser {
+    Root,
+    /// `sctnode`, which owns every partition and the software root.
+    Dedicated,
+}
+
+const DEDICATED: &str = "sctnode";
+
 /// Files and commands of the node and the user.
 struct Site {
     venv: PathBuf,
     dir: PathBuf,
     release: String,
+    /// The node's uid and gid when it is not root.
+    node_ids: Option<(u32, u32)>,
 }
 
 impl Site {
@@ -79,13 +98,17 @@ impl Site {
         self.dir.join("client.cfg")
     }
 
-    /// Runs `slapos ARGS`; returns whether it succeeded and what it printed.
-    fn slapos(&self, args: &[&str]) -> (bool, String) {
-        let output = Command::new(self.venv.join("bin/slapos"))
-            .args(args)
-            .env("HOME", self.dir.join("home"))
-            .output()
-            .expect("slapos runs");
+    /// Runs `slapos ARGS` (as the node's user for a node command); returns whether it
+    /// succeeded and what it printed.
+    fn slapos(&self, args: &[&str], as_node: bool) -> (bool, String) {
+        let mut command = Command::new(self.venv.join("bin/slapos"));
+        command.args(args).env("HOME", self.dir.join("home"));
+        if let (true, Some((uid, gid))) = (as_node, self.node_ids) {
+            std::os::unix::process::CommandExt::uid(&mut command, uid);
+            // (std drops root's supplementary groups when it changes the uid.)
+            std::os::unix::process::CommandExt::gid(&mut command, gid);
+        }
+        let output = command.output().expect("slapos runs");
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout),
@@ -97,7 +120,7 @@ impl Site {
     /// A node command, which must succeed.
     fn node(&self, command: &str, extra: &[&str]) -> String {
         let cfg = self.node_cfg();
-        let pidfile = self.dir.join(format!("{command}.pid"));
+        let pidfile = self.dir.join("run").join(format!("{command}.pid"));
         let mut args = vec![
             "node",
             command,
@@ -109,7 +132,8 @@ impl Site {
             args.extend(["--pidfile", pidfile.to_str().expect("utf-8 path")]);
         }
         args.extend_from_slice(extra);
-        let (ok, text) = self.slapos(&args);
+        // Format creates the users: root's, whoever runs the node afterwards.
+        let (ok, text) = self.slapos(&args, command != "format");
         assert!(ok, "slapos node {command} failed:\n{text}");
         text
     }
@@ -119,7 +143,7 @@ impl Site {
         let cfg = self.client_cfg();
         let mut all = args.to_vec();
         all.extend(["--cfg", cfg.to_str().expect("utf-8 path")]);
-        self.slapos(&all)
+        self.slapos(&all, false)
     }
 
     /// Runs a Python snippet with the client's library, as the node (its certificate); returns
@@ -166,18 +190,70 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
-/// Partition `n`'s definition: an IPv6 and a local IPv4 address, a tap, a user.
-fn definition() -> String {
-    let mut text = String::from("[computer]\naddress = fd5e:c1a5::1/64\nsoftware_user = sctsoft\n");
+/// Partition `n`'s definition: an IPv6 and a local IPv4 address, a tap, a user (each its own
+/// as root; the dedicated user for every partition otherwise).
+fn definition(node_user: NodeUser) -> String {
+    let user = |n: usize| match node_user {
+        NodeUser::Root => format!("sctuser{n}"),
+        NodeUser::Dedicated => DEDICATED.to_string(),
+    };
+    let software_user = match node_user {
+        NodeUser::Root => "sctsoft",
+        NodeUser::Dedicated => DEDICATED,
+    };
+    let mut text =
+        format!("[computer]\naddress = fd5e:c1a5::1/64\nsoftware_user = {software_user}\n");
     for n in 0..PARTITIONS {
         text.push_str(&format!(
             "\n[partition_{n}]\naddress = fd5e:c1a5::{:x}/64 10.77.0.{}/255.255.255.0\n\
-             user = sctuser{n}\nnetwork_interface = scttap{n}\npathname = slappart{n}\n",
+             user = {}\nnetwork_interface = scttap{n}\npathname = slappart{n}\n",
             0x10 + n,
-            10 + n
+            10 + n,
+            user(n)
         ));
     }
     text
+}
+
+/// The dedicated user's uid and gid, created on first use (in the test's private /etc).
+fn dedicated_user() -> (u32, u32) {
+    let id = |flag: &str| {
+        let output = Command::new("id")
+            .args([flag, DEDICATED])
+            .output()
+            .expect("id runs");
+        output
+            .status
+            .success()
+            .then(|| {
+                String::from_utf8_lossy(&output.stdout)
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+            })
+            .flatten()
+    };
+    if id("-u").is_none() {
+        let status = Command::new("useradd")
+            .args(["--system", "--user-group", "--no-create-home", DEDICATED])
+            .status()
+            .expect("useradd runs");
+        assert!(status.success(), "useradd {DEDICATED}");
+    }
+    (
+        id("-u").expect("the user's uid"),
+        id("-g").expect("the user's gid"),
+    )
+}
+
+/// Gives `path` (and everything under it) to `ids`.
+fn chown_tree(path: &Path, (uid, gid): (u32, u32)) {
+    let status = Command::new("chown")
+        .args(["-R", &format!("{uid}:{gid}")])
+        .arg(path)
+        .status()
+        .expect("chown runs");
+    assert!(status.success(), "chown -R {}", path.display());
 }
 
 async fn show_computer(cluster: &Cluster, url: &str) -> pb::ShowComputerReply {
@@ -233,7 +309,8 @@ fn until<T: std::fmt::Debug>(
     panic!("{what}: not after {attempts} runs; the last:\n{last:#?}");
 }
 
-async fn scenario() {
+async fn scenario(node_user: NodeUser) {
+    eprintln!("=== the node's commands run as {node_user:?}");
     let venv = PathBuf::from(std::env::var_os(MARKER).expect("the venv"));
     let scratch = tempfile::tempdir().expect("tempdir");
     let dir = scratch.path().to_path_buf();
@@ -254,9 +331,19 @@ async fn scenario() {
         follower.id
     );
 
+    let node_ids = (node_user == NodeUser::Dedicated).then(dedicated_user);
     let computer = cluster
         .credentials_dir(&format!("computer:{COMPUTER}"))
         .expect("the computer's certificate");
+    // The node's own copy of its certificate, readable by whoever runs it.
+    let computer = {
+        let own = dir.join("node-tls");
+        std::fs::create_dir_all(&own).expect("mkdir");
+        for file in ["key.pem", "chain.pem"] {
+            std::fs::copy(computer.join(file), own.join(file)).expect("copies");
+        }
+        own
+    };
     let user = cluster
         .credentials_dir("user:alice")
         .expect("the user's certificate");
@@ -279,14 +366,15 @@ async fn scenario() {
         &stand_in,
     )
     .expect("the stand-in");
-    for sub in ["home", "certificates", "software", "instance"] {
+    for sub in ["home", "certificates", "software", "instance", "run"] {
         std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
     }
-    write(&dir.join("definition.cfg"), &definition());
+    write(&dir.join("definition.cfg"), &definition(node_user));
     let site = Site {
         venv,
         release: release_dir.join("software.cfg").display().to_string(),
         dir: dir.clone(),
+        node_ids,
     };
     write(
         &site.node_cfg(),
@@ -294,13 +382,19 @@ async fn scenario() {
             "[slapos]\nmaster_url = {master_url}\ncomputer_id = {COMPUTER}\n\
              key_file = {key}\ncert_file = {cert}\ncertificate_repository_path = {dir}/certificates\n\
              software_root = {dir}/software\ninstance_root = {dir}/instance\n\
-             buildout = {stand_in}\n\n[slapformat]\nalter_network = False\nalter_user = True\n\
+             buildout = {stand_in}\n{root_check}\n[slapformat]\nalter_network = False\nalter_user = True\n\
              create_tap = False\npartition_amount = {PARTITIONS}\ncomputer_xml = {dir}/slapos.xml\n\
              ipv6_prefixshift = 16\n",
             key = computer.join("key.pem").display(),
             cert = computer.join("chain.pem").display(),
             dir = dir.display(),
             stand_in = stand_in.display(),
+            // How a site runs the node as its own user: the client's documented switch.
+            root_check = if node_ids.is_some() {
+                "root_check = false\n"
+            } else {
+                ""
+            },
         ),
     );
     write(
@@ -321,6 +415,13 @@ async fn scenario() {
             definition_file.to_str().expect("utf-8"),
         ],
     );
+    if let Some(ids) = node_ids {
+        // What the node writes to is its user's; format made the partitions and the software
+        // root its already.
+        for sub in ["home", "certificates", "instance", "run", "node-tls"] {
+            chown_tree(&dir.join(sub), ids);
+        }
+    }
     let shown = show_computer(&cluster, &grpc).await;
     assert_eq!(shown.partitions.len(), PARTITIONS, "{shown:?}");
     for (n, partition) in shown.partitions.iter().enumerate() {
@@ -361,15 +462,18 @@ async fn scenario() {
         "the root publishes its child's and its shared instance's urls",
         8,
         || {
-            let node = site.slapos(&[
-                "node",
-                "instance",
-                "--cfg",
-                site.node_cfg().to_str().expect("utf-8"),
-                "--now",
-                "--pidfile",
-                dir.join("instance.pid").to_str().expect("utf-8"),
-            ]);
+            let node = site.slapos(
+                &[
+                    "node",
+                    "instance",
+                    "--cfg",
+                    site.node_cfg().to_str().expect("utf-8"),
+                    "--now",
+                    "--pidfile",
+                    dir.join("run/instance.pid").to_str().expect("utf-8"),
+                ],
+                true,
+            );
             (
                 node,
                 site.user(&[
@@ -420,8 +524,20 @@ async fn scenario() {
         "the root's and its child's: {certificates:?}"
     );
     // `--all` processes every partition, changed or not: each fetches its certificate.
-    site.node("instance", &["--all"]);
+    let log = site.node("instance", &["--all"]);
+    assert!(!log.contains("Changed certificate"), "{log}");
     let again = partition_certificates(&dir.join("certificates"));
+    if let Some((uid, _)) = node_ids {
+        // Written for the dedicated user, read-only: it could not have rewritten them.
+        for entry in std::fs::read_dir(dir.join("certificates")).expect("the repository") {
+            let meta = entry.expect("an entry").metadata().expect("metadata");
+            assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), uid);
+            assert_eq!(
+                std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+                0o400
+            );
+        }
+    }
     let changed: Vec<&String> = certificates
         .iter()
         .filter(|(partition, pair)| again.get(*partition) != Some(pair))
