@@ -46,6 +46,9 @@ pub struct Tls {
     pub client: tonic::transport::ClientTlsConfig,
     /// The cluster's roots, as read (handed to enrolling nodes).
     pub roots_pem: Vec<String>,
+    /// The replica's own certificate: its operators renew it (from the root, offline) once it
+    /// is due, and the replica loads the new files without a restart.
+    pub certificate: ca::CertificateInfo,
     /// Chains verified before, by the leaf's bytes: verifying a chain costs two signature
     /// checks, a lookup here a hash of the leaf. Only accepted chains are kept; revocation
     /// and expiry are checked on every call all the same.
@@ -101,6 +104,7 @@ impl Tls {
         let roots: Vec<&str> = material.roots_pem.iter().map(String::as_str).collect();
         let trust = ca::TrustStore::new(&roots)?;
         let chain = certificates(&material.chain_pem)?;
+        let certificate = ca::CertificateInfo::from_der(&chain[0])?;
         let key = PrivateKeyDer::from_pem_slice(material.key_pem.as_bytes())
             .map_err(|e| TlsError::Material(format!("private key: {e}")))?;
         let provider = provider();
@@ -117,6 +121,7 @@ impl Tls {
             server: Arc::new(server),
             client: client_config(material),
             roots_pem: material.roots_pem.clone(),
+            certificate,
             verified: Default::default(),
         })
     }

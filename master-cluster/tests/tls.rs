@@ -319,6 +319,27 @@ async fn callers_are_known_by_their_certificates_and_refused_with_a_reason() {
     };
     assert_eq!(message, format!("certificate {serial} is revoked"));
 
+    tracing::info!("--- each replica tells when its own certificate is due for renewal");
+    let scraped = master_cluster::observe::exposition(&replicas[0], 0);
+    assert!(
+        scraped.contains("\nslapcluster_certificate_renewal_due 0\n"),
+        "{scraped}"
+    );
+    let expiry = scraped
+        .lines()
+        .find_map(|l| l.strip_prefix("slapcluster_certificate_not_after_seconds "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("the expiry");
+    let left = expiry
+        - SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs_f64();
+    assert!(
+        left > 80.0 * 24.0 * 3600.0,
+        "a fresh replica certificate: {left} s left"
+    );
+
     for replica in replicas {
         replica.shutdown().await.expect("shutdown");
     }

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,6 +29,8 @@ use crate::supervisor::Supervisor;
 use crate::usage::{self, Meter};
 
 const RANK_INTERVAL: Duration = Duration::from_secs(300);
+/// How often the agent looks whether its certificate is due for renewal.
+const RENEWAL_CHECK: Duration = Duration::from_secs(3600);
 /// Usage records kept while the master cannot be reached (a day of hourly posts).
 const MAX_UNPOSTED_PERIODS: usize = 24;
 const REPLICAS_FILE: &str = "replicas.toml";
@@ -153,6 +155,9 @@ impl Agent {
             }
         });
         background.spawn(self.clone().usage_loop());
+        if let Transport::Tls { dir } = &self.config.transport {
+            background.spawn(self.clone().renewal_loop(dir.clone()));
+        }
         let agent = self.clone();
         background.spawn(async move {
             loop {
@@ -536,6 +541,42 @@ impl Agent {
 
     /// Posts each partition's usage every usage interval; records the master could not take
     /// are posted with the next ones.
+    /// Renews the computer's certificate once it is due (see [`crate::renew`]); checks at start
+    /// and every hour, and retries a failed renewal at the next check.
+    async fn renewal_loop(self: Arc<Self>, dir: PathBuf) {
+        loop {
+            if let Err(e) = self.renew_if_due(&dir).await {
+                tracing::error!("renewing the computer's certificate: {e}");
+            }
+            tokio::time::sleep(RENEWAL_CHECK).await;
+        }
+    }
+
+    async fn renew_if_due(&self, dir: &Path) -> Result<(), crate::renew::RenewError> {
+        let Some(current) = crate::renew::due(dir, SystemTime::now())? else {
+            return Ok(());
+        };
+        let (key_pem, csr_pem) = crate::renew::new_request()?;
+        let reply = self.master.renew_certificate(csr_pem).await?;
+        let renewed = Credentials {
+            roots_pem: if reply.roots_pem.is_empty() {
+                current.roots_pem
+            } else {
+                vec![reply.roots_pem]
+            },
+            chain_pem: reply.chain_pem,
+            key_pem,
+        };
+        let target = dir.to_path_buf();
+        let installed = renewed.clone();
+        tokio::task::spawn_blocking(move || crate::renew::install(&target, &installed))
+            .await
+            .map_err(|e| crate::renew::RenewError::Stopped(e.to_string()))??;
+        self.master.replicas.set_tls(renewed.tls_config())?;
+        tracing::info!(dir = %dir.display(), "renewed the computer's certificate");
+        Ok(())
+    }
+
     async fn usage_loop(self: Arc<Self>) {
         let mut meter = Meter::new();
         let mut unposted: Vec<Vec<pb::UsageRecord>> = Vec::new();

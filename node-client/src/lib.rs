@@ -8,7 +8,8 @@
 //! [`manifest`]s (TOML, `MANIFEST.md`) whose files are rendered with [`template`]. Each
 //! partition converges to its requested state ([`partition`]: [`partition::decide`] is the
 //! decision without IO) with its processes under [`supervisor`]; [`usage`] measures what they
-//! use; [`observe`] serves its metrics and health. Nothing the agent keeps locally is needed: it rebuilds everything from the master.
+//! use; [`observe`] serves its metrics and health; [`renew`] renews the computer's
+//! certificate before it expires. Nothing the agent keeps locally is needed: it rebuilds everything from the master.
 //!
 //! Must never depend on server internals (openraft, redb, master-cluster); only the wire
 //! contract (`slapcluster-api`), `partitioning` and `ca` (to make its key and request).
@@ -20,6 +21,7 @@ pub mod manifest;
 pub mod master;
 pub mod observe;
 pub mod partition;
+pub mod renew;
 pub mod replicas;
 pub mod software;
 pub mod supervisor;

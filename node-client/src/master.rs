@@ -224,6 +224,20 @@ impl Master {
         Ok(())
     }
 
+    /// The computer's next certificate for the key of `csr_pem` (its current one must be due).
+    pub async fn renew_certificate(&self, csr_pem: String) -> Result<pb::EnrollReply, CallError> {
+        let request = pb::RenewCertificateRequest { csr_pem };
+        self.replicas
+            .call(
+                "renew the certificate",
+                WRITE_TIMEOUT,
+                false,
+                &request,
+                |mut c, r| async move { c.renew_certificate(r).await },
+            )
+            .await
+    }
+
     fn partition(&self, partition: &str) -> pb::PartitionId {
         pb::PartitionId {
             computer: self.computer.clone(),

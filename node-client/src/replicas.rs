@@ -51,7 +51,8 @@ struct Endpoint {
 }
 
 pub struct Replicas {
-    tls: Option<ClientTlsConfig>,
+    /// How to reach replicas; replaced when the computer's certificate is renewed.
+    tls: std::sync::RwLock<Option<ClientTlsConfig>>,
     /// Sent as the actor header on a plaintext cluster.
     actor: Option<AsciiMetadataValue>,
     endpoints: Mutex<Vec<Endpoint>>,
@@ -77,7 +78,7 @@ impl Replicas {
             .map(|actor| actor.parse().map_err(|_| ClientError::Actor { actor }))
             .transpose()?;
         let replicas = Self {
-            tls,
+            tls: std::sync::RwLock::new(tls),
             actor,
             endpoints: Mutex::new(Vec::new()),
             current: Mutex::new(String::new()),
@@ -95,8 +96,29 @@ impl Replicas {
         self.endpoints.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn tls(&self) -> Option<ClientTlsConfig> {
+        self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Uses `tls` (a renewed certificate) for every replica from now on: each channel is
+    /// opened again; calls in flight finish on the old one.
+    pub fn set_tls(&self, tls: ClientTlsConfig) -> Result<(), ClientError> {
+        *self.tls.write().unwrap_or_else(|e| e.into_inner()) = Some(tls);
+        let urls: Vec<String> = self.lock().iter().map(|e| e.url.clone()).collect();
+        let channels = urls
+            .into_iter()
+            .map(|url| Ok((client::connect_lazy_with(&url, self.tls())?, url)))
+            .collect::<Result<Vec<_>, ClientError>>()?;
+        for endpoint in self.lock().iter_mut() {
+            if let Some((channel, _)) = channels.iter().find(|(_, url)| *url == endpoint.url) {
+                endpoint.channel = channel.clone();
+            }
+        }
+        Ok(())
+    }
+
     fn add(&self, url: &str, seed: bool) -> Result<(), ClientError> {
-        let channel = client::connect_lazy_with(url, self.tls.clone())?;
+        let channel = client::connect_lazy_with(url, self.tls())?;
         let mut endpoints = self.lock();
         if let Some(known) = endpoints.iter_mut().find(|e| e.url == url) {
             known.seed |= seed;

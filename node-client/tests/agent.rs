@@ -902,3 +902,117 @@ async fn shrinking_a_node_removes_only_free_partitions() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+/// The computer's certificate issued 70 of its 90 days ago (due for renewal), signed by
+/// `replica_tls`'s signing CA; and its serial.
+fn due_certificate(replica_tls: &Path) -> anyhow::Result<(client::Credentials, ca::Serial)> {
+    let read = |name: &str| std::fs::read_to_string(replica_tls.join(name));
+    let signer_pem = read("signer.pem")?;
+    let signer = ca::Authority::load(&signer_pem, &read("signer.key")?)?;
+    let identity = ca::Identity::Computer(COMPUTER.into());
+    let lifetime = ca::Lifetimes::default().leaf(identity.role());
+    let grant = ca::Grant {
+        lifetime,
+        identity,
+        server_names: Vec::new(),
+    };
+    let request = ca::new_key_and_request()?;
+    let issued = std::time::SystemTime::now() - lifetime * 7 / 9;
+    let leaf = signer.sign_leaf(&request.csr_pem, &grant, issued)?;
+    let serial = ca::CertificateInfo::from_pem(&leaf)?.serial;
+    let credentials = client::Credentials {
+        roots_pem: vec![read("roots.pem")?],
+        chain_pem: format!("{leaf}{signer_pem}"),
+        key_pem: request.key_pem,
+    };
+    Ok((credentials, serial))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_due_for_renewal_is_renewed_and_the_next_calls_use_it() -> anyhow::Result<()>
+{
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("agent=info")
+        .with_test_writer()
+        .try_init();
+    let dir = tempfile::tempdir()?;
+    let cluster = Cluster::start(&slapmaster_for_tests()?, dir.path(), 3).await?;
+    let mut node = Node::new(dir.path(), &cluster, "unprivileged")?;
+    let tls_dir = dir.path().join("node-tls");
+    let (due, old_serial) = due_certificate(cluster.replicas[0].tls_dir())?;
+    due.write_dir(&tls_dir)?;
+    node.start()?;
+    tracing::info!("--- the node renews its certificate at start");
+    let renewed = wait_for("the node to renew its certificate", || {
+        let chain = tls_dir.join("chain.pem");
+        let old_serial = old_serial.clone();
+        async move {
+            let info = ca::CertificateInfo::from_pem(&std::fs::read_to_string(chain).ok()?).ok()?;
+            (info.serial != old_serial).then_some(info)
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", node.log()))?;
+    assert_eq!(
+        renewed.identity,
+        Some(ca::Identity::Computer(COMPUTER.into()))
+    );
+    let left = renewed
+        .not_after
+        .duration_since(std::time::SystemTime::now())?;
+    assert!(left > Duration::from_secs(80 * 24 * 3600), "{left:?}");
+    assert!(
+        node.log().contains("renewed the computer's certificate"),
+        "{}",
+        node.log()
+    );
+
+    tracing::info!("--- the old certificate revoked: the node goes on with the new one");
+    let operator = cluster.operator();
+    pb::admin_client::AdminClient::new(
+        client::connect_with(&cluster.urls()[0], Some(operator.clone())).await?,
+    )
+    .revoke_certificate(pb::RevokeCertificateRequest {
+        serial: old_serial.to_string(),
+        reason: "renewed".into(),
+    })
+    .await?;
+    let user = cluster.credentials("user:alice")?.tls_config();
+    let release_path = dir.path().join("release.toml");
+    std::fs::write(&release_path, MANIFEST)?;
+    let fixture = Fixture {
+        release: format!("file://{}", release_path.display()),
+        _dir: dir,
+        cluster,
+        node,
+        operator,
+        user,
+    };
+    fixture.supply().await?;
+    let admin = pb::admin_client::AdminClient::new(
+        client::connect_with(&fixture.cluster.urls()[1], Some(fixture.operator.clone())).await?,
+    );
+    let release = fixture.release.clone();
+    wait_for("the node to report the release installed", || {
+        let mut admin = admin.clone();
+        let release = release.clone();
+        async move {
+            let shown = admin
+                .show_computer(pb::ShowComputerRequest {
+                    computer: COMPUTER.into(),
+                    consistency: pb::Consistency::Linearizable.into(),
+                })
+                .await
+                .ok()?
+                .into_inner();
+            shown
+                .software
+                .iter()
+                .any(|s| s.url == release && s.reported() == pb::SoftwareState::Available)
+                .then_some(())
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", fixture.node.log()))?;
+    Ok(())
+}

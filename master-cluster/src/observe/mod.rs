@@ -176,6 +176,28 @@ pub fn exposition(core: &ReplicaCore, pending: u64) -> String {
     let is_leader = raft.current_leader == Some(core.id());
     let mut out = Exposition::default();
     let index = |id: Option<openraft::LogId<u64>>| id.map_or(0.0, |id| id.index as f64);
+    if let Some(tls) = core.tls() {
+        let epoch = |t: SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        };
+        let cert = &tls.certificate;
+        out.gauge(
+            "slapcluster_certificate_not_after_seconds",
+            "When this replica's certificate expires (Unix time).",
+            epoch(cert.not_after),
+        );
+        out.gauge(
+            "slapcluster_certificate_renewal_due",
+            "1 once this replica's certificate is in the last third of its life: issue it a \
+             new one (slapmaster cert issue); the replica loads it without a restart.",
+            if ca::renewal_due(cert.not_before, cert.not_after, SystemTime::now()) {
+                1.0
+            } else {
+                0.0
+            },
+        );
+    }
     out.gauge(
         "slapcluster_raft_term",
         "The current Raft term.",

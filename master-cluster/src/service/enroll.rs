@@ -98,6 +98,46 @@ pub async fn sign(
     })
 }
 
+/// A computer's next certificate, signed once the one it called with (`presented`) is due for
+/// renewal (`ca::renewal_due`): earlier, a computer could mint certificates at will. The
+/// current certificate stays valid until it expires.
+pub async fn renew(
+    core: &ReplicaCore,
+    computer: &crate::state::model::ComputerId,
+    presented: &tonic::transport::CertificateDer<'static>,
+    csr_pem: &str,
+) -> Result<pb::EnrollReply, Status> {
+    let current = ca::CertificateInfo::from_der(presented)
+        .map_err(|e| Status::invalid_argument(format!("the presented certificate: {e}")))?;
+    if !ca::renewal_due(
+        current.not_before,
+        current.not_after,
+        std::time::SystemTime::now(),
+    ) {
+        return Err(Status::failed_precondition(format!(
+            "certificate {} is not due for renewal yet (renew in the last third of its life)",
+            current.serial
+        )));
+    }
+    ca::verify_request(csr_pem)
+        .map_err(|e| Status::invalid_argument(format!("the certificate request: {e}")))?;
+    let identity = ca::Identity::Computer(computer.to_string());
+    let lifetime = ca::Lifetimes::default().leaf(identity.role());
+    let signed = sign(
+        core,
+        csr_pem,
+        &identity,
+        lifetime,
+        Actor::Replica(core.id()),
+    )
+    .await?;
+    tracing::info!(%identity, serial = %signed.serial, replaces = %current.serial, "renewed");
+    Ok(pb::EnrollReply {
+        chain_pem: signed.chain_pem,
+        roots_pem: signed.roots_pem,
+    })
+}
+
 pub async fn enroll(
     core: &ReplicaCore,
     token: &str,

@@ -153,6 +153,30 @@ impl pb::node_server::Node for NodeService {
             .map(Response::new)
     }
 
+    async fn renew_certificate(
+        &self,
+        request: Request<pb::RenewCertificateRequest>,
+    ) -> Reply<pb::EnrollReply> {
+        let actor = caller(&self.core, &request)?;
+        let crate::state::model::Actor::Computer(computer) = &actor else {
+            return Err(Status::permission_denied(format!(
+                "{actor} may not renew a computer's certificate"
+            )));
+        };
+        let presented = request
+            .peer_certs()
+            .and_then(|chain| chain.first().cloned())
+            .ok_or_else(|| Status::failed_precondition("renewal needs a TLS client certificate"))?;
+        super::enroll::renew(
+            &self.core,
+            computer,
+            &presented,
+            &request.into_inner().csr_pem,
+        )
+        .await
+        .map(Response::new)
+    }
+
     async fn post_usage(&self, request: Request<pb::PostUsageRequest>) -> Reply<pb::WriteReply> {
         let actor = caller(&self.core, &request)?;
         let request = request.into_inner();

@@ -17,8 +17,8 @@
 //!   liveness of nodes, and use enrollment tokens on a node's behalf; a replica passing a call on
 //!   acts as that call's caller;
 //! - **a computer** registers and reads itself, reports its software, bangs itself, posts its
-//!   usage, and acts for the instances on its partitions (reports, connection parameters,
-//!   bangs, renames, their certificates);
+//!   usage, renews its certificate when it is due, and acts for the instances on its
+//!   partitions (reports, connection parameters, bangs, renames, their certificates);
 //! - **a partition** (the instance on it) reads and acts for itself, requests its children and
 //!   reads them and the shared instances it hosts;
 //! - **a user** reads the catalog, publishes releases (a release stays its first publisher's),
@@ -89,6 +89,8 @@ operations! {
     ReadUsage,
     /// A computer's own certificate (SLAP `generate`/`revokeComputerCertificate`).
     ManageComputerCertificate,
+    /// A computer renews the certificate it calls with, once it is due.
+    RenewCertificate,
 
     ReadCatalog,
     PublishSoftwareRelease,
@@ -145,6 +147,7 @@ impl Operation {
             PostUsage => "post usage for",
             ReadUsage => "read the usage of",
             ManageComputerCertificate => "manage the certificate of",
+            RenewCertificate => "renew a certificate in",
             PublishSoftwareRelease => "publish",
             Supply => "supply software to",
             RequestInstance => "request instances in",
@@ -200,6 +203,7 @@ pub fn grpc_operation(path: &str) -> Option<Operation> {
         ("Node", "PublishConnection") => PublishConnection,
         ("Node", "PostUsage") => PostUsage,
         ("Node", "Enroll") => Enroll,
+        ("Node", "RenewCertificate") => RenewCertificate,
         ("User", "ListSoftwareReleases") => ReadCatalog,
         ("User", "PublishSoftwareRelease") => PublishSoftwareRelease,
         ("User", "Supply") => Supply,
@@ -429,7 +433,9 @@ fn on_target(actor: &Actor, operation: Operation, target: Target<'_>) -> bool {
         | ListInstances
         | BindInstanceCertificate
         | CreateProject
-        | MoveComputer => true,
+        | MoveComputer
+        // Its own identity's, by definition.
+        | RenewCertificate => true,
     }
 }
 
@@ -467,7 +473,7 @@ pub fn may_attempt(actor: &Actor, operation: Operation) -> bool {
         | CreateProject
         | MoveComputer => operator,
         RegisterComputer | BangComputer => operator || computer,
-        ReportSoftware | PostUsage => computer,
+        ReportSoftware | PostUsage | RenewCertificate => computer,
         ReadComputer | ReadUsage => operator || replica || computer,
         PublishSoftwareRelease
         | Supply

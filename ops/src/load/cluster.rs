@@ -115,6 +115,11 @@ pub struct Replica {
 }
 
 impl Replica {
+    /// Its certificate, key, the roots and its signing CA (`signer.pem`, `signer.key`).
+    pub fn tls_dir(&self) -> &Path {
+        &self.tls_dir
+    }
+
     pub fn url(&self) -> String {
         format!("https://[::1]:{}", self.port)
     }
