@@ -46,8 +46,8 @@ const GRPC: &[(&str, &str)] = &[
     ("Admin/Snapshot", "Ynnnnnnnunu"),
     ("Admin/RevokeCertificate", "Ynnnnnnnunu"),
     ("Admin/CreateEnrollmentToken", "Ynnnnnnnunu"),
-    ("Admin/ListComputers", "Ynnnnnnnunu"),
-    ("Admin/ShowComputer", "YnnnnYnnunu"),
+    ("Admin/ListComputers", "YYYYYnnnunu"),
+    ("Admin/ShowComputer", "YYnnnYnnunu"),
     ("Admin/SetAllocationScope", "YYnnnnnnunu"),
     ("Admin/ListCertificates", "Ynnnnnnnunu"),
     ("Admin/IssueCertificate", "Ynnnnnnnunu"),
@@ -959,6 +959,31 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
             }
         }
     }
+    // Listing computers shows each person what they may inspect: a manager their project's.
+    let listed = |name: char| {
+        let channel = callers
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.grpc.clone())
+            .expect("a caller");
+        async move {
+            let reply = AdminClient::new(channel)
+                .list_computers(pb::ListComputersRequest::default())
+                .await
+                .expect("listed")
+                .into_inner();
+            reply
+                .computers
+                .into_iter()
+                .map(|c| c.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed('O').await, ["COMP-A", "COMP-B", "COMP-X"]);
+    assert_eq!(listed('M').await, ["COMP-A"]);
+    assert!(listed('C').await.is_empty());
+    assert!(listed('B').await.is_empty());
+
     for (attack, call, caller) in ATTACKS {
         let got = answers.get(&(call.to_string(), *caller)).copied();
         if !matches!(got, Some('n' | 'u')) {

@@ -511,21 +511,29 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::ListComputersRequest>,
     ) -> Reply<pb::ListComputersReply> {
-        operator(&self.core, &request, Operation::ListComputers)?;
+        let actor = caller(&self.core, &request)?;
+        policy::decide(&actor, Operation::ListComputers, Target::Cluster)?;
         let consistency = super::consistency(request.get_ref().consistency);
-        let (_, computers) = self
+        let reader = actor.clone();
+        let computers = self
             .core
-            .read(consistency, |txn| {
-                crate::state::query::computers_with_liveness(txn, usize::MAX)
+            .read(consistency, move |txn| {
+                let (_, computers) = crate::state::query::computers_with_liveness(txn, usize::MAX)?;
+                // Those the caller may inspect: every one for an operator, a manager's
+                // projects' for a person.
+                let mut visible = Vec::new();
+                for (computer, seen) in computers {
+                    let role = crate::state::query::role(txn, &reader, &computer.project)?;
+                    let target = inspected(&computer, role);
+                    if policy::decide(&reader, Operation::InspectComputer, target).is_ok() {
+                        visible.push(super::convert::pb_computer_summary(&computer, seen));
+                    }
+                }
+                Ok(visible)
             })
             .await
             .map_err(|e| failed(&e))?;
-        Ok(Response::new(pb::ListComputersReply {
-            computers: computers
-                .iter()
-                .map(|(c, seen)| super::convert::pb_computer_summary(c, *seen))
-                .collect(),
-        }))
+        Ok(Response::new(pb::ListComputersReply { computers }))
     }
 
     async fn show_computer(
@@ -535,20 +543,30 @@ impl pb::admin_server::Admin for AdminService {
         let actor = caller(&self.core, &request)?;
         let request = request.into_inner();
         let id = super::convert::computer_id("computer", &request.computer)?;
-        policy::decide(&actor, Operation::ReadComputer, Target::Computer(&id))?;
-        let wanted = id.clone();
-        let view = self
+        let (wanted, reader) = (id.clone(), actor.clone());
+        let found = self
             .core
             .read(super::consistency(request.consistency), move |txn| {
-                crate::state::query::computer_view(txn, &wanted)
+                let Some(view) = crate::state::query::computer_view(txn, &wanted)? else {
+                    return Ok(None);
+                };
+                let role = crate::state::query::role(txn, &reader, &view.computer.project)?;
+                Ok(Some((view, role)))
             })
             .await
-            .map_err(|e| failed(&e))?
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "no computer {id}; `slapctl computer list` shows the known ones"
-                ))
-            })?;
+            .map_err(|e| failed(&e))?;
+        let Some((view, role)) = found else {
+            // Whether it exists is for those who could see it.
+            policy::decide(&actor, Operation::InspectComputer, Target::Computer(&id))?;
+            return Err(Status::not_found(format!(
+                "no computer {id}; `slapctl computer list` shows the known ones"
+            )));
+        };
+        policy::decide(
+            &actor,
+            Operation::InspectComputer,
+            inspected(&view.computer, role),
+        )?;
         Ok(Response::new(super::convert::pb_computer_details(view)))
     }
 
@@ -704,5 +722,14 @@ fn project_target(project: &ProjectId, role: Option<ProjectRole>) -> Target<'_> 
         project,
         role,
         computer: None,
+    })
+}
+
+/// A computer as the policy decides who may inspect it: by its project and the caller's role.
+fn inspected(computer: &crate::state::model::Computer, role: Option<ProjectRole>) -> Target<'_> {
+    Target::Project(ProjectFacts {
+        project: &computer.project,
+        role,
+        computer: Some((&computer.id, computer.allocation_scope)),
     })
 }

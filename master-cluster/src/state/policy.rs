@@ -25,9 +25,10 @@
 //!   and, by their role in each project (the master's project functions):
 //!   - as a **customer**, requests instance trees in the project and reads and destroys their
 //!     own;
-//!   - as a **manager**, also supplies and removes software on the project's computers, sets
-//!     their allocation scope (not of a computer closed forever: that is the operators'),
-//!     gives people roles in the project, and reads and destroys every tree requested in it.
+//!   - as a **manager**, also sees, supplies and removes software on the project's computers,
+//!     sets their allocation scope (not of a computer closed forever: that is the
+//!     operators'), gives people roles in the project, and reads and destroys every tree
+//!     requested in it.
 //!
 //!   Where a request may be *placed* is the computers' allocation scopes' say (`placement.rs`).
 //!
@@ -79,9 +80,13 @@ operations! {
     /// Where the HATEOAS API is: a constant answer.
     Discover,
 
+    /// The list of computers (a manager's: their projects').
     ListComputers,
     RegisterComputer,
+    /// What a node polls: its partitions with their instances' parameters.
     ReadComputer,
+    /// A computer as its operators see it: partitions and their occupants, its software.
+    InspectComputer,
     SetAllocationScope,
     ReportSoftware,
     BangComputer,
@@ -140,7 +145,7 @@ impl Operation {
             Discover => "discover",
             ListComputers => "list the computers of",
             RegisterComputer => "register",
-            ReadComputer | ReadCatalog | ReadInstance | ReadPartition => "read",
+            ReadComputer | InspectComputer | ReadCatalog | ReadInstance | ReadPartition => "read",
             SetAllocationScope => "set the allocation scope of",
             ReportSoftware => "report software for",
             BangComputer | BangInstance => "bang",
@@ -188,7 +193,7 @@ pub fn grpc_operation(path: &str) -> Option<Operation> {
         ("Admin", "RevokeCertificate") => RevokeCertificate,
         ("Admin", "CreateEnrollmentToken") => CreateEnrollmentToken,
         ("Admin", "ListComputers") => ListComputers,
-        ("Admin", "ShowComputer") => ReadComputer,
+        ("Admin", "ShowComputer") => InspectComputer,
         ("Admin", "SetAllocationScope") => SetAllocationScope,
         ("Admin", "ListCertificates") => ListCertificates,
         ("Admin", "IssueCertificate") => IssueCertificate,
@@ -401,6 +406,16 @@ fn on_target(actor: &Actor, operation: Operation, target: Target<'_>) -> bool {
             }
             _ => false,
         },
+        // The computer itself, or its project's managers.
+        InspectComputer => match target {
+            Target::Project(facts) => {
+                operator
+                    || replica
+                    || facts.role == Some(ProjectRole::Manager)
+                    || matches!((actor, facts.computer), (Actor::Computer(own), Some((id, _))) if own == id)
+            }
+            _ => operator || replica || is_computer(actor, target),
+        },
         // One project's record, or (on the cluster) the list of the caller's own.
         ReadProject => match target {
             Target::Project(facts) => operator || facts.role.is_some(),
@@ -427,10 +442,11 @@ fn on_target(actor: &Actor, operation: Operation, target: Target<'_>) -> bool {
         | Enroll
         | RecordLiveness
         | Discover
-        | ListComputers
         | ManageComputerCertificate
         | ReadCatalog
         | ListInstances
+        // Filtered to what the caller may inspect.
+        | ListComputers
         | BindInstanceCertificate
         | CreateProject
         | MoveComputer
@@ -468,20 +484,21 @@ pub fn may_attempt(actor: &Actor, operation: Operation) -> bool {
         | IssueCertificate
         | RevokeCertificate
         | CreateEnrollmentToken
-        | ListComputers
         | ManageComputerCertificate
         | CreateProject
         | MoveComputer => operator,
         RegisterComputer | BangComputer => operator || computer,
         ReportSoftware | PostUsage | RenewCertificate => computer,
         ReadComputer | ReadUsage => operator || replica || computer,
+        InspectComputer => operator || replica || computer || human,
         PublishSoftwareRelease
         | Supply
         | ListInstances
         | DestroyInstance
         | SetAllocationScope
         | ReadProject
-        | ManageProjectMembers => human,
+        | ManageProjectMembers
+        | ListComputers => human,
         RequestInstance => human || partition,
         ReadPartition
         | ReportInstance

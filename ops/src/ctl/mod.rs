@@ -86,8 +86,8 @@ pub enum Command {
     /// Replicas hosted as instances on the cluster's own nodes (operators).
     #[command(subcommand)]
     Replica(replica::ReplicaCommand),
-    /// Computers and their partitions (operators; a project's managers set its computers'
-    /// scope).
+    /// Computers and their partitions (operators; a project's managers see its computers and
+    /// set their scope).
     #[command(subcommand)]
     Computer(ComputerCommand),
     /// Projects: who may request, supply and read what.

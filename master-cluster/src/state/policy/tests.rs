@@ -262,7 +262,6 @@ fn who_may_act_on_computers_instances_the_catalog_and_the_cluster() {
         IssueCertificate,
         RevokeCertificate,
         CreateEnrollmentToken,
-        ListComputers,
         ManageComputerCertificate,
         CreateProject,
         MoveComputer,
@@ -292,6 +291,11 @@ fn who_may_act_on_computers_instances_the_catalog_and_the_cluster() {
         !ok(&alice, RequestInstance, Target::Cluster),
         "a person requests in a project"
     );
+    // Listing computers: people (filtered to what they may inspect) and operators.
+    assert!(ok(&alice, ListComputers, Target::Cluster));
+    for other in [&comp_a, &p0, &replica] {
+        assert!(!ok(other, ListComputers, Target::Cluster), "{other}");
+    }
 }
 
 #[test]
