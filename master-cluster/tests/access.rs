@@ -18,7 +18,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ca::{Authority, CertificateInfo, Grant, Identity, Lifetimes, new_key_and_request};
+mod common;
+
+use ca::{CertificateInfo, Identity};
+use common::TestCa;
 use master_cluster::replica::{Replica, ReplicaConfig, SlapConfig};
 use master_cluster::state::ReplicaNode;
 use master_cluster::tls::{TlsMaterial, client_config};
@@ -177,53 +180,6 @@ const ATTACKS: &[(&str, &str, char)] = &[
         'X',
     ),
 ];
-
-struct TestCa {
-    root: Authority,
-    intermediate: Authority,
-    /// The intermediate's certificate and key: the replica signs partitions' certificates.
-    signer: (String, String),
-}
-
-impl TestCa {
-    fn new() -> Self {
-        let root = Authority::create_root("access", SystemTime::now(), Lifetimes::default().root)
-            .expect("root");
-        let request = new_key_and_request().expect("key");
-        let cert = root
-            .sign_intermediate(
-                &request.csr_pem,
-                1,
-                SystemTime::now(),
-                Lifetimes::default().intermediate,
-            )
-            .expect("intermediate");
-        let intermediate = Authority::load(&cert, &request.key_pem).expect("loads");
-        Self {
-            root,
-            intermediate,
-            signer: (cert, request.key_pem),
-        }
-    }
-
-    fn material(&self, identity: Identity) -> TlsMaterial {
-        let request = new_key_and_request().expect("key");
-        let grant = Grant {
-            lifetime: Lifetimes::default().leaf(identity.role()),
-            server_names: vec!["::1".into()],
-            identity,
-        };
-        let leaf = self
-            .intermediate
-            .sign_leaf(&request.csr_pem, &grant, SystemTime::now())
-            .expect("leaf");
-        TlsMaterial {
-            roots_pem: vec![self.root.cert_pem().to_string()],
-            chain_pem: format!("{leaf}{}", self.intermediate.cert_pem()),
-            key_pem: request.key_pem,
-        }
-    }
-}
 
 /// A caller: its gRPC channel and its SLAP connection, both with its certificate.
 struct Caller {
@@ -680,11 +636,11 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
             );
         }
     }
-    let ca = TestCa::new();
+    let ca = TestCa::new("access");
     let dir = tempfile::tempdir().expect("dir");
     let mut config = ReplicaConfig::new(1, "[::1]:0".parse().expect("addr"), dir.path().into());
-    config.tls = Some(ca.material(Identity::Replica(1)));
-    config.signer_pem = Some(ca.signer.clone());
+    config.tls = Some(ca.material(Identity::Replica(1), SystemTime::now()));
+    config.signer_pem = Some(ca.signer_pem());
     config.slap = Some(SlapConfig {
         listen: "[::1]:0".parse().expect("addr"),
         plaintext_user: None,
@@ -706,7 +662,7 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
         "computer" => Identity::Computer(name.into()),
         _ => unreachable!(),
     };
-    let operator = ca.material(identity("operator", "ops"));
+    let operator = ca.material(identity("operator", "ops"), SystemTime::now());
     let channel = |m: &TlsMaterial| {
         let url = url.clone();
         let tls = client_config(m);
@@ -750,7 +706,7 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
         ('r', identity("user", "rita")),
     ]
     .into_iter()
-    .map(|(name, identity)| (name, ca.material(identity)))
+    .map(|(name, identity)| (name, ca.material(identity, SystemTime::now())))
     .chain([('O', operator.clone())])
     .collect();
     for (name, computer, partitions) in [('a', "COMP-A", 3), ('x', "COMP-X", 1), ('b', "COMP-B", 1)]
@@ -888,14 +844,20 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
     let mut callers = Vec::new();
     for name in CALLERS.chars() {
         let material = match name {
-            'p' => ca.material(Identity::Partition {
-                computer: "COMP-A".into(),
-                partition: "slappart0".into(),
-            }),
-            'q' => ca.material(Identity::Partition {
-                computer: "COMP-B".into(),
-                partition: "slappart0".into(),
-            }),
+            'p' => ca.material(
+                Identity::Partition {
+                    computer: "COMP-A".into(),
+                    partition: "slappart0".into(),
+                },
+                SystemTime::now(),
+            ),
+            'q' => ca.material(
+                Identity::Partition {
+                    computer: "COMP-B".into(),
+                    partition: "slappart0".into(),
+                },
+                SystemTime::now(),
+            ),
             'd' => destroyed_partition.clone(),
             other => materials[&other].clone(),
         };

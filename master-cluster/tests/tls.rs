@@ -6,7 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use ca::{Authority, CertificateInfo, Grant, Identity, Lifetimes, new_key_and_request};
+mod common;
+
+use ca::{CertificateInfo, Identity, new_key_and_request};
+use common::TestCa;
 use master_cluster::replica::{Replica, ReplicaConfig};
 use master_cluster::state::ReplicaNode;
 use master_cluster::tls::{TlsMaterial, client_config};
@@ -20,48 +23,6 @@ use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
-
-struct TestCa {
-    root: Authority,
-    intermediate: Authority,
-}
-
-impl TestCa {
-    fn new(cluster: &str) -> Self {
-        let root = Authority::create_root(cluster, SystemTime::now(), Lifetimes::default().root)
-            .expect("root");
-        let request = new_key_and_request().expect("key");
-        let cert = root
-            .sign_intermediate(
-                &request.csr_pem,
-                1,
-                SystemTime::now(),
-                Lifetimes::default().intermediate,
-            )
-            .expect("intermediate");
-        let intermediate = Authority::load(&cert, &request.key_pem).expect("loads");
-        Self { root, intermediate }
-    }
-
-    /// A certificate for `identity` issued at `issued`, with its key and this CA's root.
-    fn material(&self, identity: Identity, issued: SystemTime) -> TlsMaterial {
-        let request = new_key_and_request().expect("key");
-        let grant = Grant {
-            lifetime: Lifetimes::default().leaf(identity.role()),
-            server_names: vec!["::1".into()],
-            identity,
-        };
-        let leaf = self
-            .intermediate
-            .sign_leaf(&request.csr_pem, &grant, issued)
-            .expect("leaf");
-        TlsMaterial {
-            roots_pem: vec![self.root.cert_pem().to_string()],
-            chain_pem: format!("{leaf}{}", self.intermediate.cert_pem()),
-            key_pem: request.key_pem,
-        }
-    }
-}
 
 async fn channel(url: &str, material: &TlsMaterial) -> Channel {
     connect_with(url, Some(client_config(material)))
@@ -406,10 +367,7 @@ async fn a_new_computer_enrolls_with_a_one_time_token() {
     let dir = tempfile::tempdir().expect("dir");
     let mut config = ReplicaConfig::new(1, "[::1]:0".parse().expect("addr"), dir.path().into());
     config.tls = Some(ca.material(Identity::Replica(1), now));
-    config.signer_pem = Some((
-        ca.intermediate.cert_pem().to_string(),
-        ca.intermediate.key_pem(),
-    ));
+    config.signer_pem = Some(ca.signer_pem());
     let replica = Replica::start(config).await.expect("starts");
     replica
         .initialize([(1, replica.node())].into())

@@ -121,6 +121,17 @@ pub async fn renew(
     }
     ca::verify_request(csr_pem)
         .map_err(|e| Status::invalid_argument(format!("the certificate request: {e}")))?;
+    let reply = sign_computer(core, csr_pem, computer).await?;
+    tracing::info!(%computer, replaces = %current.serial, "renewed a computer's certificate");
+    Ok(reply)
+}
+
+/// Signs `csr_pem` as `computer`'s certificate for a computer's lifetime, and records it.
+async fn sign_computer(
+    core: &ReplicaCore,
+    csr_pem: &str,
+    computer: &crate::state::model::ComputerId,
+) -> Result<pb::EnrollReply, Status> {
     let identity = ca::Identity::Computer(computer.to_string());
     let lifetime = ca::Lifetimes::default().leaf(identity.role());
     let signed = sign(
@@ -131,7 +142,7 @@ pub async fn renew(
         Actor::Replica(core.id()),
     )
     .await?;
-    tracing::info!(%identity, serial = %signed.serial, replaces = %current.serial, "renewed");
+    tracing::info!(%identity, serial = %signed.serial, "signed a computer's certificate");
     Ok(pb::EnrollReply {
         chain_pem: signed.chain_pem,
         roots_pem: signed.roots_pem,
@@ -162,19 +173,7 @@ pub async fn enroll(
         Ok(other) => return Err(Status::internal(format!("enrollment answered {other:?}"))),
         Err(rejection) => return Err(rejected(&rejection)),
     };
-    let identity = ca::Identity::Computer(computer.to_string());
-    let lifetime = ca::Lifetimes::default().leaf(identity.role());
-    let signed = sign(
-        core,
-        csr_pem,
-        &identity,
-        lifetime,
-        Actor::Replica(core.id()),
-    )
-    .await?;
-    tracing::info!(%identity, serial = %signed.serial, "enrolled");
-    Ok(pb::EnrollReply {
-        chain_pem: signed.chain_pem,
-        roots_pem: signed.roots_pem,
-    })
+    let reply = sign_computer(core, csr_pem, &computer).await?;
+    tracing::info!(%computer, "enrolled");
+    Ok(reply)
 }
