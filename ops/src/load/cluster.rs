@@ -174,18 +174,31 @@ pub struct Cluster {
     operator: Credentials,
 }
 
+/// How often [`Cluster::start`] tries again with other ports when one it chose was taken.
+const PORT_ATTEMPTS: u32 = 4;
+
+/// Why one attempt to start a cluster failed.
+enum Boot {
+    /// A replica could not listen on a port chosen for it: another process took it between
+    /// the choice and the bind (ports for child processes cannot be reserved).
+    PortTaken(String),
+    Failed(LoadError),
+}
+
+impl From<LoadError> for Boot {
+    fn from(e: LoadError) -> Self {
+        Self::Failed(e)
+    }
+}
+
 impl Cluster {
     /// Starts `count` replicas with their data under `dir`: the first bootstraps, the others
-    /// join through it. Returns once all are voters.
+    /// join through it. Returns once all are voters. A replica that finds a chosen port
+    /// taken makes the whole start again, with new ports and empty data, a few times.
     pub async fn start(slapmaster: &Path, dir: &Path, count: u64) -> Result<Self, LoadError> {
         let ca = dir.join("ca");
         run_tool(slapmaster, &["ca", "init", "--dir"], &ca, &[])?;
-        let mut replicas: Vec<Replica> = Vec::new();
         for id in 1..=count {
-            let taken: Vec<u16> = replicas
-                .iter()
-                .flat_map(|r: &Replica| [r.port, r.http_port, r.slap_port])
-                .collect();
             let tls_dir = dir.join(format!("replica-{id}-tls"));
             issue(
                 slapmaster,
@@ -206,6 +219,58 @@ impl Cluster {
                 "--tls-dir",
             ];
             run_tool(slapmaster, &signer, &tls_dir, &[])?;
+        }
+        let operator_dir = dir.join("certs").join("operator");
+        issue(slapmaster, dir, OPERATOR, &operator_dir, &[])?;
+        let operator = Credentials::read_dir(&operator_dir)
+            .map_err(|e| LoadError::io("reading the operator's certificate", e))?;
+        let mut attempt = 1;
+        loop {
+            match Self::boot(slapmaster, dir, count, operator.clone()).await {
+                Ok(cluster) => return Ok(cluster),
+                Err(Boot::PortTaken(line)) if attempt < PORT_ATTEMPTS => {
+                    eprintln!("cluster start {attempt}: a chosen port was taken ({line}); again");
+                    attempt += 1;
+                }
+                Err(Boot::PortTaken(line)) => {
+                    return Err(LoadError::Cluster(format!(
+                        "ports taken {PORT_ATTEMPTS} times in a row: {line}"
+                    )));
+                }
+                Err(Boot::Failed(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// One attempt of [`Cluster::start`], with fresh ports, data and logs.
+    async fn boot(
+        slapmaster: &Path,
+        dir: &Path,
+        count: u64,
+        operator: Credentials,
+    ) -> Result<Self, Boot> {
+        let mut replicas: Vec<Replica> = Vec::new();
+        for id in 1..=count {
+            let taken: Vec<u16> = replicas
+                .iter()
+                .flat_map(|r: &Replica| [r.port, r.http_port, r.slap_port])
+                .collect();
+            let (data_dir, log) = (
+                dir.join(format!("replica-{id}")),
+                dir.join(format!("replica-{id}.log")),
+            );
+            for stale in [&data_dir, &log] {
+                let removed = if stale.is_dir() {
+                    std::fs::remove_dir_all(stale)
+                } else {
+                    std::fs::remove_file(stale)
+                };
+                if let Err(e) = removed
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    return Err(LoadError::io(format!("removing {}", stale.display()), e).into());
+                }
+            }
             let port = unused_port(&taken)?;
             let http_port = unused_port(&[taken.clone(), vec![port]].concat())?;
             replicas.push(Replica {
@@ -213,16 +278,12 @@ impl Cluster {
                 port,
                 http_port,
                 slap_port: unused_port(&[taken, vec![port, http_port]].concat())?,
-                data_dir: dir.join(format!("replica-{id}")),
-                tls_dir,
-                log: dir.join(format!("replica-{id}.log")),
+                data_dir,
+                tls_dir: dir.join(format!("replica-{id}-tls")),
+                log,
                 child: None,
             });
         }
-        let operator_dir = dir.join("certs").join("operator");
-        issue(slapmaster, dir, OPERATOR, &operator_dir, &[])?;
-        let operator = Credentials::read_dir(&operator_dir)
-            .map_err(|e| LoadError::io("reading the operator's certificate", e))?;
         let mut cluster = Self {
             slapmaster: slapmaster.to_path_buf(),
             dir: dir.to_path_buf(),
@@ -237,7 +298,8 @@ impl Cluster {
             return Err(LoadError::Cluster(format!(
                 "slapmaster init failed; see {}",
                 cluster.replicas[0].log.display()
-            )));
+            ))
+            .into());
         }
         cluster.spawn(0, "run", &[])?;
         let via = cluster.replicas[0].url();
@@ -246,20 +308,47 @@ impl Cluster {
         }
         let urls = cluster.urls();
         let operator = cluster.operator.tls_config();
-        let voters = wait_for("every replica to be a voter", || async {
-            let status = status(&urls[0], &operator).await?;
-            let ready = status
-                .members
-                .iter()
-                .filter(|m| m.voter && m.unreachable.is_empty())
-                .count();
-            (ready == urls.len()).then_some(())
-        })
-        .await;
-        match voters {
-            Ok(()) => Ok(cluster),
-            Err(e) => Err(LoadError::Cluster(format!("{e}\n{}", cluster.log_tails()))),
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = status(&urls[0], &operator).await {
+                let ready = status
+                    .members
+                    .iter()
+                    .filter(|m| m.voter && m.unreachable.is_empty())
+                    .count();
+                if ready == urls.len() {
+                    return Ok(cluster);
+                }
+            }
+            if let Some(line) = cluster.port_taken() {
+                return Err(Boot::PortTaken(line));
+            }
+            if Instant::now() > deadline {
+                return Err(LoadError::Cluster(format!(
+                    "timed out waiting for every replica to be a voter\n{}",
+                    cluster.log_tails()
+                ))
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The log line of a replica that exited because a port chosen for it was taken.
+    fn port_taken(&mut self) -> Option<String> {
+        for replica in &mut self.replicas {
+            let exited = replica
+                .child
+                .as_mut()
+                .is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))));
+            if exited {
+                let log = std::fs::read_to_string(&replica.log).unwrap_or_default();
+                if let Some(line) = log.lines().find(|l| l.contains("Address already in use")) {
+                    return Some(line.to_owned());
+                }
+            }
+        }
+        None
     }
 
     fn spawn(&mut self, index: usize, verb: &str, extra: &[&str]) -> Result<(), LoadError> {
