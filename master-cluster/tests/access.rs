@@ -597,6 +597,73 @@ async fn slap(call: &str, connection: &mut Connection) -> (u16, String) {
     (answer.status, body.chars().take(200).collect())
 }
 
+/// Announces a 4 MB `useComputer` body over TLS without a client certificate, sends none of
+/// it, and returns the start of the answer.
+async fn without_certificate(slap: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    #[derive(Debug)]
+    struct AnyServer;
+    impl rustls::client::danger::ServerCertVerifier for AnyServer {
+        fn verify_server_cert(
+            &self,
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &[rustls::pki_types::CertificateDer<'_>],
+            _: &rustls::pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+    // As the SlapOS client does, the server is not verified; the point is the client side.
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(AnyServer))
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(slap)
+        .await
+        .expect("connects");
+    let name = rustls::pki_types::ServerName::IpAddress(slap.ip().into());
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake without a client certificate");
+    tls.write_all(
+        b"POST /useComputer HTTP/1.1\r\nHost: [::1]\r\nContent-Type: \
+          application/x-www-form-urlencoded\r\nContent-Length: 4000000\r\n\r\n",
+    )
+    .await
+    .expect("headers sent");
+    let mut answer = vec![0; 256];
+    let read = tls.read(&mut answer).await.expect("an answer");
+    String::from_utf8_lossy(&answer[..read]).into_owned()
+}
+
 /// The caller as the refusal names it.
 fn shown(caller: char) -> &'static str {
     match caller {
@@ -952,6 +1019,13 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
             failures.push(format!("attack {attack} ({call} by {caller}): {got:?}"));
         }
     }
+    // Without a certificate, a call that announces a 4 MB body and sends none is refused at
+    // once: nothing of the body is waited for or buffered.
+    let refused = tokio::time::timeout(Duration::from_secs(5), without_certificate(slap_addr))
+        .await
+        .expect("answered without waiting for the body");
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+
     eprintln!(
         "access: ({} gRPC methods + {} SLAP calls in {} rows) x {} callers = {cells} cells, {} wrong",
         GRPC.len(),

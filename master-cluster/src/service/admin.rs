@@ -473,7 +473,7 @@ impl pb::admin_server::Admin for AdminService {
         let actor = caller(&self.core, &request)?;
         let request = request.into_inner();
         let op = Op::RevokeCertificate {
-            serial: request.serial,
+            serial: canonical_serial(&request.serial),
             reason: request.reason,
         };
         Ok(Response::new(write_reply(
@@ -732,4 +732,38 @@ fn inspected(computer: &crate::state::model::Computer, role: Option<ProjectRole>
         role,
         computer: Some((&computer.id, computer.allocation_scope)),
     })
+}
+
+/// A serial as the cluster names certificates (`ca::Serial`: lowercase hex, no leading zero
+/// bytes), from the forms people paste: openssl's upper case, colon-separated bytes.
+fn canonical_serial(serial: &str) -> String {
+    let hex: String = serial
+        .trim()
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let mut rest = hex.as_str();
+    while rest.len() > 2 && rest.len().is_multiple_of(2) && rest.starts_with("00") {
+        rest = &rest[2..];
+    }
+    rest.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_serial;
+
+    #[test]
+    fn serials_pasted_from_openssl_name_the_same_certificate() {
+        assert_eq!(canonical_serial("1A2B3C"), "1a2b3c");
+        assert_eq!(canonical_serial(" 1a:2B:3c "), "1a2b3c");
+        assert_eq!(canonical_serial("00E1F2"), "e1f2");
+        assert_eq!(canonical_serial("00"), "00");
+        assert_eq!(
+            canonical_serial("not hex"),
+            "not hex",
+            "left for apply to refuse"
+        );
+    }
 }

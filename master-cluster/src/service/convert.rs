@@ -19,7 +19,7 @@ use crate::state::{InstanceReport, InstanceRequest};
 pub const DEFAULT_SOFTWARE_TYPE: &str = "default";
 
 pub fn invalid(field: &str, reason: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("invalid {field}: {reason}"))
+    Status::invalid_argument(super::bounded(format!("invalid {field}: {reason}")))
 }
 
 /// A required identifier: empty is refused.

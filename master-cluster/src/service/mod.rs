@@ -196,9 +196,25 @@ fn parse_actor(value: &str) -> Option<Actor> {
     })
 }
 
+/// Error messages name what was wrong, and may quote the caller's input: at most this many
+/// bytes of them are sent back, so that a 3 MB identifier is not echoed whole.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// `message`, cut to [`MAX_MESSAGE_BYTES`] (at a character boundary) with its length said.
+pub fn bounded(message: String) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message;
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &message[..end], message.len())
+}
+
 /// A domain refusal: the caller's mistake, never retried.
 pub fn rejected(rejection: &Rejection) -> Status {
-    let message = rejection.to_string();
+    let message = bounded(rejection.to_string());
     match rejection {
         Rejection::UnknownComputer(_)
         | Rejection::UnknownPartition(_)
@@ -208,9 +224,10 @@ pub fn rejected(rejection: &Rejection) -> Status {
         | Rejection::UnknownProject(_)
         | Rejection::NothingToDestroy { .. } => Status::not_found(message),
         Rejection::BadEnrollmentToken => Status::permission_denied(message),
-        Rejection::TooLarge { .. } | Rejection::Invalid { .. } | Rejection::WrongComputer(..) => {
-            Status::invalid_argument(message)
-        }
+        Rejection::TooLarge { .. }
+        | Rejection::TooMany { .. }
+        | Rejection::Invalid { .. }
+        | Rejection::WrongComputer(..) => Status::invalid_argument(message),
         Rejection::NotAllowed { .. } => Status::permission_denied(message),
         Rejection::PartitionFree(_)
         | Rejection::PartitionBusy { .. }
@@ -291,6 +308,16 @@ fn write_reply((outcome, index): (Outcome, u64)) -> slapcluster_api::v1::WriteRe
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary_and_say_how_long_they_were() {
+        let short = "unknown computer COMP-1".to_string();
+        assert_eq!(bounded(short.clone()), short);
+        let long = format!("unknown computer {}", "é".repeat(2_000_000));
+        let cut = bounded(long.clone());
+        assert!(cut.len() < MAX_MESSAGE_BYTES + 64, "{}", cut.len());
+        assert!(cut.ends_with(&format!("… ({} bytes in all)", long.len())));
+    }
 
     #[test]
     fn actors_parse_from_their_header_form() {

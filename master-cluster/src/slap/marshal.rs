@@ -11,8 +11,9 @@
 //! references. [`decode`] is strict: a real XML parser (quick-xml), one value under
 //! `<marshal>`, only the elements of the format, objects only of the four classes the SLAP
 //! protocol uses, references only to containers already complete (no cycles), bounded depth
-//! and size (references are expanded: a document of references to references cannot grow
-//! without bound). The second level of escaping is undone leniently, as the Python decoder
+//! and size: every value is weighed in bytes as it is decoded (its text, and a fixed cost per
+//! value), a reference as the whole value it repeats, so that what a document expands to in
+//! memory is bounded ([`MAX_EXPANDED_BYTES`]) whatever its references. The second level of escaping is undone leniently, as the Python decoder
 //! does: `&` that starts no entity is kept.
 
 use std::collections::HashMap;
@@ -144,7 +145,7 @@ pub enum MarshalError {
     DuplicateId(String),
     #[error("nested deeper than {MAX_DEPTH} levels")]
     TooDeep,
-    #[error("more than {MAX_NODES} values (references expanded)")]
+    #[error("more than {MAX_EXPANDED_BYTES} bytes once references are expanded")]
     TooLarge,
     #[error("a dictionary with an odd number of elements")]
     OddDictionary,
@@ -152,8 +153,13 @@ pub enum MarshalError {
 
 /// Deeper than any SLAP document (a computer's partitions' parameters are about 8 levels).
 pub const MAX_DEPTH: usize = 64;
-/// Values in one document, references counted as the values they repeat.
-pub const MAX_NODES: usize = 1_000_000;
+/// What one document may expand to in memory: its values' text plus [`VALUE_BYTES`] per value,
+/// references counted as the values they repeat. Six times the largest SLAP body accepted
+/// (5 MiB), so any document a client really sends fits; a reference bomb is refused after at
+/// most this much work.
+pub const MAX_EXPANDED_BYTES: usize = 32 << 20;
+/// What a decoded value costs besides its text: about a [`Value`] in memory.
+const VALUE_BYTES: usize = 32;
 
 /// Writes `value` as `xml_marshaller.dumps` does.
 pub fn encode(value: &Value) -> String {
@@ -357,7 +363,7 @@ pub fn decode(xml: &str) -> Result<Value, MarshalError> {
         reader: quick_xml::Reader::from_str(xml),
         ids: HashMap::new(),
         sizes: HashMap::new(),
-        nodes: 0,
+        weight: 0,
     };
     let root = match decoder.next_element()? {
         Some((start, empty)) if start.local_name().as_ref() == b"marshal" && !empty => start,
@@ -398,9 +404,10 @@ struct Decoder<'a> {
     reader: quick_xml::Reader<&'a [u8]>,
     /// Complete containers by id, for references.
     ids: HashMap<String, Value>,
-    /// How many values each of them counts for.
+    /// What each of them weighs (bytes, see [`MAX_EXPANDED_BYTES`]).
     sizes: HashMap<String, usize>,
-    nodes: usize,
+    /// What the document decoded so far weighs.
+    weight: usize,
 }
 
 fn name_of(start: &BytesStart<'_>) -> String {
@@ -491,9 +498,9 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn count(&mut self, n: usize) -> Result<(), MarshalError> {
-        self.nodes = self.nodes.saturating_add(n);
-        if self.nodes > MAX_NODES {
+    fn weigh(&mut self, bytes: usize) -> Result<(), MarshalError> {
+        self.weight = self.weight.saturating_add(bytes);
+        if self.weight > MAX_EXPANDED_BYTES {
             return Err(MarshalError::TooLarge);
         }
         Ok(())
@@ -572,9 +579,9 @@ impl<'a> Decoder<'a> {
         if depth > MAX_DEPTH {
             return Err(MarshalError::TooDeep);
         }
-        self.count(1)?;
+        self.weigh(VALUE_BYTES)?;
         let name = name_of(start);
-        let before = self.nodes;
+        let before = self.weight;
         let scalar = |this: &mut Self, element: &'static str| -> Result<String, MarshalError> {
             if empty {
                 Ok(String::new())
@@ -589,7 +596,11 @@ impl<'a> Decoder<'a> {
                 }
                 Value::None
             }
-            "string" => Value::String(scalar(self, "string")?),
+            "string" => {
+                let text = scalar(self, "string")?;
+                self.weigh(text.len())?;
+                Value::String(text)
+            }
             element @ ("int" | "long") => {
                 let element = if element == "int" { "int" } else { "long" };
                 let text = scalar(self, element)?;
@@ -630,7 +641,7 @@ impl<'a> Decoder<'a> {
                     .sizes
                     .get(&id)
                     .ok_or_else(|| MarshalError::BadReference(id.clone()))?;
-                self.count(size)?;
+                self.weigh(size)?;
                 return self
                     .ids
                     .get(&id)
@@ -654,7 +665,7 @@ impl<'a> Decoder<'a> {
                     "set" => Value::Set(items),
                     _ => Value::Dict(pairs(items)?),
                 };
-                let size = self.nodes - before + 1;
+                let size = self.weight - before + VALUE_BYTES;
                 self.register(id, &value, size)?;
                 value
             }
@@ -684,7 +695,7 @@ impl<'a> Decoder<'a> {
                     args,
                     attributes,
                 });
-                let size = self.nodes - before + 1;
+                let size = self.weight - before + VALUE_BYTES;
                 self.register(id, &value, size)?;
                 value
             }
@@ -853,5 +864,31 @@ mod tests {
         }
         bomb.push_str("</tuple></marshal>");
         assert_eq!(refused(&bomb), MarshalError::TooLarge);
+        // Few values, many bytes: one 1 MB string, then three lists of ten references each to
+        // the one before (1,000 MB once expanded; it took 3.7 GB of memory when only values
+        // were counted).
+        let mut wide = format!(
+            "<marshal><tuple><list id=\"i0\"><string>{}</string></list>",
+            "x".repeat(1 << 20)
+        );
+        for i in 1..=3 {
+            let _ = write!(wide, "<list id=\"i{i}\">");
+            for _ in 0..10 {
+                let _ = write!(wide, "<reference id=\"i{}\"/>", i - 1);
+            }
+            wide.push_str("</list>");
+        }
+        wide.push_str("</tuple></marshal>");
+        assert_eq!(refused(&wide), MarshalError::TooLarge);
+        // Ten copies of it (10 MB) are within bounds: references are not refused as such.
+        let mut fine = format!(
+            "<marshal><tuple><list id=\"i0\"><string>{}</string></list><list id=\"i1\">",
+            "x".repeat(1 << 20)
+        );
+        for _ in 0..10 {
+            fine.push_str("<reference id=\"i0\"/>");
+        }
+        fine.push_str("</list></tuple></marshal>");
+        assert!(decode(&fine).is_ok());
     }
 }

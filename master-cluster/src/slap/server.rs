@@ -15,7 +15,7 @@ use std::sync::{Arc, Weak};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Extension, State};
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use rustls::pki_types::CertificateDer;
@@ -115,7 +115,8 @@ impl From<crate::replica::WriteError> for Failure {
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        let Failure(status, mut message) = self;
+        let Failure(status, message) = self;
+        let mut message = service::bounded(message);
         message.push('\n');
         (
             status,
@@ -156,14 +157,11 @@ pub async fn serve(
     trust: Trust,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let app = Router::new()
-        .fallback(call)
-        .layer(DefaultBodyLimit::max(MAX_CLIENT_MESSAGE_BYTES))
-        .with_state(Shared {
-            core,
-            trust: trust.clone(),
-            documents: Arc::default(),
-        });
+    let app = Router::new().fallback(call).with_state(Shared {
+        core,
+        trust: trust.clone(),
+        documents: Arc::default(),
+    });
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -254,7 +252,7 @@ async fn call(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let Some(core) = shared.core.upgrade() else {
         return Failure(StatusCode::SERVICE_UNAVAILABLE, "replica stopped".into()).into_response();
@@ -270,8 +268,19 @@ async fn call(
         // A call the policy does not name is refused before anything of it is read.
         let operation = policy::slap_operation(&name)
             .ok_or_else(|| Failure::not_found(format!("no SLAP call {name:?}")))?;
+        // Who calls, from the certificate, before a byte of the body is read; then, as at the
+        // gRPC gate, whether such a caller may attempt the call at all.
+        let identity = verify(&core, &shared.trust, &peer)?;
+        if let Identity::Verified(actor) = &identity
+            && !policy::may_attempt(actor, operation)
+        {
+            return Err(Failure::forbidden(format!(
+                "{actor} may not {operation} anything here ({name})"
+            )));
+        }
         let mut form = Form::parse(uri.query().unwrap_or_default())?;
         if method == Method::POST {
+            let body = read_body(body).await?;
             let body =
                 std::str::from_utf8(&body).map_err(|_| Failure::bad("the form is not UTF-8"))?;
             form.extend(Form::parse(body)?);
@@ -283,16 +292,7 @@ async fn call(
                     .map_err(|_| Failure::bad("the Authorization header is not text"))
             })
             .transpose()?;
-        let caller = Caller::identify(&core, &shared.trust, &peer, authorization, &form)?;
-        // As at the gRPC gate: a caller of a kind that may not attempt the call at all is
-        // refused before any of its arguments (XML, journals) is decoded.
-        if let Some(actor) = caller.verified()
-            && !policy::may_attempt(actor, operation)
-        {
-            return Err(Failure::forbidden(format!(
-                "{actor} may not {operation} anything here ({name})"
-            )));
-        }
+        let caller = Caller::identify(identity, authorization, &form)?;
         let call = super::calls::Call {
             core: &core,
             operation,
@@ -337,11 +337,59 @@ enum Identity {
     Plaintext(UserId),
 }
 
+/// How long a client may take to send a call's body once its headers are in: a body that
+/// trickles in is not held, and buffered, for ever.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The body of a call, whole, within [`BODY_TIMEOUT`] and [`MAX_CLIENT_MESSAGE_BYTES`].
+async fn read_body(body: axum::body::Body) -> Result<Bytes, Failure> {
+    match tokio::time::timeout(
+        BODY_TIMEOUT,
+        axum::body::to_bytes(body, MAX_CLIENT_MESSAGE_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(Failure(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over {MAX_CLIENT_MESSAGE_BYTES} bytes, or was cut"),
+        )),
+        Err(_) => Err(Failure(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
+/// Who calls: the caller the certificate names (verified, not revoked), or in plaintext the
+/// configured user. Needs nothing of the call's body.
+fn verify(core: &ReplicaCore, trust: &Trust, peer: &Peer) -> Result<Identity, Failure> {
+    Ok(match trust {
+        Trust::Plaintext { user } => Identity::Plaintext(user.clone()),
+        Trust::Certificates(tls) => {
+            let identity = tls
+                .get()
+                .verify_caller(peer.0.as_deref().map(Vec::as_slice), &core.revoked())
+                .map_err(|refusal| {
+                    tracing::info!(%refusal, "SLAP caller refused");
+                    Failure(
+                        StatusCode::UNAUTHORIZED,
+                        format!("client certificate: {refusal}"),
+                    )
+                })?;
+            Identity::Verified(service::identity_actor(identity).ok_or_else(|| {
+                Failure::forbidden("replicas do not call SLAP; they pass calls on over gRPC")
+            })?)
+        }
+    })
+}
+
 impl Caller {
     fn identify(
-        core: &ReplicaCore,
-        trust: &Trust,
-        peer: &Peer,
+        identity: Identity,
         authorization: Option<&str>,
         form: &Form,
     ) -> Result<Self, Failure> {
@@ -355,24 +403,6 @@ impl Caller {
                 partition: form.get("computer_partition_id")?.into(),
             })
         });
-        let identity = match trust {
-            Trust::Plaintext { user } => Identity::Plaintext(user.clone()),
-            Trust::Certificates(tls) => {
-                let identity = tls
-                    .get()
-                    .verify_caller(peer.0.as_deref().map(Vec::as_slice), &core.revoked())
-                    .map_err(|refusal| {
-                        tracing::info!(%refusal, "SLAP caller refused");
-                        Failure(
-                            StatusCode::UNAUTHORIZED,
-                            format!("client certificate: {refusal}"),
-                        )
-                    })?;
-                Identity::Verified(service::identity_actor(identity).ok_or_else(|| {
-                    Failure::forbidden("replicas do not call SLAP; they pass calls on over gRPC")
-                })?)
-            }
-        };
         Ok(Self {
             identity,
             named_partition,

@@ -34,6 +34,9 @@ pub const MAX_URL_BYTES: usize = 4096;
 pub const MAX_LOG_BYTES: usize = 64 << 10;
 pub const MAX_PARTITIONS_PER_COMPUTER: usize = 10_000;
 pub const MAX_USAGE_RECORDS: usize = 10_000;
+/// A usage quantity: what a partition consumed in one period (seconds, bytes, ...), never
+/// negative; a petabyte of anything is beyond any one period.
+pub const MAX_USAGE_QUANTITY: f64 = 1e15;
 /// A certificate chain or key in PEM: a few kilobytes; room for a long chain.
 pub const MAX_PEM_BYTES: usize = 16 << 10;
 
@@ -1257,9 +1260,9 @@ impl Applier<'_, '_> {
             return reject(Rejection::UnknownComputer(id.clone()));
         }
         if records.len() > MAX_USAGE_RECORDS {
-            return reject(Rejection::TooLarge {
+            return reject(Rejection::TooMany {
                 what: "usage records".into(),
-                bytes: records.len(),
+                count: records.len(),
                 max: MAX_USAGE_RECORDS,
             });
         }
@@ -2121,9 +2124,9 @@ fn check_request(request: &InstanceRequest) -> Result<(), Rejection> {
 fn check_definition(definition: &ComputerDefinition) -> Result<(), Rejection> {
     check_name("computer id", definition.id.as_str())?;
     if definition.partitions.len() > MAX_PARTITIONS_PER_COMPUTER {
-        return Err(Rejection::TooLarge {
-            what: "partition list".into(),
-            bytes: definition.partitions.len(),
+        return Err(Rejection::TooMany {
+            what: "partitions".into(),
+            count: definition.partitions.len(),
             max: MAX_PARTITIONS_PER_COMPUTER,
         });
     }
@@ -2172,6 +2175,15 @@ fn check_usage(record: &UsageRecord) -> Result<(), Rejection> {
             return Err(Rejection::Invalid {
                 what: "usage quantity".into(),
                 reason: format!("{} is not a number", movement.quantity),
+            });
+        }
+        if !(0.0..=MAX_USAGE_QUANTITY).contains(&movement.quantity) {
+            return Err(Rejection::Invalid {
+                what: "usage quantity".into(),
+                reason: format!(
+                    "{} is not between 0 and {MAX_USAGE_QUANTITY:e}",
+                    movement.quantity
+                ),
             });
         }
     }

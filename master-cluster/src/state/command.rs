@@ -284,4 +284,10 @@ pub enum Rejection {
     BadEnrollmentToken,
     #[error("unknown project {0}")]
     UnknownProject(ProjectId),
+    #[error("{count} {what}; at most {max} are accepted")]
+    TooMany {
+        what: String,
+        count: usize,
+        max: usize,
+    },
 }

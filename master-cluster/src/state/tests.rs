@@ -1307,26 +1307,38 @@ fn bad_commands_are_refused_with_a_reason_and_change_nothing() {
         ),
         Rejection::NotAllowed { .. }
     ));
-    let nan = UsageRecord {
-        partition: PartitionRef::from("slappart0"),
-        period_start: Timestamp(0),
-        period_end: Timestamp(1),
-        movements: vec![UsageMovement {
-            resource: "CPU Consumption".into(),
-            category: "cpu".into(),
-            quantity: f64::NAN,
-        }],
-    };
-    assert!(matches!(
+    let huge = definition("COMP-HUGE", 10_001, &[]);
+    assert_eq!(
         f.refused(
+            Actor::Computer(ComputerId::from("COMP-HUGE")),
+            Op::RegisterComputer(huge)
+        )
+        .to_string(),
+        "10001 partitions; at most 10000 are accepted"
+    );
+    for quantity in [f64::NAN, f64::INFINITY, -1.0, 1e308] {
+        let forged = UsageRecord {
+            partition: PartitionRef::from("slappart0"),
+            period_start: Timestamp(0),
+            period_end: Timestamp(1),
+            movements: vec![UsageMovement {
+                resource: "CPU Consumption".into(),
+                category: "cpu".into(),
+                quantity,
+            }],
+        };
+        let rejection = f.refused(
             Actor::Computer(ComputerId::from("COMP-1")),
             Op::PostUsage {
                 computer: ComputerId::from("COMP-1"),
-                records: vec![nan]
-            }
-        ),
-        Rejection::Invalid { .. }
-    ));
+                records: vec![forged],
+            },
+        );
+        assert!(
+            matches!(&rejection, Rejection::Invalid { what, .. } if what == "usage quantity"),
+            "{quantity}: {rejection}"
+        );
+    }
     let mut fresh_destroy = request("never-existed", KVM);
     fresh_destroy.state = RequestedState::Destroyed;
     assert_eq!(
