@@ -153,7 +153,7 @@ pub enum MarshalError {
 
 /// Deeper than any SLAP document (a computer's partitions' parameters are about 8 levels).
 pub const MAX_DEPTH: usize = 64;
-/// What one document may expand to in memory: its values' text plus [`VALUE_BYTES`] per value,
+/// What one document may expand to in memory: its values' text plus 32 bytes per value,
 /// references counted as the values they repeat. Six times the largest SLAP body accepted
 /// (5 MiB), so any document a client really sends fits; a reference bomb is refused after at
 /// most this much work.
