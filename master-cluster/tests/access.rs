@@ -199,29 +199,12 @@ async fn caller(name: char, url: &str, slap: SocketAddr, material: &TlsMaterial)
 }
 
 fn rustls_config(material: &TlsMaterial) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    for root in &material.roots_pem {
-        for der in CertificateDer::pem_slice_iter(root.as_bytes()) {
-            roots.add(der.expect("root")).expect("adds");
-        }
-    }
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(material.chain_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .expect("chain");
-    let key = PrivateKeyDer::from_pem_slice(material.key_pem.as_bytes()).expect("key");
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .expect("client auth"),
+    ops::load::slap::client_tls_pem(
+        material.roots_pem.concat().as_bytes(),
+        material.chain_pem.as_bytes(),
+        material.key_pem.as_bytes(),
     )
+    .expect("the client's TLS setup")
 }
 
 fn partition(computer: &str, partition: &str) -> Option<pb::PartitionId> {

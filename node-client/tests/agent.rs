@@ -191,10 +191,15 @@ impl Fixture {
         )?;
         tracing::info!("--- three replicas, a slapnode with {PARTITIONS} partitions");
         let cluster = Cluster::start(&slapmaster_for_tests()?, dir.path(), 3).await?;
-        let release_path = dir.path().join("release.toml");
-        std::fs::write(&release_path, MANIFEST)?;
         let mut node = Node::new(dir.path(), &cluster, mode)?;
         node.start()?;
+        Self::around(dir, cluster, node).await
+    }
+
+    /// The fixture around a started node: the release written, published and supplied.
+    async fn around(dir: tempfile::TempDir, cluster: Cluster, node: Node) -> anyhow::Result<Self> {
+        let release_path = dir.path().join("release.toml");
+        std::fs::write(&release_path, MANIFEST)?;
         let operator = cluster.operator();
         let user = cluster.credentials("user:alice")?.tls_config();
         let fixture = Self {
@@ -965,27 +970,15 @@ async fn a_certificate_due_for_renewal_is_renewed_and_the_next_calls_use_it() ->
     assert!(left > Duration::from_secs(80 * 24 * 3600), "{left:?}");
 
     tracing::info!("--- the old certificate revoked: the node goes on with the new one");
-    let operator = cluster.operator();
     pb::admin_client::AdminClient::new(
-        client::connect_with(&cluster.urls()[0], Some(operator.clone())).await?,
+        client::connect_with(&cluster.urls()[0], Some(cluster.operator())).await?,
     )
     .revoke_certificate(pb::RevokeCertificateRequest {
         serial: old_serial.to_string(),
         reason: "renewed".into(),
     })
     .await?;
-    let user = cluster.credentials("user:alice")?.tls_config();
-    let release_path = dir.path().join("release.toml");
-    std::fs::write(&release_path, MANIFEST)?;
-    let fixture = Fixture {
-        release: format!("file://{}", release_path.display()),
-        _dir: dir,
-        cluster,
-        node,
-        operator,
-        user,
-    };
-    fixture.supply().await?;
+    let fixture = Fixture::around(dir, cluster, node).await?;
     let admin = pb::admin_client::AdminClient::new(
         client::connect_with(&fixture.cluster.urls()[1], Some(fixture.operator.clone())).await?,
     );

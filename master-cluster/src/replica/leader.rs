@@ -267,6 +267,18 @@ mod tests {
         }
     }
 
+    /// How a forward to `[::1]:port` failed.
+    async fn forward_to(port: u16) -> tonic::Status {
+        Peers::default()
+            .forward(
+                &format!("http://[::1]:{port}"),
+                &command(),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect_err("no answer from that port")
+    }
+
     /// A forward to a port nobody listens on never reached a leader: sending it again is safe.
     #[tokio::test]
     async fn a_refused_connection_was_never_sent() {
@@ -275,14 +287,7 @@ mod tests {
             .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         drop(listener);
-        let status = Peers::default()
-            .forward(
-                &format!("http://[::1]:{port}"),
-                &command(),
-                Duration::from_secs(5),
-            )
-            .await
-            .expect_err("nobody listens");
+        let status = forward_to(port).await;
         assert!(never_sent(&status), "{status:?}");
     }
 
@@ -299,14 +304,7 @@ mod tests {
             let mut buffer = vec![0; 64 * 1024];
             let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut buffer).await;
         });
-        let status = Peers::default()
-            .forward(
-                &format!("http://[::1]:{port}"),
-                &command(),
-                Duration::from_secs(5),
-            )
-            .await
-            .expect_err("closed without an answer");
+        let status = forward_to(port).await;
         server.await.expect("server");
         assert!(!never_sent(&status), "{status:?}");
     }

@@ -38,22 +38,31 @@ pub struct Target {
 
 /// A client TLS setup from an identity's files (`chain.pem`, `key.pem`, `roots.pem`).
 pub fn client_tls(dir: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, LoadError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let read = |name: &str| {
         std::fs::read(dir.join(name))
             .map_err(|e| LoadError::io(format!("reading {}", dir.join(name).display()), e))
     };
+    client_tls_pem(&read("roots.pem")?, &read("chain.pem")?, &read("key.pem")?)
+}
+
+/// [`client_tls`] from the PEM text of the roots, the chain and the key.
+pub fn client_tls_pem(
+    roots_pem: &[u8],
+    chain_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::ClientConfig>, LoadError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let bad = |what: &str, e: &dyn std::fmt::Display| LoadError::Cluster(format!("{what}: {e}"));
     let mut roots = rustls::RootCertStore::empty();
-    for root in CertificateDer::pem_slice_iter(&read("roots.pem")?) {
+    for root in CertificateDer::pem_slice_iter(roots_pem) {
         let root = root.map_err(|e| bad("roots.pem", &e))?;
         roots.add(root).map_err(|e| bad("roots.pem", &e))?;
     }
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read("chain.pem")?)
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| bad("chain.pem", &e))?;
-    let key = PrivateKeyDer::from_pem_slice(&read("key.pem")?).map_err(|e| bad("key.pem", &e))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| bad("key.pem", &e))?;
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
