@@ -12,6 +12,10 @@
 //!   port; decoding, and the one mapping of outcomes to gRPC statuses.
 //! - [`observe`]: metrics, health, readiness and the status page on the replica's HTTP
 //!   operations listener (`http_listen`).
+//! - [`limits`]: what one caller may take of a replica (connections, calls a second, calls in
+//!   flight, decode memory), asked by every listener before it spends.
+//! - [`listen`]: how every listener accepts (per-address admission, TLS handshakes) and serves
+//!   HTTP/1.1 connections.
 //! - [`slap`]: the SLAP HTTP protocol of existing SlapOS nodes and clients (in progress).
 //! - [`daemon`]: `slapmaster`'s commands (run, init, join, backup, restore, status, dev) and
 //!   its configuration; `main.rs` only parses the command line.
@@ -29,6 +33,8 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+pub mod limits;
+pub mod listen;
 pub mod observe;
 pub mod replica;
 pub mod service;

@@ -19,9 +19,6 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 
 use crate::lock;
 
@@ -232,51 +229,6 @@ impl ClientCertVerifier for PerCallClientVerifier {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.algorithms.supported_schemes()
     }
-}
-
-/// How long a client may take to complete its handshake.
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Accepts connections on `listener` and completes their TLS handshakes (each on its own
-/// task, so that a slow client delays no other); failed handshakes are logged and dropped.
-pub fn incoming(
-    listener: TcpListener,
-    current: Arc<CurrentTls>,
-) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<tokio::net::TcpStream>, std::io::Error>>
-{
-    let (accepted, stream) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            // The server dropping its end of the stream (at shutdown) closes the listener.
-            let next = tokio::select! {
-                next = listener.accept() => next,
-                () = accepted.closed() => return,
-            };
-            let (tcp, peer) = match next {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors, say: back off instead of spinning.
-                    tracing::warn!(%e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            // The setup current when the connection arrives.
-            let acceptor = TlsAcceptor::from(current.get().server.clone());
-            let accepted = accepted.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = accepted.send(Ok(tls)).await;
-                    }
-                    Ok(Err(e)) => tracing::info!(%peer, %e, "TLS handshake failed"),
-                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(stream)
 }
 
 /// A new key and a certificate for `identity` signed by `signer` (the key is made here: for

@@ -3,7 +3,9 @@
 //! every value survives encode → decode unchanged, and no document — arbitrary text, or an
 //! encoded value cut, spliced and salted with markup — makes the decoder panic; nor does any
 //! value, or any definition with a field replaced by any value, panic the definition reader;
-//! nor any text the form and authorization readers.
+//! nor any text the form and authorization readers. Documents built to amplify (long strings and
+//! many small values, fanned out by chains of references, deep in nested containers) decode
+//! within the expansion bound, having asked their caller to afford what they hold.
 
 use master_cluster::slap::definition::computer_definition;
 use master_cluster::slap::form::{Form, partition_authorization};
@@ -146,6 +148,103 @@ fn mutate(doc: &str, mutations: &[Mutation]) -> String {
         }
     }
     chars.into_iter().collect()
+}
+
+/// What `value` holds in memory at the least: a [`Value`] per value and its text.
+fn deep_size(value: &Value) -> usize {
+    let own = size_of::<Value>();
+    own + match value {
+        Value::String(text) => text.len(),
+        Value::Tuple(items) | Value::List(items) | Value::Set(items) => {
+            items.iter().map(deep_size).sum()
+        }
+        Value::Dict(pairs) => pairs.iter().map(|(k, v)| deep_size(k) + deep_size(v)).sum(),
+        Value::Object(object) => {
+            object.args.iter().map(deep_size).sum::<usize>()
+                + object
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| deep_size(k) + deep_size(v))
+                    .sum::<usize>()
+        }
+        _ => 0,
+    }
+}
+
+/// Documents built to amplify: a base container (a long string, or many small values), then
+/// levels that each hold several references to the level before, nested in lists with ids.
+fn amplifying() -> impl Strategy<Value = String> {
+    (
+        prop_oneof![
+            (0..(256usize << 10)).prop_map(|n| format!("<string>{}</string>", "a".repeat(n))),
+            (0..20_000usize).prop_map(|n| "<none/>".repeat(n)),
+            (0..5_000usize).prop_map(|n| "<string>k</string><none/>".repeat(n)),
+        ],
+        proptest::collection::vec(1..40usize, 0..6),
+        0..70usize,
+    )
+        .prop_map(|(base, fan_outs, nesting)| {
+            let mut levels = format!("<list id=\"l0\">{base}</list>");
+            for (level, fan_out) in fan_outs.iter().enumerate() {
+                let reference = format!("<reference id=\"l{level}\"/>");
+                levels.push_str(&format!(
+                    "<list id=\"l{}\">{}</list>",
+                    level + 1,
+                    reference.repeat(*fan_out)
+                ));
+            }
+            let open: String = (0..nesting)
+                .map(|i| format!("<list id=\"n{i}\">"))
+                .collect();
+            format!(
+                "<marshal>{open}<tuple>{levels}</tuple>{}</marshal>",
+                "</list>".repeat(nesting)
+            )
+        })
+}
+
+proptest! {
+    // Each case decodes up to 32 MiB of expansion: fewer cases than the other properties.
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// However a document amplifies, its decoded value stays within the decoder's bound (or it
+    /// is refused), and the weight it asks its caller to afford grows with it, within the bound
+    /// plus one step: the charge of a SLAP call covers what it holds.
+    #[test]
+    fn amplifying_documents_stay_within_the_expansion_bound(doc in amplifying()) {
+        let mut asked = Vec::new();
+        let decoded = marshal::decode_within(&doc, &mut |weight| {
+            asked.push(weight);
+            true
+        });
+        let most = asked.last().copied().unwrap_or(0);
+        prop_assert!(asked.windows(2).all(|w| w[0] < w[1]), "weights asked out of order");
+        prop_assert!(most <= marshal::MAX_EXPANDED_BYTES + marshal::AFFORD_STEP);
+        match decoded {
+            Ok(value) => {
+                let size = deep_size(&value);
+                prop_assert!(size <= marshal::MAX_EXPANDED_BYTES, "{size} bytes decoded");
+                prop_assert!(size <= most, "{size} bytes decoded, {most} afforded");
+            }
+            Err(e) => prop_assert!(
+                matches!(e, marshal::MarshalError::TooLarge | marshal::MarshalError::TooDeep),
+                "{e}"
+            ),
+        }
+    }
+
+    /// A caller that cannot afford the next step stops the decoder there.
+    #[test]
+    fn a_refused_step_stops_the_decoder(doc in amplifying(), allowed in 0..8usize) {
+        let mut steps = 0;
+        let decoded = marshal::decode_within(&doc, &mut |_| {
+            steps += 1;
+            steps <= allowed
+        });
+        if steps > allowed {
+            prop_assert_eq!(decoded, Err(marshal::MarshalError::Unaffordable));
+        }
+    }
 }
 
 proptest! {

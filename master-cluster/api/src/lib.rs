@@ -8,6 +8,7 @@
 //! `/metrics`.
 
 pub mod client;
+pub mod codec;
 pub mod metrics;
 
 /// `slapcluster.v1`: every service and message.

@@ -72,6 +72,7 @@ pub struct FileConfig {
     pub raft: RaftSection,
     pub write: WriteSection,
     pub storage: StorageSection,
+    pub limits: LimitsSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -133,6 +134,7 @@ impl Default for FileConfig {
             raft: RaftSection::default(),
             write: WriteSection::default(),
             storage: StorageSection::default(),
+            limits: LimitsSection::default(),
         }
     }
 }
@@ -169,6 +171,32 @@ impl Default for WriteSection {
         Self {
             timeout_ms: millis(replica.write_timeout),
             max_batch: replica.max_batch,
+        }
+    }
+}
+
+/// What one caller may take of the replica (see `crate::limits`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    pub decode_budget_mb: u64,
+    pub calls_per_second: u32,
+    pub burst: u32,
+    pub in_flight_per_caller: u32,
+    pub calls_per_second_per_address: u32,
+    pub connections_per_address: u32,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let limits = defaults().limits;
+        Self {
+            decode_budget_mb: limits.decode_budget_bytes >> 20,
+            calls_per_second: limits.calls_per_second,
+            burst: limits.burst,
+            in_flight_per_caller: limits.in_flight_per_caller,
+            calls_per_second_per_address: limits.calls_per_second_per_address,
+            connections_per_address: limits.connections_per_address,
         }
     }
 }
@@ -298,6 +326,41 @@ impl FileConfig {
         if self.write.max_batch == 0 {
             return Err(invalid("write.max_batch", "at least 1"));
         }
+        let limits = &self.limits;
+        for (key, value) in [
+            ("limits.decode_budget_mb", limits.decode_budget_mb),
+            ("limits.calls_per_second", limits.calls_per_second.into()),
+            ("limits.burst", limits.burst.into()),
+            (
+                "limits.in_flight_per_caller",
+                limits.in_flight_per_caller.into(),
+            ),
+            (
+                "limits.calls_per_second_per_address",
+                limits.calls_per_second_per_address.into(),
+            ),
+            (
+                "limits.connections_per_address",
+                limits.connections_per_address.into(),
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "at least 1 (0 would refuse every caller)"));
+            }
+        }
+        // A budget under one largest request would refuse that request however idle the
+        // replica is.
+        let largest =
+            slapcluster_api::codec::decode_charge(crate::service::MAX_CLIENT_MESSAGE_BYTES as u64);
+        if limits.decode_budget_mb.saturating_mul(1 << 20) < largest {
+            return Err(invalid(
+                "limits.decode_budget_mb",
+                format!(
+                    "at least {} (what one largest request costs)",
+                    largest.div_ceil(1 << 20)
+                ),
+            ));
+        }
         if self.liveness_flush_ms == 0 {
             return Err(invalid("liveness_flush_ms", "at least 1"));
         }
@@ -363,6 +426,14 @@ impl FileConfig {
         replica.raft.max_in_snapshot_log_to_keep = self.raft.keep_after_snapshot;
         replica.write_timeout = Duration::from_millis(self.write.timeout_ms);
         replica.max_batch = self.write.max_batch;
+        replica.limits = crate::limits::Limits {
+            decode_budget_bytes: self.limits.decode_budget_mb << 20,
+            calls_per_second: self.limits.calls_per_second,
+            burst: self.limits.burst,
+            in_flight_per_caller: self.limits.in_flight_per_caller,
+            calls_per_second_per_address: self.limits.calls_per_second_per_address,
+            connections_per_address: self.limits.connections_per_address,
+        };
         replica.storage.log_cache_bytes = self.storage.log_cache_mb << 20;
         replica.storage.state_cache_bytes = self.storage.state_cache_mb << 20;
         replica.storage.state_sync_interval = Duration::from_millis(self.storage.state_sync_ms);

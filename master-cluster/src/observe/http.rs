@@ -26,21 +26,27 @@ fn gone() -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, "replica stopped\n").into_response()
 }
 
-/// Serves the operations endpoints on `listener` until `shutdown` resolves.
+/// Serves the operations endpoints on `listener` until `shutdown` turns true: every connection
+/// admitted by the replica's budgets and closed when its next request's headers stall
+/// (`crate::listen`). Handlers read no request body.
 pub async fn serve(
     listener: TcpListener,
     core: Weak<ReplicaCore>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let Some(budgets) = core.upgrade().map(|core| core.budgets().clone()) else {
+        return Ok(());
+    };
     let app = Router::new()
         .route("/", get(status_page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(core);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::listen::serve_connections(listener, budgets, shutdown, move |tcp, _| {
+        crate::listen::serve_http1(tcp, app.clone())
+    })
+    .await
 }
 
 async fn metrics(State(core): State<Core>) -> Response {

@@ -78,6 +78,8 @@ pub struct ReplicaConfig {
     pub write_timeout: Duration,
     /// At most this many commands per log entry (the leader coalesces concurrent writes).
     pub max_batch: usize,
+    /// What one caller may take of this replica (connections, calls, decode memory).
+    pub limits: crate::limits::Limits,
 }
 
 /// The SLAP listener's setup.
@@ -121,6 +123,7 @@ impl ReplicaConfig {
             },
             write_timeout: Duration::from_secs(10),
             max_batch: 256,
+            limits: crate::limits::Limits::default(),
         }
     }
 }
@@ -376,6 +379,7 @@ pub struct ReplicaCore {
     elections: crate::observe::Elections,
     http_addr: Option<SocketAddr>,
     slap_addr: Option<SocketAddr>,
+    budgets: Arc<crate::limits::Budgets>,
 }
 
 impl Replica {
@@ -470,6 +474,7 @@ impl Replica {
             peers,
             local_addr,
             write_timeout: config.write_timeout,
+            budgets: crate::limits::Budgets::new(config.limits.clone()),
             danger_stale_reads: config.danger_stale_reads,
             metrics,
             elections: Default::default(),
@@ -488,13 +493,10 @@ impl Replica {
         let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
         let mut http = Vec::new();
         if let Some(listener) = http_listener {
-            let mut stopped = http_stopped.clone();
             http.push(tokio::spawn(crate::observe::http::serve(
                 listener,
                 Arc::downgrade(&core),
-                async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                },
+                http_stopped.clone(),
             )));
         }
         if let (Some(listener), Some(slap)) = (slap_listener, &config.slap) {
@@ -518,14 +520,13 @@ impl Replica {
         let router = crate::service::router(&core);
         let server = match &tls {
             Some(tls) => tokio::spawn(router.serve_with_incoming_shutdown(
-                crate::tls::incoming(listener, tls.clone()),
+                crate::listen::incoming(listener, tls.clone(), core.budgets().clone()),
                 stopped,
             )),
-            None => {
-                let incoming =
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-                tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
-            }
+            None => tokio::spawn(router.serve_with_incoming_shutdown(
+                crate::listen::incoming_plaintext(listener, core.budgets().clone()),
+                stopped,
+            )),
         };
         tracing::info!(id = config.id, %local_addr, "replica started");
         Ok(Self {
@@ -745,6 +746,11 @@ impl ReplicaCore {
     }
 
     /// How long a write may wait for a leader, and a read for its barrier.
+    /// What callers may take of this replica, and what they hold now.
+    pub fn budgets(&self) -> &Arc<crate::limits::Budgets> {
+        &self.budgets
+    }
+
     pub fn write_timeout(&self) -> Duration {
         self.write_timeout
     }

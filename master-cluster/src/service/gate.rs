@@ -9,20 +9,30 @@
 //! 3. The policy says whether such a caller may attempt the operation at all
 //!    (`policy::may_attempt`): `PermissionDenied` otherwise. The handler then decides on the
 //!    call's target with `policy::decide`.
+//! 4. The replica's budgets (`crate::limits`) admit the call: calls a second and in flight for
+//!    its identity and address (`ResourceExhausted` otherwise). Its body is then charged to
+//!    the decode budget as it arrives, at what it can cost once decoded
+//!    (`slapcluster_api::codec::decode_charge`), and the charge is held until the answer: a
+//!    call that does not fit is refused before its message is decoded. Raft's own calls are
+//!    neither limited nor charged.
 //!
 //! So a stranger's 60 MB Raft message is refused from its headers, never buffered or decoded.
 //! The verified actor travels to the handler in the request's extensions ([`Authenticated`]),
 //! so a chain is verified once per call.
 
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use tonic::Status;
+use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::metadata::MetadataMap;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
+use crate::limits::DecodeCharge;
 use crate::replica::ReplicaCore;
 use crate::state::model::Actor;
 use crate::state::policy::{self, Operation};
@@ -53,9 +63,9 @@ pub(crate) struct Gate<S> {
     core: Arc<ReplicaCore>,
 }
 
-impl<S, B, RB> tower::Service<http::Request<B>> for Gate<S>
+impl<S, RB> tower::Service<http::Request<Body>> for Gate<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S: tower::Service<http::Request<Body>, Response = http::Response<RB>>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     RB: Default + Send + 'static,
@@ -68,21 +78,103 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        match admit(&self.core, &request) {
-            Ok(Some(actor)) => {
-                request.extensions_mut().insert(Authenticated(actor));
-            }
-            Ok(None) => {}
-            Err(status) => return Box::pin(std::future::ready(Ok(status.into_http()))),
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let refused = |status: Status| -> Self::Future {
+            Box::pin(std::future::ready(Ok(status.into_http())))
+        };
+        let (actor, operation) = match admit(&self.core, &request) {
+            Ok(admitted) => admitted,
+            Err(status) => return refused(status),
+        };
+        if operation == Operation::Replicate {
+            return Box::pin(self.inner.call(request));
         }
-        Box::pin(self.inner.call(request))
+        let budgets = self.core.budgets();
+        let address = remote_address(&request);
+        let permit = match budgets.admit_call(actor.as_ref(), address, Instant::now()) {
+            Ok(permit) => permit,
+            Err(exhausted) => {
+                tracing::info!(%exhausted, "call refused by the replica's budgets");
+                return refused(Status::resource_exhausted(exhausted.to_string()));
+            }
+        };
+        let charge = Arc::new(budgets.decode_charge());
+        let (mut parts, body) = request.into_parts();
+        if let Some(actor) = actor {
+            parts.extensions.insert(Authenticated(actor));
+        }
+        let body = Body::new(Charged {
+            inner: body,
+            charge: charge.clone(),
+            received: 0,
+        });
+        let answer = self.inner.call(http::Request::from_parts(parts, body));
+        Box::pin(async move {
+            let answer = answer.await;
+            // Answered: the call leaves its caller's calls in flight, and gives back its
+            // charge once its body is gone too.
+            drop((permit, charge));
+            answer
+        })
+    }
+}
+
+/// Where a call comes from, as its connection says.
+fn remote_address(request: &http::Request<Body>) -> Option<IpAddr> {
+    let extensions = request.extensions();
+    extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|tls| tls.get_ref().remote_addr())
+        .or_else(|| extensions.get::<TcpConnectInfo>()?.remote_addr())
+        .map(|address| address.ip())
+}
+
+/// A request body charged to the decode budget as its bytes arrive: a frame that takes the
+/// charge past the budget ends the body with `ResourceExhausted`, before tonic decodes it.
+struct Charged {
+    inner: Body,
+    charge: Arc<DecodeCharge>,
+    received: u64,
+}
+
+impl http_body::Body for Charged {
+    type Data = tonic::codegen::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Status>>> {
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            other => return other,
+        };
+        if let Some(data) = frame.data_ref() {
+            self.received += data.len() as u64;
+            let cost = slapcluster_api::codec::decode_charge(self.received);
+            if let Err(exhausted) = self.charge.grow_to(cost) {
+                tracing::info!(%exhausted, "request refused by the decode budget");
+                return Poll::Ready(Some(Err(Status::resource_exhausted(exhausted.to_string()))));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
 /// The gate's decision from the call's path, headers and connection: the authenticated actor
-/// (none for a call that needs none), or the refusal.
-fn admit<B>(core: &ReplicaCore, request: &http::Request<B>) -> Result<Option<Actor>, Status> {
+/// (none for a call that needs none) and the operation, or the refusal.
+fn admit<B>(
+    core: &ReplicaCore,
+    request: &http::Request<B>,
+) -> Result<(Option<Actor>, Operation), Status> {
     let path = request.uri().path();
     let operation = policy::grpc_operation(path).ok_or_else(|| {
         Status::unimplemented(format!("{path} is not an operation of this master"))
@@ -97,7 +189,7 @@ fn admit<B>(core: &ReplicaCore, request: &http::Request<B>) -> Result<Option<Act
                 Operation::Replicate | Operation::ReadReplicaStatus
             ));
     if anonymous {
-        return Ok(None);
+        return Ok((None, operation));
     }
     let certificates = request
         .extensions()
@@ -111,5 +203,5 @@ fn admit<B>(core: &ReplicaCore, request: &http::Request<B>) -> Result<Option<Act
             "{actor} may not {operation} anything here ({path})"
         )));
     }
-    Ok(Some(actor))
+    Ok((Some(actor), operation))
 }

@@ -29,6 +29,8 @@ pub(super) struct Call<'a> {
     pub form: Form,
     pub caller: Caller,
     pub documents: Arc<Documents>,
+    /// What the call holds of the replica's decode budget: marshalled arguments add to it.
+    pub charge: &'a crate::limits::DecodeCharge,
 }
 
 /// The last `Computer` document encoded for each computer, with the version of the computer's
@@ -157,7 +159,19 @@ impl Call<'_> {
     fn marshalled(&self, name: &'static str) -> Result<Value, Failure> {
         match self.form.get(name) {
             None => Ok(Value::None),
-            Some(text) => marshal::decode(text).map_err(|e| Failure::bad(format!("{name}: {e}"))),
+            Some(text) => {
+                let base = self.charge.charged();
+                let mut afford = |weight: usize| {
+                    let cost = marshal::BYTES_PER_WEIGHT.saturating_mul(weight as u64);
+                    self.charge.grow_to(base.saturating_add(cost)).is_ok()
+                };
+                marshal::decode_within(text, &mut afford).map_err(|e| match e {
+                    marshal::MarshalError::Unaffordable => {
+                        Failure(StatusCode::TOO_MANY_REQUESTS, format!("{name}: {e}"))
+                    }
+                    e => Failure::bad(format!("{name}: {e}")),
+                })
+            }
         }
     }
 

@@ -18,7 +18,13 @@ pub enum FormError {
     Invalid { name: String, reason: String },
     #[error("the Authorization header: {0}")]
     Authorization(String),
+    #[error("more than {MAX_FIELDS} arguments")]
+    TooMany,
 }
+
+/// Most arguments one call may carry (a SLAP call has at most a dozen): each costs a map entry
+/// however short its text, so their number is bounded, not only the body's bytes.
+pub const MAX_FIELDS: usize = 64;
 
 /// Decodes `%XX` escapes and `+` (a space) of one urlencoded component.
 fn percent_decode(text: &str) -> Result<String, String> {
@@ -48,7 +54,10 @@ impl Form {
     /// Parses `a=1&b=x%20y` (a query string or a urlencoded body).
     pub fn parse(encoded: &str) -> Result<Self, FormError> {
         let mut fields = BTreeMap::new();
-        for pair in encoded.split('&').filter(|p| !p.is_empty()) {
+        for (n, pair) in encoded.split('&').filter(|p| !p.is_empty()).enumerate() {
+            if n == MAX_FIELDS {
+                return Err(FormError::TooMany);
+            }
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             let name = percent_decode(name).map_err(|reason| FormError::Invalid {
                 name: name.to_string(),
@@ -72,8 +81,12 @@ impl Form {
     }
 
     /// Adds `other`'s arguments (a POST body's to its query string's); `other` wins.
-    pub fn extend(&mut self, other: Form) {
+    pub fn extend(&mut self, other: Form) -> Result<(), FormError> {
         self.0.extend(other.0);
+        if self.0.len() > MAX_FIELDS {
+            return Err(FormError::TooMany);
+        }
+        Ok(())
     }
 
     pub fn required(&self, name: &'static str) -> Result<&str, FormError> {

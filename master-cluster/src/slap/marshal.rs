@@ -13,10 +13,12 @@
 //! protocol uses, references only to containers already complete (no cycles), bounded depth
 //! and size: every value is weighed in bytes as it is decoded (its text, and a fixed cost per
 //! value), a reference as the whole value it repeats, so that what a document expands to in
-//! memory is bounded ([`MAX_EXPANDED_BYTES`]) whatever its references. The second level of escaping is undone leniently, as the Python decoder
-//! does: `&` that starts no entity is kept.
+//! memory is bounded ([`MAX_EXPANDED_BYTES`]) whatever its references; only containers that a
+//! reference names are kept for copying. [`decode_within`] lets the caller charge the weight
+//! to a budget as it grows. The second level of escaping is undone leniently, as the Python
+//! decoder does: `&` that starts no entity is kept.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
 use quick_xml::events::{BytesStart, Event};
@@ -147,19 +149,28 @@ pub enum MarshalError {
     TooDeep,
     #[error("more than {MAX_EXPANDED_BYTES} bytes once references are expanded")]
     TooLarge,
+    /// The caller's budget could not pay for the document's next [`AFFORD_STEP`] bytes.
+    #[error("the replica holds too many documents at once to decode this one; retry shortly")]
+    Unaffordable,
     #[error("a dictionary with an odd number of elements")]
     OddDictionary,
 }
 
 /// Deeper than any SLAP document (a computer's partitions' parameters are about 8 levels).
 pub const MAX_DEPTH: usize = 64;
-/// What one document may expand to in memory: its values' text plus 32 bytes per value,
-/// references counted as the values they repeat. Six times the largest SLAP body accepted
-/// (5 MiB), so any document a client really sends fits; a reference bomb is refused after at
-/// most this much work.
+/// What one document may weigh: its values' text plus a [`Value`]'s size per value, references
+/// counted as the values they repeat, referenced containers twice (the copy kept). Six times
+/// the largest SLAP body accepted (5 MiB), so any document a client really sends fits (a
+/// computer of 10,000 partitions weighs about 8.3 MiB); a reference bomb is refused after at
+/// most this much work, having held at most [`BYTES_PER_WEIGHT`] times it.
 pub const MAX_EXPANDED_BYTES: usize = 32 << 20;
-/// What a decoded value costs besides its text: about a [`Value`] in memory.
-const VALUE_BYTES: usize = 32;
+/// What a decoded value costs besides its text: a [`Value`] in memory.
+const VALUE_BYTES: usize = size_of::<Value>();
+/// [`decode_within`] asks for its budget in steps of this much weight, not per value.
+pub const AFFORD_STEP: usize = 64 << 10;
+/// Most memory the decoder holds per byte of weight (the decoded tree, the copies of
+/// referable containers it keeps, containers' growth): measured by the `decode_cost` test.
+pub const BYTES_PER_WEIGHT: u64 = 4;
 
 /// Writes `value` as `xml_marshaller.dumps` does.
 pub fn encode(value: &Value) -> String {
@@ -359,12 +370,27 @@ fn unescape_lenient(s: &str) -> String {
 
 /// Reads one marshalled value.
 pub fn decode(xml: &str) -> Result<Value, MarshalError> {
+    decode_within(xml, &mut |_| true)
+}
+
+/// [`decode`], asking `afford(weight)` before the document weighs more than each multiple of
+/// [`AFFORD_STEP`] (`weight` is that multiple; memory is at most [`BYTES_PER_WEIGHT`] times
+/// it): the caller's way to charge a budget shared with other calls as the document grows.
+/// Refused: [`MarshalError::Unaffordable`].
+pub fn decode_within(
+    xml: &str,
+    afford: &mut dyn FnMut(usize) -> bool,
+) -> Result<Value, MarshalError> {
     let mut decoder = Decoder {
         reader: quick_xml::Reader::from_str(xml),
+        referenced: HashSet::new(),
         ids: HashMap::new(),
         sizes: HashMap::new(),
         weight: 0,
+        afforded: 0,
+        afford,
     };
+    decoder.find_references(xml)?;
     let root = match decoder.next_element()? {
         Some((start, empty)) if start.local_name().as_ref() == b"marshal" && !empty => start,
         Some((start, _)) => {
@@ -400,14 +426,21 @@ pub fn decode(xml: &str) -> Result<Value, MarshalError> {
     }
 }
 
-struct Decoder<'a> {
+struct Decoder<'a, 'f> {
     reader: quick_xml::Reader<&'a [u8]>,
-    /// Complete containers by id, for references.
+    /// The ids the document's `<reference>`s name: only those containers are kept, copied,
+    /// for the references to copy again (xml_marshaller gives every container an id; keeping
+    /// them all would hold each nested value once per level).
+    referenced: HashSet<String>,
+    /// Complete referenced containers by id.
     ids: HashMap<String, Value>,
     /// What each of them weighs (bytes, see [`MAX_EXPANDED_BYTES`]).
     sizes: HashMap<String, usize>,
     /// What the document decoded so far weighs.
     weight: usize,
+    /// What `afford` agreed to so far.
+    afforded: usize,
+    afford: &'f mut dyn FnMut(usize) -> bool,
 }
 
 fn name_of(start: &BytesStart<'_>) -> String {
@@ -453,7 +486,7 @@ fn xml_error(e: impl std::fmt::Display) -> MarshalError {
     MarshalError::Xml(e.to_string())
 }
 
-impl<'a> Decoder<'a> {
+impl<'a> Decoder<'a, '_> {
     /// The next event that matters: comments and whitespace between elements are skipped; an
     /// XML declaration only at the start; a DOCTYPE (entity definitions) never.
     fn next_event(&mut self) -> Result<Event<'a>, MarshalError> {
@@ -502,6 +535,13 @@ impl<'a> Decoder<'a> {
         self.weight = self.weight.saturating_add(bytes);
         if self.weight > MAX_EXPANDED_BYTES {
             return Err(MarshalError::TooLarge);
+        }
+        if self.weight > self.afforded {
+            let next = self.weight.next_multiple_of(AFFORD_STEP);
+            if !(self.afford)(next) {
+                return Err(MarshalError::Unaffordable);
+            }
+            self.afforded = next;
         }
         Ok(())
     }
@@ -560,14 +600,36 @@ impl<'a> Decoder<'a> {
         value: &Value,
         size: usize,
     ) -> Result<(), MarshalError> {
-        if let Some(id) = id {
+        if let Some(id) = id.filter(|id| self.referenced.contains(id)) {
             if self.ids.contains_key(&id) {
                 return Err(MarshalError::DuplicateId(id));
             }
+            // The copy kept weighs what the container does.
+            self.weigh(size)?;
             self.sizes.insert(id.clone(), size);
             self.ids.insert(id, value.clone());
         }
         Ok(())
+    }
+
+    /// Reads the whole document once for the ids its `<reference>`s name, each weighed as
+    /// what remembering it costs.
+    fn find_references(&mut self, xml: &str) -> Result<(), MarshalError> {
+        let mut reader = quick_xml::Reader::from_str(xml);
+        loop {
+            match reader.read_event().map_err(xml_error)? {
+                Event::Start(start) | Event::Empty(start)
+                    if start.local_name().as_ref() == b"reference" =>
+                {
+                    if let Some(id) = Self::attribute(&start, "id")? {
+                        self.weigh(id.len() + VALUE_BYTES)?;
+                        self.referenced.insert(id);
+                    }
+                }
+                Event::Eof => return Ok(()),
+                _ => {}
+            }
+        }
     }
 
     fn value(

@@ -47,15 +47,23 @@ struct Shared {
     documents: Arc<super::calls::Documents>,
 }
 
-/// The client certificate chain of one connection (none in plaintext).
-#[derive(Clone, Default)]
-struct Peer(Option<Arc<Vec<CertificateDer<'static>>>>);
+/// One connection's client: its certificate chain (none in plaintext) and address.
+#[derive(Clone)]
+struct Peer {
+    chain: Option<Arc<Vec<CertificateDer<'static>>>>,
+    address: std::net::IpAddr,
+}
 
 /// A call's failure: the HTTP status and a message for the caller.
 #[derive(Debug)]
 pub(super) struct Failure(pub StatusCode, pub String);
 
 impl Failure {
+    /// A budget of the replica's refused the call: 429, retry later.
+    pub fn busy(exhausted: crate::limits::Exhausted) -> Self {
+        Self(StatusCode::TOO_MANY_REQUESTS, exhausted.to_string())
+    }
+
     pub fn bad(reason: impl std::fmt::Display) -> Self {
         Self(StatusCode::BAD_REQUEST, reason.to_string())
     }
@@ -155,46 +163,37 @@ pub async fn serve(
     listener: TcpListener,
     core: Weak<ReplicaCore>,
     trust: Trust,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let Some(budgets) = core.upgrade().map(|core| core.budgets().clone()) else {
+        return Ok(());
+    };
     let app = Router::new().fallback(call).with_state(Shared {
         core,
         trust: trust.clone(),
         documents: Arc::default(),
     });
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors, say: back off instead of spinning.
-                    tracing::warn!(%e, "SLAP accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = stopped(&mut shutdown) => return Ok(()),
-        };
-        let _ = tcp.set_nodelay(true);
+    crate::listen::serve_connections(listener, budgets, shutdown, move |tcp, peer| {
         let app = app.clone();
         let trust = trust.clone();
-        let mut stop = shutdown.clone();
-        tokio::spawn(async move {
-            let served = async {
-                match trust {
-                    Trust::Plaintext { .. } => {
-                        connection(tcp, app.layer(Extension(Peer(None)))).await
-                    }
-                    Trust::Certificates(tls) => {
-                        // SLAP clients speak HTTP/1.1; the replica's own setup offers h2.
-                        let mut config = (*tls.get().server).clone();
-                        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-                        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-                        let stream = match tokio::time::timeout(
-                            std::time::Duration::from_secs(10),
-                            acceptor.accept(tcp),
-                        )
-                        .await
+        async move {
+            match trust {
+                Trust::Plaintext { .. } => {
+                    let peer = Peer {
+                        chain: None,
+                        address: peer.ip(),
+                    };
+                    crate::listen::serve_http1(tcp, app.layer(Extension(peer))).await;
+                }
+                Trust::Certificates(tls) => {
+                    // SLAP clients speak HTTP/1.1; the replica's own setup offers h2.
+                    let mut config = (*tls.get().server).clone();
+                    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+                    let handshake = acceptor.accept(tcp);
+                    let stream =
+                        match tokio::time::timeout(crate::listen::HANDSHAKE_TIMEOUT, handshake)
+                            .await
                         {
                             Ok(Ok(stream)) => stream,
                             Ok(Err(e)) => {
@@ -206,42 +205,21 @@ pub async fn serve(
                                 return;
                             }
                         };
-                        let chain =
-                            stream.get_ref().1.peer_certificates().map(|c| {
-                                Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())
-                            });
-                        connection(stream, app.layer(Extension(Peer(chain)))).await;
-                    }
+                    let chain = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect()));
+                    let peer = Peer {
+                        chain,
+                        address: peer.ip(),
+                    };
+                    crate::listen::serve_http1(stream, app.layer(Extension(peer))).await;
                 }
-            };
-            tokio::select! {
-                () = served => {}
-                () = stopped(&mut stop) => {}
             }
-        });
-    }
-}
-
-/// Resolves once `shutdown` turns true (or its sender is gone).
-async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
-    // The guard `wait_for` returns is not `Send`: dropped here, before any other await.
-    let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
-}
-
-async fn connection<I>(io: I, app: Router)
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let service = hyper_util::service::TowerToHyperService::new(app);
-    // With a timer, hyper closes a connection whose next request's headers do not arrive
-    // within 30 s: idle kept-alive connections and stalled clients do not pile up.
-    if let Err(e) = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
-        .await
-    {
-        tracing::debug!(%e, "SLAP connection ended");
-    }
+        }
+    })
+    .await
 }
 
 /// One call: its name is the last segment of the path (the client joins call names to its
@@ -278,12 +256,31 @@ async fn call(
                 "{actor} may not {operation} anything here ({name})"
             )));
         }
+        // Then whether its budgets admit it (held until answered), and the decode budget what
+        // its body may cost, before a byte of it is read.
+        let caller = match &identity {
+            Identity::Verified(actor) => Some(actor),
+            Identity::Plaintext(_) => None,
+        };
+        let budgets = core.budgets();
+        let _permit = budgets
+            .admit_call(caller, Some(peer.address), std::time::Instant::now())
+            .map_err(Failure::busy)?;
+        let charge = budgets.decode_charge();
         let mut form = Form::parse(uri.query().unwrap_or_default())?;
         if method == Method::POST {
+            let declared = headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|length| length.to_str().ok()?.parse::<u64>().ok())
+                .unwrap_or(MAX_CLIENT_MESSAGE_BYTES as u64)
+                .min(MAX_CLIENT_MESSAGE_BYTES as u64);
+            charge
+                .grow_to(BYTES_PER_BODY_BYTE * declared)
+                .map_err(Failure::busy)?;
             let body = read_body(body).await?;
             let body =
                 std::str::from_utf8(&body).map_err(|_| Failure::bad("the form is not UTF-8"))?;
-            form.extend(Form::parse(body)?);
+            form.extend(Form::parse(body)?)?;
         }
         let authorization = headers
             .get(header::AUTHORIZATION)
@@ -299,6 +296,7 @@ async fn call(
             form,
             caller,
             documents: shared.documents.clone(),
+            charge: &charge,
         };
         call.run(&name).await
     }
@@ -337,6 +335,11 @@ enum Identity {
     Plaintext(UserId),
 }
 
+/// What a call's body may cost while it is handled, per byte: the body, the form's decoded
+/// fields, and a usage journal's movements (measured by the `decode_cost` test). Marshalled
+/// arguments charge what they weigh as they are decoded ([`marshal::decode_within`]).
+pub const BYTES_PER_BODY_BYTE: u64 = 8;
+
 /// How long a client may take to send a call's body once its headers are in: a body that
 /// trickles in is not held, and buffered, for ever.
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -372,7 +375,7 @@ fn verify(core: &ReplicaCore, trust: &Trust, peer: &Peer) -> Result<Identity, Fa
         Trust::Certificates(tls) => {
             let identity = tls
                 .get()
-                .verify_caller(peer.0.as_deref().map(Vec::as_slice), &core.revoked())
+                .verify_caller(peer.chain.as_deref().map(Vec::as_slice), &core.revoked())
                 .map_err(|refusal| {
                     tracing::info!(%refusal, "SLAP caller refused");
                     Failure(
