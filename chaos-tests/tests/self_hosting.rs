@@ -527,6 +527,22 @@ async fn story() -> anyhow::Result<()> {
         "--- {:5.1} s: a client keeps requesting instances from here on",
         began.elapsed().as_secs_f64()
     );
+    // Its requests stay pending: far more than a user's default quota allows.
+    story
+        .slapctl(
+            std::slice::from_ref(&seed_url),
+            &[
+                "quota",
+                "set",
+                "--user",
+                "load",
+                "--instances",
+                "1000000",
+                "--pending",
+                "1000000",
+            ],
+        )
+        .await?;
     let user =
         ops::load::cluster::credentials(&story.slapmaster, &seed_dir, "user:load")?.tls_config();
     let urls = Arc::new(Mutex::new(vec![seed_url.clone()]));

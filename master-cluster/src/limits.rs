@@ -13,7 +13,7 @@
 //!
 //! Replicas are never limited (Raft's traffic is the cluster's own), and operators are not
 //! rate-limited: they are how an overload is repaired. Every entry is dropped once idle, so the
-//! tables hold only callers active in the last seconds (see [`Budgets::prune`]).
+//! tables hold only callers active in the last seconds (see `Table::prune`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;

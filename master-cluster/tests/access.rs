@@ -59,6 +59,9 @@ const GRPC: &[(&str, &str)] = &[
     ("Admin/ShowProject", "YYYnnnnnunu"),
     ("Admin/SetProjectMember", "YYnnnnnnunu"),
     ("Admin/MoveComputer", "Ynnnnnnnunu"),
+    ("Admin/SetQuota", "Ynnnnnnnunu"),
+    // A person's own quota.
+    ("Admin/ShowQuota", "YYYYYnnnunu"),
     ("Node/RegisterComputer", "YnnnnYnnunu"),
     ("Node/PollComputer", "YnnnnYnnunu"),
     ("Node/ReportSoftware", "nnnnnYnnunu"),
@@ -355,6 +358,21 @@ async fn grpc(method: &str, channel: Channel, world: &World) -> Result<(), Statu
                 computer: "COMP-A".into(),
                 project: "PROJ-A".into(),
             })
+            .await
+            .map(drop),
+        "Admin/SetQuota" => admin
+            .set_quota(pb::SetQuotaRequest {
+                user: "quota-probe".into(),
+                quota: Some(pb::Quota {
+                    instances: 10,
+                    pending: 10,
+                    parameter_bytes: 10_000,
+                }),
+            })
+            .await
+            .map(drop),
+        "Admin/ShowQuota" => admin
+            .show_quota(pb::ShowQuotaRequest::default())
             .await
             .map(drop),
         "Node/RegisterComputer" => node
@@ -671,7 +689,7 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
         .try_init();
     // Every method of the wire contract and every SLAP call the listener answers (the policy
     // test counts them from the .proto files and the SLAP dispatcher).
-    assert_eq!(GRPC.len(), 39);
+    assert_eq!(GRPC.len(), 41);
     let slap_calls: std::collections::BTreeSet<&str> = SLAP
         .iter()
         .map(|(call, _)| call.split('+').next().unwrap_or(call))

@@ -353,6 +353,30 @@ async fn users_and_operators_manage_computers_instances_and_certificates() -> an
         shown.stdout
     );
 
+    // quota: alice reads her own; an operator lowers it to what she holds and her next new
+    // request is refused, naming the quota; raised again, it is accepted.
+    let own = f.slapctl(&alice, &["--json", "quota", "show"]).ok().json();
+    assert_eq!(own["user"], "alice");
+    assert_eq!(own["own"], false);
+    let held = own["held"]["instances"].as_u64().expect("a count");
+    assert!(held >= 1, "{own}");
+    let refused = f.slapctl(&alice, &["quota", "show", "--user", "bob"]);
+    assert_eq!(refused.code, 2, "{}", refused.stdout);
+    let held = held.to_string();
+    f.as_operator(&["quota", "set", "--user", "alice", "--instances", &held])
+        .ok();
+    let one_more = ["request", "one-more", "--software", SOFTWARE];
+    let over = f.slapctl(&alice, &one_more);
+    assert_ne!(over.code, 0, "{}", over.stdout);
+    assert!(over.stderr.contains("the quota is"), "{}", over.stderr);
+    let default = f
+        .as_operator(&["--json", "quota", "show", "--default"])
+        .ok()
+        .json();
+    assert_eq!(default["quota"]["instances"], 1_000);
+    f.as_operator(&["quota", "unset", "--user", "alice"]).ok();
+    f.slapctl(&alice, &one_more).ok();
+
     // computer token: one use, for a new computer's node.
     let token = f
         .as_operator(&["--json", "computer", "token", "COMP-NEW"])

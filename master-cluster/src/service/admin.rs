@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 
 use super::{ACTOR_HEADER, caller, convert::invalid, failed, unavailable, write, write_reply};
 use crate::replica::{Consistency, MembershipError, ReadError, ReplicaCore};
-use crate::state::model::{Actor, AllocationScope, ProjectId, ProjectRole, UserId};
+use crate::state::model::{Actor, AllocationScope, ProjectId, ProjectRole, Quota, UserId};
 use crate::state::policy::{self, Operation, ProjectFacts, Target};
 use crate::state::{Op, ReplicaNode};
 
@@ -361,6 +361,64 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(write_reply(
             write(&self.core, actor, op).await?,
         )))
+    }
+
+    async fn set_quota(&self, request: Request<pb::SetQuotaRequest>) -> Reply<pb::WriteReply> {
+        let actor = caller(&self.core, &request)?;
+        let request = request.into_inner();
+        let op = Op::SetQuota {
+            user: (!request.user.is_empty()).then(|| request.user.as_str().into()),
+            quota: request.quota.map(|q| Quota {
+                instances: q.instances,
+                pending: q.pending,
+                parameter_bytes: q.parameter_bytes,
+            }),
+        };
+        Ok(Response::new(write_reply(
+            write(&self.core, actor, op).await?,
+        )))
+    }
+
+    async fn show_quota(
+        &self,
+        request: Request<pb::ShowQuotaRequest>,
+    ) -> Reply<pb::ShowQuotaReply> {
+        let actor = caller(&self.core, &request)?;
+        let request = request.into_inner();
+        let user: Option<UserId> = match (request.default, request.user.as_str(), &actor) {
+            (true, ..) => None,
+            (false, "", Actor::User(own) | Actor::Operator(own)) => Some(own.clone()),
+            (false, "", other) => {
+                return Err(Status::invalid_argument(format!(
+                    "{other} has no quota: name a user"
+                )));
+            }
+            (false, named, _) => Some(named.into()),
+        };
+        let target = user.as_ref().map_or(Target::Cluster, Target::Person);
+        policy::decide(&actor, Operation::ReadQuota, target)?;
+        let wanted = user.clone();
+        let (quota, own, held) = self
+            .core
+            .read(super::consistency(request.consistency), move |txn| {
+                crate::state::query::quota(txn, wanted.as_ref())
+            })
+            .await
+            .map_err(|e| failed(&e))?;
+        Ok(Response::new(pb::ShowQuotaReply {
+            user: user.map(|u| u.0).unwrap_or_default(),
+            quota: Some(pb::Quota {
+                instances: quota.instances,
+                pending: quota.pending,
+                parameter_bytes: quota.parameter_bytes,
+            }),
+            held: Some(pb::Quota {
+                instances: held.instances,
+                pending: held.pending,
+                parameter_bytes: held.parameter_bytes,
+            }),
+            own,
+        }))
     }
 
     async fn cluster_status(

@@ -224,6 +224,7 @@ pub fn rejected(rejection: &Rejection) -> Status {
         | Rejection::UnknownProject(_)
         | Rejection::NothingToDestroy { .. } => Status::not_found(message),
         Rejection::BadEnrollmentToken => Status::permission_denied(message),
+        Rejection::OverQuota { .. } => Status::resource_exhausted(message),
         Rejection::TooLarge { .. }
         | Rejection::TooMany { .. }
         | Rejection::Invalid { .. }

@@ -86,9 +86,9 @@ impl From<Status> for Failure {
             Code::PermissionDenied => StatusCode::FORBIDDEN,
             Code::Unauthenticated => StatusCode::UNAUTHORIZED,
             Code::FailedPrecondition | Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
-            Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Code::Unavailable | Code::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
+            // A budget or a quota: the caller's own doing, not the cluster's.
+            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self(code, status.message().to_string())

@@ -7,17 +7,17 @@
 //! Time comes from the command (`at`, assigned by the proposing replica), never from a clock,
 //! and instance timestamps only move forward: `max(at, previous + 1)`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::command::{
     Command, InstanceReport, InstanceRequest, InstanceSummary, Op, Outcome, Rejection, Response,
 };
 use super::model::{
     Actor, AllocationScope, AuditRecord, Bang, Computer, ComputerDefinition, ComputerId,
-    EnrollmentToken, Instance, InstanceCertificate, InstanceGuid, IssuedCertificate, Parameters,
-    Partition, PartitionId, PartitionRef, Placement, Project, ProjectId, ProjectRole,
-    ReportedState, RequestedState, Requester, Revocation, SoftwareRelease, SoftwareReleaseUrl,
-    SoftwareState, Supply, SupplyState, Timestamp, UsageRecord, UserId,
+    EnrollmentToken, Holding, Instance, InstanceCertificate, InstanceGuid, IssuedCertificate,
+    Parameters, Partition, PartitionId, PartitionRef, Placement, Project, ProjectId, ProjectRole,
+    Quota, ReportedState, RequestedState, Requester, Revocation, SoftwareRelease,
+    SoftwareReleaseUrl, SoftwareState, Supply, SupplyState, Timestamp, UsageRecord, UserId,
 };
 use super::placement::{self, Choice, Tree};
 use super::policy::{self, InstanceFacts, ProjectFacts, Target};
@@ -207,6 +207,7 @@ impl Applier<'_, '_> {
                 role,
             } => self.set_project_member(project, user, *role),
             Op::MoveComputer { computer, project } => self.move_computer(computer, project),
+            Op::SetQuota { user, quota } => self.set_quota(user.as_ref(), *quota),
         }
     }
 
@@ -270,6 +271,7 @@ impl Applier<'_, '_> {
             Op::RecordLiveness { .. }
             | Op::CreateProject { .. }
             | Op::MoveComputer { .. }
+            | Op::SetQuota { .. }
             | Op::RecordCertificate { .. }
             | Op::RevokeCertificate { .. }
             | Op::CreateEnrollmentToken { .. }
@@ -284,6 +286,84 @@ impl Applier<'_, '_> {
         match self.actor {
             Actor::User(user) | Actor::Operator(user) => self.t.role(user, project),
             _ => Ok(None),
+        }
+    }
+
+    // --- quotas -------------------------------------------------------------------------------
+
+    fn set_quota(&mut self, user: Option<&UserId>, quota: Option<Quota>) -> Handled {
+        if let Some(user) = user {
+            check!(check_name("user", user.as_str()));
+        }
+        if self.t.quota_set(user)? == quota {
+            return Ok(Ok(Outcome::Unchanged));
+        }
+        let key = tables::quota_key(user);
+        match quota {
+            Some(quota) => tables::put(&mut self.t.quotas, "quotas", key.as_bytes(), &quota)?,
+            None => tables::delete(&mut self.t.quotas, "quotas", key.as_bytes())?,
+        }
+        let whose = user.map_or_else(|| "everyone's default".to_string(), |u| u.to_string());
+        self.audit("set quota", format!("{whose}: {quota:?}"))?;
+        Ok(Ok(Outcome::Done))
+    }
+
+    /// Whether `owner` may hold `instances` more instances (each of which may wait for a
+    /// partition) and `bytes` more of parameters. Operators' requests are not counted against
+    /// anyone: they are how a full quota is worked around.
+    fn within_quota(
+        &self,
+        owner: &UserId,
+        instances: u64,
+        bytes: u64,
+    ) -> Result<Result<(), Rejection>, StateError> {
+        if matches!(self.actor, Actor::Operator(_)) {
+            return Ok(Ok(()));
+        }
+        let quota = self.t.quota(owner)?;
+        let held = self.t.holding(owner)?;
+        let over = |what: &str, held: u64, more: u64, max: u64| {
+            (held.saturating_add(more) > max).then(|| Rejection::OverQuota {
+                user: owner.clone(),
+                what: what.to_string(),
+                held,
+                wanted: held.saturating_add(more),
+                max,
+            })
+        };
+        let refusal = over("instances", held.instances, instances, quota.instances)
+            .or_else(|| {
+                over(
+                    "requests waiting for a partition",
+                    held.pending,
+                    instances,
+                    quota.pending,
+                )
+            })
+            .or_else(|| {
+                over(
+                    "bytes of parameters",
+                    held.parameter_bytes,
+                    bytes,
+                    quota.parameter_bytes,
+                )
+            });
+        Ok(refusal.map_or(Ok(()), Err))
+    }
+
+    /// Changes what `owner` holds.
+    fn hold(
+        &mut self,
+        owner: &UserId,
+        change: impl FnOnce(&mut Holding),
+    ) -> Result<(), StateError> {
+        let mut holding = self.t.holding(owner)?;
+        change(&mut holding);
+        let key = tables::user_key(owner);
+        if holding == Holding::default() {
+            tables::delete(&mut self.t.holdings, "holdings", key.as_bytes())
+        } else {
+            tables::put(&mut self.t.holdings, "holdings", key.as_bytes(), &holding)
         }
     }
 
@@ -744,6 +824,7 @@ impl Applier<'_, '_> {
                 title: request.title.clone(),
             });
         }
+        check!(self.within_quota(&owner, 1, parameter_bytes(&request.parameters))?);
         let guid = InstanceGuid(self.t.counter("next_guid")? + 1);
         self.set_counter("next_guid", guid.0)?;
         let root = parent.map_or(guid, |p| p.root);
@@ -803,6 +884,9 @@ impl Applier<'_, '_> {
                 tables::instance_key(guid).as_bytes(),
                 &request.parameters,
             )?;
+            self.hold(&owner, |h| {
+                h.parameter_bytes += parameter_bytes(&request.parameters);
+            })?;
         }
         self.place(&mut instance)?;
         self.save_instance(&instance)?;
@@ -840,6 +924,13 @@ impl Applier<'_, '_> {
         if !(software_changed || sla_changed || parameters_changed || state_changed) {
             return Ok(Ok(Outcome::Instance(summary(&instance, false))));
         }
+        let (old_bytes, new_bytes) = (
+            parameter_bytes(&parameters),
+            parameter_bytes(&request.parameters),
+        );
+        if new_bytes > old_bytes {
+            check!(self.within_quota(&instance.owner, 0, new_bytes - old_bytes)?);
+        }
 
         let placed_on_partition = matches!(instance.placement, Placement::Partition(_));
         let unplaced = matches!(
@@ -869,6 +960,9 @@ impl Applier<'_, '_> {
                     &request.parameters,
                 )?;
             }
+            self.hold(&instance.owner, |h| {
+                h.parameter_bytes = (h.parameter_bytes + new_bytes).saturating_sub(old_bytes);
+            })?;
         }
         bump(&mut instance, self.at);
         if unplaced {
@@ -975,6 +1069,16 @@ impl Applier<'_, '_> {
     /// parent; then finishes the parent's destruction if it was only waiting for this child.
     fn forget(&mut self, instance: &Instance) -> Result<(), StateError> {
         let key = tables::instance_key(instance.guid);
+        // What the owner held of it, as stored.
+        let stored = self.t.instance(instance.guid)?;
+        let bytes = parameter_bytes(&self.t.parameters(instance.guid)?);
+        self.hold(&instance.owner, |h| {
+            h.instances = h.instances.saturating_sub(u64::from(stored.is_some()));
+            h.pending = h
+                .pending
+                .saturating_sub(u64::from(stored.as_ref().is_some_and(waiting)));
+            h.parameter_bytes = h.parameter_bytes.saturating_sub(bytes);
+        })?;
         tables::delete(&mut self.t.instances, "instances", key.as_bytes())?;
         tables::delete(
             &mut self.t.instance_parameters,
@@ -1841,6 +1945,20 @@ impl Applier<'_, '_> {
         if let Placement::Partition(p) = &instance.placement {
             self.touched.insert(p.computer.clone());
         }
+        // The owner's holding follows the instance: one more when it is first saved, and
+        // whether it waits for a partition or a host.
+        let before = self.t.instance(instance.guid)?;
+        let was_waiting = before.as_ref().is_some_and(waiting);
+        if before.is_none() || was_waiting != waiting(instance) {
+            self.hold(&instance.owner, |h| {
+                h.instances += u64::from(before.is_none());
+                if waiting(instance) {
+                    h.pending += u64::from(!was_waiting);
+                } else {
+                    h.pending = h.pending.saturating_sub(u64::from(was_waiting));
+                }
+            })?;
+        }
         tables::put(
             &mut self.t.instances,
             "instances",
@@ -1964,6 +2082,57 @@ fn not_allowed(refusal: policy::Refusal) -> Rejection {
         actor: refusal.actor,
         action: format!("{} {}", refusal.operation, refusal.target),
     }
+}
+
+/// Counts every user's holding from their instances, once: state written by releases before
+/// quotas has instances but no holdings. Run where tables are created (at open, and after a
+/// snapshot from such a release is installed): holdings are a function of the instances, kept
+/// so by every command since, so each replica gets the same whenever it counts.
+pub fn count_holdings_once(t: &mut WriteTables<'_>) -> Result<(), StateError> {
+    const COUNTED: &str = "holdings_counted";
+    if t.counter(COUNTED)? != 0 {
+        return Ok(());
+    }
+    let rows = tables::scan(
+        &t.instances,
+        "instances",
+        &super::keys::Key::new(),
+        usize::MAX,
+    )?;
+    let mut holdings: BTreeMap<UserId, Holding> = BTreeMap::new();
+    for instance in tables::decode_all::<Instance>("instances", rows)? {
+        let bytes = parameter_bytes(&t.parameters(instance.guid)?);
+        let holding = holdings.entry(instance.owner.clone()).or_default();
+        holding.instances += 1;
+        holding.pending += u64::from(waiting(&instance));
+        holding.parameter_bytes += bytes;
+    }
+    for (owner, holding) in holdings {
+        let key = tables::user_key(&owner);
+        tables::put(&mut t.holdings, "holdings", key.as_bytes(), &holding)?;
+    }
+    tables::put_u64(
+        &mut t.counters,
+        "counters",
+        &super::keys::Key::new().str(COUNTED),
+        1,
+    )
+}
+
+/// Whether an instance waits for a partition (or a host): a pending request, as quotas count.
+fn waiting(instance: &Instance) -> bool {
+    matches!(
+        instance.placement,
+        Placement::Pending { .. } | Placement::Unplaceable { .. }
+    )
+}
+
+/// What parameters weigh against a quota: their keys' and values' bytes.
+fn parameter_bytes(parameters: &Parameters) -> u64 {
+    parameters
+        .iter()
+        .map(|(key, value)| (key.len() + value.len()) as u64)
+        .sum()
 }
 
 fn bump(instance: &mut Instance, at: Timestamp) {

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::model::{
     Actor, AllocationScope, ComputerDefinition, ComputerId, InstanceCertificate, InstanceGuid,
-    Parameters, PartitionId, PartitionRef, Placement, ProjectId, ProjectRole, RequestedState,
-    SoftwareReleaseUrl, SoftwareState, SupplyState, Timestamp, UsageRecord, UserId,
+    Parameters, PartitionId, PartitionRef, Placement, ProjectId, ProjectRole, Quota,
+    RequestedState, SoftwareReleaseUrl, SoftwareState, SupplyState, Timestamp, UsageRecord, UserId,
 };
 
 /// What one Raft log entry carries: the commands the leader coalesced while the previous
@@ -144,6 +144,13 @@ pub enum Op {
     MoveComputer {
         computer: ComputerId,
         project: ProjectId,
+    },
+    /// Sets the quota of `user` (`None`: everyone's default), or (`quota` `None`) removes it
+    /// (operators only). What a user already holds beyond a lowered quota stays; only new
+    /// requests are refused.
+    SetQuota {
+        user: Option<UserId>,
+        quota: Option<Quota>,
     },
 }
 
@@ -284,6 +291,17 @@ pub enum Rejection {
     BadEnrollmentToken,
     #[error("unknown project {0}")]
     UnknownProject(ProjectId),
+    #[error(
+        "{user} holds {held} {what}, and this would make {wanted}: the quota is {max} (an \
+         operator can raise it with slapctl quota set)"
+    )]
+    OverQuota {
+        user: UserId,
+        what: String,
+        held: u64,
+        wanted: u64,
+        max: u64,
+    },
     #[error("{count} {what}; at most {max} are accepted")]
     TooMany {
         what: String,

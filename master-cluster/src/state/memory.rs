@@ -62,6 +62,27 @@ impl MemoryState {
         Ok(responses.into_iter().flatten().collect())
     }
 
+    /// Makes the state look as releases before quotas wrote it (no holdings, never counted),
+    /// then opens it again as raft-store does.
+    #[cfg(test)]
+    pub(super) fn forget_holdings(&mut self) -> Result<(), StateError> {
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| StateError::storage("(test)", e))?;
+        {
+            let mut t = super::tables::Tables::open_write(&txn)?;
+            t.holdings
+                .retain(|_, _| false)
+                .map_err(|e| StateError::storage("holdings", e))?;
+            t.counters
+                .remove(super::keys::Key::new().str("holdings_counted").as_bytes())
+                .map_err(|e| StateError::storage("counters", e))?;
+        }
+        MasterState::default().initialize(&txn)?;
+        txn.commit().map_err(|e| StateError::storage("(test)", e))
+    }
+
     /// A read view for the queries in [`super::query`].
     pub fn read(&self) -> Result<redb::ReadTransaction, StateError> {
         self.db

@@ -98,7 +98,8 @@ impl raft_store::Application<MasterConfig> for MasterState {
     }
 
     fn initialize(&self, txn: &redb::WriteTransaction) -> Result<(), StateError> {
-        tables::create_all(txn)
+        tables::create_all(txn)?;
+        apply::count_holdings_once(&mut tables::Tables::open_write(txn)?)
     }
 }
 

@@ -126,6 +126,36 @@ impl Project {
     }
 }
 
+/// How much of the master one user may hold (`quotas`, set by operators; [`Quota::DEFAULT`]
+/// until they do): instance requests that exist (until their node reports them destroyed),
+/// those of them waiting for a partition or a host, and the bytes of their parameters. Without
+/// it one user could fill every free partition and the state with megabyte parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    pub instances: u64,
+    pub pending: u64,
+    pub parameter_bytes: u64,
+}
+
+impl Quota {
+    /// Far above one person's use of a SlapOS master (its shared-hosting users hold tens to
+    /// hundreds of instances), far below what fills a large cluster.
+    pub const DEFAULT: Self = Self {
+        instances: 1_000,
+        pending: 100,
+        parameter_bytes: 256 << 20,
+    };
+}
+
+/// What one user holds against their [`Quota`] (`holdings`), kept by the state machine as
+/// their instances are created, placed, changed and forgotten.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holding {
+    pub instances: u64,
+    pub pending: u64,
+    pub parameter_bytes: u64,
+}
+
 /// One computer partition, named by its computer.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PartitionId {

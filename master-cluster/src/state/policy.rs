@@ -40,7 +40,7 @@ use std::fmt;
 use super::command::Op;
 use super::model::{
     Actor, AllocationScope, ComputerId, Instance, InstanceGuid, PartitionId, Placement, ProjectId,
-    ProjectRole, Requester,
+    ProjectRole, Requester, UserId,
 };
 
 /// Declares [`Operation`] and [`Operation::ALL`] from one list, so that the list of every
@@ -123,6 +123,10 @@ operations! {
     ManageProjectMembers,
     /// Hands a computer to another project.
     MoveComputer,
+    /// Sets a user's quota, or everyone's default.
+    SetQuota,
+    /// A user's quota and what they hold against it.
+    ReadQuota,
 }
 
 impl Operation {
@@ -167,6 +171,8 @@ impl Operation {
             ReadProject => "read",
             ManageProjectMembers => "manage the members of",
             MoveComputer => "move computers of",
+            SetQuota => "set the quotas of",
+            ReadQuota => "read the quota of",
         }
     }
 }
@@ -201,6 +207,8 @@ pub fn grpc_operation(path: &str) -> Option<Operation> {
         ("Admin", "ListProjects" | "ShowProject") => ReadProject,
         ("Admin", "SetProjectMember") => ManageProjectMembers,
         ("Admin", "MoveComputer") => MoveComputer,
+        ("Admin", "SetQuota") => SetQuota,
+        ("Admin", "ShowQuota") => ReadQuota,
         ("Node", "RegisterComputer") => RegisterComputer,
         ("Node", "PollComputer") => ReadComputer,
         ("Node", "ReportSoftware") => ReportSoftware,
@@ -285,6 +293,7 @@ pub fn command_operation(op: &Op) -> Operation {
         Op::CreateProject { .. } => CreateProject,
         Op::SetProjectMember { .. } => ManageProjectMembers,
         Op::MoveComputer { .. } => MoveComputer,
+        Op::SetQuota { .. } => SetQuota,
     }
 }
 
@@ -303,6 +312,8 @@ pub enum Target<'a> {
     },
     /// A project, or one of its computers, with the caller's role in it.
     Project(ProjectFacts<'a>),
+    /// A person's own records (their quota).
+    Person(&'a UserId),
 }
 
 /// What it takes to decide about a project or one of its computers.
@@ -416,6 +427,13 @@ fn on_target(actor: &Actor, operation: Operation, target: Target<'_>) -> bool {
             }
             _ => operator || replica || is_computer(actor, target),
         },
+        // Their own, or anyone's (and the default) for an operator.
+        ReadQuota => match target {
+            Target::Person(user) => {
+                operator || matches!(actor, Actor::User(own) if own == user)
+            }
+            _ => operator,
+        },
         // One project's record, or (on the cluster) the list of the caller's own.
         ReadProject => match target {
             Target::Project(facts) => operator || facts.role.is_some(),
@@ -450,6 +468,7 @@ fn on_target(actor: &Actor, operation: Operation, target: Target<'_>) -> bool {
         | BindInstanceCertificate
         | CreateProject
         | MoveComputer
+        | SetQuota
         // Its own identity's, by definition.
         | RenewCertificate => true,
     }
@@ -486,7 +505,8 @@ pub fn may_attempt(actor: &Actor, operation: Operation) -> bool {
         | CreateEnrollmentToken
         | ManageComputerCertificate
         | CreateProject
-        | MoveComputer => operator,
+        | MoveComputer
+        | SetQuota => operator,
         RegisterComputer | BangComputer => operator || computer,
         ReportSoftware | PostUsage | RenewCertificate => computer,
         ReadComputer | ReadUsage => operator || replica || computer,
@@ -498,7 +518,8 @@ pub fn may_attempt(actor: &Actor, operation: Operation) -> bool {
         | SetAllocationScope
         | ReadProject
         | ManageProjectMembers
-        | ListComputers => human,
+        | ListComputers
+        | ReadQuota => human,
         RequestInstance => human || partition,
         ReadPartition
         | ReportInstance
@@ -551,6 +572,7 @@ fn describe(target: Target<'_>) -> String {
             ..
         }) => format!("computer {computer} of project {project}"),
         Target::Project(facts) => format!("project {}", facts.project),
+        Target::Person(user) => format!("user {user}"),
     }
 }
 

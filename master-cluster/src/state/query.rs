@@ -7,10 +7,10 @@ use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::keys::Key;
 use super::model::{
-    Actor, AuditRecord, Computer, ComputerId, Instance, InstanceGuid, IssuedCertificate,
-    Parameters, Partition, PartitionRef, Placement, Project, ProjectId, ProjectRole, Revocation,
-    SoftwareRelease, SoftwareReleaseUrl, SoftwareState, SupplyState, Timestamp, UsageRecord,
-    UserId,
+    Actor, AuditRecord, Computer, ComputerId, Holding, Instance, InstanceGuid, IssuedCertificate,
+    Parameters, Partition, PartitionRef, Placement, Project, ProjectId, ProjectRole, Quota,
+    Revocation, SoftwareRelease, SoftwareReleaseUrl, SoftwareState, SupplyState, Timestamp,
+    UsageRecord, UserId,
 };
 use super::placement::{self, Choice};
 use super::tables::{self, StateError, Tables};
@@ -131,6 +131,24 @@ pub fn role(
         Actor::User(user) | Actor::Operator(user) => Tables::open_read(txn)?.role(user, project),
         _ => Ok(None),
     }
+}
+
+/// `user`'s quota in force, whether it is their own (set for them), and what they hold; for
+/// no user, everyone's default, whether an operator set it, and nothing held.
+pub fn quota(
+    txn: &redb::ReadTransaction,
+    user: Option<&UserId>,
+) -> Result<(Quota, bool, Holding), StateError> {
+    let t = Tables::open_read(txn)?;
+    let set = t.quota_set(user)?;
+    Ok(match user {
+        Some(user) => (t.quota(user)?, set.is_some(), t.holding(user)?),
+        None => (
+            set.unwrap_or(Quota::DEFAULT),
+            set.is_some(),
+            Holding::default(),
+        ),
+    })
 }
 
 /// A project's members and their roles.

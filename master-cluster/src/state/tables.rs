@@ -35,6 +35,8 @@
 //! | `projects` | project | [`Project`] (the default project may have none) |
 //! | `project_members` | project, user | [`ProjectRole`] |
 //! | `user_projects` | user, project | [`ProjectRole`] — the same rows, by user |
+//! | `quotas` | user (empty: everyone's default) | [`Quota`] set by an operator |
+//! | `holdings` | user | [`Holding`]: what the user holds against their quota |
 
 use redb::{ReadableTable, TableDefinition, TableHandle};
 use serde::Serialize;
@@ -42,9 +44,9 @@ use serde::de::DeserializeOwned;
 
 use super::keys::{Key, KeyError, KeyReader};
 use super::model::{
-    AuditRecord, Computer, ComputerId, Instance, InstanceGuid, Parameters, Partition, PartitionRef,
-    Project, ProjectId, ProjectRole, SoftwareRelease, SoftwareReleaseUrl, Supply, UsageRecord,
-    UserId,
+    AuditRecord, Computer, ComputerId, Holding, Instance, InstanceGuid, Parameters, Partition,
+    PartitionRef, Project, ProjectId, ProjectRole, Quota, SoftwareRelease, SoftwareReleaseUrl,
+    Supply, UsageRecord, UserId,
 };
 
 type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
@@ -111,6 +113,8 @@ tables! {
     projects: "projects",
     project_members: "project_members",
     user_projects: "user_projects",
+    quotas: "quotas",
+    holdings: "holdings",
 }
 
 /// The master's tables, in a fixed order.
@@ -186,6 +190,8 @@ impl Record for super::model::IssuedCertificate {}
 impl Record for super::model::EnrollmentToken {}
 impl Record for super::model::Revocation {}
 impl Record for super::model::InstanceCertificate {}
+impl Record for Quota {}
+impl Record for Holding {}
 
 pub fn encode<T: Record>(value: &T) -> Vec<u8> {
     postcard::to_extend(value, vec![V2]).expect(
@@ -406,6 +412,15 @@ pub fn supply_key(computer: &ComputerId, url: &SoftwareReleaseUrl) -> Key {
 
 pub fn instance_key(guid: InstanceGuid) -> Key {
     Key::new().u64(guid.0)
+}
+
+pub fn user_key(user: &UserId) -> Key {
+    Key::new().str(user.as_str())
+}
+
+/// A user's quota, or (`None`) everyone's default: no user is named by the empty string.
+pub fn quota_key(user: Option<&UserId>) -> Key {
+    Key::new().str(user.map_or("", UserId::as_str))
 }
 
 pub fn root_key(owner: &UserId, title: &str) -> Key {
@@ -661,6 +676,24 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> Tables<T> {
                 Ok((ProjectId(project), decode("user_projects", k, v)?))
             })
             .collect()
+    }
+
+    /// The quota of `user`: theirs if an operator set one, else everyone's default as set,
+    /// else [`Quota::DEFAULT`].
+    pub fn quota(&self, user: &UserId) -> Result<Quota, StateError> {
+        if let Some(quota) = get(&self.quotas, "quotas", quota_key(Some(user)).as_bytes())? {
+            return Ok(quota);
+        }
+        Ok(get(&self.quotas, "quotas", quota_key(None).as_bytes())?.unwrap_or(Quota::DEFAULT))
+    }
+
+    /// The quota an operator set for `user` (`None`: everyone's default), if any.
+    pub fn quota_set(&self, user: Option<&UserId>) -> Result<Option<Quota>, StateError> {
+        get(&self.quotas, "quotas", quota_key(user).as_bytes())
+    }
+
+    pub fn holding(&self, user: &UserId) -> Result<Holding, StateError> {
+        Ok(get(&self.holdings, "holdings", user_key(user).as_bytes())?.unwrap_or_default())
     }
 
     pub fn counter(&self, name: &'static str) -> Result<u64, StateError> {

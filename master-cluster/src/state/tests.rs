@@ -362,6 +362,36 @@ fn check_invariants(state: &MemoryState) {
         "pending shared index"
     );
     assert_eq!(keys(&t.hosted, "hosted"), expected_hosted, "hosted index");
+
+    // Every user's holding is what their instances add up to, and only users who hold
+    // something have a row.
+    let mut holdings: BTreeMap<UserId, Holding> = BTreeMap::new();
+    for instance in &instances {
+        let holding = holdings.entry(instance.owner.clone()).or_default();
+        holding.instances += 1;
+        holding.pending += u64::from(matches!(
+            instance.placement,
+            Placement::Pending { .. } | Placement::Unplaceable { .. }
+        ));
+        holding.parameter_bytes += t
+            .parameters(instance.guid)
+            .expect("parameters")
+            .iter()
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum::<u64>();
+    }
+    for (owner, holding) in &holdings {
+        assert_eq!(
+            t.holding(owner).expect("holding"),
+            *holding,
+            "{owner}'s holding"
+        );
+    }
+    assert_eq!(
+        keys(&t.holdings, "holdings").len(),
+        holdings.len(),
+        "holdings of users who hold nothing"
+    );
 }
 
 // --- computers and placement ------------------------------------------------------------------
@@ -1684,6 +1714,141 @@ fn a_hostile_tenant_is_refused_by_the_policy_and_changes_nothing() {
     );
     let republished = f.run(user("alice"), publish("KVM 2"));
     assert!(republished.is_ok(), "its publisher may: {republished:?}");
+}
+
+#[test]
+fn quotas_bound_what_one_user_holds_and_only_operators_set_them() {
+    let mut f = Fixture::new();
+    let admin = Actor::Operator(UserId::from("admin"));
+    let (alice, bob) = (user("alice"), user("bob"));
+    let ok = |r: Response| assert!(r.is_ok(), "{r:?}");
+    let set = |user: Option<&str>, quota: Option<(u64, u64, u64)>| Op::SetQuota {
+        user: user.map(UserId::from),
+        quota: quota.map(|(instances, pending, parameter_bytes)| Quota {
+            instances,
+            pending,
+            parameter_bytes,
+        }),
+    };
+    let over = |rejection: Rejection| match rejection {
+        Rejection::OverQuota { what, .. } => what,
+        other => panic!("expected a quota refusal, got {other}"),
+    };
+    f.register("COMP-A", 2, &[]);
+    f.supply("COMP-A", KVM);
+
+    tracing_phase("only operators set quotas");
+    let refused = f.refused(
+        alice.clone(),
+        set(Some("alice"), Some((1_000, 1_000, 1 << 30))),
+    );
+    assert!(matches!(refused, Rejection::NotAllowed { .. }), "{refused}");
+    ok(f.run(admin.clone(), set(Some("alice"), Some((3, 1, 1_000)))));
+
+    tracing_phase("instances, then requests waiting for a partition");
+    f.request(alice.clone(), request("a1", KVM));
+    f.request(alice.clone(), request("a2", KVM));
+    let waiting = f.request(alice.clone(), request("a3", KVM));
+    assert!(matches!(waiting.placement, Placement::Pending { .. }));
+    let held = |f: &Fixture, who: &str| {
+        let txn = f.state.read().expect("read");
+        query::quota(&txn, Some(&UserId::from(who)))
+            .expect("quota")
+            .2
+    };
+    assert_eq!(
+        held(&f, "alice"),
+        Holding {
+            instances: 3,
+            pending: 1,
+            parameter_bytes: 0
+        }
+    );
+    let a4 = Op::RequestInstance(request("a4", KVM));
+    assert_eq!(over(f.refused(alice.clone(), a4.clone())), "instances");
+    ok(f.run(admin.clone(), set(Some("alice"), Some((10, 1, 1_000)))));
+    assert_eq!(
+        over(f.refused(alice.clone(), a4.clone())),
+        "requests waiting for a partition"
+    );
+    // A waiting request destroyed is forgotten at once: room for another.
+    ok(f.run(
+        alice.clone(),
+        Op::DestroyInstance {
+            instance: waiting.guid,
+        },
+    ));
+    ok(f.run(alice.clone(), a4));
+
+    tracing_phase("parameter bytes, on a new request and on a change");
+    let with_parameters = |title: &str, bytes: usize| {
+        let mut request = request(title, KVM);
+        request
+            .parameters
+            .insert("k".into(), "v".repeat(bytes.saturating_sub(1)));
+        Op::RequestInstance(request)
+    };
+    assert_eq!(
+        over(f.refused(alice.clone(), with_parameters("a1", 1_001))),
+        "bytes of parameters"
+    );
+    ok(f.run(alice.clone(), with_parameters("a1", 600)));
+    assert_eq!(
+        over(f.refused(alice.clone(), with_parameters("a2", 401))),
+        "bytes of parameters"
+    );
+    // Shrinking never needs room.
+    ok(f.run(alice.clone(), with_parameters("a1", 10)));
+    assert_eq!(held(&f, "alice").parameter_bytes, 10);
+
+    tracing_phase("everyone's default, then the master's own");
+    ok(f.run(admin.clone(), set(None, Some((0, 0, 0)))));
+    assert_eq!(
+        over(f.refused(bob.clone(), Op::RequestInstance(request("b1", KVM)))),
+        "instances"
+    );
+    // An operator's own requests count against no quota.
+    ok(f.run(admin.clone(), Op::RequestInstance(request("ops1", ERP5))));
+    ok(f.run(admin.clone(), set(None, None)));
+    f.request(bob.clone(), request("b1", ERP5));
+
+    tracing_phase("a lowered quota keeps what is held");
+    ok(f.run(admin.clone(), set(Some("alice"), Some((1, 0, 0)))));
+    let again = f.request(alice.clone(), with_parameters_free("a2"));
+    assert!(
+        !again.changed,
+        "a repeated request is answered, not refused"
+    );
+}
+
+/// A plain KVM request titled `title` (no parameters).
+fn with_parameters_free(title: &str) -> InstanceRequest {
+    request(title, KVM)
+}
+
+#[test]
+fn holdings_are_counted_when_state_written_before_quotas_is_opened() {
+    let mut f = Fixture::new();
+    f.register("COMP-A", 1, &[]);
+    f.supply("COMP-A", KVM);
+    let mut big = request("big", KVM);
+    big.parameters.insert("key".into(), "value".into());
+    f.request(user("alice"), big);
+    f.request(user("alice"), request("waiting", KVM));
+    f.request(user("bob"), request("also-waiting", ERP5));
+    f.state.forget_holdings().expect("forget and reopen");
+    check_invariants(&f.state);
+    let txn = f.state.read().expect("read");
+    let (_, own, held) = query::quota(&txn, Some(&UserId::from("alice"))).expect("quota");
+    assert!(!own);
+    assert_eq!(
+        held,
+        Holding {
+            instances: 2,
+            pending: 1,
+            parameter_bytes: 8
+        }
+    );
 }
 
 #[test]

@@ -93,6 +93,10 @@ pub enum Command {
     /// Projects: who may request, supply and read what.
     #[command(subcommand)]
     Project(ProjectCommand),
+    /// How much one user may hold: instances, waiting requests, parameter bytes (operators
+    /// set them; anyone reads their own).
+    #[command(subcommand)]
+    Quota(QuotaCommand),
     /// Certificates issued by the cluster (operators).
     #[command(subcommand)]
     Cert(CertCommand),
@@ -264,6 +268,36 @@ pub enum ProjectCommand {
     Remove { project: String, user: String },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum QuotaCommand {
+    /// A user's quota and what they hold (your own without --user; everyone's default with
+    /// --default).
+    Show {
+        #[arg(long, conflicts_with = "default")]
+        user: Option<String>,
+        #[arg(long)]
+        default: bool,
+    },
+    /// Set a user's quota, or everyone's default without --user (operators). Limits not
+    /// given keep the value in force.
+    Set {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        instances: Option<u64>,
+        #[arg(long)]
+        pending: Option<u64>,
+        #[arg(long)]
+        parameter_bytes: Option<u64>,
+    },
+    /// Remove a user's own quota (the default applies again), or the default set (the
+    /// master's own applies) without --user (operators).
+    Unset {
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Role {
     Manager,
@@ -410,6 +444,7 @@ pub async fn run(cli: Cli) -> Result<Output, CtlError> {
         Command::Replica(command) => replica::run(&conn, command).await,
         Command::Computer(command) => computer(&conn, command).await,
         Command::Project(command) => project(&conn, command).await,
+        Command::Quota(command) => quota(&conn, command).await,
         Command::Cert(command) => cert(&conn, command).await,
         Command::Snapshot(SnapshotCommand::Save { file }) => {
             snapshot_save(&conn, &file, progress).await
@@ -1352,6 +1387,102 @@ async fn project(conn: &Conn, command: ProjectCommand) -> Result<Output, CtlErro
             Ok(Output::message(
                 format!("{user} has no role in project {project}"),
                 serde_json::json!({"project": project, "user": user, "changed": reply.changed}),
+            ))
+        }
+    }
+}
+
+async fn quota(conn: &Conn, command: QuotaCommand) -> Result<Output, CtlError> {
+    let mut admin = conn.admin();
+    let whose = |user: &Option<String>| {
+        user.clone()
+            .unwrap_or_else(|| "everyone (the default)".to_string())
+    };
+    match command {
+        QuotaCommand::Show { user, default } => {
+            let reply = conn
+                .answer(admin.show_quota(conn.request(pb::ShowQuotaRequest {
+                    user: user.unwrap_or_default(),
+                    default,
+                    ..Default::default()
+                })?))
+                .await?;
+            let (quota, held) = (
+                reply.quota.unwrap_or_default(),
+                reply.held.unwrap_or_default(),
+            );
+            let (name, source) = match (reply.user.as_str(), reply.own) {
+                ("", true) => ("everyone", "the default set by an operator"),
+                ("", false) => ("everyone", "the master's default"),
+                (user, true) => (user, "set for them"),
+                (user, false) => (user, "the default"),
+            };
+            Ok(Output {
+                text: format!(
+                    "{name} ({source}):\n  instances        {} of {}\n  waiting          {} of {}\n  parameter bytes  {} of {}",
+                    held.instances,
+                    quota.instances,
+                    held.pending,
+                    quota.pending,
+                    held.parameter_bytes,
+                    quota.parameter_bytes,
+                ),
+                json: serde_json::json!({
+                    "user": reply.user,
+                    "own": reply.own,
+                    "quota": {"instances": quota.instances, "pending": quota.pending, "parameter_bytes": quota.parameter_bytes},
+                    "held": {"instances": held.instances, "pending": held.pending, "parameter_bytes": held.parameter_bytes},
+                }),
+            })
+        }
+        QuotaCommand::Set {
+            user,
+            instances,
+            pending,
+            parameter_bytes,
+        } => {
+            // Limits not given keep the value in force for that user (or the default's).
+            let current = conn
+                .answer(admin.show_quota(conn.request(pb::ShowQuotaRequest {
+                    user: user.clone().unwrap_or_default(),
+                    default: user.is_none(),
+                    ..Default::default()
+                })?))
+                .await?
+                .quota
+                .unwrap_or_default();
+            let quota = pb::Quota {
+                instances: instances.unwrap_or(current.instances),
+                pending: pending.unwrap_or(current.pending),
+                parameter_bytes: parameter_bytes.unwrap_or(current.parameter_bytes),
+            };
+            let reply = conn
+                .answer(admin.set_quota(conn.request(pb::SetQuotaRequest {
+                    user: user.clone().unwrap_or_default(),
+                    quota: Some(quota),
+                })?))
+                .await?;
+            Ok(Output::message(
+                format!(
+                    "quota of {}: {} instances, {} waiting, {} parameter bytes",
+                    whose(&user),
+                    quota.instances,
+                    quota.pending,
+                    quota.parameter_bytes
+                ),
+                serde_json::json!({"user": user, "changed": reply.changed, "index": reply.index}),
+            ))
+        }
+        QuotaCommand::Unset { user } => {
+            let reply = conn
+                .answer(admin.set_quota(conn.request(pb::SetQuotaRequest {
+                    user: user.clone().unwrap_or_default(),
+                    quota: None,
+                })?))
+                .await?;
+            Ok(Output::message(
+                format!("quota of {} unset", whose(&user)),
+                serde_json::json!({"user": user, "changed": reply.changed, "index": reply.index}),
             ))
         }
     }

@@ -392,6 +392,24 @@ impl Cluster {
         Ok(())
     }
 
+    /// Sets everyone's default quota (operators' call): a benchmark that places more than one
+    /// user may hold by default raises it, so that it measures the write path, not the quota.
+    pub async fn set_default_quota(&self, instances: u64) -> Result<(), LoadError> {
+        let url = self.replicas.first().map(Replica::url).unwrap_or_default();
+        let channel = client::connect_with(&url, Some(self.operator.tls_config())).await?;
+        AdminClient::new(channel)
+            .set_quota(pb::SetQuotaRequest {
+                user: String::new(),
+                quota: Some(pb::Quota {
+                    instances,
+                    pending: instances,
+                    parameter_bytes: u64::MAX,
+                }),
+            })
+            .await?;
+        Ok(())
+    }
+
     /// The last lines each replica logged, to explain a failure.
     pub fn log_tails(&self) -> String {
         self.replicas

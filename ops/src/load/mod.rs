@@ -161,6 +161,9 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> Result<String, L
         .sum::<usize>()
         * usize::try_from(options.placement_time.as_secs().max(1)).unwrap_or(usize::MAX);
     let computers = expected.div_ceil(500).max(1);
+    cluster
+        .set_default_quota(u64::try_from(expected).unwrap_or(u64::MAX))
+        .await?;
     progress(&format!(
         "registering {computers} computers of 500 partitions"
     ));

@@ -38,7 +38,7 @@ fn grpc_methods() -> Vec<String> {
 #[test]
 fn every_grpc_method_and_slap_call_is_named_and_nothing_else() {
     let methods = grpc_methods();
-    assert_eq!(methods.len(), 39, "the contract's methods: {methods:?}");
+    assert_eq!(methods.len(), 41, "the contract's methods: {methods:?}");
     for method in &methods {
         assert!(
             grpc_operation(method).is_some(),
@@ -265,6 +265,7 @@ fn who_may_act_on_computers_instances_the_catalog_and_the_cluster() {
         ManageComputerCertificate,
         CreateProject,
         MoveComputer,
+        SetQuota,
     ] {
         assert!(ok(&operator, operation, Target::Cluster), "{operation:?}");
         for other in [&alice, &comp_a, &p0, &replica] {
@@ -273,6 +274,13 @@ fn who_may_act_on_computers_instances_the_catalog_and_the_cluster() {
                 "{other} {operation:?}"
             );
         }
+    }
+    // A quota: a person's own, or anyone's for an operator.
+    let alices_quota = Target::Person(&UserId::from("alice"));
+    assert!(ok(&alice, ReadQuota, alices_quota));
+    assert!(ok(&operator, ReadQuota, alices_quota));
+    for other in [&mallory, &comp_a, &p0, &replica] {
+        assert!(!ok(other, ReadQuota, alices_quota), "{other}");
     }
     assert!(ok(&replica, Replicate, Target::Cluster));
     assert!(ok(&replica, UseEnrollmentToken, Target::Cluster));
