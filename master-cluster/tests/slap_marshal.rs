@@ -204,7 +204,7 @@ fn amplifying() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    // Each case decodes up to 32 MiB of expansion: fewer cases than the other properties.
+    // Each case decodes up to 16 MiB of expansion: fewer cases than the other properties.
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     /// However a document amplifies, its decoded value stays within the decoder's bound (or it

@@ -349,9 +349,13 @@ impl FileConfig {
             }
         }
         // A budget under one largest request would refuse that request however idle the
-        // replica is.
-        let largest =
-            slapcluster_api::codec::decode_charge(crate::service::MAX_CLIENT_MESSAGE_BYTES as u64);
+        // replica is: a gRPC message, or a SLAP body of the most weighty marshalled XML.
+        let largest_message = crate::service::MAX_CLIENT_MESSAGE_BYTES as u64;
+        let largest = slapcluster_api::codec::decode_charge(largest_message).max(
+            crate::slap::server::BYTES_PER_BODY_BYTE * largest_message
+                + crate::slap::marshal::BYTES_PER_WEIGHT
+                    * crate::slap::marshal::MAX_EXPANDED_BYTES as u64,
+        );
         if limits.decode_budget_mb.saturating_mul(1 << 20) < largest {
             return Err(invalid(
                 "limits.decode_budget_mb",
@@ -478,6 +482,7 @@ mod tests {
         assert_eq!(config.replica.data_dir, PathBuf::from("./data"));
         assert_eq!(config.replica.max_batch, 256);
         assert_eq!(config.liveness_flush, Duration::from_secs(5));
+        assert_eq!(config.replica.limits, crate::limits::Limits::default());
     }
 
     #[test]
@@ -507,6 +512,12 @@ mod tests {
             ("id = 1\nadvertise = \"[::1]:7000\"", "advertise"),
             ("id = 1\n[write]\nmax_batch = 0", "write.max_batch"),
             ("id = 1\n[raft]\nheartbeat_ms = 2000", "raft"),
+            ("id = 1\n[limits]\nburst = 0", "limits.burst"),
+            // Less than one largest SLAP call (96 MiB) could never be served.
+            (
+                "id = 1\n[limits]\ndecode_budget_mb = 95",
+                "limits.decode_budget_mb",
+            ),
         ] {
             match parse(text) {
                 Err(ConfigError::Invalid { key: found, .. }) => assert_eq!(found, key, "{text}"),

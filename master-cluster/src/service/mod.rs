@@ -266,6 +266,8 @@ pub(crate) async fn write(
     actor: Actor,
     op: Op,
 ) -> Result<(Outcome, u64), Status> {
+    // Refused here, a malformed or oversized command never reaches the log.
+    crate::state::check_input(&op).map_err(|r| rejected(&r))?;
     let Written { response, index } = core
         .write(Command {
             at: now(),

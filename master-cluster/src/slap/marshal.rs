@@ -159,11 +159,11 @@ pub enum MarshalError {
 /// Deeper than any SLAP document (a computer's partitions' parameters are about 8 levels).
 pub const MAX_DEPTH: usize = 64;
 /// What one document may weigh: its values' text plus a [`Value`]'s size per value, references
-/// counted as the values they repeat, referenced containers twice (the copy kept). Six times
-/// the largest SLAP body accepted (5 MiB), so any document a client really sends fits (a
+/// counted as the values they repeat, referenced containers twice (the copy kept). Four
+/// times the largest SLAP body accepted (4 MiB), so any document a client really sends fits (a
 /// computer of 10,000 partitions weighs about 8.3 MiB); a reference bomb is refused after at
 /// most this much work, having held at most [`BYTES_PER_WEIGHT`] times it.
-pub const MAX_EXPANDED_BYTES: usize = 32 << 20;
+pub const MAX_EXPANDED_BYTES: usize = 16 << 20;
 /// What a decoded value costs besides its text: a [`Value`] in memory.
 const VALUE_BYTES: usize = size_of::<Value>();
 /// [`decode_within`] asks for its budget in steps of this much weight, not per value.

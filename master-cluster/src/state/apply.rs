@@ -2256,6 +2256,31 @@ fn check_url(url: &SoftwareReleaseUrl) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// What can be refused in a command from the command alone (sizes, counts, shapes): the same
+/// checks its handler makes, run by the replica that receives it before proposing it, so that
+/// a request too large for the state never costs a log entry. The state machine makes them
+/// again when it applies (a replica of another release may have proposed it).
+pub fn check_input(op: &Op) -> Result<(), Rejection> {
+    match op {
+        Op::RequestInstance(request) => check_request(request),
+        Op::RegisterComputer(definition) => check_definition(definition),
+        Op::PublishConnection { parameters, .. } => {
+            check_parameters("connection parameters", parameters, MAX_PARAMETERS_BYTES)
+        }
+        Op::PostUsage { records, .. } => {
+            if records.len() > MAX_USAGE_RECORDS {
+                return Err(Rejection::TooMany {
+                    what: "usage records".into(),
+                    count: records.len(),
+                    max: MAX_USAGE_RECORDS,
+                });
+            }
+            records.iter().try_for_each(check_usage)
+        }
+        _ => Ok(()),
+    }
+}
+
 fn check_parameters(
     what: &'static str,
     parameters: &Parameters,

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use openraft::{Entry, EntryPayload, TokioRuntime};
 use serde::{Deserialize, Serialize};
 
-pub use apply::{MAX_LOG_BYTES, MAX_NAME_BYTES, MAX_PARAMETERS_BYTES, MAX_SLA_BYTES};
+pub use apply::{MAX_LOG_BYTES, MAX_NAME_BYTES, MAX_PARAMETERS_BYTES, MAX_SLA_BYTES, check_input};
 pub use command::{
     BatchResponse, Command, CommandBatch, InstanceReport, InstanceRequest, InstanceSummary, Op,
     Outcome, Rejection, Response,

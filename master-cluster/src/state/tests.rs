@@ -1717,6 +1717,30 @@ fn a_hostile_tenant_is_refused_by_the_policy_and_changes_nothing() {
 }
 
 #[test]
+fn what_a_command_alone_shows_is_refused_before_the_log_as_when_applied() {
+    let mut f = Fixture::new();
+    f.register("COMP-A", 1, &[]);
+    let mut big = request("big", KVM);
+    big.parameters
+        .insert("k".into(), "v".repeat(super::MAX_PARAMETERS_BYTES));
+    let computer = Actor::Computer(ComputerId::from("COMP-A"));
+    for (actor, op) in [
+        (user("alice"), Op::RequestInstance(big)),
+        (
+            computer,
+            Op::RegisterComputer(definition("COMP-A", 10_001, &[])),
+        ),
+    ] {
+        let early = super::check_input(&op).expect_err("refused from the command");
+        assert_eq!(early, f.refused(actor, op));
+    }
+    assert_eq!(
+        super::check_input(&Op::RequestInstance(request("small", KVM))),
+        Ok(())
+    );
+}
+
+#[test]
 fn quotas_bound_what_one_user_holds_and_only_operators_set_them() {
     let mut f = Fixture::new();
     let admin = Actor::Operator(UserId::from("admin"));

@@ -3,6 +3,7 @@
 //! made with `slapmaster ca init` and `slapmaster cert issue`, as an operator would.
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -111,6 +112,8 @@ pub struct Replica {
     data_dir: PathBuf,
     tls_dir: PathBuf,
     log: PathBuf,
+    /// The configuration file every replica of the cluster reads, if any.
+    config: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -155,6 +158,11 @@ impl Replica {
             .arg(&self.data_dir)
             .arg("--tls-dir")
             .arg(&self.tls_dir)
+            .args(
+                self.config
+                    .iter()
+                    .flat_map(|path| [OsStr::new("--config"), path.as_os_str()]),
+            )
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log);
@@ -163,6 +171,11 @@ impl Replica {
 
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 }
 
@@ -196,6 +209,26 @@ impl Cluster {
     /// join through it. Returns once all are voters. A replica that finds a chosen port
     /// taken makes the whole start again, with new ports and empty data, a few times.
     pub async fn start(slapmaster: &Path, dir: &Path, count: u64) -> Result<Self, LoadError> {
+        Self::start_configured(slapmaster, dir, count, None).await
+    }
+
+    /// [`Cluster::start`], every replica reading `config` (TOML, as `slapmaster run --config`
+    /// reads; the command line still sets ids, addresses and directories).
+    pub async fn start_configured(
+        slapmaster: &Path,
+        dir: &Path,
+        count: u64,
+        config: Option<&str>,
+    ) -> Result<Self, LoadError> {
+        let config = match config {
+            None => None,
+            Some(text) => {
+                let path = dir.join("replica.toml");
+                std::fs::write(&path, text)
+                    .map_err(|e| LoadError::io(format!("writing {}", path.display()), e))?;
+                Some(path)
+            }
+        };
         let ca = dir.join("ca");
         run_tool(slapmaster, &["ca", "init", "--dir"], &ca, &[])?;
         for id in 1..=count {
@@ -226,7 +259,7 @@ impl Cluster {
             .map_err(|e| LoadError::io("reading the operator's certificate", e))?;
         let mut attempt = 1;
         loop {
-            match Self::boot(slapmaster, dir, count, operator.clone()).await {
+            match Self::boot(slapmaster, dir, count, operator.clone(), config.clone()).await {
                 Ok(cluster) => return Ok(cluster),
                 Err(Boot::PortTaken(line)) if attempt < PORT_ATTEMPTS => {
                     eprintln!("cluster start {attempt}: a chosen port was taken ({line}); again");
@@ -248,6 +281,7 @@ impl Cluster {
         dir: &Path,
         count: u64,
         operator: Credentials,
+        config: Option<PathBuf>,
     ) -> Result<Self, Boot> {
         let mut replicas: Vec<Replica> = Vec::new();
         for id in 1..=count {
@@ -281,6 +315,7 @@ impl Cluster {
                 data_dir,
                 tls_dir: dir.join(format!("replica-{id}-tls")),
                 log,
+                config: config.clone(),
                 child: None,
             });
         }
