@@ -9,6 +9,10 @@
 //!
 //! `placement/plain/N` has no SLA; `placement/region/N` asks for one region (an indexed SLA
 //! dimension). The goal: the cost at 1M partitions at most 1.5x the cost at 10k.
+//!
+//! `placement_batch/N` applies N requests as one log entry (as the leader's batcher coalesces
+//! concurrent writes) on 10k partitions: the cost per command inside batches of 1, 16, 64 and
+//! 256, i.e. what one apply transaction costs and what each command adds to it.
 //! `PLACEMENT_BENCH_COMPUTERS=100,10000` measures only those sizes.
 
 use std::time::{Duration, Instant};
@@ -118,6 +122,45 @@ impl Bench {
         elapsed
     }
 
+    /// Applies `n` requests as one log entry and returns how long it took.
+    fn request_entry(&mut self, n: usize) -> Duration {
+        // Under the default quota of the bench user (1,000 instances).
+        if self.placed.len() + n > 512 {
+            self.free_all();
+        }
+        let commands: Vec<Command> = (0..n)
+            .map(|_| {
+                self.next_title += 1;
+                let request = InstanceRequest {
+                    title: format!("instance-{}", self.next_title),
+                    software_release: SoftwareReleaseUrl::from(SR),
+                    software_type: "default".into(),
+                    parameters: [("ram".to_string(), "2048".to_string())].into(),
+                    sla: Default::default(),
+                    shared: false,
+                    state: RequestedState::Started,
+                };
+                self.command(
+                    Actor::User(UserId::from("bench")),
+                    Op::RequestInstance(request),
+                )
+            })
+            .collect();
+        let started = Instant::now();
+        let responses = self.state.apply_entry(commands).expect("storage");
+        let elapsed = started.elapsed();
+        for response in responses {
+            match response {
+                Ok(Outcome::Instance(summary)) => match summary.placement {
+                    Placement::Partition(p) => self.placed.push((summary.guid, p)),
+                    other => panic!("not placed: {other:?}"),
+                },
+                other => panic!("request answered {other:?}"),
+            }
+        }
+        elapsed
+    }
+
     fn free_all(&mut self) {
         let placed = std::mem::take(&mut self.placed);
         let user = Actor::User(UserId::from("bench"));
@@ -192,6 +235,16 @@ fn placement(c: &mut Criterion) {
         });
         group.bench_function(BenchmarkId::new("region", partitions), |b| {
             b.iter_custom(|iters| (0..iters).map(|_| bench.request(Some("eu-north"))).sum())
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("placement_batch");
+    let mut bench = Bench::build(100);
+    for n in [1usize, 16, 64, 256] {
+        group.throughput(criterion::Throughput::Elements(n as u64));
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| bench.request_entry(n)).sum())
         });
     }
     group.finish();

@@ -35,6 +35,26 @@ impl MemoryState {
         Ok(responses.pop().unwrap_or(Ok(super::Outcome::Done)))
     }
 
+    /// Applies `commands` as one log entry, as the leader's batcher coalesces concurrent writes.
+    pub fn apply_entry(&mut self, commands: Vec<Command>) -> Result<Vec<Response>, StateError> {
+        let index = self.next_index;
+        self.next_index += 1;
+        let entry = Entry {
+            log_id: LogId::new(LeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(CommandBatch(commands)),
+        };
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(|e| StateError::storage("(apply)", e))?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| StateError::storage("(apply)", e))?;
+        let responses = MasterState::default().apply(&txn, &[entry])?;
+        txn.commit()
+            .map_err(|e| StateError::storage("(apply)", e))?;
+        Ok(responses.into_iter().flatten().collect())
+    }
+
     /// Applies commands as consecutive log entries of one command each, in one transaction,
     /// as raft-store does with a run of committed entries.
     pub fn apply_batch(&mut self, commands: Vec<Command>) -> Result<Vec<Response>, StateError> {
