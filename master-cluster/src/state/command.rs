@@ -291,6 +291,13 @@ pub enum Rejection {
     BadEnrollmentToken,
     #[error("unknown project {0}")]
     UnknownProject(ProjectId),
+    #[error("{count} {what}; at most {max} are accepted")]
+    TooMany {
+        what: String,
+        count: usize,
+        max: usize,
+    },
+    // New variants go last: replicas of two releases exchange rejections by position.
     #[error(
         "{user} holds {held} {what}, and this would make {wanted}: the quota is {max} (an \
          operator can raise it with slapctl quota set)"
@@ -301,11 +308,5 @@ pub enum Rejection {
         held: u64,
         wanted: u64,
         max: u64,
-    },
-    #[error("{count} {what}; at most {max} are accepted")]
-    TooMany {
-        what: String,
-        count: usize,
-        max: usize,
     },
 }
