@@ -9,7 +9,11 @@
 //! - **Decode memory**: one budget shared by every call of every caller. A call charges what
 //!   its request can cost once decoded ([`DecodeCharge`]) as its bytes arrive and before they
 //!   are decoded, and gives it back when answered; a call whose charge does not fit is refused.
-//!   So requests held at once (waiting for a commit, say) never cost more than the budget.
+//!   So requests held at once (waiting for a commit, say) never cost more than the budget. It
+//!   is shared fairly: one identity holds at most half of it ([`CALLER_SHARE`]), and the
+//!   last eighth ([`SMALL_RESERVE`]) is kept for calls that charge little (at most
+//!   [`SMALL_CHARGE`]), so that callers sending large requests, even several together, never
+//!   leave a node's poll or a user's ordinary request without room.
 //!
 //! Replicas are never limited (Raft's traffic is the cluster's own), and operators are not
 //! rate-limited: they are how an overload is repaired. Every entry is dropped once idle, so the
@@ -71,6 +75,11 @@ pub enum Exhausted {
          more; retry shortly"
     )]
     Decode { needed: u64, budget: u64 },
+    #[error(
+        "{who} holds {held} bytes of requests being decoded, its share of the replica's; this \
+         one needs {needed} more; wait for answers and retry"
+    )]
+    DecodeShare { who: String, held: u64, needed: u64 },
 }
 
 /// One caller's or one address's use, for as long as it is active.
@@ -79,6 +88,8 @@ struct Usage {
     bucket: Bucket,
     in_flight: u32,
     connections: u32,
+    /// Bytes of the decode budget this caller's calls hold.
+    decoding: u64,
 }
 
 /// A token bucket: `tokens` refill at `rate` a second up to `burst`; a call takes one.
@@ -119,6 +130,14 @@ enum Key {
     Caller(String),
     Address(IpAddr),
 }
+
+/// One identity's calls hold at most this fraction of the decode budget (a half): room for
+/// its largest request (a replica's configuration must allow it), and never all of it.
+pub const CALLER_SHARE: u64 = 2;
+/// The last fraction of the decode budget (1/8) that only small charges may use.
+pub const SMALL_RESERVE: u64 = 8;
+/// What a small charge is: an ordinary call (a poll, a request with kilobytes of parameters).
+pub const SMALL_CHARGE: u64 = 1 << 20;
 
 /// A replica's budgets (see the module's documentation).
 #[derive(Debug)]
@@ -232,25 +251,64 @@ impl Budgets {
         })
     }
 
-    /// A charge against the decode budget, empty until [`DecodeCharge::grow_to`].
-    pub fn decode_charge(self: &Arc<Self>) -> DecodeCharge {
+    /// A charge of `caller`'s against the decode budget (none: a call that needs no identity,
+    /// or an operator's or a replica's, which have no share to keep to), empty until
+    /// [`DecodeCharge::grow_to`].
+    pub fn decode_charge(self: &Arc<Self>, caller: Option<&Actor>) -> DecodeCharge {
+        let caller = match caller {
+            None | Some(Actor::Replica(_) | Actor::Operator(_)) => None,
+            Some(other) => Some(Key::Caller(other.to_string())),
+        };
         DecodeCharge {
             budgets: self.clone(),
+            caller,
             charged: AtomicU64::new(0),
         }
     }
 
-    fn take_decode(&self, bytes: u64) -> Result<(), Exhausted> {
+    /// Takes `bytes` more for a charge that will then total `total`, from the caller's share
+    /// and the budget, or neither.
+    fn take_decode(&self, caller: Option<&Key>, bytes: u64, total: u64) -> Result<(), Exhausted> {
         let budget = self.limits.decode_budget_bytes;
+        let mut table = lock(&self.usage);
+        if let Some(key @ Key::Caller(who)) = caller {
+            let held = table.entries.get(key).map_or(0, |usage| usage.decoding);
+            if held + bytes > budget / CALLER_SHARE {
+                return Err(Exhausted::DecodeShare {
+                    who: who.clone(),
+                    held,
+                    needed: bytes,
+                });
+            }
+        }
+        // Large charges leave the reserve to small ones.
+        let limit = if total <= SMALL_CHARGE {
+            budget
+        } else {
+            budget - budget / SMALL_RESERVE
+        };
         self.decoding
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(bytes).filter(|total| *total <= budget)
+                used.checked_add(bytes).filter(|after| *after <= limit)
             })
-            .map(|_| ())
             .map_err(|_| Exhausted::Decode {
                 needed: bytes,
                 budget,
-            })
+            })?;
+        if let Some(key) = caller {
+            let burst = self.limits.burst;
+            table.entry(key.clone(), burst, Instant::now()).decoding += bytes;
+        }
+        Ok(())
+    }
+
+    fn give_back_decode(&self, caller: Option<&Key>, bytes: u64) {
+        self.decoding.fetch_sub(bytes, Ordering::AcqRel);
+        if let Some(key) = caller {
+            self.release(key, |usage| {
+                usage.decoding = usage.decoding.saturating_sub(bytes);
+            });
+        }
     }
 
     fn release(&self, key: &Key, release: impl FnOnce(&mut Usage)) {
@@ -267,6 +325,7 @@ impl Table {
             bucket: Bucket::full(burst, now),
             in_flight: 0,
             connections: 0,
+            decoding: 0,
         })
     }
 
@@ -286,7 +345,10 @@ impl Table {
                 ),
             };
             usage.bucket.refill(rate, burst, now);
-            usage.in_flight > 0 || usage.connections > 0 || usage.bucket.tokens < f64::from(burst)
+            usage.in_flight > 0
+                || usage.connections > 0
+                || usage.decoding > 0
+                || usage.bucket.tokens < f64::from(burst)
         });
         self.kept = self.entries.len();
     }
@@ -333,6 +395,8 @@ impl Drop for ConnectionPermit {
 #[derive(Debug)]
 pub struct DecodeCharge {
     budgets: Arc<Budgets>,
+    /// Whose share it counts against.
+    caller: Option<Key>,
     charged: AtomicU64,
 }
 
@@ -344,7 +408,8 @@ impl DecodeCharge {
         if total <= charged {
             return Ok(());
         }
-        self.budgets.take_decode(total - charged)?;
+        self.budgets
+            .take_decode(self.caller.as_ref(), total - charged, total)?;
         self.charged.store(total, Ordering::Release);
         Ok(())
     }
@@ -357,7 +422,7 @@ impl DecodeCharge {
 impl Drop for DecodeCharge {
     fn drop(&mut self) {
         let charged = *self.charged.get_mut();
-        self.budgets.decoding.fetch_sub(charged, Ordering::AcqRel);
+        self.budgets.give_back_decode(self.caller.as_ref(), charged);
     }
 }
 
@@ -517,11 +582,11 @@ mod tests {
     #[test]
     fn the_decode_budget_is_shared_and_given_back() {
         let budgets = Budgets::new(limits());
-        let first = budgets.decode_charge();
+        let first = budgets.decode_charge(None);
         first.grow_to(600).expect("fits");
         first.grow_to(300).expect("never lowered");
         assert_eq!(first.charged(), 600);
-        let second = budgets.decode_charge();
+        let second = budgets.decode_charge(None);
         assert_eq!(
             second.grow_to(500),
             Err(Exhausted::Decode {
@@ -529,12 +594,58 @@ mod tests {
                 budget: 1000
             })
         );
-        second.grow_to(400).expect("exactly the rest");
+        second
+            .grow_to(400)
+            .expect("exactly the rest (small charges may use the reserve)");
         assert_eq!(budgets.decoding(), 1000);
         drop(first);
         assert_eq!(budgets.decoding(), 400);
         drop(second);
         assert_eq!(budgets.decoding(), 0);
+    }
+
+    #[test]
+    fn one_caller_holds_a_share_and_large_charges_leave_the_reserve_to_small_ones() {
+        let budget = 64 * SMALL_CHARGE;
+        let budgets = Budgets::new(Limits {
+            decode_budget_bytes: budget,
+            ..limits()
+        });
+        let (mallory, eve, alice) = (user("mallory"), user("eve"), user("alice"));
+        // Mallory's share: a half, whatever is free.
+        let held = budgets.decode_charge(Some(&mallory));
+        held.grow_to(budget / 4).expect("within her share");
+        let more = budgets.decode_charge(Some(&mallory));
+        more.grow_to(budget / 4).expect("her share");
+        let beyond = budgets.decode_charge(Some(&mallory));
+        assert!(matches!(
+            beyond.grow_to(1),
+            Err(Exhausted::DecodeShare {
+                held: 33_554_432,
+                ..
+            })
+        ));
+        drop(beyond);
+        // Others with large requests fill the rest but the reserve.
+        let others: Vec<_> = (0..1)
+            .map(|n| {
+                let charge = budgets.decode_charge(Some(&user(&format!("other{n}"))));
+                charge.grow_to(budget / 4).expect("their share");
+                charge
+            })
+            .collect();
+        let eves = budgets.decode_charge(Some(&eve));
+        let large = budget / 8 + SMALL_CHARGE;
+        assert!(matches!(eves.grow_to(large), Err(Exhausted::Decode { .. })));
+        eves.grow_to(budget / 8 - SMALL_CHARGE)
+            .expect("up to the reserve");
+        // An ordinary call still has room.
+        let alices = budgets.decode_charge(Some(&alice));
+        alices.grow_to(SMALL_CHARGE).expect("the reserve");
+        drop((held, more, others, eves, alices));
+        assert_eq!(budgets.decoding(), 0);
+        let table = lock(&budgets.usage);
+        assert!(table.entries.values().all(|usage| usage.decoding == 0));
     }
 
     #[test]

@@ -356,12 +356,14 @@ impl FileConfig {
                 + crate::slap::marshal::BYTES_PER_WEIGHT
                     * crate::slap::marshal::MAX_EXPANDED_BYTES as u64,
         );
-        if limits.decode_budget_mb.saturating_mul(1 << 20) < largest {
+        // One caller holds at most its share of the budget: that share must fit the request.
+        let needed = largest * crate::limits::CALLER_SHARE;
+        if limits.decode_budget_mb.saturating_mul(1 << 20) < needed {
             return Err(invalid(
                 "limits.decode_budget_mb",
                 format!(
-                    "at least {} (what one largest request costs)",
-                    largest.div_ceil(1 << 20)
+                    "at least {} (one caller's share, a half, must hold one largest request)",
+                    needed.div_ceil(1 << 20)
                 ),
             ));
         }

@@ -98,7 +98,7 @@ where
                 return refused(Status::resource_exhausted(exhausted.to_string()));
             }
         };
-        let charge = Arc::new(budgets.decode_charge());
+        let charge = Arc::new(budgets.decode_charge(actor.as_ref()));
         let (mut parts, body) = request.into_parts();
         if let Some(actor) = actor {
             parts.extensions.insert(Authenticated(actor));

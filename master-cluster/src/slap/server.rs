@@ -266,7 +266,7 @@ async fn call(
         let _permit = budgets
             .admit_call(caller, Some(peer.address), std::time::Instant::now())
             .map_err(Failure::busy)?;
-        let charge = budgets.decode_charge();
+        let charge = budgets.decode_charge(caller);
         let mut form = Form::parse(uri.query().unwrap_or_default())?;
         if method == Method::POST {
             let declared = headers
