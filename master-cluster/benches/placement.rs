@@ -23,7 +23,9 @@ use master_cluster::state::model::{
     PartitionId, PartitionRef, Placement, RequestedState, SoftwareReleaseUrl, SupplyState,
     Timestamp, UserId,
 };
-use master_cluster::state::{Command, InstanceReport, InstanceRequest, MemoryState, Op, Outcome};
+use master_cluster::state::{
+    Command, InstanceReport, InstanceRequest, MemoryState, Op, Outcome, Response,
+};
 
 const SR: &str = "https://lab.nexedi.com/nexedi/slapos/raw/1.0/software/kvm/software.cfg";
 const PARTITIONS_PER_COMPUTER: u32 = 100;
@@ -87,11 +89,8 @@ impl Bench {
         bench
     }
 
-    /// Applies one request and returns how long apply + placement took.
-    fn request(&mut self, region: Option<&str>) -> Duration {
-        if self.placed.len() >= CYCLE {
-            self.free_all();
-        }
+    /// The next request of the bench user (a new title), optionally in `region`.
+    fn next_request(&mut self, region: Option<&str>) -> Command {
         self.next_title += 1;
         let mut request = InstanceRequest {
             title: format!("instance-{}", self.next_title),
@@ -105,13 +104,14 @@ impl Bench {
         if let Some(region) = region {
             request.sla.insert("region".into(), region.into());
         }
-        let command = self.command(
+        self.command(
             Actor::User(UserId::from("bench")),
             Op::RequestInstance(request),
-        );
-        let started = Instant::now();
-        let response = self.state.apply(command).expect("storage");
-        let elapsed = started.elapsed();
+        )
+    }
+
+    /// Records where a request was placed (every one must be).
+    fn placed(&mut self, response: Response) {
         match response {
             Ok(Outcome::Instance(summary)) => match summary.placement {
                 Placement::Partition(p) => self.placed.push((summary.guid, p)),
@@ -119,6 +119,18 @@ impl Bench {
             },
             other => panic!("request answered {other:?}"),
         }
+    }
+
+    /// Applies one request and returns how long apply + placement took.
+    fn request(&mut self, region: Option<&str>) -> Duration {
+        if self.placed.len() >= CYCLE {
+            self.free_all();
+        }
+        let command = self.next_request(region);
+        let started = Instant::now();
+        let response = self.state.apply(command).expect("storage");
+        let elapsed = started.elapsed();
+        self.placed(response);
         elapsed
     }
 
@@ -128,35 +140,12 @@ impl Bench {
         if self.placed.len() + n > 512 {
             self.free_all();
         }
-        let commands: Vec<Command> = (0..n)
-            .map(|_| {
-                self.next_title += 1;
-                let request = InstanceRequest {
-                    title: format!("instance-{}", self.next_title),
-                    software_release: SoftwareReleaseUrl::from(SR),
-                    software_type: "default".into(),
-                    parameters: [("ram".to_string(), "2048".to_string())].into(),
-                    sla: Default::default(),
-                    shared: false,
-                    state: RequestedState::Started,
-                };
-                self.command(
-                    Actor::User(UserId::from("bench")),
-                    Op::RequestInstance(request),
-                )
-            })
-            .collect();
+        let commands: Vec<Command> = (0..n).map(|_| self.next_request(None)).collect();
         let started = Instant::now();
         let responses = self.state.apply_entry(commands).expect("storage");
         let elapsed = started.elapsed();
         for response in responses {
-            match response {
-                Ok(Outcome::Instance(summary)) => match summary.placement {
-                    Placement::Partition(p) => self.placed.push((summary.guid, p)),
-                    other => panic!("not placed: {other:?}"),
-                },
-                other => panic!("request answered {other:?}"),
-            }
+            self.placed(response);
         }
         elapsed
     }

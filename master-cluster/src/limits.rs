@@ -164,10 +164,6 @@ impl Budgets {
         })
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     /// Bytes of decode budget charged now.
     pub fn decoding(&self) -> u64 {
         self.decoding.load(Ordering::Relaxed)

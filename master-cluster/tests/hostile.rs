@@ -145,12 +145,7 @@ impl Target {
     /// it reads the body (so a client that only reads once it has sent all may see a broken
     /// pipe instead). Returns the answer's status line.
     async fn post_answered_early(&self, who: &Credentials, path: &str, body: &str) -> String {
-        let tls = client_tls_pem(
-            who.roots_pem.concat().as_bytes(),
-            who.chain_pem.as_bytes(),
-            who.key_pem.as_bytes(),
-        )
-        .expect("TLS");
+        let tls = slap_tls(who);
         let tcp = tokio::net::TcpStream::connect(self.slap)
             .await
             .expect("tcp");
@@ -187,14 +182,18 @@ impl Target {
     }
 
     fn slap(&self, who: &Credentials) -> Connection {
-        let tls = client_tls_pem(
-            who.roots_pem.concat().as_bytes(),
-            who.chain_pem.as_bytes(),
-            who.key_pem.as_bytes(),
-        )
-        .expect("TLS");
-        Connection::new(self.slap, Some(tls))
+        Connection::new(self.slap, Some(slap_tls(who)))
     }
+}
+
+/// `who`'s TLS setup for SLAP connections.
+fn slap_tls(who: &Credentials) -> Arc<rustls::ClientConfig> {
+    client_tls_pem(
+        who.roots_pem.concat().as_bytes(),
+        who.chain_pem.as_bytes(),
+        who.key_pem.as_bytes(),
+    )
+    .expect("TLS")
 }
 
 /// A computer definition whose one list is referenced ten times, three levels deep, from a

@@ -37,22 +37,8 @@ impl MemoryState {
 
     /// Applies `commands` as one log entry, as the leader's batcher coalesces concurrent writes.
     pub fn apply_entry(&mut self, commands: Vec<Command>) -> Result<Vec<Response>, StateError> {
-        let index = self.next_index;
-        self.next_index += 1;
-        let entry = Entry {
-            log_id: LogId::new(LeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(CommandBatch(commands)),
-        };
-        let mut txn = self
-            .db
-            .begin_write()
-            .map_err(|e| StateError::storage("(apply)", e))?;
-        txn.set_durability(redb::Durability::None)
-            .map_err(|e| StateError::storage("(apply)", e))?;
-        let responses = MasterState::default().apply(&txn, &[entry])?;
-        txn.commit()
-            .map_err(|e| StateError::storage("(apply)", e))?;
-        Ok(responses.into_iter().flatten().collect())
+        let entry = self.next_entry(commands);
+        self.apply_entries(&[entry])
     }
 
     /// Applies commands as consecutive log entries of one command each, in one transaction,
@@ -60,25 +46,35 @@ impl MemoryState {
     pub fn apply_batch(&mut self, commands: Vec<Command>) -> Result<Vec<Response>, StateError> {
         let entries: Vec<Entry<MasterConfig>> = commands
             .into_iter()
-            .map(|command| {
-                let index = self.next_index;
-                self.next_index += 1;
-                Entry {
-                    log_id: LogId::new(LeaderId::new(1, 1), index),
-                    payload: EntryPayload::Normal(CommandBatch(vec![command])),
-                }
-            })
+            .map(|command| self.next_entry(vec![command]))
             .collect();
+        self.apply_entries(&entries)
+    }
+
+    /// The next log entry, holding `commands`.
+    fn next_entry(&mut self, commands: Vec<Command>) -> Entry<MasterConfig> {
+        let index = self.next_index;
+        self.next_index += 1;
+        Entry {
+            log_id: LogId::new(LeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(CommandBatch(commands)),
+        }
+    }
+
+    /// Applies `entries` in one transaction; one answer per command, in order.
+    fn apply_entries(
+        &mut self,
+        entries: &[Entry<MasterConfig>],
+    ) -> Result<Vec<Response>, StateError> {
         let mut txn = self
             .db
             .begin_write()
             .map_err(|e| StateError::storage("(apply)", e))?;
         txn.set_durability(redb::Durability::None)
             .map_err(|e| StateError::storage("(apply)", e))?;
-        let responses = MasterState::default().apply(&txn, &entries)?;
+        let responses = MasterState::default().apply(&txn, entries)?;
         txn.commit()
             .map_err(|e| StateError::storage("(apply)", e))?;
-        // One command per entry: one answer per entry.
         Ok(responses.into_iter().flatten().collect())
     }
 

@@ -1838,16 +1838,11 @@ fn quotas_bound_what_one_user_holds_and_only_operators_set_them() {
 
     tracing_phase("a lowered quota keeps what is held");
     ok(f.run(admin.clone(), set(Some("alice"), Some((1, 0, 0)))));
-    let again = f.request(alice.clone(), with_parameters_free("a2"));
+    let again = f.request(alice.clone(), request("a2", KVM));
     assert!(
         !again.changed,
         "a repeated request is answered, not refused"
     );
-}
-
-/// A plain KVM request titled `title` (no parameters).
-fn with_parameters_free(title: &str) -> InstanceRequest {
-    request(title, KVM)
 }
 
 #[test]
