@@ -1,8 +1,8 @@
 //! Storage throughput with fsync: log appends and state-machine applies through the store's
 //! API, beside a raw redb commit of the same bytes.
 //!
-//! - `append/N`: `LogStore::append_durably` of N entries whose command is 256 bytes (one durable
-//!   two-phase commit per call, on tokio's blocking pool, as openraft drives it).
+//! - `append/N`: `LogStore::append_durably` of N entries whose command is 256 bytes (one frame
+//!   of the write-ahead log written and synced per call, as openraft drives it).
 //! - `raw_redb/N`: one redb `Durability::Immediate` commit inserting the same N encoded entries,
 //!   with redb's default one-phase commit, and `raw_redb_2pc/N` with the two-phase commit the
 //!   store uses (see `db.rs`). The ratios append ÷ raw isolate the store's own overhead.

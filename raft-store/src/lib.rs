@@ -1,31 +1,36 @@
-//! raft-store: durable storage for openraft 0.9 (`storage-v2`) on redb, and a host for an
-//! application state machine. It knows nothing of SlapOS: master-cluster plugs its state
-//! machine in through [`Application`].
+//! raft-store: durable storage for openraft 0.9 (`storage-v2`): the Raft log in a write-ahead
+//! log, the state machine on redb, and a host for an application state machine. It knows
+//! nothing of SlapOS: master-cluster plugs its state machine in through [`Application`].
 //!
 //! A replica's data directory holds three things, opened together by [`open`]:
-//! - `log.redb` — the Raft log, the vote and the committed log id ([`LogStore`]);
+//! - `log/` — the Raft log, the vote and the committed log id ([`LogStore`]), as segment files
+//!   of checksummed frames (`wal/`); a `log.redb` left by an earlier release is converted into
+//!   it once (`legacy.rs`);
 //! - `state.redb` — the application's tables plus `last_applied` and the membership, written
 //!   by one transaction per applied batch ([`StateMachineStore`]);
 //! - `snapshots/current.snapshot` — the latest snapshot, a streamed dump of the application
 //!   tables (`snapshot.rs` documents the format).
 //!
-//! Where to start reading: `log_store.rs` and `state_machine.rs` state the on-disk invariants;
-//! `codec.rs` the byte layouts; `db.rs` how a file is accepted (format marker, integrity check,
-//! two-phase commits); `error.rs` how every failure names its file and cause.
+//! Where to start reading: `log_store.rs` and `state_machine.rs` state what openraft is
+//! promised; `wal/mod.rs` how the log is written and recovered; `codec.rs` the byte layouts;
+//! `db.rs` how a redb file is accepted (format marker, integrity check, two-phase commits);
+//! `error.rs` how every failure names its file and cause.
 //!
 //! Must never depend on: master-cluster or anything SlapOS, the network, the async runtime
-//! beyond tokio's blocking pool and file handle (which openraft's snapshot API requires).
-//! [`testing`] holds the small key-value application that the conformance suite, the crash
+//! beyond tokio's blocking pool and file handle (which openraft's snapshot API requires); the
+//! log's writer is a thread of its own. [`testing`] holds the small key-value application that the conformance suite, the crash
 //! tests and the benchmarks use, and the disks that lose power ([`testing::power_loss`]) on
 //! which `tests/power_loss.rs` runs the store.
 
 mod codec;
 mod db;
 mod error;
+mod legacy;
 mod log_store;
 mod snapshot;
 mod state_machine;
 pub mod testing;
+pub mod wal;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,14 +43,15 @@ pub use log_store::LogStore;
 pub use state_machine::{Application, SnapshotBuilder, StateMachineStore};
 
 /// The openraft type configurations raft-store can store: node ids are `u64` (encoded
-/// big-endian), entries are openraft's `Entry`, and snapshots are files.
+/// big-endian), entries are openraft's `Entry` (cloned out of the log's cache), and snapshots
+/// are files.
 pub trait TypeConfig:
-    RaftTypeConfig<NodeId = u64, Entry = Entry<Self>, SnapshotData = tokio::fs::File>
+    RaftTypeConfig<NodeId = u64, Entry = Entry<Self>, SnapshotData = tokio::fs::File, D: Clone>
 {
 }
 
 impl<C> TypeConfig for C where
-    C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>, SnapshotData = tokio::fs::File>
+    C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>, SnapshotData = tokio::fs::File, D: Clone>
 {
 }
 
@@ -66,9 +72,11 @@ pub struct SnapshotFile<C: TypeConfig> {
 /// Tuning for [`open`]. Nothing here affects what is on disk.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// redb page cache for `log.redb`. The log is mostly appended and read back soon after,
-    /// so a small cache serves it. Default 64 MiB.
+    /// Recent log entries kept in memory, so that replication and apply do not read them back
+    /// from disk (entries not yet durable are always kept). Default 64 MiB.
     pub log_cache_bytes: usize,
+    /// Size of a log segment file. Default 16 MiB.
+    pub log_segment_bytes: u64,
     /// redb page cache for `state.redb`, which serves every read of the application. Default
     /// 512 MiB.
     pub state_cache_bytes: usize,
@@ -84,7 +92,7 @@ pub struct Options {
 /// Told how long the store's durable work takes, on the task that did it; keep it cheap
 /// (an atomic histogram), it is on the write path.
 pub trait Observer: Send + Sync + std::fmt::Debug + 'static {
-    /// `entries` appended to the log and made durable (one redb commit with fsync).
+    /// `entries` appended to the log and made durable, `took` after the call.
     fn log_appended(&self, entries: usize, took: std::time::Duration);
     /// `entries` applied to the state machine in one transaction.
     fn applied(&self, entries: usize, took: std::time::Duration);
@@ -94,6 +102,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             log_cache_bytes: 64 << 20,
+            log_segment_bytes: 16 << 20,
             state_cache_bytes: 512 << 20,
             state_sync_interval: std::time::Duration::ZERO,
             observer: None,
@@ -104,7 +113,10 @@ impl Default for Options {
 /// The files of a data directory.
 #[derive(Debug, Clone)]
 pub struct DataDir {
+    /// The write-ahead log's directory.
     pub log: PathBuf,
+    /// The log as releases before the write-ahead log kept it; converted on open.
+    pub legacy_log: PathBuf,
     pub state: PathBuf,
     pub snapshots: PathBuf,
 }
@@ -112,7 +124,8 @@ pub struct DataDir {
 impl DataDir {
     pub fn new(dir: &Path) -> Self {
         Self {
-            log: dir.join("log.redb"),
+            log: dir.join("log"),
+            legacy_log: dir.join("log.redb"),
             state: dir.join("state.redb"),
             snapshots: dir.join("snapshots"),
         }
@@ -128,9 +141,9 @@ impl DataDir {
 
 /// Opens (creating if needed) the log and state machine of the data directory `dir`.
 ///
-/// Blocking: it verifies the checksum of every page of both files, which reads them whole.
-/// A file that is not ours, is corrupt, or is open elsewhere is refused with an error naming
-/// it, and is not modified.
+/// Blocking: it reads back every retained log segment and verifies the checksum of every page
+/// of the state machine, which reads them whole. A file that is not ours, is corrupt, or is
+/// open elsewhere is refused with an error naming it, and is not modified.
 pub fn open<C, A>(
     dir: &Path,
     app: A,
@@ -141,17 +154,22 @@ where
     A: Application<C>,
 {
     let paths = DataDir::create(dir)?;
-    let log = db::StoreFile::open(&paths.log, db::LOG_FILE, options.log_cache_bytes)?;
+    legacy::convert_if_needed::<C>(&paths, options.log_sizes())?;
+    let log = wal::Wal::open(
+        Arc::new(wal::FsStorage::open(&paths.log)?),
+        options.log_sizes(),
+        options.log_cache_bytes,
+    )?;
     let state = db::StoreFile::open(&paths.state, db::STATE_FILE, options.state_cache_bytes)?;
     assemble(log, state, paths, app, options)
 }
 
 /// Like [`open`], with the log and the state machine on storage the caller supplies instead
-/// of `log.redb` and `state.redb` (the power-loss test's disks, [`testing::power_loss`]);
-/// `dir` holds the snapshots, and names the two in errors as if they were its files.
+/// of `log/` and `state.redb` (the power-loss test's disks, [`testing::power_loss`]); `dir`
+/// holds the snapshots, and names the state machine in errors as if it were its file.
 pub fn open_on<C, A>(
     dir: &Path,
-    log: impl redb::StorageBackend,
+    log: Arc<dyn wal::Storage>,
     state: impl redb::StorageBackend,
     app: A,
     options: &Options,
@@ -161,7 +179,7 @@ where
     A: Application<C>,
 {
     let paths = DataDir::create(dir)?;
-    let log = db::StoreFile::open_on(log, &paths.log, db::LOG_FILE, options.log_cache_bytes)?;
+    let log = wal::Wal::open(log, options.log_sizes(), options.log_cache_bytes)?;
     let state = db::StoreFile::open_on(
         state,
         &paths.state,
@@ -171,8 +189,17 @@ where
     assemble(log, state, paths, app, options)
 }
 
+impl Options {
+    fn log_sizes(&self) -> wal::Sizes {
+        wal::Sizes {
+            segment_bytes: self.log_segment_bytes.max(wal::MIN_SEGMENT_BYTES),
+            spares: 2,
+        }
+    }
+}
+
 fn assemble<C, A>(
-    log: db::StoreFile,
+    log: wal::Wal<C>,
     state: db::StoreFile,
     paths: DataDir,
     app: A,
@@ -184,7 +211,7 @@ where
 {
     let snapshots = snapshot::SnapshotDir::open(paths.snapshots)?;
     Ok((
-        LogStore::new(log, options.observer.clone())?,
+        LogStore::new(log, options.observer.clone()),
         StateMachineStore::new(
             state,
             snapshots,

@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use raft_store::testing::{open_kv, open_kv_with, splitmix};
+use raft_store::testing::{open_kv_with, splitmix};
 
 use workload::Model;
 
@@ -53,7 +53,7 @@ fn child(dir: &Path) -> Result<()> {
             } else {
                 Duration::ZERO
             },
-            ..Default::default()
+            ..small_segments()
         };
         let store = open_kv_with(dir, &options)?;
         let mut stdout = std::io::stdout();
@@ -107,12 +107,16 @@ fn parent() -> Result<()> {
         }
 
         runtime
-            .block_on(async { workload::check(&open_kv(dir.path())?, &mut model).await })
+            .block_on(async {
+                workload::check(&open_kv_with(dir.path(), &small_segments())?, &mut model).await
+            })
             .with_context(|| format!("round {round}; replay with RAFT_STORE_CRASH_SEED={seed}"))?;
         println!("crash_recovery: round {round}: ok ({})", model.summary());
     }
 
-    runtime.block_on(async { workload::still_works(&open_kv(dir.path())?, &mut model).await })?;
+    runtime.block_on(async {
+        workload::still_works(&open_kv_with(dir.path(), &small_segments())?, &mut model).await
+    })?;
     println!("crash_recovery: passed, seed {seed}");
     Ok(())
 }
@@ -124,4 +128,12 @@ fn spawn_child(dir: &Path, seed: u64) -> Result<Child> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?)
+}
+
+/// Small log segments: every child starts, fills and recycles several.
+fn small_segments() -> raft_store::Options {
+    raft_store::Options {
+        log_segment_bytes: 256 << 10,
+        ..Default::default()
+    }
 }

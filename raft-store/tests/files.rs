@@ -1,14 +1,15 @@
 //! What the store does with files it must not trust: another program's file, another
 //! program's redb database, a corrupt or truncated copy, a newer format, a second opener, and
 //! a full disk. Each gives an error naming the file and the cause, and leaves the file as it was.
+//! (The log's own torn-write and corruption cases are in `wal.rs`.)
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use openraft::{Entry, EntryPayload, LeaderId, LogId};
-use raft_store::testing::{KvCommand, KvConfig, open_kv};
-use raft_store::{DataDir, StoreError};
+use raft_store::testing::{KvCommand, KvConfig, open_kv, open_kv_with};
+use raft_store::{DataDir, Options, StoreError};
 use redb::{ReadableDatabase, TableDefinition};
 
 /// A value no redb metadata could contain by chance, so tests can find the page holding it.
@@ -45,6 +46,11 @@ fn open_error(dir: &Path) -> StoreError {
         Ok(_) => panic!("{} opened although it must be refused", dir.display()),
         Err(e) => e,
     }
+}
+
+/// The log's first segment file: where `populated` wrote its entries.
+fn first_segment(paths: &DataDir) -> PathBuf {
+    paths.log.join("seg-0000000000000001.wal")
 }
 
 fn assert_names(error: &StoreError, file: &Path) {
@@ -112,7 +118,7 @@ fn a_corrupt_page_is_refused_and_the_file_left_untouched() {
     let paths = DataDir::new(dir.path());
     populated(dir.path(), 64);
 
-    for file in [&paths.log, &paths.state] {
+    for file in [&first_segment(&paths), &paths.state] {
         let mut bytes = fs::read(file).expect("read");
         let at = find(&bytes, MARKER).expect("the entries' bytes are in the file");
         bytes[at + 3] ^= 0x55;
@@ -146,21 +152,24 @@ fn a_truncated_file_is_refused_and_left_as_it_is() {
     let dir = tempfile::tempdir().expect("tempdir");
     let paths = DataDir::new(dir.path());
     populated(dir.path(), 64);
-    let bytes = fs::read(&paths.log).expect("read");
-    let cut = bytes[..bytes.len() / 2].to_vec();
-    fs::write(&paths.log, &cut).expect("truncate");
+    for file in [first_segment(&paths), paths.state.clone()] {
+        let bytes = fs::read(&file).expect("read");
+        let cut = bytes[..bytes.len() / 2].to_vec();
+        fs::write(&file, &cut).expect("truncate");
 
-    let error = open_error(dir.path());
-    assert!(
-        matches!(error, StoreError::Corrupt { .. } | StoreError::Io { .. }),
-        "{error:?}"
-    );
-    assert_names(&error, &paths.log);
-    assert_eq!(
-        fs::read(&paths.log).expect("read"),
-        cut,
-        "the truncated file was modified"
-    );
+        let error = open_error(dir.path());
+        assert!(
+            matches!(error, StoreError::Corrupt { .. } | StoreError::Io { .. }),
+            "{error:?}"
+        );
+        assert_names(&error, &file);
+        assert_eq!(
+            fs::read(&file).expect("read"),
+            cut,
+            "the truncated file was modified"
+        );
+        fs::write(&file, &bytes).expect("restore");
+    }
 }
 
 #[test]
@@ -170,9 +179,9 @@ fn a_newer_format_version_is_refused() {
     populated(dir.path(), 1);
     const FORMAT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_format");
     {
-        let db = redb::Database::open(&paths.log).expect("open");
+        let db = redb::Database::open(&paths.state).expect("open");
         let txn = db.begin_write().expect("write");
-        let mut marker = b"slapcluster raft log".to_vec();
+        let mut marker = b"slapcluster raft state machine".to_vec();
         marker.extend_from_slice(&99u32.to_be_bytes());
         txn.open_table(FORMAT)
             .expect("table")
@@ -180,20 +189,32 @@ fn a_newer_format_version_is_refused() {
             .expect("insert");
         txn.commit().expect("commit");
     }
+    // The log's frames carry their version in the header ("SCW" and one byte): a header of
+    // version 99, with a checksum that holds.
+    let segment = first_segment(&paths);
+    let original = fs::read(&segment).expect("read");
+    let mut newer = original.clone();
+    newer[3] = 99;
+    let crc = crc32fast::hash(&newer[..28]);
+    newer[28..32].copy_from_slice(&crc.to_be_bytes());
+    fs::write(&segment, &newer).expect("write");
 
-    let error = open_error(dir.path());
-    assert!(
-        matches!(
-            error,
-            StoreError::UnsupportedVersion {
-                found: 99,
-                supported: 1,
-                ..
-            }
-        ),
-        "{error:?}"
-    );
-    assert_names(&error, &paths.log);
+    for file in [segment.clone(), paths.state.clone()] {
+        let error = open_error(dir.path());
+        assert!(
+            matches!(
+                error,
+                StoreError::UnsupportedVersion {
+                    found: 99,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_names(&error, &file);
+        fs::write(&segment, &original).expect("restore");
+    }
 }
 
 #[test]
@@ -217,8 +238,13 @@ fn a_full_disk_is_reported_and_loses_nothing_acknowledged() {
     let mount = Tmpfs::mount(8 << 20);
     let dir = mount.path.join("replica");
     let paths = DataDir::new(&dir);
+    // Segments small enough for the tmpfs: the disk fills while one is started or written.
+    let options = Options {
+        log_segment_bytes: 256 << 10,
+        ..Default::default()
+    };
     runtime().block_on(async {
-        let (log, sm) = open_kv(&dir).expect("open");
+        let (log, sm) = open_kv_with(&dir, &options).expect("open");
         // Leave a little room, then append until the disk is full.
         let filler = mount.path.join("filler");
         let free = free_bytes(&mount.path);
@@ -244,7 +270,7 @@ fn a_full_disk_is_reported_and_loses_nothing_acknowledged() {
         drop((log, sm));
 
         fs::remove_file(&filler).expect("free space");
-        let (log, _sm) = open_kv(&dir).expect("reopen after freeing space");
+        let (log, _sm) = open_kv_with(&dir, &options).expect("reopen after freeing space");
         let entries = log.entries(..).await.expect("entries");
         assert!(
             entries.len() as u64 >= acknowledged,

@@ -1,7 +1,9 @@
-//! Power-loss test: the store's workload (`workload/mod.rs`) runs on two disks that keep what
-//! was written since their last sync apart (`raft_store::testing::power_loss`); at a seeded
-//! moment (a count of disk calls, so a cut can land inside any redb commit, or inside the
-//! recovery that opening after the previous cut does) the power goes out on both at once. The
+//! Power-loss test: the store's workload (`workload/mod.rs`) runs on disks that keep what was
+//! written since their last sync apart (`raft_store::testing::power_loss`): the log's directory
+//! of segment files (small ones, so that segments are started, filled and recycled many times)
+//! and the state machine's disk. At a seeded moment (a count of disk calls, so a cut can land
+//! inside any write, sync or rename, or inside the recovery that opening after the previous cut
+//! does) the power goes out on all of them at once. The
 //! disks then keep nothing, everything, or a seeded part of the unsynced writes, torn at
 //! sector boundaries; the store is reopened and checked against everything reported before
 //! the cut (the checks are listed in `workload/mod.rs`), and the next round continues on the
@@ -21,7 +23,7 @@ mod workload;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use raft_store::testing::power_loss::{Disk, Power, Survival};
+use raft_store::testing::power_loss::{Directory, Disk, Power, Survival};
 use raft_store::testing::{KvApp, open_kv_on, splitmix};
 use raft_store::{Options, StoreError};
 
@@ -45,18 +47,21 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// The machine's two disks and the directory of its snapshots.
+/// The machine's disks and the directory of its snapshots.
 struct Machine {
     dir: tempfile::TempDir,
-    log: Disk,
+    log: Directory,
     state: Disk,
 }
+
+/// Small segments: a round rotates through several and purges recycle them.
+const SEGMENT_BYTES: u64 = 64 << 10;
 
 impl Machine {
     fn new() -> Result<Self> {
         Ok(Self {
             dir: tempfile::tempdir()?,
-            log: Disk::new(),
+            log: Directory::new(),
             state: Disk::new(),
         })
     }
@@ -68,7 +73,10 @@ impl Machine {
             &self.log,
             &self.state,
             &Power::on(),
-            &Options::default(),
+            &Options {
+                log_segment_bytes: SEGMENT_BYTES,
+                ..Default::default()
+            },
         )
     }
 
@@ -94,6 +102,7 @@ fn power_cuts(seed: u64, cuts: u32) -> Result<()> {
             } else {
                 Duration::ZERO
             },
+            log_segment_bytes: SEGMENT_BYTES,
             ..Default::default()
         };
         // One cut in eight comes early, mostly while opening (recovering from the last cut).
@@ -167,10 +176,13 @@ fn lying_disk_is_caught() -> Result<()> {
     runtime.block_on(async {
         let store = raft_store::open_on(
             machine.dir.path(),
-            machine.log.lying_backend(&power),
+            machine.log.lying_storage(&power),
             machine.state.lying_backend(&power),
             KvApp,
-            &Options::default(),
+            &Options {
+                log_segment_bytes: SEGMENT_BYTES,
+                ..Default::default()
+            },
         )?;
         let outcome = workload::run(store, 1, false, &mut |line| {
             if power.is_lost() {

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use openraft::{Entry, EntryPayload, LeaderId, LogId};
-use raft_store::testing::power_loss::{Disk, Power, Survival};
+use raft_store::testing::power_loss::{Directory, Disk, Power, Survival};
 use raft_store::testing::{KvCommand, KvConfig, open_kv_on};
 use raft_store::{Options, StoreError};
 
@@ -26,7 +26,7 @@ fn put(index: u64) -> Entry<KvConfig> {
 #[tokio::test]
 async fn a_truncation_of_committed_entries_after_a_crash_is_refused_and_nothing_is_lost() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (log_disk, state_disk) = (Disk::new(), Disk::new());
+    let (log_disk, state_disk) = (Directory::new(), Disk::new());
     let lazily = Options {
         state_sync_interval: Duration::from_secs(3600),
         ..Default::default()

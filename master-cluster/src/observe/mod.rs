@@ -283,7 +283,7 @@ pub fn exposition(core: &ReplicaCore, pending: u64) -> String {
     );
     out.histogram(
         "slapcluster_log_fsync_seconds",
-        "Appending entries to the log durably (one redb commit with fsync).",
+        "Appending entries to the log durably (one frame written and synced, shared by every append queued meanwhile).",
         &m.log_append,
     );
     out.counter(

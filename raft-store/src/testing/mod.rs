@@ -121,18 +121,19 @@ pub fn open_kv_with(
     crate::open(dir, KvApp, options)
 }
 
-/// Opens a store for [`KvApp`] whose two files live on the power-loss disks `log` and `state`
-/// of a machine powered by `power`; `dir` holds the snapshots.
+/// Opens a store for [`KvApp`] whose log lives in the power-loss directory `log` and whose
+/// state machine on the disk `state`, of a machine powered by `power`; `dir` holds the
+/// snapshots.
 pub fn open_kv_on(
     dir: &std::path::Path,
-    log: &power_loss::Disk,
+    log: &power_loss::Directory,
     state: &power_loss::Disk,
     power: &power_loss::Power,
     options: &Options,
 ) -> Result<(LogStore<KvConfig>, StateMachineStore<KvConfig, KvApp>), crate::StoreError> {
     crate::open_on(
         dir,
-        log.backend(power),
+        log.storage(power),
         state.backend(power),
         KvApp,
         options,

@@ -11,13 +11,22 @@
 //! - A cut hits every disk sharing one [`Power`] at the same instant: after it, every call on
 //!   those disks fails, as a process that lost its machine would see nothing more.
 //!
+//! - A [`Directory`] of disks (the log's segment files) loses the names created, renamed or
+//!   removed since its last sync: a cut keeps a prefix of those changes, in order, as a
+//!   journaled file system replays its metadata.
+//!
 //! Reads see the latest writes, as a page cache would. Everything lives in memory: the files of
 //! the crash tests are a few megabytes.
 
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::StorageBackend;
+
+use crate::wal::{SegmentFile, Storage};
 
 use super::splitmix;
 
@@ -58,7 +67,7 @@ impl Power {
     }
 
     /// Counts one disk call; fails it once the power is out.
-    fn call(&self) -> std::io::Result<()> {
+    fn call(&self) -> io::Result<()> {
         if !self.is_lost() {
             let counted =
                 self.0
@@ -72,7 +81,7 @@ impl Power {
             }
             self.cut_now();
         }
-        Err(std::io::Error::other("power lost"))
+        Err(io::Error::other("power lost"))
     }
 }
 
@@ -207,12 +216,12 @@ pub struct DiskBackend {
 }
 
 impl StorageBackend for DiskBackend {
-    fn len(&self) -> std::io::Result<u64> {
+    fn len(&self) -> io::Result<u64> {
         self.power.call()?;
         Ok(self.disk.len())
     }
 
-    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
         self.power.call()?;
         let state = self.disk.lock();
         let start = to_usize(offset);
@@ -220,8 +229,8 @@ impl StorageBackend for DiskBackend {
             .checked_add(out.len())
             .and_then(|end| state.current.get(start..end))
             .ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
                     format!(
                         "read of {} bytes at {offset} past the end ({})",
                         out.len(),
@@ -233,7 +242,7 @@ impl StorageBackend for DiskBackend {
         Ok(())
     }
 
-    fn set_len(&self, len: u64) -> std::io::Result<()> {
+    fn set_len(&self, len: u64) -> io::Result<()> {
         self.power.call()?;
         let mut state = self.disk.lock();
         state.current.resize(to_usize(len), 0);
@@ -241,7 +250,7 @@ impl StorageBackend for DiskBackend {
         Ok(())
     }
 
-    fn sync_data(&self) -> std::io::Result<()> {
+    fn sync_data(&self) -> io::Result<()> {
         self.power.call()?;
         let mut state = self.disk.lock();
         if self.lies_about_sync {
@@ -257,7 +266,7 @@ impl StorageBackend for DiskBackend {
         Ok(())
     }
 
-    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         self.power.call()?;
         let mut state = self.disk.lock();
         write_at(&mut state.current, offset, data);
@@ -265,6 +274,207 @@ impl StorageBackend for DiskBackend {
             offset,
             data: data.to_vec(),
         });
+        Ok(())
+    }
+}
+
+impl SegmentFile for DiskBackend {
+    fn size(&self) -> io::Result<u64> {
+        StorageBackend::len(self)
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.read(offset, buf)
+    }
+
+    fn write_all_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        self.write(offset, data)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        StorageBackend::sync_data(self)
+    }
+}
+
+/// A directory of [`Disk`]s; see the module documentation for what it promises. Cheap to
+/// clone; clones are the same directory.
+#[derive(Debug, Clone, Default)]
+pub struct Directory(Arc<Mutex<DirectoryState>>);
+
+#[derive(Debug, Default)]
+struct DirectoryState {
+    durable: BTreeMap<String, Disk>,
+    current: BTreeMap<String, Disk>,
+    /// Changes of names since the last directory sync, in order.
+    pending: Vec<NameChange>,
+}
+
+#[derive(Debug, Clone)]
+enum NameChange {
+    Create(String, Disk),
+    Rename(String, String),
+    Remove(String),
+}
+
+impl NameChange {
+    fn apply(&self, names: &mut BTreeMap<String, Disk>) {
+        match self {
+            Self::Create(name, disk) => {
+                names.insert(name.clone(), disk.clone());
+            }
+            Self::Rename(from, to) => {
+                if let Some(disk) = names.remove(from) {
+                    names.insert(to.clone(), disk);
+                }
+            }
+            Self::Remove(name) => {
+                names.remove(name);
+            }
+        }
+    }
+}
+
+impl Directory {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The directory as the store sees it, powered by `power`.
+    pub fn storage(&self, power: &Power) -> Arc<dyn Storage> {
+        Arc::new(DirectoryStorage {
+            dir: self.clone(),
+            power: power.clone(),
+            lies_about_sync: false,
+            path: PathBuf::from("log (power-loss disks)"),
+        })
+    }
+
+    /// A directory whose files and name changes are never made durable by a sync.
+    pub fn lying_storage(&self, power: &Power) -> Arc<dyn Storage> {
+        Arc::new(DirectoryStorage {
+            dir: self.clone(),
+            power: power.clone(),
+            lies_about_sync: true,
+            path: PathBuf::from("log (lying disks)"),
+        })
+    }
+
+    /// The power came back: keeps what `survival` says of the unsynced name changes (a prefix)
+    /// and of each remaining file's unsynced writes. Returns how many unsynced bytes were lost.
+    pub fn power_cycle(&self, survival: Survival, seed: u64) -> u64 {
+        let mut state = self.lock();
+        let mut rng = seed;
+        let pending = std::mem::take(&mut state.pending);
+        let mut names = std::mem::take(&mut state.durable);
+        for change in pending {
+            let kept = match survival {
+                Survival::Nothing => false,
+                Survival::Everything => true,
+                Survival::Sectors(p) => unit(splitmix(&mut rng)) < p,
+            };
+            if !kept {
+                break;
+            }
+            change.apply(&mut names);
+        }
+        let lost = names
+            .values()
+            .map(|disk| disk.power_cycle(survival, splitmix(&mut rng)))
+            .sum();
+        state.current = names.clone();
+        state.durable = names;
+        lost
+    }
+
+    fn lock(&self) -> MutexGuard<'_, DirectoryState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[derive(Debug)]
+struct DirectoryStorage {
+    dir: Directory,
+    power: Power,
+    lies_about_sync: bool,
+    path: PathBuf,
+}
+
+impl DirectoryStorage {
+    fn file(&self, disk: &Disk) -> Arc<dyn SegmentFile> {
+        Arc::new(DiskBackend {
+            disk: disk.clone(),
+            power: self.power.clone(),
+            lies_about_sync: self.lies_about_sync,
+        })
+    }
+
+    fn change(&self, change: NameChange) {
+        let mut state = self.dir.lock();
+        change.apply(&mut state.current);
+        state.pending.push(change);
+    }
+}
+
+fn not_found(name: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("{name}: no such file"))
+}
+
+impl Storage for DirectoryStorage {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        self.power.call()?;
+        Ok(self.dir.lock().current.keys().cloned().collect())
+    }
+
+    fn open(&self, name: &str) -> io::Result<Arc<dyn SegmentFile>> {
+        self.power.call()?;
+        let disk = self.dir.lock().current.get(name).cloned();
+        Ok(self.file(&disk.ok_or_else(|| not_found(name))?))
+    }
+
+    fn create(&self, name: &str) -> io::Result<Arc<dyn SegmentFile>> {
+        self.power.call()?;
+        if self.dir.lock().current.contains_key(name) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                name.to_string(),
+            ));
+        }
+        let disk = Disk::new();
+        self.change(NameChange::Create(name.to_string(), disk.clone()));
+        Ok(self.file(&disk))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.power.call()?;
+        if !self.dir.lock().current.contains_key(from) {
+            return Err(not_found(from));
+        }
+        self.change(NameChange::Rename(from.to_string(), to.to_string()));
+        Ok(())
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        self.power.call()?;
+        if !self.dir.lock().current.contains_key(name) {
+            return Err(not_found(name));
+        }
+        self.change(NameChange::Remove(name.to_string()));
+        Ok(())
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        self.power.call()?;
+        if self.lies_about_sync {
+            return Ok(());
+        }
+        let mut state = self.dir.lock();
+        for change in std::mem::take(&mut state.pending) {
+            change.apply(&mut state.durable);
+        }
         Ok(())
     }
 }
@@ -319,7 +529,7 @@ mod tests {
     fn synced_writes_survive_and_unsynced_ones_are_lost() {
         let (disk, power) = (Disk::new(), Power::on());
         written(&disk, &power, 0, &[1; 1000]);
-        disk.backend(&power).sync_data().expect("sync");
+        StorageBackend::sync_data(&disk.backend(&power)).expect("sync");
         written(&disk, &power, 1000, &[2; 24]);
         assert_eq!(disk.unsynced_bytes(), 24);
         assert_eq!(disk.power_cycle(Survival::Nothing, 0), 24);
@@ -330,7 +540,7 @@ mod tests {
     fn a_torn_write_keeps_whole_sectors_only() {
         let (disk, power) = (Disk::new(), Power::on());
         written(&disk, &power, 0, &[0; 2048]);
-        disk.backend(&power).sync_data().expect("sync");
+        StorageBackend::sync_data(&disk.backend(&power)).expect("sync");
         written(&disk, &power, 100, &[9; 1500]);
         let lost = disk.power_cycle(Survival::Sectors(0.5), 7);
         let image = disk.lock().current.clone();
@@ -354,7 +564,7 @@ mod tests {
         disk.lying_backend(&power)
             .write(0, &[5; 10])
             .expect("write");
-        disk.lying_backend(&power).sync_data().expect("sync");
+        StorageBackend::sync_data(&disk.lying_backend(&power)).expect("sync");
         disk.power_cycle(Survival::Nothing, 0);
         assert!(disk.is_empty());
     }
@@ -366,8 +576,14 @@ mod tests {
         let (a, b) = (a.backend(&power), b.backend(&power));
         a.write(0, &[1]).expect("first call");
         b.write(0, &[1]).expect("second call");
-        assert!(a.sync_data().is_err(), "the third call loses the power");
-        assert!(b.len().is_err(), "the other disk of the machine is out too");
+        assert!(
+            StorageBackend::sync_data(&a).is_err(),
+            "the third call loses the power"
+        );
+        assert!(
+            StorageBackend::len(&b).is_err(),
+            "the other disk of the machine is out too"
+        );
         assert!(power.is_lost());
     }
 }
