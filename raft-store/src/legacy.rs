@@ -35,8 +35,12 @@ too old for this data directory: it refuses to start rather than start with an e
 Reinstall the newer release, or see ops/runbooks/upgrade.md.\n";
 
 fn is_tombstone(path: &Path) -> Result<bool, StoreError> {
-    let bytes = std::fs::read(path).map_err(|e| StoreError::from_io(path, "reading", e))?;
-    Ok(bytes.starts_with(TOMBSTONE.as_bytes()))
+    use std::io::Read;
+    let mut head = Vec::with_capacity(TOMBSTONE.len());
+    std::fs::File::open(path)
+        .and_then(|f| f.take(TOMBSTONE.len() as u64).read_to_end(&mut head))
+        .map_err(|e| StoreError::from_io(path, "reading", e))?;
+    Ok(head == TOMBSTONE.as_bytes())
 }
 
 /// Converts `log.redb` into the WAL if this data directory still has one.

@@ -134,6 +134,19 @@ pub(crate) enum RecordError {
     NotTheEntry { at: usize },
 }
 
+impl RecordError {
+    /// Where, in its frame, the record that failed starts.
+    pub fn at(&self) -> usize {
+        match self {
+            Self::Overrun { at }
+            | Self::Checksum { at }
+            | Self::UnknownKind { at, .. }
+            | Self::Decode { at, .. }
+            | Self::NotTheEntry { at } => *at,
+        }
+    }
+}
+
 impl Record {
     fn kind(&self) -> u8 {
         match self {

@@ -76,7 +76,9 @@ pub(crate) struct Wal<C: TypeConfig> {
     requests: Option<mpsc::Sender<Request>>,
     files: Files,
     dir: PathBuf,
-    writer: Weak<()>,
+    /// Held so that the directory stays locked as long as the log is open, even after the
+    /// writer stopped on an error.
+    storage: Arc<dyn Storage>,
     /// Taken only by drop.
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -221,24 +223,25 @@ impl<C: TypeConfig> Wal<C> {
         }));
         let files = Files::default();
         let reporter = Box::new(Reporter(Arc::downgrade(&index)));
-        let writer = writer::Writer::new(storage, sizes, recovered, files.clone(), reporter)
-            .map_err(|e| StoreError::from_io(&dir, "starting a log segment", e))?;
+        let writer = writer::Writer::new(
+            Arc::clone(&storage),
+            sizes,
+            recovered,
+            files.clone(),
+            reporter,
+        )
+        .map_err(|e| StoreError::from_io(&dir, "starting a log segment", e))?;
         let (requests, received) = mpsc::channel();
-        let alive = Arc::new(());
-        let probe = Arc::downgrade(&alive);
         let thread = std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || {
-                writer.run(received);
-                drop(alive);
-            })
+            .spawn(move || writer.run(received))
             .map_err(|e| StoreError::from_io(&dir, "starting the log writer", e))?;
         Ok(Self {
             index,
             requests: Some(requests),
             files,
             dir,
-            writer: probe,
+            storage,
             thread: Some(thread),
         })
     }
@@ -287,11 +290,11 @@ impl<C: TypeConfig> Wal<C> {
         }
     }
 
-    /// Whether the writer has stopped and closed every file (so the directory may be opened
-    /// again). Holds nothing open itself.
+    /// Whether the log is closed: the writer stopped and the directory's lock released (so it
+    /// may be opened again). Holds nothing open itself.
     pub fn closed_probe(&self) -> impl Fn() -> bool + Send + Sync + 'static {
-        let writer = self.writer.clone();
-        move || writer.strong_count() == 0
+        let storage = Arc::downgrade(&self.storage);
+        move || storage.strong_count() == 0
     }
 
     pub fn meta(&self) -> Meta {
@@ -425,12 +428,13 @@ impl<C: TypeConfig> Wal<C> {
     }
 
     /// Removes entries up to and including `upto` and records it as purged, durably.
+    /// A purge already made (or queued) returns once it is durable.
     pub async fn purge_upto(&self, upto: LogId<u64>) -> Result<(), StoreError> {
-        if lock(&self.index).meta.purged.map(|id| id.index) >= Some(upto.index) {
-            return Ok(());
-        }
         self.durably("purging the log", |index| {
-            let kept = index.slots.split_off(&(upto.index + 1));
+            if index.meta.purged.map(|id| id.index) >= Some(upto.index) {
+                return Ok(Vec::new());
+            }
+            let kept = recover::after(&mut index.slots, upto.index);
             let removed = std::mem::replace(&mut index.slots, kept);
             index.forget(removed);
             index.meta.apply(&Event::Purged(upto));
@@ -449,8 +453,18 @@ impl<C: TypeConfig> Wal<C> {
 
     /// Records the committed log id, durable with the next durable request: losing it loses
     /// nothing (apply resumes from an earlier point).
+    /// Refused past the last log id: that is a caller's bug, and recovery would refuse the log.
     pub fn save_committed(&self, committed: LogId<u64>) -> Result<(), StoreError> {
         let mut index = lock(&self.index);
+        if index.meta.last.map(|id| id.index) < Some(committed.index) {
+            return Err(StoreError::Invariant {
+                path: self.dir.clone(),
+                detail: format!(
+                    "committed {committed} is past the last log id {:?}",
+                    index.meta.last
+                ),
+            });
+        }
         index.meta.apply(&Event::Committed(committed));
         self.submit(
             &index,
@@ -497,14 +511,26 @@ impl<C: TypeConfig> Wal<C> {
         }
         let files = self.files.clone();
         let dir = self.dir.clone();
+        let index = Arc::clone(&self.index);
         let read = tokio::task::spawn_blocking(move || {
-            found
-                .into_iter()
-                .map(|f| match f {
-                    Found::Cached(entry) => Ok(entry),
-                    Found::OnDisk(id, at) => read_entry::<C>(&files, &dir, id, at),
-                })
-                .collect::<Result<Vec<_>, StoreError>>()
+            let mut entries = Vec::with_capacity(found.len());
+            for f in found {
+                match f {
+                    Found::Cached(entry) => entries.push(entry),
+                    Found::OnDisk(id, at) => match read_entry::<C>(&files, &dir, id, at) {
+                        Ok(entry) => entries.push(entry),
+                        // Purged (or truncated) while it was read: a missing entry, as if
+                        // asked a moment later. Its segment may be gone or reused.
+                        Err(_)
+                            if lock(&index)
+                                .slots
+                                .get(&id.index)
+                                .is_none_or(|s| s.log_id != id) => {}
+                        Err(e) => return Err(e),
+                    },
+                }
+            }
+            Ok(entries)
         });
         read.await.map_err(|e| StoreError::TaskFailed {
             path: self.dir.clone(),

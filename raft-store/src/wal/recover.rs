@@ -4,7 +4,7 @@
 //! The rules, each a consequence of how the writer works: a new segment is filled with zeros
 //! and synced before its first frame; a frame is written only after the one before it is
 //! durable; a new segment is started only after the last frame of the previous one is durable,
-//! and at every open.
+//! and at the first write after an open (unless the last one has no frame yet: it is reused).
 //! - The retained segments are the run of consecutive sequence numbers ending at the highest;
 //!   the writer drops purged segments oldest first, so anything below a gap is a leftover of an
 //!   interrupted drop (and the check on missing entries below refuses a gap that loses any).
@@ -13,8 +13,8 @@
 //!   corruption. A file shorter than its checkpoint says it was made is a truncated copy.
 //! - In the last segment, the log ends at the first frame that is not whole, and that frame is
 //!   a torn write only if it could be one: a crash loses whole sectors, which then read as the
-//!   zeros written before, so a torn frame has an all-zero sector (or runs past the end of the
-//!   file) and a whole header (a header is one sector). A damaged frame without a zero sector, a
+//!   zeros written before, so a torn frame has an all-zero sector where its damage starts or
+//!   after it (or runs past the end of the file) and a whole header (a header is one sector). A damaged frame without a zero sector, a
 //!   damaged header, or a damaged frame followed anywhere by a whole one is corruption, and
 //!   opening fails, naming the segment and offset.
 //! - Each segment after the first starts with a checkpoint equal to what the records before it
@@ -94,7 +94,7 @@ pub(crate) fn recover(storage: &dyn Storage) -> Result<Recovered, StoreError> {
         .cloned()
         .collect();
     let mut start = seqs.len().saturating_sub(1);
-    while start > 0 && seqs[start - 1] + 1 == seqs[start] {
+    while start > 0 && seqs[start - 1].checked_add(1) == Some(seqs[start]) {
         start -= 1;
     }
     let stale = seqs.get(..start).unwrap_or(&[]).iter();
@@ -288,15 +288,17 @@ impl Replay {
                 self.entries.insert(id.index, (*id, location));
             }
             (Event::TruncateAfter(kept), _) => {
-                let from = kept.map_or(0, |id| id.index + 1);
-                drop(self.entries.split_off(&from));
+                match kept {
+                    None => self.entries.clear(),
+                    Some(kept) => drop(after(&mut self.entries, kept.index)),
+                }
                 self.missing_upto = match kept {
                     None => None,
                     Some(kept) => self.missing_upto.map(|m| m.min(kept.index)),
                 };
             }
             (Event::Purged(upto), _) => {
-                self.entries = self.entries.split_off(&(upto.index + 1));
+                self.entries = after(&mut self.entries, upto.index);
             }
             (Event::Vote(_) | Event::Committed(_), _) => {}
         }
@@ -355,12 +357,28 @@ fn read_frame(file: &dyn SegmentFile, seq: u64, offset: u64, len: u64) -> std::i
             events,
             next: offset + frame::aligned(HEADER_LEN as u64 + u64::from(body_len)),
         },
-        // Frames start at sector boundaries, so these chunks are the frame's sectors.
-        Err(e) if bytes.chunks(SECTOR).any(|s| s.iter().all(|&b| b == 0)) => {
-            Frame::Torn(e.to_string())
-        }
-        Err(e) => Frame::Corrupt(format!("{e}, and none of its sectors was lost")),
+        // Frames start at sector boundaries, so these chunks are the frame's sectors; a torn
+        // write shows a lost one where the damage starts or after it.
+        Err(e) if lost_sector(&bytes, e.at()) => Frame::Torn(e.to_string()),
+        Err(e) => Frame::Corrupt(format!("{e}, and no sector from there on was lost")),
     })
+}
+
+/// Whether a sector of `frame` (its last one may be partial) from the one holding byte `from`
+/// on reads as zeros: what a crash that lost it leaves.
+fn lost_sector(frame: &[u8], from: usize) -> bool {
+    let start = from / SECTOR * SECTOR;
+    frame
+        .get(start..)
+        .is_some_and(|rest| rest.chunks(SECTOR).any(|s| s.iter().all(|&b| b == 0)))
+}
+
+/// The entries of `map` after `index` (all of them are split off `map`).
+pub(crate) fn after<V>(map: &mut BTreeMap<u64, V>, index: u64) -> BTreeMap<u64, V> {
+    match index.checked_add(1) {
+        Some(next) => map.split_off(&next),
+        None => BTreeMap::new(),
+    }
 }
 
 /// The offset of a whole frame header of segment `seq` after `offset`, if any.

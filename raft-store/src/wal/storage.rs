@@ -58,9 +58,9 @@ impl FsStorage {
         }
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::from_io(dir, "creating the log directory", e))?;
-        if !existed {
-            crate::db::sync_parent_dir(dir)?;
-        }
+        // Always: a start that died between creating the directory and syncing its parent
+        // must not leave acknowledged segments under a name that is not durable.
+        crate::db::sync_parent_dir(dir)?;
         let lock_path = dir.join(LOCK);
         let lock = OpenOptions::new()
             .create(true)

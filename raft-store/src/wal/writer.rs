@@ -13,7 +13,9 @@
 //! and a sector a crash loses reads as zeros, which is how recovery tells a torn write from
 //! corruption. Once a purge is durable, segments holding only purged entries become spares (up
 //! to a few) or are removed. After a restart the writer starts a new segment rather than write
-//! after the recovered end, where a torn frame's remains may lie.
+//! after the recovered end, where a torn frame's remains may lie; a recovered last segment
+//! without any frame (the machine stopped before its first one) is made again in place, so that
+//! no segment without frames is ever sealed behind another.
 //!
 //! Filling a segment with zeros stalls the writer for as long as that takes, once per segment
 //! (16 MiB by default).
@@ -98,9 +100,22 @@ impl Writer {
             stale,
             ..
         } = recovered;
-        let (active, resumed) = match segments.pop() {
-            Some(active) => (active, true),
-            None => (new_segment(storage.as_ref(), sizes, 1, None)?, false),
+        let (active, fresh) = match segments.pop() {
+            // Never write after recovered frames: a torn frame's remains may lie there.
+            Some(last) if last.end > 0 => (last, false),
+            // Started but never written (a crash, or a full disk, before its first frame):
+            // made again in place, so that no segment without frames is ever sealed.
+            Some(empty) => {
+                let source = Source::Reuse(empty.file);
+                (
+                    new_segment(storage.as_ref(), sizes, empty.seq, source)?,
+                    true,
+                )
+            }
+            None => (
+                new_segment(storage.as_ref(), sizes, 1, Source::Create)?,
+                true,
+            ),
         };
         let prev_end = segments.last().map_or(0, |s| s.end);
         {
@@ -112,13 +127,13 @@ impl Writer {
         Ok(Self {
             storage,
             sizes,
-            start_new_segment: resumed,
+            start_new_segment: !fresh,
             active,
             sealed: segments.into(),
             spares,
             stale,
             prev_end,
-            dir_dirty: !resumed,
+            dir_dirty: fresh,
             written: meta,
             deferred: Vec::new(),
             files,
@@ -248,9 +263,11 @@ impl Writer {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        let seq = self.active.seq + 1;
-        let spare = self.spares.pop();
-        let next = new_segment(self.storage.as_ref(), self.sizes, seq, spare)?;
+        let seq = self.active.seq.checked_add(1).ok_or_else(|| {
+            io::Error::other("segment sequence numbers are exhausted; restore from a backup")
+        })?;
+        let source = self.spares.pop().map_or(Source::Create, Source::Spare);
+        let next = new_segment(self.storage.as_ref(), self.sizes, seq, source)?;
         self.files
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -303,22 +320,31 @@ impl Writer {
     }
 }
 
-/// Segment `seq`, from `spare` or created, filled with zeros and synced. Its name is durable
-/// only after the next directory sync.
+/// Where a new segment's file comes from.
+enum Source {
+    Create,
+    Spare(String),
+    /// The recovered last segment, which has no frame yet.
+    Reuse(Arc<dyn SegmentFile>),
+}
+
+/// Segment `seq`, filled with zeros and synced. Its name is durable only after the next
+/// directory sync.
 fn new_segment(
     storage: &dyn Storage,
     sizes: Sizes,
     seq: u64,
-    spare: Option<String>,
+    source: Source,
 ) -> io::Result<Segment> {
     const CHUNK: u64 = 1 << 20;
     let name = segment_name(seq);
-    let file = match spare {
-        Some(spare) => {
+    let file = match source {
+        Source::Create => storage.create(&name)?,
+        Source::Spare(spare) => {
             storage.rename(&spare, &name)?;
             storage.open(&name)?
         }
-        None => storage.create(&name)?,
+        Source::Reuse(file) => file,
     };
     // A spare that once held an oversized frame is longer: all of it is cleared.
     let prepared = file.size()?.max(sizes.segment_bytes);
