@@ -5,7 +5,8 @@
 //!   of the write-ahead log written and synced per call, as openraft drives it).
 //! - `raw_redb/N`: one redb `Durability::Immediate` commit inserting the same N encoded entries,
 //!   with redb's default one-phase commit, and `raw_redb_2pc/N` with the two-phase commit the
-//!   store uses (see `db.rs`). The ratios append ÷ raw isolate the store's own overhead.
+//!   state machine uses and the log used before the write-ahead log (see `db.rs`): what a log on
+//!   redb would cost, beside what the write-ahead log costs.
 //! - `apply/N`: `StateMachineStore::apply_entries` of N put commands into the key-value test
 //!   application (one durable transaction per batch with `last_applied`).
 //!

@@ -133,6 +133,31 @@ fn a_torn_last_frame_is_cut_back_to_the_last_whole_one() {
         close(store);
     });
     assert_eq!(entries(dir.path()), (0..25).collect::<Vec<_>>());
+    // The torn frame's remains stay behind, in a segment the next one says ends before them.
+    assert_eq!(segments(dir.path()).len(), 2);
+}
+
+#[test]
+fn a_restart_goes_on_in_the_same_segment_when_nothing_follows_its_last_frame() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    written(dir.path(), 10, 10);
+    for round in 1..4 {
+        runtime().block_on(async {
+            let store = open(dir.path()).expect("open");
+            store
+                .0
+                .append_durably((round * 10..round * 10 + 10).map(put).collect())
+                .await
+                .expect("append");
+            close(store);
+        });
+    }
+    assert_eq!(entries(dir.path()), (0..40).collect::<Vec<_>>());
+    assert_eq!(
+        segments(dir.path()).len(),
+        1,
+        "restarts need no new segment"
+    );
 }
 
 #[test]

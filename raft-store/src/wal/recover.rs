@@ -4,7 +4,7 @@
 //! The rules, each a consequence of how the writer works: a new segment is filled with zeros
 //! and synced before its first frame; a frame is written only after the one before it is
 //! durable; a new segment is started only after the last frame of the previous one is durable,
-//! and at the first write after an open (unless the last one has no frame yet: it is reused).
+//! and at the first write after an open that found anything but zeros after the last frame.
 //! - The retained segments are the run of consecutive sequence numbers ending at the highest;
 //!   the writer drops purged segments oldest first, so anything below a gap is a leftover of an
 //!   interrupted drop (and the check on missing entries below refuses a gap that loses any).
@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use openraft::LogId;
 
-use super::frame::{self, ALIGN, Event, HEADER_LEN, Header, Meta};
+use super::frame::{self, Event, HEADER_LEN, Header, Meta};
 
 /// The unit a disk writes whole: what a crash loses, it loses in sectors.
 const SECTOR: usize = 512;
@@ -47,6 +47,8 @@ pub(crate) struct Segment {
     pub max_index: Option<u64>,
     /// How long it was made before its first frame.
     pub prepared: u64,
+    /// The last segment only: nothing but zeros after `end`, so writing may resume there.
+    pub clean_tail: bool,
 }
 
 #[derive(Debug)]
@@ -134,6 +136,7 @@ pub(crate) fn recover(storage: &dyn Storage) -> Result<Recovered, StoreError> {
         let mut first = first;
         let mut offset = 0;
         let mut max_index = None;
+        let mut clean_tail = false;
         while Some(offset) != limit {
             let frame = match first.take() {
                 Some(frame) => frame,
@@ -186,20 +189,22 @@ pub(crate) fn recover(storage: &dyn Storage) -> Result<Recovered, StoreError> {
                 Frame::Absent if limit.is_none() => {
                     // Nothing written here; nothing whole may follow (a zeroed header of a
                     // durable frame would otherwise end the log silently).
-                    if let Some(at) = later_frame(file.as_ref(), seq, offset, len)
-                        .map_err(io("reading a log segment"))?
-                    {
+                    let after = scan_after(file.as_ref(), seq, offset, len)
+                        .map_err(io("reading a log segment"))?;
+                    if let Some(at) = after.frame {
                         return Err(corrupt(format!(
                             "no frame starts at offset {offset}, yet a whole frame follows at \
                              {at}"
                         )));
                     }
+                    clean_tail = after.zeros;
                     break;
                 }
                 Frame::Absent => "no frame".to_string(),
                 Frame::Torn(why) if limit.is_none() => {
-                    if let Some(at) = later_frame(file.as_ref(), seq, offset, len)
+                    if let Some(at) = scan_after(file.as_ref(), seq, offset, len)
                         .map_err(io("reading a log segment"))?
+                        .frame
                     {
                         return Err(corrupt(format!(
                             "the frame at offset {offset} is damaged ({why}), and a whole frame \
@@ -229,6 +234,7 @@ pub(crate) fn recover(storage: &dyn Storage) -> Result<Recovered, StoreError> {
             end: offset,
             max_index,
             prepared: len,
+            clean_tail,
         });
     }
     replay.finish().map_err(|detail| StoreError::Corrupt {
@@ -381,29 +387,37 @@ pub(crate) fn after<V>(map: &mut BTreeMap<u64, V>, index: u64) -> BTreeMap<u64, 
     }
 }
 
-/// The offset of a whole frame header of segment `seq` after `offset`, if any.
-fn later_frame(
-    file: &dyn SegmentFile,
-    seq: u64,
-    offset: u64,
-    len: u64,
-) -> std::io::Result<Option<u64>> {
+/// What follows `offset` in a segment.
+struct After {
+    /// The offset of a whole frame header of this segment, if any.
+    frame: Option<u64>,
+    /// Whether every byte from `offset` on is zero.
+    zeros: bool,
+}
+
+fn scan_after(file: &dyn SegmentFile, seq: u64, offset: u64, len: u64) -> std::io::Result<After> {
     const CHUNK: u64 = 1 << 20;
-    let mut at = offset + ALIGN;
+    let mut zeros = true;
+    let mut at = offset;
     let mut chunk = Vec::new();
-    while at + HEADER_LEN as u64 <= len {
+    while at < len {
         let take = CHUNK.min(len - at);
         chunk.resize(usize::try_from(take).unwrap_or(usize::MAX), 0);
         file.read_exact_at(&mut chunk, at)?;
-        let mut pos = 0;
+        zeros &= chunk.iter().all(|&b| b == 0);
+        // Frame headers start at multiples of ALIGN; `at` is one (`offset` is, and CHUNK).
+        let mut pos = if at == offset { frame::ALIGN_BYTES } else { 0 };
         while pos + HEADER_LEN <= chunk.len() {
             if frame::header_body_len(&chunk[pos..pos + HEADER_LEN], seq, at + pos as u64).is_some()
             {
-                return Ok(Some(at + pos as u64));
+                return Ok(After {
+                    frame: Some(at + pos as u64),
+                    zeros: false,
+                });
             }
             pos += frame::ALIGN_BYTES;
         }
         at += take;
     }
-    Ok(None)
+    Ok(After { frame: None, zeros })
 }

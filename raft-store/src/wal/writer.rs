@@ -13,9 +13,9 @@
 //! and a sector a crash loses reads as zeros, which is how recovery tells a torn write from
 //! corruption. Once a purge is durable, segments holding only purged entries become spares (up
 //! to a few) or are removed. After a restart the writer starts a new segment rather than write
-//! after the recovered end, where a torn frame's remains may lie; a recovered last segment
-//! without any frame (the machine stopped before its first one) is made again in place, so that
-//! no segment without frames is ever sealed behind another.
+//! after the recovered end when a torn frame's remains lie there (anything but zeros); a
+//! recovered last segment without any frame (the machine stopped before its first one) is made
+//! again in place, so that no segment without frames is ever sealed behind another.
 //!
 //! Filling a segment with zeros stalls the writer for as long as that takes, once per segment
 //! (16 MiB by default).
@@ -101,7 +101,6 @@ impl Writer {
             ..
         } = recovered;
         let (active, fresh) = match segments.pop() {
-            // Never write after recovered frames: a torn frame's remains may lie there.
             Some(last) if last.end > 0 => (last, false),
             // Started but never written (a crash, or a full disk, before its first frame):
             // made again in place, so that no segment without frames is ever sealed.
@@ -127,7 +126,9 @@ impl Writer {
         Ok(Self {
             storage,
             sizes,
-            start_new_segment: !fresh,
+            // Never write over a torn frame's remains: a later crash could show them after a
+            // whole frame, which recovery must call corruption. Zeros are safe to write over.
+            start_new_segment: !fresh && !active.clean_tail,
             active,
             sealed: segments.into(),
             spares,
@@ -362,5 +363,6 @@ fn new_segment(
         end: 0,
         max_index: None,
         prepared,
+        clean_tail: true,
     })
 }
