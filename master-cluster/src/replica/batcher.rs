@@ -3,20 +3,24 @@
 //! openraft appends and fsyncs every `client_write` on its own, which caps a leader at a few
 //! thousand writes a second whatever the concurrency. The batcher takes the first waiting
 //! write, then whatever else is already queued (up to a count and an approximate size), and
-//! commits them as one [`CommandBatch`] while the next batch gathers. Every caller still gets
-//! its own answer, and the log index of the entry that carried its command.
+//! hands them to openraft as one [`CommandBatch`]. Up to [`IN_FLIGHT`] batches are in Raft at
+//! once, handed over in the order they were gathered (so their log order is gathering order):
+//! the next batch is appended while the one before it replicates and applies. Every caller
+//! still gets its own answer, and the log index of the entry that carried its command.
 //!
 //! A batch waits for its commit at most the write timeout: openraft answers an appended entry
 //! only once it is applied here or truncated by a new leader, and a leader that lost its place
-//! (removed from the membership, it hears from no new leader) would otherwise hold the batcher,
+//! (removed from the membership, it hears from no new leader) would otherwise hold its slot,
 //! and every write after it, for ever.
 
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use openraft::Raft;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::ClientWriteError;
 
 use super::{Attempt, Written};
 use crate::state::{Command, CommandBatch, MasterConfig};
@@ -26,6 +30,12 @@ const QUEUE: usize = 4096;
 
 /// Approximate bytes a batch may carry: far below the 64 MiB a replica accepts per message.
 const MAX_BATCH_WEIGHT: usize = 8 << 20;
+
+/// Batches handed to Raft and not yet answered, at most. Two measured no better than one
+/// under openraft 0.9, whose core awaits each append's flush before it replicates (three
+/// interleaved `slapload` runs each, 1-256 clients, within the run-to-run spread); openraft 0.10
+/// overlaps the two and is where more should pay.
+pub(super) const IN_FLIGHT: usize = 1;
 
 struct Pending {
     command: Command,
@@ -65,7 +75,15 @@ async fn run(
     max_commands: usize,
     commit_timeout: Duration,
 ) {
-    while let Some(first) = queue.recv().await {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    loop {
+        // A slot first, then gather: a batch takes everything that queued while it waited.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let Some(first) = queue.recv().await else {
+            return;
+        };
         let mut weight = first.command.op.weight();
         let mut batch = vec![first];
         while batch.len() < max_commands && weight < MAX_BATCH_WEIGHT {
@@ -80,46 +98,76 @@ async fn run(
         let (commands, replies): (Vec<Command>, Vec<_>) =
             batch.into_iter().map(|p| (p.command, p.reply)).unzip();
         let count = commands.len();
-        let written =
-            tokio::time::timeout(commit_timeout, raft.client_write(CommandBatch(commands)));
-        let Ok(written) = written.await else {
-            // The entry may still commit; its callers are told the outcome is unknown.
-            tracing::warn!(count, "a batch was not committed within {commit_timeout:?}");
-            for reply in replies {
-                let _ = reply.send(Attempt::TimedOut(commit_timeout));
+        // Handed over here, in order; answered by a task of its own.
+        let handed =
+            tokio::time::timeout(commit_timeout, raft.client_write_ff(CommandBatch(commands)));
+        let answer = match handed.await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(fatal)) => {
+                answer_all(replies, || Attempt::Fatal(fatal.to_string()));
+                continue;
             }
-            continue;
-        };
-        let answers: Vec<Attempt<Written>> = match written {
-            Ok(written) if written.data.len() == count => {
-                let index = written.log_id.index;
-                written
-                    .data
-                    .into_iter()
-                    .map(|response| Attempt::Done(Written { response, index }))
-                    .collect()
-            }
-            Ok(written) => {
-                let reason = format!(
-                    "the state machine answered {} responses for {count} commands",
-                    written.data.len()
-                );
-                (0..count).map(|_| Attempt::Fatal(reason.clone())).collect()
-            }
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
-                let leader = to.leader_id.zip(to.leader_node.map(|n| n.addr));
-                (0..count)
-                    .map(|_| Attempt::Redirect(leader.clone()))
-                    .collect()
-            }
-            Err(e) => {
-                let reason = e.to_string();
-                (0..count).map(|_| Attempt::Fatal(reason.clone())).collect()
+            Err(_) => {
+                answer_all(replies, || Attempt::TimedOut(commit_timeout));
+                continue;
             }
         };
-        for (reply, answer) in replies.into_iter().zip(answers) {
-            // A caller that gave up no longer listens; its command is committed all the same.
-            let _ = reply.send(answer);
-        }
+        tokio::spawn(async move {
+            let answered = tokio::time::timeout(commit_timeout, answer).await;
+            drop(slot);
+            let written = match answered {
+                Ok(Ok(written)) => written,
+                Ok(Err(_)) => {
+                    return answer_all(replies, || {
+                        Attempt::Fatal("the Raft core stopped before it answered".into())
+                    });
+                }
+                Err(_) => {
+                    // The entry may still commit; its callers are told the outcome is unknown.
+                    tracing::warn!(count, "a batch was not committed within {commit_timeout:?}");
+                    return answer_all(replies, || Attempt::TimedOut(commit_timeout));
+                }
+            };
+            let answers: Vec<Attempt<Written>> = match written {
+                Ok(written) if written.data.len() == count => {
+                    let index = written.log_id.index;
+                    written
+                        .data
+                        .into_iter()
+                        .map(|response| Attempt::Done(Written { response, index }))
+                        .collect()
+                }
+                Ok(written) => {
+                    let reason = format!(
+                        "the state machine answered {} responses for {count} commands",
+                        written.data.len()
+                    );
+                    (0..count).map(|_| Attempt::Fatal(reason.clone())).collect()
+                }
+                Err(ClientWriteError::ForwardToLeader(to)) => {
+                    let leader = to.leader_id.zip(to.leader_node.map(|n| n.addr));
+                    (0..count)
+                        .map(|_| Attempt::Redirect(leader.clone()))
+                        .collect()
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    (0..count).map(|_| Attempt::Fatal(reason.clone())).collect()
+                }
+            };
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                // A caller that gave up no longer listens; its command is committed all the same.
+                let _ = reply.send(answer);
+            }
+        });
+    }
+}
+
+fn answer_all(
+    replies: Vec<oneshot::Sender<Attempt<Written>>>,
+    answer: impl Fn() -> Attempt<Written>,
+) {
+    for reply in replies {
+        let _ = reply.send(answer());
     }
 }

@@ -1,6 +1,6 @@
-//! Calls only the leader can answer — writes and read indexes — made from any replica: tried
-//! here first, sent to the leader when this replica does not lead, and retried (bounded) while
-//! an election runs.
+//! Calls only the leader can answer — writes and read indexes — made from any replica: sent
+//! straight to the leader this replica knows of, else tried here first (this replica may lead,
+//! or learn of the leader from the attempt), and retried (bounded) while an election runs.
 //!
 //! A write is sent again only when the earlier attempt certainly did not reach the log (this
 //! replica or the leader answered "not the leader", or the leader's port refused the
@@ -96,14 +96,19 @@ impl ReplicaCore {
     /// election, waits for one. Bounded by the write timeout, the local attempt included.
     pub(super) async fn at_leader<C: LeaderCall>(&self, call: C) -> Result<C::Output, WriteError> {
         let deadline = tokio::time::Instant::now() + self.write_timeout;
+        // A follower that knows the leader goes there at once: a local attempt would only
+        // pass through its Raft core to be told the same.
+        let mut known = self.other_leader();
         loop {
-            let local = tokio::time::timeout_at(deadline, call.local(self)).await;
-            let leader = match local {
-                Ok(Attempt::Done(value)) => return Ok(value),
-                Ok(Attempt::Redirect(leader)) => leader,
-                Ok(Attempt::TimedOut(waited)) => return Err(WriteError::TimedOut(waited)),
-                Ok(Attempt::Fatal(reason)) => return Err(WriteError::Stopped(reason)),
-                Err(_) => return Err(WriteError::TimedOut(self.write_timeout)),
+            let leader = match known.take() {
+                Some(leader) => Some(leader),
+                None => match tokio::time::timeout_at(deadline, call.local(self)).await {
+                    Ok(Attempt::Done(value)) => return Ok(value),
+                    Ok(Attempt::Redirect(leader)) => leader,
+                    Ok(Attempt::TimedOut(waited)) => return Err(WriteError::TimedOut(waited)),
+                    Ok(Attempt::Fatal(reason)) => return Err(WriteError::Stopped(reason)),
+                    Err(_) => return Err(WriteError::TimedOut(self.write_timeout)),
+                },
             };
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {
@@ -137,6 +142,15 @@ impl ReplicaCore {
                 }
             }
         }
+    }
+
+    /// The leader as this replica knows it, when that is another replica, with its address.
+    fn other_leader(&self) -> Option<(u64, String)> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader.filter(|&leader| leader != self.id)?;
+        let node = metrics.membership_config.membership().get_node(&leader)?;
+        Some((leader, node.addr.clone()))
     }
 
     /// Waits until this replica's view of the leader differs from `leader` (an election
