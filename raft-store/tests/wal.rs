@@ -62,6 +62,32 @@ fn written(dir: &Path, n: u64, batch: u64) {
     });
 }
 
+/// Opens `dir`, appends the entries of `range` in one durable frame, closes.
+fn appended(dir: &Path, range: std::ops::Range<u64>) {
+    runtime().block_on(async {
+        let store = open(dir).expect("open");
+        store
+            .0
+            .append_durably(range.map(put).collect())
+            .await
+            .expect("append");
+        close(store);
+    });
+}
+
+/// Writes 30 entries in three frames, then changes the bytes of the last segment with
+/// `damage` (given them and the offsets of their frames), as a crash or a bad disk would.
+/// Returns the segment.
+fn damaged(dir: &Path, damage: impl FnOnce(&mut [u8], &[usize])) -> PathBuf {
+    written(dir, 30, 10);
+    let segment = segments(dir).pop().expect("a segment");
+    let mut bytes = fs::read(&segment).expect("read");
+    let frames = frames(&bytes);
+    damage(&mut bytes, &frames);
+    fs::write(&segment, &bytes).expect("write");
+    segment
+}
+
 fn segments(dir: &Path) -> Vec<PathBuf> {
     let mut names: Vec<PathBuf> = fs::read_dir(DataDir::new(dir).log)
         .expect("log dir")
@@ -113,25 +139,14 @@ fn refused_as_corrupt(dir: &Path, file: &Path) -> String {
 #[test]
 fn a_torn_last_frame_is_cut_back_to_the_last_whole_one() {
     let dir = tempfile::tempdir().expect("tempdir");
-    written(dir.path(), 30, 10);
-    let segment = segments(dir.path()).pop().expect("a segment");
-    let mut bytes = fs::read(&segment).expect("read");
-    let last = *frames(&bytes).last().expect("frames");
     // The crash lost one sector of the last frame: it reads as the zeros written before.
-    bytes[last + 1024..last + 1536].fill(0);
-    fs::write(&segment, &bytes).expect("write");
-
+    damaged(dir.path(), |bytes, frames| {
+        let last = frames[frames.len() - 1];
+        bytes[last + 1024..last + 1536].fill(0);
+    });
     assert_eq!(entries(dir.path()), (0..20).collect::<Vec<_>>());
     // The log goes on, and the torn remains never trouble a later open.
-    runtime().block_on(async {
-        let store = open(dir.path()).expect("open");
-        store
-            .0
-            .append_durably((20..25).map(put).collect())
-            .await
-            .expect("append after the cut");
-        close(store);
-    });
+    appended(dir.path(), 20..25);
     assert_eq!(entries(dir.path()), (0..25).collect::<Vec<_>>());
     // The torn frame's remains stay behind, in a segment the next one says ends before them.
     assert_eq!(segments(dir.path()).len(), 2);
@@ -142,15 +157,7 @@ fn a_restart_goes_on_in_the_same_segment_when_nothing_follows_its_last_frame() {
     let dir = tempfile::tempdir().expect("tempdir");
     written(dir.path(), 10, 10);
     for round in 1..4 {
-        runtime().block_on(async {
-            let store = open(dir.path()).expect("open");
-            store
-                .0
-                .append_durably((round * 10..round * 10 + 10).map(put).collect())
-                .await
-                .expect("append");
-            close(store);
-        });
+        appended(dir.path(), round * 10..round * 10 + 10);
     }
     assert_eq!(entries(dir.path()), (0..40).collect::<Vec<_>>());
     assert_eq!(
@@ -163,13 +170,10 @@ fn a_restart_goes_on_in_the_same_segment_when_nothing_follows_its_last_frame() {
 #[test]
 fn damage_before_a_whole_frame_is_corruption() {
     let dir = tempfile::tempdir().expect("tempdir");
-    written(dir.path(), 30, 10);
-    let segment = segments(dir.path()).pop().expect("a segment");
-    let mut bytes = fs::read(&segment).expect("read");
-    let first = frames(&bytes)[0];
     // A lost-looking sector, but whole frames follow: not what a crash leaves.
-    bytes[first + 1024..first + 1536].fill(0);
-    fs::write(&segment, &bytes).expect("write");
+    let segment = damaged(dir.path(), |bytes, frames| {
+        bytes[frames[0] + 1024..frames[0] + 1536].fill(0)
+    });
     let message = refused_as_corrupt(dir.path(), &segment);
     assert!(message.contains("not a torn write"), "{message}");
 }
@@ -177,12 +181,9 @@ fn damage_before_a_whole_frame_is_corruption() {
 #[test]
 fn a_damaged_last_frame_that_lost_no_sector_is_corruption() {
     let dir = tempfile::tempdir().expect("tempdir");
-    written(dir.path(), 30, 10);
-    let segment = segments(dir.path()).pop().expect("a segment");
-    let mut bytes = fs::read(&segment).expect("read");
-    let last = *frames(&bytes).last().expect("frames");
-    bytes[last + 3000] ^= 0x01;
-    fs::write(&segment, &bytes).expect("write");
+    let segment = damaged(dir.path(), |bytes, frames| {
+        bytes[frames[frames.len() - 1] + 3000] ^= 0x01
+    });
     let message = refused_as_corrupt(dir.path(), &segment);
     assert!(
         message.contains("no sector from there on was lost"),
@@ -193,12 +194,9 @@ fn a_damaged_last_frame_that_lost_no_sector_is_corruption() {
 #[test]
 fn a_damaged_frame_header_is_corruption() {
     let dir = tempfile::tempdir().expect("tempdir");
-    written(dir.path(), 30, 10);
-    let segment = segments(dir.path()).pop().expect("a segment");
-    let mut bytes = fs::read(&segment).expect("read");
-    let last = *frames(&bytes).last().expect("frames");
-    bytes[last + 10] ^= 0x01;
-    fs::write(&segment, &bytes).expect("write");
+    let segment = damaged(dir.path(), |bytes, frames| {
+        bytes[frames[frames.len() - 1] + 10] ^= 0x01
+    });
     let message = refused_as_corrupt(dir.path(), &segment);
     assert!(message.contains("header fails its checksum"), "{message}");
 }
@@ -354,15 +352,7 @@ fn a_segment_started_but_never_written_is_made_again_in_place() {
     for _ in 0..3 {
         close(open(dir.path()).expect("open"));
     }
-    runtime().block_on(async {
-        let store = open(dir.path()).expect("open");
-        store
-            .0
-            .append_durably((30..35).map(put).collect())
-            .await
-            .expect("append");
-        close(store);
-    });
+    appended(dir.path(), 30..35);
     assert_eq!(entries(dir.path()), (0..35).collect::<Vec<_>>());
     assert_eq!(segments(dir.path()).pop(), Some(started));
 }
