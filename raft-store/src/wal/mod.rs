@@ -182,6 +182,15 @@ enum Found<C: TypeConfig> {
     OnDisk(LogId<u64>, Location),
 }
 
+impl<C: TypeConfig> Found<C> {
+    fn cached(self) -> Option<Entry<C>> {
+        match self {
+            Self::Cached(entry) => Some(entry),
+            Self::OnDisk(..) => None,
+        }
+    }
+}
+
 impl<C: TypeConfig> Wal<C> {
     /// Opens the log in `storage`, verifying every retained segment, and starts its writer.
     pub fn open(
@@ -487,27 +496,17 @@ impl<C: TypeConfig> Wal<C> {
             .slots
             .range(range)
             .map(|(_, slot)| match (&slot.entry, slot.at) {
-                (Some(entry), _) => Found::Cached(entry.clone()),
-                (None, Some(at)) => Found::OnDisk(slot.log_id, at),
-                // Unreachable by the slot invariant; read as a missing entry.
-                (None, None) => Found::OnDisk(
-                    slot.log_id,
-                    Location {
-                        segment: u64::MAX,
-                        offset: 0,
-                        len: 0,
-                    },
-                ),
+                (Some(entry), _) => Ok(Found::Cached(entry.clone())),
+                (None, Some(at)) => Ok(Found::OnDisk(slot.log_id, at)),
+                (None, None) => Err(StoreError::Invariant {
+                    path: self.dir.clone(),
+                    detail: format!("log entry {} is neither cached nor written", slot.log_id),
+                }),
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
+        // The usual case (replication and apply read what was just appended): no disk read.
         if found.iter().all(|f| matches!(f, Found::Cached(_))) {
-            return Ok(found
-                .into_iter()
-                .filter_map(|f| match f {
-                    Found::Cached(entry) => Some(entry),
-                    Found::OnDisk(..) => None,
-                })
-                .collect());
+            return Ok(found.into_iter().filter_map(Found::cached).collect());
         }
         let files = self.files.clone();
         let dir = self.dir.clone();
