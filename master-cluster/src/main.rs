@@ -280,8 +280,10 @@ async fn slapmaster() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
+            // openraft's heartbeat worker warns on every heartbeat (10 a second) to a peer
+            // that is down; replication reports the same peer, backing off.
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=warn".into()),
+                .unwrap_or_else(|_| "info,openraft=warn,openraft::core::heartbeat=error".into()),
         )
         .with_writer(std::io::stderr)
         // Colours only for people: hosted replicas and services log to files.

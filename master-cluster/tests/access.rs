@@ -72,6 +72,7 @@ const GRPC: &[(&str, &str)] = &[
     // A computer renews its own certificate (here: not due yet, which its handler says).
     ("Node/RenewCertificate", "nnnnnYYnunu"),
     ("Raft/AppendEntries", "nnnnnnnnunu"),
+    ("Raft/StreamAppend", "nnnnnnnnunu"),
     ("Raft/Vote", "nnnnnnnnunu"),
     ("Raft/InstallSnapshot", "nnnnnnnnunu"),
     ("Raft/Forward", "nnnnnnnnunu"),
@@ -432,6 +433,10 @@ async fn grpc(method: &str, channel: Channel, world: &World) -> Result<(), Statu
             .await
             .map(drop),
         "Raft/AppendEntries" => raft.append_entries(payload()).await.map(drop),
+        "Raft/StreamAppend" => raft
+            .stream_append(tokio_stream::iter([payload()]))
+            .await
+            .map(drop),
         "Raft/Vote" => raft.vote(payload()).await.map(drop),
         "Raft/InstallSnapshot" => raft.install_snapshot(payload()).await.map(drop),
         "Raft/Forward" => raft.forward(payload()).await.map(drop),
@@ -689,7 +694,7 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
         .try_init();
     // Every method of the wire contract and every SLAP call the listener answers (the policy
     // test counts them from the .proto files and the SLAP dispatcher).
-    assert_eq!(GRPC.len(), 41);
+    assert_eq!(GRPC.len(), 42);
     let slap_calls: std::collections::BTreeSet<&str> = SLAP
         .iter()
         .map(|(call, _)| call.split('+').next().unwrap_or(call))

@@ -2,6 +2,7 @@
 //! what nodes, users and operators see through any replica, the errors bad input gets, and
 //! a backup restored into a new cluster.
 
+use openraft::async_runtime::WatchReceiver as _;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
@@ -132,7 +133,7 @@ async fn nodes_users_and_operators_are_served_by_any_replica() {
     let leader = cluster.replicas[0]
         .raft()
         .metrics()
-        .borrow()
+        .borrow_watched()
         .current_leader
         .expect("a leader");
     let followers: Vec<&Replica> = cluster

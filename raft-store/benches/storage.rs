@@ -18,8 +18,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use openraft::{Entry, EntryPayload, LeaderId, LogId};
+use openraft::EntryPayload;
+use openraft::vote::RaftLeaderId;
 use raft_store::testing::{KvCommand, KvConfig, open_kv};
+use raft_store::{Entry, LeaderId, LogId};
 use redb::TableDefinition;
 
 const BATCHES: [u64; 3] = [1, 16, 256];
@@ -37,7 +39,7 @@ fn bench_dir() -> tempfile::TempDir {
 fn entry(index: u64) -> Entry<KvConfig> {
     let key = (index % 4096).to_be_bytes().to_vec();
     let value = vec![(index % 251) as u8; COMMAND_BYTES - key.len()];
-    Entry {
+    Entry::<KvConfig> {
         log_id: LogId::new(LeaderId::new(1, 1), index),
         payload: EntryPayload::Normal(KvCommand::Put { key, value }),
     }

@@ -9,13 +9,13 @@
 //! Decoding never trusts its input: a short or unknown value gives a [`DecodeError`] that the
 //! caller turns into a corrupt-file error naming the file and the key.
 
-use openraft::{
-    Entry, EntryPayload, LeaderId, LogId, Membership, SnapshotMeta, StoredMembership, Vote,
-};
+use openraft::{EntryPayload, StoredMembership};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{SnapshotMetaOf, StoredMembershipOf, TypeConfig};
+use crate::{
+    Entry, LeaderId, LogId, MembershipOf, SnapshotMetaOf, StoredMembershipOf, TypeConfig, Vote,
+};
 
 /// Version byte of every value written by this release.
 const V1: u8 = 1;
@@ -108,31 +108,31 @@ pub fn decode_entry<C: TypeConfig>(index: u64, bytes: &[u8]) -> Result<Entry<C>,
         }
     };
     r.finish()?;
-    Ok(Entry {
-        log_id: LogId::new(LeaderId::new(term, node_id), index),
+    Ok(Entry::<C> {
+        log_id: LogId::new(LeaderId { term, node_id }, index),
         payload,
     })
 }
 
 /// The log id of the entry [`encode_entry`] encoded for `index`, without decoding its payload
 /// (the WAL's recovery indexes entries it does not need to decode).
-pub fn entry_log_id(index: u64, bytes: &[u8]) -> Result<LogId<u64>, DecodeError> {
+pub fn entry_log_id(index: u64, bytes: &[u8]) -> Result<LogId, DecodeError> {
     let mut r = Reader::new(bytes);
     r.version()?;
     let term = r.u64()?;
     let node_id = r.u64()?;
-    Ok(LogId::new(LeaderId::new(term, node_id), index))
+    Ok(LogId::new(LeaderId { term, node_id }, index))
 }
 
 /// `v1 | term | node | index`.
-pub fn encode_log_id(log_id: &LogId<u64>) -> Vec<u8> {
+pub fn encode_log_id(log_id: &LogId) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + LOG_ID_LEN);
     out.push(V1);
     put_log_id(&mut out, log_id);
     out
 }
 
-pub fn decode_log_id(bytes: &[u8]) -> Result<LogId<u64>, DecodeError> {
+pub fn decode_log_id(bytes: &[u8]) -> Result<LogId, DecodeError> {
     let mut r = Reader::new(bytes);
     r.version()?;
     let log_id = r.log_id()?;
@@ -141,7 +141,7 @@ pub fn decode_log_id(bytes: &[u8]) -> Result<LogId<u64>, DecodeError> {
 }
 
 /// `v1 | term | node | committed (0 or 1)`.
-pub fn encode_vote(vote: &Vote<u64>) -> Vec<u8> {
+pub fn encode_vote(vote: &Vote) -> Vec<u8> {
     let mut out = Vec::with_capacity(18);
     out.push(V1);
     out.extend_from_slice(&vote.leader_id.term.to_be_bytes());
@@ -150,7 +150,7 @@ pub fn encode_vote(vote: &Vote<u64>) -> Vec<u8> {
     out
 }
 
-pub fn decode_vote(bytes: &[u8]) -> Result<Vote<u64>, DecodeError> {
+pub fn decode_vote(bytes: &[u8]) -> Result<Vote, DecodeError> {
     let mut r = Reader::new(bytes);
     r.version()?;
     let term = r.u64()?;
@@ -179,26 +179,21 @@ pub fn decode_membership<C: TypeConfig>(
     let mut r = Reader::new(bytes);
     r.version()?;
     let log_id = r.optional_log_id()?;
-    let membership: Membership<u64, C::Node> = r.postcard_rest("membership")?;
+    let membership: MembershipOf<C> = r.postcard_rest("membership")?;
     r.finish()?;
     Ok(StoredMembership::new(log_id, membership))
 }
 
 /// `v1 | optional last log id | u16 length | snapshot id | membership as in [`encode_membership`]`.
+/// openraft 0.10 has no snapshot id any more: the field is written empty and skipped on read
+/// (files of earlier releases carry one), so the layout stays the one they wrote.
 pub fn encode_snapshot_meta<C: TypeConfig>(
     meta: &SnapshotMetaOf<C>,
 ) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::with_capacity(128);
     out.push(V1);
     put_optional_log_id(&mut out, meta.last_log_id.as_ref());
-    let id = meta.snapshot_id.as_bytes();
-    let id_len = u16::try_from(id.len()).map_err(|_| EncodeError::TooLong {
-        what: "snapshot id",
-        len: id.len(),
-        max: usize::from(u16::MAX),
-    })?;
-    out.extend_from_slice(&id_len.to_be_bytes());
-    out.extend_from_slice(id);
+    out.extend_from_slice(&0u16.to_be_bytes());
     out.extend_from_slice(&encode_membership::<C>(&meta.last_membership)?);
     Ok(out)
 }
@@ -208,25 +203,21 @@ pub fn decode_snapshot_meta<C: TypeConfig>(bytes: &[u8]) -> Result<SnapshotMetaO
     r.version()?;
     let last_log_id = r.optional_log_id()?;
     let id_len = usize::from(r.u16()?);
-    let snapshot_id =
-        String::from_utf8(r.take(id_len)?.to_vec()).map_err(|_| DecodeError::Invalid {
-            what: "snapshot id",
-        })?;
+    r.take(id_len)?;
     let last_membership = decode_membership::<C>(r.rest())?;
-    Ok(SnapshotMeta {
+    Ok(SnapshotMetaOf::<C> {
         last_log_id,
         last_membership,
-        snapshot_id,
     })
 }
 
-fn put_log_id(out: &mut Vec<u8>, log_id: &LogId<u64>) {
+fn put_log_id(out: &mut Vec<u8>, log_id: &LogId) {
     out.extend_from_slice(&log_id.leader_id.term.to_be_bytes());
     out.extend_from_slice(&log_id.leader_id.node_id.to_be_bytes());
     out.extend_from_slice(&log_id.index.to_be_bytes());
 }
 
-fn put_optional_log_id(out: &mut Vec<u8>, log_id: Option<&LogId<u64>>) {
+fn put_optional_log_id(out: &mut Vec<u8>, log_id: Option<&LogId>) {
     match log_id {
         None => out.push(0),
         Some(log_id) => {
@@ -307,14 +298,14 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn log_id(&mut self) -> Result<LogId<u64>, DecodeError> {
+    fn log_id(&mut self) -> Result<LogId, DecodeError> {
         let term = self.u64()?;
         let node_id = self.u64()?;
         let index = self.u64()?;
-        Ok(LogId::new(LeaderId::new(term, node_id), index))
+        Ok(LogId::new(LeaderId { term, node_id }, index))
     }
 
-    fn optional_log_id(&mut self) -> Result<Option<LogId<u64>>, DecodeError> {
+    fn optional_log_id(&mut self) -> Result<Option<LogId>, DecodeError> {
         if self.bool("optional log id flag")? {
             Ok(Some(self.log_id()?))
         } else {
@@ -352,37 +343,44 @@ impl<'a> Reader<'a> {
 mod tests {
     use std::collections::BTreeSet;
 
-    use openraft::BasicNode;
+    use openraft::{BasicNode, Membership};
 
     use super::*;
     use crate::testing::{KvCommand, KvConfig};
 
-    fn log_id(term: u64, node: u64, index: u64) -> LogId<u64> {
-        LogId::new(LeaderId::new(term, node), index)
+    fn log_id(term: u64, node: u64, index: u64) -> LogId {
+        LogId::new(
+            LeaderId {
+                term,
+                node_id: node,
+            },
+            index,
+        )
     }
 
     #[test]
     fn entries_round_trip_for_every_payload_kind() {
-        let membership = Membership::<u64, BasicNode>::new(vec![BTreeSet::from([1, 2, 3])], None);
+        let membership =
+            Membership::<u64, BasicNode>::new_with_defaults(vec![BTreeSet::from([1, 2, 3])], []);
         let entries: Vec<Entry<KvConfig>> = vec![
-            Entry {
+            Entry::<KvConfig> {
                 log_id: log_id(1, 1, 0),
                 payload: EntryPayload::Blank,
             },
-            Entry {
+            Entry::<KvConfig> {
                 log_id: log_id(2, 3, 7),
                 payload: EntryPayload::Normal(KvCommand::Put {
                     key: b"computer/COMP-1".to_vec(),
                     value: vec![0; 300],
                 }),
             },
-            Entry {
+            Entry::<KvConfig> {
                 log_id: log_id(u64::MAX, u64::MAX, u64::MAX),
                 payload: EntryPayload::Membership(membership),
             },
         ];
         for entry in entries {
-            let bytes = encode_entry(&entry).expect("encodable");
+            let bytes = encode_entry::<KvConfig>(&entry).expect("encodable");
             let back = decode_entry::<KvConfig>(entry.log_id.index, &bytes).expect("decodable");
             assert_eq!(back, entry);
         }
@@ -394,7 +392,7 @@ mod tests {
             log_id: log_id(0x0102, 0x0304, 5),
             payload: EntryPayload::Blank,
         };
-        let bytes = encode_entry(&entry).expect("encodable");
+        let bytes = encode_entry::<KvConfig>(&entry).expect("encodable");
         assert_eq!(
             bytes,
             [1, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 3, 4, 0]
@@ -407,7 +405,7 @@ mod tests {
             log_id: log_id(3, 1, 9),
             payload: EntryPayload::Normal(KvCommand::Delete { key: b"k".to_vec() }),
         };
-        let bytes = encode_entry(&entry).expect("encodable");
+        let bytes = encode_entry::<KvConfig>(&entry).expect("encodable");
         for len in 0..bytes.len() {
             assert!(
                 decode_entry::<KvConfig>(9, &bytes[..len]).is_err(),
@@ -445,10 +443,7 @@ mod tests {
 
         let membership = StoredMembership::new(
             Some(id),
-            Membership::<u64, BasicNode>::new(
-                vec![BTreeSet::from([1, 2])],
-                Some(BTreeSet::from([9])),
-            ),
+            Membership::<u64, BasicNode>::new_with_defaults(vec![BTreeSet::from([1, 2])], [9]),
         );
         let bytes = encode_membership::<KvConfig>(&membership).expect("membership");
         assert_eq!(
@@ -456,14 +451,24 @@ mod tests {
             membership
         );
 
-        let meta = SnapshotMeta {
+        let meta = SnapshotMetaOf::<KvConfig> {
             last_log_id: Some(id),
             last_membership: membership,
-            snapshot_id: "7-3-100-1".to_string(),
         };
         let bytes = encode_snapshot_meta::<KvConfig>(&meta).expect("meta");
         assert_eq!(
             decode_snapshot_meta::<KvConfig>(&bytes).expect("meta"),
+            meta
+        );
+
+        // Releases on openraft 0.9 wrote a snapshot id in the same place: it is skipped.
+        let id_at = 1 + 1 + LOG_ID_LEN;
+        let mut old = bytes[..id_at].to_vec();
+        old.extend_from_slice(&9u16.to_be_bytes());
+        old.extend_from_slice(b"7-3-100-1");
+        old.extend_from_slice(&bytes[id_at + 2..]);
+        assert_eq!(
+            decode_snapshot_meta::<KvConfig>(&old).expect("an 0.9 meta"),
             meta
         );
     }

@@ -13,7 +13,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use openraft::LogId;
+use crate::LogId;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
 use crate::codec;
@@ -121,7 +121,7 @@ impl StoreFile {
         &self,
         meta: &impl ReadableTable<&'static str, &'static [u8]>,
         key: &'static str,
-    ) -> Result<Option<LogId<u64>>, StoreError> {
+    ) -> Result<Option<LogId>, StoreError> {
         let Some(value) = meta
             .get(key)
             .map_err(|e| self.error("reading metadata", e))?

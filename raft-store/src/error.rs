@@ -1,14 +1,12 @@
 //! [`StoreError`]: every way the store can fail, each naming the file and the cause.
 //!
-//! Every variant is fatal to the replica: openraft receives it as a `StorageError` and stops the
+//! Every variant is fatal to the replica: openraft receives it as an `io::Error` and stops the
 //! Raft node, because a replica that cannot trust its own disk must not vote or acknowledge.
 //! Nothing acknowledged is lost by stopping: an append is reported flushed, and an apply
 //! returns, only after its redb commit returned.
 
 use std::io;
 use std::path::{Path, PathBuf};
-
-use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageError, StorageIOError};
 
 use crate::codec::{DecodeError, EncodeError};
 
@@ -151,24 +149,29 @@ impl StoreError {
             source,
         }
     }
-
-    /// The openraft form of this error: an I/O error on `subject`, which openraft treats as
-    /// fatal. The full message, with the file name, travels as the source.
-    pub fn into_storage_error(
-        self,
-        subject: ErrorSubject<u64>,
-        verb: ErrorVerb,
-    ) -> StorageError<u64> {
-        StorageIOError::new(subject, verb, AnyError::new(&self)).into()
-    }
 }
 
-/// Maps a [`StoreError`] to openraft's fatal storage error about `subject`.
-pub(crate) fn fatal(
-    subject: ErrorSubject<u64>,
-    verb: ErrorVerb,
-) -> impl FnOnce(StoreError) -> StorageError<u64> {
-    move |e| e.into_storage_error(subject, verb)
+/// The form openraft's storage traits take: an `io::Error` whose kind says what happened
+/// (openraft treats every one as fatal) and whose source is the whole [`StoreError`], so the
+/// message names the file.
+impl From<StoreError> for io::Error {
+    fn from(error: StoreError) -> Self {
+        let kind = match &error {
+            StoreError::DiskFull { .. } => io::ErrorKind::StorageFull,
+            StoreError::Io { source, .. } => source.kind(),
+            StoreError::Corrupt { .. }
+            | StoreError::CorruptValue { .. }
+            | StoreError::ForeignFile { .. }
+            | StoreError::UnsupportedVersion { .. } => io::ErrorKind::InvalidData,
+            StoreError::Locked { .. } => io::ErrorKind::ResourceBusy,
+            StoreError::Database { .. }
+            | StoreError::Encode { .. }
+            | StoreError::Application { .. }
+            | StoreError::Invariant { .. }
+            | StoreError::TaskFailed { .. } => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, error)
+    }
 }
 
 /// Linux errno values for a full disk and an exhausted quota; `io::ErrorKind::StorageFull`

@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use openraft::LogId;
+use crate::LogId;
 use redb::{ReadableTable, TableDefinition};
 
 use crate::codec;
@@ -100,8 +100,8 @@ fn copy<C: TypeConfig>(old: &StoreFile, wal: &Wal<C>) -> Result<(), StoreError> 
                 .map_err(|e| StoreError::corrupt_value(&old.path, "vote".into(), e))?,
         ),
     };
-    let purged: Option<LogId<u64>> = old.read_log_id(&meta, "last_purged")?;
-    let committed: Option<LogId<u64>> = old.read_log_id(&meta, "committed")?;
+    let purged: Option<LogId> = old.read_log_id(&meta, "last_purged")?;
+    let committed: Option<LogId> = old.read_log_id(&meta, "committed")?;
 
     let mut records: Vec<Record> = vote.map(Record::Vote).into_iter().collect();
     records.extend(purged.map(Record::Purged));

@@ -1,4 +1,4 @@
-//! raft-store: durable storage for openraft 0.9 (`storage-v2`): the Raft log in a write-ahead
+//! raft-store: durable storage for openraft 0.10: the Raft log in a write-ahead
 //! log, the state machine on redb, and a host for an application state machine. It knows
 //! nothing of SlapOS: master-cluster plugs its state machine in through [`Application`].
 //!
@@ -35,32 +35,63 @@ pub mod wal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use openraft::{Entry, LogId, RaftTypeConfig, SnapshotMeta, StoredMembership};
+use openraft::{EntryPayload, RaftTypeConfig};
 
 pub use codec::{DecodeError, EncodeError};
 pub use error::StoreError;
 pub use log_store::LogStore;
 pub use state_machine::{Application, SnapshotBuilder, StateMachineStore};
 
-/// The openraft type configurations raft-store can store: node ids are `u64` (encoded
-/// big-endian), entries are openraft's `Entry` (cloned out of the log's cache), and snapshots
-/// are files.
+/// Leader ids as openraft 0.9 had them, and as the log and snapshots on disk encode them: a
+/// term and the node elected in it, ordered by term then node.
+pub type LeaderId = openraft::impls::leader_id_adv::LeaderId<u64, u64>;
+/// A log entry's position: the leader that proposed it and its index.
+pub type LogId = openraft::LogId<LeaderId>;
+/// A replica's vote: the leader it voted for, and whether a quorum granted it.
+pub type Vote = openraft::impls::Vote<LeaderId>;
+/// The payload of an entry of a [`TypeConfig`].
+pub type PayloadOf<C> = EntryPayload<<C as RaftTypeConfig>::D, u64, <C as RaftTypeConfig>::Node>;
+/// A log entry of a [`TypeConfig`].
+pub type Entry<C> = openraft::Entry<LeaderId, PayloadOf<C>>;
+/// A cluster membership of a [`TypeConfig`].
+pub type MembershipOf<C> = openraft::Membership<u64, <C as RaftTypeConfig>::Node>;
+
+/// The openraft type configurations raft-store can store: node ids and terms are `u64`
+/// (encoded big-endian), leader ids are [`LeaderId`], entries are openraft's `Entry` (cloned
+/// out of the log's cache).
 pub trait TypeConfig:
-    RaftTypeConfig<NodeId = u64, Entry = Entry<Self>, SnapshotData = tokio::fs::File, D: Clone>
+    RaftTypeConfig<
+        NodeId = u64,
+        Term = u64,
+        LeaderId = LeaderId,
+        Vote = Vote,
+        Payload = PayloadOf<Self>,
+        Entry = Entry<Self>,
+        D: Clone,
+    >
 {
 }
 
 impl<C> TypeConfig for C where
-    C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>, SnapshotData = tokio::fs::File, D: Clone>
+    C: RaftTypeConfig<
+            NodeId = u64,
+            Term = u64,
+            LeaderId = LeaderId,
+            Vote = Vote,
+            Payload = PayloadOf<C>,
+            Entry = Entry<C>,
+            D: Clone,
+        >
 {
 }
 
 /// Snapshot meta of a [`TypeConfig`].
-pub type SnapshotMetaOf<C> = SnapshotMeta<u64, <C as RaftTypeConfig>::Node>;
+pub type SnapshotMetaOf<C> = openraft::SnapshotMeta<LeaderId, u64, <C as RaftTypeConfig>::Node>;
 /// Membership with the log id that set it, of a [`TypeConfig`].
-pub type StoredMembershipOf<C> = StoredMembership<u64, <C as RaftTypeConfig>::Node>;
+pub type StoredMembershipOf<C> =
+    openraft::StoredMembership<LeaderId, u64, <C as RaftTypeConfig>::Node>;
 /// The last applied log id and the membership as of it, as openraft asks for them.
-pub type AppliedState<C> = (Option<LogId<u64>>, StoredMembershipOf<C>);
+pub type AppliedState<C> = (Option<LogId>, StoredMembershipOf<C>);
 
 /// A published snapshot: its meta and an open handle to its file, positioned at its start.
 #[derive(Debug)]
@@ -235,7 +266,7 @@ pub async fn restore<C, A>(
     state: &StateMachineStore<C, A>,
     backup: std::fs::File,
     id: u64,
-    membership: openraft::Membership<u64, C::Node>,
+    membership: MembershipOf<C>,
 ) -> Result<SnapshotMetaOf<C>, StoreError>
 where
     C: TypeConfig,
@@ -253,7 +284,7 @@ where
     let meta = state.restore_backup(backup, membership).await?;
     if let Some(last) = meta.last_log_id {
         log.purge_upto(last).await?;
-        log.save_vote_durably(openraft::Vote::new(last.leader_id.term, id))
+        log.save_vote_durably(Vote::new(last.leader_id.term, id))
             .await?;
     }
     Ok(meta)

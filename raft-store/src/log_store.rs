@@ -13,12 +13,14 @@ use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::sync::Arc;
 
-use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, StorageError, Vote};
+use std::io;
 
-use crate::TypeConfig;
-use crate::error::{StoreError, fatal};
+use openraft::OptionalSend;
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+
+use crate::error::StoreError;
 use crate::wal::Wal;
+use crate::{Entry, LogId, TypeConfig, Vote};
 
 /// The Raft log of one replica. Cheap to clone: clones share the open log, which is how the
 /// log reader handed to replication tasks is made.
@@ -69,11 +71,11 @@ impl<C: TypeConfig> LogStore<C> {
         })
     }
 
-    pub async fn vote(&self) -> Result<Option<Vote<u64>>, StoreError> {
+    pub async fn vote(&self) -> Result<Option<Vote>, StoreError> {
         Ok(self.wal.meta().vote)
     }
 
-    pub async fn committed(&self) -> Result<Option<LogId<u64>>, StoreError> {
+    pub async fn committed(&self) -> Result<Option<LogId>, StoreError> {
         Ok(self.wal.meta().committed)
     }
 
@@ -89,15 +91,15 @@ impl<C: TypeConfig> LogStore<C> {
     }
 
     /// Deletes entries up to and including `upto`, and records it as the last purged log id.
-    pub async fn purge_upto(&self, upto: LogId<u64>) -> Result<(), StoreError> {
+    pub async fn purge_upto(&self, upto: LogId) -> Result<(), StoreError> {
         self.wal.purge_upto(upto).await
     }
 
-    pub async fn save_vote_durably(&self, vote: Vote<u64>) -> Result<(), StoreError> {
+    pub async fn save_vote_durably(&self, vote: Vote) -> Result<(), StoreError> {
         self.wal.save_vote(vote).await
     }
 
-    pub async fn save_committed_lazily(&self, committed: LogId<u64>) -> Result<(), StoreError> {
+    pub async fn save_committed_lazily(&self, committed: LogId) -> Result<(), StoreError> {
         self.wal.save_committed(committed)
     }
 }
@@ -106,63 +108,44 @@ impl<C: TypeConfig> RaftLogReader<C> for LogStore<C> {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry<C>>, StorageError<u64>> {
+    ) -> Result<Vec<Entry<C>>, io::Error> {
         let owned = (range.start_bound().cloned(), range.end_bound().cloned());
-        self.entries(owned)
-            .await
-            .map_err(fatal(ErrorSubject::Logs, ErrorVerb::Read))
+        Ok(self.entries(owned).await?)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.vote().await?)
     }
 }
 
 impl<C: TypeConfig> RaftLogStorage<C> for LogStore<C> {
     type LogReader = Self;
 
-    async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<u64>> {
-        self.log_state()
-            .await
-            .map_err(fatal(ErrorSubject::Logs, ErrorVerb::Read))
+    async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {
+        Ok(self.log_state().await?)
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
-        self.save_vote_durably(*vote)
-            .await
-            .map_err(fatal(ErrorSubject::Vote, ErrorVerb::Write))
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        Ok(self.save_vote_durably(*vote).await?)
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
-        self.vote()
-            .await
-            .map_err(fatal(ErrorSubject::Vote, ErrorVerb::Read))
-    }
-
-    async fn save_committed(
-        &mut self,
-        committed: Option<LogId<u64>>,
-    ) -> Result<(), StorageError<u64>> {
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         // openraft never moves `committed` back to None; nothing to record in that case.
         let Some(committed) = committed else {
             return Ok(());
         };
-        self.save_committed_lazily(committed)
-            .await
-            .map_err(fatal(ErrorSubject::Store, ErrorVerb::Write))
+        Ok(self.save_committed_lazily(committed).await?)
     }
 
-    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
-        self.committed()
-            .await
-            .map_err(fatal(ErrorSubject::Store, ErrorVerb::Read))
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.committed().await?)
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<C>,
-    ) -> Result<(), StorageError<u64>>
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry<C>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -173,30 +156,27 @@ impl<C: TypeConfig> RaftLogStorage<C> for LogStore<C> {
         let observer = self.observer.clone();
         // Returns once the entries are readable; the callback fires once they are durable
         // (or with the writer's error, so that nothing waits for a flush that never comes).
-        self.wal
-            .append(
-                entries,
-                Box::new(move |result| {
-                    if result.is_ok()
-                        && let Some(observer) = observer
-                    {
-                        observer.log_appended(count, started.elapsed());
-                    }
-                    callback.log_io_completed(result);
-                }),
-            )
-            .map_err(|e| e.into_storage_error(ErrorSubject::Logs, ErrorVerb::Write))
+        // openraft 0.10 replicates what was submitted before this flush completes: the
+        // leader's fsync overlaps the followers' appends.
+        Ok(self.wal.append(
+            entries,
+            Box::new(move |result| {
+                if result.is_ok()
+                    && let Some(observer) = observer
+                {
+                    observer.log_appended(count, started.elapsed());
+                }
+                callback.io_completed(result);
+            }),
+        )?)
     }
 
-    async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        self.truncate_since(log_id.index)
-            .await
-            .map_err(fatal(ErrorSubject::Log(log_id), ErrorVerb::Delete))
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let since = last_log_id.map_or(0, |kept| kept.index + 1);
+        Ok(self.truncate_since(since).await?)
     }
 
-    async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        self.purge_upto(log_id)
-            .await
-            .map_err(fatal(ErrorSubject::Log(log_id), ErrorVerb::Delete))
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        Ok(self.purge_upto(log_id).await?)
     }
 }

@@ -456,7 +456,10 @@ impl<R: Read, W: Write> Read for TeeReader<R, W> {
 
 #[cfg(test)]
 mod tests {
-    use openraft::{Entry, EntryPayload, LeaderId, LogId};
+    use openraft::EntryPayload;
+    use openraft::vote::RaftLeaderId;
+
+    use crate::{Entry, LeaderId, LogId};
 
     use super::*;
     use crate::testing::{KvCommand, KvConfig, open_kv};
@@ -469,7 +472,7 @@ mod tests {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let (_log, sm) = open_kv(dir.path()).expect("open");
         let entries: Vec<Entry<KvConfig>> = (0..100)
-            .map(|i| Entry {
+            .map(|i| Entry::<KvConfig> {
                 log_id: LogId::new(LeaderId::new(1, 1), i),
                 payload: EntryPayload::Normal(KvCommand::Delete {
                     key: i.to_be_bytes().to_vec(),
@@ -485,7 +488,6 @@ mod tests {
         let snapshots = SnapshotDir::open(dir.path().join("snapshots")).expect("dir");
         let mut older = newer.clone();
         older.last_log_id = Some(LogId::new(LeaderId::new(1, 1), 10));
-        older.snapshot_id = "older".to_string();
         let mut tmp = snapshots.temp_file().expect("temp");
         let tmp_path = tmp.path().to_path_buf();
         let txn = sm.begin_read().expect("read");

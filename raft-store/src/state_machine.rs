@@ -19,20 +19,23 @@ use std::fs::File;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
-use openraft::{
-    Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, Membership, OptionalSend, SnapshotMeta,
-    StorageError, StoredMembership,
-};
+use std::io;
+
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot};
+use openraft::type_config::alias::SnapshotOf;
+use openraft::{EntryPayload, OptionalSend, StoredMembership};
 use redb::TableDefinition;
+use tokio_stream::{Stream, StreamExt};
 
 use crate::codec;
 use crate::db::StoreFile;
-use crate::error::{StoreError, fatal};
+use crate::error::StoreError;
 use crate::snapshot::{self, SnapshotDir};
-use crate::{AppliedState, SnapshotFile, SnapshotMetaOf, TypeConfig, blocking};
+use crate::{
+    AppliedState, Entry, MembershipOf, SnapshotFile, SnapshotMetaOf, TypeConfig, blocking,
+};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_state_meta");
 const LAST_APPLIED: &str = "last_applied";
@@ -209,7 +212,7 @@ impl<C: TypeConfig, A: Application<C>> StateMachineStore<C, A> {
     pub async fn restore_backup(
         &self,
         backup: File,
-        membership: Membership<u64, C::Node>,
+        membership: MembershipOf<C>,
     ) -> Result<SnapshotMetaOf<C>, StoreError> {
         self.run(move |inner| inner.restore::<C>(backup, membership))
             .await
@@ -330,10 +333,9 @@ impl<A> Inner<A> {
         }
         let txn = self.file.begin_read("building a snapshot")?;
         let (last_log_id, last_membership) = read_applied::<C>(&self.file, &txn)?;
-        let meta = SnapshotMeta {
+        let meta = SnapshotMetaOf::<C> {
             last_log_id,
             last_membership,
-            snapshot_id: snapshot_id(last_log_id.as_ref()),
         };
         let mut tmp = self.snapshots.temp_file()?;
         let tmp_path = tmp.path().to_path_buf();
@@ -375,7 +377,7 @@ impl<A> Inner<A> {
     fn restore<C: TypeConfig>(
         &self,
         mut backup: File,
-        membership: Membership<u64, C::Node>,
+        membership: MembershipOf<C>,
     ) -> Result<SnapshotMetaOf<C>, StoreError>
     where
         A: Application<C>,
@@ -394,7 +396,7 @@ impl<A> Inner<A> {
             }
         }
         let (txn, _copy, found) = self.import::<C>(&mut backup)?;
-        let meta = SnapshotMeta {
+        let meta = SnapshotMetaOf::<C> {
             last_membership: StoredMembership::new(found.last_log_id, membership),
             ..found
         };
@@ -478,20 +480,6 @@ fn application_error(
     }
 }
 
-/// Unique per build: the log id it covers and the build time.
-fn snapshot_id(last_log_id: Option<&LogId<u64>>) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    match last_log_id {
-        Some(id) => format!(
-            "{}-{}-{}-{nanos}",
-            id.leader_id.term, id.leader_id.node_id, id.index
-        ),
-        None => format!("empty-{nanos}"),
-    }
-}
-
 /// How errors name a snapshot that arrived over the network and has no file of its own yet.
 fn received_label(current: &Path) -> PathBuf {
     current.with_file_name("(received snapshot)")
@@ -513,27 +501,33 @@ fn read_applied<C: TypeConfig>(
 }
 
 impl<C: TypeConfig, A: Application<C>> RaftStateMachine<C> for StateMachineStore<C, A> {
+    type SnapshotData = tokio::fs::File;
     type SnapshotBuilder = SnapshotBuilder<C, A>;
 
-    async fn applied_state(&mut self) -> Result<AppliedState<C>, StorageError<u64>> {
-        self.applied()
-            .await
-            .map_err(fatal(ErrorSubject::StateMachine, ErrorVerb::Read))
+    async fn applied_state(&mut self) -> Result<AppliedState<C>, io::Error> {
+        Ok(self.applied().await?)
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<C::R>, StorageError<u64>>
+    /// Applies what openraft hands over in one transaction, then answers each entry's client:
+    /// an answer is sent only once the transaction committed.
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
     where
-        I: IntoIterator<Item = Entry<C>> + OptionalSend,
-        I::IntoIter: OptionalSend,
+        Strm: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
     {
-        let entries: Vec<Entry<C>> = entries.into_iter().collect();
-        let subject = match entries.last() {
-            Some(last) => ErrorSubject::Apply(last.log_id),
-            None => ErrorSubject::StateMachine,
-        };
-        self.apply_entries(entries)
-            .await
-            .map_err(fatal(subject, ErrorVerb::Write))
+        let mut batch = Vec::new();
+        let mut responders = Vec::new();
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            batch.push(entry);
+            responders.push(responder);
+        }
+        let responses = self.apply_entries(batch).await?;
+        for (responder, response) in responders.into_iter().zip(responses) {
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -542,52 +536,47 @@ impl<C: TypeConfig, A: Application<C>> RaftStateMachine<C> for StateMachineStore
         }
     }
 
-    async fn begin_receiving_snapshot(
-        &mut self,
-    ) -> Result<Box<tokio::fs::File>, StorageError<u64>> {
-        let file = self
-            .run(|inner| inner.snapshots.incoming_file())
-            .await
-            .map_err(fatal(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
-        Ok(Box::new(tokio::fs::File::from_std(file)))
-    }
-
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMetaOf<C>,
-        snapshot: Box<tokio::fs::File>,
-    ) -> Result<(), StorageError<u64>> {
+        snapshot: tokio::fs::File,
+    ) -> Result<(), io::Error> {
         let data = snapshot.into_std().await;
-        self.install_snapshot_file(meta.clone(), data)
-            .await
-            .map_err(fatal(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Write,
-            ))
+        Ok(self.install_snapshot_file(meta.clone(), data).await?)
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<C>>, StorageError<u64>> {
-        let current = self
-            .current_snapshot()
-            .await
-            .map_err(fatal(ErrorSubject::Snapshot(None), ErrorVerb::Read))?;
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<C, tokio::fs::File>>, io::Error> {
+        let current = self.current_snapshot().await?;
         Ok(current.map(|current| Snapshot {
             meta: current.meta,
-            snapshot: Box::new(tokio::fs::File::from_std(current.file)),
+            snapshot: tokio::fs::File::from_std(current.file),
         }))
     }
 }
 
+/// Where a snapshot sent by a leader in chunks is assembled (openraft-legacy's receiver, which
+/// serves leaders that send in chunks: every release so far).
+impl<C: TypeConfig, A: Application<C>> openraft_legacy::network_v1::SnapshotReceiverFactory<C>
+    for StateMachineStore<C, A>
+{
+    type SnapshotReceiver = tokio::fs::File;
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<tokio::fs::File, io::Error> {
+        let file = self.run(|inner| inner.snapshots.incoming_file()).await?;
+        Ok(tokio::fs::File::from_std(file))
+    }
+}
+
 impl<C: TypeConfig, A: Application<C>> RaftSnapshotBuilder<C> for SnapshotBuilder<C, A> {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<C>, StorageError<u64>> {
-        let built = self
-            .store
-            .build_snapshot_now()
-            .await
-            .map_err(fatal(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
+    type SnapshotData = tokio::fs::File;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, tokio::fs::File>, io::Error> {
+        let built = self.store.build_snapshot_now().await?;
         Ok(Snapshot {
             meta: built.meta,
-            snapshot: Box::new(tokio::fs::File::from_std(built.file)),
+            snapshot: tokio::fs::File::from_std(built.file),
         })
     }
 }

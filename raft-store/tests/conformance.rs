@@ -1,9 +1,11 @@
-//! openraft's own storage conformance suite, run against the redb store.
+//! openraft's own storage conformance suite, run against the store.
 
-use openraft::testing::Suite;
+use openraft::testing::log::Suite;
 use raft_store::testing::TempStoreBuilder;
 
-#[test]
-fn openraft_storage_suite_passes() {
-    Suite::test_all(TempStoreBuilder).expect("openraft storage suite");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_storage_suite_passes() {
+    Suite::test_all(TempStoreBuilder)
+        .await
+        .expect("openraft storage suite");
 }

@@ -7,9 +7,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use openraft::{Entry, EntryPayload, LeaderId, LogId};
+use openraft::EntryPayload;
+use openraft::vote::RaftLeaderId;
 use raft_store::testing::{KvCommand, KvConfig, open_kv, open_kv_with};
 use raft_store::{DataDir, Options, StoreError};
+use raft_store::{Entry, LeaderId, LogId};
 use redb::{ReadableDatabase, TableDefinition};
 
 /// A value no redb metadata could contain by chance, so tests can find the page holding it.
@@ -18,7 +20,7 @@ const MARKER: &[u8; 16] = b"<slapcluster-42>";
 fn put(index: u64) -> Entry<KvConfig> {
     let mut value = MARKER.to_vec();
     value.extend_from_slice(&[7; 240]);
-    Entry {
+    Entry::<KvConfig> {
         log_id: LogId::new(LeaderId::new(1, 1), index),
         payload: EntryPayload::Normal(KvCommand::Put {
             key: index.to_be_bytes().to_vec(),

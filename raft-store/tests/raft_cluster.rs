@@ -10,15 +10,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+use openraft::error::{
+    NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
 };
-use openraft::{BasicNode, Config, Entry, Raft, ServerState, SnapshotPolicy};
+use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::type_config::alias::SnapshotOf;
+use openraft::{BasicNode, Config, OptionalSend, Raft, ServerState, SnapshotPolicy};
+use openraft_legacy::network_v1::{
+    Adapter, ChunkedSnapshotReceiver, InstallSnapshotError, InstallSnapshotRequest,
+    InstallSnapshotResponse, RaftNetwork,
+};
 use raft_store::testing::{KvApp, KvCommand, KvConfig, KvResponse};
-use raft_store::{Application, LogStore, Options, StateMachineStore, StoreError};
+use raft_store::{Application, Entry, LogStore, Options, StateMachineStore, StoreError, Vote};
 
 /// The key-value application, counting how many entries it is asked to apply.
 #[derive(Clone, Default)]
@@ -40,17 +46,32 @@ impl Application<KvConfig> for CountingApp {
     }
 }
 
-type Node = Raft<KvConfig>;
+type Node<A> = Raft<KvConfig, StateMachineStore<KvConfig, A>>;
 type Store = (LogStore<KvConfig>, StateMachineStore<KvConfig, CountingApp>);
 
 /// Routes RPCs to the nodes registered in it; an absent node is unreachable.
-#[derive(Clone, Default)]
-struct Router {
-    nodes: Arc<Mutex<BTreeMap<u64, Node>>>,
+struct Router<A: Application<KvConfig>> {
+    nodes: Arc<Mutex<BTreeMap<u64, Node<A>>>>,
 }
 
-impl Router {
-    fn add(&self, id: u64, node: Node) {
+impl<A: Application<KvConfig>> Clone for Router<A> {
+    fn clone(&self) -> Self {
+        Self {
+            nodes: Arc::clone(&self.nodes),
+        }
+    }
+}
+
+impl<A: Application<KvConfig>> Default for Router<A> {
+    fn default() -> Self {
+        Self {
+            nodes: Default::default(),
+        }
+    }
+}
+
+impl<A: Application<KvConfig>> Router<A> {
+    fn add(&self, id: u64, node: Node<A>) {
         self.lock().insert(id, node);
     }
 
@@ -58,15 +79,15 @@ impl Router {
         self.lock().remove(&id);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Node>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Node<A>>> {
         self.nodes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     #[allow(
         clippy::result_large_err,
-        reason = "openraft's RPCError is what RaftNetwork returns"
+        reason = "openraft's RPCError is what its network traits return"
     )]
-    fn get<E: std::error::Error>(&self, id: u64) -> Result<Node, RPCError<u64, BasicNode, E>> {
+    fn get<E: std::error::Error>(&self, id: u64) -> Result<Node<A>, RPCError<KvConfig, E>> {
         self.lock().get(&id).cloned().ok_or_else(|| {
             let gone = std::io::Error::new(std::io::ErrorKind::NotConnected, "node is down");
             RPCError::Network(NetworkError::new(&gone))
@@ -74,15 +95,15 @@ impl Router {
     }
 }
 
-struct Connection {
-    router: Router,
+struct Connection<A: Application<KvConfig>> {
+    router: Router<A>,
     target: u64,
 }
 
-impl RaftNetworkFactory<KvConfig> for Router {
-    type Network = Connection;
+impl<A: Application<KvConfig>> RaftNetworkFactory<KvConfig> for Router<A> {
+    type Network = Connection<A>;
 
-    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Connection {
+    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Connection<A> {
         Connection {
             router: self.clone(),
             target,
@@ -90,16 +111,69 @@ impl RaftNetworkFactory<KvConfig> for Router {
     }
 }
 
-impl RaftNetwork<KvConfig> for Connection {
+fn remote<E: std::error::Error>(target: u64) -> impl FnOnce(E) -> RPCError<KvConfig, E> {
+    move |e| RPCError::RemoteError(RemoteError::new(target, e))
+}
+
+/// A remote node's error on a call that has no error of its own: its text only.
+fn network<E: std::error::Error + 'static>(e: E) -> RPCError<KvConfig> {
+    RPCError::Network(NetworkError::new(&e))
+}
+
+impl<A: Application<KvConfig>> RaftNetworkV2<KvConfig> for Connection<A> {
+    type SnapshotData = tokio::fs::File;
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<KvConfig>,
         _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+    ) -> Result<AppendEntriesResponse<KvConfig>, RPCError<KvConfig>> {
         let node = self.router.get(self.target)?;
-        node.append_entries(rpc)
+        node.append_entries(rpc).await.map_err(network)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<KvConfig>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<KvConfig>, RPCError<KvConfig>> {
+        let node = self.router.get(self.target)?;
+        node.vote(rpc).await.map_err(network)
+    }
+
+    /// In chunks, as slapcluster's replicas send snapshots (openraft-legacy's sender), so
+    /// that the receiving store assembles them through `begin_receiving_snapshot`.
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: SnapshotOf<KvConfig, tokio::fs::File>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<KvConfig>, StreamingError<KvConfig>> {
+        let chunks = Chunks {
+            router: self.router.clone(),
+            target: self.target,
+        };
+        Adapter::<KvConfig, _, tokio::fs::File>::new(chunks)
+            .full_snapshot(vote, snapshot, cancel, option)
             .await
-            .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+/// The chunked snapshot exchange; the other calls of the legacy trait are never used.
+struct Chunks<A: Application<KvConfig>> {
+    router: Router<A>,
+    target: u64,
+}
+
+impl<A: Application<KvConfig>> RaftNetwork<KvConfig> for Chunks<A> {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<KvConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<KvConfig>, RPCError<KvConfig, RaftError<KvConfig>>> {
+        let node = self.router.get(self.target)?;
+        node.append_entries(rpc).await.map_err(remote(self.target))
     }
 
     async fn install_snapshot(
@@ -107,24 +181,22 @@ impl RaftNetwork<KvConfig> for Connection {
         rpc: InstallSnapshotRequest<KvConfig>,
         _option: RPCOption,
     ) -> Result<
-        InstallSnapshotResponse<u64>,
-        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+        InstallSnapshotResponse<KvConfig>,
+        RPCError<KvConfig, RaftError<KvConfig, InstallSnapshotError>>,
     > {
         let node = self.router.get(self.target)?;
         node.install_snapshot(rpc)
             .await
-            .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            .map_err(remote(self.target))
     }
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<u64>,
+        rpc: VoteRequest<KvConfig>,
         _option: RPCOption,
-    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+    ) -> Result<VoteResponse<KvConfig>, RPCError<KvConfig, RaftError<KvConfig>>> {
         let node = self.router.get(self.target)?;
-        node.vote(rpc)
-            .await
-            .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        node.vote(rpc).await.map_err(remote(self.target))
     }
 }
 
@@ -149,7 +221,7 @@ fn open(dir: &Path, app: CountingApp) -> Store {
     raft_store::open(dir, app, &Options::default()).expect("open store")
 }
 
-async fn start(id: u64, store: Store, router: &Router) -> Node {
+async fn start(id: u64, store: Store, router: &Router<CountingApp>) -> Node<CountingApp> {
     let (log, sm) = store;
     let node = Raft::new(id, config(), router.clone(), log, sm)
         .await
@@ -258,7 +330,7 @@ async fn snapshots_ship_to_a_lagging_learner_and_restarts_resume_without_replay(
     let learner_store = open(dirs[1].path(), learner_app.clone());
     let learner_sm = learner_store.1.clone();
     let learner = start(2, learner_store, &router).await;
-    let leader = router.get::<RaftError<u64>>(1).expect("leader is up");
+    let leader = router.get::<RaftError<KvConfig>>(1).expect("leader is up");
     let added = leader
         .add_learner(2, BasicNode::default(), true)
         .await
@@ -354,7 +426,7 @@ impl Application<KvConfig> for PoisonableApp {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storage_failure_stops_the_node_and_applies_nothing_of_the_failed_batch() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let router = Router::default();
+    let router = Router::<PoisonableApp>::default();
     let (log, sm) = raft_store::open(dir.path(), PoisonableApp, &Options::default()).expect("open");
     let node = Raft::new(1, config(), router.clone(), log, sm.clone())
         .await

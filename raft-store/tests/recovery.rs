@@ -8,13 +8,15 @@
 
 use std::time::Duration;
 
-use openraft::{Entry, EntryPayload, LeaderId, LogId};
+use openraft::EntryPayload;
+use openraft::vote::RaftLeaderId;
 use raft_store::testing::power_loss::{Directory, Disk, Power, Survival};
 use raft_store::testing::{KvCommand, KvConfig, open_kv_on};
+use raft_store::{Entry, LeaderId, LogId};
 use raft_store::{Options, StoreError};
 
 fn put(index: u64) -> Entry<KvConfig> {
-    Entry {
+    Entry::<KvConfig> {
         log_id: LogId::new(LeaderId::new(1, 1), index),
         payload: EntryPayload::Normal(KvCommand::Put {
             key: index.to_be_bytes().to_vec(),

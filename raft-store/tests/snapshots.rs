@@ -6,15 +6,17 @@ use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use openraft::{Entry, EntryPayload, LeaderId, LogId};
+use openraft::EntryPayload;
+use openraft::vote::RaftLeaderId;
 use raft_store::testing::{KvApp, KvCommand, KvConfig, open_kv};
 use raft_store::{AppliedState, SnapshotFile, StateMachineStore, StoreError};
+use raft_store::{Entry, LeaderId, LogId};
 
 type Sm = StateMachineStore<KvConfig, KvApp>;
 
 fn puts(from: u64, to: u64, tag: &str) -> Vec<Entry<KvConfig>> {
     (from..to)
-        .map(|i| Entry {
+        .map(|i| Entry::<KvConfig> {
             log_id: LogId::new(LeaderId::new(1, 1), i),
             payload: EntryPayload::Normal(KvCommand::Put {
                 key: format!("instance/{}", i % 30).into_bytes(),
@@ -40,13 +42,13 @@ async fn observable(
 ) -> (
     AppliedState<KvConfig>,
     BTreeMap<Vec<u8>, Vec<u8>>,
-    Option<String>,
+    Option<Vec<u8>>,
 ) {
     let current = sm.current_snapshot().await.expect("current");
     (
         sm.applied().await.expect("applied"),
         rows(sm),
-        current.map(|c| c.meta.snapshot_id),
+        current.map(bytes_of),
     )
 }
 

@@ -7,14 +7,16 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use openraft::{Entry, EntryPayload, LeaderId, LogId, Vote};
+use openraft::EntryPayload;
+use openraft::vote::RaftLeaderId;
 use raft_store::testing::{KvApp, KvCommand, KvConfig, open_kv_with};
 use raft_store::{DataDir, LogStore, Options, StateMachineStore, StoreError};
+use raft_store::{Entry, LeaderId, LogId, Vote};
 
 type Store = (LogStore<KvConfig>, StateMachineStore<KvConfig, KvApp>);
 
 fn put(index: u64) -> Entry<KvConfig> {
-    Entry {
+    Entry::<KvConfig> {
         log_id: LogId::new(LeaderId::new(1, 1), index),
         payload: EntryPayload::Normal(KvCommand::Put {
             key: index.to_be_bytes().to_vec(),

@@ -2,6 +2,7 @@
 //! instances, to see slapcluster work and to develop against. Everything goes through the
 //! public gRPC services of a follower, as a node and a user would.
 
+use openraft::async_runtime::WatchReceiver as _;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -71,7 +72,7 @@ impl DevCluster {
     pub fn leader(&self) -> Option<u64> {
         self.replicas
             .first()
-            .and_then(|r| r.raft().metrics().borrow().current_leader)
+            .and_then(|r| r.raft().metrics().borrow_watched().current_leader)
     }
 
     /// A replica that does not lead.

@@ -4,6 +4,7 @@
 //! Handlers hold the replica weakly: once it shuts down they answer 503, and the server never
 //! keeps its data files open.
 
+use openraft::async_runtime::WatchReceiver as _;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -76,7 +77,7 @@ async fn healthz(State(core): State<Core>) -> Response {
     let Some(core) = core.upgrade() else {
         return gone();
     };
-    let running = core.raft().metrics().borrow().running_state.clone();
+    let running = core.raft().metrics().borrow_watched().running_state.clone();
     match running {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(fatal) => (

@@ -15,6 +15,7 @@ pub mod http;
 pub mod layer;
 pub mod page;
 
+use openraft::async_runtime::WatchReceiver as _;
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
@@ -148,7 +149,7 @@ pub fn readiness(input: &ReadinessInput) -> Result<String, String> {
 impl ReplicaCore {
     /// The input of [`readiness`] as of now.
     pub fn readiness_input(&self) -> ReadinessInput {
-        let metrics = self.raft().metrics().borrow().clone();
+        let metrics = self.raft().metrics().borrow_watched().clone();
         let role = self
             .members()
             .into_iter()
@@ -171,11 +172,11 @@ fn seconds(d: Duration) -> f64 {
 /// for capacity (read from the state by the caller).
 pub fn exposition(core: &ReplicaCore, pending: u64) -> String {
     let m = core.metrics();
-    let raft = core.raft().metrics().borrow().clone();
+    let raft = core.raft().metrics().borrow_watched().clone();
     let members = core.members();
     let is_leader = raft.current_leader == Some(core.id());
     let mut out = Exposition::default();
-    let index = |id: Option<openraft::LogId<u64>>| id.map_or(0.0, |id| id.index as f64);
+    let index = |id: Option<raft_store::LogId>| id.map_or(0.0, |id| id.index as f64);
     if let Some(tls) = core.tls() {
         let epoch = |t: SystemTime| {
             t.duration_since(std::time::UNIX_EPOCH)

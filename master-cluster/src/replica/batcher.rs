@@ -19,11 +19,11 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use openraft::Raft;
 use openraft::error::ClientWriteError;
+use openraft::impls::ProgressResponder;
 
 use super::{Attempt, Written};
-use crate::state::{Command, CommandBatch, MasterConfig};
+use crate::state::{Command, CommandBatch};
 
 /// Writes waiting for the batcher beyond this make callers wait (backpressure).
 const QUEUE: usize = 4096;
@@ -51,7 +51,7 @@ pub(super) struct Batcher {
 impl Batcher {
     /// Starts the batcher task for `raft`; it ends when every handle is dropped. A batch not
     /// committed within `commit_timeout` is answered [`Attempt::TimedOut`].
-    pub fn start(raft: Raft<MasterConfig>, max_commands: usize, commit_timeout: Duration) -> Self {
+    pub fn start(raft: super::MasterRaft, max_commands: usize, commit_timeout: Duration) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
         tokio::spawn(run(raft, receiver, max_commands.max(1), commit_timeout));
         Self { queue }
@@ -70,7 +70,7 @@ impl Batcher {
 }
 
 async fn run(
-    raft: Raft<MasterConfig>,
+    raft: super::MasterRaft,
     mut queue: mpsc::Receiver<Pending>,
     max_commands: usize,
     commit_timeout: Duration,
@@ -99,10 +99,13 @@ async fn run(
             batch.into_iter().map(|p| (p.command, p.reply)).unzip();
         let count = commands.len();
         // Handed over here, in order; answered by a task of its own.
-        let handed =
-            tokio::time::timeout(commit_timeout, raft.client_write_ff(CommandBatch(commands)));
-        let answer = match handed.await {
-            Ok(Ok(answer)) => answer,
+        let (responder, answer) = ProgressResponder::complete_only();
+        let handed = tokio::time::timeout(
+            commit_timeout,
+            raft.client_write_ff(CommandBatch(commands), Some(responder)),
+        );
+        match handed.await {
+            Ok(Ok(())) => {}
             Ok(Err(fatal)) => {
                 answer_all(replies, || Attempt::Fatal(fatal.to_string()));
                 continue;
@@ -111,7 +114,7 @@ async fn run(
                 answer_all(replies, || Attempt::TimedOut(commit_timeout));
                 continue;
             }
-        };
+        }
         tokio::spawn(async move {
             let answered = tokio::time::timeout(commit_timeout, answer).await;
             drop(slot);

@@ -9,9 +9,11 @@
 //! same command a second time, after writes that followed the first, would undo them (a
 //! request repeated after a newer request for the same instance).
 
+use openraft::async_runtime::WatchReceiver as _;
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::ReadPolicy;
+use openraft::error::{LinearizableReadError, RaftError};
 
 use super::network::Peers;
 use super::wire::ForwardError;
@@ -61,9 +63,9 @@ impl LeaderCall for ReadIndexCall {
     const REPEATABLE: bool = true;
 
     async fn local(&self, replica: &ReplicaCore) -> Attempt<u64> {
-        match replica.raft.get_read_log_id().await {
-            Ok((read, _)) => Attempt::Done(read.map_or(0, |id| id.index)),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to))) => {
+        match replica.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
+            Ok((read, _)) => Attempt::Done(read.log_id().index),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(to))) => {
                 Attempt::Redirect(to.leader_id.zip(to.leader_node.map(|n| n.addr)))
             }
             Err(e) => Attempt::Fatal(e.to_string()),
@@ -147,7 +149,7 @@ impl ReplicaCore {
     /// The leader as this replica knows it, when that is another replica, with its address.
     fn other_leader(&self) -> Option<(u64, String)> {
         let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         let leader = metrics.current_leader.filter(|&leader| leader != self.id)?;
         let node = metrics.membership_config.membership().get_node(&leader)?;
         Some((leader, node.addr.clone()))

@@ -3,6 +3,7 @@
 //! remove). Only the leader changes membership; elsewhere these calls answer
 //! [`MembershipError::NotLeader`] naming the leader.
 
+use openraft::async_runtime::WatchReceiver as _;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use openraft::ChangeMembers;
 use openraft::error::{ClientWriteError, RaftError};
 
 use super::{ReplicaCore, ReplicaError};
-use crate::state::ReplicaNode;
+use crate::state::{MasterConfig, ReplicaNode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -86,7 +87,7 @@ pub fn quorum_after_removal(
 }
 
 /// The last index the leader knows `id` holds (`None` off the leader or before any reply).
-fn matched(metrics: &openraft::RaftMetrics<u64, ReplicaNode>, id: u64) -> Option<u64> {
+fn matched(metrics: &openraft::RaftMetrics<MasterConfig>, id: u64) -> Option<u64> {
     let replication = metrics.replication.as_ref()?;
     let matched = replication.get(&id)?.as_ref()?;
     Some(matched.index)
@@ -123,7 +124,7 @@ impl ReplicaCore {
             Ok(_) => Ok(index),
             Err(_) => Err(MembershipError::CatchingUp {
                 id,
-                matched: matched(&self.raft.metrics().borrow(), id),
+                matched: matched(&self.raft.metrics().borrow_watched(), id),
                 target: index,
             }),
         }
@@ -144,7 +145,7 @@ impl ReplicaCore {
     ) -> Result<u64, MembershipError> {
         let (voters, learners): (BTreeSet<u64>, BTreeSet<u64>) = {
             let metrics = self.raft.metrics();
-            let metrics = metrics.borrow();
+            let metrics = metrics.borrow_watched();
             let membership = metrics.membership_config.membership();
             if metrics.current_leader != Some(self.id) {
                 return Err(MembershipError::NotLeader {
@@ -200,7 +201,7 @@ impl ReplicaCore {
     /// Every member with its role and, on the leader, how far it has replicated.
     pub fn members(&self) -> Vec<Member> {
         let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
         let last = metrics.last_log_index.unwrap_or(0);
@@ -241,7 +242,7 @@ impl ReplicaCore {
 
     fn membership_error(
         &self,
-        error: RaftError<u64, ClientWriteError<u64, ReplicaNode>>,
+        error: RaftError<MasterConfig, ClientWriteError<MasterConfig>>,
     ) -> MembershipError {
         match error {
             RaftError::APIError(ClientWriteError::ForwardToLeader(to)) => {
@@ -253,7 +254,15 @@ impl ReplicaCore {
             RaftError::APIError(ClientWriteError::ChangeMembershipError(
                 e @ openraft::error::ChangeMembershipError::InProgress(_),
             )) => MembershipError::InProgress(e.to_string()),
-            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            // openraft 0.10 guards the second step of a voter change (leaving the joint
+            // config) with the joint entry's log id: another change committed in between (a
+            // replica joining at the same time) fails it, the joint config committed. Asking
+            // again completes it, as for a change in progress.
+            RaftError::APIError(e @ ClientWriteError::PreconditionFailed(_)) => {
+                MembershipError::InProgress(e.to_string())
+            }
+            RaftError::APIError(e @ ClientWriteError::ChangeMembershipError(_))
+            | RaftError::APIError(e @ ClientWriteError::LogEntryDiscarded(_)) => {
                 MembershipError::Refused(e.to_string())
             }
             RaftError::Fatal(fatal) => MembershipError::Stopped(fatal.to_string()),

@@ -14,6 +14,7 @@ mod network;
 mod service;
 mod wire;
 
+use openraft::async_runtime::WatchReceiver as _;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +37,9 @@ use crate::state::model::{Actor, ComputerId, Timestamp};
 use crate::state::query::{self, ComputerView};
 use crate::state::{Command, MasterConfig, MasterState, Op, ReplicaNode, Response};
 use raft_store::StateMachineStore;
+
+/// openraft driving the master's state machine on raft-store.
+pub type MasterRaft = Raft<MasterConfig, StateMachineStore<MasterConfig, MasterState>>;
 
 /// What a replica needs to start.
 #[derive(Debug, Clone)]
@@ -115,6 +119,11 @@ impl ReplicaConfig {
                 heartbeat_interval: 100,
                 election_timeout_min: 300,
                 election_timeout_max: 600,
+                // A restarted leader stands for election like any replica, as under openraft
+                // 0.9. (0.10 would let it resume leading; with applied state and the committed
+                // index made durable lazily, it could then answer a read from before a write
+                // it had acknowledged.)
+                enable_leader_restore: Some(false),
                 ..Default::default()
             },
             storage: raft_store::Options {
@@ -354,7 +363,7 @@ impl std::ops::Deref for Replica {
 pub struct ReplicaCore {
     id: u64,
     node: ReplicaNode,
-    raft: Raft<MasterConfig>,
+    raft: MasterRaft,
     /// Shares its notifier with the state machine that raft-store runs.
     app: MasterState,
     batcher: batcher::Batcher,
@@ -380,12 +389,22 @@ pub struct ReplicaCore {
     http_addr: Option<SocketAddr>,
     slap_addr: Option<SocketAddr>,
     budgets: Arc<crate::limits::Budgets>,
+    /// Set when the replica stops: long-lived calls (a leader's `StreamAppend`) end on it, so
+    /// that the server's graceful shutdown does not wait for a peer to hang up.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Replica {
     /// Opens the data directory, listens, and starts Raft. A new data directory starts as an
     /// uninitialised node: [`ReplicaCore::initialize`] it, or add it to an existing cluster.
     pub async fn start(config: ReplicaConfig) -> Result<Self, ReplicaError> {
+        // Boxed: with openraft's start-up and the servers' types in it, this future is deep
+        // enough that embedding it in its callers' futures overflows the compiler's layout
+        // depth limit (128).
+        Box::pin(Self::open_and_serve(config)).await
+    }
+
+    async fn open_and_serve(config: ReplicaConfig) -> Result<Self, ReplicaError> {
         let raft_config = Arc::new(config.raft.clone().validate()?);
         let data_dir = config.data_dir.clone();
         let metrics = Arc::new(crate::observe::ReplicaMetrics::default());
@@ -480,6 +499,7 @@ impl Replica {
             elections: Default::default(),
             http_addr,
             slap_addr,
+            stopping: tokio::sync::watch::Sender::new(false),
         });
         spawn_election_watch(&core);
         spawn_revocation_reload(&core).await?;
@@ -547,6 +567,7 @@ impl Replica {
     /// Stops serving and stops Raft. The data directory is released once openraft's tasks
     /// have ended.
     pub async fn shutdown(mut self) -> Result<(), ReplicaError> {
+        self.core.stopping.send_replace(true);
         if let Some(stop) = self.stop_server.take() {
             let _ = stop.send(());
         }
@@ -586,6 +607,15 @@ impl ReplicaCore {
         self.id
     }
 
+    /// Resolves once the replica is stopping.
+    pub(crate) fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stopping = self.stopping.subscribe();
+        async move {
+            // An error means the replica is gone: stopped all the same.
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+        }
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -623,9 +653,12 @@ impl ReplicaCore {
     /// acknowledged within the last heartbeat or so, `None` if it never heard from one.
     pub fn leader_contact_age(&self) -> Option<Duration> {
         let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         if metrics.current_leader == Some(self.id) {
-            return metrics.millis_since_quorum_ack.map(Duration::from_millis);
+            return metrics
+                .last_quorum_acked
+                .as_ref()
+                .map(|at| openraft::Instant::elapsed(&**at));
         }
         lock(&self.leader_contact).map(|at| at.elapsed())
     }
@@ -653,7 +686,7 @@ impl ReplicaCore {
         *lock(&self.leader_contact) = Some(Instant::now());
     }
 
-    pub fn raft(&self) -> &Raft<MasterConfig> {
+    pub fn raft(&self) -> &MasterRaft {
         &self.raft
     }
 
@@ -840,7 +873,7 @@ impl ReplicaCore {
     pub fn applied_index(&self) -> u64 {
         self.raft
             .metrics()
-            .borrow()
+            .borrow_watched()
             .last_applied
             .map_or(0, |id| id.index)
     }

@@ -1,17 +1,36 @@
 //! openraft's network over gRPC: one lazily connected channel per peer, reused by replication,
 //! votes, snapshots and forwarded writes alike.
+//!
+//! Replication streams: `StreamAppend` carries a follower's AppendEntries one after another on
+//! one gRPC stream, several in flight, answered in order, so that distance between replicas
+//! costs one round trip per stream rather than per batch. A peer of an earlier release answers
+//! it `Unimplemented` and is sent unary `AppendEntries` for a while ([`UNARY_RETRY_AFTER`]).
+//! Snapshots go in chunks over `InstallSnapshot` (openraft-legacy's sender and receiver, the
+//! exchange every release so far speaks).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream as FuturesBoxStream;
+use openraft::OptionalSend;
+use openraft::base::{BoxFuture, BoxStream};
+use openraft::error::decompose::DecomposeResult;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
+    Timeout, Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::v2::RaftNetworkV2;
+use openraft::network::{RPCOption, RaftNetworkFactory, stream_append_sequential};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
+    VoteResponse,
+};
+use openraft::type_config::alias::SnapshotOf;
+use openraft_legacy::network_v1::{
+    Adapter, InstallSnapshotError, InstallSnapshotRequest, InstallSnapshotResponse, RaftNetwork,
 };
 use serde::de::DeserializeOwned;
 use slapcluster_api::v1::RaftPayload;
@@ -23,6 +42,17 @@ use crate::state::{Command, MasterConfig, ReplicaNode, Response};
 
 /// How long a new connection may take before the peer counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a peer that answered `StreamAppend` with `Unimplemented` (a replica of an earlier
+/// release, during a rolling upgrade) is sent unary appends before streaming is tried again.
+pub const UNARY_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// How long an append that was already waiting may go unanswered on a stream before the stream
+/// counts as stalled (a peer that stopped reading, a connection that went silent): at least a
+/// second, ten replication timeouts on a slow link. openraft then opens a new stream.
+fn stall_limit(option: &RPCOption) -> Duration {
+    (option.hard_ttl() * 10).max(Duration::from_secs(1))
+}
 
 /// The channels to the other replicas, by address. Cheap to clone.
 #[derive(Clone, Default)]
@@ -125,14 +155,19 @@ impl RaftNetworkFactory<MasterConfig> for Network {
         PeerConnection {
             target,
             channel: self.peers.channel(&node.addr).map_err(|e| e.to_string()),
+            unary_until: None,
         }
     }
 }
+
+type Error<E = openraft::errors::Infallible> = RPCError<MasterConfig, RaftError<MasterConfig, E>>;
 
 pub struct PeerConnection {
     target: u64,
     /// An unusable address stays an error, reported on every call (openraft backs off).
     channel: Result<Channel, String>,
+    /// Until when this peer gets unary appends instead of a stream (it does not know them).
+    unary_until: Option<Instant>,
 }
 
 /// Which RPC of the Raft service a call uses.
@@ -143,22 +178,26 @@ enum Rpc {
 }
 
 impl PeerConnection {
+    fn client(&self) -> Result<RaftClient<Channel>, RPCError<MasterConfig>> {
+        let channel = self
+            .channel
+            .clone()
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e))))?;
+        Ok(RaftClient::new(channel))
+    }
+
     async fn call<Req, Resp, E>(
         &self,
         rpc: Rpc,
         request: &Req,
         option: &RPCOption,
-    ) -> Result<Resp, RPCError<u64, ReplicaNode, RaftError<u64, E>>>
+    ) -> Result<Resp, Error<E>>
     where
         Req: serde::Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let channel = self
-            .channel
-            .clone()
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e))))?;
-        let mut client = RaftClient::new(channel);
+        let mut client = self.client().map_err(widen)?;
         let mut grpc = tonic::Request::new(RaftPayload {
             payload: wire::encode(request),
         });
@@ -168,45 +207,246 @@ impl PeerConnection {
             Rpc::Vote => client.vote(grpc).await,
             Rpc::InstallSnapshot => client.install_snapshot(grpc).await,
         };
-        let reply = sent.map_err(|status| match status.code() {
-            // The peer is down or not reachable: openraft backs off before retrying.
-            tonic::Code::Unavailable | tonic::Code::Cancelled => {
-                RPCError::Unreachable(Unreachable::new(&status))
-            }
-            _ => RPCError::Network(NetworkError::new(&status)),
-        })?;
-        let result: Result<Resp, RaftError<u64, E>> =
+        let reply = sent.map_err(|status| widen(status_error(&status)))?;
+        // A peer's error that does not decode (a release whose openraft encodes its errors
+        // differently) is a network error with the decoder's reason, never a misread answer.
+        let result: Result<Resp, RaftError<MasterConfig, E>> =
             wire::decode("raft reply", &reply.into_inner().payload)
                 .map_err(|status| RPCError::Network(NetworkError::new(&status)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
+
+    /// The appends of `input` on one `StreamAppend` call, answered in order.
+    async fn stream(
+        &mut self,
+        mut input: impl futures_util::Stream<Item = AppendEntriesRequest<MasterConfig>>
+        + Send
+        + Unpin
+        + 'static,
+        option: RPCOption,
+    ) -> Result<StreamAnswers, RPCError<MasterConfig>> {
+        let mut client = self.client()?;
+        // The first append is taken before the call opens: openraft's request stream waits out
+        // its backoff there, so a peer that refuses connections is retried at that pace rather
+        // than as fast as connections fail. Nothing to send opens no call.
+        let Some(first) = input.next().await else {
+            return Ok(futures_util::stream::empty().boxed());
+        };
+        let input = futures_util::stream::once(std::future::ready(first)).chain(input);
+        let sent = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&sent);
+        let requests = input.map(move |request| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            RaftPayload {
+                payload: wire::encode(&request),
+            }
+        });
+        let answers = match client.stream_append(requests).await {
+            Ok(answers) => answers.into_inner(),
+            Err(status) => {
+                if status.code() == tonic::Code::Unimplemented {
+                    tracing::info!(
+                        target = self.target,
+                        "peer has no StreamAppend (an earlier release): unary appends for {:?}",
+                        UNARY_RETRY_AFTER
+                    );
+                    self.unary_until = Some(Instant::now() + UNARY_RETRY_AFTER);
+                }
+                return Err(status_error(&status));
+            }
+        };
+        let stalled_after = stall_limit(&option);
+        let state = StreamState {
+            target: self.target,
+            answers,
+            sent,
+            answered: 0,
+            ended: false,
+        };
+        Ok(
+            futures_util::stream::unfold(state, move |mut state| async move {
+                if state.ended {
+                    return None;
+                }
+                let item = state.next(stalled_after).await;
+                state.ended = !matches!(item, Some(Ok(Ok(_))));
+                item.map(|item| (item, state))
+            })
+            .boxed(),
+        )
+    }
 }
 
-impl RaftNetwork<MasterConfig> for PeerConnection {
+type StreamAnswers =
+    FuturesBoxStream<'static, Result<StreamAppendResult<MasterConfig>, RPCError<MasterConfig>>>;
+
+/// The receiving half of a `StreamAppend` call, and how many appends it answers for.
+struct StreamState {
+    target: u64,
+    answers: tonic::Streaming<RaftPayload>,
+    /// Appends sent so far (counted as the request stream yields them).
+    sent: Arc<AtomicU64>,
+    answered: u64,
+    ended: bool,
+}
+
+impl StreamState {
+    /// The next answer; `None` when the peer ended the stream. An error ends the stream.
+    async fn next(
+        &mut self,
+        stalled_after: Duration,
+    ) -> Option<Result<StreamAppendResult<MasterConfig>, RPCError<MasterConfig>>> {
+        loop {
+            // Only an append that was waiting when this window opened can stall it: one sent
+            // just before the window closes has had no time to be answered.
+            let waiting_at_start = self.sent.load(Ordering::Relaxed);
+            match tokio::time::timeout(stalled_after, self.answers.message()).await {
+                Ok(Ok(None)) => return None,
+                Ok(Err(status)) => return Some(Err(status_error(&status))),
+                Ok(Ok(Some(answer))) => {
+                    self.answered += 1;
+                    let decoded: Result<
+                        Result<StreamAppendResult<MasterConfig>, Fatal<MasterConfig>>,
+                        tonic::Status,
+                    > = wire::decode("stream-append reply", &answer.payload);
+                    return Some(match decoded {
+                        Ok(Ok(result)) => Ok(result),
+                        Ok(Err(fatal)) => Err(RPCError::Network(NetworkError::new(&fatal))),
+                        Err(status) => Err(RPCError::Network(NetworkError::new(&status))),
+                    });
+                }
+                Err(_elapsed) if waiting_at_start > self.answered => {
+                    let timeout = Timeout {
+                        action: openraft::RPCTypes::AppendEntries,
+                        id: 0,
+                        target: self.target,
+                        timeout: stalled_after,
+                    };
+                    return Some(Err(RPCError::Timeout(timeout)));
+                }
+                // Idle: nothing was waiting; the stream stays open for the next appends.
+                Err(_elapsed) => {}
+            }
+        }
+    }
+}
+
+/// A gRPC failure as openraft sees it: a peer that is down or unreachable makes openraft back
+/// off before it retries; anything else is retried at once.
+fn status_error(status: &tonic::Status) -> RPCError<MasterConfig> {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Cancelled => {
+            RPCError::Unreachable(Unreachable::new(status))
+        }
+        _ => RPCError::Network(NetworkError::new(status)),
+    }
+}
+
+/// An error of a call that has no remote error of its own, as one of a call that has.
+fn widen<E: std::error::Error>(error: RPCError<MasterConfig>) -> Error<E> {
+    match error {
+        RPCError::Timeout(e) => RPCError::Timeout(e),
+        RPCError::Unreachable(e) => RPCError::Unreachable(e),
+        RPCError::Network(e) => RPCError::Network(e),
+        RPCError::RemoteError(e) => match e.source {},
+    }
+}
+
+impl RaftNetworkV2<MasterConfig> for PeerConnection {
+    type SnapshotData = tokio::fs::File;
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<MasterConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, ReplicaNode, RaftError<u64>>> {
-        self.call(Rpc::AppendEntries, &rpc, &option).await
+    ) -> Result<AppendEntriesResponse<MasterConfig>, RPCError<MasterConfig>> {
+        self.call::<_, _, openraft::errors::Infallible>(Rpc::AppendEntries, &rpc, &option)
+            .await
+            .decompose_infallible()
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<MasterConfig>, RPCError<MasterConfig>>>,
+            RPCError<MasterConfig>,
+        >,
+    >
+    where
+        S: futures_util::Stream<Item = AppendEntriesRequest<MasterConfig>>
+            + OptionalSend
+            + Unpin
+            + 'static,
+    {
+        if self.unary_until.is_some_and(|until| Instant::now() < until) {
+            return stream_append_sequential(self, input, option);
+        }
+        self.unary_until = None;
+        Box::pin(async move {
+            let answers: BoxStream<'s, _> = self.stream(input, option).await?;
+            Ok(answers)
+        })
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<MasterConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<MasterConfig>, RPCError<MasterConfig>> {
+        self.call::<_, _, openraft::errors::Infallible>(Rpc::Vote, &rpc, &option)
+            .await
+            .decompose_infallible()
+    }
+
+    /// In chunks over `InstallSnapshot`, with openraft-legacy's sender.
+    async fn full_snapshot(
+        &mut self,
+        vote: raft_store::Vote,
+        snapshot: SnapshotOf<MasterConfig, tokio::fs::File>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<MasterConfig>, StreamingError<MasterConfig>> {
+        let chunks = Chunks(PeerConnection {
+            target: self.target,
+            channel: self.channel.clone(),
+            unary_until: None,
+        });
+        Adapter::<MasterConfig, _, tokio::fs::File>::new(chunks)
+            .full_snapshot(vote, snapshot, cancel, option)
+            .await
+    }
+}
+
+/// The chunked snapshot exchange, as openraft-legacy's sender drives it. Only
+/// `install_snapshot` is called through it; the other two answer as the connection does.
+struct Chunks(PeerConnection);
+
+impl RaftNetwork<MasterConfig> for Chunks {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<MasterConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<MasterConfig>, Error> {
+        self.0.call(Rpc::AppendEntries, &rpc, &option).await
     }
 
     async fn install_snapshot(
         &mut self,
         rpc: InstallSnapshotRequest<MasterConfig>,
         option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<u64>,
-        RPCError<u64, ReplicaNode, RaftError<u64, InstallSnapshotError>>,
-    > {
-        self.call(Rpc::InstallSnapshot, &rpc, &option).await
+    ) -> Result<InstallSnapshotResponse<MasterConfig>, Error<InstallSnapshotError>> {
+        self.0.call(Rpc::InstallSnapshot, &rpc, &option).await
     }
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<u64>,
+        rpc: VoteRequest<MasterConfig>,
         option: RPCOption,
-    ) -> Result<VoteResponse<u64>, RPCError<u64, ReplicaNode, RaftError<u64>>> {
-        self.call(Rpc::Vote, &rpc, &option).await
+    ) -> Result<VoteResponse<MasterConfig>, Error> {
+        self.0.call(Rpc::Vote, &rpc, &option).await
     }
 }

@@ -26,6 +26,26 @@ pub fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, tonic:
     }
 }
 
+/// A vote request as a replica of an earlier release (openraft 0.9) encodes it: without the
+/// trailing `leadership_transfer` flag, which postcard cannot default (it reads fields in order).
+#[derive(Deserialize)]
+struct VoteRequestV09 {
+    vote: raft_store::Vote,
+    last_log_id: Option<raft_store::LogId>,
+}
+
+/// A vote request of this release or of an earlier one. (A newer request read by an earlier
+/// release loses nothing it knows: postcard ignores the trailing flag.)
+pub fn decode_vote_request(
+    bytes: &[u8],
+) -> Result<openraft::raft::VoteRequest<crate::state::MasterConfig>, tonic::Status> {
+    decode("vote request", bytes).or_else(|current| {
+        decode::<VoteRequestV09>("vote request", bytes)
+            .map(|v09| openraft::raft::VoteRequest::new(v09.vote, v09.last_log_id))
+            .map_err(|_| current)
+    })
+}
+
 /// Why the leader did not answer a forwarded command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum ForwardError {
@@ -66,5 +86,29 @@ mod tests {
                 .contains("version 9")
         );
         assert!(decode::<ForwardError>("reply", &bytes[..2]).is_err());
+    }
+
+    /// A replica on openraft 0.9 sends a vote request without the flag 0.10 added; it still
+    /// reads as the same vote.
+    #[test]
+    fn vote_requests_of_the_earlier_release_still_decode() {
+        let vote = raft_store::Vote::new(7, 2);
+        let last = Some(raft_store::LogId::new(
+            raft_store::LeaderId {
+                term: 6,
+                node_id: 1,
+            },
+            41,
+        ));
+        // postcard encodes a struct as its fields in order: the 0.9 request is this pair.
+        let v09 = encode(&(vote, last));
+        let request = decode_vote_request(&v09).expect("an 0.9 vote request");
+        assert_eq!(request, openraft::raft::VoteRequest::new(vote, last));
+
+        let current =
+            encode(&openraft::raft::VoteRequest::<crate::state::MasterConfig>::new(vote, last));
+        assert_eq!(current.len(), v09.len() + 1);
+        assert_eq!(decode_vote_request(&current).expect("current"), request);
+        assert!(decode_vote_request(&v09[..v09.len() - 1]).is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! changes are the leader's to make: a follower passes them to the leader (once: a call that
 //! reaches a replica which lost the leadership meanwhile answers Unavailable, to retry).
 
+use openraft::async_runtime::WatchReceiver as _;
 use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -61,7 +62,7 @@ fn operator<T>(
 
 fn role_of(core: &ReplicaCore) -> pb::Role {
     let metrics = core.raft().metrics();
-    let metrics = metrics.borrow();
+    let metrics = metrics.borrow_watched();
     let membership = metrics.membership_config.membership();
     if membership.get_node(&core.id()).is_none() {
         return pb::Role::None;
@@ -76,7 +77,7 @@ fn role_of(core: &ReplicaCore) -> pb::Role {
 
 fn local_status(core: &ReplicaCore) -> pb::ReplicaStatusReply {
     let role = role_of(core);
-    let metrics = core.raft().metrics().borrow().clone();
+    let metrics = core.raft().metrics().borrow_watched().clone();
     let node = core.node();
     let mut reply = pb::ReplicaStatusReply {
         id: core.id(),
@@ -508,7 +509,7 @@ impl pb::admin_server::Admin for AdminService {
                 // Who answers decides whether the removal keeps a quorum; only the leader
                 // removes (elsewhere the call is passed on), so only the leader asks.
                 let answering: BTreeSet<u64> =
-                    if core.raft().metrics().borrow().current_leader == Some(core.id()) {
+                    if core.raft().metrics().borrow_watched().current_leader == Some(core.id()) {
                         member_statuses(core, &core.members())
                             .await
                             .into_keys()

@@ -17,6 +17,13 @@ use super::model::{
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandBatch(pub Vec<Command>);
 
+/// How openraft's logs show an entry: its size, never its parameters (which may hold secrets).
+impl std::fmt::Display for CommandBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} command(s)", self.0.len())
+    }
+}
+
 /// The answers to a [`CommandBatch`], one per command, in order.
 pub type BatchResponse = Vec<Response>;
 

@@ -2,8 +2,9 @@
 //! commands through exactly the code raft-store runs. For tests and benchmarks of the domain,
 //! without Raft or a disk.
 
-use openraft::{Entry, EntryPayload, LeaderId, LogId};
+use openraft::EntryPayload;
 use raft_store::Application;
+use raft_store::{Entry, LeaderId, LogId};
 use redb::ReadableDatabase;
 use redb::backends::InMemoryBackend;
 
@@ -55,8 +56,14 @@ impl MemoryState {
     fn next_entry(&mut self, commands: Vec<Command>) -> Entry<MasterConfig> {
         let index = self.next_index;
         self.next_index += 1;
-        Entry {
-            log_id: LogId::new(LeaderId::new(1, 1), index),
+        Entry::<MasterConfig> {
+            log_id: LogId::new(
+                LeaderId {
+                    term: 1,
+                    node_id: 1,
+                },
+                index,
+            ),
             payload: EntryPayload::Normal(CommandBatch(commands)),
         }
     }

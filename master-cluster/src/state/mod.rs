@@ -20,7 +20,8 @@ mod upgrade;
 
 use std::sync::Arc;
 
-use openraft::{Entry, EntryPayload, TokioRuntime};
+use openraft::EntryPayload;
+use raft_store::Entry;
 use serde::{Deserialize, Serialize};
 
 pub use apply::{MAX_LOG_BYTES, MAX_NAME_BYTES, MAX_PARAMETERS_BYTES, MAX_SLA_BYTES, check_input};
@@ -38,11 +39,7 @@ openraft::declare_raft_types!(
     pub MasterConfig:
         D = CommandBatch,
         R = BatchResponse,
-        NodeId = u64,
         Node = ReplicaNode,
-        Entry = Entry<MasterConfig>,
-        SnapshotData = tokio::fs::File,
-        AsyncRuntime = TokioRuntime,
 );
 
 /// A replica as the membership records it: its address is its identity (a replica that moves

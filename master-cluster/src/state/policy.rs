@@ -189,9 +189,10 @@ pub fn grpc_operation(path: &str) -> Option<Operation> {
     use Operation::*;
     let (service, method) = path.strip_prefix("/slapcluster.v1.")?.split_once('/')?;
     Some(match (service, method) {
-        ("Raft", "AppendEntries" | "Vote" | "InstallSnapshot" | "Forward" | "ReadIndex") => {
-            Replicate
-        }
+        (
+            "Raft",
+            "AppendEntries" | "StreamAppend" | "Vote" | "InstallSnapshot" | "Forward" | "ReadIndex",
+        ) => Replicate,
         ("Admin", "ClusterStatus") => ReadClusterStatus,
         ("Admin", "ReplicaStatus") => ReadReplicaStatus,
         ("Admin", "AddMember" | "PromoteMember" | "RemoveMember") => ChangeMembership,

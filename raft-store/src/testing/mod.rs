@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use openraft::{BasicNode, Entry, EntryPayload, StorageError, TokioRuntime};
+use openraft::{BasicNode, EntryPayload, StorageError};
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::{Application, LogStore, Options, StateMachineStore};
+use crate::{Application, Entry, LogStore, Options, StateMachineStore};
 
 pub mod power_loss;
 
@@ -17,17 +17,30 @@ openraft::declare_raft_types!(
     pub KvConfig:
         D = KvCommand,
         R = KvResponse,
-        NodeId = u64,
         Node = BasicNode,
-        Entry = Entry<KvConfig>,
-        SnapshotData = tokio::fs::File,
-        AsyncRuntime = TokioRuntime,
 );
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvCommand {
     Put { key: Vec<u8>, value: Vec<u8> },
     Delete { key: Vec<u8> },
+}
+
+/// How openraft's logs show a command: what it does and to which key, not the value.
+impl std::fmt::Display for KvCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Put { key, value } => {
+                write!(
+                    f,
+                    "put {} ({} bytes)",
+                    String::from_utf8_lossy(key),
+                    value.len()
+                )
+            }
+            Self::Delete { key } => write!(f, "delete {}", String::from_utf8_lossy(key)),
+        }
+    }
 }
 
 /// The value a key held before the command; `None` for blank and membership entries.
@@ -145,7 +158,7 @@ pub fn open_kv_on(
 pub struct TempStoreBuilder;
 
 impl
-    openraft::testing::StoreBuilder<
+    openraft::testing::log::StoreBuilder<
         KvConfig,
         LogStore<KvConfig>,
         StateMachineStore<KvConfig, KvApp>,
@@ -160,18 +173,17 @@ impl
             LogStore<KvConfig>,
             StateMachineStore<KvConfig, KvApp>,
         ),
-        StorageError<u64>,
+        StorageError<KvConfig>,
     > {
-        let dir = tempfile::tempdir().map_err(|e| {
+        let io = |e: std::io::Error| {
             StorageError::from_io_error(
                 openraft::ErrorSubject::Store,
                 openraft::ErrorVerb::Write,
                 e,
             )
-        })?;
-        let (log, sm) = open_kv(dir.path()).map_err(|e| {
-            e.into_storage_error(openraft::ErrorSubject::Store, openraft::ErrorVerb::Read)
-        })?;
+        };
+        let dir = tempfile::tempdir().map_err(io)?;
+        let (log, sm) = open_kv(dir.path()).map_err(|e| io(e.into()))?;
         // The directory lives as long as the suite holds the guard.
         Ok((dir, log, sm))
     }

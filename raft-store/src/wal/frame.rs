@@ -20,7 +20,7 @@
 //!
 //! Payloads reuse `codec.rs`'s versioned encodings of entries, votes and log ids.
 
-use openraft::{LogId, Vote};
+use crate::{LogId, Vote};
 
 use crate::codec::{self, DecodeError};
 
@@ -45,17 +45,17 @@ const KIND_CHECKPOINT: u8 = 6;
 /// The log's metadata as of some point of the record stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Meta {
-    pub vote: Option<Vote<u64>>,
-    pub committed: Option<LogId<u64>>,
-    pub purged: Option<LogId<u64>>,
+    pub vote: Option<Vote>,
+    pub committed: Option<LogId>,
+    pub purged: Option<LogId>,
     /// The last log id: of the last entry, or the purged one when no entry follows it.
-    pub last: Option<LogId<u64>>,
+    pub last: Option<LogId>,
 }
 
 impl Meta {
     /// What `event` changes. Writer, recovery and the in-memory index all use this one rule.
     pub fn apply(&mut self, event: &Event) {
-        let index = |id: &Option<LogId<u64>>| id.map(|id| id.index);
+        let index = |id: &Option<LogId>| id.map(|id| id.index);
         match event {
             Event::Entry(id) => {
                 // Appends go at the end (openraft truncates before it overwrites); a lower
@@ -96,22 +96,22 @@ pub(crate) enum Record {
         index: u64,
         bytes: Vec<u8>,
     },
-    Vote(Vote<u64>),
-    Committed(LogId<u64>),
+    Vote(Vote),
+    Committed(LogId),
     /// Entries after this log id (after the purged one, or all, for `None`) are removed.
-    TruncateAfter(Option<LogId<u64>>),
-    Purged(LogId<u64>),
+    TruncateAfter(Option<LogId>),
+    Purged(LogId),
     Checkpoint(Checkpoint),
 }
 
 /// A record as read back: an entry is only indexed here, its payload is decoded on demand.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Event {
-    Entry(LogId<u64>),
-    Vote(Vote<u64>),
-    Committed(LogId<u64>),
-    TruncateAfter(Option<LogId<u64>>),
-    Purged(LogId<u64>),
+    Entry(LogId),
+    Vote(Vote),
+    Committed(LogId),
+    TruncateAfter(Option<LogId>),
+    Purged(LogId),
     Checkpoint(Checkpoint),
 }
 
@@ -480,7 +480,7 @@ impl<'a> Fields<'a> {
         (len > 0).then(|| self.take(len)).transpose()
     }
 
-    fn log_id(&mut self) -> Result<Option<LogId<u64>>, DecodeError> {
+    fn log_id(&mut self) -> Result<Option<LogId>, DecodeError> {
         self.optional()?.map(codec::decode_log_id).transpose()
     }
 
@@ -497,11 +497,13 @@ impl<'a> Fields<'a> {
 
 #[cfg(test)]
 mod tests {
-    use openraft::LeaderId;
+    use openraft::vote::RaftLeaderId;
+
+    use crate::LeaderId;
 
     use super::*;
 
-    fn id(term: u64, index: u64) -> LogId<u64> {
+    fn id(term: u64, index: u64) -> LogId {
         LogId::new(LeaderId::new(term, 1), index)
     }
 

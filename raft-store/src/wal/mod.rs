@@ -22,7 +22,7 @@ use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak, mpsc};
 
-use openraft::{Entry, LogId, Vote};
+use crate::{Entry, LogId, Vote};
 
 pub use storage::{FsStorage, SegmentFile, Storage};
 pub(crate) use writer::{Done, Sizes};
@@ -106,7 +106,7 @@ struct Index<C: TypeConfig> {
 }
 
 struct Slot<C: TypeConfig> {
-    log_id: LogId<u64>,
+    log_id: LogId,
     /// Where it is durable; None until it is.
     at: Option<Location>,
     /// The entry itself, while cached. Invariant: `entry` or `at` is set.
@@ -115,7 +115,7 @@ struct Slot<C: TypeConfig> {
 }
 
 impl<C: TypeConfig> Index<C> {
-    fn locate(&mut self, entries: &[(LogId<u64>, Location)]) {
+    fn locate(&mut self, entries: &[(LogId, Location)]) {
         for (id, at) in entries {
             // Reports come in write order: a later one for the same log id is the live copy.
             if let Some(slot) = self.slots.get_mut(&id.index)
@@ -159,7 +159,7 @@ impl<C: TypeConfig> Index<C> {
 struct Reporter<C: TypeConfig>(Weak<Mutex<Index<C>>>);
 
 impl<C: TypeConfig> Reports for Reporter<C> {
-    fn located(&self, entries: &[(LogId<u64>, Location)]) {
+    fn located(&self, entries: &[(LogId, Location)]) {
         if let Some(index) = self.0.upgrade() {
             lock(&index).locate(entries);
         }
@@ -179,7 +179,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 enum Found<C: TypeConfig> {
     Cached(Entry<C>),
-    OnDisk(LogId<u64>, Location),
+    OnDisk(LogId, Location),
 }
 
 impl<C: TypeConfig> Found<C> {
@@ -350,7 +350,7 @@ impl<C: TypeConfig> Wal<C> {
     pub fn append(&self, entries: Vec<Entry<C>>, done: Done) -> Result<(), StoreError> {
         let mut encoded = Vec::with_capacity(entries.len());
         for entry in &entries {
-            let bytes = codec::encode_entry(entry).map_err(|source| StoreError::Encode {
+            let bytes = codec::encode_entry::<C>(entry).map_err(|source| StoreError::Encode {
                 path: self.dir.clone(),
                 source,
             })?;
@@ -410,7 +410,7 @@ impl<C: TypeConfig> Wal<C> {
     pub async fn truncate_since(&self, since: u64) -> Result<(), StoreError> {
         let dir = self.dir.clone();
         self.durably("truncating the log", |index| {
-            let at_or_above = |id: Option<LogId<u64>>, what: &str| match id {
+            let at_or_above = |id: Option<LogId>, what: &str| match id {
                 Some(id) if id.index >= since => Err(StoreError::Invariant {
                     path: dir.clone(),
                     detail: format!(
@@ -438,7 +438,7 @@ impl<C: TypeConfig> Wal<C> {
 
     /// Removes entries up to and including `upto` and records it as purged, durably.
     /// A purge already made (or queued) returns once it is durable.
-    pub async fn purge_upto(&self, upto: LogId<u64>) -> Result<(), StoreError> {
+    pub async fn purge_upto(&self, upto: LogId) -> Result<(), StoreError> {
         self.durably("purging the log", |index| {
             if index.meta.purged.map(|id| id.index) >= Some(upto.index) {
                 return Ok(Vec::new());
@@ -452,7 +452,7 @@ impl<C: TypeConfig> Wal<C> {
         .await
     }
 
-    pub async fn save_vote(&self, vote: Vote<u64>) -> Result<(), StoreError> {
+    pub async fn save_vote(&self, vote: Vote) -> Result<(), StoreError> {
         self.durably("saving the vote", |index| {
             index.meta.apply(&Event::Vote(vote));
             Ok(vec![Record::Vote(vote)])
@@ -463,7 +463,7 @@ impl<C: TypeConfig> Wal<C> {
     /// Records the committed log id, durable with the next durable request: losing it loses
     /// nothing (apply resumes from an earlier point).
     /// Refused past the last log id: that is a caller's bug, and recovery would refuse the log.
-    pub fn save_committed(&self, committed: LogId<u64>) -> Result<(), StoreError> {
+    pub fn save_committed(&self, committed: LogId) -> Result<(), StoreError> {
         let mut index = lock(&self.index);
         if index.meta.last.map(|id| id.index) < Some(committed.index) {
             return Err(StoreError::Invariant {
@@ -558,7 +558,7 @@ fn is_empty(range: &(Bound<u64>, Bound<u64>)) -> bool {
 fn read_entry<C: TypeConfig>(
     files: &Files,
     dir: &Path,
-    id: LogId<u64>,
+    id: LogId,
     at: Location,
 ) -> Result<Entry<C>, StoreError> {
     let path = dir.join(segment_name(at.segment));

@@ -26,7 +26,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use openraft::LogId;
+use crate::LogId;
 
 use super::frame::{self, Event, HEADER_LEN, Header, Meta};
 
@@ -54,7 +54,7 @@ pub(crate) struct Segment {
 #[derive(Debug)]
 pub(crate) struct Recovered {
     pub meta: Meta,
-    pub entries: BTreeMap<u64, (LogId<u64>, Location)>,
+    pub entries: BTreeMap<u64, (LogId, Location)>,
     /// The retained segments, oldest first; the last is where writing resumes.
     pub segments: Vec<Segment>,
     pub spares: Vec<String>,
@@ -255,7 +255,7 @@ pub(crate) fn recover(storage: &dyn Storage) -> Result<Recovered, StoreError> {
 #[derive(Default)]
 struct Replay {
     meta: Meta,
-    entries: BTreeMap<u64, (LogId<u64>, Location)>,
+    entries: BTreeMap<u64, (LogId, Location)>,
     /// Entries up to here were in dropped segments: the records must purge them.
     missing_upto: Option<u64>,
 }
@@ -271,7 +271,7 @@ impl Replay {
         match (&event, opens_segment) {
             (Event::Checkpoint(cp), true) if first_segment => {
                 self.meta = cp.meta.clone();
-                let index = |id: Option<LogId<u64>>| id.map(|id| id.index);
+                let index = |id: Option<LogId>| id.map(|id| id.index);
                 if index(cp.meta.last) > index(cp.meta.purged) {
                     self.missing_upto = index(cp.meta.last);
                 }
@@ -322,7 +322,7 @@ impl Replay {
                  only up to {purged:?})"
             ));
         }
-        let index = |id: Option<LogId<u64>>| id.map(|id| id.index);
+        let index = |id: Option<LogId>| id.map(|id| id.index);
         if index(self.meta.committed) > index(self.meta.last) {
             return Err(format!(
                 "committed {:?} is beyond the last log id {:?}",

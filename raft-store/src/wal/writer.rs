@@ -29,7 +29,7 @@ use std::io;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, RwLock};
 
-use openraft::LogId;
+use crate::LogId;
 
 use super::frame::{
     Checkpoint, Event, FrameBuilder, HEADER_LEN, MAX_PAYLOAD, Meta, Record, aligned,
@@ -53,7 +53,7 @@ pub(crate) struct Request {
 /// What the writer tells the in-memory log.
 pub(crate) trait Reports: Send + 'static {
     /// These entries are durable, there.
-    fn located(&self, entries: &[(LogId<u64>, Location)]);
+    fn located(&self, entries: &[(LogId, Location)]);
     /// The writer stopped on `error`; nothing more will be written.
     fn failed(&self, error: &io::Error);
 }
@@ -193,7 +193,7 @@ impl Writer {
 
     /// Writes `records` durably, as one frame unless its body would pass what a frame's
     /// length field holds; returns the entries written, located.
-    fn write(&mut self, records: Vec<Record>) -> io::Result<Vec<(LogId<u64>, Location)>> {
+    fn write(&mut self, records: Vec<Record>) -> io::Result<Vec<(LogId, Location)>> {
         let mut located = Vec::new();
         let mut chunk = Vec::new();
         let mut chunk_len = 0;
@@ -213,7 +213,7 @@ impl Writer {
     }
 
     /// Writes `records` as one durable frame; returns the entries it holds, located.
-    fn write_frame(&mut self, records: Vec<Record>) -> io::Result<Vec<(LogId<u64>, Location)>> {
+    fn write_frame(&mut self, records: Vec<Record>) -> io::Result<Vec<(LogId, Location)>> {
         let records_len = records.iter().map(Record::encoded_len).sum::<u64>();
         let len = aligned(HEADER_LEN as u64 + records_len);
         let full = self.active.end > 0 && self.active.end + len > self.sizes.segment_bytes;

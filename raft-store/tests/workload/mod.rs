@@ -27,10 +27,12 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail, ensure};
-use openraft::{BasicNode, Entry, EntryPayload, LeaderId, LogId, Membership, Vote};
+use openraft::vote::RaftLeaderId;
+use openraft::{BasicNode, EntryPayload, Membership};
 use raft_store::testing::{
     APPLIED_COMMANDS, KV_STATS, KvApp, KvCommand, KvConfig, kv_rows, open_kv, splitmix,
 };
+use raft_store::{Entry, LeaderId, LogId, Vote};
 use raft_store::{LogStore, StateMachineStore};
 
 pub type Store = (LogStore<KvConfig>, StateMachineStore<KvConfig, KvApp>);
@@ -57,7 +59,7 @@ fn value_of(index: u64, term: u64) -> Vec<u8> {
 }
 
 fn membership() -> Membership<u64, BasicNode> {
-    Membership::new(vec![[NODE].into()], None)
+    Membership::new_with_defaults(vec![[NODE].into()], [])
 }
 
 /// Index 0 is the initial membership, as after `Raft::initialize`; every later index a put.
@@ -70,7 +72,7 @@ pub fn entry(index: u64, term: u64) -> Entry<KvConfig> {
             value: value_of(index, term),
         })
     };
-    Entry {
+    Entry::<KvConfig> {
         log_id: LogId::new(LeaderId::new(term, NODE), index),
         payload,
     }
