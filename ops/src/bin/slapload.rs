@@ -52,6 +52,11 @@ struct Cli {
     /// How etcd runs: mtls (as slapcluster does), plaintext, or both in turn.
     #[arg(long, value_delimiter = ',', default_value = "mtls,plaintext")]
     etcd_modes: Vec<EtcdMode>,
+    /// Instead of the benchmark: start three replicas of this (earlier) slapmaster and
+    /// upgrade them one at a time to `--slapmaster`, with writes throughout
+    /// (`ops::load::upgrade` says what it crosses and checks).
+    #[arg(long)]
+    upgrade_from: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -73,6 +78,16 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => path,
         None => beside("slapmaster")?,
     };
+    if let Some(old) = &cli.upgrade_from {
+        let scratch = tempfile::tempdir()?;
+        let dir = cli.data_dir.unwrap_or_else(|| scratch.path().to_path_buf());
+        let report = ops::load::upgrade::rolling_upgrade(old, &slapmaster, &dir, |line| {
+            eprintln!("slapload: {line}")
+        })
+        .await?;
+        println!("{report}");
+        return Ok(());
+    }
     let slapnode = match cli.slapnode {
         Some(path) => path,
         None => beside("slapnode")?,

@@ -517,6 +517,28 @@ impl Cluster {
             .map_err(|e| LoadError::io("waiting for slapmaster", e))
     }
 
+    /// The binary replicas run from their next start on (a rolling upgrade).
+    pub fn set_slapmaster(&mut self, slapmaster: &Path) {
+        self.slapmaster = slapmaster.to_path_buf();
+    }
+
+    /// Stops replica `index` with SIGTERM; it must shut down cleanly.
+    pub fn stop_one(&mut self, index: usize) -> Result<(), LoadError> {
+        match self.signal(index, Signal::SIGTERM)? {
+            Some(status) if !status.success() => Err(LoadError::Cluster(format!(
+                "replica {} exited with {status} after SIGTERM\n{}",
+                self.replicas[index].id,
+                self.log_tails()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Starts replica `index` (stopped) from its data directory, without waiting for it.
+    pub fn start_one(&mut self, index: usize) -> Result<(), LoadError> {
+        self.spawn(index, "run", &[])
+    }
+
     /// Restarts replica `index` from its data directory and waits until it has applied
     /// everything the leader had when it started.
     pub async fn restart(&mut self, index: usize) -> Result<(), LoadError> {
@@ -528,7 +550,7 @@ impl Cluster {
                 .map(Replica::url)
                 .ok_or_else(|| LoadError::Cluster(format!("leader {leader} is not ours")))?
         };
-        self.spawn(index, "run", &[])?;
+        self.start_one(index)?;
         let url = self.replicas[index].url();
         let operator = self.operator.tls_config();
         let head = replica_status(&leader_url, &operator)
@@ -544,18 +566,7 @@ impl Cluster {
 
     /// Stops every replica with SIGTERM; each must shut down cleanly (exit status 0).
     pub fn stop(&mut self) -> Result<(), LoadError> {
-        for index in 0..self.replicas.len() {
-            if let Some(status) = self.signal(index, Signal::SIGTERM)?
-                && !status.success()
-            {
-                return Err(LoadError::Cluster(format!(
-                    "replica {} exited with {status} after SIGTERM\n{}",
-                    self.replicas[index].id,
-                    self.log_tails()
-                )));
-            }
-        }
-        Ok(())
+        (0..self.replicas.len()).try_for_each(|index| self.stop_one(index))
     }
 }
 
@@ -628,6 +639,16 @@ pub async fn replica_status(
     operator: &ClientTlsConfig,
 ) -> Option<pb::ReplicaStatusReply> {
     let request = pb::ReplicaStatusRequest::default();
+    let status = admin(url, operator).await?.replica_status(request).await;
+    Some(status.ok()?.into_inner())
+}
+
+/// [`replica_status`] with the digest of the replica's whole state (a full scan).
+pub async fn replica_status_with_digest(
+    url: &str,
+    operator: &ClientTlsConfig,
+) -> Option<pb::ReplicaStatusReply> {
+    let request = pb::ReplicaStatusRequest { state_digest: true };
     let status = admin(url, operator).await?.replica_status(request).await;
     Some(status.ok()?.into_inner())
 }

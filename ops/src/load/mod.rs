@@ -16,6 +16,7 @@ pub mod agent;
 pub mod cluster;
 pub mod etcd;
 pub mod slap;
+pub mod upgrade;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
