@@ -185,30 +185,49 @@ pub fn decode_membership<C: TypeConfig>(
 }
 
 /// `v1 | optional last log id | u16 length | snapshot id | membership as in [`encode_membership`]`.
-/// openraft 0.10 has no snapshot id any more: the field is written empty and skipped on read
-/// (files of earlier releases carry one), so the layout stays the one they wrote.
+/// openraft 0.10's meta has no snapshot id; the file keeps one (unique per build), because a
+/// chunked transfer names the snapshot by it and releases on openraft 0.9 check that the file
+/// they receive carries the id it was announced with.
 pub fn encode_snapshot_meta<C: TypeConfig>(
     meta: &SnapshotMetaOf<C>,
+    id: &str,
 ) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::with_capacity(128);
     out.push(V1);
     put_optional_log_id(&mut out, meta.last_log_id.as_ref());
-    out.extend_from_slice(&0u16.to_be_bytes());
+    let id_len = u16::try_from(id.len()).map_err(|_| EncodeError::TooLong {
+        what: "snapshot id",
+        len: id.len(),
+        max: usize::from(u16::MAX),
+    })?;
+    out.extend_from_slice(&id_len.to_be_bytes());
+    out.extend_from_slice(id.as_bytes());
     out.extend_from_slice(&encode_membership::<C>(&meta.last_membership)?);
     Ok(out)
 }
 
-pub fn decode_snapshot_meta<C: TypeConfig>(bytes: &[u8]) -> Result<SnapshotMetaOf<C>, DecodeError> {
+/// Inverse of [`encode_snapshot_meta`]: the meta and the snapshot's id.
+pub fn decode_snapshot_meta<C: TypeConfig>(
+    bytes: &[u8],
+) -> Result<(SnapshotMetaOf<C>, String), DecodeError> {
     let mut r = Reader::new(bytes);
     r.version()?;
     let last_log_id = r.optional_log_id()?;
-    let id_len = usize::from(r.u16()?);
-    r.take(id_len)?;
+    let id = r.snapshot_id()?;
     let last_membership = decode_membership::<C>(r.rest())?;
-    Ok(SnapshotMetaOf::<C> {
+    let meta = SnapshotMetaOf::<C> {
         last_log_id,
         last_membership,
-    })
+    };
+    Ok((meta, id))
+}
+
+/// The snapshot id of an encoded snapshot meta, without decoding its membership.
+pub fn snapshot_meta_id(bytes: &[u8]) -> Result<String, DecodeError> {
+    let mut r = Reader::new(bytes);
+    r.version()?;
+    r.optional_log_id()?;
+    r.snapshot_id()
 }
 
 fn put_log_id(out: &mut Vec<u8>, log_id: &LogId) {
@@ -311,6 +330,14 @@ impl<'a> Reader<'a> {
         } else {
             Ok(None)
         }
+    }
+
+    /// A u16-length-prefixed UTF-8 snapshot id.
+    fn snapshot_id(&mut self) -> Result<String, DecodeError> {
+        let len = usize::from(self.u16()?);
+        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| DecodeError::Invalid {
+            what: "snapshot id",
+        })
     }
 
     fn rest(&mut self) -> &'a [u8] {
@@ -455,21 +482,11 @@ mod tests {
             last_log_id: Some(id),
             last_membership: membership,
         };
-        let bytes = encode_snapshot_meta::<KvConfig>(&meta).expect("meta");
+        let bytes = encode_snapshot_meta::<KvConfig>(&meta, "7-3-100-1").expect("meta");
         assert_eq!(
             decode_snapshot_meta::<KvConfig>(&bytes).expect("meta"),
-            meta
+            (meta, "7-3-100-1".to_string())
         );
-
-        // Releases on openraft 0.9 wrote a snapshot id in the same place: it is skipped.
-        let id_at = 1 + 1 + LOG_ID_LEN;
-        let mut old = bytes[..id_at].to_vec();
-        old.extend_from_slice(&9u16.to_be_bytes());
-        old.extend_from_slice(b"7-3-100-1");
-        old.extend_from_slice(&bytes[id_at + 2..]);
-        assert_eq!(
-            decode_snapshot_meta::<KvConfig>(&old).expect("an 0.9 meta"),
-            meta
-        );
+        assert_eq!(snapshot_meta_id(&bytes).expect("id"), "7-3-100-1");
     }
 }

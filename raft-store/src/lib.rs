@@ -93,11 +93,22 @@ pub type StoredMembershipOf<C> =
 /// The last applied log id and the membership as of it, as openraft asks for them.
 pub type AppliedState<C> = (Option<LogId>, StoredMembershipOf<C>);
 
-/// A published snapshot: its meta and an open handle to its file, positioned at its start.
+/// A published snapshot: its meta, its id and an open handle to its file, positioned at its
+/// start.
 #[derive(Debug)]
 pub struct SnapshotFile<C: TypeConfig> {
     pub meta: SnapshotMetaOf<C>,
+    /// Unique per build (openraft 0.10's meta has none): a chunked transfer names the snapshot
+    /// by it; see [`snapshot_id`].
+    pub id: String,
     pub file: std::fs::File,
+}
+
+/// The id in the header of a snapshot file (as openraft hands it to the network), read from
+/// its start; the file is left at its start. A chunked transfer announces the snapshot under
+/// this id: releases on openraft 0.9 refuse a file whose header names another.
+pub fn snapshot_id(file: &mut std::fs::File, path: &Path) -> Result<String, StoreError> {
+    snapshot::snapshot_id(file, path)
 }
 
 /// Tuning for [`open`]. Nothing here affects what is on disk.

@@ -89,10 +89,10 @@ impl SnapshotDir {
                 ));
             }
         };
-        let meta = read_header::<C>(&mut BufReader::new(&mut file), &path)?;
+        let (meta, id) = read_header::<C>(&mut BufReader::new(&mut file), &path)?;
         file.seek(SeekFrom::Start(0))
             .map_err(|e| StoreError::from_io(&path, "reading the current snapshot", e))?;
-        Ok(Some(SnapshotFile { meta, file }))
+        Ok(Some(SnapshotFile { meta, id, file }))
     }
 
     /// A new file in the directory, deleted on drop unless published.
@@ -141,6 +141,7 @@ impl SnapshotDir {
 pub(crate) fn export<C: TypeConfig>(
     txn: &redb::ReadTransaction,
     meta: &SnapshotMetaOf<C>,
+    id: &str,
     out: &mut File,
     state_path: &Path,
     out_path: &Path,
@@ -166,7 +167,7 @@ pub(crate) fn export<C: TypeConfig>(
 
     let mut w = CrcWriter::new(BufWriter::new(out));
     let meta_bytes =
-        codec::encode_snapshot_meta::<C>(meta).map_err(|source| StoreError::Encode {
+        codec::encode_snapshot_meta::<C>(meta, id).map_err(|source| StoreError::Encode {
             path: out_path.to_path_buf(),
             source,
         })?;
@@ -234,7 +235,7 @@ pub(crate) fn import<C: TypeConfig>(
         inner: BufReader::new(input),
         copy: BufWriter::new(copy),
     });
-    let meta = read_header::<C>(&mut r, input_path)?;
+    let (meta, _id) = read_header::<C>(&mut r, input_path)?;
 
     let existing: Vec<String> = txn
         .list_tables()
@@ -309,7 +310,24 @@ pub(crate) fn import<C: TypeConfig>(
 fn read_header<C: TypeConfig>(
     r: &mut impl Read,
     path: &Path,
-) -> Result<SnapshotMetaOf<C>, StoreError> {
+) -> Result<(SnapshotMetaOf<C>, String), StoreError> {
+    let meta = read_meta_bytes(r, path)?;
+    codec::decode_snapshot_meta::<C>(&meta)
+        .map_err(|e| StoreError::corrupt_value(path, "snapshot meta".to_string(), e))
+}
+
+/// The id in the header of the snapshot `file` (read from its start; left at its start).
+pub fn snapshot_id(file: &mut File, path: &Path) -> Result<String, StoreError> {
+    let io = |e: io::Error| StoreError::from_io(path, "reading a snapshot header", e);
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    let meta = read_meta_bytes(&mut BufReader::new(&mut *file), path)?;
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    codec::snapshot_meta_id(&meta)
+        .map_err(|e| StoreError::corrupt_value(path, "snapshot meta".to_string(), e))
+}
+
+/// Checks the magic and version and returns the encoded meta.
+fn read_meta_bytes(r: &mut impl Read, path: &Path) -> Result<Vec<u8>, StoreError> {
     let corrupt = |detail: String| StoreError::Corrupt {
         path: path.to_path_buf(),
         detail,
@@ -343,9 +361,7 @@ fn read_header<C: TypeConfig>(
             "snapshot meta length {meta_len} is implausible"
         )));
     }
-    let meta = read_exact_vec(r, meta_len as usize).map_err(io)?;
-    codec::decode_snapshot_meta::<C>(&meta)
-        .map_err(|e| StoreError::corrupt_value(path, "snapshot meta".to_string(), e))
+    read_exact_vec(r, meta_len as usize).map_err(io)
 }
 
 fn write_len_u32(w: &mut impl Write, len: usize) -> io::Result<()> {
@@ -491,7 +507,15 @@ mod tests {
         let mut tmp = snapshots.temp_file().expect("temp");
         let tmp_path = tmp.path().to_path_buf();
         let txn = sm.begin_read().expect("read");
-        export::<KvConfig>(&txn, &older, tmp.as_file_mut(), sm.path(), &tmp_path).expect("export");
+        export::<KvConfig>(
+            &txn,
+            &older,
+            "older",
+            tmp.as_file_mut(),
+            sm.path(),
+            &tmp_path,
+        )
+        .expect("export");
 
         assert!(!snapshots.publish::<KvConfig>(tmp, &older).expect("publish"));
         let current = snapshots
@@ -500,5 +524,21 @@ mod tests {
             .expect("present");
         assert_eq!(current.meta, newer);
         assert!(!tmp_path.exists(), "the unpublished file is removed");
+    }
+
+    /// Every build has an id of its own, in its file's header, where a sender reads it.
+    #[test]
+    fn each_build_is_named_in_its_header() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let (_log, sm) = open_kv(dir.path()).expect("open");
+        let mut first = runtime.block_on(sm.build_snapshot_now()).expect("build");
+        let second = runtime.block_on(sm.build_snapshot_now()).expect("build");
+        assert_ne!(first.id, second.id);
+        let read = snapshot_id(&mut first.file, Path::new("first")).expect("id");
+        assert_eq!(read, first.id);
+        let mut rest = Vec::new();
+        first.file.read_to_end(&mut rest).expect("read");
+        assert!(rest.starts_with(MAGIC), "the file is left at its start");
     }
 }

@@ -19,7 +19,7 @@ use std::fs::File;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use std::io;
 
@@ -34,7 +34,7 @@ use crate::db::StoreFile;
 use crate::error::StoreError;
 use crate::snapshot::{self, SnapshotDir};
 use crate::{
-    AppliedState, Entry, MembershipOf, SnapshotFile, SnapshotMetaOf, TypeConfig, blocking,
+    AppliedState, Entry, LogId, MembershipOf, SnapshotFile, SnapshotMetaOf, TypeConfig, blocking,
 };
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_state_meta");
@@ -339,14 +339,22 @@ impl<A> Inner<A> {
         };
         let mut tmp = self.snapshots.temp_file()?;
         let tmp_path = tmp.path().to_path_buf();
-        snapshot::export::<C>(&txn, &meta, tmp.as_file_mut(), &self.file.path, &tmp_path)?;
+        let id = snapshot_id(last_log_id.as_ref());
+        snapshot::export::<C>(
+            &txn,
+            &meta,
+            &id,
+            tmp.as_file_mut(),
+            &self.file.path,
+            &tmp_path,
+        )?;
         drop(txn);
         // A second handle stays readable even if a newer snapshot wins and this file is removed.
         let file = tmp
             .reopen()
             .map_err(|e| StoreError::from_io(&tmp_path, "reopening a built snapshot", e))?;
         self.snapshots.publish::<C>(tmp, &meta)?;
-        Ok(SnapshotFile { meta, file })
+        Ok(SnapshotFile { meta, id, file })
     }
 
     fn install_snapshot<C: TypeConfig>(
@@ -477,6 +485,20 @@ fn application_error(
         path: file.path.clone(),
         at: at.to_string(),
         source: Box::new(source),
+    }
+}
+
+/// Unique per build: the log id it covers and the build time.
+fn snapshot_id(last_log_id: Option<&LogId>) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    match last_log_id {
+        Some(id) => format!(
+            "{}-{}-{}-{nanos}",
+            id.leader_id.term, id.leader_id.node_id, id.index
+        ),
+        None => format!("empty-{nanos}"),
     }
 }
 

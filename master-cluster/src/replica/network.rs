@@ -5,16 +5,17 @@
 //! one gRPC stream, several in flight, answered in order, so that distance between replicas
 //! costs one round trip per stream rather than per batch. A peer of an earlier release answers
 //! it `Unimplemented` and is sent unary `AppendEntries` for a while ([`UNARY_RETRY_AFTER`]).
-//! Snapshots go in chunks over `InstallSnapshot` (openraft-legacy's sender and receiver, the
+//! Snapshots go in chunks over `InstallSnapshot` (openraft-legacy's messages and receiver, the
 //! exchange every release so far speaks).
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use futures_util::stream::BoxStream as FuturesBoxStream;
+use futures_util::{FutureExt, StreamExt};
 use openraft::OptionalSend;
 use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::decompose::DecomposeResult;
@@ -29,8 +30,9 @@ use openraft::raft::{
     VoteResponse,
 };
 use openraft::type_config::alias::SnapshotOf;
+use openraft::{ErrorSubject, ErrorVerb, StorageError};
 use openraft_legacy::network_v1::{
-    Adapter, InstallSnapshotError, InstallSnapshotRequest, InstallSnapshotResponse, RaftNetwork,
+    InstallSnapshotError, InstallSnapshotRequest, InstallSnapshotResponse, SnapshotMeta,
 };
 use serde::de::DeserializeOwned;
 use slapcluster_api::v1::RaftPayload;
@@ -402,7 +404,9 @@ impl RaftNetworkV2<MasterConfig> for PeerConnection {
             .decompose_infallible()
     }
 
-    /// In chunks over `InstallSnapshot`, with openraft-legacy's sender.
+    /// In chunks over `InstallSnapshot` (openraft-legacy's messages, which every release so
+    /// far speaks), announced under the id in the file's header: a replica of the previous
+    /// release refuses a file whose header names another id than the one announced.
     async fn full_snapshot(
         &mut self,
         vote: raft_store::Vote,
@@ -410,43 +414,84 @@ impl RaftNetworkV2<MasterConfig> for PeerConnection {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<MasterConfig>, StreamingError<MasterConfig>> {
-        let chunks = Chunks(PeerConnection {
-            target: self.target,
-            channel: self.channel.clone(),
-            unary_until: None,
-        });
-        Adapter::<MasterConfig, _, tokio::fs::File>::new(chunks)
-            .full_snapshot(vote, snapshot, cancel, option)
-            .await
+        let signature = snapshot.meta.signature();
+        let unreadable = move |e: std::io::Error| {
+            StreamingError::StorageError(StorageError::from_io_error(
+                ErrorSubject::Snapshot(Some(signature.clone())),
+                ErrorVerb::Read,
+                e,
+            ))
+        };
+        let mut file = snapshot.snapshot.into_std().await;
+        let (file, id) = tokio::task::spawn_blocking(move || {
+            let id = raft_store::snapshot_id(&mut file, Path::new("(snapshot to send)"));
+            (file, id)
+        })
+        .await
+        .map_err(|e| unreadable(std::io::Error::other(e)))?;
+        let id = id.map_err(|e| unreadable(e.into()))?;
+        let end = file.metadata().map_err(&unreadable)?.len();
+        let file = Arc::new(file);
+        let meta = SnapshotMeta::<MasterConfig>::new(snapshot.meta, id);
+        let chunk = option
+            .snapshot_chunk_size()
+            .and_then(|size| u64::try_from(size).ok())
+            .unwrap_or(DEFAULT_SNAPSHOT_CHUNK)
+            .max(1);
+        let mut cancel = std::pin::pin!(cancel);
+        let mut offset = 0;
+        loop {
+            if let Some(closed) = (&mut cancel).now_or_never() {
+                return Err(closed.into());
+            }
+            let len = chunk.min(end - offset);
+            let data = {
+                let file = Arc::clone(&file);
+                tokio::task::spawn_blocking(move || read_chunk(&file, offset, len))
+                    .await
+                    .map_err(|e| unreadable(std::io::Error::other(e)))?
+                    .map_err(&unreadable)?
+            };
+            let done = offset + len == end;
+            let request = InstallSnapshotRequest {
+                vote,
+                meta: meta.clone(),
+                offset,
+                data,
+                done,
+            };
+            let answer = self
+                .call::<_, InstallSnapshotResponse<MasterConfig>, InstallSnapshotError>(
+                    Rpc::InstallSnapshot,
+                    &request,
+                    &option,
+                )
+                .await;
+            match answer {
+                Ok(reply) if reply.vote != vote || done => {
+                    return Ok(SnapshotResponse::new(reply.vote));
+                }
+                Ok(_) => offset += len,
+                // The receiver lost the transfer (it restarted, or began another): again.
+                Err(RPCError::RemoteError(RemoteError {
+                    source: RaftError::APIError(InstallSnapshotError::SnapshotMismatch(_)),
+                    ..
+                })) => offset = 0,
+                Err(RPCError::Timeout(e)) => return Err(e.into()),
+                Err(RPCError::Unreachable(e)) => return Err(e.into()),
+                Err(RPCError::Network(e)) => return Err(e.into()),
+                Err(RPCError::RemoteError(e)) => return Err(NetworkError::new(&e).into()),
+            }
+        }
     }
 }
 
-/// The chunked snapshot exchange, as openraft-legacy's sender drives it. Only
-/// `install_snapshot` is called through it; the other two answer as the connection does.
-struct Chunks(PeerConnection);
+/// Chunk size when openraft names none (it always does: `snapshot_max_chunk_size`).
+const DEFAULT_SNAPSHOT_CHUNK: u64 = 3 << 20;
 
-impl RaftNetwork<MasterConfig> for Chunks {
-    async fn append_entries(
-        &mut self,
-        rpc: AppendEntriesRequest<MasterConfig>,
-        option: RPCOption,
-    ) -> Result<AppendEntriesResponse<MasterConfig>, Error> {
-        self.0.call(Rpc::AppendEntries, &rpc, &option).await
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        rpc: InstallSnapshotRequest<MasterConfig>,
-        option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<MasterConfig>, Error<InstallSnapshotError>> {
-        self.0.call(Rpc::InstallSnapshot, &rpc, &option).await
-    }
-
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<MasterConfig>,
-        option: RPCOption,
-    ) -> Result<VoteResponse<MasterConfig>, Error> {
-        self.0.call(Rpc::Vote, &rpc, &option).await
-    }
+fn read_chunk(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut data = vec![0; usize::try_from(len).map_err(std::io::Error::other)?];
+    file.read_exact_at(&mut data, offset)?;
+    Ok(data)
 }

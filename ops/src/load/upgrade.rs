@@ -56,6 +56,8 @@ pub async fn rolling_upgrade(
         old.display(),
         dir.display()
     ));
+    std::fs::create_dir_all(dir)
+        .map_err(|e| LoadError::io(format!("creating {}", dir.display()), e))?;
     let mut cluster = Cluster::start_configured(old, dir, 3, Some(CONFIG)).await?;
     cluster.set_default_quota(1_000_000).await?;
     let urls = cluster.urls();
