@@ -40,6 +40,7 @@ use openraft::{EntryPayload, RaftTypeConfig};
 pub use codec::{DecodeError, EncodeError};
 pub use error::StoreError;
 pub use log_store::LogStore;
+pub use snapshot::snapshot_id;
 pub use state_machine::{Application, SnapshotBuilder, StateMachineStore};
 
 /// Leader ids as openraft 0.9 had them, and as the log and snapshots on disk encode them: a
@@ -102,13 +103,6 @@ pub struct SnapshotFile<C: TypeConfig> {
     /// by it; see [`snapshot_id`].
     pub id: String,
     pub file: std::fs::File,
-}
-
-/// The id in the header of a snapshot file (as openraft hands it to the network), read from
-/// its start; the file is left at its start. A chunked transfer announces the snapshot under
-/// this id: releases on openraft 0.9 refuse a file whose header names another.
-pub fn snapshot_id(file: &mut std::fs::File, path: &Path) -> Result<String, StoreError> {
-    snapshot::snapshot_id(file, path)
 }
 
 /// Tuning for [`open`]. Nothing here affects what is on disk.

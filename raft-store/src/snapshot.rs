@@ -316,7 +316,10 @@ fn read_header<C: TypeConfig>(
         .map_err(|e| StoreError::corrupt_value(path, "snapshot meta".to_string(), e))
 }
 
-/// The id in the header of the snapshot `file` (read from its start; left at its start).
+/// The id in the header of a snapshot file (as openraft hands it to the network), read from
+/// its start; the file is left at its start; `path` names it in errors. A chunked transfer
+/// announces the snapshot under this id: releases on openraft 0.9 refuse a file whose header
+/// names another.
 pub fn snapshot_id(file: &mut File, path: &Path) -> Result<String, StoreError> {
     let io = |e: io::Error| StoreError::from_io(path, "reading a snapshot header", e);
     file.seek(SeekFrom::Start(0)).map_err(io)?;

@@ -343,8 +343,6 @@ pub struct Replica {
     core: Arc<ReplicaCore>,
     stop_server: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
-    /// Stops the HTTP listeners (operations, SLAP).
-    stop_http: tokio::sync::watch::Sender<bool>,
     http: Vec<JoinHandle<std::io::Result<()>>>,
     /// Whether the log and state files are closed: shutdown waits for it, so that the data
     /// directory can be opened again as soon as it returns.
@@ -389,8 +387,9 @@ pub struct ReplicaCore {
     http_addr: Option<SocketAddr>,
     slap_addr: Option<SocketAddr>,
     budgets: Arc<crate::limits::Budgets>,
-    /// Set when the replica stops: long-lived calls (a leader's `StreamAppend`) end on it, so
-    /// that the server's graceful shutdown does not wait for a peer to hang up.
+    /// Set when the replica stops: the HTTP listeners stop, and long-lived calls (a leader's
+    /// `StreamAppend`) end on it, so that the server's graceful shutdown does not wait for a
+    /// peer to hang up.
     stopping: tokio::sync::watch::Sender<bool>,
 }
 
@@ -510,7 +509,8 @@ impl Replica {
         let stopped = async {
             let _ = stopped.await;
         };
-        let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+        // The HTTP listeners (operations, SLAP) stop when the replica does.
+        let http_stopped = core.stopping.subscribe();
         let mut http = Vec::new();
         if let Some(listener) = http_listener {
             http.push(tokio::spawn(crate::observe::http::serve(
@@ -553,7 +553,6 @@ impl Replica {
             core,
             stop_server: Some(stop_server),
             server,
-            stop_http,
             http,
             files_closed,
         })
@@ -571,7 +570,6 @@ impl Replica {
         if let Some(stop) = self.stop_server.take() {
             let _ = stop.send(());
         }
-        let _ = self.stop_http.send(true);
         for http in std::mem::take(&mut self.http) {
             match http.await {
                 Ok(Ok(())) => {}
@@ -610,10 +608,7 @@ impl ReplicaCore {
     /// Resolves once the replica is stopping.
     pub(crate) fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut stopping = self.stopping.subscribe();
-        async move {
-            // An error means the replica is gone: stopped all the same.
-            let _ = stopping.wait_for(|stopping| *stopping).await;
-        }
+        async move { crate::listen::stopped(&mut stopping).await }
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -423,13 +423,12 @@ impl RaftNetworkV2<MasterConfig> for PeerConnection {
             ))
         };
         let mut file = snapshot.snapshot.into_std().await;
-        let (file, id) = tokio::task::spawn_blocking(move || {
-            let id = raft_store::snapshot_id(&mut file, Path::new("(snapshot to send)"));
-            (file, id)
+        let (file, id) = blocking(move || {
+            let id = raft_store::snapshot_id(&mut file, Path::new("(snapshot to send)"))?;
+            Ok((file, id))
         })
         .await
-        .map_err(|e| unreadable(std::io::Error::other(e)))?;
-        let id = id.map_err(|e| unreadable(e.into()))?;
+        .map_err(&unreadable)?;
         let end = file.metadata().map_err(&unreadable)?.len();
         let file = Arc::new(file);
         let meta = SnapshotMeta::<MasterConfig>::new(snapshot.meta, id);
@@ -447,9 +446,8 @@ impl RaftNetworkV2<MasterConfig> for PeerConnection {
             let len = chunk.min(end - offset);
             let data = {
                 let file = Arc::clone(&file);
-                tokio::task::spawn_blocking(move || read_chunk(&file, offset, len))
+                blocking(move || read_chunk(&file, offset, len))
                     .await
-                    .map_err(|e| unreadable(std::io::Error::other(e)))?
                     .map_err(&unreadable)?
             };
             let done = offset + len == end;
@@ -488,6 +486,15 @@ impl RaftNetworkV2<MasterConfig> for PeerConnection {
 
 /// Chunk size when openraft names none (it always does: `snapshot_max_chunk_size`).
 const DEFAULT_SNAPSHOT_CHUNK: u64 = 3 << 20;
+
+/// `work` on the blocking pool; a panic there is an I/O error like any other.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(std::io::Error::other)?
+}
 
 fn read_chunk(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
