@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::history::{Call, History, Op, Outcome};
+use crate::history::{Call, History, Op, Outcome, worker_name};
 use crate::linearizability::{self, Verdict};
 use crate::model::{self, InstanceModel};
 
@@ -113,9 +113,9 @@ fn describe(op: &Op) -> String {
         Outcome::Unknown(why) => format!("unknown: {why}"),
     };
     format!(
-        "{:?} by worker {} on replica {} at {:.3}-{:.3} s that {outcome}",
+        "{:?} by {} on replica {} at {:.3}-{:.3} s that {outcome}",
         op.call,
-        op.worker,
+        worker_name(op.worker),
         op.replica + 1,
         op.invoked_us as f64 / 1e6,
         op.completed_us as f64 / 1e6

@@ -68,8 +68,26 @@ pub enum Outcome {
     Unknown(String),
 }
 
+/// The worker number of the write that shows the cluster serves again after healing.
+pub const LIVENESS_WORKER: usize = usize::MAX;
+/// The worker number of the final reads.
+pub const FINAL_WORKER: usize = usize::MAX - 1;
+/// The worker number of the nemesis's probes of stranded replicas.
+pub const PROBE_WORKER: usize = usize::MAX - 2;
+
+/// How a worker is named in reports.
+pub fn worker_name(worker: usize) -> String {
+    match worker {
+        LIVENESS_WORKER => "liveness".into(),
+        FINAL_WORKER => "final".into(),
+        PROBE_WORKER => "probe".into(),
+        w => format!("w{w}"),
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Op {
+    /// The workload's worker, or one of the harness's own (`LIVENESS_WORKER` and beside it).
     pub worker: usize,
     /// Which replica the call went to.
     pub replica: usize,

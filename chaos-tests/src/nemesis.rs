@@ -1,16 +1,29 @@
 //! The nemesis: faults injected on a seeded schedule while the workload runs, each healed
 //! before the next. Every fault is recorded with its interval.
+//!
+//! While a partition strands replicas away from every majority, the nemesis also probes it:
+//! a write acknowledged on the majority's side, then a linearizable read on each stranded
+//! replica. Such a read must fail or see the write, so a replica that answers it from its
+//! own state is caught by the linearizability check in every run that partitions, not only
+//! when the workload's random calls happen to line up.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
 
 use crate::ChaosError;
 use crate::cluster::Cluster;
-use crate::history::Fault;
+use crate::history::{Call, Fault, Freshness, Op, Outcome, PROBE_WORKER, Requested};
 use crate::net::Blocked;
 use crate::rng::Rng;
+use crate::workload::{Clients, Key};
+
+/// How long a probe tries to get its write acknowledged: long enough for the majority's side
+/// to elect a leader when the old one was cut off.
+const PROBE_WRITE_BOUND: Duration = Duration::from_secs(8);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Nemesis {
@@ -83,7 +96,10 @@ impl FromStr for Nemesis {
 pub enum Injected {
     Killed(usize),
     Paused(usize),
-    Partitioned,
+    /// The network is cut; `stranded` are the replicas that reach no majority.
+    Partitioned {
+        stranded: Vec<usize>,
+    },
     DiskFull(usize),
     Removed(usize),
     /// Nothing to undo (the fault could not be made, and the description says why).
@@ -139,7 +155,9 @@ pub async fn inject(
             let (minority, majority) = order.split_at(n / 2);
             cluster.fabric.partition(&cut(minority, majority))?;
             (
-                Injected::Partitioned,
+                Injected::Partitioned {
+                    stranded: minority.to_vec(),
+                },
                 format!("cut {:?} from {:?}", names(minority), names(majority)),
             )
         }
@@ -148,7 +166,9 @@ pub async fn inject(
             let others: Vec<usize> = (0..n).filter(|&i| i != alone).collect();
             cluster.fabric.partition(&cut(&[alone], &others))?;
             (
-                Injected::Partitioned,
+                Injected::Partitioned {
+                    stranded: vec![alone],
+                },
                 format!(
                     "isolated replica {} (leader: {})",
                     replica(alone),
@@ -161,8 +181,11 @@ pub async fn inject(
             let rest = &order[1..];
             let (left, right) = rest.split_at(rest.len() / 2);
             cluster.fabric.partition(&cut(left, right))?;
+            // Each side reaches a majority through the bridge.
             (
-                Injected::Partitioned,
+                Injected::Partitioned {
+                    stranded: Vec::new(),
+                },
                 format!(
                     "{:?} and {:?} bridged by replica {} only",
                     names(left),
@@ -208,7 +231,9 @@ pub async fn inject(
             let blocked: Blocked = (0..n).filter(|&i| i != deaf).map(|i| (i, deaf)).collect();
             cluster.fabric.partition(&blocked)?;
             (
-                Injected::Partitioned,
+                Injected::Partitioned {
+                    stranded: vec![deaf],
+                },
                 format!("replica {} hears nobody", replica(deaf)),
             )
         }
@@ -224,7 +249,7 @@ pub fn heal(injected: &Injected, cluster: &mut Cluster) -> Result<(), ChaosError
     match injected {
         Injected::Killed(i) => cluster.restart(*i),
         Injected::Paused(i) => cluster.pause(*i, false),
-        Injected::Partitioned => cluster.fabric.heal(),
+        Injected::Partitioned { .. } => cluster.fabric.heal(),
         Injected::DiskFull(i) => {
             cluster.free_disk(*i)?;
             cluster.kill(*i)?;
@@ -235,15 +260,19 @@ pub fn heal(injected: &Injected, cluster: &mut Cluster) -> Result<(), ChaosError
     }
 }
 
-/// Injects faults from `kinds` until `until`: quiet 1-3 s, fault held 2-5 s, healed.
+/// Injects faults from `kinds` until `until`: quiet 1-3 s, fault held 2-5 s (and until its
+/// probe is done), healed. Returns the faults and the probes' operations.
 pub async fn run(
     cluster: &mut Cluster,
+    clients: &Clients,
     kinds: &[Nemesis],
     mut rng: Rng,
     started: Instant,
     until: Instant,
-) -> Result<Vec<Fault>, ChaosError> {
+) -> Result<(Vec<Fault>, Vec<Op>), ChaosError> {
     let mut faults = Vec::new();
+    let mut probes = Vec::new();
+    let mut probe_v = 0;
     let since =
         |at: Instant| u64::try_from(at.duration_since(started).as_micros()).unwrap_or(u64::MAX);
     // Every kind in turn, in a seeded order: a short run still sees them all.
@@ -261,9 +290,20 @@ pub async fn run(
         let kind = kinds[turn % kinds.len()];
         turn += 1;
         let injected_at = Instant::now();
-        let (injected, description) = inject(kind, cluster, &mut rng).await?;
+        let (injected, mut description) = inject(kind, cluster, &mut rng).await?;
         tracing::info!("nemesis: {description}");
-        tokio::time::sleep(hold).await;
+        match &injected {
+            Injected::Partitioned { stranded } if !stranded.is_empty() => {
+                let ((ops, outcome), ()) = tokio::join!(
+                    probe(clients, stranded, &mut probe_v),
+                    tokio::time::sleep(hold)
+                );
+                tracing::info!("nemesis: {outcome}");
+                description = format!("{description}; {outcome}");
+                probes.extend(ops);
+            }
+            _ => tokio::time::sleep(hold).await,
+        }
         heal(&injected, cluster)?;
         tracing::info!("nemesis: healed {kind}");
         faults.push(Fault {
@@ -273,5 +313,72 @@ pub async fn run(
             healed_us: since(Instant::now()),
         });
     }
-    Ok(faults)
+    Ok((faults, probes))
+}
+
+/// While a partition holds: writes [`Key::PROBE`] (`v` counts its writes) through the replicas
+/// that reach a majority until one is acknowledged, then reads it linearizably on every
+/// stranded replica at once. Returns the operations and what happened, in words.
+async fn probe(clients: &Clients, stranded: &[usize], v: &mut u64) -> (Vec<Op>, String) {
+    let reachable: Vec<usize> = (0..clients.replicas())
+        .filter(|i| !stranded.contains(i))
+        .collect();
+    let mut ops = Vec::new();
+    let deadline = Instant::now() + PROBE_WRITE_BOUND;
+    let mut written_through = None;
+    for &replica in reachable.iter().cycle() {
+        if Instant::now() >= deadline {
+            break;
+        }
+        *v += 1;
+        let write = Call::Request {
+            v: *v,
+            state: Requested::Started,
+        };
+        let op = clients
+            .perform(PROBE_WORKER, replica, &Key::PROBE, write)
+            .await;
+        let acknowledged = matches!(op.outcome, Outcome::Ok(_));
+        ops.push(op);
+        if acknowledged {
+            written_through = Some(replica);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let Some(through) = written_through else {
+        return (
+            ops,
+            format!("probe: no write acknowledged within {PROBE_WRITE_BOUND:?}"),
+        );
+    };
+    let mut reads = JoinSet::new();
+    for &replica in stranded {
+        let clients = clients.clone();
+        reads.spawn(async move {
+            let read = Call::Read {
+                freshness: Freshness::Linearizable,
+            };
+            clients
+                .perform(PROBE_WORKER, replica, &Key::PROBE, read)
+                .await
+        });
+    }
+    let mut answered = 0;
+    while let Some(read) = reads.join_next().await {
+        // A probe read that panicked is simply not part of the history.
+        if let Ok(op) = read {
+            answered += usize::from(matches!(op.outcome, Outcome::Ok(_)));
+            ops.push(op);
+        }
+    }
+    (
+        ops,
+        format!(
+            "probe: v={v} acknowledged through replica {}, then {answered} of {} stranded \
+             replicas answered a linearizable read",
+            through + 1,
+            stranded.len()
+        ),
+    )
 }

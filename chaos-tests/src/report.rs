@@ -10,7 +10,7 @@ use std::time::Duration;
 use ops::load::Sample;
 
 use crate::ChaosError;
-use crate::history::{Call, Freshness, History, Outcome};
+use crate::history::{Call, Freshness, History, Outcome, worker_name};
 use crate::run::RunConfig;
 
 pub fn summary(
@@ -182,11 +182,7 @@ pub fn timeline(history: &History) -> String {
         );
     }
     for (row, worker) in workers.iter().enumerate() {
-        let label = if *worker >= usize::MAX - 1 {
-            "final".to_owned()
-        } else {
-            format!("w{worker}")
-        };
+        let label = worker_name(*worker);
         let _ = writeln!(
             svg,
             "<text x=\"5\" y=\"{:.1}\">{label}</text>",

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use crate::ChaosError;
 use crate::checks;
 use crate::cluster::{Cluster, Danger};
-use crate::history::{Call, Freshness, History, Op, Outcome, Requested};
+use crate::history::{
+    Call, FINAL_WORKER, Freshness, History, LIVENESS_WORKER, Op, Outcome, Requested,
+};
 use crate::nemesis::{self, Nemesis};
 use crate::report;
 use crate::rng::Rng;
@@ -85,6 +87,7 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, ChaosError> {
     }
     let faults = nemesis::run(
         &mut cluster,
+        &clients,
         &config.nemeses,
         rng.fork(1 << 20),
         started,
@@ -95,7 +98,8 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, ChaosError> {
     while let Some(done) = workers.join_next().await {
         ops.extend(done.map_err(|e| ChaosError::Setup(format!("a worker failed: {e}")))?);
     }
-    let faults = faults?;
+    let (faults, probes) = faults?;
+    ops.extend(probes);
 
     // Anything the nemesis left (a replica that died of its own) is brought back.
     cluster.fabric.heal()?;
@@ -162,7 +166,7 @@ async fn liveness(clients: &Clients, healed: Instant) -> Option<Duration> {
         attempt += 1;
         let op = clients
             .perform(
-                usize::MAX,
+                LIVENESS_WORKER,
                 replica,
                 &key,
                 Call::Request {
@@ -179,15 +183,15 @@ async fn liveness(clients: &Clients, healed: Instant) -> Option<Duration> {
     None
 }
 
-/// A linearizable read of every instance, retried on any replica until one answers: part of
+/// A linearizable read of every instance (the probes' too), retried on any replica until one answers: part of
 /// the history, so that a lost acknowledged write is a linearizability violation.
 async fn final_reads(clients: &Clients) -> Vec<Op> {
     let mut ops = Vec::new();
-    for key in Key::all() {
+    for key in Key::all().into_iter().chain([Key::PROBE]) {
         for attempt in 0..20 {
             let op = clients
                 .perform(
-                    usize::MAX - 1,
+                    FINAL_WORKER,
                     attempt % clients.replicas(),
                     &key,
                     Call::Read {

@@ -317,6 +317,14 @@ pub struct Key {
 }
 
 impl Key {
+    /// The instance only the nemesis's probes write ([`crate::nemesis`]): apart from the
+    /// workers' keys, so that its few operations are checked quickly and exactly.
+    pub const PROBE: Key = Key {
+        user: 1,
+        title: TITLES,
+    };
+
+    /// The workers' instances.
     pub fn all() -> Vec<Key> {
         (0..USERS.len())
             .flat_map(|user| (0..TITLES).map(move |title| Key { user, title }))
