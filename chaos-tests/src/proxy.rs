@@ -86,6 +86,7 @@ impl Drop for Proxies {
 }
 
 async fn accept(listener: TcpListener, to: usize, back: u16, shared: Arc<Mutex<Shared>>) {
+    let front = listener.local_addr().map_or(0, |a| a.port());
     let mut connections = JoinSet::new();
     loop {
         let Ok((client, peer)) = listener.accept().await else {
@@ -94,7 +95,7 @@ async fn accept(listener: TcpListener, to: usize, back: u16, shared: Arc<Mutex<S
         let _ = client.set_nodelay(true);
         let from = {
             let pids = lock(&shared).pids.clone();
-            replica_of(peer.port(), &pids)
+            replica_of(peer.port(), front, &pids)
         };
         connections.spawn(relay(client, from, to, back, Arc::clone(&shared)));
         while connections.try_join_next().is_some() {}
@@ -139,17 +140,19 @@ async fn relay(
     }
 }
 
-/// Which replica owns the socket connected from local port `port`, if any: its inode from
-/// `/proc/net/tcp6`, then the replica process holding that inode.
-fn replica_of(port: u16, pids: &[Option<u32>]) -> Option<usize> {
+/// Which replica owns the socket connected from local port `port` to the proxy's port
+/// `front`, if any: its inode from `/proc/net/tcp6`, then the replica process holding that
+/// inode. Both ends are matched: a local port alone also names sockets of earlier
+/// connections to elsewhere (in TIME_WAIT, with no inode), and taking one of those would let
+/// this connection through every partition.
+fn replica_of(port: u16, front: u16, pids: &[Option<u32>]) -> Option<usize> {
     let table = std::fs::read_to_string("/proc/net/tcp6").ok()?;
-    let wanted = format!(":{port:04X}");
+    let (local, remote) = (format!(":{port:04X}"), format!(":{front:04X}"));
     let inode = table.lines().skip(1).find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let local = fields.get(1)?;
-        local
-            .ends_with(&wanted)
-            .then(|| fields.get(9).map(|s| (*s).to_owned()))?
+        let inode = *fields.get(9)?;
+        (fields.get(1)?.ends_with(&local) && fields.get(2)?.ends_with(&remote) && inode != "0")
+            .then(|| inode.to_owned())
     })?;
     let link = format!("socket:[{inode}]");
     pids.iter().enumerate().find_map(|(i, pid)| {
