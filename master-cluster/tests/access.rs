@@ -74,6 +74,7 @@ const GRPC: &[(&str, &str)] = &[
     ("Raft/AppendEntries", "nnnnnnnnunu"),
     ("Raft/StreamAppend", "nnnnnnnnunu"),
     ("Raft/Vote", "nnnnnnnnunu"),
+    ("Raft/PreVote", "nnnnnnnnunu"),
     ("Raft/InstallSnapshot", "nnnnnnnnunu"),
     ("Raft/Forward", "nnnnnnnnunu"),
     ("Raft/ReadIndex", "nnnnnnnnunu"),
@@ -438,6 +439,7 @@ async fn grpc(method: &str, channel: Channel, world: &World) -> Result<(), Statu
             .await
             .map(drop),
         "Raft/Vote" => raft.vote(payload()).await.map(drop),
+        "Raft/PreVote" => raft.pre_vote(payload()).await.map(drop),
         "Raft/InstallSnapshot" => raft.install_snapshot(payload()).await.map(drop),
         "Raft/Forward" => raft.forward(payload()).await.map(drop),
         "Raft/ReadIndex" => raft.read_index(payload()).await.map(drop),
@@ -694,7 +696,7 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
         .try_init();
     // Every method of the wire contract and every SLAP call the listener answers (the policy
     // test counts them from the .proto files and the SLAP dispatcher).
-    assert_eq!(GRPC.len(), 42);
+    assert_eq!(GRPC.len(), 43);
     let slap_calls: std::collections::BTreeSet<&str> = SLAP
         .iter()
         .map(|(call, _)| call.split('+').next().unwrap_or(call))

@@ -124,6 +124,9 @@ impl ReplicaConfig {
                 // index made durable lazily, it could then answer a read from before a write
                 // it had acknowledged.)
                 enable_leader_restore: Some(false),
+                // A replica that cannot win (cut off, or behind) asks before it raises its
+                // term, so that coming back it does not depose a healthy leader.
+                enable_pre_vote: Some(true),
                 ..Default::default()
             },
             storage: raft_store::Options {

@@ -176,6 +176,7 @@ pub struct PeerConnection {
 enum Rpc {
     AppendEntries,
     Vote,
+    PreVote,
     InstallSnapshot,
 }
 
@@ -199,17 +200,36 @@ impl PeerConnection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let mut client = self.client().map_err(widen)?;
+        let sent = self.send(rpc, request, option).await.map_err(widen)?;
+        self.answer(sent.map_err(|status| widen(status_error(&status)))?)
+    }
+
+    /// Sends one unary call; the peer's gRPC status as it came, for callers that look at it.
+    async fn send<Req: serde::Serialize>(
+        &self,
+        rpc: Rpc,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Result<tonic::Response<RaftPayload>, tonic::Status>, RPCError<MasterConfig>> {
+        let mut client = self.client()?;
         let mut grpc = tonic::Request::new(RaftPayload {
             payload: wire::encode(request),
         });
         grpc.set_timeout(option.hard_ttl());
-        let sent = match rpc {
+        Ok(match rpc {
             Rpc::AppendEntries => client.append_entries(grpc).await,
             Rpc::Vote => client.vote(grpc).await,
+            Rpc::PreVote => client.pre_vote(grpc).await,
             Rpc::InstallSnapshot => client.install_snapshot(grpc).await,
-        };
-        let reply = sent.map_err(|status| widen(status_error(&status)))?;
+        })
+    }
+
+    /// A peer's answer to a unary call, decoded.
+    fn answer<Resp, E>(&self, reply: tonic::Response<RaftPayload>) -> Result<Resp, Error<E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         // A peer's error that does not decode (a release whose openraft encodes its errors
         // differently) is a network error with the decoder's reason, never a misread answer.
         let result: Result<Resp, RaftError<MasterConfig, E>> =
@@ -401,6 +421,26 @@ impl RaftNetworkV2<MasterConfig> for PeerConnection {
     ) -> Result<VoteResponse<MasterConfig>, RPCError<MasterConfig>> {
         self.call::<_, _, openraft::errors::Infallible>(Rpc::Vote, &rpc, &option)
             .await
+            .decompose_infallible()
+    }
+
+    /// A peer of the previous release has no `PreVote` and answers `Unimplemented`: counted as
+    /// granting, as openraft counts a network without pre-vote, so that elections go on during
+    /// a rolling upgrade. A peer that cannot be reached grants nothing: a replica cut off from
+    /// the others never raises its term.
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<MasterConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<MasterConfig>, RPCError<MasterConfig>> {
+        let sent = match self.send(Rpc::PreVote, &rpc, &option).await? {
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                return Ok(VoteResponse::new(rpc.vote, None, true));
+            }
+            Err(status) => return Err(status_error(&status)),
+            Ok(reply) => reply,
+        };
+        self.answer::<_, openraft::errors::Infallible>(sent)
             .decompose_infallible()
     }
 

@@ -111,6 +111,12 @@ impl raft_server::Raft for RaftService {
         reply(&self.core.raft.vote(rpc).await)
     }
 
+    async fn pre_vote(&self, request: Request<RaftPayload>) -> Reply {
+        replica_only(&self.core, &request)?;
+        let rpc = wire::decode_vote_request(&request.into_inner().payload)?;
+        reply(&self.core.raft.pre_vote(rpc).await)
+    }
+
     async fn install_snapshot(&self, request: Request<RaftPayload>) -> Reply {
         replica_only(&self.core, &request)?;
         let rpc = wire::decode("install-snapshot request", &request.into_inner().payload)?;

@@ -191,7 +191,8 @@ pub fn grpc_operation(path: &str) -> Option<Operation> {
     Some(match (service, method) {
         (
             "Raft",
-            "AppendEntries" | "StreamAppend" | "Vote" | "InstallSnapshot" | "Forward" | "ReadIndex",
+            "AppendEntries" | "StreamAppend" | "Vote" | "PreVote" | "InstallSnapshot" | "Forward"
+            | "ReadIndex",
         ) => Replicate,
         ("Admin", "ClusterStatus") => ReadClusterStatus,
         ("Admin", "ReplicaStatus") => ReadReplicaStatus,

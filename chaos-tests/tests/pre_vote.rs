@@ -1,0 +1,103 @@
+//! A replica cut off from the others keeps its term, however long it is away: it asks the
+//! others whether they would vote for it (pre-vote) before it raises its term, hears nothing,
+//! and so cannot come back with a term that deposes a healthy leader. Without pre-vote its
+//! term climbs with every election timeout (300-600 ms) while it is away.
+//!
+//! Runs on loopback ports behind the suite's fault proxies, with or without root.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use chaos_tests::cluster::{Cluster, Danger};
+use ops::load::cluster::slapmaster_for_tests;
+use slapcluster_api::v1 as pb;
+
+/// How long the replica stays cut off: ten election timeouts at their longest.
+const AWAY: Duration = Duration::from_secs(6);
+/// Bound on each wait for a condition.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_off_keeps_its_term_and_rejoins_without_an_election() -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("chaos_tests=info")
+        .with_test_writer()
+        .try_init();
+    let slapmaster = slapmaster_for_tests()?;
+    let dir = tempfile::tempdir()?;
+    let cluster = Cluster::start(&slapmaster, dir.path(), 3, 0, Danger::None, true).await?;
+
+    let deadline = Instant::now() + DEADLINE;
+    let leader = loop {
+        if let Some(leader) = cluster.leader().await {
+            break leader;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no leader was elected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let away = (leader + 1) % 3;
+    let term = status(&cluster, away).await?.term;
+
+    let others: Vec<usize> = (0..3).filter(|&i| i != away).collect();
+    let blocked: BTreeSet<(usize, usize)> = others
+        .iter()
+        .flat_map(|&other| [(away, other), (other, away)])
+        .collect();
+    cluster.fabric.partition(&blocked)?;
+    // The harness's own calls are never blocked: the replica reports how long it has been
+    // without its leader, and its term, while it is away.
+    let deadline = Instant::now() + DEADLINE;
+    let cut_off = loop {
+        let report = status(&cluster, away).await?;
+        let silent = report.leader_contact_age_ms.unwrap_or(0);
+        if silent >= u64::try_from(AWAY.as_millis())? {
+            break report;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "replica {} still hears its leader ({silent} ms) while cut off\n{}",
+            away + 1,
+            cluster.log_tails()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        cut_off.term,
+        term,
+        "replica {} raised its term while it could reach nobody\n{}",
+        away + 1,
+        cluster.log_tails()
+    );
+    assert_ne!(cut_off.role(), pb::Role::Leader);
+
+    cluster.fabric.heal()?;
+    let deadline = Instant::now() + DEADLINE;
+    let back = loop {
+        let report = status(&cluster, away).await?;
+        if report.leader != 0 && report.leader_contact_age_ms.is_some_and(|ms| ms < 1000) {
+            break report;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "replica {} did not hear a leader again: {report:?}\n{}",
+            away + 1,
+            cluster.log_tails()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (back.leader, back.term),
+        (u64::try_from(leader + 1)?, term),
+        "replica {} came back to another leader or term: an election happened\n{}",
+        away + 1,
+        cluster.log_tails()
+    );
+    Ok(())
+}
+
+async fn status(cluster: &Cluster, i: usize) -> anyhow::Result<pb::ReplicaStatusReply> {
+    cluster
+        .replica_status(i, false)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("replica {} does not answer", i + 1))
+}
