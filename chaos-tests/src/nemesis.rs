@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 
 use crate::ChaosError;
 use crate::cluster::Cluster;
-use crate::history::{Call, Fault, Freshness, Op, Outcome, PROBE_WORKER, Requested};
+use crate::history::{Call, Fault, Freshness, Op, Outcome, PROBE_WORKER};
 use crate::net::Blocked;
 use crate::rng::Rng;
 use crate::workload::{Clients, Key};
@@ -323,29 +323,10 @@ async fn probe(clients: &Clients, stranded: &[usize], v: &mut u64) -> (Vec<Op>, 
     let reachable: Vec<usize> = (0..clients.replicas())
         .filter(|i| !stranded.contains(i))
         .collect();
-    let mut ops = Vec::new();
     let deadline = Instant::now() + PROBE_WRITE_BOUND;
-    let mut written_through = None;
-    for &replica in reachable.iter().cycle() {
-        if Instant::now() >= deadline {
-            break;
-        }
-        *v += 1;
-        let write = Call::Request {
-            v: *v,
-            state: Requested::Started,
-        };
-        let op = clients
-            .perform(PROBE_WORKER, replica, &Key::PROBE, write)
-            .await;
-        let acknowledged = matches!(op.outcome, Outcome::Ok(_));
-        ops.push(op);
-        if acknowledged {
-            written_through = Some(replica);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (mut ops, written_through) = clients
+        .write_until_acknowledged(PROBE_WORKER, &reachable, &Key::PROBE, v, deadline)
+        .await;
     let Some(through) = written_through else {
         return (
             ops,

@@ -54,7 +54,7 @@ impl Proxies {
             let listener = TcpListener::bind(SocketAddr::from((Ipv6Addr::LOCALHOST, front)))
                 .await
                 .map_err(|e| ChaosError::Setup(format!("proxy on port {front}: {e}")))?;
-            tasks.spawn(accept(listener, to, back, Arc::clone(&shared)));
+            tasks.spawn(accept(listener, to, front, back, Arc::clone(&shared)));
         }
         Ok(Self {
             fronts,
@@ -85,8 +85,13 @@ impl Drop for Proxies {
     }
 }
 
-async fn accept(listener: TcpListener, to: usize, back: u16, shared: Arc<Mutex<Shared>>) {
-    let front = listener.local_addr().map_or(0, |a| a.port());
+async fn accept(
+    listener: TcpListener,
+    to: usize,
+    front: u16,
+    back: u16,
+    shared: Arc<Mutex<Shared>>,
+) {
     let mut connections = JoinSet::new();
     loop {
         let Ok((client, peer)) = listener.accept().await else {

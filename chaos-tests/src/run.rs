@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use crate::ChaosError;
 use crate::checks;
 use crate::cluster::{Cluster, Danger};
-use crate::history::{
-    Call, FINAL_WORKER, Freshness, History, LIVENESS_WORKER, Op, Outcome, Requested,
-};
+use crate::history::{Call, FINAL_WORKER, Freshness, History, LIVENESS_WORKER, Op, Outcome};
 use crate::nemesis::{self, Nemesis};
 use crate::report;
 use crate::rng::Rng;
@@ -156,35 +154,22 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, ChaosError> {
 
 /// How long after healing the first write succeeds (tried on every replica in turn).
 async fn liveness(clients: &Clients, healed: Instant) -> Option<Duration> {
-    let key = Key {
-        user: 0,
-        title: workload::TITLES,
-    };
-    let mut attempt = 0usize;
-    while healed.elapsed() < LIVENESS_BOUND {
-        let replica = attempt % clients.replicas();
-        attempt += 1;
-        let op = clients
-            .perform(
-                LIVENESS_WORKER,
-                replica,
-                &key,
-                Call::Request {
-                    v: u64::try_from(attempt).unwrap_or(0),
-                    state: Requested::Started,
-                },
-            )
-            .await;
-        if matches!(op.outcome, Outcome::Ok(_)) {
-            return Some(healed.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
+    let every: Vec<usize> = (0..clients.replicas()).collect();
+    let (_, acknowledged) = clients
+        .write_until_acknowledged(
+            LIVENESS_WORKER,
+            &every,
+            &Key::LIVENESS,
+            &mut 0,
+            healed + LIVENESS_BOUND,
+        )
+        .await;
+    acknowledged.map(|_| healed.elapsed())
 }
 
-/// A linearizable read of every instance (the probes' too), retried on any replica until one answers: part of
-/// the history, so that a lost acknowledged write is a linearizability violation.
+/// A linearizable read of every instance (the probes' too), retried on any replica until one
+/// answers: part of the history, so that a lost acknowledged write is a linearizability
+/// violation.
 async fn final_reads(clients: &Clients) -> Vec<Op> {
     let mut ops = Vec::new();
     for key in Key::all().into_iter().chain([Key::PROBE]) {

@@ -167,6 +167,38 @@ impl Clients {
         }
     }
 
+    /// Requests `key` (started, with the next `v`) through `replicas` in turn, 50 ms apart,
+    /// until one acknowledges or `deadline` passes. Returns the operations, and the replica
+    /// that acknowledged.
+    pub async fn write_until_acknowledged(
+        &self,
+        worker: usize,
+        replicas: &[usize],
+        key: &Key,
+        v: &mut u64,
+        deadline: Instant,
+    ) -> (Vec<Op>, Option<usize>) {
+        let mut ops = Vec::new();
+        for &replica in replicas.iter().cycle() {
+            if Instant::now() >= deadline {
+                break;
+            }
+            *v += 1;
+            let write = Call::Request {
+                v: *v,
+                state: Requested::Started,
+            };
+            let op = self.perform(worker, replica, key, write).await;
+            let acknowledged = matches!(op.outcome, Outcome::Ok(_));
+            ops.push(op);
+            if acknowledged {
+                return (ops, Some(replica));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (ops, None)
+    }
+
     async fn call(&self, replica: usize, key: &Key, call: &Call) -> Result<Option<Seen>, Status> {
         let channel = self.users[key.user][replica].clone();
         match call {
@@ -317,6 +349,13 @@ pub struct Key {
 }
 
 impl Key {
+    /// The instance the write after healing goes to (apart from the workers' keys; not in
+    /// the history).
+    pub const LIVENESS: Key = Key {
+        user: 0,
+        title: TITLES,
+    };
+
     /// The instance only the nemesis's probes write ([`crate::nemesis`]): apart from the
     /// workers' keys, so that its few operations are checked quickly and exactly.
     pub const PROBE: Key = Key {

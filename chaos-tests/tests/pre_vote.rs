@@ -6,16 +6,14 @@
 //! Runs on loopback ports behind the suite's fault proxies, with or without root.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chaos_tests::cluster::{Cluster, Danger};
-use ops::load::cluster::slapmaster_for_tests;
+use ops::load::cluster::{slapmaster_for_tests, wait_for};
 use slapcluster_api::v1 as pb;
 
 /// How long the replica stays cut off: ten election timeouts at their longest.
 const AWAY: Duration = Duration::from_secs(6);
-/// Bound on each wait for a condition.
-const DEADLINE: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_cut_off_keeps_its_term_and_rejoins_without_an_election() -> anyhow::Result<()> {
@@ -27,14 +25,7 @@ async fn a_replica_cut_off_keeps_its_term_and_rejoins_without_an_election() -> a
     let dir = tempfile::tempdir()?;
     let cluster = Cluster::start(&slapmaster, dir.path(), 3, 0, Danger::None, true).await?;
 
-    let deadline = Instant::now() + DEADLINE;
-    let leader = loop {
-        if let Some(leader) = cluster.leader().await {
-            break leader;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "no leader was elected");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let leader = wait_for("a leader", || cluster.leader()).await?;
     let away = (leader + 1) % 3;
     let term = status(&cluster, away).await?.term;
 
@@ -46,21 +37,13 @@ async fn a_replica_cut_off_keeps_its_term_and_rejoins_without_an_election() -> a
     cluster.fabric.partition(&blocked)?;
     // The harness's own calls are never blocked: the replica reports how long it has been
     // without its leader, and its term, while it is away.
-    let deadline = Instant::now() + DEADLINE;
-    let cut_off = loop {
-        let report = status(&cluster, away).await?;
-        let silent = report.leader_contact_age_ms.unwrap_or(0);
-        if silent >= u64::try_from(AWAY.as_millis())? {
-            break report;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "replica {} still hears its leader ({silent} ms) while cut off\n{}",
-            away + 1,
-            cluster.log_tails()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let away_ms = u64::try_from(AWAY.as_millis())?;
+    let cut_off = wait_for("the replica to be cut off from its leader", || async {
+        let report = cluster.replica_status(away, false).await?;
+        (report.leader_contact_age_ms.unwrap_or(0) >= away_ms).then_some(report)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", cluster.log_tails()))?;
     assert_eq!(
         cut_off.term,
         term,
@@ -71,20 +54,13 @@ async fn a_replica_cut_off_keeps_its_term_and_rejoins_without_an_election() -> a
     assert_ne!(cut_off.role(), pb::Role::Leader);
 
     cluster.fabric.heal()?;
-    let deadline = Instant::now() + DEADLINE;
-    let back = loop {
-        let report = status(&cluster, away).await?;
-        if report.leader != 0 && report.leader_contact_age_ms.is_some_and(|ms| ms < 1000) {
-            break report;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "replica {} did not hear a leader again: {report:?}\n{}",
-            away + 1,
-            cluster.log_tails()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let back = wait_for("the replica to hear a leader again", || async {
+        let report = cluster.replica_status(away, false).await?;
+        (report.leader != 0 && report.leader_contact_age_ms.is_some_and(|ms| ms < 1000))
+            .then_some(report)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", cluster.log_tails()))?;
     assert_eq!(
         (back.leader, back.term),
         (u64::try_from(leader + 1)?, term),
