@@ -322,6 +322,7 @@ pub async fn puts(
 ) -> Result<Sample, LoadError> {
     let urls = cluster.urls();
     let start = Instant::now();
+    let cpu = super::CpuMeter::start();
     let deadline = start + time;
     let mut tasks = tokio::task::JoinSet::new();
     for client in 0..clients {
@@ -348,6 +349,7 @@ pub async fn puts(
         total.failed += sample.failed;
     }
     total.elapsed = start.elapsed();
+    total.machine_busy = cpu.stop();
     Ok(total)
 }
 

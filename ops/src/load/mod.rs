@@ -92,6 +92,43 @@ pub struct Sample {
     pub latencies: Vec<Duration>,
     pub elapsed: Duration,
     pub failed: usize,
+    /// CPU time the whole machine spent busy during the phase (every process: replicas,
+    /// clients and all), when `/proc/stat` could be read.
+    pub machine_busy: Option<Duration>,
+}
+
+/// The machine's busy CPU time so far (user, nice, system, irq, softirq, steal: `/proc/stat`'s
+/// first line without idle and iowait), in `USER_HZ` ticks of 10 ms.
+fn machine_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let [user, nice, system, _idle, _iowait, irq, softirq, steal] = fields[..] else {
+        return None;
+    };
+    Some(Duration::from_millis(
+        (user + nice + system + irq + softirq + steal) * 10,
+    ))
+}
+
+/// Measures the machine's busy CPU time from its creation to [`CpuMeter::stop`].
+pub(crate) struct CpuMeter(Option<Duration>);
+
+impl CpuMeter {
+    pub(crate) fn start() -> Self {
+        Self(machine_busy())
+    }
+
+    pub(crate) fn stop(&self) -> Option<Duration> {
+        machine_busy()?.checked_sub(self.0?)
+    }
 }
 
 impl Sample {
@@ -120,10 +157,18 @@ impl Sample {
         )
     }
 
-    /// A phase's throughput and latencies, as one report line.
+    /// A phase's throughput and latencies, as one report line; with the machine's CPU time
+    /// per completed operation where it was measured.
     fn line(&self, what: &str) -> String {
+        let cpu = match self.machine_busy {
+            Some(busy) if !self.latencies.is_empty() => format!(
+                ", {:.0} us CPU each",
+                busy.as_secs_f64() * 1e6 / self.latencies.len() as f64
+            ),
+            _ => String::new(),
+        };
         format!(
-            "{what:<36} {:>9.0}/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} in {:.1} s, {} failed)",
+            "{what:<36} {:>9.0}/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} in {:.1} s, {} failed{cpu})",
             self.per_second(),
             ms(self.quantile(0.5)),
             ms(self.quantile(0.99)),
@@ -419,6 +464,7 @@ async fn placements(
     time: Duration,
 ) -> Result<Sample, LoadError> {
     let start = Instant::now();
+    let cpu = CpuMeter::start();
     let deadline = start + time;
     let mut tasks = tokio::task::JoinSet::new();
     for client_id in 0..clients {
@@ -446,12 +492,13 @@ async fn placements(
             Ok::<_, LoadError>(sample)
         });
     }
-    collect(tasks, start).await
+    collect(tasks, start, cpu).await
 }
 
 async fn collect(
     mut tasks: tokio::task::JoinSet<Result<Sample, LoadError>>,
     start: Instant,
+    cpu: CpuMeter,
 ) -> Result<Sample, LoadError> {
     let mut total = Sample::default();
     while let Some(joined) = tasks.join_next().await {
@@ -460,6 +507,7 @@ async fn collect(
         total.failed += sample.failed;
     }
     total.elapsed = start.elapsed();
+    total.machine_busy = cpu.stop();
     Ok(total)
 }
 
@@ -496,6 +544,7 @@ async fn polls(
     time: Duration,
 ) -> Result<Sample, LoadError> {
     let start = Instant::now();
+    let cpu = CpuMeter::start();
     let deadline = start + time;
     let actor = format!("computer:{POLL_COMPUTER}");
     let mut tasks = tokio::task::JoinSet::new();
@@ -520,7 +569,7 @@ async fn polls(
             Ok::<_, LoadError>(sample)
         });
     }
-    collect(tasks, start).await
+    collect(tasks, start, cpu).await
 }
 
 /// `count` times: a node long-polls `follower` for its computer, a user changes the computer
@@ -724,6 +773,7 @@ mod tests {
             latencies: (1..=100).rev().map(Duration::from_millis).collect(),
             elapsed: Duration::from_secs(2),
             failed: 0,
+            machine_busy: None,
         };
         assert_eq!(sample.quantile(0.5), Duration::from_millis(50));
         assert_eq!(sample.quantile(0.99), Duration::from_millis(99));
@@ -731,5 +781,19 @@ mod tests {
         assert_eq!(sample.quantile(0.0), Duration::from_millis(1));
         assert!((sample.per_second() - 50.0).abs() < 1e-9);
         assert_eq!(Sample::default().quantile(0.99), Duration::ZERO);
+    }
+
+    #[test]
+    fn cpu_per_operation_is_the_busy_time_over_completed_operations() {
+        let mut sample = Sample {
+            latencies: vec![Duration::from_millis(1); 4],
+            elapsed: Duration::from_secs(1),
+            failed: 3,
+            machine_busy: Some(Duration::from_millis(2)),
+        };
+        assert!(sample.line("x").ends_with("3 failed, 500 us CPU each)"));
+        sample.machine_busy = None;
+        assert!(sample.line("x").ends_with("3 failed)"));
+        assert!(machine_busy().is_some(), "/proc/stat is readable on Linux");
     }
 }

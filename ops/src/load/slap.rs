@@ -397,7 +397,7 @@ pub async fn polls(
         sample: super::Sample {
             latencies,
             elapsed: started.elapsed(),
-            failed: 0,
+            ..Default::default()
         },
         bytes,
     })
