@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use ca::{Authority, Grant, Identity, Lifetimes, new_key_and_request};
 use criterion::{Criterion, criterion_group, criterion_main};
-use master_cluster::replica::{Replica, ReplicaConfig};
+use master_cluster::replica::ReplicaConfig;
+use master_cluster::server::Replica;
 use master_cluster::tls::{TlsMaterial, client_config};
 use slapcluster_api::client::connect_with;
 use slapcluster_api::v1 as pb;

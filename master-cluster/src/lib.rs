@@ -1,22 +1,31 @@
 //! master-cluster: the SlapOS master as a Raft-replicated cluster.
 //!
+//! Read it bottom up; each module uses only those above it in this list (`tests/layers.rs`
+//! holds the crate to that):
+//!
 //! - [`state`]: the master's domain as a deterministic state machine that raft-store hosts —
 //!   computers and partitions, the software release catalog and supply, instances and their
 //!   request trees, the marketplace that places them, connection parameters, usage and an
-//!   audit trail. Start with `state/mod.rs`, then `state/apply.rs`.
-//! - [`replica`]: a replica — the state machine on raft-store, driven by openraft over the
-//!   internal gRPC Raft service. Any replica accepts any write (batched at the leader,
-//!   forwarded there from followers), serves linearizable, stale and `min_index` reads and
-//!   per-computer long-polls, and the leader changes membership. Start with `replica/mod.rs`.
-//! - [`service`]: the node, user and admin gRPC services of `slapcluster-api`, on the replica's
-//!   port; decoding, and the one mapping of outcomes to gRPC statuses.
-//! - [`observe`]: metrics, health, readiness and the status page on the replica's HTTP
-//!   operations listener (`http_listen`).
+//!   audit trail, and the one authorisation policy. Start with `state/mod.rs`, then
+//!   `state/apply.rs`.
+//! - [`tls`]: a replica's certificates, and who a caller's chain says it is.
 //! - [`limits`]: what one caller may take of a replica (connections, calls a second, calls in
-//!   flight, decode memory), asked by every listener before it spends.
+//!   flight, decode memory, message sizes), asked by every listener before it spends.
 //! - [`listen`]: how every listener accepts (per-address admission, TLS handshakes) and serves
 //!   HTTP/1.1 connections.
-//! - [`slap`]: the SLAP HTTP protocol of existing SlapOS nodes and clients (in progress).
+//! - [`replica`]: the replica core — the state machine on raft-store, driven by openraft
+//!   through its network to the other replicas. Any replica accepts any write (batched at the
+//!   leader, forwarded there from followers), serves linearizable, stale and `min_index`
+//!   reads and per-computer long-polls, signs certificates, and the leader changes
+//!   membership. It serves nothing itself; its answers and refusals are transport-free.
+//!   Start with `replica/mod.rs`.
+//! - The transports, each mapping the core's outcomes to its own answers once:
+//!   [`service`] (the public node, user and admin gRPC services of `slapcluster-api`, and
+//!   the internal Raft service), [`slap`] (the SLAP HTTP protocol of existing SlapOS nodes
+//!   and clients) and [`observe`] (metrics, health, readiness and the status page on the
+//!   operations listener).
+//! - [`server`]: the composition root — binds the listeners, opens the core, mounts the
+//!   transports around it, and owns shutdown.
 //! - [`daemon`]: `slapmaster`'s commands (run, init, join, backup, restore, status, dev) and
 //!   its configuration; `main.rs` only parses the command line.
 //!
@@ -37,6 +46,7 @@ pub mod limits;
 pub mod listen;
 pub mod observe;
 pub mod replica;
+pub mod server;
 pub mod service;
 pub mod slap;
 pub mod state;

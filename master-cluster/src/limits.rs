@@ -28,6 +28,27 @@ use std::time::Instant;
 use crate::lock;
 use crate::state::model::Actor;
 
+/// Largest request a node, user or operator may send. The largest legitimate one is an
+/// instance request with the maximum parameters (1 MiB) and SLA; anything larger is refused
+/// before it is decoded.
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4 << 20;
+
+/// Error messages name what was wrong, and may quote the caller's input: at most this many
+/// bytes of them are sent back, so that a 3 MB identifier is not echoed whole.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// `message`, cut to [`MAX_MESSAGE_BYTES`] (at a character boundary) with its length said.
+pub fn bounded(message: String) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message;
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &message[..end], message.len())
+}
+
 /// The limits, per replica (`[limits]` in the configuration file). The defaults are far above
 /// what a well-behaved agent or client does (a node polls about once a second, or holds one
 /// long-poll), and low enough that one identity takes at most about a quarter of a two-core
@@ -428,6 +449,16 @@ mod tests {
 
     use super::*;
     use crate::state::model::UserId;
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary_and_say_how_long_they_were() {
+        let short = "unknown computer COMP-1".to_string();
+        assert_eq!(bounded(short.clone()), short);
+        let long = format!("unknown computer {}", "é".repeat(2_000_000));
+        let cut = bounded(long.clone());
+        assert!(cut.len() < MAX_MESSAGE_BYTES + 64, "{}", cut.len());
+        assert!(cut.ends_with(&format!("… ({} bytes in all)", long.len())));
+    }
 
     fn limits() -> Limits {
         Limits {

@@ -22,7 +22,8 @@ mod common;
 
 use ca::{CertificateInfo, Identity};
 use common::TestCa;
-use master_cluster::replica::{Replica, ReplicaConfig, SlapConfig};
+use master_cluster::replica::{ReplicaConfig, SlapConfig};
+use master_cluster::server::Replica;
 use master_cluster::state::ReplicaNode;
 use master_cluster::tls::{TlsMaterial, client_config};
 use ops::load::slap::{Connection, form};

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use master_cluster::daemon::dev::{self, DEMO_COMPUTER, DEMO_SOFTWARE, DEMO_USER, DevCluster};
-use master_cluster::replica::{Replica, ReplicaConfig};
+use master_cluster::replica::ReplicaConfig;
+use master_cluster::server::Replica;
 use ops::http::{self, HttpResponse};
 use slapcluster_api::client::{self, as_actor};
 use slapcluster_api::metrics::{self, ParsedFamily};

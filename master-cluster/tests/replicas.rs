@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use master_cluster::replica::{Consistency, Replica, ReplicaConfig, Role, WriteError};
+use master_cluster::replica::{Consistency, ReplicaConfig, Role, WriteError};
+use master_cluster::server::Replica;
 use master_cluster::state::model::{
     Actor, ComputerDefinition, ComputerId, NetworkAddress, PartitionDefinition, PartitionRef,
     Placement, RequestedState, SoftwareReleaseUrl, SupplyState, Timestamp, UserId,

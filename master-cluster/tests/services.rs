@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use master_cluster::daemon::dev::{self, DEMO_COMPUTER, DEMO_SOFTWARE, DEMO_USER, DevCluster};
 use master_cluster::daemon::{self, DaemonError, FileConfig, Overrides};
-use master_cluster::replica::{Consistency, Replica};
+use master_cluster::replica::Consistency;
+use master_cluster::server::Replica;
 use master_cluster::state::query;
 use ops::load::cluster::unused_port;
 use slapcluster_api::client::{self, as_actor};

@@ -10,7 +10,8 @@ mod common;
 
 use ca::{CertificateInfo, Identity, new_key_and_request};
 use common::TestCa;
-use master_cluster::replica::{Replica, ReplicaConfig};
+use master_cluster::replica::ReplicaConfig;
+use master_cluster::server::Replica;
 use master_cluster::state::ReplicaNode;
 use master_cluster::tls::{TlsMaterial, client_config};
 use slapcluster_api::client::connect_with;

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use super::{DaemonError, FileConfig, Overrides, ValidConfig, io};
-use crate::replica::Replica;
+use crate::server::Replica;
 
 /// What `bootstrap` is told beyond a replica's configuration.
 #[derive(Debug, Clone)]

@@ -350,7 +350,7 @@ impl FileConfig {
         }
         // A budget under one largest request would refuse that request however idle the
         // replica is: a gRPC message, or a SLAP body of the most weighty marshalled XML.
-        let largest_message = crate::service::MAX_CLIENT_MESSAGE_BYTES as u64;
+        let largest_message = crate::limits::MAX_CLIENT_MESSAGE_BYTES as u64;
         let largest = slapcluster_api::codec::decode_charge(largest_message).max(
             crate::slap::server::BYTES_PER_BODY_BYTE * largest_message
                 + crate::slap::marshal::BYTES_PER_WEIGHT

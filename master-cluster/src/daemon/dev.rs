@@ -15,7 +15,8 @@ use slapcluster_api::v1::node_client::NodeClient;
 use slapcluster_api::v1::user_client::UserClient;
 
 use super::{DaemonError, spawn_liveness_flush};
-use crate::replica::{Replica, ReplicaConfig};
+use crate::replica::ReplicaConfig;
+use crate::server::Replica;
 
 /// Where the dev cluster lives.
 #[derive(Debug, Clone)]

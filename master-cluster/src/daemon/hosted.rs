@@ -18,7 +18,7 @@ use std::time::Duration;
 use slapcluster_api::client;
 
 use super::{DaemonError, FileConfig, Overrides, io};
-use crate::replica::Replica;
+use crate::server::Replica;
 
 /// The replica's certificate request, published as the connection parameter `csr`.
 pub const REPLICA_CSR: &str = "replica.csr";

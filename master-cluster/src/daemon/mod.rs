@@ -19,7 +19,8 @@ use tonic::transport::ClientTlsConfig;
 
 pub use config::{ConfigError, FileConfig, Overrides, ValidConfig};
 
-use crate::replica::{Replica, ReplicaCore, ReplicaError};
+use crate::replica::{ReplicaCore, ReplicaError};
+use crate::server::Replica;
 use crate::state::{MasterConfig, MasterState};
 
 /// Why a `slapmaster` command failed.

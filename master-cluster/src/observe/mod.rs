@@ -2,109 +2,26 @@
 //! page, served over plain HTTP on `http_listen` (an operations network: the page names
 //! computers and pending requests, and nothing there changes state).
 //!
-//! - [`ReplicaMetrics`]: counters and histograms recorded on the hot paths (storage through
-//!   raft-store's [`raft_store::Observer`], calls through [`layer::CallMetricsLayer`], polls
-//!   and placements in the replica and services); [`exposition`] adds what is read at scrape
-//!   time (term, leader, indexes, per-follower lag, pending requests).
+//! - [`exposition`]: the replica's metrics (recorded on the hot paths; gRPC calls
+//!   through `service`'s call-metrics layer) and what is read at scrape time (term, leader,
+//!   indexes, per-follower lag, pending requests), in Prometheus' text format.
 //! - [`readiness`]: whether a load balancer or a node should send this replica work (plain
 //!   decision code).
 //! - [`page`]: the status page, rendered from plain data without IO.
 //! - [`http`]: the axum server tying them to `/metrics`, `/healthz`, `/readyz` and `/`.
 
 pub mod http;
-pub mod layer;
 pub mod page;
 
 use openraft::async_runtime::WatchReceiver as _;
-use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
-use slapcluster_api::metrics::{Counter, Exposition, Family, Gauge, Histogram};
+use slapcluster_api::metrics::Exposition;
 
 use crate::replica::{ReplicaCore, Role};
 
-/// How many leader changes a replica remembers for its status page.
-pub const ELECTIONS_KEPT: usize = 20;
-
 /// A replica that heard from a leader less recently than this is not ready.
 pub const READY_CONTACT: Duration = Duration::from_secs(3);
-
-/// Recorded on the hot paths; everything is an atomic (or a map of them, for labelled ones).
-#[derive(Debug, Default)]
-pub struct ReplicaMetrics {
-    pub log_append: Histogram,
-    pub log_appended_entries: Counter,
-    pub apply: Histogram,
-    pub applied_entries: Counter,
-    /// gRPC calls served, by `Service/Method`.
-    pub calls: Family<Histogram>,
-    /// Calls answered with a gRPC error, by `Service/Method`.
-    pub call_errors: Family<Counter>,
-    /// SLAP calls served, by call name.
-    pub slap_calls: Family<Histogram>,
-    /// SLAP calls answered with a status of 400 or more, by call name.
-    pub slap_call_errors: Family<Counter>,
-    /// Instance requests answered here that changed something, by where the instance stands.
-    pub instance_requests: Family<Counter>,
-    /// Pending requests placed later, when capacity appeared (supply, registration, opening).
-    pub placed_later: Counter,
-    pub node_polls: Counter,
-    pub long_polls_open: std::sync::Arc<Gauge>,
-    pub leader_changes: Counter,
-}
-
-impl raft_store::Observer for ReplicaMetrics {
-    fn log_appended(&self, entries: usize, took: Duration) {
-        self.log_append.observe(took);
-        self.log_appended_entries
-            .add(u64::try_from(entries).unwrap_or(u64::MAX));
-    }
-
-    fn applied(&self, entries: usize, took: Duration) {
-        self.apply.observe(took);
-        self.applied_entries
-            .add(u64::try_from(entries).unwrap_or(u64::MAX));
-    }
-}
-
-/// A leader change this replica saw.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Election {
-    pub at: SystemTime,
-    pub term: u64,
-    /// `None` while no leader is known (an election under way).
-    pub leader: Option<u64>,
-}
-
-/// The last [`ELECTIONS_KEPT`] leader changes, oldest first.
-#[derive(Debug, Default)]
-pub struct Elections(std::sync::Mutex<VecDeque<Election>>);
-
-impl Elections {
-    /// Records `(term, leader)` if it differs from the last one recorded.
-    pub fn observe(&self, term: u64, leader: Option<u64>) -> bool {
-        let mut kept = crate::lock(&self.0);
-        if kept
-            .back()
-            .is_some_and(|last| last.term == term && last.leader == leader)
-        {
-            return false;
-        }
-        if kept.len() == ELECTIONS_KEPT {
-            kept.pop_front();
-        }
-        kept.push_back(Election {
-            at: SystemTime::now(),
-            term,
-            leader,
-        });
-        true
-    }
-
-    pub fn recent(&self) -> Vec<Election> {
-        crate::lock(&self.0).iter().cloned().collect()
-    }
-}
 
 /// What readiness is decided from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -377,25 +294,5 @@ mod tests {
         assert!(not(input(Some(Role::Voter), None, Some(5))).contains("no leader"));
         assert!(not(input(Some(Role::Voter), Some(1), None)).contains("never heard"));
         assert!(not(input(Some(Role::Voter), Some(1), Some(3001))).contains("3001 ms"));
-    }
-
-    #[test]
-    fn elections_keep_the_last_changes_only() {
-        let elections = Elections::default();
-        assert!(elections.observe(1, Some(1)));
-        assert!(
-            !elections.observe(1, Some(1)),
-            "no change, nothing recorded"
-        );
-        for term in 2..40 {
-            elections.observe(term, None);
-            elections.observe(term, Some(term % 3));
-        }
-        let recent = elections.recent();
-        assert_eq!(recent.len(), ELECTIONS_KEPT);
-        assert_eq!(
-            recent.last().map(|e| (e.term, e.leader)),
-            Some((39, Some(0)))
-        );
     }
 }

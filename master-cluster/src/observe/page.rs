@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use super::Election;
+use crate::replica::metrics::Election;
 
 #[derive(Debug, Clone, Default)]
 pub struct StatusPage {

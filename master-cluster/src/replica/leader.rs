@@ -195,7 +195,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::replica::{Replica, ReplicaConfig};
+    use crate::replica::{Listening, Opened, ReplicaConfig};
     use crate::state::Op;
     use crate::state::model::{Actor, Timestamp};
 
@@ -225,12 +225,19 @@ mod tests {
         }
     }
 
-    /// A replica that knows no leader (never initialised): every call goes "elsewhere".
-    async fn lone_replica(dir: &std::path::Path) -> Replica {
-        let mut config = ReplicaConfig::new(1, "[::1]:0".parse().expect("addr"), dir.into());
+    /// A replica's core that knows no leader (never initialised): every call goes
+    /// "elsewhere". It serves nothing: the calls under test never reach a listener.
+    async fn lone_replica(dir: &std::path::Path) -> Opened {
+        let addr = "[::1]:1".parse().expect("addr");
+        let mut config = ReplicaConfig::new(1, addr, dir.into());
         config.danger_plaintext = true;
         config.write_timeout = Duration::from_millis(2500);
-        Replica::start(config).await.expect("starts")
+        let listening = Listening {
+            grpc: addr,
+            http: None,
+            slap: None,
+        };
+        ReplicaCore::open(&config, listening).await.expect("opens")
     }
 
     /// The chaos smoke's one rare violation had this shape: a forwarded write committed, its
@@ -239,7 +246,10 @@ mod tests {
     #[tokio::test]
     async fn a_write_whose_forward_may_have_arrived_is_not_sent_again_and_a_read_index_is() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let replica = lone_replica(dir.path()).await;
+        let Opened {
+            core: replica,
+            files,
+        } = lone_replica(dir.path()).await;
         let lost: fn() -> Result<Result<(), ForwardError>, tonic::Status> = || {
             Ok(Err(ForwardError::Unavailable(
                 "not committed within 10s; it may yet be".into(),
@@ -272,7 +282,9 @@ mod tests {
             read_index.sent.load(Ordering::SeqCst) >= 2,
             "a read index is asked again until the deadline"
         );
-        replica.shutdown().await.expect("shutdown");
+        replica.raft().shutdown().await.expect("shutdown");
+        drop(replica);
+        files.wait().await;
     }
 
     fn command() -> Command {

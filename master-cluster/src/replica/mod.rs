@@ -1,18 +1,27 @@
-//! A replica: the master's state machine on raft-store, driven by openraft, reachable over
-//! gRPC. Any replica accepts any write: the leader commits it, a follower forwards it to the
+//! The replica core: the master's state machine on raft-store, driven by openraft. It opens
+//! its storage, Raft, the batcher and its channels to the other replicas, and serves nothing
+//! itself: `crate::server` mounts the transports around it. Any replica accepts any write: the leader commits it, a follower forwards it to the
 //! leader over its long-lived channel and returns the leader's answer, and during an election
 //! the write waits (bounded) for a leader instead of failing.
 //!
 //! Retrying a write whose outcome is unknown (the leader died after committing, before
 //! answering) is safe because every command is idempotent: a repeated request, report or
 //! publication finds its effect already applied and answers `Unchanged`.
+//!
+//! - this file: [`ReplicaCore`] (open, write, read, poll) and its transport-free errors
+//!   ([`CallError`], [`WriteError`], [`ReadError`]);
+//! - `batcher` and `leader`: the write path (batches at the leader, forwarding elsewhere);
+//! - `network` and `wire`: Raft's calls to the other replicas, and their payloads;
+//! - `membership`: joining, promoting and removing replicas;
+//! - [`metrics`]: what the replica counts; [`signing`]: the certificates it signs.
 
 mod batcher;
 mod leader;
 mod membership;
+pub mod metrics;
 mod network;
-mod service;
-mod wire;
+pub mod signing;
+pub(crate) mod wire;
 
 use openraft::async_runtime::WatchReceiver as _;
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,15 +31,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::Raft;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 pub use membership::{Member, MembershipError, Role, quorum_after_removal};
 pub use network::{Network, Peers};
-pub(crate) use service::RaftService;
 pub use wire::ForwardError;
 
-use leader::{Attempt, ReadIndexCall, WriteCall};
+pub(crate) use leader::Attempt;
+use leader::{ReadIndexCall, WriteCall};
 
 use crate::lock;
 use crate::state::model::{Actor, ComputerId, Timestamp};
@@ -323,40 +330,71 @@ pub enum WriteError {
     Stopped(String),
 }
 
-/// Listens on `addr`, if given; answers the listener and the address it got (port 0 picks
-/// one).
-async fn bind(
-    addr: Option<SocketAddr>,
-) -> Result<(Option<tokio::net::TcpListener>, Option<SocketAddr>), ReplicaError> {
-    let Some(addr) = addr else {
-        return Ok((None, None));
-    };
-    let listen = |source| ReplicaError::Listen { addr, source };
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(listen)?;
-    let local = listener.local_addr().map_err(listen)?;
-    Ok((Some(listener), Some(local)))
+/// The actor a certificate's identity is, for every identity but a replica's (which may act
+/// for the callers it passes calls on for).
+pub fn identity_actor(identity: ca::Identity) -> Option<Actor> {
+    Some(match identity {
+        ca::Identity::Replica(_) => return None,
+        ca::Identity::Operator(name) => Actor::Operator(name.as_str().into()),
+        ca::Identity::User(name) => Actor::User(name.as_str().into()),
+        ca::Identity::Computer(id) => Actor::Computer(id.as_str().into()),
+        ca::Identity::Partition {
+            computer,
+            partition,
+        } => Actor::Partition(crate::state::model::PartitionId {
+            computer: computer.as_str().into(),
+            partition: partition.as_str().into(),
+        }),
+    })
 }
 
-/// A running replica: its [`ReplicaCore`] (reached through `Deref`) and the gRPC server that
-/// serves the Raft, node, user and admin services on one port.
-/// How long [`Replica::shutdown`] waits for the data files to be closed.
+/// Why a caller's command did not take effect, in the domain's terms: each transport maps it
+/// to its own answer once (gRPC statuses in `service`, HTTP statuses in `slap`).
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The domain refused it (the caller's mistake, or the policy): never retried.
+    #[error(transparent)]
+    Rejected(#[from] crate::state::Rejection),
+    /// The cluster could not answer now (no leader, a lagging or stopping replica): retry.
+    #[error(transparent)]
+    Unavailable(#[from] WriteError),
+}
+
+/// Where the server bound this replica's listeners: the core advertises the gRPC address
+/// (unless told another) and the status page names the others.
+#[derive(Debug, Clone, Copy)]
+pub struct Listening {
+    pub grpc: SocketAddr,
+    pub http: Option<SocketAddr>,
+    pub slap: Option<SocketAddr>,
+}
+
+/// An opened core, and how to know when its data files are closed.
+pub struct Opened {
+    pub core: Arc<ReplicaCore>,
+    pub files: FilesClosed,
+}
+
+/// How long [`FilesClosed::wait`] waits for the data files to be closed.
 const FILES_CLOSE_WAIT: Duration = Duration::from_secs(10);
 
-pub struct Replica {
-    core: Arc<ReplicaCore>,
-    stop_server: Option<oneshot::Sender<()>>,
-    server: JoinHandle<Result<(), tonic::transport::Error>>,
-    http: Vec<JoinHandle<std::io::Result<()>>>,
-    /// Whether the log and state files are closed: shutdown waits for it, so that the data
-    /// directory can be opened again as soon as it returns.
-    files_closed: Vec<Box<dyn Fn() -> bool + Send + Sync>>,
-}
+/// Whether the log and state files are closed: a replica's shutdown waits for it, so that the
+/// data directory can be opened again as soon as it returns.
+pub struct FilesClosed(Vec<Box<dyn Fn() -> bool + Send + Sync>>);
 
-impl std::ops::Deref for Replica {
-    type Target = ReplicaCore;
-
-    fn deref(&self) -> &ReplicaCore {
-        &self.core
+impl FilesClosed {
+    /// Returns once both files are closed. Tasks that held the stores (openraft's workers, a
+    /// read on the blocking pool) end on their own shortly after Raft stops; bounded, in case
+    /// one does not.
+    pub async fn wait(self) {
+        let deadline = Instant::now() + FILES_CLOSE_WAIT;
+        while !self.0.iter().all(|closed| closed()) {
+            if Instant::now() > deadline {
+                tracing::warn!("the data files are still open {FILES_CLOSE_WAIT:?} after shutdown");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 
@@ -385,8 +423,8 @@ pub struct ReplicaCore {
     local_addr: SocketAddr,
     write_timeout: Duration,
     danger_stale_reads: bool,
-    metrics: Arc<crate::observe::ReplicaMetrics>,
-    elections: crate::observe::Elections,
+    metrics: Arc<metrics::ReplicaMetrics>,
+    elections: metrics::Elections,
     http_addr: Option<SocketAddr>,
     slap_addr: Option<SocketAddr>,
     budgets: Arc<crate::limits::Budgets>,
@@ -396,20 +434,16 @@ pub struct ReplicaCore {
     stopping: tokio::sync::watch::Sender<bool>,
 }
 
-impl Replica {
-    /// Opens the data directory, listens, and starts Raft. A new data directory starts as an
-    /// uninitialised node: [`ReplicaCore::initialize`] it, or add it to an existing cluster.
-    pub async fn start(config: ReplicaConfig) -> Result<Self, ReplicaError> {
-        // Boxed: with openraft's start-up and the servers' types in it, this future is deep
-        // enough that embedding it in its callers' futures overflows the compiler's layout
-        // depth limit (128).
-        Box::pin(Self::open_and_serve(config)).await
-    }
-
-    async fn open_and_serve(config: ReplicaConfig) -> Result<Self, ReplicaError> {
+impl ReplicaCore {
+    /// Opens the data directory and starts Raft, the batcher and the core's own tasks
+    /// (election watch, revocation and TLS reloads); serves nothing (see [`crate::server`]).
+    pub async fn open(
+        config: &ReplicaConfig,
+        listening: Listening,
+    ) -> Result<Opened, ReplicaError> {
         let raft_config = Arc::new(config.raft.clone().validate()?);
         let data_dir = config.data_dir.clone();
-        let metrics = Arc::new(crate::observe::ReplicaMetrics::default());
+        let metrics = Arc::new(metrics::ReplicaMetrics::default());
         let mut storage = config.storage.clone();
         storage.observer = Some(metrics.clone());
         let app = MasterState::default();
@@ -421,21 +455,7 @@ impl Replica {
         .await
         .map_err(|e| ReplicaError::Fatal(format!("opening the store: {e}")))??;
 
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ReplicaError::Listen {
-                addr: config.listen,
-                source,
-            })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| ReplicaError::Listen {
-                addr: config.listen,
-                source,
-            })?;
-
-        let (http_listener, http_addr) = bind(config.http_listen).await?;
-        let (slap_listener, slap_addr) = bind(config.slap.as_ref().map(|s| s.listen)).await?;
+        let local_addr = listening.grpc;
 
         let tls = match (&config.tls, config.danger_plaintext) {
             (Some(material), false) => Some(Arc::new(crate::tls::CurrentTls::new(
@@ -462,8 +482,10 @@ impl Replica {
         let network = Network {
             peers: peers.clone(),
         };
-        let files_closed: Vec<Box<dyn Fn() -> bool + Send + Sync>> =
-            vec![Box::new(log.closed_probe()), Box::new(state.closed_probe())];
+        let files = FilesClosed(vec![
+            Box::new(log.closed_probe()),
+            Box::new(state.closed_probe()),
+        ]);
         let raft = Raft::new(config.id, raft_config, network, log, state.clone())
             .await
             .map_err(|e| ReplicaError::Fatal(e.to_string()))?;
@@ -472,11 +494,11 @@ impl Replica {
         let core = Arc::new(ReplicaCore {
             id: config.id,
             node: ReplicaNode {
-                addr: config.advertise.unwrap_or_else(|| {
+                addr: config.advertise.clone().unwrap_or_else(|| {
                     let scheme = if tls.is_some() { "https" } else { "http" };
                     format!("{scheme}://{local_addr}")
                 }),
-                region: config.region,
+                region: config.region.clone(),
             },
             raft,
             app,
@@ -499,8 +521,8 @@ impl Replica {
             danger_stale_reads: config.danger_stale_reads,
             metrics,
             elections: Default::default(),
-            http_addr,
-            slap_addr,
+            http_addr: listening.http,
+            slap_addr: listening.slap,
             stopping: tokio::sync::watch::Sender::new(false),
         });
         spawn_election_watch(&core);
@@ -508,102 +530,26 @@ impl Replica {
         if let Some(dir) = config.tls_dir.clone() {
             spawn_tls_reload(&core, dir);
         }
-        let (stop_server, stopped) = oneshot::channel::<()>();
-        let stopped = async {
-            let _ = stopped.await;
-        };
-        // The HTTP listeners (operations, SLAP) stop when the replica does.
-        let http_stopped = core.stopping.subscribe();
-        let mut http = Vec::new();
-        if let Some(listener) = http_listener {
-            http.push(tokio::spawn(crate::observe::http::serve(
-                listener,
-                Arc::downgrade(&core),
-                http_stopped.clone(),
-            )));
-        }
-        if let (Some(listener), Some(slap)) = (slap_listener, &config.slap) {
-            let trust = match (&slap.plaintext_user, &tls) {
-                (Some(user), _) => crate::slap::server::Trust::Plaintext { user: user.clone() },
-                (None, Some(tls)) => crate::slap::server::Trust::Certificates(tls.clone()),
-                (None, None) => {
-                    return Err(crate::tls::TlsError::Material(
-                        "SLAP over HTTPS needs a replica running TLS (or a plaintext user)".into(),
-                    )
-                    .into());
-                }
-            };
-            http.push(tokio::spawn(crate::slap::server::serve(
-                listener,
-                Arc::downgrade(&core),
-                trust,
-                http_stopped,
-            )));
-        }
-        let router = crate::service::router(&core);
-        let server = match &tls {
-            Some(tls) => tokio::spawn(router.serve_with_incoming_shutdown(
-                crate::listen::incoming(listener, tls.clone(), core.budgets().clone()),
-                stopped,
-            )),
-            None => tokio::spawn(router.serve_with_incoming_shutdown(
-                crate::listen::incoming_plaintext(listener, core.budgets().clone()),
-                stopped,
-            )),
-        };
-        tracing::info!(id = config.id, %local_addr, "replica started");
-        Ok(Self {
-            core,
-            stop_server: Some(stop_server),
-            server,
-            http,
-            files_closed,
-        })
+        Ok(Opened { core, files })
     }
 
-    /// The shared core, for services and tasks that outlive a borrow of the replica.
-    pub fn core(&self) -> &Arc<ReplicaCore> {
-        &self.core
+    /// Tells everything serving this replica to stop: the HTTP listeners, and long-lived
+    /// calls (a leader's `StreamAppend`).
+    pub(crate) fn stop_serving(&self) {
+        self.stopping.send_replace(true);
     }
 
-    /// Stops serving and stops Raft. The data directory is released once openraft's tasks
-    /// have ended.
-    pub async fn shutdown(mut self) -> Result<(), ReplicaError> {
-        self.core.stopping.send_replace(true);
-        if let Some(stop) = self.stop_server.take() {
-            let _ = stop.send(());
-        }
-        for http in std::mem::take(&mut self.http) {
-            match http.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(%e, "the HTTP listener failed"),
-                Err(e) => tracing::warn!(%e, "the HTTP listener's task failed"),
-            }
-        }
-        let raft = self.core.raft.shutdown().await;
-        let server = (&mut self.server).await;
-        let files_closed = std::mem::take(&mut self.files_closed);
-        drop(self);
-        // Tasks that held the stores (openraft's workers, a read on the blocking pool) end
-        // on their own shortly after Raft stops; bounded, in case one does not.
-        let deadline = Instant::now() + FILES_CLOSE_WAIT;
-        while !files_closed.iter().all(|closed| closed()) {
-            if Instant::now() > deadline {
-                tracing::warn!("the data files are still open {FILES_CLOSE_WAIT:?} after shutdown");
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        raft.map_err(|e| ReplicaError::Fatal(e.to_string()))?;
-        match server {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ReplicaError::Fatal(format!("server: {e}"))),
-            Err(e) => Err(ReplicaError::Fatal(format!("server task: {e}"))),
-        }
+    /// Turns true when the replica stops serving (see [`Self::stop_serving`]).
+    pub(crate) fn stopping_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
-}
 
-impl ReplicaCore {
+    /// The TLS material connections are accepted with, reloaded as its files change; `None`
+    /// in plaintext.
+    pub(crate) fn current_tls(&self) -> Option<&Arc<crate::tls::CurrentTls>> {
+        self.tls.as_ref()
+    }
+
     pub fn id(&self) -> u64 {
         self.id
     }
@@ -628,12 +574,12 @@ impl ReplicaCore {
         self.slap_addr
     }
 
-    pub fn metrics(&self) -> &Arc<crate::observe::ReplicaMetrics> {
+    pub fn metrics(&self) -> &Arc<metrics::ReplicaMetrics> {
         &self.metrics
     }
 
     /// The leader changes this replica saw recently.
-    pub fn elections(&self) -> &crate::observe::Elections {
+    pub fn elections(&self) -> &metrics::Elections {
         &self.elections
     }
 
@@ -679,6 +625,12 @@ impl ReplicaCore {
             .clone()
     }
 
+    /// A write another replica forwarded here (it believes this one leads): joins this
+    /// replica's batches like a local one, without being forwarded again.
+    pub(crate) async fn submit_forwarded(&self, command: Command) -> Attempt<Written> {
+        self.batcher.submit(command).await
+    }
+
     /// Called by the Raft service when a leader's append-entries was accepted.
     pub(crate) fn heard_from_leader(&self) {
         *lock(&self.leader_contact) = Some(Instant::now());
@@ -705,6 +657,47 @@ impl ReplicaCore {
     /// index it was committed at (a node passes it as `min_index` to read its own write).
     pub async fn write(&self, command: Command) -> Result<Written, WriteError> {
         self.at_leader(WriteCall(&command)).await
+    }
+
+    /// Commits `op` on behalf of `actor`, stamped now, and returns what it did with the log
+    /// index it was committed at. Checked first: a malformed or oversized command never
+    /// reaches the log.
+    pub async fn execute(
+        &self,
+        actor: Actor,
+        op: Op,
+    ) -> Result<(crate::state::Outcome, u64), CallError> {
+        crate::state::check_input(&op)?;
+        let Written { response, index } = self
+            .write(Command {
+                at: now(),
+                actor,
+                op,
+            })
+            .await?;
+        let outcome = response?;
+        self.count_placements(&outcome);
+        Ok((outcome, index))
+    }
+
+    fn count_placements(&self, outcome: &crate::state::Outcome) {
+        use crate::state::Outcome;
+        use crate::state::model::Placement;
+        match outcome {
+            Outcome::Instance(summary) if summary.changed => {
+                let placement = match summary.placement {
+                    Placement::Partition(_) => "partition",
+                    Placement::Hosted { .. } => "hosted",
+                    Placement::Pending { .. } => "pending",
+                    Placement::Unplaceable { .. } => "unplaceable",
+                };
+                self.metrics.instance_requests.get(placement).inc();
+            }
+            Outcome::Placed { placed } | Outcome::ComputerRegistered { placed, .. } => {
+                self.metrics.placed_later.add(u64::from(*placed));
+            }
+            _ => {}
+        }
     }
 
     /// Returns once this replica's applied state holds everything committed before the call:

@@ -713,14 +713,15 @@ impl pb::admin_server::Admin for AdminService {
             days if days > 397 => return Err(invalid("days", "at most 397")),
             days => Duration::from_secs(u64::from(days) * 24 * 3600),
         };
-        let signed = super::enroll::sign(
+        let signed = crate::replica::signing::sign(
             &self.core,
             &request.csr_pem,
             &identity,
             lifetime,
             Actor::Operator(name),
         )
-        .await?;
+        .await
+        .map_err(|e| super::enroll::sign_failed(&e))?;
         tracing::info!(%identity, serial = %signed.serial, "issued a certificate");
         Ok(Response::new(pb::IssueCertificateReply {
             chain_pem: signed.chain_pem,

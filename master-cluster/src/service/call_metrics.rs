@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tonic::codegen::http;
 
-use super::ReplicaMetrics;
+use crate::replica::metrics::ReplicaMetrics;
 
 #[derive(Debug, Clone)]
 pub struct CallMetricsLayer {

@@ -7,8 +7,9 @@ use slapcluster_api::v1 as pb;
 use tonic::Status;
 
 use super::{rejected, unavailable};
+use crate::replica::signing::{SignError, sign, signer};
 use crate::replica::{ReplicaCore, now};
-use crate::state::model::{Actor, Timestamp};
+use crate::state::model::Actor;
 use crate::state::{Command, Op, Outcome};
 
 /// 32 random bytes, in hex.
@@ -27,75 +28,13 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A certificate this replica signed and recorded.
-pub struct Signed {
-    /// The certificate, then the signing CA's.
-    pub chain_pem: String,
-    pub roots_pem: String,
-    pub serial: String,
-    /// Microseconds since the epoch.
-    pub not_after: u64,
-}
-
-/// The replica's signing CA and its TLS roots, or why it cannot sign.
-fn signer(core: &ReplicaCore) -> Result<(&ca::Authority, String), Status> {
-    let Some(signer) = core.signer() else {
-        return Err(Status::failed_precondition(
-            "this replica has no signing CA (signer.pem in its tls_dir): ask another, or give \
-             it one with `slapmaster cert signer`",
-        ));
-    };
-    let Some(tls) = core.tls() else {
-        return Err(Status::failed_precondition(
-            "signing certificates needs a replica running TLS",
-        ));
-    };
-    Ok((signer, tls.roots_pem.concat()))
-}
-
-/// Signs `csr_pem` for `identity` with this replica's signing CA and records the certificate
-/// through Raft (best effort: a certificate whose record failed is valid all the same).
-pub async fn sign(
-    core: &ReplicaCore,
-    csr_pem: &str,
-    identity: &ca::Identity,
-    lifetime: std::time::Duration,
-    recorded_by: Actor,
-) -> Result<Signed, Status> {
-    let (signer, roots_pem) = signer(core)?;
-    let grant = ca::Grant {
-        lifetime,
-        identity: identity.clone(),
-        server_names: Vec::new(),
-    };
-    let leaf = signer
-        .sign_leaf(csr_pem, &grant, std::time::SystemTime::now())
-        .map_err(|e| Status::invalid_argument(format!("the certificate request: {e}")))?;
-    let info = ca::CertificateInfo::from_pem(&leaf).map_err(|e| Status::internal(e.to_string()))?;
-    let not_after = info
-        .not_after
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-    let recorded = core
-        .write(Command {
-            at: now(),
-            actor: recorded_by,
-            op: Op::RecordCertificate {
-                serial: info.serial.to_string(),
-                identity: identity.to_uri(),
-                not_after: Timestamp(not_after),
-            },
-        })
-        .await;
-    if let Err(e) = recorded {
-        tracing::warn!(%e, serial = %info.serial, "issued certificate not recorded");
+/// Why signing failed, as a gRPC status.
+pub(super) fn sign_failed(error: &SignError) -> Status {
+    match error {
+        SignError::NoSigner | SignError::NoTls => Status::failed_precondition(error.to_string()),
+        SignError::Request(_) => Status::invalid_argument(error.to_string()),
+        SignError::Issued(_) => Status::internal(error.to_string()),
     }
-    Ok(Signed {
-        chain_pem: format!("{leaf}{}", signer.cert_pem()),
-        roots_pem,
-        serial: info.serial.to_string(),
-        not_after,
-    })
 }
 
 /// A computer's next certificate, signed once the one it called with (`presented`) is due for
@@ -141,7 +80,8 @@ async fn sign_computer(
         lifetime,
         Actor::Replica(core.id()),
     )
-    .await?;
+    .await
+    .map_err(|e| sign_failed(&e))?;
     tracing::info!(%identity, serial = %signed.serial, "signed a computer's certificate");
     Ok(pb::EnrollReply {
         chain_pem: signed.chain_pem,
@@ -155,7 +95,7 @@ pub async fn enroll(
     csr_pem: &str,
 ) -> Result<pb::EnrollReply, Status> {
     // Refuse what cannot be signed before the token is spent on it.
-    signer(core)?;
+    signer(core).map_err(|e| sign_failed(&e))?;
     ca::verify_request(csr_pem)
         .map_err(|e| Status::invalid_argument(format!("the certificate request: {e}")))?;
     let used = core

@@ -6,10 +6,12 @@
 //! cluster that cannot answer now, [`failed`] for a replica that cannot read its own state.
 
 mod admin;
+mod call_metrics;
 mod convert;
 pub(crate) mod enroll;
 pub(crate) mod gate;
 mod node;
+mod raft;
 mod user;
 
 pub use admin::cluster_status;
@@ -24,16 +26,12 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 use tonic::transport::server::Router;
 
-use crate::replica::{Consistency, ReadError, ReplicaCore, WriteError, Written, now};
+use crate::limits::{MAX_CLIENT_MESSAGE_BYTES, bounded};
+use crate::replica::{CallError, Consistency, ReadError, ReplicaCore, WriteError};
 use crate::state::model::{Actor, PartitionId};
-use crate::state::{Command, Op, Outcome, Rejection};
+use crate::state::{Op, Outcome, Rejection};
 
 pub use slapcluster_api::client::ACTOR_HEADER;
-
-/// Largest request a node, user or operator may send. The largest legitimate one is an
-/// instance request with the maximum parameters (1 MiB) and SLA; anything larger is refused
-/// before it is decoded.
-pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4 << 20;
 
 /// Largest message between replicas: a batch of entries or a snapshot chunk.
 const MAX_RAFT_MESSAGE_BYTES: usize = 64 << 20;
@@ -44,20 +42,17 @@ pub(crate) fn router(
 ) -> Router<
     tower::layer::util::Stack<
         gate::GateLayer,
-        tower::layer::util::Stack<
-            crate::observe::layer::CallMetricsLayer,
-            tower::layer::util::Identity,
-        >,
+        tower::layer::util::Stack<call_metrics::CallMetricsLayer, tower::layer::util::Identity>,
     >,
 > {
     tonic::transport::Server::builder()
         // Outermost, so that refusals at the gate are timed and counted too.
-        .layer(crate::observe::layer::CallMetricsLayer {
+        .layer(call_metrics::CallMetricsLayer {
             metrics: core.metrics().clone(),
         })
         .layer(gate::GateLayer { core: core.clone() })
         .add_service(
-            RaftServer::new(crate::replica::RaftService { core: core.clone() })
+            RaftServer::new(raft::RaftService { core: core.clone() })
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES),
         )
         .add_service(
@@ -113,27 +108,9 @@ pub(crate) fn authenticate(
             Some(_) => actor(metadata),
             None => Ok(Actor::Replica(id)),
         },
-        other => identity_actor(other)
+        other => crate::replica::identity_actor(other)
             .ok_or_else(|| Status::internal("a replica's identity read as another's")),
     }
-}
-
-/// The actor a certificate's identity is, for every identity but a replica's (which may act
-/// for the callers it passes calls on for).
-pub(crate) fn identity_actor(identity: ca::Identity) -> Option<Actor> {
-    Some(match identity {
-        ca::Identity::Replica(_) => return None,
-        ca::Identity::Operator(name) => Actor::Operator(name.as_str().into()),
-        ca::Identity::User(name) => Actor::User(name.as_str().into()),
-        ca::Identity::Computer(id) => Actor::Computer(id.as_str().into()),
-        ca::Identity::Partition {
-            computer,
-            partition,
-        } => Actor::Partition(PartitionId {
-            computer: computer.as_str().into(),
-            partition: partition.as_str().into(),
-        }),
-    })
 }
 
 /// The policy's refusals, as gRPC answers.
@@ -196,22 +173,6 @@ fn parse_actor(value: &str) -> Option<Actor> {
     })
 }
 
-/// Error messages name what was wrong, and may quote the caller's input: at most this many
-/// bytes of them are sent back, so that a 3 MB identifier is not echoed whole.
-pub const MAX_MESSAGE_BYTES: usize = 1024;
-
-/// `message`, cut to [`MAX_MESSAGE_BYTES`] (at a character boundary) with its length said.
-pub fn bounded(message: String) -> String {
-    if message.len() <= MAX_MESSAGE_BYTES {
-        return message;
-    }
-    let mut end = MAX_MESSAGE_BYTES;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes in all)", &message[..end], message.len())
-}
-
 /// A domain refusal: the caller's mistake, never retried.
 pub fn rejected(rejection: &Rejection) -> Status {
     let message = bounded(rejection.to_string());
@@ -266,39 +227,10 @@ pub(crate) async fn write(
     actor: Actor,
     op: Op,
 ) -> Result<(Outcome, u64), Status> {
-    // Refused here, a malformed or oversized command never reaches the log.
-    crate::state::check_input(&op).map_err(|r| rejected(&r))?;
-    let Written { response, index } = core
-        .write(Command {
-            at: now(),
-            actor,
-            op,
-        })
-        .await
-        .map_err(|e| unavailable(&e))?;
-    let outcome = response.map_err(|r| rejected(&r))?;
-    count_placements(core, &outcome);
-    Ok((outcome, index))
-}
-
-fn count_placements(core: &ReplicaCore, outcome: &Outcome) {
-    use crate::state::model::Placement;
-    let metrics = core.metrics();
-    match outcome {
-        Outcome::Instance(summary) if summary.changed => {
-            let placement = match summary.placement {
-                Placement::Partition(_) => "partition",
-                Placement::Hosted { .. } => "hosted",
-                Placement::Pending { .. } => "pending",
-                Placement::Unplaceable { .. } => "unplaceable",
-            };
-            metrics.instance_requests.get(placement).inc();
-        }
-        Outcome::Placed { placed } | Outcome::ComputerRegistered { placed, .. } => {
-            metrics.placed_later.add(u64::from(*placed));
-        }
-        _ => {}
-    }
+    core.execute(actor, op).await.map_err(|error| match error {
+        CallError::Rejected(rejection) => rejected(&rejection),
+        CallError::Unavailable(error) => unavailable(&error),
+    })
 }
 
 fn write_reply((outcome, index): (Outcome, u64)) -> slapcluster_api::v1::WriteReply {
@@ -311,16 +243,6 @@ fn write_reply((outcome, index): (Outcome, u64)) -> slapcluster_api::v1::WriteRe
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn long_messages_are_cut_at_a_character_boundary_and_say_how_long_they_were() {
-        let short = "unknown computer COMP-1".to_string();
-        assert_eq!(bounded(short.clone()), short);
-        let long = format!("unknown computer {}", "é".repeat(2_000_000));
-        let cut = bounded(long.clone());
-        assert!(cut.len() < MAX_MESSAGE_BYTES + 64, "{}", cut.len());
-        assert!(cut.ends_with(&format!("… ({} bytes in all)", long.len())));
-    }
 
     #[test]
     fn actors_parse_from_their_header_form() {

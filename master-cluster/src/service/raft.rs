@@ -1,4 +1,5 @@
-//! The internal Raft service: what other replicas call on this one.
+//! The internal Raft service: what other replicas call on this one (appends, votes, snapshots,
+//! forwarded writes and read indexes). Replicas only: the gate refuses every other caller.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -12,10 +13,10 @@ use slapcluster_api::v1::RaftPayload;
 use slapcluster_api::v1::raft_server;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::wire::{self, ForwardError};
-use super::{Attempt, ReplicaCore, Written};
+use super::replica_only;
 use crate::lock;
-use crate::service::replica_only;
+use crate::replica::wire::{self, ForwardError};
+use crate::replica::{Attempt, ReplicaCore, Written};
 use crate::state::Command;
 
 pub struct RaftService {
@@ -72,7 +73,7 @@ impl raft_server::Raft for RaftService {
         // (the request half is read by a task of openraft's, which holds it until it ends).
         let appends = appends.take_until(self.core.stopping());
         let core = Arc::clone(&self.core);
-        let answers = self.core.raft.stream_append(appends).map(move |answer| {
+        let answers = self.core.raft().stream_append(appends).map(move |answer| {
             // As for a unary append: only a current leader's appends are answered
             // otherwise than with a higher vote, and they are the leader contact.
             if matches!(answer, Ok(Ok(_) | Err(StreamAppendError::Conflict(_)))) {
@@ -91,7 +92,7 @@ impl raft_server::Raft for RaftService {
     async fn append_entries(&self, request: Request<RaftPayload>) -> Reply {
         replica_only(&self.core, &request)?;
         let rpc = wire::decode("append-entries request", &request.into_inner().payload)?;
-        let answer = self.core.raft.append_entries(rpc).await;
+        let answer = self.core.raft().append_entries(rpc).await;
         // Only a current leader's append-entries is accepted (a stale one gets a higher
         // vote back): that is the leader contact a node's poll reports.
         if matches!(
@@ -108,25 +109,25 @@ impl raft_server::Raft for RaftService {
     async fn vote(&self, request: Request<RaftPayload>) -> Reply {
         replica_only(&self.core, &request)?;
         let rpc = wire::decode_vote_request(&request.into_inner().payload)?;
-        reply(&self.core.raft.vote(rpc).await)
+        reply(&self.core.raft().vote(rpc).await)
     }
 
     async fn pre_vote(&self, request: Request<RaftPayload>) -> Reply {
         replica_only(&self.core, &request)?;
         let rpc = wire::decode_vote_request(&request.into_inner().payload)?;
-        reply(&self.core.raft.pre_vote(rpc).await)
+        reply(&self.core.raft().pre_vote(rpc).await)
     }
 
     async fn install_snapshot(&self, request: Request<RaftPayload>) -> Reply {
         replica_only(&self.core, &request)?;
         let rpc = wire::decode("install-snapshot request", &request.into_inner().payload)?;
-        reply(&ChunkedSnapshotReceiver::install_snapshot(&self.core.raft, rpc).await)
+        reply(&ChunkedSnapshotReceiver::install_snapshot(self.core.raft(), rpc).await)
     }
 
     async fn forward(&self, request: Request<RaftPayload>) -> Reply {
         replica_only(&self.core, &request)?;
         let command: Command = wire::decode("forwarded command", &request.into_inner().payload)?;
-        let answer = match self.core.batcher.submit(command).await {
+        let answer = match self.core.submit_forwarded(command).await {
             Attempt::Done(Written { response, index }) => Ok((response, index)),
             Attempt::Redirect(leader) => Err(ForwardError::NotLeader { leader }),
             Attempt::TimedOut(waited) => Err(ForwardError::Unavailable(format!(
@@ -139,7 +140,12 @@ impl raft_server::Raft for RaftService {
 
     async fn read_index(&self, request: Request<RaftPayload>) -> Reply {
         replica_only(&self.core, &request)?;
-        let answer = match self.core.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
+        let answer = match self
+            .core
+            .raft()
+            .get_read_log_id(ReadPolicy::ReadIndex)
+            .await
+        {
             // `Some` always (a leader has committed its own entry); an option on the wire for
             // replicas of earlier releases, which could answer none.
             Ok((read, _applied)) => Ok(Some(read.log_id().index)),

@@ -11,8 +11,8 @@ use super::form::Form;
 use super::marshal::{self, Object, SlapClass, Value};
 use super::server::{Answer, Caller, Failure, text, xml};
 use super::{definition, journal, view};
+use crate::replica::signing::{Signed, sign};
 use crate::replica::{Consistency, ReplicaCore, now};
-use crate::service;
 use crate::state::model::{
     Actor, ComputerId, Parameters, PartitionId, PartitionRef, Placement, RequestedState,
     SoftwareState, SupplyState, Timestamp, UsageRecord,
@@ -148,7 +148,7 @@ impl Call<'_> {
     }
 
     async fn write(&self, actor: Actor, op: Op) -> Result<(Outcome, u64), Failure> {
-        Ok(service::write(self.core, actor, op).await?)
+        Ok(self.core.execute(actor, op).await?)
     }
 
     fn computer_id(&self, name: &'static str) -> Result<ComputerId, Failure> {
@@ -328,14 +328,11 @@ impl Call<'_> {
     }
 
     /// A key made here and its certificate for `identity`, recorded by this replica.
-    async fn sign_new_key(
-        &self,
-        identity: &ca::Identity,
-    ) -> Result<(service::enroll::Signed, String), Failure> {
+    async fn sign_new_key(&self, identity: &ca::Identity) -> Result<(Signed, String), Failure> {
         let request = ca::new_key_and_request()
             .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         let lifetime = ca::Lifetimes::default().leaf(identity.role());
-        let signed = service::enroll::sign(
+        let signed = sign(
             self.core,
             &request.csr_pem,
             identity,

@@ -11,11 +11,26 @@
 //!   and who calls; `calls`: each call as its command or query.
 
 mod calls;
-#[cfg(test)]
-pub(crate) use calls::CALLS;
 pub mod definition;
 pub mod form;
 pub mod journal;
 pub mod marshal;
 pub mod server;
 pub mod view;
+
+#[cfg(test)]
+mod tests {
+    use crate::state::policy::slap_operation;
+
+    /// The one authorisation policy names every call the listener serves (a call it does not
+    /// name would be refused to everyone; see `state/policy/tests.rs` for the gRPC methods).
+    #[test]
+    fn every_slap_call_is_named_by_the_policy() {
+        for call in super::calls::CALLS {
+            assert!(
+                slap_operation(call).is_some(),
+                "{call} is not in the policy"
+            );
+        }
+    }
+}

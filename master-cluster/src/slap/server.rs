@@ -13,6 +13,7 @@
 
 use std::sync::{Arc, Weak};
 
+use crate::state::Rejection;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Extension, State};
@@ -20,12 +21,12 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use rustls::pki_types::CertificateDer;
 use tokio::net::TcpListener;
-use tonic::{Code, Status};
 
 use super::form::{Form, FormError, partition_authorization};
 use super::marshal::{self, Value};
-use crate::replica::ReplicaCore;
-use crate::service::{self, MAX_CLIENT_MESSAGE_BYTES};
+use crate::limits::{MAX_CLIENT_MESSAGE_BYTES, bounded};
+use crate::replica::signing::SignError;
+use crate::replica::{CallError, ReadError, ReplicaCore, WriteError};
 use crate::state::model::{Actor, ComputerId, PartitionId, UserId};
 use crate::state::policy;
 
@@ -77,21 +78,49 @@ impl Failure {
     }
 }
 
-/// The gRPC services' statuses, as SLAP clients read HTTP statuses.
-impl From<Status> for Failure {
-    fn from(status: Status) -> Self {
-        let code = match status.code() {
-            Code::NotFound => StatusCode::NOT_FOUND,
-            Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
-            Code::PermissionDenied => StatusCode::FORBIDDEN,
-            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Code::FailedPrecondition | Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
-            Code::Unavailable | Code::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
-            // A budget or a quota: the caller's own doing, not the cluster's.
-            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
+/// The domain's refusals, as SLAP clients read HTTP statuses.
+impl From<Rejection> for Failure {
+    fn from(rejection: Rejection) -> Self {
+        let status = match &rejection {
+            Rejection::UnknownComputer(_)
+            | Rejection::UnknownPartition(_)
+            | Rejection::UnknownInstance(_)
+            | Rejection::UnknownSharedInstance { .. }
+            | Rejection::UnknownTitle(..)
+            | Rejection::UnknownProject(_)
+            | Rejection::NothingToDestroy { .. } => StatusCode::NOT_FOUND,
+            Rejection::BadEnrollmentToken | Rejection::NotAllowed { .. } => StatusCode::FORBIDDEN,
+            // A quota: the caller's own doing, not the cluster's.
+            Rejection::OverQuota { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Rejection::TooLarge { .. }
+            | Rejection::TooMany { .. }
+            | Rejection::Invalid { .. }
+            | Rejection::WrongComputer(..) => StatusCode::BAD_REQUEST,
+            Rejection::PartitionFree(_)
+            | Rejection::PartitionBusy { .. }
+            | Rejection::BeingDestroyed(_) => StatusCode::CONFLICT,
         };
-        Self(code, status.message().to_string())
+        Self(status, rejection.to_string())
+    }
+}
+
+impl From<SignError> for Failure {
+    fn from(error: SignError) -> Self {
+        let status = match error {
+            SignError::NoSigner | SignError::NoTls => StatusCode::CONFLICT,
+            SignError::Request(_) => StatusCode::BAD_REQUEST,
+            SignError::Issued(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self(status, error.to_string())
+    }
+}
+
+impl From<CallError> for Failure {
+    fn from(error: CallError) -> Self {
+        match error {
+            CallError::Rejected(rejection) => rejection.into(),
+            CallError::Unavailable(error) => error.into(),
+        }
     }
 }
 
@@ -109,22 +138,30 @@ impl From<FormError> for Failure {
     }
 }
 
-impl From<crate::replica::ReadError> for Failure {
-    fn from(error: crate::replica::ReadError) -> Self {
-        service::failed(&error).into()
+impl From<ReadError> for Failure {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Barrier(error) => error.into(),
+            // The replica cannot read its own state: the caller should try another replica.
+            ReadError::State(_) | ReadError::Storage(_) | ReadError::Stopped(_) => {
+                tracing::error!(%error, "SLAP read failed");
+                Self(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
+            }
+        }
     }
 }
 
-impl From<crate::replica::WriteError> for Failure {
-    fn from(error: crate::replica::WriteError) -> Self {
-        service::unavailable(&error).into()
+/// The cluster could not answer now (no leader, a lagging or stopping replica): retry.
+impl From<WriteError> for Failure {
+    fn from(error: WriteError) -> Self {
+        Self(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
     }
 }
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let Failure(status, message) = self;
-        let mut message = service::bounded(message);
+        let mut message = bounded(message);
         message.push('\n');
         (
             status,
@@ -383,7 +420,7 @@ fn verify(core: &ReplicaCore, trust: &Trust, peer: &Peer) -> Result<Identity, Fa
                         format!("client certificate: {refusal}"),
                     )
                 })?;
-            Identity::Verified(service::identity_actor(identity).ok_or_else(|| {
+            Identity::Verified(crate::replica::identity_actor(identity).ok_or_else(|| {
                 Failure::forbidden("replicas do not call SLAP; they pass calls on over gRPC")
             })?)
         }
@@ -587,19 +624,36 @@ mod tests {
     }
 
     #[test]
-    fn statuses_keep_their_meaning_and_a_callers_mistake_is_never_500() {
-        for (status, http) in [
-            (Status::not_found("x"), StatusCode::NOT_FOUND),
-            (Status::invalid_argument("x"), StatusCode::BAD_REQUEST),
-            (Status::permission_denied("x"), StatusCode::FORBIDDEN),
-            (Status::unauthenticated("x"), StatusCode::UNAUTHORIZED),
-            (Status::failed_precondition("x"), StatusCode::CONFLICT),
-            (Status::unavailable("x"), StatusCode::SERVICE_UNAVAILABLE),
-            (Status::internal("x"), StatusCode::INTERNAL_SERVER_ERROR),
+    fn refusals_keep_their_meaning_and_a_callers_mistake_is_never_500() {
+        let invalid = Rejection::Invalid {
+            what: "title".into(),
+            reason: "empty".into(),
+        };
+        for (failure, http) in [
+            (
+                Failure::from(Rejection::UnknownComputer("COMP-1".into())),
+                StatusCode::NOT_FOUND,
+            ),
+            (Failure::from(invalid), StatusCode::BAD_REQUEST),
+            (
+                Failure::from(Rejection::BadEnrollmentToken),
+                StatusCode::FORBIDDEN,
+            ),
+            (
+                Failure::from(WriteError::NoLeader(std::time::Duration::from_secs(1))),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                Failure::from(ReadError::Stopped("stopping".into())),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (Failure::from(SignError::NoSigner), StatusCode::CONFLICT),
+            (
+                Failure::from(FormError::Missing("computer_id")),
+                StatusCode::BAD_REQUEST,
+            ),
         ] {
-            assert_eq!(Failure::from(status).0, http);
+            assert_eq!(failure.0, http, "{}", failure.1);
         }
-        let form = FormError::Missing("computer_id");
-        assert_eq!(Failure::from(form).0, StatusCode::BAD_REQUEST);
     }
 }

@@ -36,19 +36,13 @@ fn grpc_methods() -> Vec<String> {
 }
 
 #[test]
-fn every_grpc_method_and_slap_call_is_named_and_nothing_else() {
+fn every_grpc_method_is_named_and_nothing_else() {
     let methods = grpc_methods();
     assert_eq!(methods.len(), 43, "the contract's methods: {methods:?}");
     for method in &methods {
         assert!(
             grpc_operation(method).is_some(),
             "{method} is not in the policy"
-        );
-    }
-    for call in crate::slap::CALLS {
-        assert!(
-            slap_operation(call).is_some(),
-            "{call} is not in the policy"
         );
     }
     for unknown in [
