@@ -26,15 +26,6 @@ const LAYERS: &[(&str, u32)] = &[
     ("daemon", 6),
 ];
 
-/// Uses that break the layering today, each with the reason it is still there. The list only
-/// shrinks: a use not on it fails, and so does an entry that no longer occurs.
-const KNOWN: &[(&str, &str, &str)] = &[(
-    "observe",
-    "service",
-    "the status page reads the cluster status the Admin service builds (issue 21: one \
-         domain status, converted at the edge)",
-)];
-
 fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("read src") {
         let path = entry.expect("entry").path();
@@ -77,7 +68,6 @@ fn modules_use_only_lower_layers() {
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     let mut broken = Vec::new();
-    let mut known_seen = Vec::new();
     for file in &files {
         let relative = file.strip_prefix(&src).expect("under src");
         let first = relative
@@ -102,7 +92,7 @@ fn modules_use_only_lower_layers() {
                 continue;
             }
             for used in named_modules(line) {
-                if used == module || used == "lock" {
+                if used == module {
                     continue;
                 }
                 let Some(&theirs) = layers.get(used.as_str()) else {
@@ -111,26 +101,12 @@ fn modules_use_only_lower_layers() {
                 if theirs < own {
                     continue;
                 }
-                if KNOWN
-                    .iter()
-                    .any(|(from, to, _)| *from == module && *to == used)
-                {
-                    known_seen.push((module.to_string(), used));
-                    continue;
-                }
                 broken.push(format!(
                     "{}:{}: {module} (layer {own}) uses {used} (layer {theirs})",
                     relative.display(),
                     number + 1
                 ));
             }
-        }
-    }
-    for (from, to, why) in KNOWN {
-        if !known_seen.iter().any(|(f, t)| f == from && t == to) {
-            broken.push(format!(
-                "{from} no longer uses {to}: remove it from KNOWN ({why})"
-            ));
         }
     }
     assert!(broken.is_empty(), "{}", broken.join("\n"));

@@ -17,6 +17,7 @@ use slapcluster_api::metrics::CONTENT_TYPE;
 use tokio::net::TcpListener;
 
 use super::page::{self, ComputerRow, MemberRow, PendingRow, StatusPage};
+use crate::replica::status::Standing;
 use crate::replica::{Consistency, ReplicaCore};
 use crate::state::model::Placement;
 use crate::state::query;
@@ -112,12 +113,12 @@ fn microseconds(t: crate::state::model::Timestamp) -> SystemTime {
 
 /// Everything the page shows, from this replica's applied state and its members' answers.
 async fn gather(core: &Arc<ReplicaCore>) -> StatusPage {
-    let status = crate::service::cluster_status(core).await;
+    let status = core.cluster_status().await;
     let mut page = StatusPage {
         replica: core.id(),
         region: core.node().region,
         term: status.term,
-        leader: (status.leader != 0).then_some(status.leader),
+        leader: status.leader,
         elections: core.elections().recent(),
         ..Default::default()
     };
@@ -125,21 +126,21 @@ async fn gather(core: &Arc<ReplicaCore>) -> StatusPage {
         .members
         .into_iter()
         .map(|m| MemberRow {
-            role: match m.role() {
-                slapcluster_api::v1::Role::Leader => "leader",
-                slapcluster_api::v1::Role::Follower => "follower",
-                slapcluster_api::v1::Role::Learner => "learner",
-                slapcluster_api::v1::Role::Candidate => "candidate",
-                _ => "unknown",
+            role: match m.standing() {
+                Some(Standing::Leader) => "leader",
+                Some(Standing::Follower) => "follower",
+                Some(Standing::Learner) => "learner",
+                Some(Standing::Candidate) => "candidate",
+                Some(Standing::Outside) | None => "unknown",
             }
             .into(),
-            id: m.id,
-            addr: m.addr,
-            region: m.region,
-            applied_index: m.applied_index,
+            applied_index: m.reported.as_ref().map(|s| s.applied_index),
             lag: m.lag,
-            leader_contact: m.leader_contact_age_ms.map(Duration::from_millis),
-            unreachable: m.unreachable,
+            leader_contact: m.reported.as_ref().and_then(|s| s.leader_contact_age),
+            unreachable: m.unreachable(),
+            id: m.member.id,
+            addr: m.member.addr,
+            region: m.member.region,
         })
         .collect();
     let state = core

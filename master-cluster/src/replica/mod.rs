@@ -21,6 +21,7 @@ mod membership;
 pub mod metrics;
 mod network;
 pub mod signing;
+pub mod status;
 pub(crate) mod wire;
 
 use openraft::async_runtime::WatchReceiver as _;

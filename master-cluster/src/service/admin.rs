@@ -8,7 +8,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::ServerState;
 use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::admin_client::AdminClient;
 use tokio_stream::Stream;
@@ -17,6 +16,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::{ACTOR_HEADER, caller, convert::invalid, failed, unavailable, write, write_reply};
+use crate::replica::status::{ClusterStatus, ReplicaStatus, Standing};
 use crate::replica::{Consistency, MembershipError, ReadError, ReplicaCore};
 use crate::state::model::{Actor, AllocationScope, ProjectId, ProjectRole, Quota, UserId};
 use crate::state::policy::{self, Operation, ProjectFacts, Target};
@@ -24,9 +24,6 @@ use crate::state::{Op, ReplicaNode};
 
 /// Marks a membership change a follower passed on, so that it is passed on at most once.
 const FORWARDED_HEADER: &str = "slapcluster-forwarded";
-
-/// How long a cluster status waits for each member's own status.
-const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Backups stream in chunks of this size.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
@@ -60,40 +57,34 @@ fn operator<T>(
     }
 }
 
-fn role_of(core: &ReplicaCore) -> pb::Role {
-    let metrics = core.raft().metrics();
-    let metrics = metrics.borrow_watched();
-    let membership = metrics.membership_config.membership();
-    if membership.get_node(&core.id()).is_none() {
-        return pb::Role::None;
-    }
-    match metrics.state {
-        ServerState::Leader => pb::Role::Leader,
-        ServerState::Candidate => pb::Role::Candidate,
-        ServerState::Follower => pb::Role::Follower,
-        ServerState::Learner | ServerState::Shutdown => pb::Role::Learner,
+fn role(standing: Standing) -> pb::Role {
+    match standing {
+        Standing::Leader => pb::Role::Leader,
+        Standing::Follower => pb::Role::Follower,
+        Standing::Candidate => pb::Role::Candidate,
+        Standing::Learner => pb::Role::Learner,
+        Standing::Outside => pb::Role::None,
     }
 }
 
-fn local_status(core: &ReplicaCore) -> pb::ReplicaStatusReply {
-    let role = role_of(core);
-    let metrics = core.raft().metrics().borrow_watched().clone();
-    let node = core.node();
+fn millis(age: Duration) -> u64 {
+    u64::try_from(age.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn replica_status_reply(status: ReplicaStatus) -> pb::ReplicaStatusReply {
     let mut reply = pb::ReplicaStatusReply {
-        id: core.id(),
-        addr: node.addr,
-        region: node.region,
-        term: metrics.current_term,
-        leader: metrics.current_leader.unwrap_or(0),
-        last_log_index: metrics.last_log_index.unwrap_or(0),
-        applied_index: metrics.last_applied.map_or(0, |id| id.index),
-        snapshot_index: metrics.snapshot.map_or(0, |id| id.index),
-        leader_contact_age_ms: core
-            .leader_contact_age()
-            .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+        id: status.id,
+        addr: status.addr,
+        region: status.region,
+        term: status.term,
+        leader: status.leader.unwrap_or(0),
+        last_log_index: status.last_log_index,
+        applied_index: status.applied_index,
+        snapshot_index: status.snapshot_index,
+        leader_contact_age_ms: status.leader_contact_age.map(millis),
         ..Default::default()
     };
-    reply.set_role(role);
+    reply.set_role(role(status.standing));
     reply
 }
 
@@ -108,37 +99,6 @@ fn membership_status(error: MembershipError) -> Status {
             Status::deadline_exceeded(format!("{error}; promote it once it has caught up"))
         }
     }
-}
-
-/// Each member's own status (this replica's included), asked of them all at once, each
-/// bounded by [`MEMBER_STATUS_TIMEOUT`]; members that did not answer are absent.
-async fn member_statuses(
-    core: &ReplicaCore,
-    members: &[crate::replica::Member],
-) -> std::collections::HashMap<u64, pb::ReplicaStatusReply> {
-    let mut asks = tokio::task::JoinSet::new();
-    for member in members.iter().filter(|m| m.id != core.id()) {
-        let channel = core.peers().channel(&member.addr);
-        let id = member.id;
-        asks.spawn(async move {
-            let mut client = AdminClient::new(channel.ok()?);
-            let mut ask = Request::new(pb::ReplicaStatusRequest::default());
-            ask.set_timeout(MEMBER_STATUS_TIMEOUT);
-            let answer = tokio::time::timeout(MEMBER_STATUS_TIMEOUT, client.replica_status(ask));
-            let status = answer.await.ok()?.ok()?.into_inner();
-            // Whoever answers at a member's address must be that member.
-            (status.id == id).then_some(status)
-        });
-    }
-    let mut statuses = std::collections::HashMap::new();
-    let local = local_status(core);
-    statuses.insert(local.id, local);
-    while let Some(joined) = asks.join_next().await {
-        if let Ok(Some(status)) = joined {
-            statuses.insert(status.id, status);
-        }
-    }
-    statuses
 }
 
 impl AdminService {
@@ -183,50 +143,36 @@ impl AdminService {
     }
 }
 
-/// Every member as it reports itself (asked at once, each within a second),
-/// as this replica sees the membership.
-pub async fn cluster_status(core: &ReplicaCore) -> pb::ClusterStatusReply {
-    let members = core.members();
-    let statuses = member_statuses(core, &members).await;
-    let local = local_status(core);
-
-    let head = statuses
-        .values()
-        .map(|s| s.last_log_index)
-        .max()
-        .unwrap_or(0);
-    let members = members
+/// The cluster as this replica sees it, as `Admin.ClusterStatus` answers it.
+fn cluster_status_reply(status: ClusterStatus) -> pb::ClusterStatusReply {
+    let members = status
+        .members
         .into_iter()
-        .map(|member| {
-            let status = statuses.get(&member.id);
-            let voter = member.role != crate::replica::Role::Learner;
+        .map(|m| {
+            let standing = m.standing();
             let mut out = pb::Member {
-                id: member.id,
-                addr: member.addr,
-                region: member.region,
-                voter,
-                applied_index: status.map(|s| s.applied_index),
-                lag: status.map(|s| head.saturating_sub(s.applied_index)),
-                leader_contact_age_ms: status.and_then(|s| s.leader_contact_age_ms),
-                unreachable: if status.is_some() {
-                    String::new()
-                } else {
-                    "did not answer within a second".into()
-                },
+                voter: m.member.role != crate::replica::Role::Learner,
+                unreachable: m.unreachable(),
+                id: m.member.id,
+                addr: m.member.addr,
+                region: m.member.region,
+                applied_index: m.reported.as_ref().map(|s| s.applied_index),
+                lag: m.lag,
+                leader_contact_age_ms: m
+                    .reported
+                    .as_ref()
+                    .and_then(|s| s.leader_contact_age)
+                    .map(millis),
                 ..Default::default()
             };
-            out.set_role(match status {
-                _ if !voter => pb::Role::Learner,
-                Some(s) => s.role(),
-                None => pb::Role::Unspecified,
-            });
+            out.set_role(standing.map_or(pb::Role::Unspecified, role));
             out
         })
         .collect();
     pb::ClusterStatusReply {
-        id: local.id,
-        leader: local.leader,
-        term: local.term,
+        id: status.id,
+        leader: status.leader.unwrap_or(0),
+        term: status.term,
         members,
     }
 }
@@ -427,7 +373,9 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::ClusterStatusRequest>,
     ) -> Reply<pb::ClusterStatusReply> {
         operator(&self.core, &request, Operation::ReadClusterStatus)?;
-        Ok(Response::new(cluster_status(&self.core).await))
+        Ok(Response::new(cluster_status_reply(
+            self.core.cluster_status().await,
+        )))
     }
 
     async fn replica_status(
@@ -439,7 +387,7 @@ impl pb::admin_server::Admin for AdminService {
         if self.core.tls().is_some() {
             caller(&self.core, &request)?;
         }
-        let mut reply = local_status(&self.core);
+        let mut reply = replica_status_reply(self.core.local_status());
         if request.get_ref().state_digest {
             let (index, digest) = self.core.state_digest().await.map_err(|e| failed(&e))?;
             reply.digest_index = index;
@@ -510,7 +458,7 @@ impl pb::admin_server::Admin for AdminService {
                 // removes (elsewhere the call is passed on), so only the leader asks.
                 let answering: BTreeSet<u64> =
                     if core.raft().metrics().borrow_watched().current_leader == Some(core.id()) {
-                        member_statuses(core, &core.members())
+                        core.member_statuses(&core.members())
                             .await
                             .into_keys()
                             .collect()

@@ -14,8 +14,6 @@ mod node;
 mod raft;
 mod user;
 
-pub use admin::cluster_status;
-
 use std::sync::Arc;
 
 use slapcluster_api::v1::admin_server::AdminServer;
