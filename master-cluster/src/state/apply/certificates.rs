@@ -1,0 +1,222 @@
+//! Certificates: issued ones recorded, enrollment tokens, an instance's certificate bound to its
+//! partition, revocations.
+
+use super::*;
+
+impl Applier<'_, '_> {
+    pub(super) fn record_certificate(
+        &mut self,
+        serial: &str,
+        identity: &str,
+        not_after: Timestamp,
+    ) -> Handled {
+        check!(check_serial(serial));
+        check!(check_name("certificate identity", identity));
+        let key = tables::serial_key(serial);
+        if tables::get::<IssuedCertificate>(&self.t.certificates, "certificates", key.as_bytes())?
+            .is_some()
+        {
+            return Ok(Ok(Outcome::Unchanged));
+        }
+        let record = IssuedCertificate {
+            serial: serial.to_string(),
+            identity: identity.to_string(),
+            not_after,
+            issued_at: self.at,
+            issued_by: self.actor.clone(),
+        };
+        tables::put(
+            &mut self.t.certificates,
+            "certificates",
+            key.as_bytes(),
+            &record,
+        )?;
+        self.audit("record certificate", format!("{serial} for {identity}"))?;
+        Ok(Ok(Outcome::Done))
+    }
+
+    pub(super) fn create_enrollment_token(
+        &mut self,
+        token_hash: &str,
+        computer: &ComputerId,
+        expires_at: Timestamp,
+    ) -> Handled {
+        check!(check_token_hash(token_hash));
+        check!(check_name("computer id", computer.as_str()));
+        let key = tables::serial_key(token_hash);
+        if tables::get::<EnrollmentToken>(
+            &self.t.enrollment_tokens,
+            "enrollment_tokens",
+            key.as_bytes(),
+        )?
+        .is_some()
+        {
+            return Ok(Ok(Outcome::Unchanged));
+        }
+        let token = EnrollmentToken {
+            computer: computer.clone(),
+            expires_at,
+            issued_by: self.actor.clone(),
+            used_at: None,
+        };
+        tables::put(
+            &mut self.t.enrollment_tokens,
+            "enrollment_tokens",
+            key.as_bytes(),
+            &token,
+        )?;
+        self.audit("create enrollment token", computer.to_string())?;
+        Ok(Ok(Outcome::Done))
+    }
+
+    pub(super) fn use_enrollment_token(&mut self, token_hash: &str) -> Handled {
+        check!(check_token_hash(token_hash));
+        let key = tables::serial_key(token_hash);
+        let Some(mut token) = tables::get::<EnrollmentToken>(
+            &self.t.enrollment_tokens,
+            "enrollment_tokens",
+            key.as_bytes(),
+        )?
+        else {
+            return reject(Rejection::BadEnrollmentToken);
+        };
+        if token.used_at.is_some() || self.at >= token.expires_at {
+            return reject(Rejection::BadEnrollmentToken);
+        }
+        token.used_at = Some(self.at);
+        tables::put(
+            &mut self.t.enrollment_tokens,
+            "enrollment_tokens",
+            key.as_bytes(),
+            &token,
+        )?;
+        self.audit("use enrollment token", token.computer.to_string())?;
+        Ok(Ok(Outcome::Enrolled {
+            computer: token.computer,
+        }))
+    }
+
+    pub(super) fn bind_instance_certificate(
+        &mut self,
+        guid: InstanceGuid,
+        mut certificate: InstanceCertificate,
+        replaces: Option<&str>,
+    ) -> Handled {
+        check!(check_serial(&certificate.serial));
+        for (what, pem) in [
+            ("certificate chain", &certificate.chain_pem),
+            ("certificate key", &certificate.key_pem),
+        ] {
+            if pem.len() > MAX_PEM_BYTES {
+                return reject(Rejection::TooLarge {
+                    what: what.into(),
+                    bytes: pem.len(),
+                    max: MAX_PEM_BYTES,
+                });
+            }
+        }
+        let Some(instance) = self.t.instance(guid)? else {
+            return reject(Rejection::UnknownInstance(guid));
+        };
+        if instance.placement != Placement::Partition(certificate.partition.clone()) {
+            return reject(Rejection::Invalid {
+                what: "certificate binding".into(),
+                reason: format!(
+                    "instance {guid} does not run on partition {}",
+                    certificate.partition
+                ),
+            });
+        }
+        // An instance being destroyed still gets one: its node destroys it with it.
+        let key = tables::instance_key(guid);
+        let current: Option<InstanceCertificate> = tables::get(
+            &self.t.instance_certificates,
+            "instance_certificates",
+            key.as_bytes(),
+        )?;
+        if let Some(current) = current {
+            // Another replica bound one first, or renewed it first: the first stands, and the
+            // certificate offered here is dropped with its key, unused.
+            if replaces != Some(current.serial.as_str()) {
+                return Ok(Ok(Outcome::InstanceCertificate(Box::new(current))));
+            }
+            certificate.serials = current.serials;
+        }
+        certificate.serials.push(certificate.serial.clone());
+        tables::put(
+            &mut self.t.instance_certificates,
+            "instance_certificates",
+            key.as_bytes(),
+            &certificate,
+        )?;
+        self.audit(
+            "bind instance certificate",
+            format!("{} to {guid}", certificate.serial),
+        )?;
+        Ok(Ok(Outcome::InstanceCertificate(Box::new(certificate))))
+    }
+
+    /// Revokes every certificate ever bound to an instance whose partition is being freed, so
+    /// that none outlives it or serves the partition's next occupant.
+    pub(super) fn revoke_instance_certificates(
+        &mut self,
+        guid: InstanceGuid,
+    ) -> Result<(), StateError> {
+        let key = tables::instance_key(guid);
+        let Some(bound) = tables::get::<InstanceCertificate>(
+            &self.t.instance_certificates,
+            "instance_certificates",
+            key.as_bytes(),
+        )?
+        else {
+            return Ok(());
+        };
+        for serial in &bound.serials {
+            self.revoke(serial, &format!("instance {guid} destroyed"))?;
+        }
+        tables::delete(
+            &mut self.t.instance_certificates,
+            "instance_certificates",
+            key.as_bytes(),
+        )?;
+        self.audit("revoke instance certificates", guid.to_string())
+    }
+
+    pub(super) fn revoke_certificate(&mut self, serial: &str, reason: &str) -> Handled {
+        check!(check_serial(serial));
+        if reason.len() > MAX_NAME_BYTES {
+            return reject(Rejection::TooLarge {
+                what: "revocation reason".into(),
+                bytes: reason.len(),
+                max: MAX_NAME_BYTES,
+            });
+        }
+        if !self.revoke(serial, reason)? {
+            return Ok(Ok(Outcome::Unchanged));
+        }
+        self.audit("revoke certificate", serial.to_string())?;
+        Ok(Ok(Outcome::Done))
+    }
+
+    /// Records `serial` as revoked, unless it already is; answers whether it was new.
+    pub(super) fn revoke(&mut self, serial: &str, reason: &str) -> Result<bool, StateError> {
+        let key = tables::serial_key(serial);
+        if tables::get::<Revocation>(&self.t.revocations, "revocations", key.as_bytes())?.is_some()
+        {
+            return Ok(false);
+        }
+        let revocation = Revocation {
+            at: self.at,
+            by: self.actor.clone(),
+            reason: reason.to_string(),
+        };
+        tables::put(
+            &mut self.t.revocations,
+            "revocations",
+            key.as_bytes(),
+            &revocation,
+        )?;
+        self.changes.revocations = true;
+        Ok(true)
+    }
+}

@@ -1,0 +1,195 @@
+//! What a command may hold, checked before it is proposed (`check_input`) and again when applied:
+//! sizes, names, URLs, hex.
+
+use super::*;
+
+pub(super) fn check_name(what: &'static str, value: &str) -> Result<(), Rejection> {
+    if value.is_empty() {
+        return Err(Rejection::Invalid {
+            what: what.into(),
+            reason: "is empty".to_string(),
+        });
+    }
+    if value.len() > MAX_NAME_BYTES {
+        return Err(Rejection::TooLarge {
+            what: what.into(),
+            bytes: value.len(),
+            max: MAX_NAME_BYTES,
+        });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Rejection::Invalid {
+            what: what.into(),
+            reason: "contains control characters".to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// `min` to `max` lowercase hex digits.
+pub(super) fn check_hex(what: &str, value: &str, min: usize, max: usize) -> Result<(), Rejection> {
+    let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
+    if value.len() < min || value.len() > max || !value.chars().all(hex) {
+        return Err(Rejection::Invalid {
+            what: what.into(),
+            reason: format!("{value:?} is not {min} to {max} lowercase hex digits"),
+        });
+    }
+    Ok(())
+}
+
+/// A SHA-256 in lowercase hex.
+pub(super) fn check_token_hash(hash: &str) -> Result<(), Rejection> {
+    check_hex("enrollment token hash", hash, 64, 64)
+}
+
+/// A serial as `ca::Serial` prints it.
+pub(super) fn check_serial(serial: &str) -> Result<(), Rejection> {
+    check_hex("certificate serial", serial, 1, 40)
+}
+
+pub(super) fn check_url(url: &SoftwareReleaseUrl) -> Result<(), Rejection> {
+    let url = url.as_str();
+    if url.len() > MAX_URL_BYTES {
+        return Err(Rejection::TooLarge {
+            what: "software release url".into(),
+            bytes: url.len(),
+            max: MAX_URL_BYTES,
+        });
+    }
+    if url.is_empty() || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(Rejection::Invalid {
+            what: "software release url".into(),
+            reason: format!("{url:?} is not a url"),
+        });
+    }
+    Ok(())
+}
+
+/// What can be refused in a command from the command alone (sizes, counts, shapes): the same
+/// checks its handler makes, run by the replica that receives it before proposing it, so that
+/// a request too large for the state never costs a log entry. The state machine makes them
+/// again when it applies (a replica of another release may have proposed it).
+pub fn check_input(op: &Op) -> Result<(), Rejection> {
+    match op {
+        Op::RequestInstance(request) => check_request(request),
+        Op::RegisterComputer(definition) => check_definition(definition),
+        Op::PublishConnection { parameters, .. } => {
+            check_parameters("connection parameters", parameters, MAX_PARAMETERS_BYTES)
+        }
+        Op::PostUsage { records, .. } => {
+            if records.len() > MAX_USAGE_RECORDS {
+                return Err(Rejection::TooMany {
+                    what: "usage records".into(),
+                    count: records.len(),
+                    max: MAX_USAGE_RECORDS,
+                });
+            }
+            records.iter().try_for_each(check_usage)
+        }
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn check_parameters(
+    what: &'static str,
+    parameters: &Parameters,
+    max: usize,
+) -> Result<(), Rejection> {
+    let bytes: usize = parameters.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > max {
+        return Err(Rejection::TooLarge {
+            what: what.into(),
+            bytes,
+            max,
+        });
+    }
+    if parameters.keys().any(String::is_empty) {
+        return Err(Rejection::Invalid {
+            what: what.into(),
+            reason: "a parameter name is empty".to_string(),
+        });
+    }
+    Ok(())
+}
+
+pub(super) fn check_request(request: &InstanceRequest) -> Result<(), Rejection> {
+    check_name("title", &request.title)?;
+    check_url(&request.software_release)?;
+    check_name("software type", &request.software_type)?;
+    check_parameters(
+        "instance parameters",
+        &request.parameters,
+        MAX_PARAMETERS_BYTES,
+    )?;
+    check_parameters("SLA", &request.sla, MAX_SLA_BYTES)
+}
+
+pub(super) fn check_definition(definition: &ComputerDefinition) -> Result<(), Rejection> {
+    check_name("computer id", definition.id.as_str())?;
+    if definition.partitions.len() > MAX_PARTITIONS_PER_COMPUTER {
+        return Err(Rejection::TooMany {
+            what: "partitions".into(),
+            count: definition.partitions.len(),
+            max: MAX_PARTITIONS_PER_COMPUTER,
+        });
+    }
+    let mut seen = BTreeSet::new();
+    for partition in &definition.partitions {
+        check_name("partition reference", partition.reference.as_str())?;
+        if !seen.insert(&partition.reference) {
+            return Err(Rejection::Invalid {
+                what: "computer definition".into(),
+                reason: format!("partition {} appears twice", partition.reference),
+            });
+        }
+        for text in [&partition.path, &partition.tap, &partition.user]
+            .into_iter()
+            .flatten()
+        {
+            check_name("partition field", text)?;
+        }
+        for address in &partition.addresses {
+            check_name("address", &address.addr)?;
+            check_name("netmask", &address.netmask)?;
+        }
+    }
+    if let Some(attributes) = &definition.attributes {
+        for (key, value) in attributes {
+            check_name("attribute name", key)?;
+            check_name("attribute value", value)?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn check_usage(record: &UsageRecord) -> Result<(), Rejection> {
+    if record.period_end < record.period_start {
+        return Err(Rejection::Invalid {
+            what: "usage record".into(),
+            reason: "period ends before it starts".to_string(),
+        });
+    }
+    for movement in &record.movements {
+        check_name("usage resource", &movement.resource)?;
+        if !movement.category.is_empty() {
+            check_name("usage category", &movement.category)?;
+        }
+        if !movement.quantity.is_finite() {
+            return Err(Rejection::Invalid {
+                what: "usage quantity".into(),
+                reason: format!("{} is not a number", movement.quantity),
+            });
+        }
+        if !(0.0..=MAX_USAGE_QUANTITY).contains(&movement.quantity) {
+            return Err(Rejection::Invalid {
+                what: "usage quantity".into(),
+                reason: format!(
+                    "{} is not between 0 and {MAX_USAGE_QUANTITY:e}",
+                    movement.quantity
+                ),
+            });
+        }
+    }
+    Ok(())
+}
