@@ -239,10 +239,10 @@ pub fn reindex(
     after: &BTreeSet<Vec<u8>>,
 ) -> Result<(), StateError> {
     for gone in before.difference(after) {
-        tables::delete(&mut t.placement, "placement", gone)?;
+        t.placement.delete(gone)?;
     }
     for new in after.difference(before) {
-        tables::put_index(&mut t.placement, "placement", new)?;
+        t.placement.put_index(new)?;
     }
     Ok(())
 }
@@ -354,12 +354,9 @@ fn first_free_partition<T: ReadableTable<&'static [u8], &'static [u8]>>(
     t: &Tables<T>,
     computer: &Computer,
 ) -> Result<Option<Partition>, StateError> {
-    let rows = tables::scan(
-        &t.free_partitions,
-        "free_partitions",
-        &tables::computer_key(&computer.id),
-        1,
-    )?;
+    let rows = t
+        .free_partitions
+        .scan(&tables::computer_key(&computer.id), 1)?;
     let Some((key, _)) = rows.first() else {
         return Ok(None);
     };
@@ -386,7 +383,7 @@ pub fn tree_networks<T: ReadableTable<&'static [u8], &'static [u8]>>(
     except: InstanceGuid,
 ) -> Result<BTreeSet<String>, StateError> {
     let mut networks = BTreeSet::new();
-    for guid in tables::guid_values(&t.titles, "titles", &tables::instance_key(root))? {
+    for guid in t.titles.guid_values(&tables::instance_key(root))? {
         if guid == except {
             continue;
         }
@@ -439,7 +436,7 @@ pub fn choose_host<T: ReadableTable<&'static [u8], &'static [u8]>>(
         });
     }
     let prefix = Key::new().str(url.as_str()).str(software_type);
-    for guid in tables::trailing_guids(&t.shared_hosts, "shared_hosts", &prefix, usize::MAX)? {
+    for guid in t.shared_hosts.trailing_guids(&prefix, usize::MAX)? {
         if let Some(host) = t.instance(guid)?
             && host_fits(&host)?
         {

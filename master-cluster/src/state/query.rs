@@ -193,11 +193,9 @@ pub fn occupant_certificate(
     let Some(guid) = t.occupant(&partition.computer, &partition.partition)? else {
         return Ok(None);
     };
-    let bound = tables::get(
-        &t.instance_certificates,
-        "instance_certificates",
-        tables::instance_key(guid).as_bytes(),
-    )?;
+    let bound = t
+        .instance_certificates
+        .get(tables::instance_key(guid).as_bytes())?;
     Ok(Some((guid, bound)))
 }
 
@@ -224,7 +222,7 @@ pub fn root_by_title(
     title: &str,
 ) -> Result<Option<InstanceGuid>, StateError> {
     let t = Tables::open_read(txn)?;
-    tables::guid_at(&t.roots, "roots", &tables::root_key(owner, title))
+    t.roots.guid_at(&tables::root_key(owner, title))
 }
 
 /// Every instance a user owns: their roots and the trees below them, root by root.
@@ -234,8 +232,8 @@ pub fn instances_of(
 ) -> Result<Vec<Instance>, StateError> {
     let t = Tables::open_read(txn)?;
     let mut out = Vec::new();
-    for root in tables::guid_values(&t.roots, "roots", &Key::new().str(owner.as_str()))? {
-        for guid in tables::guid_values(&t.titles, "titles", &tables::instance_key(root))? {
+    for root in t.roots.guid_values(&Key::new().str(owner.as_str()))? {
+        for guid in t.titles.guid_values(&tables::instance_key(root))? {
             if let Some(instance) = t.instance(guid)? {
                 out.push(instance);
             }
@@ -251,12 +249,9 @@ pub fn children_of(
 ) -> Result<Vec<Instance>, StateError> {
     let t = Tables::open_read(txn)?;
     let mut out = Vec::new();
-    let children = tables::trailing_guids(
-        &t.children,
-        "children",
-        &tables::instance_key(parent),
-        usize::MAX,
-    )?;
+    let children = t
+        .children
+        .trailing_guids(&tables::instance_key(parent), usize::MAX)?;
     for guid in children {
         if let Some(instance) = t.instance(guid)? {
             out.push(instance);
@@ -276,7 +271,7 @@ pub fn tree_addresses(
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
-    for member in tables::guid_values(&t.titles, "titles", &tables::instance_key(instance.root))? {
+    for member in t.titles.guid_values(&tables::instance_key(instance.root))? {
         if let Some(Instance {
             placement: Placement::Partition(p),
             ..
@@ -301,10 +296,7 @@ pub fn catalog(txn: &redb::ReadTransaction) -> Result<Vec<SoftwareRelease>, Stat
 
 pub fn computers(txn: &redb::ReadTransaction) -> Result<Vec<Computer>, StateError> {
     let t = Tables::open_read(txn)?;
-    tables::decode_all(
-        "computers",
-        tables::scan(&t.computers, "computers", &Key::new(), usize::MAX)?,
-    )
+    t.computers.records(&Key::new(), usize::MAX)
 }
 
 /// A computer and when its node last polled a replica (as of the last liveness summary).
@@ -321,10 +313,7 @@ pub fn computers_with_liveness(
         .computers
         .len()
         .map_err(|e| StateError::storage("computers", e))?;
-    let computers: Vec<Computer> = tables::decode_all(
-        "computers",
-        tables::scan(&t.computers, "computers", &Key::new(), limit)?,
-    )?;
+    let computers: Vec<Computer> = t.computers.records(&Key::new(), limit)?;
     let mut out = Vec::with_capacity(computers.len());
     for computer in computers {
         let seen = t.last_seen(&computer.id)?.map(Timestamp);
@@ -352,14 +341,14 @@ pub fn pending_count(txn: &redb::ReadTransaction) -> Result<u64, StateError> {
 pub fn pending(txn: &redb::ReadTransaction, limit: usize) -> Result<Vec<Instance>, StateError> {
     let t = Tables::open_read(txn)?;
     let mut guids = Vec::new();
-    for (key, _) in tables::scan(&t.pending, "pending", &Key::new(), limit)? {
+    for (key, _) in t.pending.scan(&Key::new(), limit)? {
         guids.push(tables::parse_key("pending", &key, |k| {
             k.str()?;
             k.u64()
         })?);
     }
     let left = limit.saturating_sub(guids.len());
-    for (key, _) in tables::scan(&t.pending_shared, "pending_shared", &Key::new(), left)? {
+    for (key, _) in t.pending_shared.scan(&Key::new(), left)? {
         guids.push(tables::parse_key("pending_shared", &key, |k| {
             k.str()?;
             k.str()?;
@@ -401,7 +390,8 @@ pub fn revoked_serials(
     txn: &redb::ReadTransaction,
 ) -> Result<std::collections::BTreeSet<String>, StateError> {
     let t = Tables::open_read(txn)?;
-    tables::scan(&t.revocations, "revocations", &Key::new(), usize::MAX)?
+    t.revocations
+        .scan(&Key::new(), usize::MAX)?
         .into_iter()
         .map(|(key, _)| tables::parse_key("revocations", &key, |k| k.str()))
         .collect()
@@ -412,14 +402,11 @@ pub fn certificates(
     txn: &redb::ReadTransaction,
 ) -> Result<Vec<(IssuedCertificate, Option<Revocation>)>, StateError> {
     let t = Tables::open_read(txn)?;
-    let issued: Vec<IssuedCertificate> = tables::decode_all(
-        "certificates",
-        tables::scan(&t.certificates, "certificates", &Key::new(), usize::MAX)?,
-    )?;
+    let issued: Vec<IssuedCertificate> = t.certificates.records(&Key::new(), usize::MAX)?;
     let mut out = Vec::with_capacity(issued.len());
     for certificate in issued {
         let key = tables::serial_key(&certificate.serial);
-        let revocation = tables::get::<Revocation>(&t.revocations, "revocations", key.as_bytes())?;
+        let revocation = t.revocations.get::<Revocation>(key.as_bytes())?;
         out.push((certificate, revocation));
     }
     Ok(out)
@@ -507,7 +494,7 @@ fn instance_view(t: &ReadTables, guid: InstanceGuid) -> Result<Option<InstanceVi
             .unwrap_or_default()
     };
     let mut shared_instances = Vec::new();
-    for shared in tables::guid_values(&t.hosted, "hosted", &tables::instance_key(guid))? {
+    for shared in t.hosted.guid_values(&tables::instance_key(guid))? {
         if let Some(instance) = t.instance(shared)? {
             shared_instances.push(SharedInstanceView {
                 parameters: t.parameters(shared)?,

@@ -53,10 +53,10 @@ type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
 macro_rules! tables {
     ($($field:ident: $name:literal),* $(,)?) => {
-        /// The open tables of one transaction: readable ones for queries, writable ones (with
-        /// the write helpers in `apply.rs`) inside a write transaction.
+        /// The open tables of one transaction: readable ones for queries, writable ones inside
+        /// a write transaction.
         pub struct Tables<T> {
-            $(pub $field: T,)*
+            $(pub $field: Table<T>,)*
         }
 
         const DEFINITIONS: &[Def] = &[$(Def::new($name),)*];
@@ -64,9 +64,12 @@ macro_rules! tables {
         impl<'txn> Tables<redb::Table<'txn, &'static [u8], &'static [u8]>> {
             pub fn open_write(txn: &'txn redb::WriteTransaction) -> Result<Self, StateError> {
                 Ok(Self {
-                    $($field: txn
-                        .open_table(Def::new($name))
-                        .map_err(|e| StateError::storage($name, e))?,)*
+                    $($field: Table {
+                        name: $name,
+                        raw: txn
+                            .open_table(Def::new($name))
+                            .map_err(|e| StateError::storage($name, e))?,
+                    },)*
                 })
             }
         }
@@ -74,9 +77,12 @@ macro_rules! tables {
         impl Tables<redb::ReadOnlyTable<&'static [u8], &'static [u8]>> {
             pub fn open_read(txn: &redb::ReadTransaction) -> Result<Self, StateError> {
                 Ok(Self {
-                    $($field: txn
-                        .open_table(Def::new($name))
-                        .map_err(|e| StateError::storage($name, e))?,)*
+                    $($field: Table {
+                        name: $name,
+                        raw: txn
+                            .open_table(Def::new($name))
+                            .map_err(|e| StateError::storage($name, e))?,
+                    },)*
                 })
             }
         }
@@ -219,100 +225,12 @@ pub(super) fn decode<T: Record>(
     }
 }
 
-/// Reads and decodes the record under `key`.
-pub fn get<T: Record>(
-    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    name: &'static str,
-    key: &[u8],
-) -> Result<Option<T>, StateError> {
-    match table.get(key).map_err(|e| StateError::storage(name, e))? {
-        None => Ok(None),
-        Some(value) => decode(name, key, value.value()).map(Some),
-    }
-}
-
 /// A stored key and its raw value.
 pub type Row = (Vec<u8>, Vec<u8>);
 
-/// The keys (and raw values) under `prefix`, in order, at most `limit` of them.
-pub fn scan(
-    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    name: &'static str,
-    prefix: &Key,
-    limit: usize,
-) -> Result<Vec<Row>, StateError> {
-    let (start, end) = prefix.prefix_range();
-    let range = table
-        .range::<&[u8]>((start, end.as_ref().map(Vec::as_slice)))
-        .map_err(|e| StateError::storage(name, e))?;
-    let mut out = Vec::new();
-    for row in range.take(limit) {
-        let (k, v) = row.map_err(|e| StateError::storage(name, e))?;
-        out.push((k.value().to_vec(), v.value().to_vec()));
-    }
-    Ok(out)
-}
-
-/// Decodes the records of a [`scan`].
-pub fn decode_all<T: Record>(name: &'static str, rows: Vec<Row>) -> Result<Vec<T>, StateError> {
+/// Decodes the records of a [`Table::scan`].
+fn decode_all<T: Record>(name: &'static str, rows: Vec<Row>) -> Result<Vec<T>, StateError> {
     rows.iter().map(|(k, v)| decode(name, k, v)).collect()
-}
-
-pub fn put<T: Record>(
-    table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
-    name: &'static str,
-    key: &[u8],
-    value: &T,
-) -> Result<(), StateError> {
-    table
-        .insert(key, encode(value).as_slice())
-        .map_err(|e| StateError::storage(name, e))?;
-    Ok(())
-}
-
-pub fn put_index(
-    table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
-    name: &'static str,
-    key: &[u8],
-) -> Result<(), StateError> {
-    table
-        .insert(key, [].as_slice())
-        .map_err(|e| StateError::storage(name, e))?;
-    Ok(())
-}
-
-/// Stores a guid as the value of an index entry (`roots`, `titles`, `hosted`, `occupants`).
-pub fn put_guid(
-    table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
-    name: &'static str,
-    key: &Key,
-    guid: InstanceGuid,
-) -> Result<(), StateError> {
-    put_u64(table, name, key, guid.0)
-}
-
-/// Stores a big-endian u64 (counters, computer versions).
-pub fn put_u64(
-    table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
-    name: &'static str,
-    key: &Key,
-    value: u64,
-) -> Result<(), StateError> {
-    table
-        .insert(key.as_bytes(), value.to_be_bytes().as_slice())
-        .map_err(|e| StateError::storage(name, e))?;
-    Ok(())
-}
-
-pub fn delete(
-    table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
-    name: &'static str,
-    key: &[u8],
-) -> Result<(), StateError> {
-    table
-        .remove(key)
-        .map_err(|e| StateError::storage(name, e))?;
-    Ok(())
 }
 
 /// Parses a stored key with `read`, reporting a malformed one as corruption of `table`.
@@ -329,30 +247,6 @@ pub fn parse_key<T>(
     Ok(value)
 }
 
-/// A guid stored as the value of an index table (`roots`, `titles`, `hosted`, `occupants`).
-pub fn guid_at(
-    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    name: &'static str,
-    key: &Key,
-) -> Result<Option<InstanceGuid>, StateError> {
-    Ok(u64_value(table, name, key)?.map(InstanceGuid))
-}
-
-/// The big-endian u64 stored under `key` (a guid, a counter, a version, a time), if any.
-fn u64_value(
-    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    name: &'static str,
-    key: &Key,
-) -> Result<Option<u64>, StateError> {
-    match table
-        .get(key.as_bytes())
-        .map_err(|e| StateError::storage(name, e))?
-    {
-        Some(value) => decode_u64(name, key.as_bytes(), value.value()).map(Some),
-        None => Ok(None),
-    }
-}
-
 fn decode_u64(name: &'static str, key: &[u8], bytes: &[u8]) -> Result<u64, StateError> {
     let bytes: [u8; 8] = bytes
         .try_into()
@@ -360,32 +254,137 @@ fn decode_u64(name: &'static str, key: &[u8], bytes: &[u8]) -> Result<u64, State
     Ok(u64::from_be_bytes(bytes))
 }
 
-/// Guids in the last key part of every entry under `prefix` (children, pending, hosts).
-pub fn trailing_guids(
-    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    name: &'static str,
-    prefix: &Key,
-    limit: usize,
-) -> Result<Vec<InstanceGuid>, StateError> {
-    scan(table, name, prefix, limit)?
-        .iter()
-        .map(|(k, _)| {
-            let tail = k.get(prefix.as_bytes().len()..).unwrap_or_default();
-            parse_key(name, tail, |r| r.u64()).map(InstanceGuid)
-        })
-        .collect()
+/// One open table with its name: a read or a write names its table once, and the name is
+/// what its errors report. Derefs to the redb table for what these helpers do not cover.
+pub struct Table<T> {
+    pub name: &'static str,
+    raw: T,
 }
 
-/// Guids stored as values under `prefix` (hosted shared instances, tree members).
-pub fn guid_values(
-    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    name: &'static str,
-    prefix: &Key,
-) -> Result<Vec<InstanceGuid>, StateError> {
-    scan(table, name, prefix, usize::MAX)?
-        .iter()
-        .map(|(k, v)| decode_u64(name, k, v).map(InstanceGuid))
-        .collect()
+impl<T> std::ops::Deref for Table<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.raw
+    }
+}
+
+impl<T> std::ops::DerefMut for Table<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.raw
+    }
+}
+
+type Raw = [u8];
+
+impl<T: ReadableTable<&'static Raw, &'static Raw>> Table<T> {
+    /// Reads and decodes the record under `key`.
+    pub fn get<R: Record>(&self, key: &[u8]) -> Result<Option<R>, StateError> {
+        match self
+            .raw
+            .get(key)
+            .map_err(|e| StateError::storage(self.name, e))?
+        {
+            None => Ok(None),
+            Some(value) => decode(self.name, key, value.value()).map(Some),
+        }
+    }
+
+    /// The keys (and raw values) under `prefix`, in order, at most `limit` of them.
+    pub fn scan(&self, prefix: &Key, limit: usize) -> Result<Vec<Row>, StateError> {
+        let (start, end) = prefix.prefix_range();
+        let range = self
+            .raw
+            .range::<&[u8]>((start, end.as_ref().map(Vec::as_slice)))
+            .map_err(|e| StateError::storage(self.name, e))?;
+        let mut out = Vec::new();
+        for row in range.take(limit) {
+            let (k, v) = row.map_err(|e| StateError::storage(self.name, e))?;
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The records under `prefix`, decoded, in key order, at most `limit` of them.
+    pub fn records<R: Record>(&self, prefix: &Key, limit: usize) -> Result<Vec<R>, StateError> {
+        decode_all(self.name, self.scan(prefix, limit)?)
+    }
+
+    /// A guid stored as the value of an index entry (`roots`, `titles`, `hosted`,
+    /// `occupants`).
+    pub fn guid_at(&self, key: &Key) -> Result<Option<InstanceGuid>, StateError> {
+        Ok(self.u64_value(key)?.map(InstanceGuid))
+    }
+
+    /// The big-endian u64 stored under `key` (a guid, a counter, a version, a time), if any.
+    pub fn u64_value(&self, key: &Key) -> Result<Option<u64>, StateError> {
+        match self
+            .raw
+            .get(key.as_bytes())
+            .map_err(|e| StateError::storage(self.name, e))?
+        {
+            Some(value) => decode_u64(self.name, key.as_bytes(), value.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Guids in the last key part of every entry under `prefix` (children, pending, hosts).
+    pub fn trailing_guids(
+        &self,
+        prefix: &Key,
+        limit: usize,
+    ) -> Result<Vec<InstanceGuid>, StateError> {
+        self.scan(prefix, limit)?
+            .iter()
+            .map(|(k, _)| {
+                let tail = k.get(prefix.as_bytes().len()..).unwrap_or_default();
+                parse_key(self.name, tail, |r| r.u64()).map(InstanceGuid)
+            })
+            .collect()
+    }
+
+    /// Guids stored as values under `prefix` (hosted shared instances, tree members).
+    pub fn guid_values(&self, prefix: &Key) -> Result<Vec<InstanceGuid>, StateError> {
+        self.scan(prefix, usize::MAX)?
+            .iter()
+            .map(|(k, v)| decode_u64(self.name, k, v).map(InstanceGuid))
+            .collect()
+    }
+}
+
+impl Table<redb::Table<'_, &'static Raw, &'static Raw>> {
+    pub fn put<R: Record>(&mut self, key: &[u8], value: &R) -> Result<(), StateError> {
+        self.insert_raw(key, &encode(value))
+    }
+
+    /// An index entry: the key says it all.
+    pub fn put_index(&mut self, key: &[u8]) -> Result<(), StateError> {
+        self.insert_raw(key, &[])
+    }
+
+    /// A guid as the value of an index entry (`roots`, `titles`, `hosted`, `occupants`).
+    pub fn put_guid(&mut self, key: &Key, guid: InstanceGuid) -> Result<(), StateError> {
+        self.put_u64(key, guid.0)
+    }
+
+    /// A big-endian u64 (counters, computer versions).
+    pub fn put_u64(&mut self, key: &Key, value: u64) -> Result<(), StateError> {
+        self.insert_raw(key.as_bytes(), &value.to_be_bytes())
+    }
+
+    pub fn delete(&mut self, key: &[u8]) -> Result<(), StateError> {
+        self.raw
+            .remove(key)
+            .map_err(|e| StateError::storage(self.name, e))?;
+        Ok(())
+    }
+
+    fn insert_raw(&mut self, key: &[u8], value: &[u8]) -> Result<(), StateError> {
+        self.raw
+            .insert(key, value)
+            .map_err(|e| StateError::storage(self.name, e))?;
+        Ok(())
+    }
 }
 
 // Keys of each table, in one place so that writers and readers agree.
@@ -476,7 +475,7 @@ pub fn audit_key(index: u64, position: u64, sequence: u64) -> Key {
 /// Typed record helpers shared by apply and the queries.
 impl<T: ReadableTable<&'static [u8], &'static [u8]>> Tables<T> {
     pub fn computer(&self, id: &ComputerId) -> Result<Option<Computer>, StateError> {
-        get(&self.computers, "computers", computer_key(id).as_bytes())
+        self.computers.get(computer_key(id).as_bytes())
     }
 
     pub fn partition(
@@ -484,11 +483,8 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> Tables<T> {
         computer: &ComputerId,
         partition: &PartitionRef,
     ) -> Result<Option<Partition>, StateError> {
-        get(
-            &self.partitions,
-            "partitions",
-            partition_key(computer, partition).as_bytes(),
-        )
+        self.partitions
+            .get(partition_key(computer, partition).as_bytes())
     }
 
     /// The instance holding a partition.
@@ -497,11 +493,7 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> Tables<T> {
         computer: &ComputerId,
         partition: &PartitionRef,
     ) -> Result<Option<InstanceGuid>, StateError> {
-        guid_at(
-            &self.occupants,
-            "occupants",
-            &partition_key(computer, partition),
-        )
+        self.occupants.guid_at(&partition_key(computer, partition))
     }
 
     /// The held partitions of a computer and their instances.
@@ -510,7 +502,8 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> Tables<T> {
         computer: &ComputerId,
     ) -> Result<std::collections::BTreeMap<PartitionRef, InstanceGuid>, StateError> {
         let prefix = computer_key(computer);
-        scan(&self.occupants, "occupants", &prefix, usize::MAX)?
+        self.occupants
+            .scan(&prefix, usize::MAX)?
             .iter()
             .map(|(k, v)| {
                 let (_, partition) = parse_key("occupants", k, |r| Ok((r.str()?, r.str()?)))?;
@@ -522,13 +515,7 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> Tables<T> {
 
     /// The partitions of a computer, in key (reference) order.
     pub fn partitions_of(&self, computer: &ComputerId) -> Result<Vec<Partition>, StateError> {
-        let rows = scan(
-            &self.partitions,
-            "partitions",
-            &computer_key(computer),
-            usize::MAX,
-        )?;
-        decode_all("partitions", rows)
+        self.partitions.records(&computer_key(computer), usize::MAX)
     }
 
     pub fn supply(
@@ -536,7 +523,7 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> Tables<T> {
         computer: &ComputerId,
         url: &SoftwareReleaseUrl,
     ) -> Result<Option<Supply>, StateError> {
-        get(&self.supply, "supply", supply_key(computer, url).as_bytes())
+        self.supply.get(supply_key(computer, url).as_bytes())
     }
 
     /// The software releases a computer must have or remove, with their supply records.
@@ -544,7 +531,7 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> Tables<T> {
         &self,
         computer: &ComputerId,
     ) -> Result<Vec<(SoftwareReleaseUrl, Supply)>, StateError> {
-        let rows = scan(&self.supply, "supply", &computer_key(computer), usize::MAX)?;
+        let rows = self.supply.scan(&computer_key(computer), usize::MAX)?;
         rows.iter()
             .map(|(k, v)| {
                 let (_, url) = parse_key("supply", k, |r| Ok((r.str()?, r.str()?)))?;
@@ -554,60 +541,51 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> Tables<T> {
     }
 
     pub fn instance(&self, guid: InstanceGuid) -> Result<Option<Instance>, StateError> {
-        get(&self.instances, "instances", instance_key(guid).as_bytes())
+        self.instances.get(instance_key(guid).as_bytes())
     }
 
     pub fn parameters(&self, guid: InstanceGuid) -> Result<Parameters, StateError> {
-        Ok(get(
-            &self.instance_parameters,
-            "instance_parameters",
-            instance_key(guid).as_bytes(),
-        )?
-        .unwrap_or_default())
+        Ok(self
+            .instance_parameters
+            .get(instance_key(guid).as_bytes())?
+            .unwrap_or_default())
     }
 
     pub fn connection(&self, guid: InstanceGuid) -> Result<Parameters, StateError> {
-        Ok(get(
-            &self.instance_connections,
-            "instance_connections",
-            instance_key(guid).as_bytes(),
-        )?
-        .unwrap_or_default())
+        Ok(self
+            .instance_connections
+            .get(instance_key(guid).as_bytes())?
+            .unwrap_or_default())
     }
 
     pub fn usage_records(&self, prefix: &Key) -> Result<Vec<UsageRecord>, StateError> {
-        decode_all("usage", scan(&self.usage, "usage", prefix, usize::MAX)?)
+        self.usage.records(prefix, usize::MAX)
     }
 
     pub fn audit_records(&self, limit: usize) -> Result<Vec<AuditRecord>, StateError> {
-        decode_all("audit", scan(&self.audit, "audit", &Key::new(), limit)?)
+        self.audit.records(&Key::new(), limit)
     }
 
     pub fn software_releases(&self) -> Result<Vec<SoftwareRelease>, StateError> {
-        decode_all(
-            "catalog",
-            scan(&self.catalog, "catalog", &Key::new(), usize::MAX)?,
-        )
+        self.catalog.records(&Key::new(), usize::MAX)
     }
 
     /// The log index of the last change to a computer's view (0: never changed).
     pub fn computer_version(&self, computer: &ComputerId) -> Result<u64, StateError> {
-        Ok(u64_value(
-            &self.computer_versions,
-            "computer_versions",
-            &computer_key(computer),
-        )?
-        .unwrap_or(0))
+        Ok(self
+            .computer_versions
+            .u64_value(&computer_key(computer))?
+            .unwrap_or(0))
     }
 
     /// When the computer's node last polled a replica (as last summarised), if ever.
     pub fn last_seen(&self, computer: &ComputerId) -> Result<Option<u64>, StateError> {
-        u64_value(&self.liveness, "liveness", &computer_key(computer))
+        self.liveness.u64_value(&computer_key(computer))
     }
 
     /// A project: its record, or the default project as it is without one.
     pub fn project(&self, id: &ProjectId) -> Result<Option<Project>, StateError> {
-        let stored = get(&self.projects, "projects", project_key(id).as_bytes())?;
+        let stored = self.projects.get(project_key(id).as_bytes())?;
         Ok(
             stored
                 .or_else(|| (*id == ProjectId::default_project()).then(Project::implicit_default)),
@@ -615,10 +593,7 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> Tables<T> {
     }
 
     pub fn projects(&self) -> Result<Vec<Project>, StateError> {
-        let mut projects: Vec<Project> = decode_all(
-            "projects",
-            scan(&self.projects, "projects", &Key::new(), usize::MAX)?,
-        )?;
+        let mut projects: Vec<Project> = self.projects.records(&Key::new(), usize::MAX)?;
         if !projects
             .iter()
             .any(|p| p.id == ProjectId::default_project())
@@ -635,11 +610,9 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> Tables<T> {
         user: &UserId,
         project: &ProjectId,
     ) -> Result<Option<ProjectRole>, StateError> {
-        let member = get(
-            &self.project_members,
-            "project_members",
-            member_key(project, user).as_bytes(),
-        )?;
+        let member = self
+            .project_members
+            .get(member_key(project, user).as_bytes())?;
         match member {
             Some(role) => Ok(Some(role)),
             None => Ok(self.project(project)?.and_then(|p| p.everyone)),
@@ -648,12 +621,9 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> Tables<T> {
 
     /// A project's members and their roles, by user.
     pub fn members(&self, project: &ProjectId) -> Result<Vec<(UserId, ProjectRole)>, StateError> {
-        let rows = scan(
-            &self.project_members,
-            "project_members",
-            &project_key(project),
-            usize::MAX,
-        )?;
+        let rows = self
+            .project_members
+            .scan(&project_key(project), usize::MAX)?;
         rows.iter()
             .map(|(k, v)| {
                 let (_, user) = parse_key("project_members", k, |r| Ok((r.str()?, r.str()?)))?;
@@ -664,12 +634,9 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> Tables<T> {
 
     /// The projects a user is a member of, by project.
     pub fn projects_of(&self, user: &UserId) -> Result<Vec<(ProjectId, ProjectRole)>, StateError> {
-        let rows = scan(
-            &self.user_projects,
-            "user_projects",
-            &Key::new().str(user.as_str()),
-            usize::MAX,
-        )?;
+        let rows = self
+            .user_projects
+            .scan(&Key::new().str(user.as_str()), usize::MAX)?;
         rows.iter()
             .map(|(k, v)| {
                 let (_, project) = parse_key("user_projects", k, |r| Ok((r.str()?, r.str()?)))?;
@@ -681,22 +648,28 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> Tables<T> {
     /// The quota of `user`: theirs if an operator set one, else everyone's default as set,
     /// else [`Quota::DEFAULT`].
     pub fn quota(&self, user: &UserId) -> Result<Quota, StateError> {
-        if let Some(quota) = get(&self.quotas, "quotas", quota_key(Some(user)).as_bytes())? {
+        if let Some(quota) = self.quotas.get(quota_key(Some(user)).as_bytes())? {
             return Ok(quota);
         }
-        Ok(get(&self.quotas, "quotas", quota_key(None).as_bytes())?.unwrap_or(Quota::DEFAULT))
+        Ok(self
+            .quotas
+            .get(quota_key(None).as_bytes())?
+            .unwrap_or(Quota::DEFAULT))
     }
 
     /// The quota an operator set for `user` (`None`: everyone's default), if any.
     pub fn quota_set(&self, user: Option<&UserId>) -> Result<Option<Quota>, StateError> {
-        get(&self.quotas, "quotas", quota_key(user).as_bytes())
+        self.quotas.get(quota_key(user).as_bytes())
     }
 
     pub fn holding(&self, user: &UserId) -> Result<Holding, StateError> {
-        Ok(get(&self.holdings, "holdings", user_key(user).as_bytes())?.unwrap_or_default())
+        Ok(self
+            .holdings
+            .get(user_key(user).as_bytes())?
+            .unwrap_or_default())
     }
 
     pub fn counter(&self, name: &'static str) -> Result<u64, StateError> {
-        Ok(u64_value(&self.counters, "counters", &Key::new().str(name))?.unwrap_or(0))
+        Ok(self.counters.u64_value(&Key::new().str(name))?.unwrap_or(0))
     }
 }

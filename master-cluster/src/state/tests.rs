@@ -198,11 +198,10 @@ fn check_invariants(state: &MemoryState) {
     let txn = state.read().expect("read");
     let t = Tables::open_read(&txn).expect("tables");
     let computers = query::computers(&txn).expect("computers");
-    let instances: Vec<Instance> = tables::decode_all(
-        "instances",
-        tables::scan(&t.instances, "instances", &Key::new(), usize::MAX).expect("scan"),
-    )
-    .expect("decode");
+    let instances: Vec<Instance> = t
+        .instances
+        .records(&Key::new(), usize::MAX)
+        .expect("instances");
     let by_guid: BTreeMap<InstanceGuid, &Instance> =
         instances.iter().map(|i| (i.guid, i)).collect();
 
@@ -254,35 +253,29 @@ fn check_invariants(state: &MemoryState) {
         }
         expected_placement.extend(placement::index_keys(&t, computer).expect("index keys"));
     }
-    let keys =
-        |table: &redb::ReadOnlyTable<&'static [u8], &'static [u8]>, name| -> BTreeSet<Vec<u8>> {
-            tables::scan(table, name, &Key::new(), usize::MAX)
-                .expect("scan")
-                .into_iter()
-                .map(|(k, _)| k)
-                .collect()
-        };
+    let keys = |table: &tables::Table<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>| {
+        table
+            .scan(&Key::new(), usize::MAX)
+            .expect("scan")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect::<BTreeSet<Vec<u8>>>()
+    };
     assert_eq!(
-        keys(&t.free_partitions, "free_partitions"),
+        keys(&t.free_partitions),
         expected_free,
         "free partition index"
     );
-    assert_eq!(
-        keys(&t.placement, "placement"),
-        expected_placement,
-        "placement index"
-    );
+    assert_eq!(keys(&t.placement), expected_placement, "placement index");
 
     let mut expected_pending = BTreeSet::new();
     let mut expected_pending_shared = BTreeSet::new();
     let mut expected_hosted = BTreeSet::new();
     for instance in &instances {
-        let title = tables::guid_at(
-            &t.titles,
-            "titles",
-            &tables::title_key(instance.root, &instance.title),
-        )
-        .expect("titles");
+        let title = t
+            .titles
+            .guid_at(&tables::title_key(instance.root, &instance.title))
+            .expect("titles");
         assert_eq!(
             title,
             Some(instance.guid),
@@ -351,17 +344,13 @@ fn check_invariants(state: &MemoryState) {
             Placement::Unplaceable { .. } => {}
         }
     }
+    assert_eq!(keys(&t.pending), expected_pending, "pending index");
     assert_eq!(
-        keys(&t.pending, "pending"),
-        expected_pending,
-        "pending index"
-    );
-    assert_eq!(
-        keys(&t.pending_shared, "pending_shared"),
+        keys(&t.pending_shared),
         expected_pending_shared,
         "pending shared index"
     );
-    assert_eq!(keys(&t.hosted, "hosted"), expected_hosted, "hosted index");
+    assert_eq!(keys(&t.hosted), expected_hosted, "hosted index");
 
     // Every user's holding is what their instances add up to, and only users who hold
     // something have a row.
@@ -388,7 +377,7 @@ fn check_invariants(state: &MemoryState) {
         );
     }
     assert_eq!(
-        keys(&t.holdings, "holdings").len(),
+        keys(&t.holdings).len(),
         holdings.len(),
         "holdings of users who hold nothing"
     );

@@ -22,14 +22,13 @@ impl Applier<'_, '_> {
             published_at: self.at,
         };
         let key = tables::catalog_key(url);
-        let existing: Option<SoftwareRelease> =
-            tables::get(&self.t.catalog, "catalog", key.as_bytes())?;
+        let existing: Option<SoftwareRelease> = self.t.catalog.get(key.as_bytes())?;
         if existing
             .is_some_and(|e| e.title == release.title && e.software_types == release.software_types)
         {
             return Ok(Ok(Outcome::Unchanged));
         }
-        tables::put(&mut self.t.catalog, "catalog", key.as_bytes(), &release)?;
+        self.t.catalog.put(key.as_bytes(), &release)?;
         self.audit("publish software release", url.to_string())?;
         Ok(Ok(Outcome::Done))
     }
@@ -60,12 +59,9 @@ impl Applier<'_, '_> {
             },
         };
         let before = placement::index_keys(self.t, &computer)?;
-        tables::put(
-            &mut self.t.supply,
-            "supply",
-            tables::supply_key(id, url).as_bytes(),
-            &supply,
-        )?;
+        self.t
+            .supply
+            .put(tables::supply_key(id, url).as_bytes(), &supply)?;
         self.save_computer(&computer, &before)?;
         self.audit(
             match state {
@@ -106,11 +102,11 @@ impl Applier<'_, '_> {
         self.touched.insert(id.clone());
         if state == SoftwareState::Destroyed && supply.requested == SupplyState::Destroyed {
             // Removed as asked: the promise is fulfilled and forgotten.
-            tables::delete(&mut self.t.supply, "supply", key.as_bytes())?;
+            self.t.supply.delete(key.as_bytes())?;
         } else {
             supply.reported = Some(state);
             supply.updated_at = self.at;
-            tables::put(&mut self.t.supply, "supply", key.as_bytes(), &supply)?;
+            self.t.supply.put(key.as_bytes(), &supply)?;
         }
         self.audit("report software", format!("{url} on {id}"))?;
         Ok(Ok(Outcome::Done))

@@ -13,7 +13,10 @@ impl Applier<'_, '_> {
         check!(check_serial(serial));
         check!(check_name("certificate identity", identity));
         let key = tables::serial_key(serial);
-        if tables::get::<IssuedCertificate>(&self.t.certificates, "certificates", key.as_bytes())?
+        if self
+            .t
+            .certificates
+            .get::<IssuedCertificate>(key.as_bytes())?
             .is_some()
         {
             return Ok(Ok(Outcome::Unchanged));
@@ -25,12 +28,7 @@ impl Applier<'_, '_> {
             issued_at: self.at,
             issued_by: self.actor.clone(),
         };
-        tables::put(
-            &mut self.t.certificates,
-            "certificates",
-            key.as_bytes(),
-            &record,
-        )?;
+        self.t.certificates.put(key.as_bytes(), &record)?;
         self.audit("record certificate", format!("{serial} for {identity}"))?;
         Ok(Ok(Outcome::Done))
     }
@@ -44,12 +42,11 @@ impl Applier<'_, '_> {
         check!(check_token_hash(token_hash));
         check!(check_name("computer id", computer.as_str()));
         let key = tables::serial_key(token_hash);
-        if tables::get::<EnrollmentToken>(
-            &self.t.enrollment_tokens,
-            "enrollment_tokens",
-            key.as_bytes(),
-        )?
-        .is_some()
+        if self
+            .t
+            .enrollment_tokens
+            .get::<EnrollmentToken>(key.as_bytes())?
+            .is_some()
         {
             return Ok(Ok(Outcome::Unchanged));
         }
@@ -59,12 +56,7 @@ impl Applier<'_, '_> {
             issued_by: self.actor.clone(),
             used_at: None,
         };
-        tables::put(
-            &mut self.t.enrollment_tokens,
-            "enrollment_tokens",
-            key.as_bytes(),
-            &token,
-        )?;
+        self.t.enrollment_tokens.put(key.as_bytes(), &token)?;
         self.audit("create enrollment token", computer.to_string())?;
         Ok(Ok(Outcome::Done))
     }
@@ -72,11 +64,10 @@ impl Applier<'_, '_> {
     pub(super) fn use_enrollment_token(&mut self, token_hash: &str) -> Handled {
         check!(check_token_hash(token_hash));
         let key = tables::serial_key(token_hash);
-        let Some(mut token) = tables::get::<EnrollmentToken>(
-            &self.t.enrollment_tokens,
-            "enrollment_tokens",
-            key.as_bytes(),
-        )?
+        let Some(mut token) = self
+            .t
+            .enrollment_tokens
+            .get::<EnrollmentToken>(key.as_bytes())?
         else {
             return reject(Rejection::BadEnrollmentToken);
         };
@@ -84,12 +75,7 @@ impl Applier<'_, '_> {
             return reject(Rejection::BadEnrollmentToken);
         }
         token.used_at = Some(self.at);
-        tables::put(
-            &mut self.t.enrollment_tokens,
-            "enrollment_tokens",
-            key.as_bytes(),
-            &token,
-        )?;
+        self.t.enrollment_tokens.put(key.as_bytes(), &token)?;
         self.audit("use enrollment token", token.computer.to_string())?;
         Ok(Ok(Outcome::Enrolled {
             computer: token.computer,
@@ -129,11 +115,8 @@ impl Applier<'_, '_> {
         }
         // An instance being destroyed still gets one: its node destroys it with it.
         let key = tables::instance_key(guid);
-        let current: Option<InstanceCertificate> = tables::get(
-            &self.t.instance_certificates,
-            "instance_certificates",
-            key.as_bytes(),
-        )?;
+        let current: Option<InstanceCertificate> =
+            self.t.instance_certificates.get(key.as_bytes())?;
         if let Some(current) = current {
             // Another replica bound one first, or renewed it first: the first stands, and the
             // certificate offered here is dropped with its key, unused.
@@ -143,12 +126,9 @@ impl Applier<'_, '_> {
             certificate.serials = current.serials;
         }
         certificate.serials.push(certificate.serial.clone());
-        tables::put(
-            &mut self.t.instance_certificates,
-            "instance_certificates",
-            key.as_bytes(),
-            &certificate,
-        )?;
+        self.t
+            .instance_certificates
+            .put(key.as_bytes(), &certificate)?;
         self.audit(
             "bind instance certificate",
             format!("{} to {guid}", certificate.serial),
@@ -163,22 +143,17 @@ impl Applier<'_, '_> {
         guid: InstanceGuid,
     ) -> Result<(), StateError> {
         let key = tables::instance_key(guid);
-        let Some(bound) = tables::get::<InstanceCertificate>(
-            &self.t.instance_certificates,
-            "instance_certificates",
-            key.as_bytes(),
-        )?
+        let Some(bound) = self
+            .t
+            .instance_certificates
+            .get::<InstanceCertificate>(key.as_bytes())?
         else {
             return Ok(());
         };
         for serial in &bound.serials {
             self.revoke(serial, &format!("instance {guid} destroyed"))?;
         }
-        tables::delete(
-            &mut self.t.instance_certificates,
-            "instance_certificates",
-            key.as_bytes(),
-        )?;
+        self.t.instance_certificates.delete(key.as_bytes())?;
         self.audit("revoke instance certificates", guid.to_string())
     }
 
@@ -201,7 +176,11 @@ impl Applier<'_, '_> {
     /// Records `serial` as revoked, unless it already is; answers whether it was new.
     pub(super) fn revoke(&mut self, serial: &str, reason: &str) -> Result<bool, StateError> {
         let key = tables::serial_key(serial);
-        if tables::get::<Revocation>(&self.t.revocations, "revocations", key.as_bytes())?.is_some()
+        if self
+            .t
+            .revocations
+            .get::<Revocation>(key.as_bytes())?
+            .is_some()
         {
             return Ok(false);
         }
@@ -210,12 +189,7 @@ impl Applier<'_, '_> {
             by: self.actor.clone(),
             reason: reason.to_string(),
         };
-        tables::put(
-            &mut self.t.revocations,
-            "revocations",
-            key.as_bytes(),
-            &revocation,
-        )?;
+        self.t.revocations.put(key.as_bytes(), &revocation)?;
         self.changes.revocations = true;
         Ok(true)
     }

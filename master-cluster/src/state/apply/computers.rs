@@ -33,16 +33,12 @@ impl Applier<'_, '_> {
             None => BTreeSet::new(),
         };
         for gone in &removed {
-            tables::delete(
-                &mut self.t.partitions,
-                "partitions",
-                tables::partition_key(id, &gone.reference).as_bytes(),
-            )?;
-            tables::delete(
-                &mut self.t.free_partitions,
-                "free_partitions",
-                tables::free_key(id, gone).as_bytes(),
-            )?;
+            self.t
+                .partitions
+                .delete(tables::partition_key(id, &gone.reference).as_bytes())?;
+            self.t
+                .free_partitions
+                .delete(tables::free_key(id, gone).as_bytes())?;
         }
         let mut added = 0u32;
         let mut free = 0u32;
@@ -63,19 +59,16 @@ impl Applier<'_, '_> {
                 None => added += 1,
                 // Its ordinal (part of the free key) follows the definition's order for names
                 // without a number: drop the old key before writing the new one.
-                Some(old) => tables::delete(
-                    &mut self.t.free_partitions,
-                    "free_partitions",
-                    tables::free_key(id, old).as_bytes(),
-                )?,
+                Some(old) => self
+                    .t
+                    .free_partitions
+                    .delete(tables::free_key(id, old).as_bytes())?,
             }
             if occupant.is_none() {
                 free += 1;
-                tables::put_index(
-                    &mut self.t.free_partitions,
-                    "free_partitions",
-                    tables::free_key(id, &partition).as_bytes(),
-                )?;
+                self.t
+                    .free_partitions
+                    .put_index(tables::free_key(id, &partition).as_bytes())?;
             }
             if old != Some(&partition) {
                 // A running instance must reconfigure when its partition's addresses change.
@@ -87,9 +80,7 @@ impl Applier<'_, '_> {
                     self.bump(guid)?;
                     self.touch_tree_of(guid)?;
                 }
-                tables::put(
-                    &mut self.t.partitions,
-                    "partitions",
+                self.t.partitions.put(
                     tables::partition_key(id, &partition.reference).as_bytes(),
                     &partition,
                 )?;
@@ -194,7 +185,7 @@ impl Applier<'_, '_> {
         }
         for record in records {
             let key = tables::usage_key(id, &record.partition, record.period_start.0);
-            tables::put(&mut self.t.usage, "usage", key.as_bytes(), record)?;
+            self.t.usage.put(key.as_bytes(), record)?;
         }
         self.audit("post usage", format!("{} records for {id}", records.len()))?;
         Ok(Ok(Outcome::Done))
@@ -218,12 +209,9 @@ impl Applier<'_, '_> {
             {
                 continue;
             }
-            tables::put_u64(
-                &mut self.t.liveness,
-                "liveness",
-                &tables::computer_key(computer),
-                at.0,
-            )?;
+            self.t
+                .liveness
+                .put_u64(&tables::computer_key(computer), at.0)?;
             recorded = true;
         }
         Ok(Ok(if recorded {

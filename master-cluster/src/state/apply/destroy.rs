@@ -31,12 +31,10 @@ impl Applier<'_, '_> {
     /// Marks `guid` and everything below it destroyed. What runs nowhere (shared instances,
     /// pending requests) is removed at once; what runs on a partition waits for its node.
     pub(super) fn mark_destroyed(&mut self, guid: InstanceGuid) -> Result<(), StateError> {
-        let children = tables::trailing_guids(
-            &self.t.children,
-            "children",
-            &tables::instance_key(guid),
-            usize::MAX,
-        )?;
+        let children = self
+            .t
+            .children
+            .trailing_guids(&tables::instance_key(guid), usize::MAX)?;
         for child in children {
             self.mark_destroyed(child)?;
         }
@@ -53,8 +51,7 @@ impl Applier<'_, '_> {
             Placement::Partition(_) => {
                 self.save_instance(&instance)?;
                 // Its shared instances look for another host.
-                let hosted =
-                    tables::guid_values(&self.t.hosted, "hosted", &tables::instance_key(guid))?;
+                let hosted = self.t.hosted.guid_values(&tables::instance_key(guid))?;
                 for shared in hosted {
                     if let Some(mut shared) = self.t.instance(shared)? {
                         self.detach_from_host(&shared, guid)?;
@@ -79,11 +76,9 @@ impl Applier<'_, '_> {
         host: InstanceGuid,
     ) -> Result<(), StateError> {
         if let Some(reference) = &shared.shared_reference {
-            tables::delete(
-                &mut self.t.hosted,
-                "hosted",
-                tables::hosted_key(host, reference).as_bytes(),
-            )?;
+            self.t
+                .hosted
+                .delete(tables::hosted_key(host, reference).as_bytes())?;
         }
         Ok(())
     }
@@ -102,36 +97,22 @@ impl Applier<'_, '_> {
                 .saturating_sub(u64::from(stored.as_ref().is_some_and(waiting)));
             h.parameter_bytes = h.parameter_bytes.saturating_sub(bytes);
         })?;
-        tables::delete(&mut self.t.instances, "instances", key.as_bytes())?;
-        tables::delete(
-            &mut self.t.instance_parameters,
-            "instance_parameters",
-            key.as_bytes(),
-        )?;
-        tables::delete(
-            &mut self.t.instance_connections,
-            "instance_connections",
-            key.as_bytes(),
-        )?;
-        tables::delete(
-            &mut self.t.titles,
-            "titles",
-            tables::title_key(instance.root, &instance.title).as_bytes(),
-        )?;
+        self.t.instances.delete(key.as_bytes())?;
+        self.t.instance_parameters.delete(key.as_bytes())?;
+        self.t.instance_connections.delete(key.as_bytes())?;
+        self.t
+            .titles
+            .delete(tables::title_key(instance.root, &instance.title).as_bytes())?;
         match &instance.requester {
             Requester::User(owner) => {
-                tables::delete(
-                    &mut self.t.roots,
-                    "roots",
-                    tables::root_key(owner, &instance.title).as_bytes(),
-                )?;
+                self.t
+                    .roots
+                    .delete(tables::root_key(owner, &instance.title).as_bytes())?;
             }
             Requester::Instance(parent) => {
-                tables::delete(
-                    &mut self.t.children,
-                    "children",
-                    tables::child_key(*parent, instance.guid).as_bytes(),
-                )?;
+                self.t
+                    .children
+                    .delete(tables::child_key(*parent, instance.guid).as_bytes())?;
                 self.finish_if_waiting(*parent)?;
             }
         }
@@ -143,8 +124,11 @@ impl Applier<'_, '_> {
         let Some(parent) = self.t.instance(guid)? else {
             return Ok(());
         };
-        let has_children =
-            !tables::scan(&self.t.children, "children", &tables::instance_key(guid), 1)?.is_empty();
+        let has_children = !self
+            .t
+            .children
+            .scan(&tables::instance_key(guid), 1)?
+            .is_empty();
         if parent.destroyed_reported && !has_children {
             self.release_and_forget(&parent)?;
         }
@@ -167,13 +151,11 @@ impl Applier<'_, '_> {
     }
 
     pub(super) fn destroyed_reported(&mut self, mut instance: Instance) -> Handled {
-        let has_children = !tables::scan(
-            &self.t.children,
-            "children",
-            &tables::instance_key(instance.guid),
-            1,
-        )?
-        .is_empty();
+        let has_children = !self
+            .t
+            .children
+            .scan(&tables::instance_key(instance.guid), 1)?
+            .is_empty();
         self.audit("report instance destroyed", instance.guid.to_string())?;
         if has_children {
             instance.destroyed_reported = true;

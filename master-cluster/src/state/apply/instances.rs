@@ -25,16 +25,14 @@ impl Applier<'_, '_> {
             }
         };
         let existing = match &parent {
-            None => tables::guid_at(
-                &self.t.roots,
-                "roots",
-                &tables::root_key(&owner, &request.title),
-            )?,
-            Some(parent) => tables::guid_at(
-                &self.t.titles,
-                "titles",
-                &tables::title_key(parent.root, &request.title),
-            )?,
+            None => self
+                .t
+                .roots
+                .guid_at(&tables::root_key(&owner, &request.title))?,
+            Some(parent) => self
+                .t
+                .titles
+                .guid_at(&tables::title_key(parent.root, &request.title))?,
         };
         match existing {
             // The requester's own tree (found by owner and title, or under its parent).
@@ -137,32 +135,23 @@ impl Applier<'_, '_> {
             created_at: self.at,
             destroyed_reported: false,
         };
-        tables::put_guid(
-            &mut self.t.titles,
-            "titles",
-            &tables::title_key(root, &request.title),
-            guid,
-        )?;
+        self.t
+            .titles
+            .put_guid(&tables::title_key(root, &request.title), guid)?;
         match parent {
-            None => tables::put_guid(
-                &mut self.t.roots,
-                "roots",
-                &tables::root_key(&owner, &request.title),
-                guid,
-            )?,
-            Some(parent) => tables::put_index(
-                &mut self.t.children,
-                "children",
-                tables::child_key(parent.guid, guid).as_bytes(),
-            )?,
+            None => self
+                .t
+                .roots
+                .put_guid(&tables::root_key(&owner, &request.title), guid)?,
+            Some(parent) => self
+                .t
+                .children
+                .put_index(tables::child_key(parent.guid, guid).as_bytes())?,
         }
         if !request.parameters.is_empty() {
-            tables::put(
-                &mut self.t.instance_parameters,
-                "instance_parameters",
-                tables::instance_key(guid).as_bytes(),
-                &request.parameters,
-            )?;
+            self.t
+                .instance_parameters
+                .put(tables::instance_key(guid).as_bytes(), &request.parameters)?;
             self.hold(&owner, |h| {
                 h.parameter_bytes += parameter_bytes(&request.parameters);
             })?;
@@ -230,18 +219,11 @@ impl Applier<'_, '_> {
         if parameters_changed {
             let key = tables::instance_key(instance.guid);
             if request.parameters.is_empty() {
-                tables::delete(
-                    &mut self.t.instance_parameters,
-                    "instance_parameters",
-                    key.as_bytes(),
-                )?;
+                self.t.instance_parameters.delete(key.as_bytes())?;
             } else {
-                tables::put(
-                    &mut self.t.instance_parameters,
-                    "instance_parameters",
-                    key.as_bytes(),
-                    &request.parameters,
-                )?;
+                self.t
+                    .instance_parameters
+                    .put(key.as_bytes(), &request.parameters)?;
             }
             self.hold(&instance.owner, |h| {
                 h.parameter_bytes = (h.parameter_bytes + new_bytes).saturating_sub(old_bytes);
@@ -281,12 +263,9 @@ impl Applier<'_, '_> {
         if self.t.connection(target.guid)? == *parameters {
             return Ok(Ok(Outcome::Unchanged));
         }
-        tables::put(
-            &mut self.t.instance_connections,
-            "instance_connections",
-            tables::instance_key(target.guid).as_bytes(),
-            parameters,
-        )?;
+        self.t
+            .instance_connections
+            .put(tables::instance_key(target.guid).as_bytes(), parameters)?;
         // They are in the target's partition view (`_connection_dict`).
         if let Placement::Partition(p) = &target.placement {
             self.touched.insert(p.computer.clone());
@@ -361,11 +340,10 @@ impl Applier<'_, '_> {
             Ok(instance) => instance,
             Err(rejection) => return reject(rejection),
         };
-        let tree = tables::guid_values(
-            &self.t.titles,
-            "titles",
-            &tables::instance_key(instance.root),
-        )?;
+        let tree = self
+            .t
+            .titles
+            .guid_values(&tables::instance_key(instance.root))?;
         for guid in tree {
             self.bump(guid)?;
         }
@@ -390,48 +368,36 @@ impl Applier<'_, '_> {
         if instance.title == new_title {
             return Ok(Ok(Outcome::Unchanged));
         }
-        let taken = tables::guid_at(
-            &self.t.titles,
-            "titles",
-            &tables::title_key(instance.root, new_title),
-        )?
-        .is_some()
+        let taken = self
+            .t
+            .titles
+            .guid_at(&tables::title_key(instance.root, new_title))?
+            .is_some()
             || (instance.guid == instance.root
-                && tables::guid_at(
-                    &self.t.roots,
-                    "roots",
-                    &tables::root_key(&instance.owner, new_title),
-                )?
-                .is_some());
+                && self
+                    .t
+                    .roots
+                    .guid_at(&tables::root_key(&instance.owner, new_title))?
+                    .is_some());
         if taken {
             return reject(Rejection::Invalid {
                 what: "new title".into(),
                 reason: format!("{new_title:?} is already taken"),
             });
         }
-        tables::delete(
-            &mut self.t.titles,
-            "titles",
-            tables::title_key(instance.root, &instance.title).as_bytes(),
-        )?;
-        tables::put_guid(
-            &mut self.t.titles,
-            "titles",
-            &tables::title_key(instance.root, new_title),
-            instance.guid,
-        )?;
+        self.t
+            .titles
+            .delete(tables::title_key(instance.root, &instance.title).as_bytes())?;
+        self.t
+            .titles
+            .put_guid(&tables::title_key(instance.root, new_title), instance.guid)?;
         if let Requester::User(owner) = &instance.requester {
-            tables::delete(
-                &mut self.t.roots,
-                "roots",
-                tables::root_key(owner, &instance.title).as_bytes(),
-            )?;
-            tables::put_guid(
-                &mut self.t.roots,
-                "roots",
-                &tables::root_key(owner, new_title),
-                instance.guid,
-            )?;
+            self.t
+                .roots
+                .delete(tables::root_key(owner, &instance.title).as_bytes())?;
+            self.t
+                .roots
+                .put_guid(&tables::root_key(owner, new_title), instance.guid)?;
         }
         instance.title = new_title.to_string();
         bump(&mut instance, self.at);

@@ -87,12 +87,10 @@ pub fn apply(
     };
     let response = applier.op(&command.op)?;
     for computer in &applier.touched {
-        tables::put_u64(
-            &mut applier.t.computer_versions,
-            "computer_versions",
-            &tables::computer_key(computer),
-            index,
-        )?;
+        applier
+            .t
+            .computer_versions
+            .put_u64(&tables::computer_key(computer), index)?;
     }
     let mut changed = std::mem::take(&mut applier.changes);
     changed.computers.append(&mut applier.touched);
@@ -244,11 +242,10 @@ impl Applier<'_, '_> {
         let computer;
         let target = match op {
             Op::PublishSoftwareRelease { url, .. } => {
-                release = tables::get::<SoftwareRelease>(
-                    &self.t.catalog,
-                    "catalog",
-                    tables::catalog_key(url).as_bytes(),
-                )?;
+                release = self
+                    .t
+                    .catalog
+                    .get::<SoftwareRelease>(tables::catalog_key(url).as_bytes())?;
                 Target::Release {
                     published_by: release.as_ref().map(|r| &r.published_by),
                 }
@@ -320,12 +317,9 @@ impl Applier<'_, '_> {
         index_before: &BTreeSet<Vec<u8>>,
     ) -> Result<(), StateError> {
         self.touched.insert(computer.id.clone());
-        tables::put(
-            &mut self.t.computers,
-            "computers",
-            tables::computer_key(&computer.id).as_bytes(),
-            computer,
-        )?;
+        self.t
+            .computers
+            .put(tables::computer_key(&computer.id).as_bytes(), computer)?;
         let after = placement::index_keys(self.t, computer)?;
         placement::reindex(self.t, index_before, &after)
     }
@@ -348,19 +342,16 @@ impl Applier<'_, '_> {
                 }
             })?;
         }
-        tables::put(
-            &mut self.t.instances,
-            "instances",
-            tables::instance_key(instance.guid).as_bytes(),
-            instance,
-        )
+        self.t
+            .instances
+            .put(tables::instance_key(instance.guid).as_bytes(), instance)
     }
 
     /// Marks the computers of every placed member of the tree of `root` as changed: a tree's
     /// addresses (`full_ip_list` in SLAP) are part of each member's view, so placing, freeing
     /// or readdressing one member changes the others' (their computers' versions say so).
     fn touch_tree(&mut self, root: InstanceGuid) -> Result<(), StateError> {
-        for member in tables::guid_values(&self.t.titles, "titles", &tables::instance_key(root))? {
+        for member in self.t.titles.guid_values(&tables::instance_key(root))? {
             if let Some(Instance {
                 placement: Placement::Partition(p),
                 ..
@@ -389,12 +380,9 @@ impl Applier<'_, '_> {
     }
 
     fn set_counter(&mut self, name: &'static str, value: u64) -> Result<(), StateError> {
-        tables::put_u64(
-            &mut self.t.counters,
-            "counters",
-            &super::keys::Key::new().str(name),
-            value,
-        )
+        self.t
+            .counters
+            .put_u64(&super::keys::Key::new().str(name), value)
     }
 
     fn audit(&mut self, action: &str, target: String) -> Result<(), StateError> {
@@ -406,7 +394,7 @@ impl Applier<'_, '_> {
         };
         let key = tables::audit_key(self.index, self.position, self.audit_sequence);
         self.audit_sequence += 1;
-        tables::put(&mut self.t.audit, "audit", key.as_bytes(), &record)
+        self.t.audit.put(key.as_bytes(), &record)
     }
 
     /// The instance on a partition.
@@ -440,11 +428,10 @@ impl Applier<'_, '_> {
         let Some(reference) = shared_reference else {
             return Ok(Ok(host));
         };
-        let shared = tables::guid_at(
-            &self.t.hosted,
-            "hosted",
-            &tables::hosted_key(host.guid, reference),
-        )?;
+        let shared = self
+            .t
+            .hosted
+            .guid_at(&tables::hosted_key(host.guid, reference))?;
         match shared {
             Some(guid) => Ok(self
                 .t
@@ -482,14 +469,9 @@ pub fn count_holdings_once(t: &mut WriteTables<'_>) -> Result<(), StateError> {
     if t.counter(COUNTED)? != 0 {
         return Ok(());
     }
-    let rows = tables::scan(
-        &t.instances,
-        "instances",
-        &super::keys::Key::new(),
-        usize::MAX,
-    )?;
+    let instances: Vec<Instance> = t.instances.records(&super::keys::Key::new(), usize::MAX)?;
     let mut holdings: BTreeMap<UserId, Holding> = BTreeMap::new();
-    for instance in tables::decode_all::<Instance>("instances", rows)? {
+    for instance in instances {
         let bytes = parameter_bytes(&t.parameters(instance.guid)?);
         let holding = holdings.entry(instance.owner.clone()).or_default();
         holding.instances += 1;
@@ -498,14 +480,9 @@ pub fn count_holdings_once(t: &mut WriteTables<'_>) -> Result<(), StateError> {
     }
     for (owner, holding) in holdings {
         let key = tables::user_key(&owner);
-        tables::put(&mut t.holdings, "holdings", key.as_bytes(), &holding)?;
+        t.holdings.put(key.as_bytes(), &holding)?;
     }
-    tables::put_u64(
-        &mut t.counters,
-        "counters",
-        &super::keys::Key::new().str(COUNTED),
-        1,
-    )
+    t.counters.put_u64(&super::keys::Key::new().str(COUNTED), 1)
 }
 
 /// Whether an instance waits for a partition (or a host): a pending request, as quotas count.

@@ -29,9 +29,7 @@ impl Applier<'_, '_> {
                 Choice::Found(host) => self.attach_to_host(instance, host.guid)?,
                 Choice::NotFound(reason) => {
                     instance.placement = Placement::Pending { reason };
-                    tables::put_index(
-                        &mut self.t.pending_shared,
-                        "pending_shared",
+                    self.t.pending_shared.put_index(
                         tables::shared_host_key(
                             &instance.software_release,
                             &instance.software_type,
@@ -58,9 +56,7 @@ impl Applier<'_, '_> {
             Choice::Found((computer, partition)) => self.occupy(instance, computer, partition)?,
             Choice::NotFound(reason) => {
                 instance.placement = Placement::Pending { reason };
-                tables::put_index(
-                    &mut self.t.pending,
-                    "pending",
+                self.t.pending.put_index(
                     tables::pending_key(&instance.software_release, instance.guid).as_bytes(),
                 )?;
             }
@@ -75,12 +71,9 @@ impl Applier<'_, '_> {
     ) -> Result<(), StateError> {
         instance.placement = Placement::Hosted { host };
         if let Some(reference) = &instance.shared_reference {
-            tables::put_guid(
-                &mut self.t.hosted,
-                "hosted",
-                &tables::hosted_key(host, reference),
-                instance.guid,
-            )?;
+            self.t
+                .hosted
+                .put_guid(&tables::hosted_key(host, reference), instance.guid)?;
         }
         // The host's node must add it to its slave_instance_list.
         self.bump(host)
@@ -93,14 +86,10 @@ impl Applier<'_, '_> {
         partition: Partition,
     ) -> Result<(), StateError> {
         let before = placement::index_keys(self.t, &computer)?;
-        tables::delete(
-            &mut self.t.free_partitions,
-            "free_partitions",
-            tables::free_key(&computer.id, &partition).as_bytes(),
-        )?;
-        tables::put_guid(
-            &mut self.t.occupants,
-            "occupants",
+        self.t
+            .free_partitions
+            .delete(tables::free_key(&computer.id, &partition).as_bytes())?;
+        self.t.occupants.put_guid(
             &tables::partition_key(&computer.id, &partition.reference),
             instance.guid,
         )?;
@@ -130,16 +119,12 @@ impl Applier<'_, '_> {
             return Ok(());
         };
         let before = placement::index_keys(self.t, &computer)?;
-        tables::delete(
-            &mut self.t.occupants,
-            "occupants",
-            tables::partition_key(&id.computer, &id.partition).as_bytes(),
-        )?;
-        tables::put_index(
-            &mut self.t.free_partitions,
-            "free_partitions",
-            tables::free_key(&id.computer, &partition).as_bytes(),
-        )?;
+        self.t
+            .occupants
+            .delete(tables::partition_key(&id.computer, &id.partition).as_bytes())?;
+        self.t
+            .free_partitions
+            .put_index(tables::free_key(&id.computer, &partition).as_bytes())?;
         computer.free_count = computer
             .free_count
             .saturating_add(1)
@@ -155,7 +140,7 @@ impl Applier<'_, '_> {
                 continue;
             }
             let prefix = crate::state::keys::Key::new().str(url.as_str());
-            for guid in tables::trailing_guids(&self.t.pending, "pending", &prefix, usize::MAX)? {
+            for guid in self.t.pending.trailing_guids(&prefix, usize::MAX)? {
                 let Some(computer) = self.t.computer(id)? else {
                     return Ok(placed);
                 };
@@ -185,11 +170,9 @@ impl Applier<'_, '_> {
                     &Tree::of(&instance),
                     &networks,
                 )? {
-                    tables::delete(
-                        &mut self.t.pending,
-                        "pending",
-                        tables::pending_key(&url, guid).as_bytes(),
-                    )?;
+                    self.t
+                        .pending
+                        .delete(tables::pending_key(&url, guid).as_bytes())?;
                     self.occupy(&mut instance, computer, partition)?;
                     self.save_instance(&instance)?;
                     placed += 1;
@@ -209,12 +192,7 @@ impl Applier<'_, '_> {
         let prefix = crate::state::keys::Key::new()
             .str(url.as_str())
             .str(software_type);
-        for guid in tables::trailing_guids(
-            &self.t.pending_shared,
-            "pending_shared",
-            &prefix,
-            usize::MAX,
-        )? {
+        for guid in self.t.pending_shared.trailing_guids(&prefix, usize::MAX)? {
             let Some(mut shared) = self.t.instance(guid)? else {
                 continue;
             };
@@ -241,11 +219,9 @@ impl Applier<'_, '_> {
                 },
             };
             if let Some(host) = host {
-                tables::delete(
-                    &mut self.t.pending_shared,
-                    "pending_shared",
-                    tables::shared_host_key(url, software_type, guid).as_bytes(),
-                )?;
+                self.t
+                    .pending_shared
+                    .delete(tables::shared_host_key(url, software_type, guid).as_bytes())?;
                 self.attach_to_host(&mut shared, host)?;
                 self.save_instance(&shared)?;
             }
@@ -260,9 +236,7 @@ impl Applier<'_, '_> {
             &instance.software_release,
             &instance.software_type,
         ) {
-            tables::put_index(
-                &mut self.t.shared_hosts,
-                "shared_hosts",
+            self.t.shared_hosts.put_index(
                 tables::shared_host_key(
                     &instance.software_release,
                     &instance.software_type,
@@ -278,21 +252,15 @@ impl Applier<'_, '_> {
     pub(super) fn unindex(&mut self, instance: &Instance) -> Result<(), StateError> {
         let url = &instance.software_release;
         let software_type = &instance.software_type;
-        tables::delete(
-            &mut self.t.shared_hosts,
-            "shared_hosts",
-            tables::shared_host_key(url, software_type, instance.guid).as_bytes(),
-        )?;
-        tables::delete(
-            &mut self.t.pending,
-            "pending",
-            tables::pending_key(url, instance.guid).as_bytes(),
-        )?;
-        tables::delete(
-            &mut self.t.pending_shared,
-            "pending_shared",
-            tables::shared_host_key(url, software_type, instance.guid).as_bytes(),
-        )
+        self.t
+            .shared_hosts
+            .delete(tables::shared_host_key(url, software_type, instance.guid).as_bytes())?;
+        self.t
+            .pending
+            .delete(tables::pending_key(url, instance.guid).as_bytes())?;
+        self.t
+            .pending_shared
+            .delete(tables::shared_host_key(url, software_type, instance.guid).as_bytes())
     }
 
     // --- helpers ------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ impl Applier<'_, '_> {
         }
         let key = tables::quota_key(user);
         match quota {
-            Some(quota) => tables::put(&mut self.t.quotas, "quotas", key.as_bytes(), &quota)?,
-            None => tables::delete(&mut self.t.quotas, "quotas", key.as_bytes())?,
+            Some(quota) => self.t.quotas.put(key.as_bytes(), &quota)?,
+            None => self.t.quotas.delete(key.as_bytes())?,
         }
         let whose = user.map_or_else(|| "everyone's default".to_string(), |u| u.to_string());
         self.audit("set quota", format!("{whose}: {quota:?}"))?;
@@ -73,9 +73,9 @@ impl Applier<'_, '_> {
         change(&mut holding);
         let key = tables::user_key(owner);
         if holding == Holding::default() {
-            tables::delete(&mut self.t.holdings, "holdings", key.as_bytes())
+            self.t.holdings.delete(key.as_bytes())
         } else {
-            tables::put(&mut self.t.holdings, "holdings", key.as_bytes(), &holding)
+            self.t.holdings.put(key.as_bytes(), &holding)
         }
     }
 
@@ -94,12 +94,9 @@ impl Applier<'_, '_> {
             everyone: existing.as_ref().and_then(|p| p.everyone),
             created_at: existing.as_ref().map_or(self.at, |p| p.created_at),
         };
-        tables::put(
-            &mut self.t.projects,
-            "projects",
-            tables::project_key(id).as_bytes(),
-            &project,
-        )?;
+        self.t
+            .projects
+            .put(tables::project_key(id).as_bytes(), &project)?;
         self.audit("create project", id.to_string())?;
         Ok(Ok(Outcome::Done))
     }
@@ -116,40 +113,18 @@ impl Applier<'_, '_> {
         }
         let member_key = tables::member_key(project, user);
         let user_key = tables::user_project_key(user, project);
-        let current: Option<ProjectRole> = tables::get(
-            &self.t.project_members,
-            "project_members",
-            member_key.as_bytes(),
-        )?;
+        let current: Option<ProjectRole> = self.t.project_members.get(member_key.as_bytes())?;
         if current == role {
             return Ok(Ok(Outcome::Unchanged));
         }
         match role {
             Some(role) => {
-                tables::put(
-                    &mut self.t.project_members,
-                    "project_members",
-                    member_key.as_bytes(),
-                    &role,
-                )?;
-                tables::put(
-                    &mut self.t.user_projects,
-                    "user_projects",
-                    user_key.as_bytes(),
-                    &role,
-                )?;
+                self.t.project_members.put(member_key.as_bytes(), &role)?;
+                self.t.user_projects.put(user_key.as_bytes(), &role)?;
             }
             None => {
-                tables::delete(
-                    &mut self.t.project_members,
-                    "project_members",
-                    member_key.as_bytes(),
-                )?;
-                tables::delete(
-                    &mut self.t.user_projects,
-                    "user_projects",
-                    user_key.as_bytes(),
-                )?;
+                self.t.project_members.delete(member_key.as_bytes())?;
+                self.t.user_projects.delete(user_key.as_bytes())?;
             }
         }
         self.audit(
