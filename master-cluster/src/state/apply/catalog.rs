@@ -9,10 +9,10 @@ impl Applier<'_, '_> {
         title: &str,
         software_types: &[String],
     ) -> Handled {
-        check!(check_url(url));
-        check!(check_name("title", title));
+        check_url(url)?;
+        check_name("title", title)?;
         for software_type in software_types {
-            check!(check_name("software type", software_type));
+            check_name("software type", software_type)?;
         }
         let release = SoftwareRelease {
             url: url.clone(),
@@ -26,11 +26,11 @@ impl Applier<'_, '_> {
         if existing
             .is_some_and(|e| e.title == release.title && e.software_types == release.software_types)
         {
-            return Ok(Ok(Outcome::Unchanged));
+            return Ok(Outcome::Unchanged);
         }
         self.t.catalog.put(key.as_bytes(), &release)?;
         self.audit("publish software release", url.to_string())?;
-        Ok(Ok(Outcome::Done))
+        Ok(Outcome::Done)
     }
 
     pub(super) fn supply(
@@ -39,14 +39,14 @@ impl Applier<'_, '_> {
         url: &SoftwareReleaseUrl,
         state: SupplyState,
     ) -> Handled {
-        check!(check_url(url));
+        check_url(url)?;
         let Some(computer) = self.t.computer(id)? else {
-            return reject(Rejection::UnknownComputer(id.clone()));
+            return Err(Stop::Refused(Rejection::UnknownComputer(id.clone())));
         };
         let existing = self.t.supply(id, url)?;
         let supply = match (&existing, state) {
-            (Some(s), _) if s.requested == state => return Ok(Ok(Outcome::Unchanged)),
-            (None, SupplyState::Destroyed) => return Ok(Ok(Outcome::Unchanged)),
+            (Some(s), _) if s.requested == state => return Ok(Outcome::Unchanged),
+            (None, SupplyState::Destroyed) => return Ok(Outcome::Unchanged),
             (Some(s), _) => Supply {
                 requested: state,
                 reported: s.reported.clone(),
@@ -71,7 +71,7 @@ impl Applier<'_, '_> {
             format!("{url} on {id}"),
         )?;
         let placed = self.place_pending_on(id)?;
-        Ok(Ok(Outcome::Placed { placed }))
+        Ok(Outcome::Placed { placed })
     }
 
     pub(super) fn report_software(
@@ -81,13 +81,13 @@ impl Applier<'_, '_> {
         state: &SoftwareState,
     ) -> Handled {
         if self.t.computer(id)?.is_none() {
-            return reject(Rejection::UnknownComputer(id.clone()));
+            return Err(Stop::Refused(Rejection::UnknownComputer(id.clone())));
         }
         let Some(mut supply) = self.t.supply(id, url)? else {
-            return reject(Rejection::Invalid {
+            return Err(Stop::Refused(Rejection::Invalid {
                 what: "software report".into(),
                 reason: format!("{url} is not supplied to {id}"),
-            });
+            }));
         };
         let state = match state {
             SoftwareState::Error { log } => SoftwareState::Error {
@@ -96,7 +96,7 @@ impl Applier<'_, '_> {
             other => other.clone(),
         };
         if supply.reported.as_ref() == Some(&state) {
-            return Ok(Ok(Outcome::Unchanged));
+            return Ok(Outcome::Unchanged);
         }
         let key = tables::supply_key(id, url);
         self.touched.insert(id.clone());
@@ -109,7 +109,7 @@ impl Applier<'_, '_> {
             self.t.supply.put(key.as_bytes(), &supply)?;
         }
         self.audit("report software", format!("{url} on {id}"))?;
-        Ok(Ok(Outcome::Done))
+        Ok(Outcome::Done)
     }
 
     // --- instances ----------------------------------------------------------------------------

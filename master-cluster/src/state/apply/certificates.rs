@@ -10,8 +10,8 @@ impl Applier<'_, '_> {
         identity: &str,
         not_after: Timestamp,
     ) -> Handled {
-        check!(check_serial(serial));
-        check!(check_name("certificate identity", identity));
+        check_serial(serial)?;
+        check_name("certificate identity", identity)?;
         let key = tables::serial_key(serial);
         if self
             .t
@@ -19,7 +19,7 @@ impl Applier<'_, '_> {
             .get::<IssuedCertificate>(key.as_bytes())?
             .is_some()
         {
-            return Ok(Ok(Outcome::Unchanged));
+            return Ok(Outcome::Unchanged);
         }
         let record = IssuedCertificate {
             serial: serial.to_string(),
@@ -30,7 +30,7 @@ impl Applier<'_, '_> {
         };
         self.t.certificates.put(key.as_bytes(), &record)?;
         self.audit("record certificate", format!("{serial} for {identity}"))?;
-        Ok(Ok(Outcome::Done))
+        Ok(Outcome::Done)
     }
 
     pub(super) fn create_enrollment_token(
@@ -39,8 +39,8 @@ impl Applier<'_, '_> {
         computer: &ComputerId,
         expires_at: Timestamp,
     ) -> Handled {
-        check!(check_token_hash(token_hash));
-        check!(check_name("computer id", computer.as_str()));
+        check_token_hash(token_hash)?;
+        check_name("computer id", computer.as_str())?;
         let key = tables::serial_key(token_hash);
         if self
             .t
@@ -48,7 +48,7 @@ impl Applier<'_, '_> {
             .get::<EnrollmentToken>(key.as_bytes())?
             .is_some()
         {
-            return Ok(Ok(Outcome::Unchanged));
+            return Ok(Outcome::Unchanged);
         }
         let token = EnrollmentToken {
             computer: computer.clone(),
@@ -58,28 +58,28 @@ impl Applier<'_, '_> {
         };
         self.t.enrollment_tokens.put(key.as_bytes(), &token)?;
         self.audit("create enrollment token", computer.to_string())?;
-        Ok(Ok(Outcome::Done))
+        Ok(Outcome::Done)
     }
 
     pub(super) fn use_enrollment_token(&mut self, token_hash: &str) -> Handled {
-        check!(check_token_hash(token_hash));
+        check_token_hash(token_hash)?;
         let key = tables::serial_key(token_hash);
         let Some(mut token) = self
             .t
             .enrollment_tokens
             .get::<EnrollmentToken>(key.as_bytes())?
         else {
-            return reject(Rejection::BadEnrollmentToken);
+            return Err(Stop::Refused(Rejection::BadEnrollmentToken));
         };
         if token.used_at.is_some() || self.at >= token.expires_at {
-            return reject(Rejection::BadEnrollmentToken);
+            return Err(Stop::Refused(Rejection::BadEnrollmentToken));
         }
         token.used_at = Some(self.at);
         self.t.enrollment_tokens.put(key.as_bytes(), &token)?;
         self.audit("use enrollment token", token.computer.to_string())?;
-        Ok(Ok(Outcome::Enrolled {
+        Ok(Outcome::Enrolled {
             computer: token.computer,
-        }))
+        })
     }
 
     pub(super) fn bind_instance_certificate(
@@ -88,30 +88,30 @@ impl Applier<'_, '_> {
         mut certificate: InstanceCertificate,
         replaces: Option<&str>,
     ) -> Handled {
-        check!(check_serial(&certificate.serial));
+        check_serial(&certificate.serial)?;
         for (what, pem) in [
             ("certificate chain", &certificate.chain_pem),
             ("certificate key", &certificate.key_pem),
         ] {
             if pem.len() > MAX_PEM_BYTES {
-                return reject(Rejection::TooLarge {
+                return Err(Stop::Refused(Rejection::TooLarge {
                     what: what.into(),
                     bytes: pem.len(),
                     max: MAX_PEM_BYTES,
-                });
+                }));
             }
         }
         let Some(instance) = self.t.instance(guid)? else {
-            return reject(Rejection::UnknownInstance(guid));
+            return Err(Stop::Refused(Rejection::UnknownInstance(guid)));
         };
         if instance.placement != Placement::Partition(certificate.partition.clone()) {
-            return reject(Rejection::Invalid {
+            return Err(Stop::Refused(Rejection::Invalid {
                 what: "certificate binding".into(),
                 reason: format!(
                     "instance {guid} does not run on partition {}",
                     certificate.partition
                 ),
-            });
+            }));
         }
         // An instance being destroyed still gets one: its node destroys it with it.
         let key = tables::instance_key(guid);
@@ -121,7 +121,7 @@ impl Applier<'_, '_> {
             // Another replica bound one first, or renewed it first: the first stands, and the
             // certificate offered here is dropped with its key, unused.
             if replaces != Some(current.serial.as_str()) {
-                return Ok(Ok(Outcome::InstanceCertificate(Box::new(current))));
+                return Ok(Outcome::InstanceCertificate(Box::new(current)));
             }
             certificate.serials = current.serials;
         }
@@ -133,7 +133,7 @@ impl Applier<'_, '_> {
             "bind instance certificate",
             format!("{} to {guid}", certificate.serial),
         )?;
-        Ok(Ok(Outcome::InstanceCertificate(Box::new(certificate))))
+        Ok(Outcome::InstanceCertificate(Box::new(certificate)))
     }
 
     /// Revokes every certificate ever bound to an instance whose partition is being freed, so
@@ -158,19 +158,19 @@ impl Applier<'_, '_> {
     }
 
     pub(super) fn revoke_certificate(&mut self, serial: &str, reason: &str) -> Handled {
-        check!(check_serial(serial));
+        check_serial(serial)?;
         if reason.len() > MAX_NAME_BYTES {
-            return reject(Rejection::TooLarge {
+            return Err(Stop::Refused(Rejection::TooLarge {
                 what: "revocation reason".into(),
                 bytes: reason.len(),
                 max: MAX_NAME_BYTES,
-            });
+            }));
         }
         if !self.revoke(serial, reason)? {
-            return Ok(Ok(Outcome::Unchanged));
+            return Ok(Outcome::Unchanged);
         }
         self.audit("revoke certificate", serial.to_string())?;
-        Ok(Ok(Outcome::Done))
+        Ok(Outcome::Done)
     }
 
     /// Records `serial` as revoked, unless it already is; answers whether it was new.

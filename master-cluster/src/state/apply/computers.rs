@@ -4,7 +4,7 @@ use super::*;
 
 impl Applier<'_, '_> {
     pub(super) fn register_computer(&mut self, definition: &ComputerDefinition) -> Handled {
-        check!(check_definition(definition));
+        check_definition(definition)?;
         let id = &definition.id;
         let existing = self.t.computer(id)?;
         let old_partitions = self.t.partitions_of(id)?;
@@ -19,13 +19,13 @@ impl Applier<'_, '_> {
             .iter()
             .find_map(|p| Some((p, occupants.get(&p.reference)?)))
         {
-            return reject(Rejection::PartitionBusy {
+            return Err(Stop::Refused(Rejection::PartitionBusy {
                 partition: PartitionId {
                     computer: id.clone(),
                     partition: busy.reference.clone(),
                 },
                 instance,
-            });
+            }));
         }
 
         let before = match &existing {
@@ -120,11 +120,11 @@ impl Applier<'_, '_> {
         self.save_computer(&computer, &before)?;
         self.audit("register computer", id.to_string())?;
         let placed = self.place_pending_on(id)?;
-        Ok(Ok(Outcome::ComputerRegistered {
+        Ok(Outcome::ComputerRegistered {
             partitions_added: added,
             partitions_removed: u32::try_from(removed.len()).unwrap_or(u32::MAX),
             placed,
-        }))
+        })
     }
 
     pub(super) fn set_allocation_scope(
@@ -133,22 +133,22 @@ impl Applier<'_, '_> {
         scope: AllocationScope,
     ) -> Handled {
         let Some(mut computer) = self.t.computer(id)? else {
-            return reject(Rejection::UnknownComputer(id.clone()));
+            return Err(Stop::Refused(Rejection::UnknownComputer(id.clone())));
         };
         if computer.allocation_scope == scope {
-            return Ok(Ok(Outcome::Unchanged));
+            return Ok(Outcome::Unchanged);
         }
         let before = placement::index_keys(self.t, &computer)?;
         computer.allocation_scope = scope;
         self.save_computer(&computer, &before)?;
         self.audit(&format!("allocation scope {scope}"), id.to_string())?;
         let placed = self.place_pending_on(id)?;
-        Ok(Ok(Outcome::Placed { placed }))
+        Ok(Outcome::Placed { placed })
     }
 
     pub(super) fn bang_computer(&mut self, id: &ComputerId, message: &str) -> Handled {
         let Some(mut computer) = self.t.computer(id)? else {
-            return reject(Rejection::UnknownComputer(id.clone()));
+            return Err(Stop::Refused(Rejection::UnknownComputer(id.clone())));
         };
         let before = placement::index_keys(self.t, &computer)?;
         computer.last_bang = Some(Bang {
@@ -160,35 +160,35 @@ impl Applier<'_, '_> {
         }
         self.save_computer(&computer, &before)?;
         self.audit("bang computer", id.to_string())?;
-        Ok(Ok(Outcome::Done))
+        Ok(Outcome::Done)
     }
 
     pub(super) fn post_usage(&mut self, id: &ComputerId, records: &[UsageRecord]) -> Handled {
         if self.t.computer(id)?.is_none() {
-            return reject(Rejection::UnknownComputer(id.clone()));
+            return Err(Stop::Refused(Rejection::UnknownComputer(id.clone())));
         }
         if records.len() > MAX_USAGE_RECORDS {
-            return reject(Rejection::TooMany {
+            return Err(Stop::Refused(Rejection::TooMany {
                 what: "usage records".into(),
                 count: records.len(),
                 max: MAX_USAGE_RECORDS,
-            });
+            }));
         }
         for record in records {
             if self.t.partition(id, &record.partition)?.is_none() {
-                return reject(Rejection::UnknownPartition(PartitionId {
+                return Err(Stop::Refused(Rejection::UnknownPartition(PartitionId {
                     computer: id.clone(),
                     partition: record.partition.clone(),
-                }));
+                })));
             }
-            check!(check_usage(record));
+            check_usage(record)?;
         }
         for record in records {
             let key = tables::usage_key(id, &record.partition, record.period_start.0);
             self.t.usage.put(key.as_bytes(), record)?;
         }
         self.audit("post usage", format!("{} records for {id}", records.len()))?;
-        Ok(Ok(Outcome::Done))
+        Ok(Outcome::Done)
     }
 
     // --- certificates -----------------------------------------------------------------------
@@ -214,11 +214,11 @@ impl Applier<'_, '_> {
                 .put_u64(&tables::computer_key(computer), at.0)?;
             recorded = true;
         }
-        Ok(Ok(if recorded {
+        Ok(if recorded {
             Outcome::Done
         } else {
             Outcome::Unchanged
-        }))
+        })
     }
 
     // --- placement ----------------------------------------------------------------------------

@@ -5,15 +5,15 @@ use super::*;
 impl Applier<'_, '_> {
     pub(super) fn destroy_instance(&mut self, guid: InstanceGuid) -> Handled {
         let Some(instance) = self.t.instance(guid)? else {
-            return reject(Rejection::UnknownInstance(guid));
+            return Err(Stop::Refused(Rejection::UnknownInstance(guid)));
         };
         if instance.requested_state == RequestedState::Destroyed {
-            return Ok(Ok(Outcome::Instance(summary(&instance, false))));
+            return Ok(Outcome::Instance(summary(&instance, false)));
         }
         self.mark_destroyed(guid)?;
         self.audit("destroy instance", guid.to_string())?;
         let after = self.t.instance(guid)?;
-        Ok(Ok(Outcome::Instance(match after {
+        Ok(Outcome::Instance(match after {
             Some(instance) => summary(&instance, true),
             // Never placed: nothing for a node to clean, so it is already gone.
             None => InstanceSummary {
@@ -25,7 +25,7 @@ impl Applier<'_, '_> {
                 timestamp: self.at,
                 ..summary(&instance, true)
             },
-        })))
+        }))
     }
 
     /// Marks `guid` and everything below it destroyed. What runs nowhere (shared instances,
@@ -161,9 +161,9 @@ impl Applier<'_, '_> {
             instance.destroyed_reported = true;
             instance.reported_state = Some(ReportedState::Destroyed);
             self.save_instance(&instance)?;
-            return Ok(Ok(Outcome::Done));
+            return Ok(Outcome::Done);
         }
         self.release_and_forget(&instance)?;
-        Ok(Ok(Outcome::Done))
+        Ok(Outcome::Done)
     }
 }

@@ -5,23 +5,20 @@ use super::*;
 
 impl Applier<'_, '_> {
     pub(super) fn request_instance(&mut self, request: &InstanceRequest) -> Handled {
-        check!(check_request(request));
+        check_request(request)?;
         // Who asks decides the tree: a user asks for a root, an instance for a child.
         let (owner, parent) = match self.actor {
             Actor::User(user) | Actor::Operator(user) => (user.clone(), None),
             Actor::Partition(partition) => {
-                let parent = match self.occupant(partition)? {
-                    Ok(parent) => parent,
-                    Err(rejection) => return reject(rejection),
-                };
+                let parent = self.occupant(partition)?;
                 // A child of an instance on its way out would outlive its tree.
                 if parent.requested_state == RequestedState::Destroyed {
-                    return reject(Rejection::BeingDestroyed(parent.guid));
+                    return Err(Stop::Refused(Rejection::BeingDestroyed(parent.guid)));
                 }
                 (parent.owner.clone(), Some(parent))
             }
             Actor::Computer(_) | Actor::Replica(_) => {
-                return reject(self.refuse("request instances"));
+                return Err(Stop::Refused(self.refuse("request instances")));
             }
         };
         let existing = match &parent {
@@ -42,15 +39,13 @@ impl Applier<'_, '_> {
                     table: "titles",
                     key: tables::instance_key(guid).into_bytes(),
                     detail: "title points to a missing instance".to_string(),
-                }),
+                }
+                .into()),
             },
             None => {
                 let project = match &parent {
                     Some(parent) => parent.project.clone(),
-                    None => match self.project_of_new_tree(&owner, request)? {
-                        Ok(project) => project,
-                        Err(rejection) => return reject(rejection),
-                    },
+                    None => self.project_of_new_tree(&owner, request)?,
                 };
                 self.create_instance(owner, project, parent.as_ref(), request)
             }
@@ -64,7 +59,7 @@ impl Applier<'_, '_> {
         &self,
         owner: &UserId,
         request: &InstanceRequest,
-    ) -> Result<Result<ProjectId, Rejection>, StateError> {
+    ) -> Result<ProjectId, Stop> {
         let project = match request.sla.get(placement::PROJECT_KEY) {
             Some(named) => ProjectId(named.clone()),
             None => match self.t.projects_of(owner)?.into_iter().next() {
@@ -73,7 +68,7 @@ impl Applier<'_, '_> {
             },
         };
         if self.t.project(&project)?.is_none() {
-            return Ok(Err(Rejection::UnknownProject(project)));
+            return Err(Stop::Refused(Rejection::UnknownProject(project)));
         }
         let facts = ProjectFacts {
             project: &project,
@@ -86,7 +81,7 @@ impl Applier<'_, '_> {
             Target::Project(facts),
         )
         .map(|()| project.clone())
-        .map_err(not_allowed))
+        .map_err(not_allowed)?)
     }
 
     pub(super) fn create_instance(
@@ -97,11 +92,11 @@ impl Applier<'_, '_> {
         request: &InstanceRequest,
     ) -> Handled {
         if request.state == RequestedState::Destroyed {
-            return reject(Rejection::NothingToDestroy {
+            return Err(Stop::Refused(Rejection::NothingToDestroy {
                 title: request.title.clone(),
-            });
+            }));
         }
-        check!(self.within_quota(&owner, 1, parameter_bytes(&request.parameters))?);
+        self.within_quota(&owner, 1, parameter_bytes(&request.parameters))?;
         let guid = InstanceGuid(self.t.counter("next_guid")? + 1);
         self.set_counter("next_guid", guid.0)?;
         let root = parent.map_or(guid, |p| p.root);
@@ -159,7 +154,7 @@ impl Applier<'_, '_> {
         self.place(&mut instance)?;
         self.save_instance(&instance)?;
         self.audit("request instance", format!("{guid} {:?}", request.title))?;
-        Ok(Ok(Outcome::Instance(summary(&instance, true))))
+        Ok(Outcome::Instance(summary(&instance, true)))
     }
 
     pub(super) fn update_instance(
@@ -169,20 +164,20 @@ impl Applier<'_, '_> {
     ) -> Handled {
         if instance.requested_state == RequestedState::Destroyed {
             return if request.state == RequestedState::Destroyed {
-                Ok(Ok(Outcome::Instance(summary(&instance, false))))
+                Ok(Outcome::Instance(summary(&instance, false)))
             } else {
-                reject(Rejection::BeingDestroyed(instance.guid))
+                Err(Stop::Refused(Rejection::BeingDestroyed(instance.guid)))
             };
         }
         if instance.shared != request.shared {
-            return reject(Rejection::Invalid {
+            return Err(Stop::Refused(Rejection::Invalid {
                 what: "request".into(),
                 reason: format!(
                     "instance {} is {}shared; the shared flag cannot change",
                     instance.guid,
                     if instance.shared { "" } else { "not " }
                 ),
-            });
+            }));
         }
         if request.state == RequestedState::Destroyed {
             return self.destroy_instance(instance.guid);
@@ -194,14 +189,14 @@ impl Applier<'_, '_> {
         let parameters_changed = parameters != request.parameters;
         let state_changed = instance.requested_state != request.state;
         if !(software_changed || sla_changed || parameters_changed || state_changed) {
-            return Ok(Ok(Outcome::Instance(summary(&instance, false))));
+            return Ok(Outcome::Instance(summary(&instance, false)));
         }
         let (old_bytes, new_bytes) = (
             parameter_bytes(&parameters),
             parameter_bytes(&request.parameters),
         );
         if new_bytes > old_bytes {
-            check!(self.within_quota(&instance.owner, 0, new_bytes - old_bytes)?);
+            self.within_quota(&instance.owner, 0, new_bytes - old_bytes)?;
         }
 
         let placed_on_partition = matches!(instance.placement, Placement::Partition(_));
@@ -242,7 +237,7 @@ impl Applier<'_, '_> {
         }
         self.save_instance(&instance)?;
         self.audit("update instance", instance.guid.to_string())?;
-        Ok(Ok(Outcome::Instance(summary(&instance, true))))
+        Ok(Outcome::Instance(summary(&instance, true)))
     }
 
     pub(super) fn publish_connection(
@@ -251,17 +246,10 @@ impl Applier<'_, '_> {
         shared_reference: Option<&str>,
         parameters: &Parameters,
     ) -> Handled {
-        check!(check_parameters(
-            "connection parameters",
-            parameters,
-            MAX_PARAMETERS_BYTES
-        ));
-        let target = match self.resolve(partition, shared_reference)? {
-            Ok(target) => target,
-            Err(rejection) => return reject(rejection),
-        };
+        check_parameters("connection parameters", parameters, MAX_PARAMETERS_BYTES)?;
+        let target = self.resolve(partition, shared_reference)?;
         if self.t.connection(target.guid)? == *parameters {
-            return Ok(Ok(Outcome::Unchanged));
+            return Ok(Outcome::Unchanged);
         }
         self.t
             .instance_connections
@@ -275,7 +263,7 @@ impl Applier<'_, '_> {
             self.bump(requester)?;
         }
         self.audit("publish connection parameters", target.guid.to_string())?;
-        Ok(Ok(Outcome::Done))
+        Ok(Outcome::Done)
     }
 
     pub(super) fn report_instance(
@@ -284,10 +272,7 @@ impl Applier<'_, '_> {
         shared_reference: Option<&str>,
         report: &InstanceReport,
     ) -> Handled {
-        let mut instance = match self.resolve(partition, shared_reference)? {
-            Ok(target) => target,
-            Err(rejection) => return reject(rejection),
-        };
+        let mut instance = self.resolve(partition, shared_reference)?;
         let (reported, access_status, last_error) = match report {
             InstanceReport::Started => (
                 Some(ReportedState::Started),
@@ -310,13 +295,13 @@ impl Applier<'_, '_> {
             InstanceReport::Destroyed => {
                 if instance.shared {
                     // Shared instances are removed when destroyed; a late report changes nothing.
-                    return Ok(Ok(Outcome::Unchanged));
+                    return Ok(Outcome::Unchanged);
                 }
                 if instance.requested_state != RequestedState::Destroyed {
-                    return reject(Rejection::Invalid {
+                    return Err(Stop::Refused(Rejection::Invalid {
                         what: "report".into(),
                         reason: format!("instance {} is not requested destroyed", instance.guid),
-                    });
+                    }));
                 }
                 return self.destroyed_reported(instance);
             }
@@ -325,21 +310,18 @@ impl Applier<'_, '_> {
             && instance.access_status.as_deref() == Some(access_status.as_str())
             && instance.last_error == last_error
         {
-            return Ok(Ok(Outcome::Unchanged));
+            return Ok(Outcome::Unchanged);
         }
         instance.reported_state = reported;
         instance.access_status = Some(access_status);
         instance.last_error = last_error;
         self.save_instance(&instance)?;
         self.audit("report instance", instance.guid.to_string())?;
-        Ok(Ok(Outcome::Done))
+        Ok(Outcome::Done)
     }
 
     pub(super) fn bang_instance(&mut self, partition: &PartitionId, message: &str) -> Handled {
-        let instance = match self.occupant(partition)? {
-            Ok(instance) => instance,
-            Err(rejection) => return reject(rejection),
-        };
+        let instance = self.occupant(partition)?;
         let tree = self
             .t
             .titles
@@ -351,7 +333,7 @@ impl Applier<'_, '_> {
             "bang instance",
             format!("{}: {}", instance.guid, tail(message, 256)),
         )?;
-        Ok(Ok(Outcome::Done))
+        Ok(Outcome::Done)
     }
 
     pub(super) fn rename_instance(
@@ -360,13 +342,10 @@ impl Applier<'_, '_> {
         shared_reference: Option<&str>,
         new_title: &str,
     ) -> Handled {
-        check!(check_name("title", new_title));
-        let mut instance = match self.resolve(partition, shared_reference)? {
-            Ok(target) => target,
-            Err(rejection) => return reject(rejection),
-        };
+        check_name("title", new_title)?;
+        let mut instance = self.resolve(partition, shared_reference)?;
         if instance.title == new_title {
-            return Ok(Ok(Outcome::Unchanged));
+            return Ok(Outcome::Unchanged);
         }
         let taken = self
             .t
@@ -380,10 +359,10 @@ impl Applier<'_, '_> {
                     .guid_at(&tables::root_key(&instance.owner, new_title))?
                     .is_some());
         if taken {
-            return reject(Rejection::Invalid {
+            return Err(Stop::Refused(Rejection::Invalid {
                 what: "new title".into(),
                 reason: format!("{new_title:?} is already taken"),
-            });
+            }));
         }
         self.t
             .titles
@@ -406,6 +385,6 @@ impl Applier<'_, '_> {
             "rename instance",
             format!("{} to {new_title:?}", instance.guid),
         )?;
-        Ok(Ok(Outcome::Done))
+        Ok(Outcome::Done)
     }
 }

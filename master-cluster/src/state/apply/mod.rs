@@ -85,7 +85,11 @@ pub fn apply(
         touched: BTreeSet::new(),
         changes: Changes::default(),
     };
-    let response = applier.op(&command.op)?;
+    let response = match applier.op(&command.op) {
+        Ok(outcome) => Ok(outcome),
+        Err(Stop::Refused(rejection)) => Err(rejection),
+        Err(Stop::Storage(error)) => return Err(error),
+    };
     for computer in &applier.touched {
         applier
             .t
@@ -112,22 +116,31 @@ struct Applier<'a, 'txn> {
     changes: Changes,
 }
 
-/// Shorthand for a handler's result: the outer `Result` is fatal, the inner one the answer.
-type Handled = Result<Response, StateError>;
-
-fn reject(rejection: Rejection) -> Handled {
-    Ok(Err(rejection))
+/// Why a handler stopped short of an outcome. `?` works on both: a handler checks everything
+/// it can refuse before it writes (see the module doc), so a refusal leaves nothing behind.
+#[derive(Debug)]
+enum Stop {
+    /// The domain refused the command: the caller's answer.
+    Refused(Rejection),
+    /// The storage failed: fatal, and raft-store rolls back the whole batch.
+    Storage(StateError),
 }
 
-macro_rules! check {
-    ($e:expr) => {
-        if let Err(rejection) = $e {
-            return Ok(Err(rejection));
-        }
-    };
+impl From<Rejection> for Stop {
+    fn from(rejection: Rejection) -> Self {
+        Stop::Refused(rejection)
+    }
 }
 
-// After `check!`: the handlers use it.
+impl From<StateError> for Stop {
+    fn from(error: StateError) -> Self {
+        Stop::Storage(error)
+    }
+}
+
+/// A handler's result.
+type Handled = Result<Outcome, Stop>;
+
 mod catalog;
 mod certificates;
 mod computers;
@@ -145,7 +158,7 @@ use validation::{
 
 impl Applier<'_, '_> {
     fn op(&mut self, op: &Op) -> Handled {
-        check!(self.authorise(op)?);
+        self.authorise(op)?;
         match op {
             Op::PublishSoftwareRelease {
                 url,
@@ -235,7 +248,7 @@ impl Applier<'_, '_> {
     /// Asks the policy whether the actor may issue `op`, with the facts it needs from the
     /// state. A command on something unknown is let through to its handler, which names what
     /// is unknown.
-    fn authorise(&self, op: &Op) -> Result<Result<(), Rejection>, StateError> {
+    fn authorise(&self, op: &Op) -> Result<(), Stop> {
         let operation = policy::command_operation(op);
         let release;
         let instance;
@@ -259,7 +272,7 @@ impl Applier<'_, '_> {
                         role: self.role_in(&computer.project)?,
                         computer: Some((id, computer.allocation_scope)),
                     }),
-                    None => return Ok(Ok(())),
+                    None => return Ok(()),
                 }
             }
             Op::SetProjectMember { project, .. } => Target::Project(ProjectFacts {
@@ -283,11 +296,11 @@ impl Applier<'_, '_> {
                         callers_instance: None,
                         role: self.role_in(&instance.project)?,
                     }),
-                    None => return Ok(Ok(())),
+                    None => return Ok(()),
                 }
             }
             // Decided in `request_instance`, once the tree's project is known.
-            Op::RequestInstance(_) => return Ok(Ok(())),
+            Op::RequestInstance(_) => return Ok(()),
             Op::RecordLiveness { .. }
             | Op::CreateProject { .. }
             | Op::MoveComputer { .. }
@@ -298,7 +311,7 @@ impl Applier<'_, '_> {
             | Op::UseEnrollmentToken { .. }
             | Op::BindInstanceCertificate { .. } => Target::Cluster,
         };
-        Ok(policy::decide(self.actor, operation, target).map_err(not_allowed))
+        Ok(policy::decide(self.actor, operation, target).map_err(not_allowed)?)
     }
 
     /// The actor's role in `project`, if the actor is a person.
@@ -398,35 +411,29 @@ impl Applier<'_, '_> {
     }
 
     /// The instance on a partition.
-    fn occupant(&self, id: &PartitionId) -> Result<Result<Instance, Rejection>, StateError> {
+    fn occupant(&self, id: &PartitionId) -> Result<Instance, Stop> {
         if self.t.partition(&id.computer, &id.partition)?.is_none() {
-            return Ok(Err(Rejection::UnknownPartition(id.clone())));
+            return Err(Stop::Refused(Rejection::UnknownPartition(id.clone())));
         }
         let Some(guid) = self.t.occupant(&id.computer, &id.partition)? else {
-            return Ok(Err(Rejection::PartitionFree(id.clone())));
+            return Err(Stop::Refused(Rejection::PartitionFree(id.clone())));
         };
         match self.t.instance(guid)? {
-            Some(instance) => Ok(Ok(instance)),
+            Some(instance) => Ok(instance),
             None => Err(StateError::Corrupt {
                 table: "occupants",
                 key: tables::partition_key(&id.computer, &id.partition).into_bytes(),
                 detail: format!("occupant {guid} does not exist"),
-            }),
+            }
+            .into()),
         }
     }
 
     /// The instance on a partition, or the shared instance it hosts under `shared_reference`.
-    fn resolve(
-        &self,
-        id: &PartitionId,
-        shared_reference: Option<&str>,
-    ) -> Result<Result<Instance, Rejection>, StateError> {
-        let host = match self.occupant(id)? {
-            Ok(host) => host,
-            Err(rejection) => return Ok(Err(rejection)),
-        };
+    fn resolve(&self, id: &PartitionId, shared_reference: Option<&str>) -> Result<Instance, Stop> {
+        let host = self.occupant(id)?;
         let Some(reference) = shared_reference else {
-            return Ok(Ok(host));
+            return Ok(host);
         };
         let shared = self
             .t
@@ -436,8 +443,8 @@ impl Applier<'_, '_> {
             Some(guid) => Ok(self
                 .t
                 .instance(guid)?
-                .ok_or(Rejection::UnknownInstance(guid))),
-            None => Ok(Err(Rejection::UnknownSharedInstance {
+                .ok_or(Rejection::UnknownInstance(guid))?),
+            None => Err(Stop::Refused(Rejection::UnknownSharedInstance {
                 partition: id.clone(),
                 reference: reference.to_string(),
             })),

@@ -5,10 +5,10 @@ use super::*;
 impl Applier<'_, '_> {
     pub(super) fn set_quota(&mut self, user: Option<&UserId>, quota: Option<Quota>) -> Handled {
         if let Some(user) = user {
-            check!(check_name("user", user.as_str()));
+            check_name("user", user.as_str())?;
         }
         if self.t.quota_set(user)? == quota {
-            return Ok(Ok(Outcome::Unchanged));
+            return Ok(Outcome::Unchanged);
         }
         let key = tables::quota_key(user);
         match quota {
@@ -17,7 +17,7 @@ impl Applier<'_, '_> {
         }
         let whose = user.map_or_else(|| "everyone's default".to_string(), |u| u.to_string());
         self.audit("set quota", format!("{whose}: {quota:?}"))?;
-        Ok(Ok(Outcome::Done))
+        Ok(Outcome::Done)
     }
 
     /// Whether `owner` may hold `instances` more instances (each of which may wait for a
@@ -28,9 +28,9 @@ impl Applier<'_, '_> {
         owner: &UserId,
         instances: u64,
         bytes: u64,
-    ) -> Result<Result<(), Rejection>, StateError> {
+    ) -> Result<(), Stop> {
         if matches!(self.actor, Actor::Operator(_)) {
-            return Ok(Ok(()));
+            return Ok(());
         }
         let quota = self.t.quota(owner)?;
         let held = self.t.holding(owner)?;
@@ -60,7 +60,10 @@ impl Applier<'_, '_> {
                     quota.parameter_bytes,
                 )
             });
-        Ok(refusal.map_or(Ok(()), Err))
+        match refusal {
+            Some(rejection) => Err(rejection.into()),
+            None => Ok(()),
+        }
     }
 
     /// Changes what `owner` holds.
@@ -82,11 +85,11 @@ impl Applier<'_, '_> {
     // --- projects -----------------------------------------------------------------------------
 
     pub(super) fn create_project(&mut self, id: &ProjectId, title: &str) -> Handled {
-        check!(check_name("project", id.as_str()));
-        check!(check_name("project title", title));
+        check_name("project", id.as_str())?;
+        check_name("project title", title)?;
         let existing = self.t.project(id)?;
         if existing.as_ref().is_some_and(|p| p.title == title) {
-            return Ok(Ok(Outcome::Unchanged));
+            return Ok(Outcome::Unchanged);
         }
         let project = Project {
             id: id.clone(),
@@ -98,7 +101,7 @@ impl Applier<'_, '_> {
             .projects
             .put(tables::project_key(id).as_bytes(), &project)?;
         self.audit("create project", id.to_string())?;
-        Ok(Ok(Outcome::Done))
+        Ok(Outcome::Done)
     }
 
     pub(super) fn set_project_member(
@@ -107,15 +110,15 @@ impl Applier<'_, '_> {
         user: &UserId,
         role: Option<ProjectRole>,
     ) -> Handled {
-        check!(check_name("user", user.as_str()));
+        check_name("user", user.as_str())?;
         if self.t.project(project)?.is_none() {
-            return reject(Rejection::UnknownProject(project.clone()));
+            return Err(Stop::Refused(Rejection::UnknownProject(project.clone())));
         }
         let member_key = tables::member_key(project, user);
         let user_key = tables::user_project_key(user, project);
         let current: Option<ProjectRole> = self.t.project_members.get(member_key.as_bytes())?;
         if current == role {
-            return Ok(Ok(Outcome::Unchanged));
+            return Ok(Outcome::Unchanged);
         }
         match role {
             Some(role) => {
@@ -131,25 +134,25 @@ impl Applier<'_, '_> {
             &format!("project role {}", role.map_or("none", ProjectRole::as_str)),
             format!("{user} in {project}"),
         )?;
-        Ok(Ok(Outcome::Done))
+        Ok(Outcome::Done)
     }
 
     pub(super) fn move_computer(&mut self, id: &ComputerId, project: &ProjectId) -> Handled {
         let Some(mut computer) = self.t.computer(id)? else {
-            return reject(Rejection::UnknownComputer(id.clone()));
+            return Err(Stop::Refused(Rejection::UnknownComputer(id.clone())));
         };
         if self.t.project(project)?.is_none() {
-            return reject(Rejection::UnknownProject(project.clone()));
+            return Err(Stop::Refused(Rejection::UnknownProject(project.clone())));
         }
         if computer.project == *project {
-            return Ok(Ok(Outcome::Unchanged));
+            return Ok(Outcome::Unchanged);
         }
         let before = placement::index_keys(self.t, &computer)?;
         computer.project = project.clone();
         self.save_computer(&computer, &before)?;
         self.audit("move computer", format!("{id} to {project}"))?;
         let placed = self.place_pending_on(id)?;
-        Ok(Ok(Outcome::Placed { placed }))
+        Ok(Outcome::Placed { placed })
     }
 
     // --- catalog and computers ----------------------------------------------------------------
