@@ -143,12 +143,15 @@ impl Replica {
         let grpc = grpc.await;
         drop(core);
         files.wait().await;
-        raft.map_err(|e| ReplicaError::Fatal(e.to_string()))?;
-        match grpc {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ReplicaError::Fatal(format!("server: {e}"))),
-            Err(e) => Err(ReplicaError::Fatal(format!("server task: {e}"))),
-        }
+        raft.map_err(|source| ReplicaError::Task {
+            what: "Raft's core",
+            source,
+        })?;
+        grpc.map_err(|source| ReplicaError::Task {
+            what: "the gRPC server",
+            source,
+        })??;
+        Ok(())
     }
 }
 

@@ -172,7 +172,7 @@ async fn found_unless_initialized(replica: &Replica) -> Result<bool, DaemonError
         .raft()
         .is_initialized()
         .await
-        .map_err(|e| ReplicaError::Fatal(e.to_string()))?;
+        .map_err(ReplicaError::from)?;
     if initialized {
         return Ok(false);
     }

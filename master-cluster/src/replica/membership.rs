@@ -195,7 +195,7 @@ impl ReplicaCore {
                     .any(|voter| voter == id)
             })
             .await
-            .map_err(|e| ReplicaError::Fatal(e.to_string()))
+            .map_err(ReplicaError::from)
     }
 
     /// Every member with its role and, on the leader, how far it has replicated.

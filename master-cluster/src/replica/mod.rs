@@ -163,8 +163,26 @@ pub enum ReplicaError {
     Config(#[from] openraft::ConfigError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// openraft's core stopped (a storage failure it could not go on from, or shutdown).
     #[error("raft stopped: {0}")]
-    Fatal(String),
+    Raft(#[from] openraft::error::Fatal<MasterConfig>),
+    #[error("initialising the cluster: {0}")]
+    Initialize(
+        #[from]
+        openraft::error::RaftError<MasterConfig, openraft::error::InitializeError<MasterConfig>>,
+    ),
+    #[error("loading the revoked certificates: {0}")]
+    Revocations(#[source] Box<ReadError>),
+    #[error("the gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    /// A task of the replica's (opening the store, serving, Raft's core) panicked or was
+    /// cancelled.
+    #[error("{what}: {source}")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 /// The time a replica stamps on what it proposes: microseconds since the Unix epoch (a clock
@@ -183,7 +201,7 @@ async fn spawn_revocation_reload(core: &Arc<ReplicaCore>) -> Result<(), ReplicaE
     let mut changes = core.app.notifier().revocations();
     reload_revocations(core)
         .await
-        .map_err(|e| ReplicaError::Fatal(format!("loading revocations: {e}")))?;
+        .map_err(|e| ReplicaError::Revocations(Box::new(e)))?;
     let weak = Arc::downgrade(core);
     tokio::spawn(async move {
         while changes.changed().await.is_ok() {
@@ -286,8 +304,13 @@ pub enum ReadError {
     State(#[from] crate::state::StateError),
     #[error(transparent)]
     Storage(#[from] raft_store::StoreError),
-    #[error("replica stopped: {0}")]
-    Stopped(String),
+    /// The read's task (a read transaction, off the runtime's workers) panicked or was
+    /// cancelled.
+    #[error("the read did not finish: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// The replica is stopping: its change notifications have ended.
+    #[error("replica stopped")]
+    Stopped,
 }
 
 /// A committed write: the state machine's answer and the log index it was committed at.
@@ -454,7 +477,10 @@ impl ReplicaCore {
             raft_store::open::<MasterConfig, _>(&data_dir, opened_app, &storage)
         })
         .await
-        .map_err(|e| ReplicaError::Fatal(format!("opening the store: {e}")))??;
+        .map_err(|source| ReplicaError::Task {
+            what: "opening the store",
+            source,
+        })??;
 
         let local_addr = listening.grpc;
 
@@ -487,9 +513,7 @@ impl ReplicaCore {
             Box::new(log.closed_probe()),
             Box::new(state.closed_probe()),
         ]);
-        let raft = Raft::new(config.id, raft_config, network, log, state.clone())
-            .await
-            .map_err(|e| ReplicaError::Fatal(e.to_string()))?;
+        let raft = Raft::new(config.id, raft_config, network, log, state.clone()).await?;
 
         let batcher = batcher::Batcher::start(raft.clone(), config.max_batch, config.write_timeout);
         let core = Arc::new(ReplicaCore {
@@ -648,10 +672,7 @@ impl ReplicaCore {
 
     /// Bootstraps a new cluster with these voters. Done once, on one replica, ever.
     pub async fn initialize(&self, voters: BTreeMap<u64, ReplicaNode>) -> Result<(), ReplicaError> {
-        self.raft
-            .initialize(voters)
-            .await
-            .map_err(|e| ReplicaError::Fatal(e.to_string()))
+        Ok(self.raft.initialize(voters).await?)
     }
 
     /// Commits `command` through whichever replica leads, and returns its answer with the log
@@ -752,8 +773,7 @@ impl ReplicaCore {
             }
             Ok((index, hash.finish().as_ref().to_vec()))
         })
-        .await
-        .map_err(|e| ReadError::Stopped(e.to_string()))?
+        .await?
     }
 
     /// Reads the applied state after the barrier `consistency` asks for (see
@@ -765,17 +785,15 @@ impl ReplicaCore {
     {
         self.read_barrier(consistency).await?;
         let state = self.state.clone();
-        tokio::task::spawn_blocking(move || Ok(read(&state.begin_read()?)?))
-            .await
-            .map_err(|e| ReadError::Stopped(e.to_string()))?
+        tokio::task::spawn_blocking(move || Ok(read(&state.begin_read()?)?)).await?
     }
 
-    /// How long a write may wait for a leader, and a read for its barrier.
     /// What callers may take of this replica, and what they hold now.
     pub fn budgets(&self) -> &Arc<crate::limits::Budgets> {
         &self.budgets
     }
 
+    /// How long a write may wait for a leader, and a read for its barrier.
     pub fn write_timeout(&self) -> Duration {
         self.write_timeout
     }
@@ -821,7 +839,7 @@ impl ReplicaCore {
             tokio::select! {
                 woken = changes.changed() => {
                     if woken.is_err() {
-                        return Err(ReadError::Stopped("notifier closed".into()));
+                        return Err(ReadError::Stopped);
                     }
                 }
                 () = tokio::time::sleep_until(deadline) => {}

@@ -205,7 +205,7 @@ pub fn failed(error: &ReadError) -> Status {
     match error {
         ReadError::Barrier(e) => unavailable(e),
         // The replica cannot read its own state: the caller should try another replica.
-        ReadError::State(_) | ReadError::Storage(_) | ReadError::Stopped(_) => {
+        ReadError::State(_) | ReadError::Storage(_) | ReadError::Task(_) | ReadError::Stopped => {
             tracing::error!(%error, "read failed");
             Status::internal(error.to_string())
         }

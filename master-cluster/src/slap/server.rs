@@ -143,7 +143,10 @@ impl From<ReadError> for Failure {
         match error {
             ReadError::Barrier(error) => error.into(),
             // The replica cannot read its own state: the caller should try another replica.
-            ReadError::State(_) | ReadError::Storage(_) | ReadError::Stopped(_) => {
+            ReadError::State(_)
+            | ReadError::Storage(_)
+            | ReadError::Task(_)
+            | ReadError::Stopped => {
                 tracing::error!(%error, "SLAP read failed");
                 Self(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
             }
@@ -644,7 +647,7 @@ mod tests {
                 StatusCode::SERVICE_UNAVAILABLE,
             ),
             (
-                Failure::from(ReadError::Stopped("stopping".into())),
+                Failure::from(ReadError::Stopped),
                 StatusCode::INTERNAL_SERVER_ERROR,
             ),
             (Failure::from(SignError::NoSigner), StatusCode::CONFLICT),
