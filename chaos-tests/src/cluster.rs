@@ -139,21 +139,21 @@ impl Cluster {
         } else {
             let mut taken = Vec::new();
             for _ in 0..count * 2 {
-                let port = ops::load::cluster::unused_port(&taken)
+                let port = test_kit::cluster::unused_port(&taken)
                     .map_err(|e| ChaosError::Setup(e.to_string()))?;
                 taken.push(port);
             }
             let (fronts, backs) = taken.split_at(count);
             Fabric::Loopback(Proxies::start(fronts.to_vec(), backs.to_vec()).await?)
         };
-        ops::load::cluster::run_tool(slapmaster, &["ca", "init", "--dir"], &dir.join("ca"), &[])
+        test_kit::cluster::run_tool(slapmaster, &["ca", "init", "--dir"], &dir.join("ca"), &[])
             .map_err(|e| ChaosError::Setup(e.to_string()))?;
         let mut replicas = Vec::new();
         for i in 0..count {
             let id = u64::try_from(i + 1).unwrap_or(u64::MAX);
             let tls_dir = dir.join(format!("replica-{id}-tls"));
             let address = fabric.server_name(i);
-            ops::load::cluster::issue(
+            test_kit::cluster::issue(
                 slapmaster,
                 dir,
                 &format!("replica:{id}"),
@@ -176,7 +176,7 @@ impl Cluster {
                 paused: false,
             });
         }
-        let operator = ops::load::cluster::credentials(slapmaster, dir, "operator:chaos")
+        let operator = test_kit::cluster::credentials(slapmaster, dir, "operator:chaos")
             .map_err(|e| ChaosError::Setup(e.to_string()))?
             .tls_config();
         let mut cluster = Self {
@@ -242,7 +242,7 @@ impl Cluster {
 
     /// TLS for `identity` (`user:alice`, `computer:COMP-1`), issued on first use.
     pub fn credentials(&self, identity: &str) -> Result<ClientTlsConfig, ChaosError> {
-        let credentials = ops::load::cluster::credentials(&self.slapmaster, &self.dir, identity)
+        let credentials = test_kit::cluster::credentials(&self.slapmaster, &self.dir, identity)
             .map_err(|e| ChaosError::Setup(e.to_string()))?;
         Ok(credentials.tls_config())
     }

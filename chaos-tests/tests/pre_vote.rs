@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chaos_tests::cluster::{Cluster, Danger};
-use ops::load::cluster::{slapmaster_for_tests, wait_for};
 use slapcluster_api::v1 as pb;
+use test_kit::cluster::{slapmaster_for_tests, wait_for};
 
 /// How long the replica stays cut off: ten election timeouts at their longest.
 const AWAY: Duration = Duration::from_secs(6);

@@ -21,11 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chaos_tests::net::Network;
-use ops::load::cluster::{binary_for_tests, slapmaster_for_tests};
 use slapcluster_api::client::{self, Credentials};
 use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::admin_client::AdminClient;
 use slapcluster_api::v1::user_client::UserClient;
+use test_kit::cluster::{binary_for_tests, slapmaster_for_tests};
 use tokio::process::{Child, Command};
 use tonic::transport::ClientTlsConfig;
 
@@ -245,7 +245,7 @@ impl Story {
         let (computer, region) = NODES[k - 1];
         let dir = self.dir.join(format!("node-{k}"));
         std::fs::create_dir_all(&dir)?;
-        let tls = ops::load::cluster::credentials_dir(
+        let tls = test_kit::cluster::credentials_dir(
             &self.slapmaster,
             &self.seed_dir(),
             &format!("computer:{computer}"),
@@ -544,7 +544,7 @@ async fn story() -> anyhow::Result<()> {
         )
         .await?;
     let user =
-        ops::load::cluster::credentials(&story.slapmaster, &seed_dir, "user:load")?.tls_config();
+        test_kit::cluster::credentials(&story.slapmaster, &seed_dir, "user:load")?.tls_config();
     let urls = Arc::new(Mutex::new(vec![seed_url.clone()]));
     let stop = Arc::new(AtomicBool::new(false));
     let acknowledged = Arc::new(Mutex::new(Vec::new()));

@@ -13,7 +13,7 @@ use chaos_tests::cluster::Danger;
 use chaos_tests::nemesis::Nemesis;
 use chaos_tests::run::{RunConfig, run};
 use chaos_tests::workload::Key;
-use ops::load::cluster::slapmaster_for_tests;
+use test_kit::cluster::slapmaster_for_tests;
 
 /// Long enough for two faults whatever the seed (quiet at most 3 s, held at most 5 s).
 const DURATION: Duration = Duration::from_secs(18);

@@ -26,13 +26,13 @@ use master_cluster::replica::{ReplicaConfig, SlapConfig};
 use master_cluster::server::Replica;
 use master_cluster::state::ReplicaNode;
 use master_cluster::tls::{TlsMaterial, client_config};
-use ops::load::slap::{Connection, form};
 use slapcluster_api::client::connect_with;
 use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::admin_client::AdminClient;
 use slapcluster_api::v1::node_client::NodeClient;
 use slapcluster_api::v1::raft_client::RaftClient;
 use slapcluster_api::v1::user_client::UserClient;
+use test_kit::slap::{Connection, form};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -205,7 +205,7 @@ async fn caller(name: char, url: &str, slap: SocketAddr, material: &TlsMaterial)
 }
 
 fn rustls_config(material: &TlsMaterial) -> Arc<rustls::ClientConfig> {
-    ops::load::slap::client_tls_pem(
+    test_kit::slap::client_tls_pem(
         material.roots_pem.concat().as_bytes(),
         material.chain_pem.as_bytes(),
         material.key_pem.as_bytes(),
@@ -547,7 +547,10 @@ fn slap_form(call: &str) -> String {
         "useComputer" => form(&[("computer_id", "COMP-A"), ("use_string", "<journal/>")]),
         "loadComputerConfigurationFromXML" => form(&[
             ("computer_id", "COMP-A"),
-            ("xml", &ops::load::slap::definition("COMP-A", 3)),
+            (
+                "xml",
+                &master_cluster::slap::definition::sample("COMP-A", 3),
+            ),
         ]),
         "requestComputerPartition+root" => form(&[
             ("software_release", SR),

@@ -18,14 +18,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ops::load::cluster::{self, Cluster};
-use ops::load::slap::{Connection, client_tls_pem, form};
 use slapcluster_api::client::{Credentials, connect_with};
 use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::admin_client::AdminClient;
 use slapcluster_api::v1::node_client::NodeClient;
 use slapcluster_api::v1::raft_client::RaftClient;
 use slapcluster_api::v1::user_client::UserClient;
+use test_kit::cluster::{self, Cluster};
+use test_kit::slap::{Connection, client_tls_pem, form};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 use tonic::transport::{Channel, ClientTlsConfig};

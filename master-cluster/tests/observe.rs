@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use master_cluster::daemon::dev::{self, DEMO_COMPUTER, DEMO_SOFTWARE, DEMO_USER, DevCluster};
 use master_cluster::replica::ReplicaConfig;
 use master_cluster::server::Replica;
-use ops::http::{self, HttpResponse};
 use slapcluster_api::client::{self, as_actor};
 use slapcluster_api::metrics::{self, ParsedFamily};
 use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::node_client::NodeClient;
 use slapcluster_api::v1::user_client::UserClient;
+use test_kit::http::{self, HttpResponse};
 
 const COMPUTER: &str = "computer:COMP-DEMO";
 

@@ -7,11 +7,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use ops::load::cluster::{self, Cluster};
 use slapcluster_api::client;
 use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::node_client::NodeClient;
 use slapcluster_api::v1::user_client::UserClient;
+use test_kit::cluster::{self, Cluster};
 use tonic::transport::ClientTlsConfig;
 
 const USER: &str = "user:alice";

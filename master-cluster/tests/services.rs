@@ -11,12 +11,12 @@ use master_cluster::daemon::{self, DaemonError, FileConfig, Overrides};
 use master_cluster::replica::Consistency;
 use master_cluster::server::Replica;
 use master_cluster::state::query;
-use ops::load::cluster::unused_port;
 use slapcluster_api::client::{self, as_actor};
 use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::admin_client::AdminClient;
 use slapcluster_api::v1::node_client::NodeClient;
 use slapcluster_api::v1::user_client::UserClient;
+use test_kit::cluster::unused_port;
 use tonic::Code;
 use tonic::transport::Channel;
 

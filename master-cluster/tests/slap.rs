@@ -113,7 +113,7 @@ async fn a_computer_view_marshals_as_a_node_expects() {
 /// dev cluster's: calls naming no partition are the demo user's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_has_the_status_a_slapos_client_expects() {
-    use ops::load::slap::{Connection, form};
+    use test_kit::slap::{Connection, form};
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = dev::start(
         &dev::DevOptions::plaintext_for_tests(dir.path()),
@@ -254,7 +254,7 @@ async fn every_answer_has_the_status_a_slapos_client_expects() {
         assert_eq!(answer.status, 404, "{path}");
     }
     // Counted by call, unknown names under one label.
-    let scrape = ops::http::get(
+    let scrape = test_kit::http::get(
         follower.http_addr().expect("operations listener"),
         "/metrics",
     )

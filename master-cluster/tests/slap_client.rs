@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ops::load::cluster::Cluster;
 use slapcluster_api::client;
 use slapcluster_api::v1 as pb;
+use test_kit::cluster::Cluster;
 
 const MARKER: &str = "SLAPCLUSTER_SLAP_CLIENT_CHILD";
 const COMPUTER: &str = "COMP-SLAP-1";

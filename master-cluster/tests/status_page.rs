@@ -102,7 +102,7 @@ async fn the_status_page_renders_in_a_browser() {
     );
     // Every member has answered a status once the page shows their applied index.
     let ready = Instant::now() + Duration::from_secs(20);
-    while ops::http::get(follower.http_addr().expect("addr"), "/")
+    while test_kit::http::get(follower.http_addr().expect("addr"), "/")
         .await
         .expect("the page")
         .body

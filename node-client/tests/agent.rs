@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ops::load::cluster::{Cluster, slapmaster_for_tests, wait_for};
 use slapcluster_api::client;
 use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::user_client::UserClient;
+use test_kit::cluster::{Cluster, slapmaster_for_tests, wait_for};
 use tonic::transport::{Channel, ClientTlsConfig};
 
 #[path = "../../partitioning/tests/namespaced/mod.rs"]
@@ -57,7 +57,7 @@ impl Node {
             instance_root: dir.join("instances"),
             http_addr: std::net::SocketAddr::from((
                 std::net::Ipv6Addr::LOCALHOST,
-                ops::load::cluster::unused_port(
+                test_kit::cluster::unused_port(
                     &cluster
                         .replicas
                         .iter()
@@ -416,9 +416,9 @@ async fn instances_run_publish_stop_start_and_are_destroyed() -> anyhow::Result<
     assert_eq!(partitions.len(), titles.len(), "one partition each");
 
     tracing::info!("--- the agent's metrics and readiness say the same");
-    let ready = ops::http::get(fixture.node.http_addr, "/readyz").await?;
+    let ready = test_kit::http::get(fixture.node.http_addr, "/readyz").await?;
     assert_eq!(ready.status, 200, "{}", ready.body);
-    let metrics = ops::http::get(fixture.node.http_addr, "/metrics").await?;
+    let metrics = test_kit::http::get(fixture.node.http_addr, "/metrics").await?;
     let metrics = slapcluster_api::metrics::parse(&metrics.body)?;
     let sample = |name: &str, label: Option<(&str, &str)>| {
         metrics[name]
@@ -726,28 +726,6 @@ async fn a_node_with_its_local_state_wiped_rebuilds_the_same_result() -> anyhow:
     assert!(
         !log.contains("published connection parameters") && !log.contains("reported instance"),
         "nothing about the instances changed on the master:\n{log}"
-    );
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_load_tools_agent_phase_measures_a_real_slapnode() -> anyhow::Result<()> {
-    init_tracing();
-    let dir = tempfile::tempdir()?;
-    let cluster = Cluster::start(&slapmaster_for_tests()?, dir.path(), 3).await?;
-    let figures = ops::load::agent::measure(
-        &cluster,
-        Path::new(env!("CARGO_BIN_EXE_slapnode")),
-        dir.path(),
-        3,
-        Duration::from_millis(2500),
-    )
-    .await?;
-    tracing::info!("{}", figures.lines().join("\n"));
-    assert!(figures.polls >= 1, "{figures:?}");
-    assert!(
-        figures.rss_bytes > 0 && !figures.cpu.is_zero(),
-        "{figures:?}"
     );
     Ok(())
 }

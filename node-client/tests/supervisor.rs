@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use node_client::supervisor::{ProcessSpec, Supervisor};
-use ops::load::cluster::wait_for;
+use test_kit::cluster::wait_for;
 
 fn spec(directory: &Path, name: &str, script: &str) -> ProcessSpec {
     ProcessSpec {

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use ops::load::cluster::{credentials, issue, run_tool, slapmaster_for_tests};
 use ops::load::etcd::{self, EtcdCluster, EtcdTls};
+use test_kit::cluster::{credentials, issue, run_tool, slapmaster_for_tests};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_benchmark_drives_a_real_etcd_cluster() -> anyhow::Result<()> {

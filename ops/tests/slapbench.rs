@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use ops::load::cluster::slapmaster_for_tests;
+use test_kit::cluster::slapmaster_for_tests;
 
 #[test]
 fn slapbench_measures_both_masters_with_the_same_calls() -> anyhow::Result<()> {

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ops::load::cluster::{Cluster, issue, run_tool, slapmaster_for_tests, unused_port};
 use slapcluster_api::client;
 use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::node_client::NodeClient;
+use test_kit::cluster::{Cluster, issue, run_tool, slapmaster_for_tests, unused_port};
 
 const COMPUTER: &str = "COMP-CTL";
 const SOFTWARE: &str = "https://lab.example/slapos/software/ctl/software.cfg";

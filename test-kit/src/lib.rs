@@ -1,12 +1,58 @@
-//! test-kit: what the workspace's tests share. A dev-dependency only; it depends on nothing.
+//! test-kit: what the workspace's tests (and its load tools) share, so that no crate
+//! dev-depends on another's tools:
 //!
-//! Today it holds the one way a test says it cannot run on this machine: [`skip!`]. A skip is
+//! - [`cluster`]: a cluster of real `slapmaster` processes over TLS, its credentials, free
+//!   ports, [`cluster::wait_for`], and the binaries under test;
+//! - [`http`]: a minimal HTTP/1.1 GET for operations listeners;
+//! - [`slap`]: a minimal SLAP client (HTTPS with client certificates, or plain HTTP);
+//! - [`skip!`]: the one way a test says it cannot run on this machine.
+//!
+//! `publish = false`: a dev-dependency of the server and agent crates, and a dependency of
+//! `ops` (`slapload` drives the same clusters).
+//!
+//! A skip is
 //! never silent. Unless the caller allowed skips (`SLAPCLUSTER_ALLOW_SKIPS=1`, for a developer
 //! without root or without the system tools `./.ci/setup` installs), the test fails, naming what
 //! it needs; when allowed, the skip is printed and recorded in the file named by
 //! `SLAPCLUSTER_SKIP_LOG`, which `./verify` lists at the end of every run. CI never allows them.
 
 use std::io::Write;
+
+pub mod cluster;
+pub mod http;
+pub mod slap;
+
+use slapcluster_api::client::ClientError;
+
+/// Why the harness could not do what it was asked (start a cluster, reach a replica, ...).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Cluster(String),
+}
+
+impl Error {
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Self {
+        Self::Client(status.into())
+    }
+}
 
 /// Set to `1` to let tests skip what this machine cannot run (they are then listed).
 pub const ALLOW_SKIPS: &str = "SLAPCLUSTER_ALLOW_SKIPS";

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use ops::load::cluster::Cluster;
 use ops::load::slap::{self, Polls, Reference, Target};
+use test_kit::cluster::Cluster;
 
 #[derive(Parser)]
 #[command(
@@ -112,10 +112,12 @@ async fn main() -> anyhow::Result<()> {
         &Target {
             name: "slapcluster".into(),
             addr: format!("[::1]:{}", follower.slap_port).parse()?,
-            node_tls: Some(slap::client_tls(
+            node_tls: Some(test_kit::slap::client_tls(
                 &cluster.credentials_dir(&format!("computer:{COMPUTER}"))?,
             )?),
-            user_tls: Some(slap::client_tls(&cluster.credentials_dir("user:bench")?)?),
+            user_tls: Some(test_kit::slap::client_tls(
+                &cluster.credentials_dir("user:bench")?,
+            )?),
             computer: COMPUTER.into(),
         },
     )

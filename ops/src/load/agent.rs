@@ -11,7 +11,7 @@ use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::user_client::UserClient;
 
 use super::LoadError;
-use super::cluster::{Cluster, wait_for};
+use test_kit::cluster::{Cluster, wait_for};
 
 const COMPUTER: &str = "COMP-AGENT";
 /// The release the agent installs: node-client's demo (a server that records its pid).

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
 
-use super::cluster::{unused_port, wait_for};
 use super::{LoadError, Sample};
+use test_kit::cluster::{unused_port, wait_for};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PutRequest {

@@ -13,7 +13,6 @@
 //!   caught up before the next round.
 
 pub mod agent;
-pub mod cluster;
 pub mod etcd;
 pub mod slap;
 pub mod upgrade;
@@ -23,43 +22,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use slapcluster_api::client::{self, ClientError};
+use slapcluster_api::client;
 use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::node_client::NodeClient;
 use slapcluster_api::v1::user_client::UserClient;
 
-use cluster::{Cluster, OPERATOR};
+use test_kit::cluster::{self, Cluster, OPERATOR};
 
 pub const SOFTWARE: &str = "https://lab.example/slapload/software.cfg";
 
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Client(#[from] ClientError),
-    #[error("{0}")]
-    Cluster(String),
-}
-
-impl LoadError {
-    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
-        Self::Io {
-            what: what.into(),
-            source,
-        }
-    }
-}
-
-impl From<tonic::Status> for LoadError {
-    fn from(status: tonic::Status) -> Self {
-        Self::Client(status.into())
-    }
-}
+/// The harness's error is the load tool's: they drive the same clusters.
+pub use test_kit::Error as LoadError;
 
 #[derive(Debug, Clone)]
 pub struct Options {

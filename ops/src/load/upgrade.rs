@@ -24,8 +24,8 @@ use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::user_client::UserClient;
 use tokio::sync::watch;
 
-use super::cluster::{Cluster, replica_status};
 use super::{LoadError, SOFTWARE, connect_as, ms, setup_capacity};
+use test_kit::cluster::{Cluster, replica_status};
 
 /// Small snapshots, so that a replica stopped for a few hundred writes comes back behind the
 /// purged log and must be sent one.
@@ -277,10 +277,10 @@ async fn check_listed(
 /// Waits until every replica reports the same state digest at the same applied index.
 async fn same_state(cluster: &Cluster, urls: &[String]) -> Result<u64, LoadError> {
     let operator = cluster.operator();
-    super::cluster::wait_for("the replicas to hold the same state", || async {
+    test_kit::cluster::wait_for("the replicas to hold the same state", || async {
         let mut seen = BTreeSet::new();
         for url in urls {
-            let status = super::cluster::replica_status_with_digest(url, &operator).await?;
+            let status = test_kit::cluster::replica_status_with_digest(url, &operator).await?;
             seen.insert((status.digest_index, status.state_digest));
         }
         match seen.into_iter().collect::<Vec<_>>().as_slice() {

@@ -1,13 +1,16 @@
-//! The load tool (`slapload`, in ops) against this crate's `slapmaster`, briefly: every phase
-//! but the agent's (node-client's tests run that one) runs, every request is placed, and the failover phase kills and restarts a leader. The
-//! figures themselves are measured with the release build (BENCHMARKS.md), not here.
+//! The load tool (`slapload`) against real `slapmaster` processes (and one `slapnode`),
+//! briefly: every phase runs, every request is placed, and the failover phase kills and
+//! restarts a leader. The figures themselves are measured with the release build
+//! (BENCHMARKS.md), not here.
 
 use std::time::Duration;
+
+use test_kit::cluster::{Cluster, binary_for_tests, slapmaster_for_tests};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_tool_runs_every_phase_against_real_processes() {
     let options = ops::load::Options {
-        slapmaster: env!("CARGO_BIN_EXE_slapmaster").into(),
+        slapmaster: slapmaster_for_tests().expect("slapmaster builds"),
         data_dir: None,
         replicas: 3,
         clients: vec![1, 8],
@@ -39,4 +42,25 @@ async fn the_load_tool_runs_every_phase_against_real_processes() {
     }
     assert!(lines[3].contains("(5 changes)"), "{}", lines[3]);
     assert!(lines[4].contains("(1 kills)"), "{}", lines[4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_phase_measures_a_real_slapnode() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cluster = Cluster::start(&slapmaster_for_tests()?, dir.path(), 3).await?;
+    let figures = ops::load::agent::measure(
+        &cluster,
+        &binary_for_tests("node-client", "slapnode")?,
+        dir.path(),
+        3,
+        Duration::from_millis(2500),
+    )
+    .await?;
+    eprintln!("{}", figures.lines().join("\n"));
+    assert!(figures.polls >= 1, "{figures:?}");
+    assert!(
+        figures.rss_bytes > 0 && !figures.cpu.is_zero(),
+        "{figures:?}"
+    );
+    Ok(())
 }

@@ -15,7 +15,7 @@ use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::admin_client::AdminClient;
 use tonic::transport::{Channel, ClientTlsConfig};
 
-use super::LoadError;
+use crate::Error as LoadError;
 
 pub const OPERATOR: &str = "operator:slapload";
 
