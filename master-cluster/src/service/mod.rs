@@ -27,7 +27,7 @@ use tonic::transport::server::Router;
 use crate::limits::{MAX_CLIENT_MESSAGE_BYTES, bounded};
 use crate::replica::{CallError, Consistency, ReadError, ReplicaCore, WriteError};
 use crate::state::model::{Actor, PartitionId};
-use crate::state::{Op, Outcome, Rejection};
+use crate::state::{Op, Outcome, Rejection, RejectionKind};
 
 pub use slapcluster_api::client::ACTOR_HEADER;
 
@@ -174,24 +174,12 @@ fn parse_actor(value: &str) -> Option<Actor> {
 /// A domain refusal: the caller's mistake, never retried.
 pub fn rejected(rejection: &Rejection) -> Status {
     let message = bounded(rejection.to_string());
-    match rejection {
-        Rejection::UnknownComputer(_)
-        | Rejection::UnknownPartition(_)
-        | Rejection::UnknownInstance(_)
-        | Rejection::UnknownSharedInstance { .. }
-        | Rejection::UnknownTitle(..)
-        | Rejection::UnknownProject(_)
-        | Rejection::NothingToDestroy { .. } => Status::not_found(message),
-        Rejection::BadEnrollmentToken => Status::permission_denied(message),
-        Rejection::OverQuota { .. } => Status::resource_exhausted(message),
-        Rejection::TooLarge { .. }
-        | Rejection::TooMany { .. }
-        | Rejection::Invalid { .. }
-        | Rejection::WrongComputer(..) => Status::invalid_argument(message),
-        Rejection::NotAllowed { .. } => Status::permission_denied(message),
-        Rejection::PartitionFree(_)
-        | Rejection::PartitionBusy { .. }
-        | Rejection::BeingDestroyed(_) => Status::failed_precondition(message),
+    match rejection.kind() {
+        RejectionKind::NotFound => Status::not_found(message),
+        RejectionKind::Forbidden => Status::permission_denied(message),
+        RejectionKind::OverQuota => Status::resource_exhausted(message),
+        RejectionKind::Invalid => Status::invalid_argument(message),
+        RejectionKind::Conflict => Status::failed_precondition(message),
     }
 }
 

@@ -13,7 +13,7 @@
 
 use std::sync::{Arc, Weak};
 
-use crate::state::Rejection;
+use crate::state::{Rejection, RejectionKind};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Extension, State};
@@ -81,24 +81,12 @@ impl Failure {
 /// The domain's refusals, as SLAP clients read HTTP statuses.
 impl From<Rejection> for Failure {
     fn from(rejection: Rejection) -> Self {
-        let status = match &rejection {
-            Rejection::UnknownComputer(_)
-            | Rejection::UnknownPartition(_)
-            | Rejection::UnknownInstance(_)
-            | Rejection::UnknownSharedInstance { .. }
-            | Rejection::UnknownTitle(..)
-            | Rejection::UnknownProject(_)
-            | Rejection::NothingToDestroy { .. } => StatusCode::NOT_FOUND,
-            Rejection::BadEnrollmentToken | Rejection::NotAllowed { .. } => StatusCode::FORBIDDEN,
-            // A quota: the caller's own doing, not the cluster's.
-            Rejection::OverQuota { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Rejection::TooLarge { .. }
-            | Rejection::TooMany { .. }
-            | Rejection::Invalid { .. }
-            | Rejection::WrongComputer(..) => StatusCode::BAD_REQUEST,
-            Rejection::PartitionFree(_)
-            | Rejection::PartitionBusy { .. }
-            | Rejection::BeingDestroyed(_) => StatusCode::CONFLICT,
+        let status = match rejection.kind() {
+            RejectionKind::NotFound => StatusCode::NOT_FOUND,
+            RejectionKind::Forbidden => StatusCode::FORBIDDEN,
+            RejectionKind::OverQuota => StatusCode::TOO_MANY_REQUESTS,
+            RejectionKind::Invalid => StatusCode::BAD_REQUEST,
+            RejectionKind::Conflict => StatusCode::CONFLICT,
         };
         Self(status, rejection.to_string())
     }

@@ -317,3 +317,43 @@ pub enum Rejection {
         max: u64,
     },
 }
+
+/// What kind of refusal a [`Rejection`] is: what each transport maps to its own status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectionKind {
+    /// It names something that does not exist.
+    NotFound,
+    /// The caller may not (the policy, or a bad enrollment token).
+    Forbidden,
+    /// Over the caller's quota: its own doing, not the cluster's.
+    OverQuota,
+    /// Malformed, too large or too many.
+    Invalid,
+    /// Not in this state (a busy or free partition, an instance being destroyed).
+    Conflict,
+}
+
+impl Rejection {
+    pub fn kind(&self) -> RejectionKind {
+        match self {
+            Rejection::UnknownComputer(_)
+            | Rejection::UnknownPartition(_)
+            | Rejection::UnknownInstance(_)
+            | Rejection::UnknownSharedInstance { .. }
+            | Rejection::UnknownTitle(..)
+            | Rejection::UnknownProject(_)
+            | Rejection::NothingToDestroy { .. } => RejectionKind::NotFound,
+            Rejection::BadEnrollmentToken | Rejection::NotAllowed { .. } => {
+                RejectionKind::Forbidden
+            }
+            Rejection::OverQuota { .. } => RejectionKind::OverQuota,
+            Rejection::TooLarge { .. }
+            | Rejection::TooMany { .. }
+            | Rejection::Invalid { .. }
+            | Rejection::WrongComputer(..) => RejectionKind::Invalid,
+            Rejection::PartitionFree(_)
+            | Rejection::PartitionBusy { .. }
+            | Rejection::BeingDestroyed(_) => RejectionKind::Conflict,
+        }
+    }
+}

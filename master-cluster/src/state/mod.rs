@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 pub use apply::{MAX_LOG_BYTES, MAX_NAME_BYTES, MAX_PARAMETERS_BYTES, MAX_SLA_BYTES, check_input};
 pub use command::{
     BatchResponse, Command, CommandBatch, InstanceReport, InstanceRequest, InstanceSummary, Op,
-    Outcome, Rejection, Response,
+    Outcome, Rejection, RejectionKind, Response,
 };
 pub use memory::MemoryState;
 pub use notifier::Notifier;
