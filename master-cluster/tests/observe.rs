@@ -9,10 +9,10 @@ use master_cluster::daemon::dev::{self, DEMO_COMPUTER, DEMO_SOFTWARE, DEMO_USER,
 use master_cluster::replica::ReplicaConfig;
 use master_cluster::server::Replica;
 use slapcluster_api::client::{self, as_actor};
-use slapcluster_api::metrics::{self, ParsedFamily};
 use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::node_client::NodeClient;
 use slapcluster_api::v1::user_client::UserClient;
+use slapcluster_metrics::{self as metrics, ParsedFamily};
 use test_kit::http::{self, HttpResponse};
 
 const COMPUTER: &str = "computer:COMP-DEMO";

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use slapcluster_api::metrics::{CONTENT_TYPE, Counter, Exposition, Family, Histogram};
+use slapcluster_metrics::{CONTENT_TYPE, Counter, Exposition, Family, Histogram};
 
 /// Recorded by the calls to the master.
 #[derive(Debug, Default)]
@@ -203,8 +203,7 @@ mod tests {
             software: vec![("available".into(), 1)],
             supervised_partitions: 3,
         };
-        let parsed =
-            slapcluster_api::metrics::parse(&exposition(&metrics, &snapshot)).expect("parses");
+        let parsed = slapcluster_metrics::parse(&exposition(&metrics, &snapshot)).expect("parses");
         assert_eq!(parsed["slapnode_partitions"].samples[0].value, 10.0);
         assert_eq!(
             parsed["slapnode_replica"].samples[0].labels["url"],

@@ -419,7 +419,7 @@ async fn instances_run_publish_stop_start_and_are_destroyed() -> anyhow::Result<
     let ready = test_kit::http::get(fixture.node.http_addr, "/readyz").await?;
     assert_eq!(ready.status, 200, "{}", ready.body);
     let metrics = test_kit::http::get(fixture.node.http_addr, "/metrics").await?;
-    let metrics = slapcluster_api::metrics::parse(&metrics.body)?;
+    let metrics = slapcluster_metrics::parse(&metrics.body)?;
     let sample = |name: &str, label: Option<(&str, &str)>| {
         metrics[name]
             .samples

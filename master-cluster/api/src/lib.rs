@@ -3,13 +3,12 @@
 //! protoc, so nothing needs installing).
 //!
 //! Both sides depend on this crate and nothing else of each other: `node-client` never sees
-//! openraft or redb, and `slapctl` (in `ops`) calls replicas only through it. Start with `proto/slapcluster/v1/`; [`client`] connects to a
-//! replica; [`metrics`] is the Prometheus text format that replicas and agents serve on
-//! `/metrics`.
+//! openraft or redb, and `slapctl` (in `ops`) calls replicas only through it. Start with
+//! `proto/slapcluster/v1/`; [`client`] connects to a replica. (The Prometheus metrics that
+//! replicas and agents serve are the `slapcluster-metrics` crate: not part of the contract.)
 
 pub mod client;
 pub mod codec;
-pub mod metrics;
 
 /// `slapcluster.v1`: every service and message.
 #[allow(

@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use slapcluster_api::metrics::CONTENT_TYPE;
+use slapcluster_metrics::CONTENT_TYPE;
 use tokio::net::TcpListener;
 
 use super::page::{self, ComputerRow, MemberRow, PendingRow, StatusPage};

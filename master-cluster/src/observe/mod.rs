@@ -16,7 +16,7 @@ pub mod page;
 use openraft::async_runtime::WatchReceiver as _;
 use std::time::{Duration, SystemTime};
 
-use slapcluster_api::metrics::Exposition;
+use slapcluster_metrics::Exposition;
 
 use crate::replica::{ReplicaCore, Role};
 

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
-use slapcluster_api::metrics::{Counter, Family, Gauge, Histogram};
+use slapcluster_metrics::{Counter, Family, Gauge, Histogram};
 
 /// How many leader changes a replica remembers for its status page.
 pub const ELECTIONS_KEPT: usize = 20;

@@ -28,7 +28,7 @@ pub(super) struct Call<'a> {
     pub operation: Operation,
     pub form: Form,
     pub caller: Caller,
-    pub documents: Arc<Documents>,
+    pub document_cache: Arc<DocumentCache>,
     /// What the call holds of the replica's decode budget: marshalled arguments add to it.
     pub charge: &'a crate::limits::DecodeCharge,
 }
@@ -40,13 +40,13 @@ pub(super) struct Call<'a> {
 /// `computer_versions` in `state/tables.rs`), so a document of the current version is the
 /// one a fresh read would encode.
 #[derive(Default)]
-pub(super) struct Documents(Mutex<HashMap<ComputerId, (u64, Bytes)>>);
+pub(super) struct DocumentCache(Mutex<HashMap<ComputerId, (u64, Bytes)>>);
 
 /// At most this many documents are kept; beyond, the cache starts again (computers polling
 /// one replica at their own pace refill it).
 const MAX_DOCUMENTS: usize = 4096;
 
-impl Documents {
+impl DocumentCache {
     fn get(&self, computer: &ComputerId, version: u64) -> Option<Bytes> {
         let documents = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match documents.get(computer) {
@@ -195,13 +195,13 @@ impl Call<'_> {
         )?;
         self.core.saw(&computer);
         let id = computer.clone();
-        let documents = self.documents.clone();
+        let document_cache = self.document_cache.clone();
         let document = self
             .core
             .read(Consistency::Stale, move |txn| {
-                // The view changes only with its version (see `Documents`).
+                // The view changes only with its version (see `DocumentCache`).
                 let version = query::computer_version(txn, &id)?;
-                if let Some(document) = documents.get(&id, version) {
+                if let Some(document) = document_cache.get(&id, version) {
                     return Ok(Some(document));
                 }
                 let Some(view) = query::computer_view(txn, &id)? else {
@@ -217,7 +217,7 @@ impl Call<'_> {
                     }
                 }
                 let document = Bytes::from(marshal::encode(&view::computer(&view, &full_ip_lists)));
-                documents.put(&id, version, document.clone());
+                document_cache.put(&id, version, document.clone());
                 Ok(Some(document))
             })
             .await?;

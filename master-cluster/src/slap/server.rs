@@ -45,7 +45,7 @@ pub enum Trust {
 struct Shared {
     core: Weak<ReplicaCore>,
     trust: Trust,
-    documents: Arc<super::calls::Documents>,
+    document_cache: Arc<super::calls::DocumentCache>,
 }
 
 /// One connection's client: its certificate chain (none in plaintext) and address.
@@ -199,7 +199,7 @@ pub async fn serve(
     let app = Router::new().fallback(call).with_state(Shared {
         core,
         trust: trust.clone(),
-        documents: Arc::default(),
+        document_cache: Arc::default(),
     });
     crate::listen::serve_connections(listener, budgets, shutdown, move |tcp, peer| {
         let app = app.clone();
@@ -323,7 +323,7 @@ async fn call(
             operation,
             form,
             caller,
-            documents: shared.documents.clone(),
+            document_cache: shared.document_cache.clone(),
             charge: &charge,
         };
         call.run(&name).await
