@@ -26,13 +26,14 @@
 //!   operations listener).
 //! - [`server`]: the composition root — binds the listeners, opens the core, mounts the
 //!   transports around it, and owns shutdown.
-//! - [`daemon`]: `slapmaster`'s commands (run, init, join, backup, restore, status, dev) and
+//! - [`daemon`]: `slapmaster`'s commands (run, init, join, bootstrap, instance, promise,
+//!   restore, ca, cert, dev: what runs on a replica's machine; `slapctl` talks to clusters) and
 //!   its configuration; `main.rs` only parses the command line.
 //!
 //! Depends on raft-store. Clients talk to it through the wire contract only: node-client never
 //! depends on this crate; ops does for one local operation (`slapctl snapshot restore`, which
-//! builds a data directory with [`daemon::restore_reporting`]), and is a dev-dependency here
-//! for the load tool's smoke test.
+//! builds a data directory with [`daemon::restore_reporting`]) and for the SLAP codec its
+//! benchmark encodes with. The tests share `test-kit`.
 
 pub mod daemon;
 

@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use master_cluster::daemon::{self, FileConfig, Overrides, ValidConfig, dev::DevOptions};
-use master_cluster::tls::{TlsMaterial, client_config};
-use tonic::transport::ClientTlsConfig;
 
 /// A replica allocates and frees many small buffers per request (gRPC frames, redb pages,
 /// encoded records); glibc's allocator measured as a tenth of the CPU under load.
@@ -94,30 +92,6 @@ impl ConfigArgs {
                 danger_stale_reads: self.danger_stale_reads,
             },
         ))
-    }
-}
-
-/// How a command reaches the cluster.
-#[derive(clap::Args)]
-struct ClientArgs {
-    /// Any replica of the cluster, e.g. `https://[::1]:7000`.
-    #[arg(long)]
-    cluster: String,
-    /// This client's certificate (an operator's): a directory with roots.pem, chain.pem and
-    /// key.pem. Without it, plaintext.
-    #[arg(long, env = "SLAPMASTER_CLIENT_TLS_DIR")]
-    tls_dir: Option<PathBuf>,
-    /// In plaintext, who the caller says it is.
-    #[arg(long, default_value = "operator:slapmaster")]
-    actor: String,
-}
-
-impl ClientArgs {
-    fn tls(&self) -> anyhow::Result<Option<ClientTlsConfig>> {
-        match &self.tls_dir {
-            None => Ok(None),
-            Some(dir) => Ok(Some(client_config(&TlsMaterial::read_dir(dir)?))),
-        }
     }
 }
 
@@ -224,29 +198,9 @@ enum Command {
     Restore {
         #[command(flatten)]
         config: ConfigArgs,
-        /// A file written by `slapmaster backup`.
+        /// A file written by `slapctl snapshot save`.
         #[arg(long)]
         backup: PathBuf,
-    },
-    /// Remove a replica from the membership (through any replica).
-    Remove {
-        #[command(flatten)]
-        client: ClientArgs,
-        /// The id of the replica to remove.
-        #[arg(long)]
-        id: u64,
-    },
-    /// Save a backup of the cluster (as of a linearizable read) to a file.
-    Backup {
-        #[command(flatten)]
-        client: ClientArgs,
-        #[arg(long)]
-        to: PathBuf,
-    },
-    /// Show the members of the cluster with their role, region, applied index and lag.
-    Status {
-        #[command(flatten)]
-        client: ClientArgs,
     },
     /// The cluster's root CA.
     #[command(subcommand)]
@@ -327,20 +281,6 @@ async fn slapmaster() -> anyhow::Result<()> {
         }
         Command::Promise { config } => println!("{}", daemon::hosted::promise(&config).await?),
         Command::Restore { config, backup } => daemon::restore(config.load()?, &backup).await?,
-        Command::Remove { client, id } => {
-            let index = daemon::remove(&client.cluster, client.tls()?, &client.actor, id).await?;
-            println!("replica {id} removed (membership change at index {index})");
-        }
-        Command::Backup { client, to } => {
-            let bytes = daemon::backup(&client.cluster, client.tls()?, &client.actor, &to).await?;
-            println!("saved {bytes} bytes to {}", to.display());
-        }
-        Command::Status { client } => {
-            print!(
-                "{}",
-                daemon::status(&client.cluster, client.tls()?, &client.actor).await?
-            );
-        }
         Command::Ca(CaCommand::Init { dir, cluster }) => {
             daemon::ca_init(&dir, &cluster)?;
             println!("root CA of {cluster} in {}", dir.display());

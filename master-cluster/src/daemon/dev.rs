@@ -228,7 +228,7 @@ pub async fn start(options: &DevOptions, out: &mut dyn Write) -> Result<DevClust
             "talk to any replica: gRPC services slapcluster.v1.Node, .User and .Admin over \
              TLS, with a certificate of the dev CA ({ca}); the operator's, the demo user's and \
              the computer's are in {certs}. For example:\n  \
-             slapmaster status --cluster {via_url} --tls-dir {operator}\n\
+             slapctl --cluster {via_url} --tls-dir {operator} cluster status\n\
              Ctrl-C stops the cluster; `slapmaster dev` again restarts it from its data.",
             ca = certificates.ca.display(),
             certs = certificates.dir.display(),
@@ -238,8 +238,8 @@ pub async fn start(options: &DevOptions, out: &mut dyn Write) -> Result<DevClust
             out,
             "talk to any replica (plaintext): gRPC services slapcluster.v1.Node, .User and \
              .Admin, naming yourself in the `slapcluster-actor` header (e.g. {DEMO_USER}, \
-             operator:me, computer:{DEMO_COMPUTER}); `slapmaster status --cluster {via_url}` \
-             shows the members."
+             operator:me, computer:{DEMO_COMPUTER}); `slapctl --cluster {via_url} --actor \
+             operator:me cluster status` shows the members."
         ),
     }
     .map_err(w)?;

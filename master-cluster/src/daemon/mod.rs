@@ -1,6 +1,6 @@
 //! `slapmaster`, as a library its thin `main` and the tests call: [`run`] a replica until a
 //! shutdown signal, [`init`] a new cluster, [`join`] one, [`restore`] a backup into a new
-//! cluster, take a [`backup`], and [`dev::dev`] — the three-replica demonstration cluster.
+//! cluster, and [`dev::dev`] — the three-replica demonstration cluster.
 //! Configuration is `config.rs`.
 
 pub mod bootstrap;
@@ -314,8 +314,9 @@ async fn add_member(
 }
 
 /// `slapmaster restore`: makes `data_dir` the first replica of a new cluster holding the state
-/// of `backup` (a file from [`backup`]). The directory must not exist yet (or be empty); the
-/// restore is built in a scratch directory beside it and moved into place only when whole.
+/// of `backup` (a file `slapctl snapshot save` wrote). The directory must not exist yet (or be
+/// empty); the restore is built in a scratch directory beside it and moved into place only
+/// when whole.
 pub async fn restore(config: ValidConfig, backup: &Path) -> Result<(), DaemonError> {
     restore_reporting(config, backup, |_, _| {}).await
 }
@@ -387,98 +388,6 @@ pub async fn restore_reporting(
     )))?;
     tracing::info!(%meta, data_dir = %data_dir.display(), "backup restored; start it with `slapmaster run`");
     Ok(())
-}
-
-/// `slapmaster backup`: saves a snapshot of the cluster at `from` (every write acknowledged
-/// before the call is in it) to `to`, written whole or not at all.
-pub async fn backup(
-    from: &str,
-    tls: Option<ClientTlsConfig>,
-    actor: &str,
-    to: &Path,
-) -> Result<u64, DaemonError> {
-    use std::io::Write;
-    let mut admin = AdminClient::new(client::connect_with(from, tls).await?);
-    let mut chunks = admin
-        .snapshot(client::as_actor(pb::SnapshotRequest {}, actor)?)
-        .await
-        .map_err(ClientError::from)?
-        .into_inner();
-    let dir = to
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut file = tempfile::NamedTempFile::new_in(dir)
-        .map_err(io(format!("creating a file in {}", dir.display())))?;
-    let mut bytes = 0u64;
-    while let Some(chunk) = chunks.message().await.map_err(ClientError::from)? {
-        file.write_all(&chunk.data)
-            .map_err(io(format!("writing {}", to.display())))?;
-        bytes += chunk.data.len() as u64;
-    }
-    file.as_file()
-        .sync_all()
-        .map_err(io(format!("syncing {}", to.display())))?;
-    file.persist(to).map_err(|e| DaemonError::Io {
-        what: format!("saving {}", to.display()),
-        source: e.error,
-    })?;
-    Ok(bytes)
-}
-
-/// `slapmaster remove`: removes replica `id` from the membership of the cluster at `cluster`;
-/// returns the log index of the change.
-pub async fn remove(
-    cluster: &str,
-    tls: Option<ClientTlsConfig>,
-    actor: &str,
-    id: u64,
-) -> Result<u64, DaemonError> {
-    let mut admin = AdminClient::new(client::connect_with(cluster, tls).await?);
-    let reply = admin
-        .remove_member(client::as_actor(pb::RemoveMemberRequest { id }, actor)?)
-        .await
-        .map_err(ClientError::from)?;
-    Ok(reply.into_inner().index)
-}
-
-/// `slapmaster status`: the members of the cluster at `cluster`, one per line.
-pub async fn status(
-    cluster: &str,
-    tls: Option<ClientTlsConfig>,
-    actor: &str,
-) -> Result<String, DaemonError> {
-    use std::fmt::Write;
-    let mut admin = AdminClient::new(client::connect_with(cluster, tls).await?);
-    let status = admin
-        .cluster_status(client::as_actor(pb::ClusterStatusRequest {}, actor)?)
-        .await
-        .map_err(ClientError::from)?
-        .into_inner();
-    let mut out = format!("term {}, leader {}\n", status.term, status.leader);
-    for m in status.members {
-        let role = m
-            .role()
-            .as_str_name()
-            .trim_start_matches("ROLE_")
-            .to_lowercase();
-        let applied = m.applied_index.map_or("-".into(), |i| i.to_string());
-        let lag = m.lag.map_or("-".into(), |i| i.to_string());
-        let _ = writeln!(
-            out,
-            "{:>4}  {:<28} {:<10} {:<9} applied {applied:<8} lag {lag}{}",
-            m.id,
-            m.addr,
-            m.region,
-            role,
-            if m.unreachable.is_empty() {
-                String::new()
-            } else {
-                format!("  ({})", m.unreachable)
-            },
-        );
-    }
-    Ok(out)
 }
 
 /// `slapmaster ca init`: creates the cluster's root CA in `dir` (`root.pem`, and `root.key`
