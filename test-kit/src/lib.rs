@@ -10,10 +10,9 @@
 //! `publish = false`: a dev-dependency of the server and agent crates, and a dependency of
 //! `ops` (`slapload` drives the same clusters).
 //!
-//! A skip is
-//! never silent. Unless the caller allowed skips (`SLAPCLUSTER_ALLOW_SKIPS=1`, for a developer
-//! without root or without the system tools `./.ci/setup` installs), the test fails, naming what
-//! it needs; when allowed, the skip is printed and recorded in the file named by
+//! A skip is never silent. Unless the caller allowed skips (`SLAPCLUSTER_ALLOW_SKIPS=1`, for a
+//! developer without root or without the system tools `./.ci/setup` installs), the test fails,
+//! naming what it needs; when allowed, the skip is printed and recorded in the file named by
 //! `SLAPCLUSTER_SKIP_LOG`, which `./verify` lists at the end of every run. CI never allows them.
 
 use std::io::Write;
