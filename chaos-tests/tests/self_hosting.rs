@@ -12,6 +12,8 @@
 //!
 //! The story re-runs itself in fresh mount and network namespaces with a private /etc (the
 //! nodes create partition users), so it needs root; CI runs as root.
+//!
+//! Over 800 lines on purpose: one story, end to end, with the harness only it uses.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -12,6 +12,8 @@
 //! `d` the partition of a destroyed instance (its instance certificate, revoked when the
 //! partition was freed); `q` the partition of B's instance; `r` a user whose certificate an
 //! operator revoked.
+//!
+//! Over 800 lines on purpose: the table and every cell's check read together.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

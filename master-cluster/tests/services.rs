@@ -1,6 +1,8 @@
 //! The public gRPC services of a three-replica cluster (`slapmaster dev`'s, on port 0):
 //! what nodes, users and operators see through any replica, the errors bad input gets, and
 //! a backup restored into a new cluster.
+//!
+//! Over 800 lines on purpose: the tests share the dev cluster's fixture kept beside them.
 
 use openraft::async_runtime::WatchReceiver as _;
 use std::collections::{BTreeSet, HashMap};

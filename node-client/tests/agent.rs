@@ -5,6 +5,9 @@
 //! - the replica the node talks to killed: the node goes on with another within one poll;
 //! - the node's local state wiped: it rebuilds from the master and converges to the same
 //!   result.
+//!
+//! Over 800 lines on purpose: the stories share one fixture (a cluster and a node) kept beside
+//! them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

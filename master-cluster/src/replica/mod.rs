@@ -12,10 +12,12 @@
 //!   ([`CallError`], [`WriteError`], [`ReadError`]);
 //! - `batcher` and `leader`: the write path (batches at the leader, forwarding elsewhere);
 //! - `network` and `wire`: Raft's calls to the other replicas, and their payloads;
-//! - `membership`: joining, promoting and removing replicas;
+//! - `config`: what a replica needs to start; `membership`: joining, promoting and removing
+//!   replicas;
 //! - [`metrics`]: what the replica counts; [`signing`]: the certificates it signs.
 
 mod batcher;
+mod config;
 mod leader;
 mod membership;
 pub mod metrics;
@@ -33,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use openraft::Raft;
 
+pub use config::{ReplicaConfig, SlapConfig};
 pub use membership::{Member, MembershipError, Role, quorum_after_removal};
 pub use network::{Network, Peers};
 pub use wire::ForwardError;
@@ -48,105 +51,6 @@ use raft_store::StateMachineStore;
 
 /// openraft driving the master's state machine on raft-store.
 pub type MasterRaft = Raft<MasterConfig, StateMachineStore<MasterConfig, MasterState>>;
-
-/// What a replica needs to start.
-#[derive(Debug, Clone)]
-pub struct ReplicaConfig {
-    /// This replica's Raft node id: stable for its whole life.
-    pub id: u64,
-    /// Where to listen (port 0 picks a free port; see [`ReplicaCore::local_addr`]).
-    pub listen: SocketAddr,
-    /// Where to serve metrics, health, readiness and the status page over plain HTTP (see
-    /// [`crate::observe`]); none by default.
-    pub http_listen: Option<SocketAddr>,
-    /// Where to serve the SLAP HTTP protocol, if anywhere (see [`crate::slap`]).
-    pub slap: Option<SlapConfig>,
-    /// The address other replicas and clients reach this one at, when it differs from
-    /// `http://` + the listening address (listening on `[::]`, behind NAT).
-    pub advertise: Option<String>,
-    /// Where this replica runs, as operators name it (`eu-west`, ...): shown in the
-    /// membership, so that voters can be spread over regions.
-    pub region: String,
-    /// The replica's certificate, key and the cluster's roots: every connection is TLS, and
-    /// every caller is identified by its certificate. Required unless `danger_plaintext`.
-    pub tls: Option<crate::tls::TlsMaterial>,
-    /// danger: run without TLS, callers naming themselves in a request header. For tests and
-    /// `insecure_plaintext` on a trusted development network only; off by default, and a
-    /// replica without TLS material refuses to start unless it is set.
-    pub danger_plaintext: bool,
-    /// danger: answer linearizable reads from this replica's applied state without the
-    /// leader's read index, i.e. possibly stale. Never in production: it exists so that the
-    /// chaos suite can show its checker catches a replica that breaks linearizability.
-    pub danger_stale_reads: bool,
-    /// Where `tls` was read from: watched, and loaded again when its files change.
-    pub tls_dir: Option<PathBuf>,
-    /// The replica's intermediate CA (certificate, key), to sign enrolling computers'
-    /// certificates; without it, this replica refuses enrollments.
-    pub signer_pem: Option<(String, String)>,
-    pub data_dir: PathBuf,
-    pub raft: openraft::Config,
-    pub storage: raft_store::Options,
-    /// How long a write may wait for a leader before it fails as retryable.
-    pub write_timeout: Duration,
-    /// At most this many commands per log entry (the leader coalesces concurrent writes).
-    pub max_batch: usize,
-    /// What one caller may take of this replica (connections, calls, decode memory).
-    pub limits: crate::limits::Limits,
-}
-
-/// The SLAP listener's setup.
-#[derive(Debug, Clone)]
-pub struct SlapConfig {
-    pub listen: SocketAddr,
-    /// danger: plain HTTP, and the user that calls naming no partition or computer act as.
-    /// `None`: HTTPS with client certificates (a replica running TLS only).
-    pub plaintext_user: Option<crate::state::model::UserId>,
-}
-
-impl ReplicaConfig {
-    /// Defaults suited to a LAN or one machine: 100 ms heartbeats; a follower that stops
-    /// hearing from the leader starts an election after 0.9-1.2 s (openraft waits one
-    /// maximum election timeout, the leader's lease, then a random timeout in the range);
-    /// applied state made durable every 100 ms (the log always is).
-    pub fn new(id: u64, listen: SocketAddr, data_dir: PathBuf) -> Self {
-        Self {
-            id,
-            listen,
-            http_listen: None,
-            slap: None,
-            advertise: None,
-            region: String::new(),
-            tls: None,
-            danger_plaintext: false,
-            danger_stale_reads: false,
-            tls_dir: None,
-            signer_pem: None,
-            data_dir,
-            raft: openraft::Config {
-                cluster_name: "slapcluster".into(),
-                heartbeat_interval: 100,
-                election_timeout_min: 300,
-                election_timeout_max: 600,
-                // A restarted leader stands for election like any replica, as under openraft
-                // 0.9. (0.10 would let it resume leading; with applied state and the committed
-                // index made durable lazily, it could then answer a read from before a write
-                // it had acknowledged.)
-                enable_leader_restore: Some(false),
-                // A replica that cannot win (cut off, or behind) asks before it raises its
-                // term, so that coming back it does not depose a healthy leader.
-                enable_pre_vote: Some(true),
-                ..Default::default()
-            },
-            storage: raft_store::Options {
-                state_sync_interval: Duration::from_millis(100),
-                ..Default::default()
-            },
-            write_timeout: Duration::from_secs(10),
-            max_batch: 256,
-            limits: crate::limits::Limits::default(),
-        }
-    }
-}
 
 /// Why a replica could not start or stopped.
 #[derive(Debug, thiserror::Error)]
