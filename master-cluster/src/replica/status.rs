@@ -146,7 +146,10 @@ impl ReplicaCore {
     pub async fn cluster_status(&self) -> ClusterStatus {
         let members = self.members();
         let mut statuses = self.member_statuses(&members).await;
-        let local = self.local_status();
+        // `member_statuses` always holds this replica's own report.
+        let (leader, term) = statuses
+            .get(&self.id())
+            .map_or((None, 0), |local| (local.leader, local.term));
         let head = statuses
             .values()
             .map(|s| s.last_log_index)
@@ -166,9 +169,9 @@ impl ReplicaCore {
             })
             .collect();
         ClusterStatus {
-            id: local.id,
-            leader: local.leader,
-            term: local.term,
+            id: self.id(),
+            leader,
+            term,
             members,
         }
     }

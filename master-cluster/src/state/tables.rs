@@ -275,9 +275,7 @@ impl<T> std::ops::DerefMut for Table<T> {
     }
 }
 
-type Raw = [u8];
-
-impl<T: ReadableTable<&'static Raw, &'static Raw>> Table<T> {
+impl<T: ReadableTable<&'static [u8], &'static [u8]>> Table<T> {
     /// Reads and decodes the record under `key`.
     pub fn get<R: Record>(&self, key: &[u8]) -> Result<Option<R>, StateError> {
         match self
@@ -352,7 +350,7 @@ impl<T: ReadableTable<&'static Raw, &'static Raw>> Table<T> {
     }
 }
 
-impl Table<redb::Table<'_, &'static Raw, &'static Raw>> {
+impl Table<redb::Table<'_, &'static [u8], &'static [u8]>> {
     pub fn put<R: Record>(&mut self, key: &[u8], value: &R) -> Result<(), StateError> {
         self.insert_raw(key, &encode(value))
     }
