@@ -30,10 +30,8 @@
 //!   restore, ca, cert, dev: what runs on a replica's machine; `slapctl` talks to clusters) and
 //!   its configuration; `main.rs` only parses the command line.
 //!
-//! Depends on raft-store. Clients talk to it through the wire contract only: node-client never
-//! depends on this crate; ops does for one local operation (`slapctl snapshot restore`, which
-//! builds a data directory with [`daemon::restore_reporting`]) and for the SLAP codec its
-//! benchmark encodes with. The tests share `test-kit`.
+//! Depends on raft-store. Clients talk to it through the wire contract only: neither node-client
+//! nor ops (slapctl, the load tools) depends on this crate. The tests share `test-kit`.
 
 pub mod daemon;
 

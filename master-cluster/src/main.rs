@@ -280,7 +280,16 @@ async fn slapmaster() -> anyhow::Result<()> {
             daemon::hosted::instance(&config, &via, daemon::shutdown_signal()).await?;
         }
         Command::Promise { config } => println!("{}", daemon::hosted::promise(&config).await?),
-        Command::Restore { config, backup } => daemon::restore(config.load()?, &backup).await?,
+        Command::Restore { config, backup } => {
+            let config = config.load()?;
+            let data_dir = config.replica.data_dir.clone();
+            daemon::restore(config, &backup).await?;
+            println!(
+                "restored {} into {}: start it with `slapmaster run` and this configuration, then join others",
+                backup.display(),
+                data_dir.display()
+            );
+        }
         Command::Ca(CaCommand::Init { dir, cluster }) => {
             daemon::ca_init(&dir, &cluster)?;
             println!("root CA of {cluster} in {}", dir.display());

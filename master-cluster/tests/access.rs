@@ -549,10 +549,7 @@ fn slap_form(call: &str) -> String {
         "useComputer" => form(&[("computer_id", "COMP-A"), ("use_string", "<journal/>")]),
         "loadComputerConfigurationFromXML" => form(&[
             ("computer_id", "COMP-A"),
-            (
-                "xml",
-                &master_cluster::slap::definition::sample("COMP-A", 3),
-            ),
+            ("xml", &test_kit::slap::computer_definition("COMP-A", 3)),
         ]),
         "requestComputerPartition+root" => form(&[
             ("software_release", SR),

@@ -8,8 +8,8 @@
 //!   etcd ([`load::etcd`]) for `bench/run`; `slapbench`'s SLAP benchmark ([`load::slap`]).
 //! - Not code: `deploy/` (systemd units, a three-region example), `runbooks/`, `bench/run`.
 //!
-//! Everything goes through the wire contract (`slapcluster-api`), except `slapctl snapshot
-//! restore`, which builds a replica's data directory locally with master-cluster's own code.
+//! Everything goes through the wire contract (`slapcluster-api`): ops never links the server.
+//! What works on a replica's own files (`slapmaster restore`, say) is `slapmaster`'s.
 
 pub mod ctl;
 pub mod load;

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use slapcluster_api::marshal::{Value, encode};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::Error as LoadError;
@@ -188,4 +189,49 @@ fn escape(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// The computer definition `slapos node format` posts, with `partitions` partitions
+/// (`slappart0`...) on documentation addresses: for benchmarks and tests.
+pub fn computer_definition(computer: &str, partitions: usize) -> String {
+    let partition_list = (0..partitions)
+        .map(|n| {
+            Value::dict([
+                ("reference", Value::string(format!("slappart{n}"))),
+                ("path", Value::string(format!("/srv/slapgrid/slappart{n}"))),
+                (
+                    "address_list",
+                    Value::List(vec![
+                        Value::dict([
+                            (
+                                "addr",
+                                Value::string(format!("10.0.{}.{}", n / 250, n % 250 + 2)),
+                            ),
+                            ("netmask", Value::string("255.255.0.0")),
+                        ]),
+                        Value::dict([
+                            ("addr", Value::string(format!("fd00:bench::{:x}", n + 16))),
+                            ("netmask", Value::string("ffff:ffff:ffff:ffff::")),
+                        ]),
+                    ]),
+                ),
+                (
+                    "tap",
+                    Value::dict([("name", Value::string(format!("slaptap{n}")))]),
+                ),
+                (
+                    "user",
+                    Value::dict([("name", Value::string(format!("slapuser{n}")))]),
+                ),
+            ])
+        })
+        .collect();
+    encode(&Value::dict([
+        ("reference", Value::string(computer)),
+        ("address", Value::string("fd00:bench::1")),
+        ("netmask", Value::string("ffff:ffff:ffff:ffff::")),
+        ("instance_root", Value::string("/srv/slapgrid")),
+        ("software_root", Value::string("/opt/slapgrid")),
+        ("partition_list", Value::List(partition_list)),
+    ]))
 }

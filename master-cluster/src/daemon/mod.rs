@@ -316,18 +316,9 @@ async fn add_member(
 /// `slapmaster restore`: makes `data_dir` the first replica of a new cluster holding the state
 /// of `backup` (a file `slapctl snapshot save` wrote). The directory must not exist yet (or be
 /// empty); the restore is built in a scratch directory beside it and moved into place only
-/// when whole.
+/// when whole. Logs its progress at every tenth of the backup read (it is read once to check
+/// it, then again to load it).
 pub async fn restore(config: ValidConfig, backup: &Path) -> Result<(), DaemonError> {
-    restore_reporting(config, backup, |_, _| {}).await
-}
-
-/// [`restore`], calling `progress(bytes read, backup size)` about ten times a second while it
-/// reads the backup (a backup is read once to check it, then again to load it).
-pub async fn restore_reporting(
-    config: ValidConfig,
-    backup: &Path,
-    progress: impl Fn(u64, u64) + Send + 'static,
-) -> Result<(), DaemonError> {
     let data_dir = config.replica.data_dir.clone();
     let nonempty = std::fs::read_dir(&data_dir).is_ok_and(|mut d| d.next().is_some());
     if nonempty {
@@ -357,9 +348,14 @@ pub async fn restore_reporting(
     .map_err(|e| DaemonError::Refused(format!("opening the scratch directory: {e}")))??;
     let ticker = tokio::spawn(async move {
         use std::io::Seek;
+        let mut logged = None;
         loop {
             if let Ok(at) = position.stream_position() {
-                progress(at.min(total), total);
+                let tenth = at.min(total).saturating_mul(10) / total.max(1);
+                if logged.is_none_or(|t| t != tenth) {
+                    logged = Some(tenth);
+                    tracing::info!(read = at, of = total, "restoring: {} %", tenth * 10);
+                }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

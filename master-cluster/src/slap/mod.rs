@@ -1,7 +1,8 @@
 //! The SLAP HTTP protocol that existing SlapOS nodes and clients (`slapos.core`) speak
 //! (`shared/slap-protocol.md`), mapped onto the same commands and queries as the gRPC services.
 //! Pure pieces first, then the listener:
-//! - [`marshal`]: xml_marshaller, the encoding of every structured value in the protocol.
+//! - [`marshal`]: xml_marshaller, the encoding of every structured value in the protocol (in
+//!   the wire-contract crate, which the load tool shares).
 //! - [`definition`]: the computer definition `slapos node format` posts.
 //! - [`journal`]: the usage journal `slapos node report` posts.
 //! - [`view`]: a computer's view as the marshalled `Computer` a node polls for.
@@ -14,7 +15,7 @@ mod calls;
 pub mod definition;
 pub mod form;
 pub mod journal;
-pub mod marshal;
+pub use slapcluster_api::marshal;
 pub mod server;
 pub mod view;
 

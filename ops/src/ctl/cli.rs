@@ -313,14 +313,6 @@ pub enum CertCommand {
 pub enum SnapshotCommand {
     /// Save a backup (every write acknowledged before the call is in it), whole or not at all.
     Save { file: PathBuf },
-    /// Make an empty data directory the first replica of a new cluster holding a backup
-    /// (run it with `slapmaster run --config`, then join others). Local: no cluster needed.
-    Restore {
-        file: PathBuf,
-        /// The new replica's `slapmaster` configuration (id, listen, data_dir, tls_dir, ...).
-        #[arg(long)]
-        replica_config: PathBuf,
-    },
 }
 
 /// The default configuration file: `$XDG_CONFIG_HOME/slapctl/config.toml`, else

@@ -61,13 +61,6 @@ pub async fn run(cli: Cli) -> Result<Output, CtlError> {
             (),
         ));
     }
-    if let Command::Snapshot(SnapshotCommand::Restore {
-        file,
-        replica_config,
-    }) = &cli.command
-    {
-        return restore(file, replica_config, progress).await;
-    }
     let conn = Conn::open(&cli.target()?).await?;
     match cli.command {
         Command::Request(args) => request(&conn, args).await,
@@ -120,9 +113,7 @@ pub async fn run(cli: Cli) -> Result<Output, CtlError> {
         Command::Snapshot(SnapshotCommand::Save { file }) => {
             snapshot_save(&conn, &file, progress).await
         }
-        Command::Snapshot(SnapshotCommand::Restore { .. }) | Command::Completions { .. } => {
-            Err(CtlError::Failed("handled above".into()))
-        }
+        Command::Completions { .. } => Err(CtlError::Failed("handled above".into())),
     }
 }
 

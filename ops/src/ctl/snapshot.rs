@@ -1,5 +1,5 @@
-//! `snapshot save` (a backup streamed from a replica) and `snapshot restore` (a new data directory
-//! from one, locally).
+//! `snapshot save`: a backup streamed from a replica. (A new cluster is made from one on the
+//! new replica's machine: `slapmaster restore`.)
 
 use super::*;
 
@@ -38,45 +38,10 @@ pub(super) async fn snapshot_save(
         .map_err(CtlError::io(format!("renaming to {}", file.display())))?;
     Ok(Output::message(
         format!(
-            "saved {bytes} bytes to {} (from {}); restore it with `slapctl snapshot restore`",
+            "saved {bytes} bytes to {} (from {}); restore it with `slapmaster restore`",
             file.display(),
             conn.url
         ),
         serde_json::json!({"file": file, "bytes": bytes}),
-    ))
-}
-
-pub(super) async fn restore(
-    file: &std::path::Path,
-    replica_config: &std::path::Path,
-    progress: bool,
-) -> Result<Output, CtlError> {
-    use master_cluster::daemon::{FileConfig, Overrides};
-    let config = FileConfig::load(Some(replica_config))
-        .and_then(|c| c.validate(Overrides::default()))
-        .map_err(|e| CtlError::Config(e.to_string()))?;
-    let data_dir = config.replica.data_dir.clone();
-    let bar = std::sync::Arc::new(std::sync::Mutex::new(Progress::new(
-        format!("restoring {}", file.display()),
-        progress,
-    )));
-    let drawing = bar.clone();
-    master_cluster::daemon::restore_reporting(config, file, move |done, total| {
-        drawing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .update(done, Some(total), "bytes");
-    })
-    .await
-    .map_err(|e| CtlError::Refused(e.to_string()))?;
-    bar.lock().unwrap_or_else(|p| p.into_inner()).finish();
-    Ok(Output::message(
-        format!(
-            "restored {} into {}: start it with `slapmaster run --config {}`, then join others",
-            file.display(),
-            data_dir.display(),
-            replica_config.display()
-        ),
-        serde_json::json!({"file": file, "data_dir": data_dir}),
     ))
 }

@@ -16,11 +16,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use master_cluster::slap::definition::sample as definition;
-use master_cluster::slap::marshal::{Value, encode};
+use slapcluster_api::marshal::{Value, encode};
 
 use super::LoadError;
-use test_kit::slap::{Answer, Connection, form};
+use test_kit::slap::{Answer, Connection, computer_definition as definition, form};
 
 /// The release every instance of the benchmark runs.
 pub const RELEASE: &str = "https://lab.example/slapbench/software.cfg";

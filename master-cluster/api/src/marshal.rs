@@ -464,7 +464,7 @@ fn describe(event: &Event<'_>) -> String {
 
 /// The character an entity or character reference in text stands for: the five predefined
 /// entities only (documents cannot define others: a DOCTYPE is refused).
-pub(super) fn resolve(reference: &quick_xml::events::BytesRef<'_>) -> Result<char, String> {
+pub fn resolve(reference: &quick_xml::events::BytesRef<'_>) -> Result<char, String> {
     if let Some(c) = reference.resolve_char_ref().map_err(|e| e.to_string())? {
         return Ok(c);
     }
