@@ -2,6 +2,7 @@
 //! load tool, `slapmaster` itself): one channel per replica address, TCP_NODELAY on, over TLS
 //! with the caller's [`Credentials`] (its certificate is its identity), or, on a cluster run
 //! with `insecure_plaintext`, in plaintext with the caller's name in the [`ACTOR_HEADER`].
+//! [`WhileChanging`] is the one policy for asking again while a membership changes.
 
 use std::time::Duration;
 
@@ -14,6 +15,42 @@ pub const ACTOR_HEADER: &str = "slapcluster-actor";
 /// The largest reply a client accepts (a long list of computers or instances); tonic's
 /// default is 4 MiB.
 pub const MAX_REPLY_BYTES: usize = 64 << 20;
+
+/// The one policy for a membership change the cluster cannot make yet (`slapctl member`,
+/// `slapmaster join`): it answers `Unavailable` while another change is being committed or a
+/// leader elected, so ask again, pausing 100 ms and doubling up to 1 s, until a deadline.
+/// Every other answer is final.
+#[derive(Debug)]
+pub struct WhileChanging {
+    deadline: tokio::time::Instant,
+    pause: Duration,
+}
+
+impl WhileChanging {
+    const FIRST_PAUSE: Duration = Duration::from_millis(100);
+    const LONGEST_PAUSE: Duration = Duration::from_secs(1);
+
+    /// Asking again for at most `limit` from now.
+    pub fn for_at_most(limit: Duration) -> Self {
+        Self {
+            deadline: tokio::time::Instant::now() + limit,
+            pause: Self::FIRST_PAUSE,
+        }
+    }
+
+    /// After `answer`, whether to ask again: if so, it has paused first; if not, `answer` is
+    /// the one to report.
+    pub async fn again(&mut self, answer: &tonic::Status) -> bool {
+        if answer.code() != tonic::Code::Unavailable
+            || tokio::time::Instant::now() + self.pause >= self.deadline
+        {
+            return false;
+        }
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(Self::LONGEST_PAUSE);
+        true
+    }
+}
 
 /// Why a call did not reach a replica or was refused.
 #[derive(Debug, thiserror::Error)]

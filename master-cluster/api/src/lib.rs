@@ -43,6 +43,20 @@ pub fn short_name(as_str_name: &str) -> String {
     bare.to_lowercase()
 }
 
+/// How people read a replica's role, wherever one is printed (`slapctl`, the status page,
+/// `slapmaster dev`): `leader`, `follower`, `learner`, `candidate`; `outside` for a replica not
+/// in the membership (one starting to join, or removed); `unknown` when it did not say.
+pub fn role_name(role: v1::Role) -> &'static str {
+    match role {
+        v1::Role::Leader => "leader",
+        v1::Role::Follower => "follower",
+        v1::Role::Learner => "learner",
+        v1::Role::Candidate => "candidate",
+        v1::Role::None => "outside",
+        v1::Role::Unspecified => "unknown",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -53,6 +67,7 @@ mod tests {
             "started"
         );
         assert_eq!(super::short_name(v1::Role::Leader.as_str_name()), "leader");
+        assert_eq!(super::role_name(v1::Role::None), "outside");
         assert_eq!(
             super::short_name(v1::SoftwareState::Unspecified.as_str_name()),
             "unspecified"

@@ -181,11 +181,11 @@ pub async fn start(options: &DevOptions, out: &mut dyn Write) -> Result<DevClust
     )
     .map_err(w)?;
     for replica in &replicas {
-        let role = if replica.id() == leader {
-            "leader"
+        let role = slapcluster_api::role_name(if replica.id() == leader {
+            pb::Role::Leader
         } else {
-            "follower"
-        };
+            pb::Role::Follower
+        });
         let page = replica
             .http_addr()
             .map(|a| format!("  status page http://{a}/"))

@@ -275,8 +275,7 @@ async fn add_member(
     actor: &str,
     request: pb::AddMemberRequest,
 ) -> Result<pb::MembershipReply, ClientError> {
-    let deadline = tokio::time::Instant::now() + JOIN_RETRY_FOR;
-    let mut pause = Duration::from_millis(100);
+    let mut retry = client::WhileChanging::for_at_most(JOIN_RETRY_FOR);
     // Each connects on first use and again after a failure: the replica asked may be starting.
     let mut admins = via
         .iter()
@@ -298,15 +297,11 @@ async fn add_member(
             .await;
         match answer {
             Ok(reply) => return Ok(reply.into_inner()),
-            // Unreachable, or no leader / another change in progress: worth another try.
-            Err(status)
-                if status.code() == tonic::Code::Unavailable
-                    && tokio::time::Instant::now() + pause < deadline =>
-            {
-                tracing::info!(%status, "the cluster cannot add this replica yet; retrying");
+            // Unreachable, or no leader / another change in progress: worth another try, on
+            // the next replica named.
+            Err(status) if retry.again(&status).await => {
+                tracing::info!(%status, "the cluster could not add this replica yet; asked again");
                 turn += 1;
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
             }
             Err(status) => return Err(status.into()),
         }

@@ -17,7 +17,6 @@ use slapcluster_metrics::CONTENT_TYPE;
 use tokio::net::TcpListener;
 
 use super::page::{self, ComputerRow, MemberRow, PendingRow, StatusPage};
-use crate::replica::status::Standing;
 use crate::replica::{Consistency, ReplicaCore};
 use crate::state::model::Placement;
 use crate::state::query;
@@ -126,13 +125,10 @@ async fn gather(core: &Arc<ReplicaCore>) -> StatusPage {
         .members
         .into_iter()
         .map(|m| MemberRow {
-            role: match m.standing() {
-                Some(Standing::Leader) => "leader",
-                Some(Standing::Follower) => "follower",
-                Some(Standing::Learner) => "learner",
-                Some(Standing::Candidate) => "candidate",
-                Some(Standing::Outside) | None => "unknown",
-            }
+            role: slapcluster_api::role_name(
+                m.standing()
+                    .map_or(slapcluster_api::v1::Role::Unspecified, Into::into),
+            )
             .into(),
             applied_index: m.reported.as_ref().map(|s| s.applied_index),
             lag: m.lag,

@@ -101,7 +101,7 @@ th,td{padding:6px 10px;border-bottom:1px solid #d0d7de;text-align:left}th{backgr
 td.n{text-align:right;font-variant-numeric:tabular-nums}\
 .role{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-weight:600}\
 .leader{background:#1a7f37}.follower{background:#0969da}.learner{background:#8250df}\
-.candidate{background:#bf8700}.unknown{background:#cf222e}\
+.candidate{background:#bf8700}.outside{background:#57606a}.unknown{background:#cf222e}\
 .bar{display:inline-block;width:120px;height:10px;background:#eaeef2;border-radius:5px;vertical-align:middle}\
 .bar span{display:block;height:10px;border-radius:5px;background:#0969da}\
 .problem{background:#ffebe9;border:1px solid #cf222e;padding:8px 12px;margin:8px 0}\
@@ -137,7 +137,7 @@ pub fn render(page: &StatusPage, now: SystemTime) -> String {
     );
     for m in &page.members {
         let role = match m.role.as_str() {
-            r @ ("leader" | "follower" | "learner" | "candidate") => r,
+            r @ ("leader" | "follower" | "learner" | "candidate" | "outside") => r,
             _ => "unknown",
         };
         let contact = match (&m.leader_contact, m.unreachable.is_empty()) {

@@ -27,6 +27,18 @@ pub enum Standing {
     Outside,
 }
 
+impl From<Standing> for pb::Role {
+    fn from(standing: Standing) -> Self {
+        match standing {
+            Standing::Leader => Self::Leader,
+            Standing::Follower => Self::Follower,
+            Standing::Candidate => Self::Candidate,
+            Standing::Learner => Self::Learner,
+            Standing::Outside => Self::None,
+        }
+    }
+}
+
 /// A replica's report on itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaStatus {

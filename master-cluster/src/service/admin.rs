@@ -16,7 +16,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::{ACTOR_HEADER, caller, convert::invalid, failed, unavailable, write, write_reply};
-use crate::replica::status::{ClusterStatus, ReplicaStatus, Standing};
+use crate::replica::status::{ClusterStatus, ReplicaStatus};
 use crate::replica::{Consistency, MembershipError, ReadError, ReplicaCore};
 use crate::state::model::{Actor, AllocationScope, ProjectId, ProjectRole, Quota, UserId};
 use crate::state::policy::{self, Operation, ProjectFacts, Target};
@@ -57,16 +57,6 @@ fn operator<T>(
     }
 }
 
-fn role(standing: Standing) -> pb::Role {
-    match standing {
-        Standing::Leader => pb::Role::Leader,
-        Standing::Follower => pb::Role::Follower,
-        Standing::Candidate => pb::Role::Candidate,
-        Standing::Learner => pb::Role::Learner,
-        Standing::Outside => pb::Role::None,
-    }
-}
-
 fn millis(age: Duration) -> u64 {
     u64::try_from(age.as_millis()).unwrap_or(u64::MAX)
 }
@@ -84,7 +74,7 @@ fn replica_status_reply(status: ReplicaStatus) -> pb::ReplicaStatusReply {
         leader_contact_age_ms: status.leader_contact_age.map(millis),
         ..Default::default()
     };
-    reply.set_role(role(status.standing));
+    reply.set_role(status.standing.into());
     reply
 }
 
@@ -165,7 +155,7 @@ fn cluster_status_reply(status: ClusterStatus) -> pb::ClusterStatusReply {
                     .map(millis),
                 ..Default::default()
             };
-            out.set_role(standing.map_or(pb::Role::Unspecified, role));
+            out.set_role(standing.map_or(pb::Role::Unspecified, pb::Role::from));
             out
         })
         .collect();

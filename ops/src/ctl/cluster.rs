@@ -2,6 +2,7 @@
 //! membership that is changing.
 
 use super::*;
+use slapcluster_api::client::WhileChanging;
 
 #[derive(Debug, Serialize)]
 pub(super) struct MemberRow {
@@ -30,10 +31,7 @@ pub(super) fn member_rows(status: &pb::ClusterStatusReply) -> Vec<MemberRow> {
         .iter()
         .map(|m| MemberRow {
             id: m.id,
-            role: match m.role() {
-                pb::Role::Unspecified => "unknown".into(),
-                r => short_name(r.as_str_name()),
-            },
+            role: slapcluster_api::role_name(m.role()).into(),
             voter: m.voter,
             region: m.region.clone(),
             addr: m.addr.clone(),
@@ -177,22 +175,18 @@ impl Changing {
     }
 }
 
-/// Runs a membership change, asking again for up to 30 s while the cluster answers
-/// `Unavailable`: another change (a join's, the previous step of this one) is still being
-/// committed, or a leader is being elected. Returns the last answer.
+/// Runs a membership change under the contract's one retry policy, for up to 30 s: another
+/// change (a join's, the previous step of this one) may still be committing, or a leader
+/// being elected. Returns the last answer.
 pub(super) async fn while_changing<T, F, Fut>(mut attempt: F) -> Result<T, Changing>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Changing>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut retry = WhileChanging::for_at_most(Duration::from_secs(30));
     loop {
         match attempt().await {
-            Err(Changing::Status(e))
-                if e.code() == tonic::Code::Unavailable && Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            Err(Changing::Status(e)) if retry.again(&e).await => {}
             other => return other,
         }
     }
