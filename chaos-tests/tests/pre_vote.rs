@@ -17,10 +17,7 @@ const AWAY: Duration = Duration::from_secs(6);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_cut_off_keeps_its_term_and_rejoins_without_an_election() -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("chaos_tests=info")
-        .with_test_writer()
-        .try_init();
+    test_kit::init_tracing("chaos_tests=info");
     let slapmaster = slapmaster_for_tests()?;
     let dir = tempfile::tempdir()?;
     let cluster = Cluster::start(&slapmaster, dir.path(), 3, 0, Danger::None, true).await?;

@@ -50,10 +50,7 @@ const STEP: Duration = Duration::from_secs(180);
 async fn a_seed_hands_over_to_self_hosted_replicas_which_survive_losing_a_node()
 -> anyhow::Result<()> {
     if std::env::var_os(CHILD).is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("info")
-            .with_test_writer()
-            .try_init();
+        test_kit::init_tracing("info");
         return story().await;
     }
     if !namespaced::is_root() {

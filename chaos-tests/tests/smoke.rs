@@ -20,10 +20,7 @@ const DURATION: Duration = Duration::from_secs(18);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_nemesis_keeps_every_promise_and_a_broken_replica_is_caught() -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("chaos_tests=info")
-        .with_test_writer()
-        .try_init();
+    test_kit::init_tracing("chaos_tests=info");
     if !chaos_tests::is_root() {
         // What needs root is skipped, loudly; the rest still runs on loopback.
         test_kit::skip!(

@@ -693,10 +693,7 @@ fn shown(caller: char) -> &'static str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("access=info,master_cluster=warn,openraft=warn")
-        .with_test_writer()
-        .try_init();
+    test_kit::init_tracing("access=info,master_cluster=warn,openraft=warn");
     // Every method of the wire contract and every SLAP call the listener answers (the policy
     // test counts them from the .proto files and the SLAP dispatcher).
     assert_eq!(GRPC.len(), 43);

@@ -2,8 +2,6 @@
 //! identical state on every replica, the leader stopped and writes going on, and the stopped
 //! replica restarted from its data directory catching up.
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use master_cluster::replica::{Consistency, ReplicaConfig, Role, WriteError};
@@ -13,32 +11,13 @@ use master_cluster::state::model::{
     Placement, RequestedState, SoftwareReleaseUrl, SupplyState, Timestamp, UserId,
 };
 use master_cluster::state::{
-    Command, InstanceRequest, InstanceSummary, Op, Outcome, ReplicaNode, Response, query,
+    Command, InstanceRequest, InstanceSummary, Op, Outcome, Response, query,
 };
-use openraft::ServerState;
+use test_kit::in_process;
 
 const SR: &str = "https://lab.nexedi.com/nexedi/slapos/raw/1.0/software/kvm/software.cfg";
-const WAIT: Option<Duration> = Some(Duration::from_secs(20));
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "replicas=info,master_cluster=info,openraft=warn".into()),
-        )
-        .with_test_writer()
-        .with_ansi(false)
-        .try_init();
-}
-
-async fn start_with(id: u64, dir: &Path, port: u16, tweak: impl Fn(&mut ReplicaConfig)) -> Replica {
-    let listen = format!("[::1]:{port}").parse().expect("address");
-    let mut config = ReplicaConfig::new(id, listen, dir.to_path_buf());
-    // These tests are about replication; TLS is tests/tls.rs's.
-    config.danger_plaintext = true;
-    tweak(&mut config);
-    Replica::start(config).await.expect("replica starts")
-}
+const WAIT: Option<Duration> = Some(in_process::WAIT);
+const LOGS: &str = "replicas=info,master_cluster=info,openraft=warn";
 
 fn command(at: u64, actor: Actor, op: Op) -> Command {
     Command {
@@ -85,47 +64,15 @@ fn request(title: &str) -> Op {
     })
 }
 
-async fn leader_of(replicas: &[&Replica]) -> u64 {
-    let metrics = replicas[0]
-        .raft()
-        .wait(WAIT)
-        .metrics(|m| m.current_leader.is_some(), "a leader")
-        .await
-        .expect("a leader is elected");
-    metrics.current_leader.expect("checked")
-}
-
-/// Waits until every replica has applied `index`, then checks they hold the same bytes.
-async fn assert_identical(replicas: &[&Replica], index: u64) {
-    for replica in replicas {
-        replica
-            .raft()
-            .wait(WAIT)
-            .applied_index_at_least(Some(index), "caught up")
-            .await
-            .expect("replica catches up");
-    }
-    let dumps: Vec<_> = replicas
-        .iter()
-        .map(|r| query::dump(&r.state().begin_read().expect("read")).expect("dump"))
-        .collect();
-    for (replica, dump) in replicas.iter().zip(&dumps).skip(1) {
-        assert!(
-            *dump == dumps[0],
-            "replica {} differs from replica {}",
-            replica.id(),
-            replicas[0].id()
-        );
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_go_through_any_replica_and_survive_the_leader() {
-    init_tracing();
+    test_kit::init_tracing(LOGS);
     let dirs = tempdirs(3);
     tracing::info!("--- bootstrap: replica 1 initialises the three-voter cluster");
-    let mut replicas = cluster(&dirs).await;
-    let leader = leader_of(&replicas.iter().collect::<Vec<_>>()).await;
+    let mut replicas = in_process::cluster(&dirs, |_| {}).await.expect("a cluster");
+    let leader = in_process::leader(&replicas.iter().collect::<Vec<_>>())
+        .await
+        .expect("a leader");
     tracing::info!(leader, "elected");
 
     tracing::info!("--- a follower accepts writes: it forwards them to the leader");
@@ -173,7 +120,9 @@ async fn writes_go_through_any_replica_and_survive_the_leader() {
         "{first:?}"
     );
     let applied = leader_applied(&replicas, leader);
-    assert_identical(&replicas.iter().collect::<Vec<_>>(), applied).await;
+    in_process::assert_identical(&replicas.iter().collect::<Vec<_>>(), applied)
+        .await
+        .expect("identical replicas");
 
     tracing::info!("--- the leader stops; the others elect a new one and keep committing");
     let position = replicas
@@ -200,7 +149,7 @@ async fn writes_go_through_any_replica_and_survive_the_leader() {
         second.placement, first.placement,
         "two instances, two partitions"
     );
-    let new_leader = leader_of(&survivors).await;
+    let new_leader = in_process::leader(&survivors).await.expect("a leader");
     assert_ne!(new_leader, leader);
     // The acknowledged write before the failover is still there.
     let txn = survivors[0].state().begin_read().expect("read");
@@ -211,11 +160,15 @@ async fn writes_go_through_any_replica_and_survive_the_leader() {
     drop(txn);
 
     tracing::info!("--- the stopped replica restarts from its data directory and catches up");
-    let restarted = restart(stopped_id, &stopped_dir, stopped_port).await;
+    let restarted = in_process::restart(stopped_id, &stopped_dir, stopped_port)
+        .await
+        .expect("restarts");
     replicas.push(restarted);
     let all: Vec<&Replica> = replicas.iter().collect();
     let applied = leader_applied(&replicas, new_leader);
-    assert_identical(&all, applied).await;
+    in_process::assert_identical(&all, applied)
+        .await
+        .expect("identical replicas");
 
     for replica in replicas {
         replica.shutdown().await.expect("shutdown");
@@ -236,36 +189,6 @@ fn leader_applied(replicas: &[Replica], leader: u64) -> u64 {
         .find(|r| r.id() == leader)
         .expect("leader present")
         .applied_index()
-}
-
-/// Restarts a replica on its old address (its identity in the membership), once openraft's
-/// tasks have released its data directory and the port is free again.
-async fn restart(id: u64, dir: &Path, port: u16) -> Replica {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let listen = format!("[::1]:{port}").parse().expect("address");
-        let mut config = ReplicaConfig::new(id, listen, dir.to_path_buf());
-        config.danger_plaintext = true;
-        match Replica::start(config).await {
-            Ok(replica) => {
-                replica
-                    .raft()
-                    .wait(WAIT)
-                    .metrics(
-                        |m| m.state == ServerState::Follower || m.state == ServerState::Leader,
-                        "rejoined",
-                    )
-                    .await
-                    .expect("rejoins");
-                return replica;
-            }
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                tracing::debug!(%e, "not yet released; retrying");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("restart replica {id}: {e}"),
-        }
-    }
 }
 
 fn tempdirs(n: usize) -> Vec<tempfile::TempDir> {
@@ -310,33 +233,13 @@ async fn add_computer(replica: &Replica, id: &str, partitions: u32, supply: bool
     written.index
 }
 
-/// Starts three replicas and bootstraps them into one cluster.
-async fn cluster(dirs: &[tempfile::TempDir]) -> Vec<Replica> {
-    cluster_with(dirs, |_| {}).await
-}
-
-/// [`cluster`] with `tweak` applied to every replica's configuration.
-async fn cluster_with(
-    dirs: &[tempfile::TempDir],
-    tweak: impl Fn(&mut ReplicaConfig),
-) -> Vec<Replica> {
-    let mut replicas = Vec::new();
-    for (n, dir) in dirs.iter().enumerate() {
-        replicas.push(start_with(n as u64 + 1, dir.path(), 0, &tweak).await);
-    }
-    let voters: BTreeMap<u64, ReplicaNode> = replicas.iter().map(|r| (r.id(), r.node())).collect();
-    replicas[0].initialize(voters).await.expect("initialise");
-    let all: Vec<&Replica> = replicas.iter().collect();
-    leader_of(&all).await;
-    replicas
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_over_all_replicas_take_distinct_partitions() {
-    init_tracing();
+    test_kit::init_tracing(LOGS);
     let dirs = tempdirs(3);
-    let replicas: Vec<std::sync::Arc<Replica>> = cluster(&dirs)
+    let replicas: Vec<std::sync::Arc<Replica>> = in_process::cluster(&dirs, |_| {})
         .await
+        .expect("a cluster")
         .into_iter()
         .map(std::sync::Arc::new)
         .collect();
@@ -386,19 +289,20 @@ async fn concurrent_requests_over_all_replicas_take_distinct_partitions() {
     );
 
     // `after` is a linearizable read index: it covers every write above.
-    assert_identical(
+    in_process::assert_identical(
         &replicas.iter().map(|r| r.as_ref()).collect::<Vec<_>>(),
         after,
     )
-    .await;
+    .await
+    .expect("identical replicas");
     shutdown_shared(replicas).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_after_a_write_see_it_on_every_replica() {
-    init_tracing();
+    test_kit::init_tracing(LOGS);
     let dirs = tempdirs(3);
-    let replicas = cluster(&dirs).await;
+    let replicas = in_process::cluster(&dirs, |_| {}).await.expect("a cluster");
     add_computer(&replicas[1], "COMP-1", 2, false).await;
 
     tracing::info!("--- a write acknowledged through one replica...");
@@ -459,10 +363,14 @@ fn compacting(config: &mut ReplicaConfig) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_replica_joins_by_snapshot_and_replaces_an_old_one() {
-    init_tracing();
+    test_kit::init_tracing(LOGS);
     let dirs = tempdirs(4);
-    let replicas = cluster_with(&dirs[..3], compacting).await;
-    let leader_id = leader_of(&replicas.iter().collect::<Vec<_>>()).await;
+    let replicas = in_process::cluster(&dirs[..3], compacting)
+        .await
+        .expect("a cluster");
+    let leader_id = in_process::leader(&replicas.iter().collect::<Vec<_>>())
+        .await
+        .expect("a leader");
 
     tracing::info!("--- enough writes that every replica snapshots and purges its log");
     add_computer(&replicas[0], "COMP-1", 100, true).await;
@@ -488,7 +396,9 @@ async fn a_new_replica_joins_by_snapshot_and_replaces_an_old_one() {
         .expect("purged");
 
     tracing::info!("--- replica 4 joins as a learner and catches up through a snapshot");
-    let newcomer = start_with(4, dirs[3].path(), 0, compacting).await;
+    let newcomer = in_process::start(4, dirs[3].path(), 0, compacting)
+        .await
+        .expect("starts");
     let refused = replicas
         .iter()
         .find(|r| r.id() != leader_id)
@@ -510,7 +420,9 @@ async fn a_new_replica_joins_by_snapshot_and_replaces_an_old_one() {
     let applied = leader.applied_index();
     let mut everyone: Vec<&Replica> = replicas.iter().collect();
     everyone.push(&newcomer);
-    assert_identical(&everyone, applied).await;
+    in_process::assert_identical(&everyone, applied)
+        .await
+        .expect("identical replicas");
 
     tracing::info!("--- it becomes a voter, a follower leaves, and writes go on through it");
     let leaving = replicas
@@ -558,10 +470,11 @@ async fn a_new_replica_joins_by_snapshot_and_replaces_an_old_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_answers_when_its_computer_changes() {
-    init_tracing();
+    test_kit::init_tracing(LOGS);
     let dirs = tempdirs(3);
-    let replicas: Vec<std::sync::Arc<Replica>> = cluster(&dirs)
+    let replicas: Vec<std::sync::Arc<Replica>> = in_process::cluster(&dirs, |_| {})
         .await
+        .expect("a cluster")
         .into_iter()
         .map(std::sync::Arc::new)
         .collect();
@@ -569,7 +482,9 @@ async fn a_long_poll_answers_when_its_computer_changes() {
     for id in ["COMP-1", "COMP-2"] {
         last = add_computer(&replicas[0], id, 2, false).await;
     }
-    let leader = leader_of(&replicas.iter().map(|r| r.as_ref()).collect::<Vec<_>>()).await;
+    let leader = in_process::leader(&replicas.iter().map(|r| r.as_ref()).collect::<Vec<_>>())
+        .await
+        .expect("a leader");
     let follower = std::sync::Arc::clone(
         replicas
             .iter()
@@ -650,9 +565,9 @@ async fn a_long_poll_answers_when_its_computer_changes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_liveness_reaches_the_log_only_as_summaries() {
-    init_tracing();
+    test_kit::init_tracing(LOGS);
     let dirs = tempdirs(3);
-    let replicas = cluster(&dirs).await;
+    let replicas = in_process::cluster(&dirs, |_| {}).await.expect("a cluster");
     for id in ["COMP-1", "COMP-2"] {
         add_computer(&replicas[0], id, 2, false).await;
     }
@@ -737,13 +652,16 @@ async fn node_liveness_reaches_the_log_only_as_summaries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_the_leader_cannot_commit_is_answered_and_later_writes_go_on() {
-    init_tracing();
+    test_kit::init_tracing(LOGS);
     let dirs = tempdirs(3);
-    let mut replicas = cluster_with(&dirs, |config| {
+    let mut replicas = in_process::cluster(&dirs, |config| {
         config.write_timeout = Duration::from_secs(2);
     })
-    .await;
-    let leader = leader_of(&replicas.iter().collect::<Vec<_>>()).await;
+    .await
+    .expect("a cluster");
+    let leader = in_process::leader(&replicas.iter().collect::<Vec<_>>())
+        .await
+        .expect("a leader");
     add_computer(&replicas[0], "COMP-1", 4, true).await;
 
     tracing::info!("--- both followers stop: the leader appends but cannot commit");
@@ -773,7 +691,7 @@ async fn a_write_the_leader_cannot_commit_is_answered_and_later_writes_go_on() {
     let mut all = vec![the_leader];
     for (id, port) in stopped {
         let dir = dirs[usize::try_from(id - 1).expect("small")].path();
-        all.push(restart(id, dir, port).await);
+        all.push(in_process::restart(id, dir, port).await.expect("restarts"));
     }
     let written = tokio::time::timeout(
         Duration::from_secs(60),

@@ -25,17 +25,6 @@ use tonic::transport::Channel;
 const COMPUTER: &str = "computer:COMP-DEMO";
 const OPERATOR: &str = "operator:test";
 
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "services=info,master_cluster=info,openraft=warn".into()),
-        )
-        .with_test_writer()
-        .with_ansi(false)
-        .try_init();
-}
-
 /// The dev cluster in plaintext (danger): these tests act as many callers, naming each in
 /// the actor header. (`tls.rs` tests the same services over TLS, with certificates.)
 async fn dev_cluster(dir: &std::path::Path) -> (DevCluster, String) {
@@ -81,7 +70,7 @@ fn placed_partition(placement: Option<&pb::Placement>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_places_the_demo_instances_and_restarts_from_its_data() {
-    init_tracing();
+    test_kit::init_tracing("services=info,master_cluster=info,openraft=warn");
     let dir = tempfile::tempdir().expect("tempdir");
     // Replica addresses are their identities: a restart must reuse them. As `slapmaster dev`
     // does, over TLS with the dev cluster's own CA.
@@ -130,7 +119,7 @@ async fn dev_places_the_demo_instances_and_restarts_from_its_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_users_and_operators_are_served_by_any_replica() {
-    init_tracing();
+    test_kit::init_tracing("services=info,master_cluster=info,openraft=warn");
     let dir = tempfile::tempdir().expect("tempdir");
     let (cluster, _) = dev_cluster(dir.path()).await;
     let leader = cluster.replicas[0]
@@ -396,7 +385,7 @@ async fn nodes_users_and_operators_are_served_by_any_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_precise_error_and_changes_nothing() {
-    init_tracing();
+    test_kit::init_tracing("services=info,master_cluster=info,openraft=warn");
     let dir = tempfile::tempdir().expect("tempdir");
     // IPv4 is accepted as well as IPv6: this cluster runs on 127.0.0.1.
     let (cluster, _) = dev_cluster_at(dir.path(), std::net::Ipv4Addr::LOCALHOST.into()).await;
@@ -561,7 +550,7 @@ async fn save_backup(url: &str, to: &std::path::Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_restores_into_a_new_cluster() {
-    init_tracing();
+    test_kit::init_tracing("services=info,master_cluster=info,openraft=warn");
     let dir = tempfile::tempdir().expect("tempdir");
     let (cluster, _) = dev_cluster(&dir.path().join("old")).await;
     let backup = dir.path().join("backup.snapshot");
@@ -667,7 +656,7 @@ async fn a_backup_restores_into_a_new_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_bootstraps_a_data_directory_exactly_once() {
-    init_tracing();
+    test_kit::init_tracing("services=info,master_cluster=info,openraft=warn");
     let dir = tempfile::tempdir().expect("tempdir");
     let config = |port: u16| {
         FileConfig::default()
@@ -696,7 +685,7 @@ async fn init_bootstraps_a_data_directory_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_makes_its_seed_once_and_serves_the_same_one_again() {
-    init_tracing();
+    test_kit::init_tracing("services=info,master_cluster=info,openraft=warn");
     let dir = tempfile::tempdir().expect("tempdir");
     let port = unused_port(&[]).expect("a free port");
     let options = daemon::bootstrap::BootstrapOptions {
@@ -755,7 +744,7 @@ async fn bootstrap_makes_its_seed_once_and_serves_the_same_one_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_reaches_every_replica_within_a_second() {
-    init_tracing();
+    test_kit::init_tracing("services=info,master_cluster=info,openraft=warn");
     let dir = tempfile::tempdir().expect("tempdir");
     let (cluster, _) = dev_cluster(dir.path()).await;
     for replica in &cluster.replicas {
@@ -837,7 +826,7 @@ fn an_operator_signs_a_request_and_the_key_stays_with_its_owner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_that_applied_the_same_log_report_the_same_state_digest() {
-    init_tracing();
+    test_kit::init_tracing("services=info,master_cluster=info,openraft=warn");
     let dir = tempfile::tempdir().expect("tempdir");
     let (cluster, _) = dev_cluster(dir.path()).await;
     let digests = || async {

@@ -3,7 +3,6 @@
 //! a missing, foreign, expired or revoked certificate is refused with a status that says
 //! which — a revocation even on a connection that was accepted before.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 mod common;
@@ -12,7 +11,6 @@ use ca::{CertificateInfo, Identity, new_key_and_request};
 use common::TestCa;
 use master_cluster::replica::ReplicaConfig;
 use master_cluster::server::Replica;
-use master_cluster::state::ReplicaNode;
 use master_cluster::tls::{TlsMaterial, client_config};
 use slapcluster_api::client::connect_with;
 use slapcluster_api::v1 as pb;
@@ -20,6 +18,7 @@ use slapcluster_api::v1::admin_client::AdminClient;
 use slapcluster_api::v1::node_client::NodeClient;
 use slapcluster_api::v1::raft_client::RaftClient;
 use slapcluster_api::v1::user_client::UserClient;
+use test_kit::in_process;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
@@ -55,32 +54,20 @@ fn poll() -> pb::PollComputerRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_are_known_by_their_certificates_and_refused_with_a_reason() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("tls=info,master_cluster=info,openraft=warn")
-        .with_test_writer()
-        .try_init();
+    test_kit::init_tracing("tls=info,master_cluster=info,openraft=warn");
     let ca = TestCa::new("test");
     let now = SystemTime::now();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
-    let mut replicas = Vec::new();
-    for (n, dir) in dirs.iter().enumerate() {
-        let id = n as u64 + 1;
-        let mut config =
-            ReplicaConfig::new(id, "[::1]:0".parse().expect("addr"), dir.path().into());
-        config.tls = Some(ca.material(Identity::Replica(id), now));
-        replicas.push(Replica::start(config).await.expect("starts"));
-    }
+    let replicas = in_process::cluster(&dirs, |config| {
+        config.danger_plaintext = false;
+        config.tls = Some(ca.material(Identity::Replica(config.id), now));
+    })
+    .await
+    .expect("a cluster over TLS");
     assert!(replicas[0].url().starts_with("https://"));
-    let voters: BTreeMap<u64, ReplicaNode> = replicas.iter().map(|r| (r.id(), r.node())).collect();
-    replicas[0].initialize(voters).await.expect("initialise");
-    let leader = replicas[0]
-        .raft()
-        .wait(Some(Duration::from_secs(20)))
-        .metrics(|m| m.current_leader.is_some(), "a leader over TLS")
+    let leader = in_process::leader(&replicas.iter().collect::<Vec<_>>())
         .await
-        .expect("elected")
-        .current_leader
-        .expect("checked");
+        .expect("a leader over TLS");
     let follower = replicas
         .iter()
         .find(|r| r.id() != leader)

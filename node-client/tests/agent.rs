@@ -377,13 +377,9 @@ fn titles(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("instance-{i}")).collect()
 }
 
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_run_publish_stop_start_and_are_destroyed() -> anyhow::Result<()> {
-    init_tracing();
+    test_kit::init_tracing("info");
     let fixture = Fixture::start().await?;
     let titles = titles(PARTITIONS as usize);
 
@@ -588,7 +584,7 @@ async fn instances_run_publish_stop_start_and_are_destroyed() -> anyhow::Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_fails_over_within_one_poll_and_reports_nothing_twice() -> anyhow::Result<()> {
-    init_tracing();
+    test_kit::init_tracing("info");
     let mut fixture = Fixture::start().await?;
     let titles = titles(4);
     fixture.start_instances(&titles).await?;
@@ -672,7 +668,7 @@ async fn the_node_fails_over_within_one_poll_and_reports_nothing_twice() -> anyh
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_its_local_state_wiped_rebuilds_the_same_result() -> anyhow::Result<()> {
-    init_tracing();
+    test_kit::init_tracing("info");
     let mut fixture = Fixture::start().await?;
     let titles = titles(3);
     let before = fixture.start_instances(&titles).await?;
@@ -742,7 +738,7 @@ const SYSTEM_CHILD: &str = "SLAPNODE_SYSTEM_CHILD";
 /// partition's user and their files belong to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_root_instances_run_as_their_partition_users() -> anyhow::Result<()> {
-    init_tracing();
+    test_kit::init_tracing("info");
     if std::env::var_os(SYSTEM_CHILD).is_some() {
         return system_story().await;
     }
@@ -812,7 +808,7 @@ async fn system_story() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shrinking_a_node_removes_only_free_partitions() -> anyhow::Result<()> {
-    init_tracing();
+    test_kit::init_tracing("info");
     let mut fixture = Fixture::start().await?;
     let titles = titles(2);
     let instances = fixture.start_instances(&titles).await?;
@@ -917,10 +913,7 @@ fn due_certificate(replica_tls: &Path) -> anyhow::Result<(client::Credentials, c
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_due_for_renewal_is_renewed_and_the_next_calls_use_it() -> anyhow::Result<()>
 {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("agent=info")
-        .with_test_writer()
-        .try_init();
+    test_kit::init_tracing("agent=info");
     let dir = tempfile::tempdir()?;
     let cluster = Cluster::start(&slapmaster_for_tests()?, dir.path(), 3).await?;
     let mut node = Node::new(dir.path(), &cluster, "unprivileged")?;

@@ -282,14 +282,7 @@ const WAIT: Option<Duration> = Some(Duration::from_secs(20));
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_ship_to_a_lagging_learner_and_restarts_resume_without_replay() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "raft_cluster=info,openraft=warn".into()),
-        )
-        .with_test_writer()
-        .with_ansi(false)
-        .try_init();
+    test_kit::init_tracing("raft_cluster=info,openraft=warn");
     let router = Router::default();
     let dirs: Vec<_> = (0..2)
         .map(|_| tempfile::tempdir().expect("tempdir"))

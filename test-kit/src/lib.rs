@@ -3,6 +3,9 @@
 //!
 //! - [`cluster`]: a cluster of real `slapmaster` processes over TLS, its credentials, free
 //!   ports, [`cluster::wait_for`], and the binaries under test;
+//! - `in_process` (feature `in-process`, master-cluster's tests only): replicas in the test's
+//!   own process, reached into while they serve;
+//! - [`init_tracing`]: a test's logs, in its captured output;
 //! - [`http`]: a minimal HTTP/1.1 GET for operations listeners;
 //! - [`slap`]: a minimal SLAP client (HTTPS with client certificates, or plain HTTP);
 //! - [`skip!`]: the one way a test says it cannot run on this machine.
@@ -19,6 +22,8 @@ use std::io::Write;
 
 pub mod cluster;
 pub mod http;
+#[cfg(feature = "in-process")]
+pub mod in_process;
 pub mod slap;
 
 use slapcluster_api::client::ClientError;
@@ -51,6 +56,20 @@ impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Self {
         Self::Client(status.into())
     }
+}
+
+/// Logs of a test, into its captured output: `RUST_LOG` if set, else `default` (say
+/// `"replicas=info,master_cluster=info,openraft=warn"`). Only the first call of a test binary
+/// installs it.
+pub fn init_tracing(default: &str) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default.into()),
+        )
+        .with_test_writer()
+        .with_ansi(false)
+        .try_init();
 }
 
 /// Set to `1` to let tests skip what this machine cannot run (they are then listed).
