@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use slapcluster_api::client;
 use slapcluster_api::v1 as pb;
-use slapcluster_api::v1::admin_client::AdminClient;
 use tonic::transport::ClientTlsConfig;
 
 use crate::ChaosError;
@@ -386,7 +384,9 @@ impl Cluster {
         let mut last = String::new();
         while Instant::now() < deadline {
             for via in (0..self.len()).filter(|&j| j != i && self.is_running(j)) {
-                let Some(mut admin) = self.admin(via).await else {
+                let Some(mut admin) =
+                    test_kit::cluster::admin(&self.url(via), &self.operator).await
+                else {
                     continue;
                 };
                 let call = admin.remove_member(pb::RemoveMemberRequest { id });
@@ -431,36 +431,12 @@ impl Cluster {
 
     /// The cluster status as replica `i` reports it, if it answers.
     pub async fn status(&self, i: usize) -> Option<pb::ClusterStatusReply> {
-        let mut admin = self.admin(i).await?;
-        let call = admin.cluster_status(pb::ClusterStatusRequest::default());
-        tokio::time::timeout(Duration::from_secs(3), call)
-            .await
-            .ok()?
-            .ok()
-            .map(tonic::Response::into_inner)
+        test_kit::cluster::status(&self.url(i), &self.operator).await
     }
 
     /// Replica `i`'s own report, with its state digest when asked.
     pub async fn replica_status(&self, i: usize, digest: bool) -> Option<pb::ReplicaStatusReply> {
-        let mut admin = self.admin(i).await?;
-        let call = admin.replica_status(pb::ReplicaStatusRequest {
-            state_digest: digest,
-        });
-        tokio::time::timeout(Duration::from_secs(5), call)
-            .await
-            .ok()?
-            .ok()
-            .map(tonic::Response::into_inner)
-    }
-
-    async fn admin(&self, i: usize) -> Option<AdminClient<tonic::transport::Channel>> {
-        let url = self.url(i);
-        let connect = client::connect_with(&url, Some(self.operator.clone()));
-        let channel = tokio::time::timeout(Duration::from_secs(3), connect)
-            .await
-            .ok()?
-            .ok()?;
-        Some(AdminClient::new(channel))
+        test_kit::cluster::replica_status(&self.url(i), &self.operator, digest).await
     }
 
     /// The replica that says it leads, among those that answer.

@@ -475,7 +475,7 @@ impl Cluster {
         let operator = self.operator.tls_config();
         wait_for("a leader", || async {
             for url in &urls {
-                if let Some(status) = replica_status(url, &operator).await
+                if let Some(status) = replica_status(url, &operator, false).await
                     && status.role() == pb::Role::Leader
                 {
                     return Some(status.id);
@@ -553,12 +553,12 @@ impl Cluster {
         self.start_one(index)?;
         let url = self.replicas[index].url();
         let operator = self.operator.tls_config();
-        let head = replica_status(&leader_url, &operator)
+        let head = replica_status(&leader_url, &operator, false)
             .await
             .map(|s| s.last_log_index)
             .unwrap_or(0);
         wait_for("the restarted replica to catch up", || async {
-            let status = replica_status(&url, &operator).await?;
+            let status = replica_status(&url, &operator, false).await?;
             (status.applied_index >= head).then_some(())
         })
         .await
@@ -620,37 +620,46 @@ pub async fn wait_for<T, F: Future<Output = Option<T>>>(
     }
 }
 
-/// An admin client of the replica at `url`, if it answers.
-async fn admin(url: &str, operator: &ClientTlsConfig) -> Option<AdminClient<Channel>> {
-    let channel = client::connect_with(url, Some(operator.clone()))
+/// How long a status call may take: a replica that is stopped (SIGSTOP) or cut off accepts
+/// the connection, or not, and never answers.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An admin client of the replica at `url`, if it answers in time.
+pub async fn admin(url: &str, operator: &ClientTlsConfig) -> Option<AdminClient<Channel>> {
+    let connect = client::connect_with(url, Some(operator.clone()));
+    let channel = tokio::time::timeout(STATUS_TIMEOUT, connect)
         .await
+        .ok()?
         .ok()?;
     Some(AdminClient::new(channel))
 }
 
+/// The cluster status as the replica at `url` reports it, if it answers in time.
 pub async fn status(url: &str, operator: &ClientTlsConfig) -> Option<pb::ClusterStatusReply> {
-    let request = pb::ClusterStatusRequest {};
-    let status = admin(url, operator).await?.cluster_status(request).await;
-    Some(status.ok()?.into_inner())
+    let mut admin = admin(url, operator).await?;
+    let call = admin.cluster_status(pb::ClusterStatusRequest {});
+    let reply = tokio::time::timeout(STATUS_TIMEOUT, call).await.ok()?;
+    Some(reply.ok()?.into_inner())
 }
 
+/// The replica at `url`'s own report, if it answers in time; with `digest`, the digest of its
+/// whole state too (a full scan, given longer).
 pub async fn replica_status(
     url: &str,
     operator: &ClientTlsConfig,
+    digest: bool,
 ) -> Option<pb::ReplicaStatusReply> {
-    let request = pb::ReplicaStatusRequest::default();
-    let status = admin(url, operator).await?.replica_status(request).await;
-    Some(status.ok()?.into_inner())
-}
-
-/// [`replica_status`] with the digest of the replica's whole state (a full scan).
-pub async fn replica_status_with_digest(
-    url: &str,
-    operator: &ClientTlsConfig,
-) -> Option<pb::ReplicaStatusReply> {
-    let request = pb::ReplicaStatusRequest { state_digest: true };
-    let status = admin(url, operator).await?.replica_status(request).await;
-    Some(status.ok()?.into_inner())
+    let mut admin = admin(url, operator).await?;
+    let call = admin.replica_status(pb::ReplicaStatusRequest {
+        state_digest: digest,
+    });
+    let limit = if digest {
+        STATUS_TIMEOUT * 3
+    } else {
+        STATUS_TIMEOUT
+    };
+    let reply = tokio::time::timeout(limit, call).await.ok()?;
+    Some(reply.ok()?.into_inner())
 }
 
 /// For tests of other crates: the `slapmaster` binary in the target directory the running

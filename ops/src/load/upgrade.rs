@@ -231,7 +231,7 @@ async fn rejoin(cluster: &mut Cluster, index: usize) -> Result<Duration, LoadErr
 /// A report line for a replica that rejoined: how long, and whether a snapshot carried it.
 async fn step(cluster: &Cluster, index: usize, what: &str, took: Duration) -> String {
     let url = cluster.replicas[index].url();
-    let status = replica_status(&url, &cluster.operator()).await;
+    let status = replica_status(&url, &cluster.operator(), false).await;
     let snapshot = status.map_or(0, |s| s.snapshot_index);
     format!(
         "{what:<44} {:>8.0} ms   (replica {} caught up; its snapshot at index {snapshot})",
@@ -280,7 +280,7 @@ async fn same_state(cluster: &Cluster, urls: &[String]) -> Result<u64, LoadError
     test_kit::cluster::wait_for("the replicas to hold the same state", || async {
         let mut seen = BTreeSet::new();
         for url in urls {
-            let status = test_kit::cluster::replica_status_with_digest(url, &operator).await?;
+            let status = replica_status(url, &operator, true).await?;
             seen.insert((status.digest_index, status.state_digest));
         }
         match seen.into_iter().collect::<Vec<_>>().as_slice() {
