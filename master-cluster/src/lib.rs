@@ -20,8 +20,8 @@
 //!   membership. It serves nothing itself; its answers and refusals are transport-free.
 //!   Start with `replica/mod.rs`.
 //! - The transports, each mapping the core's outcomes to its own answers once:
-//!   [`service`] (the public node, user and admin gRPC services of `slapcluster-api`, and
-//!   the internal Raft service), [`slap`] (the SLAP HTTP protocol of existing SlapOS nodes
+//!   [`grpc`] (the public node, user and admin services of `slapcluster-api` in
+//!   `grpc::public`, and the internal Raft service between replicas), [`slap`] (the SLAP HTTP protocol of existing SlapOS nodes
 //!   and clients) and [`observe`] (metrics, health, readiness and the status page on the
 //!   operations listener).
 //! - [`server`]: the composition root — binds the listeners, opens the core, mounts the
@@ -41,12 +41,12 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+pub mod grpc;
 pub mod limits;
 pub mod listen;
 pub mod observe;
 pub mod replica;
 pub mod server;
-pub mod service;
 pub mod slap;
 pub mod state;
 pub mod tls;

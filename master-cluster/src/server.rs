@@ -3,7 +3,7 @@
 //! [`Replica::start`] binds every listener first (the core advertises the address it got),
 //! opens the [`ReplicaCore`] (storage, Raft, the batcher, the peers: it serves nothing itself),
 //! then mounts around it the gRPC services (public and Raft, on one port, see
-//! [`crate::service`]), the SLAP listener ([`crate::slap`]) and the operations HTTP listener
+//! [`crate::grpc`]), the SLAP listener ([`crate::slap`]) and the operations HTTP listener
 //! ([`crate::observe`]). [`Replica::shutdown`] stops them, then Raft, then waits for the data
 //! files to close. Arrows point one way: state ← replica ← {service, slap, observe} ← server
 //! ← daemon (`tests/layers.rs` holds the crate to it).
@@ -93,7 +93,7 @@ impl Replica {
         let stopped = async {
             let _ = stopped.await;
         };
-        let router = crate::service::router(&core);
+        let router = crate::grpc::router(&core);
         let budgets = core.budgets().clone();
         let grpc = match core.current_tls() {
             Some(tls) => tokio::spawn(router.serve_with_incoming_shutdown(

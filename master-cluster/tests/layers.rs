@@ -19,7 +19,7 @@ const LAYERS: &[(&str, u32)] = &[
     // The replica: storage, Raft, the write path, reads.
     ("replica", 3),
     // The transports, independent of each other.
-    ("service", 4),
+    ("grpc", 4),
     ("slap", 4),
     ("observe", 4),
     ("server", 5),

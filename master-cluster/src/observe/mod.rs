@@ -3,7 +3,7 @@
 //! computers and pending requests, and nothing there changes state).
 //!
 //! - [`exposition`]: the replica's metrics (recorded on the hot paths; gRPC calls
-//!   through `service`'s call-metrics layer) and what is read at scrape time (term, leader,
+//!   through `grpc`'s call-metrics layer) and what is read at scrape time (term, leader,
 //!   indexes, per-follower lag, pending requests), in Prometheus' text format.
 //! - [`readiness`]: whether a load balancer or a node should send this replica work (plain
 //!   decision code).

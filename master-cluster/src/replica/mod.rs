@@ -277,7 +277,7 @@ pub fn identity_actor(identity: ca::Identity) -> Option<Actor> {
 }
 
 /// Why a caller's command did not take effect, in the domain's terms: each transport maps it
-/// to its own answer once (gRPC statuses in `service`, HTTP statuses in `slap`).
+/// to its own answer once (gRPC statuses in `grpc`, HTTP statuses in `slap`).
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     /// The domain refused it (the caller's mistake, or the policy): never retried.

@@ -16,7 +16,7 @@ use crate::state::{Op, Outcome};
 pub const MAX_POLL_WAIT: Duration = Duration::from_secs(60);
 
 pub struct NodeService {
-    pub(super) core: Arc<ReplicaCore>,
+    pub(in crate::grpc) core: Arc<ReplicaCore>,
 }
 
 type Reply<T> = Result<Response<T>, Status>;

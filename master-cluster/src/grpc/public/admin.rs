@@ -35,7 +35,7 @@ const MAX_TOKEN_SECONDS: u64 = 7 * 24 * 3600;
 const MAX_CATCH_UP_WAIT: Duration = Duration::from_secs(600);
 
 pub struct AdminService {
-    pub(super) core: Arc<ReplicaCore>,
+    pub(in crate::grpc) core: Arc<ReplicaCore>,
 }
 
 type Reply<T> = Result<Response<T>, Status>;

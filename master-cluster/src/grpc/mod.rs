@@ -1,18 +1,19 @@
-//! The public gRPC services every replica serves beside the internal Raft service: `Node` for
-//! computers' agents, `User` for users (and instances requesting children), `Admin` for
-//! operators. Each handler decodes its request into a domain command or query, runs it through
-//! the replica (writes reach the leader, reads honour their consistency), and maps the outcome
-//! to the wire in one place: [`rejected`] for the domain's refusals, [`unavailable`] for a
-//! cluster that cannot answer now, [`failed`] for a replica that cannot read its own state.
+//! Every gRPC service of a replica, on one port behind one gate:
+//! - [`public`]: the services of the wire contract's clients, `Node` for computers' agents,
+//!   `User` for users (and instances requesting children), `Admin` for operators;
+//! - `raft`: the internal service other replicas call (appends, votes, snapshots, forwarded
+//!   writes and read indexes), for replicas only;
+//! - `gate` authenticates every call before its body is decoded, `call_metrics` times it.
+//!
+//! Each handler decodes its request into a domain command or query, runs it through the
+//! replica (writes reach the leader, reads honour their consistency), and maps the outcome to
+//! the wire in one place: [`rejected`] for the domain's refusals, [`unavailable`] for a cluster
+//! that cannot answer now, [`failed`] for a replica that cannot read its own state.
 
-mod admin;
 mod call_metrics;
-mod convert;
-pub(crate) mod enroll;
-pub(crate) mod gate;
-mod node;
+mod gate;
+pub(crate) mod public;
 mod raft;
-mod user;
 
 use std::sync::Arc;
 
@@ -54,15 +55,15 @@ pub(crate) fn router(
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES),
         )
         .add_service(
-            NodeServer::new(node::NodeService { core: core.clone() })
+            NodeServer::new(public::NodeService { core: core.clone() })
                 .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
         )
         .add_service(
-            UserServer::new(user::UserService { core: core.clone() })
+            UserServer::new(public::UserService { core: core.clone() })
                 .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
         )
         .add_service(
-            AdminServer::new(admin::AdminService { core: core.clone() })
+            AdminServer::new(public::AdminService { core: core.clone() })
                 .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
         )
 }
@@ -71,7 +72,7 @@ pub(crate) fn router(
 /// (chain, validity, revocation); a replica passing on a call it received names that call's
 /// caller in the [`ACTOR_HEADER`], and is trusted to. In plaintext: the header alone.
 ///
-/// The gate (`service/gate.rs`) already did this before the call's body was read, and left the
+/// The gate (`grpc/gate.rs`) already did this before the call's body was read, and left the
 /// actor in the request's extensions: it is taken from there.
 pub fn caller<T>(core: &ReplicaCore, request: &tonic::Request<T>) -> Result<Actor, Status> {
     if let Some(gate::Authenticated(actor)) = request.extensions().get() {

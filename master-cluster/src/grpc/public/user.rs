@@ -14,7 +14,7 @@ use crate::state::query::{self, Explanation};
 use crate::state::{Op, Outcome};
 
 pub struct UserService {
-    pub(super) core: Arc<ReplicaCore>,
+    pub(in crate::grpc) core: Arc<ReplicaCore>,
 }
 
 type Reply<T> = Result<Response<T>, Status>;
