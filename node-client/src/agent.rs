@@ -570,8 +570,7 @@ impl Agent {
         let target = dir.to_path_buf();
         let installed = renewed.clone();
         tokio::task::spawn_blocking(move || crate::renew::install(&target, &installed))
-            .await
-            .map_err(|e| crate::renew::RenewError::Stopped(e.to_string()))??;
+            .await??;
         self.master.replicas.set_tls(renewed.tls_config())?;
         tracing::info!(dir = %dir.display(), "renewed the computer's certificate");
         Ok(())

@@ -36,8 +36,9 @@ pub enum RenewError {
     Master(#[from] crate::replicas::CallError),
     #[error(transparent)]
     Client(#[from] slapcluster_api::client::ClientError),
-    #[error("the renewal task stopped: {0}")]
-    Stopped(String),
+    /// The blocking task that installs the certificate panicked or was cancelled.
+    #[error("the task installing the certificate stopped: {0}")]
+    Stopped(#[from] tokio::task::JoinError),
 }
 
 /// The credentials in `dir`, if their certificate is due for renewal at `now`.

@@ -133,7 +133,8 @@ impl raft_server::Raft for RaftService {
             Attempt::TimedOut(waited) => Err(ForwardError::Unavailable(format!(
                 "not committed within {waited:?}; it may yet be"
             ))),
-            Attempt::Fatal(reason) => Err(ForwardError::Unavailable(reason)),
+            // Crosses to the follower as text: its caller reads it in its error.
+            Attempt::Stopped(cause) => Err(ForwardError::Unavailable(cause.to_string())),
         };
         reply(&answer)
     }

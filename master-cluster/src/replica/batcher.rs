@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use openraft::error::ClientWriteError;
 use openraft::impls::ProgressResponder;
 
-use super::{Attempt, Written};
+use super::{Attempt, CoreError, Written};
 use crate::state::{Command, CommandBatch};
 
 /// Writes waiting for the batcher beyond this make callers wait (backpressure).
@@ -61,11 +61,11 @@ impl Batcher {
     pub async fn submit(&self, command: Command) -> Attempt<Written> {
         let (reply, answer) = oneshot::channel();
         if self.queue.send(Pending { command, reply }).await.is_err() {
-            return Attempt::Fatal("the write batcher has stopped".into());
+            return Attempt::Stopped(CoreError::BatcherStopped);
         }
         answer
             .await
-            .unwrap_or_else(|_| Attempt::Fatal("the write batcher has stopped".into()))
+            .unwrap_or(Attempt::Stopped(CoreError::BatcherStopped))
     }
 }
 
@@ -107,7 +107,7 @@ async fn run(
         match handed.await {
             Ok(Ok(())) => {}
             Ok(Err(fatal)) => {
-                answer_all(replies, || Attempt::Fatal(fatal.to_string()));
+                answer_all(replies, || Attempt::Stopped(fatal.clone().into()));
                 continue;
             }
             Err(_) => {
@@ -121,9 +121,7 @@ async fn run(
             let written = match answered {
                 Ok(Ok(written)) => written,
                 Ok(Err(_)) => {
-                    return answer_all(replies, || {
-                        Attempt::Fatal("the Raft core stopped before it answered".into())
-                    });
+                    return answer_all(replies, || Attempt::Stopped(CoreError::Unanswered));
                 }
                 Err(_) => {
                     // The entry may still commit; its callers are told the outcome is unknown.
@@ -141,11 +139,13 @@ async fn run(
                         .collect()
                 }
                 Ok(written) => {
-                    let reason = format!(
-                        "the state machine answered {} responses for {count} commands",
-                        written.data.len()
-                    );
-                    (0..count).map(|_| Attempt::Fatal(reason.clone())).collect()
+                    let mismatch = CoreError::Mismatch {
+                        answered: written.data.len(),
+                        commands: count,
+                    };
+                    (0..count)
+                        .map(|_| Attempt::Stopped(mismatch.clone()))
+                        .collect()
                 }
                 Err(ClientWriteError::ForwardToLeader(to)) => {
                     let leader = to.leader_id.zip(to.leader_node.map(|n| n.addr));
@@ -153,9 +153,11 @@ async fn run(
                         .map(|_| Attempt::Redirect(leader.clone()))
                         .collect()
                 }
-                Err(e) => {
-                    let reason = e.to_string();
-                    (0..count).map(|_| Attempt::Fatal(reason.clone())).collect()
+                Err(refused) => {
+                    let refused = CoreError::from(refused);
+                    (0..count)
+                        .map(|_| Attempt::Stopped(refused.clone()))
+                        .collect()
                 }
             };
             for (reply, answer) in replies.into_iter().zip(answers) {

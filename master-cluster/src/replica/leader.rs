@@ -17,7 +17,7 @@ use openraft::error::{LinearizableReadError, RaftError};
 
 use super::network::Peers;
 use super::wire::ForwardError;
-use super::{ReplicaCore, WriteError, Written};
+use super::{CoreError, ReplicaCore, WriteError, Written};
 use crate::state::Command;
 
 /// Something only the leader can answer: tried locally first, else sent to the leader.
@@ -68,7 +68,10 @@ impl LeaderCall for ReadIndexCall {
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(to))) => {
                 Attempt::Redirect(to.leader_id.zip(to.leader_node.map(|n| n.addr)))
             }
-            Err(e) => Attempt::Fatal(e.to_string()),
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(e))) => {
+                Attempt::Stopped(e.into())
+            }
+            Err(RaftError::Fatal(fatal)) => Attempt::Stopped(fatal.into()),
         }
     }
 
@@ -90,7 +93,8 @@ pub(crate) enum Attempt<T> {
     Redirect(Option<(u64, String)>),
     /// Not answered within this long; a write may yet take effect.
     TimedOut(Duration),
-    Fatal(String),
+    /// This replica's Raft core could not carry it through.
+    Stopped(CoreError),
 }
 
 impl ReplicaCore {
@@ -108,7 +112,7 @@ impl ReplicaCore {
                     Ok(Attempt::Done(value)) => return Ok(value),
                     Ok(Attempt::Redirect(leader)) => leader,
                     Ok(Attempt::TimedOut(waited)) => return Err(WriteError::TimedOut(waited)),
-                    Ok(Attempt::Fatal(reason)) => return Err(WriteError::Stopped(reason)),
+                    Ok(Attempt::Stopped(cause)) => return Err(cause.into()),
                     Err(_) => return Err(WriteError::TimedOut(self.write_timeout)),
                 },
             };

@@ -48,8 +48,9 @@ pub enum MembershipError {
     /// Another membership change is being committed; retry once it is.
     #[error("another membership change is in progress: {0}")]
     InProgress(String),
+    /// This replica's Raft core stopped.
     #[error("replica stopped: {0}")]
-    Stopped(String),
+    Stopped(#[from] openraft::error::Fatal<MasterConfig>),
     /// The learner was added but has not caught up yet (it keeps going).
     #[error("replica {id} is added and catching up: at {matched:?} of {target}")]
     CatchingUp {
@@ -265,7 +266,7 @@ impl ReplicaCore {
             | RaftError::APIError(e @ ClientWriteError::LogEntryDiscarded(_)) => {
                 MembershipError::Refused(e.to_string())
             }
-            RaftError::Fatal(fatal) => MembershipError::Stopped(fatal.to_string()),
+            RaftError::Fatal(fatal) => MembershipError::Stopped(fatal),
         }
     }
 }

@@ -253,9 +253,36 @@ pub enum WriteError {
     /// Not sent again by the replica, since a repeat could land after later writes.
     #[error("the leader could not confirm the write ({0}); it may yet take effect: retry")]
     Unconfirmed(String),
-    /// This replica has stopped (shut down, or a fatal storage error).
-    #[error("replica stopped: {0}")]
-    Stopped(String),
+    /// This replica's Raft core could not carry the call through.
+    #[error("this replica cannot answer: {0}")]
+    Core(#[from] CoreError),
+}
+
+/// Why this replica's Raft core could not carry a write or read through, one cause each. All
+/// are this replica's: another replica may answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CoreError {
+    /// The replica is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
+    /// The write batcher's task has ended: the replica is stopping.
+    #[error("the write batcher has stopped")]
+    BatcherStopped,
+    /// The Raft core ended before it answered a batch it had taken.
+    #[error("the Raft core stopped before it answered")]
+    Unanswered,
+    /// The Raft core stopped: shut down, panicked, or failed on its storage.
+    #[error("the Raft core stopped: {0}")]
+    Stopped(#[from] openraft::error::Fatal<MasterConfig>),
+    /// The Raft core refused a write for a reason other than leadership.
+    #[error("the Raft core refused the write: {0}")]
+    Refused(#[from] openraft::error::ClientWriteError<MasterConfig>),
+    /// This leader could not confirm its leadership with a quorum for a linearizable read.
+    #[error("no quorum confirmed the leader: {0}")]
+    NoQuorum(#[from] openraft::error::QuorumNotEnough<MasterConfig>),
+    /// The state machine answered a batch with another number of responses (a bug).
+    #[error("the state machine answered {answered} responses for {commands} commands")]
+    Mismatch { answered: usize, commands: usize },
 }
 
 /// The actor a certificate's identity is, for every identity but a replica's (which may act
@@ -654,9 +681,7 @@ impl ReplicaCore {
                     index,
                     waited: timeout,
                 },
-                openraft::metrics::WaitError::ShuttingDown => {
-                    WriteError::Stopped("shutting down".into())
-                }
+                openraft::metrics::WaitError::ShuttingDown => CoreError::ShuttingDown.into(),
             })
     }
 
