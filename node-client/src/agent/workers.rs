@@ -145,10 +145,7 @@ impl Agent {
         }
     }
 
-    async fn converge_software(
-        &self,
-        software: &pb::Software,
-    ) -> Result<(), SoftwareFailure> {
+    async fn converge_software(&self, software: &pb::Software) -> Result<(), SoftwareFailure> {
         let root = &self.config.format.software_root;
         let reported = pb::SoftwareState::try_from(software.reported).unwrap_or_default();
         let report = |state: pb::SoftwareState, log: String| async move {
