@@ -32,7 +32,4 @@ pub enum ChaosError {
     Setup(String),
 }
 
-/// Whether this process runs as root (namespaces, nftables and tmpfs need it).
-pub fn is_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-}
+pub use test_kit::is_root;

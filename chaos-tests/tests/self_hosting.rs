@@ -31,8 +31,7 @@ use test_kit::cluster::{binary_for_tests, slapmaster_for_tests};
 use tokio::process::{Child, Command};
 use tonic::transport::ClientTlsConfig;
 
-#[path = "../../partitioning/tests/namespaced/mod.rs"]
-mod namespaced;
+use test_kit::namespaced;
 
 const CHILD: &str = "SLAPCLUSTER_SELF_HOSTING_CHILD";
 /// The seed runs in namespace 0, node `k` in namespace `k`.
@@ -53,7 +52,7 @@ async fn a_seed_hands_over_to_self_hosted_replicas_which_survive_losing_a_node()
         test_kit::init_tracing("info");
         return story().await;
     }
-    if !namespaced::is_root() {
+    if !test_kit::is_root() {
         test_kit::skip!("the self-hosting story runs nodes in network namespaces: needs root");
         return Ok(());
     }

@@ -13,8 +13,7 @@
 //! machine. Buildout is replaced by `tests/slap/buildout.py`, which does what a release's
 //! buildout would through the real `slapos.slap` library.
 
-#[path = "../../partitioning/tests/namespaced/mod.rs"]
-mod namespaced;
+use test_kit::namespaced;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -56,7 +55,7 @@ fn a_slapos_node_and_user_run_an_instance_tree_through_a_follower() {
         test_kit::skip!("no SlapOS client (./.ci/setup installs it, as root)");
         return;
     };
-    if !namespaced::is_root() {
+    if !test_kit::is_root() {
         test_kit::skip!("slapos node format creates users: needs root");
         return;
     }

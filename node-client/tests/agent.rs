@@ -20,8 +20,7 @@ use slapcluster_api::v1::user_client::UserClient;
 use test_kit::cluster::{Cluster, slapmaster_for_tests, wait_for};
 use tonic::transport::{Channel, ClientTlsConfig};
 
-#[path = "../../partitioning/tests/namespaced/mod.rs"]
-mod namespaced;
+use test_kit::namespaced;
 
 const COMPUTER: &str = "COMP-E2E";
 const PARTITIONS: u32 = 10;
@@ -742,7 +741,7 @@ async fn as_root_instances_run_as_their_partition_users() -> anyhow::Result<()> 
     if std::env::var_os(SYSTEM_CHILD).is_some() {
         return system_story().await;
     }
-    if !namespaced::is_root() {
+    if !test_kit::is_root() {
         test_kit::skip!("the system mode makes users and addresses in namespaces: needs root");
         return Ok(());
     }

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use partitioning::{FormatConfig, FormatFile, Mode, PARTITION_MODE, system};
 
-mod namespaced;
+use test_kit::namespaced;
 
 const CHILD: &str = "PARTITIONING_SYSTEM_CHILD";
 
@@ -60,7 +60,7 @@ fn system_format_creates_users_addresses_and_taps() -> anyhow::Result<()> {
     if std::env::var_os(CHILD).is_some() {
         return system_child();
     }
-    if !namespaced::is_root() {
+    if !test_kit::is_root() {
         test_kit::skip!("the system mode makes users and addresses in namespaces: needs root");
         return Ok(());
     }

@@ -233,7 +233,7 @@ fn a_data_directory_in_use_is_refused() {
 /// goes on appending.
 #[test]
 fn a_full_disk_is_reported_and_loses_nothing_acknowledged() {
-    if !is_root() {
+    if !test_kit::is_root() {
         test_kit::skip!("mounting a tmpfs to fill needs root");
         return;
     }
@@ -287,17 +287,6 @@ fn a_full_disk_is_reported_and_loses_nothing_acknowledged() {
             .await
             .expect("append after freeing space");
     });
-}
-
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let uids = status.lines().find(|l| l.starts_with("Uid:"))?.to_string();
-            // Real, effective, saved, filesystem: the effective uid decides.
-            Some(uids.split_whitespace().nth(2)? == "0")
-        })
-        .unwrap_or(false)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -6,6 +6,7 @@
 //! - `in_process` (feature `in-process`, master-cluster's tests only): replicas in the test's
 //!   own process, reached into while they serve;
 //! - [`init_tracing`]: a test's logs, in its captured output;
+//! - [`is_root`], and [`namespaced`]: a test run again inside fresh namespaces (system mode);
 //! - [`http`]: a minimal HTTP/1.1 GET for operations listeners;
 //! - [`slap`]: a minimal SLAP client (HTTPS with client certificates, or plain HTTP);
 //! - [`skip!`]: the one way a test says it cannot run on this machine.
@@ -24,6 +25,7 @@ pub mod cluster;
 pub mod http;
 #[cfg(feature = "in-process")]
 pub mod in_process;
+pub mod namespaced;
 pub mod slap;
 
 use slapcluster_api::client::ClientError;
@@ -70,6 +72,12 @@ pub fn init_tracing(default: &str) {
         .with_test_writer()
         .with_ansi(false)
         .try_init();
+}
+
+/// Whether this process runs as root (namespaces, mounts, nftables and tmpfs need it; CI
+/// does).
+pub fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
 }
 
 /// Set to `1` to let tests skip what this machine cannot run (they are then listed).
