@@ -19,12 +19,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use master_cluster::state::model::{
-    Actor, ComputerDefinition, ComputerId, InstanceGuid, NetworkAddress, PartitionDefinition,
-    PartitionId, PartitionRef, Placement, RequestedState, SoftwareReleaseUrl, SupplyState,
-    Timestamp, UserId,
+    Actor, ComputerDefinition, ComputerId, InstanceGuid, PartitionId, Placement, RequestedState,
+    SoftwareReleaseUrl, SupplyState, Timestamp, UserId,
 };
 use master_cluster::state::{
-    Command, InstanceReport, InstanceRequest, MemoryState, Op, Outcome, Response,
+    Command, InstanceReport, InstanceRequest, MemoryState, Op, Outcome, Response, sample,
 };
 
 const SR: &str = "https://lab.nexedi.com/nexedi/slapos/raw/1.0/software/kvm/software.cfg";
@@ -172,34 +171,7 @@ impl Bench {
 }
 
 fn definition(id: &ComputerId, region: &str) -> ComputerDefinition {
-    ComputerDefinition {
-        id: id.clone(),
-        address: Some("2001:db8::1".into()),
-        netmask: Some("ffff:ffff:ffff:ffff::".into()),
-        instance_root: Some("/srv/slapgrid".into()),
-        software_root: Some("/opt/slapgrid".into()),
-        os_type: None,
-        attributes: Some([("region".to_string(), region.to_string())].into()),
-        capabilities: None,
-        partitions: (0..PARTITIONS_PER_COMPUTER)
-            .map(|n| PartitionDefinition {
-                reference: PartitionRef(format!("slappart{n}")),
-                path: Some(format!("/srv/slapgrid/slappart{n}")),
-                addresses: vec![
-                    NetworkAddress {
-                        addr: format!("10.0.{}.{}", n / 250, n % 250 + 1),
-                        netmask: "255.255.255.255".into(),
-                    },
-                    NetworkAddress {
-                        addr: format!("2001:db8::{:x}", n + 1),
-                        netmask: "ffff:ffff:ffff:ffff::".into(),
-                    },
-                ],
-                tap: Some(format!("slaptap{n}")),
-                user: Some(format!("slapuser{n}")),
-            })
-            .collect(),
-    }
+    sample::computer_definition(id.as_str(), PARTITIONS_PER_COMPUTER, &[("region", region)])
 }
 
 fn placement(c: &mut Criterion) {

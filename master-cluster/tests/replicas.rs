@@ -7,12 +7,9 @@ use std::time::Duration;
 use master_cluster::replica::{Consistency, ReplicaConfig, Role, WriteError};
 use master_cluster::server::Replica;
 use master_cluster::state::model::{
-    Actor, ComputerDefinition, ComputerId, NetworkAddress, PartitionDefinition, PartitionRef,
-    Placement, RequestedState, SoftwareReleaseUrl, SupplyState, Timestamp, UserId,
+    Actor, ComputerId, Placement, SoftwareReleaseUrl, SupplyState, Timestamp, UserId,
 };
-use master_cluster::state::{
-    Command, InstanceRequest, InstanceSummary, Op, Outcome, Response, query,
-};
+use master_cluster::state::{Command, InstanceSummary, Op, Outcome, Response, query, sample};
 use test_kit::in_process;
 
 const SR: &str = "https://lab.nexedi.com/nexedi/slapos/raw/1.0/software/kvm/software.cfg";
@@ -28,40 +25,15 @@ fn command(at: u64, actor: Actor, op: Op) -> Command {
 }
 
 fn computer(id: &str, partitions: u32) -> Op {
-    Op::RegisterComputer(ComputerDefinition {
-        id: ComputerId::from(id),
-        address: None,
-        netmask: None,
-        instance_root: None,
-        software_root: None,
-        os_type: None,
-        attributes: Some([("region".to_string(), "eu".to_string())].into()),
-        capabilities: None,
-        partitions: (0..partitions)
-            .map(|n| PartitionDefinition {
-                reference: PartitionRef(format!("slappart{n}")),
-                path: None,
-                addresses: vec![NetworkAddress {
-                    addr: format!("2001:db8::{n:x}"),
-                    netmask: "ffff:ffff:ffff:ffff::".into(),
-                }],
-                tap: None,
-                user: None,
-            })
-            .collect(),
-    })
+    Op::RegisterComputer(sample::computer_definition(
+        id,
+        partitions,
+        &[("region", "eu")],
+    ))
 }
 
 fn request(title: &str) -> Op {
-    Op::RequestInstance(InstanceRequest {
-        title: title.into(),
-        software_release: SoftwareReleaseUrl::from(SR),
-        software_type: "default".into(),
-        parameters: Default::default(),
-        sla: Default::default(),
-        shared: false,
-        state: RequestedState::Started,
-    })
+    Op::RequestInstance(sample::instance_request(title, SR))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

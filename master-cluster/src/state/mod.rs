@@ -4,7 +4,8 @@
 //! `model.rs`, commands in `command.rs`) through `apply.rs`, whose marketplace is
 //! `placement.rs`; the tables are described in `tables.rs`; `query.rs` answers reads;
 //! `policy.rs` decides who may do what, for every transport and for every command applied.
-//! [`MemoryState`] runs the same code on an in-memory database for tests and benchmarks.
+//! [`MemoryState`] runs the same code on an in-memory database for tests and benchmarks, and
+//! [`sample`] makes the computers and requests they send.
 
 mod apply;
 pub mod command;
@@ -15,6 +16,7 @@ mod notifier;
 mod placement;
 pub mod policy;
 pub mod query;
+pub mod sample;
 mod tables;
 mod upgrade;
 

@@ -27,57 +27,9 @@ pub(super) fn pid(computer: &str, partition: &str) -> PartitionId {
     }
 }
 
-pub(super) fn definition(
-    id: &str,
-    partitions: u32,
-    attributes: &[(&str, &str)],
-) -> ComputerDefinition {
-    ComputerDefinition {
-        id: ComputerId::from(id),
-        address: Some("10.0.0.1".into()),
-        netmask: Some("255.255.255.0".into()),
-        instance_root: Some("/srv/slapgrid".into()),
-        software_root: Some("/opt/slapgrid".into()),
-        os_type: None,
-        attributes: Some(
-            attributes
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        ),
-        capabilities: None,
-        partitions: (0..partitions)
-            .map(|n| PartitionDefinition {
-                reference: PartitionRef(format!("slappart{n}")),
-                path: Some(format!("/srv/slapgrid/slappart{n}")),
-                addresses: vec![
-                    NetworkAddress {
-                        addr: format!("10.0.{n}.1"),
-                        netmask: "255.255.255.255".into(),
-                    },
-                    NetworkAddress {
-                        addr: format!("2001:db8::{n:x}"),
-                        netmask: "ffff:ffff:ffff:ffff::".into(),
-                    },
-                ],
-                tap: Some(format!("slaptap{n}")),
-                user: Some(format!("slapuser{n}")),
-            })
-            .collect(),
-    }
-}
+pub(super) use crate::state::sample::computer_definition as definition;
 
-pub(super) fn request(title: &str, sr: &str) -> InstanceRequest {
-    InstanceRequest {
-        title: title.into(),
-        software_release: url(sr),
-        software_type: "default".into(),
-        parameters: BTreeMap::new(),
-        sla: BTreeMap::new(),
-        shared: false,
-        state: RequestedState::Started,
-    }
-}
+pub(super) use crate::state::sample::instance_request as request;
 
 impl Fixture {
     pub(super) fn new() -> Self {
