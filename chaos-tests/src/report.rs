@@ -11,30 +11,18 @@ use ops::load::Sample;
 
 use crate::ChaosError;
 use crate::history::{Call, Freshness, History, Outcome, worker_name};
-use crate::run::RunConfig;
 
+/// The summary of a run: `heading` (the run's configuration, [`crate::run::RunConfig::heading`])
+/// first, then faults, operations, latencies, recovery and violations.
 pub fn summary(
-    config: &RunConfig,
+    heading: &str,
     history: &History,
     violations: &[String],
     notes: &[String],
     recovered_in: Option<Duration>,
 ) -> String {
     let mut out = String::new();
-    let nemeses: Vec<&str> = config.nemeses.iter().map(|n| n.name()).collect();
-    let _ = writeln!(
-        out,
-        "seed {} | {} replicas | {} workers | {:?} | nemeses: {}{}",
-        config.seed,
-        config.replicas,
-        config.workers,
-        config.duration,
-        nemeses.join(","),
-        match config.danger {
-            crate::cluster::Danger::None => "",
-            crate::cluster::Danger::StaleReads => " | DANGER: stale linearizable reads",
-        }
-    );
+    let _ = writeln!(out, "{heading}");
     let _ = writeln!(out, "faults ({}):", history.faults.len());
     for fault in &history.faults {
         let _ = writeln!(

@@ -45,6 +45,25 @@ pub struct RunOutcome {
     pub summary: String,
 }
 
+impl RunConfig {
+    /// The first line of a run's report: what ran, with what faults.
+    pub fn heading(&self) -> String {
+        let nemeses: Vec<&str> = self.nemeses.iter().map(|n| n.name()).collect();
+        format!(
+            "seed {} | {} replicas | {} workers | {:?} | nemeses: {}{}",
+            self.seed,
+            self.replicas,
+            self.workers,
+            self.duration,
+            nemeses.join(","),
+            match self.danger {
+                Danger::None => "",
+                Danger::StaleReads => " | DANGER: stale linearizable reads",
+            }
+        )
+    }
+}
+
 pub async fn run(config: &RunConfig) -> Result<RunOutcome, ChaosError> {
     let dir = config
         .out
@@ -131,7 +150,13 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, ChaosError> {
     let (found, undecided) = checks::check(&history);
     violations.extend(found);
     notes.extend(undecided);
-    let summary = report::summary(config, &history, &violations, &notes, recovered_in);
+    let summary = report::summary(
+        &config.heading(),
+        &history,
+        &violations,
+        &notes,
+        recovered_in,
+    );
     report::save(&dir, &history, &summary)?;
     if violations.is_empty() {
         // The replicas' data is only worth keeping when something went wrong.
