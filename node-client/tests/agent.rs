@@ -647,7 +647,14 @@ async fn the_node_fails_over_within_one_poll_and_reports_nothing_twice() -> anyh
         .count();
     assert_eq!(started, 2, "the other instances are untouched");
 
-    let log = fixture.node.log();
+    // The master shows a report once it has committed it; the node logs it once the answer
+    // is back: wait for both lines before counting them.
+    let log = wait_for("the node to log both stops", || async {
+        let log = fixture.node.log();
+        (log.matches("state=Some(Stopped)").count() >= 2).then_some(log)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", tail(&fixture.node.log(), 40)))?;
     let after_kill = log
         .split(&format!("talking to {current}"))
         .last()
