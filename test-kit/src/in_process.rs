@@ -99,16 +99,15 @@ pub async fn assert_identical(replicas: &[&Replica], index: u64) -> Result<(), E
             query::dump(&txn).map_err(|e| failed("dumping", e))?,
         ));
     }
-    if let Some(((first, expected), rest)) = dumps.split_first().map(|(f, r)| ((f.0, &f.1), r)) {
-        for (id, dump) in rest {
-            if dump != expected {
-                return Err(Error::Cluster(format!(
-                    "replica {id} differs from replica {first}"
-                )));
-            }
-        }
+    let Some(((first, expected), rest)) = dumps.split_first() else {
+        return Ok(());
+    };
+    match rest.iter().find(|(_, dump)| dump != expected) {
+        Some((id, _)) => Err(Error::Cluster(format!(
+            "replica {id} differs from replica {first}"
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Restarts replica `id` on its old address (its identity in the membership), once the

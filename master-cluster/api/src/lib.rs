@@ -6,8 +6,8 @@
 //! openraft or redb, and `slapctl` (in `ops`) calls replicas only through it. Start with
 //! `proto/slapcluster/v1/`; [`client`] connects to a replica. [`marshal`] is the other wire
 //! format: xml_marshaller, in which the SLAP HTTP protocol of existing SlapOS nodes and
-//! clients carries its values. (The Prometheus metrics that
-//! replicas and agents serve are the `slapcluster-metrics` crate: not part of the contract.)
+//! clients carries its values. (The Prometheus metrics that replicas and agents serve are the
+//! `slapcluster-metrics` crate: not part of the contract.)
 
 pub mod client;
 pub mod codec;
