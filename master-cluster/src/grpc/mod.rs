@@ -1,5 +1,5 @@
 //! Every gRPC service of a replica, on one port behind one gate:
-//! - [`public`]: the services of the wire contract's clients, `Node` for computers' agents,
+//! - `public`: the services of the wire contract's clients, `Node` for computers' agents,
 //!   `User` for users (and instances requesting children), `Admin` for operators;
 //! - `raft`: the internal service other replicas call (appends, votes, snapshots, forwarded
 //!   writes and read indexes), for replicas only;

@@ -63,7 +63,7 @@ pub enum ReadError {
 }
 
 /// Why a write or a consistent read did not get an answer. A domain refusal is not an error:
-/// it is the [`Response`]'s `Err`.
+/// it is the [`Response`](crate::state::Response)'s `Err`.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     /// No leader could be reached in time (an election, a partition): retry later.
