@@ -7,6 +7,7 @@
 //!   own process, reached into while they serve;
 //! - [`init_tracing`]: a test's logs, in its captured output;
 //! - [`is_root`], and [`namespaced`]: a test run again inside fresh namespaces (system mode);
+//! - [`distance`]: regions apart in user space, a region map and delay links (issue 22);
 //! - [`http`]: a minimal HTTP/1.1 GET for operations listeners;
 //! - [`slap`]: a minimal SLAP client (HTTPS with client certificates, or plain HTTP);
 //! - [`skip!`]: the one way a test says it cannot run on this machine.
@@ -22,6 +23,7 @@
 use std::io::Write;
 
 pub mod cluster;
+pub mod distance;
 pub mod http;
 #[cfg(feature = "in-process")]
 pub mod in_process;
