@@ -21,7 +21,7 @@ pub mod nemesis;
 pub mod net;
 pub mod proxy;
 pub mod report;
-pub mod rng;
+pub use test_kit::rng;
 pub mod run;
 pub mod workload;
 

@@ -24,6 +24,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::Error;
+use crate::rng::Rng;
 
 /// The most a link reads at once.
 pub const CHUNK: usize = 64 * 1024;
@@ -163,25 +164,17 @@ impl RegionMap {
     }
 }
 
-/// A seeded generator for jitter (splitmix64): enough for spreading delays, and replayable.
+/// How much longer than its delay each chunk takes: up to `most`, drawn from a seeded stream.
 #[derive(Debug, Clone)]
 struct Jitter {
-    state: u64,
+    rng: Rng,
     most: Duration,
 }
 
 impl Jitter {
     fn next(&mut self) -> Duration {
-        if self.most.is_zero() {
-            return Duration::ZERO;
-        }
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
         let most = u64::try_from(self.most.as_micros()).unwrap_or(u64::MAX);
-        Duration::from_micros(z % most.saturating_add(1))
+        Duration::from_micros(self.rng.below(most.saturating_add(1)))
     }
 }
 
@@ -260,11 +253,11 @@ async fn relay(
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
     let up = Jitter {
-        state: seed,
+        rng: Rng::new(seed),
         most: jitter,
     };
     let down = Jitter {
-        state: !seed,
+        rng: Rng::new(!seed),
         most: jitter,
     };
     tokio::join!(
@@ -376,7 +369,10 @@ rtt_ms = 120
     fn jitter_stays_within_its_bound_and_replays_from_its_seed() {
         let most = Duration::from_millis(3);
         let draw = |seed| {
-            let mut jitter = Jitter { state: seed, most };
+            let mut jitter = Jitter {
+                rng: Rng::new(seed),
+                most,
+            };
             (0..1000).map(|_| jitter.next()).collect::<Vec<_>>()
         };
         let first = draw(7);

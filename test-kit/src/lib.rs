@@ -9,6 +9,7 @@
 //! - [`is_root`], and [`namespaced`]: a test run again inside fresh namespaces (system mode);
 //! - [`distance`]: regions apart in user space, a region map and delay links (issue 22);
 //! - [`http`]: a minimal HTTP/1.1 GET for operations listeners;
+//! - [`rng`]: a seeded generator, so that a random run replays from its printed seed;
 //! - [`slap`]: a minimal SLAP client (HTTPS with client certificates, or plain HTTP);
 //! - [`skip!`]: the one way a test says it cannot run on this machine.
 //!
@@ -28,6 +29,7 @@ pub mod http;
 #[cfg(feature = "in-process")]
 pub mod in_process;
 pub mod namespaced;
+pub mod rng;
 pub mod slap;
 
 use slapcluster_api::client::ClientError;

@@ -1,5 +1,6 @@
-//! A small deterministic random number generator (SplitMix64): every choice of a chaos run
-//! derives from one seed, so `--seed N` replays the same schedule and the same operations.
+//! A small deterministic random number generator (SplitMix64) for tests and their harnesses:
+//! every choice of a chaos run derives from one seed, so `--seed N` replays the same schedule
+//! and the same operations; a delay link's jitter replays the same way.
 
 /// SplitMix64: fast, full-period, good enough for scheduling tests (not for cryptography).
 #[derive(Debug, Clone)]
