@@ -3,9 +3,9 @@
 //! openraft appends and fsyncs every `client_write` on its own, which caps a leader at a few
 //! thousand writes a second whatever the concurrency. The batcher takes the first waiting
 //! write, then whatever else is already queued (up to a count and an approximate size), and
-//! hands them to openraft as one [`CommandBatch`]. Up to [`IN_FLIGHT`] batches are in Raft at
-//! once, handed over in the order they were gathered (so their log order is gathering order):
-//! the next batch is appended while the one before it replicates and applies. Every caller
+//! hands them to openraft as one [`CommandBatch`]. Several batches may be in Raft at once
+//! ([`Slots`] says when), handed over in the order they were gathered (so their log order is
+//! gathering order): the next batch is appended while the ones before it replicate and apply. Every caller
 //! still gets its own answer, and the log index of the entry that carried its command.
 //!
 //! A batch waits for its commit at most the write timeout: openraft answers an appended entry
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use openraft::error::ClientWriteError;
 use openraft::impls::ProgressResponder;
@@ -30,12 +30,6 @@ const QUEUE: usize = 4096;
 
 /// Approximate bytes a batch may carry: far below the 64 MiB a replica accepts per message.
 const MAX_BATCH_WEIGHT: usize = 8 << 20;
-
-/// Batches handed to Raft and not yet answered, at most. Two measured no better than one,
-/// under openraft 0.9 and again under 0.10 (three interleaved `slapload` runs each, 1-256
-/// clients: within the run-to-run spread at 1, 64 and 256 clients, 10 % fewer at 16): one
-/// batch gathers while the other commits, and on two cores the placements are CPU-bound.
-pub(super) const IN_FLIGHT: usize = 1;
 
 struct Pending {
     command: Command,
@@ -51,9 +45,20 @@ pub(super) struct Batcher {
 impl Batcher {
     /// Starts the batcher task for `raft`; it ends when every handle is dropped. A batch not
     /// committed within `commit_timeout` is answered [`Attempt::TimedOut`].
-    pub fn start(raft: super::MasterRaft, max_commands: usize, commit_timeout: Duration) -> Self {
+    pub fn start(
+        raft: super::MasterRaft,
+        max_commands: usize,
+        slots: Slots,
+        commit_timeout: Duration,
+    ) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(run(raft, receiver, max_commands.max(1), commit_timeout));
+        tokio::spawn(run(
+            raft,
+            receiver,
+            max_commands.max(1),
+            slots,
+            commit_timeout,
+        ));
         Self { queue }
     }
 
@@ -69,19 +74,59 @@ impl Batcher {
     }
 }
 
+/// Batches handed to Raft and not yet answered. A new batch waits for every one before it to
+/// be answered, at most `wait` (for ever when `None`), then for a free slot of `most`:
+/// - on one machine or a LAN a batch commits within a few milliseconds, so the next one waits
+///   for it and carries everything that queued meanwhile: fewer, larger entries (a second
+///   batch in flight cost 10-20 % of placements/s at 16-256 clients on loopback, where the
+///   work is CPU-bound; so did a 5 ms wait, within the runs' spread);
+/// - across regions a batch takes a round trip to a majority (80-150 ms); without a second
+///   one a writer arriving meanwhile would wait that whole round trip before its own write
+///   left, doubling its time, and throughput would be capped at one batch per round trip.
+pub(super) struct Slots {
+    semaphore: Arc<Semaphore>,
+    most: u32,
+    wait: Option<Duration>,
+}
+
+impl Slots {
+    /// At most `most` batches in flight (1 to 1,024).
+    pub fn new(most: usize, wait: Option<Duration>) -> Self {
+        let most = most.clamp(1, 1024);
+        Self {
+            semaphore: Arc::new(Semaphore::new(most)),
+            most: u32::try_from(most).unwrap_or(1),
+            wait,
+        }
+    }
+
+    /// A slot for the next batch (see [`Slots`]); `None` once closed.
+    async fn take(&self) -> Option<OwnedSemaphorePermit> {
+        let every = Arc::clone(&self.semaphore).acquire_many_owned(self.most);
+        let Some(wait) = self.wait else {
+            return every.await.ok()?.split(1);
+        };
+        match tokio::time::timeout(wait, every).await {
+            Ok(Ok(mut every)) => every.split(1),
+            Ok(Err(_closed)) => None,
+            Err(_waited) => Arc::clone(&self.semaphore).acquire_owned().await.ok(),
+        }
+    }
+}
+
 async fn run(
     raft: super::MasterRaft,
     mut queue: mpsc::Receiver<Pending>,
     max_commands: usize,
+    slots: Slots,
     commit_timeout: Duration,
 ) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
-        // A slot first, then gather: a batch takes everything that queued while it waited.
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+        let Some(first) = queue.recv().await else {
             return;
         };
-        let Some(first) = queue.recv().await else {
+        // A slot, then gather: a batch takes everything that queued while it waited.
+        let Some(slot) = slots.take().await else {
             return;
         };
         let mut weight = first.command.op.weight();
@@ -174,5 +219,57 @@ fn answer_all(
 ) {
     for reply in replies {
         let _ = reply.send(answer());
+    }
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+
+    /// A batch waits for the one before it, at most the wait; then goes beside it, up to the
+    /// most in flight. (Tokio's clock is paused: the waits are exact, not slept.)
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_waits_for_the_one_before_at_most_the_wait_then_goes_beside_it() {
+        let wait = Duration::from_millis(5);
+        let slots = Slots::new(2, Some(wait));
+        let start = tokio::time::Instant::now();
+        let first = slots.take().await.expect("a slot");
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "nothing in flight: at once"
+        );
+
+        let second = slots.take().await.expect("a second slot");
+        assert_eq!(
+            start.elapsed(),
+            wait,
+            "the first still in flight: after the wait"
+        );
+
+        // Both in flight: the third waits for one to be answered, however long.
+        let third = tokio::spawn(async move { slots.take().await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!third.is_finished(), "two in flight is the most");
+        drop(first);
+        third
+            .await
+            .expect("joined")
+            .expect("a slot once the first was answered");
+        drop(second);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_answered_within_the_wait_lets_the_next_go_at_once() {
+        let slots = Slots::new(8, Some(Duration::from_millis(5)));
+        let first = slots.take().await.expect("a slot");
+        let start = tokio::time::Instant::now();
+        let answered = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            drop(first);
+        });
+        let _second = slots.take().await.expect("a slot");
+        assert_eq!(start.elapsed(), Duration::from_millis(2));
+        answered.await.expect("joined");
     }
 }

@@ -46,6 +46,11 @@ pub struct ReplicaConfig {
     pub write_timeout: Duration,
     /// At most this many commands per log entry (the leader coalesces concurrent writes).
     pub max_batch: usize,
+    /// Batches the leader has in Raft and not yet answered, at most, and how long a new batch
+    /// waits for the ones before it to be answered before it goes too (`batcher::Slots`;
+    /// `None`: until they are, one batch at a time, as on one machine or a LAN).
+    pub batches_in_flight: usize,
+    pub batch_wait: Option<Duration>,
     /// What one caller may take of this replica (connections, calls, decode memory).
     pub limits: crate::limits::Limits,
 }
@@ -59,12 +64,46 @@ pub struct SlapConfig {
     pub plaintext_user: Option<crate::state::model::UserId>,
 }
 
+/// Raft's timing, in milliseconds, for voters at most a given round trip apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftTiming {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+}
+
+impl RaftTiming {
+    /// For voters at most `rtt_ms` apart (the widest round trip between two of them):
+    /// - the heartbeat every round trip and a half, at least every 100 ms: openraft gives a
+    ///   heartbeat one interval to be answered, and one sent more often than the round trip
+    ///   is never answered in time (measured under `slapload --regions`: with 100 ms
+    ///   heartbeats and 120-150 ms between voters, every heartbeat timed out and writes
+    ///   stalled under load);
+    /// - a follower stands after two missed heartbeats and a round trip, at least 300 ms;
+    ///   at most twice that.
+    ///
+    /// At 0 (one machine, a LAN) these are the defaults of [`ReplicaConfig::new`].
+    pub fn for_round_trip(rtt_ms: u64) -> Self {
+        let heartbeat_ms = (rtt_ms.saturating_mul(3) / 2).max(100);
+        let election_timeout_min_ms = heartbeat_ms
+            .saturating_mul(2)
+            .saturating_add(rtt_ms)
+            .max(300);
+        Self {
+            heartbeat_ms,
+            election_timeout_min_ms,
+            election_timeout_max_ms: election_timeout_min_ms.saturating_mul(2),
+        }
+    }
+}
+
 impl ReplicaConfig {
     /// Defaults suited to a LAN or one machine: 100 ms heartbeats; a follower that stops
     /// hearing from the leader starts an election after 0.9-1.2 s (openraft waits one
     /// maximum election timeout, the leader's lease, then a random timeout in the range);
     /// applied state made durable every 100 ms (the log always is).
     pub fn new(id: u64, listen: SocketAddr, data_dir: PathBuf) -> Self {
+        let timing = RaftTiming::for_round_trip(0);
         Self {
             id,
             listen,
@@ -80,9 +119,9 @@ impl ReplicaConfig {
             data_dir,
             raft: openraft::Config {
                 cluster_name: "slapcluster".into(),
-                heartbeat_interval: 100,
-                election_timeout_min: 300,
-                election_timeout_max: 600,
+                heartbeat_interval: timing.heartbeat_ms,
+                election_timeout_min: timing.election_timeout_min_ms,
+                election_timeout_max: timing.election_timeout_max_ms,
                 // A restarted leader stands for election like any replica, as under openraft
                 // 0.9. (0.10 would let it resume leading; with applied state and the committed
                 // index made durable lazily, it could then answer a read from before a write
@@ -99,6 +138,8 @@ impl ReplicaConfig {
             },
             write_timeout: Duration::from_secs(10),
             max_batch: 256,
+            batches_in_flight: 8,
+            batch_wait: None,
             limits: crate::limits::Limits::default(),
         }
     }

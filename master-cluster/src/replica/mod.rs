@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use openraft::Raft;
 
-pub use config::{ReplicaConfig, SlapConfig};
+pub use config::{RaftTiming, ReplicaConfig, SlapConfig};
 pub use error::{CallError, CoreError, ReadError, ReplicaError, WriteError};
 pub use membership::{Member, MembershipError, Role, quorum_after_removal};
 pub use network::{Network, Peers};
@@ -329,7 +329,12 @@ impl ReplicaCore {
         ]);
         let raft = Raft::new(config.id, raft_config, network, log, state.clone()).await?;
 
-        let batcher = batcher::Batcher::start(raft.clone(), config.max_batch, config.write_timeout);
+        let batcher = batcher::Batcher::start(
+            raft.clone(),
+            config.max_batch,
+            batcher::Slots::new(config.batches_in_flight, config.batch_wait),
+            config.write_timeout,
+        );
         let core = Arc::new(ReplicaCore {
             id: config.id,
             node: ReplicaNode {
