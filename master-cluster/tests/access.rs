@@ -49,6 +49,7 @@ const GRPC: &[(&str, &str)] = &[
     ("Admin/AddMember", "Ynnnnnnnunu"),
     ("Admin/PromoteMember", "Ynnnnnnnunu"),
     ("Admin/RemoveMember", "Ynnnnnnnunu"),
+    ("Admin/TransferLeader", "Ynnnnnnnunu"),
     ("Admin/Snapshot", "Ynnnnnnnunu"),
     ("Admin/RevokeCertificate", "Ynnnnnnnunu"),
     ("Admin/CreateEnrollmentToken", "Ynnnnnnnunu"),
@@ -81,6 +82,7 @@ const GRPC: &[(&str, &str)] = &[
     ("Raft/InstallSnapshot", "nnnnnnnnunu"),
     ("Raft/Forward", "nnnnnnnnunu"),
     ("Raft/ReadIndex", "nnnnnnnnunu"),
+    ("Raft/TransferLeader", "nnnnnnnnunu"),
     ("User/ListSoftwareReleases", "YYYYYYYYuYu"),
     ("User/PublishSoftwareRelease", "Ynnnnnnnunu"),
     ("User/Supply", "YYnnnnnnunu"),
@@ -286,6 +288,10 @@ async fn grpc(method: &str, channel: Channel, world: &World) -> Result<(), Statu
             .remove_member(pb::RemoveMemberRequest { id: 9 })
             .await
             .map(drop),
+        "Admin/TransferLeader" => admin
+            .transfer_leader(pb::TransferLeaderRequest { id: 9, wait_ms: 1 })
+            .await
+            .map(drop),
         "Admin/Snapshot" => admin.snapshot(pb::SnapshotRequest {}).await.map(drop),
         "Admin/RevokeCertificate" => admin
             .revoke_certificate(pb::RevokeCertificateRequest {
@@ -446,6 +452,7 @@ async fn grpc(method: &str, channel: Channel, world: &World) -> Result<(), Statu
         "Raft/InstallSnapshot" => raft.install_snapshot(payload()).await.map(drop),
         "Raft/Forward" => raft.forward(payload()).await.map(drop),
         "Raft/ReadIndex" => raft.read_index(payload()).await.map(drop),
+        "Raft/TransferLeader" => raft.transfer_leader(payload()).await.map(drop),
         "User/ListSoftwareReleases" => user
             .list_software_releases(pb::ListSoftwareReleasesRequest::default())
             .await
@@ -696,7 +703,7 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
     test_kit::init_tracing("access=info,master_cluster=warn,openraft=warn");
     // Every method of the wire contract and every SLAP call the listener answers (the policy
     // test counts them from the .proto files and the SLAP dispatcher).
-    assert_eq!(GRPC.len(), 43);
+    assert_eq!(GRPC.len(), 45);
     let slap_calls: std::collections::BTreeSet<&str> = SLAP
         .iter()
         .map(|(call, _)| call.split('+').next().unwrap_or(call))

@@ -887,3 +887,83 @@ async fn replicas_that_applied_the_same_log_report_the_same_state_digest() {
     assert_ne!(after[0].1, before[0].1);
     cluster.shutdown().await.expect("shutdown");
 }
+
+/// A node reads from a follower without a round trip to the leader, and bounds how stale that
+/// view may be: a replica cut off from every leader answers a bounded poll `Unavailable`
+/// (the node then asks another), while an unbounded poll still gets its applied state, with
+/// how long ago it last heard from a leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_bounds_how_stale_a_followers_view_may_be() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut cluster, _) = dev_cluster(dir.path()).await;
+    let poll = |max_staleness_ms| {
+        as_actor(
+            pb::PollComputerRequest {
+                computer: DEMO_COMPUTER.into(),
+                max_staleness_ms,
+                ..Default::default()
+            },
+            COMPUTER,
+        )
+        .expect("request")
+    };
+    let leader = cluster.replicas[0]
+        .core()
+        .raft()
+        .metrics()
+        .borrow_watched()
+        .current_leader
+        .expect("a leader");
+    let follower = cluster
+        .replicas
+        .iter()
+        .position(|r| r.core().id() != leader)
+        .expect("a follower");
+    let mut node = NodeClient::new(channel(&cluster.replicas[follower]).await);
+    let fresh = node.poll_computer(poll(5_000)).await.expect("in touch");
+    assert!(
+        fresh
+            .get_ref()
+            .leader_contact_age_ms
+            .is_some_and(|age| age < 5_000),
+        "{:?}",
+        fresh.get_ref().leader_contact_age_ms
+    );
+
+    // Every other replica stops: the follower hears from no leader any more.
+    let others: Vec<Replica> = (0..cluster.replicas.len())
+        .rev()
+        .filter(|&i| i != follower)
+        .map(|i| cluster.replicas.remove(i))
+        .collect();
+    for replica in others {
+        replica.shutdown().await.expect("shutdown");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let refusal = loop {
+        match node.poll_computer(poll(1_000)).await {
+            Err(status) => break status,
+            Ok(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok(reply) => panic!("still answered after 30 s: {reply:?}"),
+        }
+    };
+    assert_eq!(refusal.code(), Code::Unavailable, "{refusal:?}");
+    assert!(
+        refusal.message().contains("ask another replica"),
+        "{}",
+        refusal.message()
+    );
+    let stale = node
+        .poll_computer(poll(0))
+        .await
+        .expect("an unbounded poll answers")
+        .into_inner();
+    assert!(
+        stale.leader_contact_age_ms.is_some_and(|age| age > 1_000),
+        "{:?}",
+        stale.leader_contact_age_ms
+    );
+    assert!(!stale.partitions.is_empty());
+}

@@ -16,6 +16,11 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Beyond a long-poll's wait, how long to give the replica before trying another.
 const LONG_POLL_SLACK: Duration = Duration::from_secs(5);
+/// How stale a view the agent takes: a replica that has not heard from a leader for this
+/// long (an election takes 1-4 s, across regions too) is cut off from the cluster, and the
+/// agent asks the next replica. With no replica in touch with a leader, the agent keeps what
+/// it runs as last promised until one is.
+const MAX_STALENESS_MS: u32 = 15_000;
 
 pub struct Master {
     pub computer: String,
@@ -52,6 +57,7 @@ impl Master {
             min_index: self.seen.load(Ordering::Acquire),
             after,
             wait_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
+            max_staleness_ms: MAX_STALENESS_MS,
         };
         let long = after.is_some() && !wait.is_zero();
         let timeout = if long {

@@ -452,6 +452,19 @@ async fn operators_change_members_save_and_restore_backups() -> anyhow::Result<(
     assert!(text.contains(&format!("leader {leader}")), "{text}");
     assert!(text.contains("3 of 3 members answered"), "{text}");
 
+    // member leader: the leadership goes where the operator says, asked of any replica.
+    let next = if leader == 3 { 1 } else { leader + 1 };
+    let moved = f.as_operator(&["member", "leader", &next.to_string()]).ok();
+    assert!(
+        moved.stdout.contains(&format!("replica {next} leads")),
+        "{}",
+        moved.stdout
+    );
+    assert_eq!(f.cluster.leader().await?, next);
+    let learner = f.as_operator(&["member", "leader", "9"]);
+    assert_eq!(learner.code, 2, "{learner:?}");
+    assert!(learner.stderr.contains("not a voter"), "{}", learner.stderr);
+
     // member add --promote: a fourth replica, started empty, catches up and votes.
     let tls = f.dir.path().join("replica-4-tls");
     issue(

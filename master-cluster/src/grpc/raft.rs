@@ -118,6 +118,12 @@ impl raft_server::Raft for RaftService {
         reply(&self.core.raft().pre_vote(rpc).await)
     }
 
+    async fn transfer_leader(&self, request: Request<RaftPayload>) -> Reply {
+        replica_only(&self.core, &request)?;
+        let rpc = wire::decode("transfer-leader request", &request.into_inner().payload)?;
+        reply(&self.core.raft().handle_transfer_leader(rpc).await)
+    }
+
     async fn install_snapshot(&self, request: Request<RaftPayload>) -> Reply {
         replica_only(&self.core, &request)?;
         let rpc = wire::decode("install-snapshot request", &request.into_inner().payload)?;

@@ -51,6 +51,9 @@ pub enum MembershipError {
     /// This replica's Raft core stopped.
     #[error("replica stopped: {0}")]
     Stopped(#[from] openraft::error::Fatal<MasterConfig>),
+    /// What was asked has not happened within the wait (it may yet).
+    #[error("{0}")]
+    NotYet(String),
     /// The learner was added but has not caught up yet (it keeps going).
     #[error("replica {id} is added and catching up: at {matched:?} of {target}")]
     CatchingUp {
@@ -128,6 +131,49 @@ impl ReplicaCore {
                 matched: matched(&self.raft.metrics().borrow_watched(), id),
                 target: index,
             }),
+        }
+    }
+
+    /// Hands the leadership to the voter `to` and waits, at most `wait`, until it leads;
+    /// returns `(leader, term)` then. Only the leader hands over (elsewhere this names it);
+    /// a leader asked to hand over to itself just answers.
+    pub async fn transfer_leader(
+        &self,
+        to: u64,
+        wait: Duration,
+    ) -> Result<(u64, u64), MembershipError> {
+        {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            let membership = metrics.membership_config.membership();
+            if metrics.current_leader != Some(self.id) {
+                return Err(MembershipError::NotLeader {
+                    id: self.id,
+                    leader: metrics.current_leader.and_then(|leader| {
+                        Some((leader, membership.get_node(&leader)?.addr.clone()))
+                    }),
+                });
+            }
+            if !membership.voter_ids().any(|id| id == to) {
+                return Err(MembershipError::Refused(format!(
+                    "replica {to} is not a voter: only a voter can lead"
+                )));
+            }
+            if to == self.id {
+                return Ok((to, metrics.current_term));
+            }
+        }
+        self.raft.trigger().transfer_leader(to).await?;
+        let led = self
+            .raft
+            .wait(Some(wait))
+            .metrics(|m| m.current_leader == Some(to), "the new leader")
+            .await;
+        match led {
+            Ok(metrics) => Ok((to, metrics.current_term)),
+            Err(_) => Err(MembershipError::NotYet(format!(
+                "replica {to} does not lead after {wait:?} (it may be behind, or unreachable)"
+            ))),
         }
     }
 

@@ -26,8 +26,8 @@ use openraft::error::{
 use openraft::network::v2::RaftNetworkV2;
 use openraft::network::{RPCOption, RaftNetworkFactory, stream_append_sequential};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::type_config::alias::SnapshotOf;
 use openraft::{ErrorSubject, ErrorVerb, StorageError};
@@ -178,6 +178,7 @@ enum Rpc {
     Vote,
     PreVote,
     InstallSnapshot,
+    TransferLeader,
 }
 
 impl PeerConnection {
@@ -221,6 +222,7 @@ impl PeerConnection {
             Rpc::Vote => client.vote(grpc).await,
             Rpc::PreVote => client.pre_vote(grpc).await,
             Rpc::InstallSnapshot => client.install_snapshot(grpc).await,
+            Rpc::TransferLeader => client.transfer_leader(grpc).await,
         })
     }
 
@@ -422,6 +424,22 @@ impl RaftNetworkV2<MasterConfig> for PeerConnection {
         self.call::<_, _, openraft::errors::Infallible>(Rpc::Vote, &rpc, &option)
             .await
             .decompose_infallible()
+    }
+
+    /// The leader hands over to this peer (`slapctl member leader`): it stands at once. A peer
+    /// of an earlier release answers `Unimplemented`, a network error: the leader then waits
+    /// for its lease to run out and the election takes its course.
+    async fn transfer_leader(
+        &mut self,
+        rpc: TransferLeaderRequest<MasterConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<MasterConfig>, RPCError<MasterConfig>> {
+        let sent = self.send(Rpc::TransferLeader, &rpc, &option).await?;
+        let reply = sent.map_err(|status| status_error(&status))?;
+        let answer: Result<TransferLeaderResponse<MasterConfig>, Fatal<MasterConfig>> =
+            wire::decode("transfer-leader reply", &reply.into_inner().payload)
+                .map_err(|status| RPCError::Network(NetworkError::new(&status)))?;
+        answer.map_err(|fatal| RPCError::Network(NetworkError::new(&fatal)))
     }
 
     /// A peer of the previous release has no `PreVote` and answers `Unimplemented`: counted as

@@ -192,11 +192,13 @@ pub fn grpc_operation(path: &str) -> Option<Operation> {
         (
             "Raft",
             "AppendEntries" | "StreamAppend" | "Vote" | "PreVote" | "InstallSnapshot" | "Forward"
-            | "ReadIndex",
+            | "ReadIndex" | "TransferLeader",
         ) => Replicate,
         ("Admin", "ClusterStatus") => ReadClusterStatus,
         ("Admin", "ReplicaStatus") => ReadReplicaStatus,
-        ("Admin", "AddMember" | "PromoteMember" | "RemoveMember") => ChangeMembership,
+        ("Admin", "AddMember" | "PromoteMember" | "RemoveMember" | "TransferLeader") => {
+            ChangeMembership
+        }
         ("Admin", "Snapshot") => TakeSnapshot,
         ("Admin", "RevokeCertificate") => RevokeCertificate,
         ("Admin", "CreateEnrollmentToken") => CreateEnrollmentToken,

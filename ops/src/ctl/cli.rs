@@ -187,6 +187,14 @@ pub enum MemberCommand {
     Remove {
         id: u64,
     },
+    /// Hand the leadership to a voter: every write pays the leader's distance, so keep it
+    /// where most writers are (ops/runbooks/regions.md).
+    Leader {
+        id: u64,
+        /// Give up waiting for it to lead after this many seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -212,6 +212,23 @@ pub(super) async fn member_promote(conn: &Conn, id: u64) -> Result<Output, CtlEr
     ))
 }
 
+pub(super) async fn member_leader(conn: &Conn, id: u64, timeout: u64) -> Result<Output, CtlError> {
+    let wait_ms = u32::try_from(timeout.saturating_mul(1000)).unwrap_or(u32::MAX);
+    let reply = while_changing(|| async {
+        conn.admin()
+            .transfer_leader(conn.request(pb::TransferLeaderRequest { id, wait_ms })?)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(Changing::Status)
+    })
+    .await
+    .map_err(|e| e.into_ctl(conn))?;
+    Ok(Output::message(
+        format!("replica {} leads (term {})", reply.leader, reply.term),
+        serde_json::json!({"leader": reply.leader, "term": reply.term}),
+    ))
+}
+
 pub(super) async fn member_remove(conn: &Conn, id: u64) -> Result<Output, CtlError> {
     // An attempt the cluster did not answer may have removed the replica all the same: then
     // the next one finds it gone, which is what was asked.

@@ -104,6 +104,9 @@ pub async fn run(cli: Cli) -> Result<Output, CtlError> {
             .await
         }
         Command::Member(MemberCommand::Promote { id }) => member_promote(&conn, id).await,
+        Command::Member(MemberCommand::Leader { id, timeout }) => {
+            member_leader(&conn, id, timeout).await
+        }
         Command::Member(MemberCommand::Remove { id }) => member_remove(&conn, id).await,
         Command::Replica(command) => replica::run(&conn, command).await,
         Command::Computer(command) => computer(&conn, command).await,

@@ -33,6 +33,9 @@ const MAX_TOKEN_SECONDS: u64 = 7 * 24 * 3600;
 
 /// The longest `AddMember` waits for a learner to catch up.
 const MAX_CATCH_UP_WAIT: Duration = Duration::from_secs(600);
+/// How long a leader transfer waits for the new leader, unless the caller says.
+const DEFAULT_TRANSFER_WAIT: Duration = Duration::from_secs(10);
+const MAX_TRANSFER_WAIT: Duration = Duration::from_secs(60);
 
 pub struct AdminService {
     pub(in crate::grpc) core: Arc<ReplicaCore>,
@@ -88,6 +91,7 @@ fn membership_status(error: MembershipError) -> Status {
         MembershipError::CatchingUp { .. } => {
             Status::deadline_exceeded(format!("{error}; promote it once it has caught up"))
         }
+        MembershipError::NotYet(_) => Status::deadline_exceeded(error.to_string()),
     }
 }
 
@@ -459,6 +463,28 @@ impl pb::admin_server::Admin for AdminService {
                 Ok(pb::MembershipReply { index })
             },
             async |mut client, request| client.remove_member(request).await,
+        )
+        .await
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::TransferLeaderRequest>,
+    ) -> Reply<pb::TransferLeaderReply> {
+        let wait = match request.get_ref().wait_ms {
+            0 => DEFAULT_TRANSFER_WAIT,
+            ms => Duration::from_millis(ms.into()),
+        };
+        if wait > MAX_TRANSFER_WAIT {
+            return Err(invalid("wait_ms", "at most a minute"));
+        }
+        self.on_leader(
+            request,
+            async |core, transfer| {
+                let (leader, term) = core.transfer_leader(transfer.id, wait).await?;
+                Ok(pb::TransferLeaderReply { leader, term })
+            },
+            async |mut client, request| client.transfer_leader(request).await,
         )
         .await
     }

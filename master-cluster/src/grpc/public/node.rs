@@ -62,6 +62,25 @@ impl pb::node_server::Node for NodeService {
                 format!("at most {} ms", MAX_POLL_WAIT.as_millis()),
             ));
         }
+        if request.max_staleness_ms > 0 {
+            let bound = Duration::from_millis(request.max_staleness_ms.into());
+            match self.core.leader_contact_age() {
+                Some(age) if age <= bound => {}
+                Some(age) => {
+                    return Err(Status::unavailable(format!(
+                        "this replica last heard from a leader {} ms ago, beyond the {} ms \
+                         asked: ask another replica",
+                        age.as_millis(),
+                        bound.as_millis()
+                    )));
+                }
+                None => {
+                    return Err(Status::unavailable(
+                        "this replica has not heard from a leader: ask another replica",
+                    ));
+                }
+            }
+        }
         if request.min_index > 0 {
             self.core
                 .wait_applied(request.min_index, self.core.write_timeout())
@@ -79,6 +98,7 @@ impl pb::node_server::Node for NodeService {
         let mut reply = convert::pb_computer_poll(view);
         reply.version = poll.version;
         reply.applied_index = poll.applied_index;
+        // As of the answer: a long poll may have waited.
         reply.leader_contact_age_ms = self
             .core
             .leader_contact_age()
