@@ -3,6 +3,7 @@
 //! over mTLS with a CA made for the run. Replicas are killed, restarted from their data,
 //! paused and resumed by the nemesis.
 
+use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,11 +11,12 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use slapcluster_api::v1 as pb;
+use test_kit::distance::{DelayLink, Distances, RegionMap};
+use test_kit::fronts::Fronts;
 use tonic::transport::ClientTlsConfig;
 
 use crate::ChaosError;
 use crate::net::{Blocked, Network};
-use crate::proxy::Proxies;
 
 /// Every replica listens on this port of its own address.
 const PORT: u16 = 7000;
@@ -45,7 +47,7 @@ pub enum Danger {
 /// ports behind user-space proxies otherwise.
 pub enum Fabric {
     Namespaces(Network),
-    Loopback(Proxies),
+    Loopback(Fronts),
 }
 
 impl Fabric {
@@ -118,12 +120,25 @@ pub struct Cluster {
     pub replicas: Vec<Replica>,
     operator: ClientTlsConfig,
     danger: Danger,
+    /// Apart: replica `i`'s region, and the link a client in that region calls it through.
+    regions: Vec<(String, DelayLink)>,
+    /// The configuration every replica reads (Raft's timing for the distance), if any.
+    config: Option<PathBuf>,
+}
+
+/// Replica `i`'s region in a run apart: the map's regions in turn.
+pub fn region_of(map: &RegionMap, i: usize) -> String {
+    let regions: Vec<&str> = map.regions().into_iter().collect();
+    regions[i % regions.len()].to_owned()
 }
 
 impl Cluster {
-    /// Starts `count` replicas under `dir` on a fresh network (loopback behind proxies when
-    /// not root, or when asked): the first bootstraps, the others join. Returns once all are
-    /// voters.
+    /// Starts `count` replicas under `dir` on a fresh network (loopback behind fronts when
+    /// not root, when asked, or apart): the first bootstraps, the others join. Returns once
+    /// all are voters. Apart on `map`, replica `i` sits in [`region_of`]`(map, i)`, the fronts
+    /// hold what replicas send each other for the map's distance, each replica's clients call
+    /// it from its own region through a delay link, and Raft's timing derives from the widest
+    /// round trip.
     pub async fn start(
         slapmaster: &Path,
         dir: &Path,
@@ -131,8 +146,17 @@ impl Cluster {
         tag_seed: u64,
         danger: Danger,
         loopback: bool,
+        map: Option<&RegionMap>,
     ) -> Result<Self, ChaosError> {
-        let fabric = if crate::is_root() && !loopback {
+        let setup = |e: test_kit::Error| ChaosError::Setup(e.to_string());
+        let regions: Vec<String> = map
+            .map(|map| (0..count).map(|i| region_of(map, i)).collect())
+            .unwrap_or_default();
+        let distances = match map {
+            Some(map) => Distances::on_map(map, &regions, tag_seed).map_err(setup)?,
+            None => Distances::none(),
+        };
+        let fabric = if crate::is_root() && !loopback && map.is_none() {
             Fabric::Namespaces(Network::create(count, tag_seed)?)
         } else {
             let mut taken = Vec::new();
@@ -142,7 +166,11 @@ impl Cluster {
                 taken.push(port);
             }
             let (fronts, backs) = taken.split_at(count);
-            Fabric::Loopback(Proxies::start(fronts.to_vec(), backs.to_vec()).await?)
+            Fabric::Loopback(
+                Fronts::start(fronts.to_vec(), backs.to_vec(), distances)
+                    .await
+                    .map_err(setup)?,
+            )
         };
         test_kit::cluster::run_tool(slapmaster, &["ca", "init", "--dir"], &dir.join("ca"), &[])
             .map_err(|e| ChaosError::Setup(e.to_string()))?;
@@ -177,6 +205,27 @@ impl Cluster {
         let operator = test_kit::cluster::credentials(slapmaster, dir, "operator:chaos")
             .map_err(|e| ChaosError::Setup(e.to_string()))?
             .tls_config();
+        let mut links = Vec::new();
+        let mut config = None;
+        if let (Some(map), Fabric::Loopback(fronts)) = (map, &fabric) {
+            let mut widest = Duration::ZERO;
+            for (i, region) in regions.iter().enumerate() {
+                let front = SocketAddr::from((Ipv6Addr::LOCALHOST, fronts.fronts[i]));
+                let one_way = map.one_way(region, region).map_err(setup)?;
+                let seed = tag_seed.wrapping_add(u64::try_from(i).unwrap_or_default());
+                let link = DelayLink::start(front, one_way, map.jitter(), seed)
+                    .await
+                    .map_err(setup)?;
+                links.push((region.clone(), link));
+                for other in &regions {
+                    widest = widest.max(map.rtt(region, other).map_err(setup)?);
+                }
+            }
+            let path = dir.join("replica.toml");
+            let text = format!("[raft]\nrtt_ms = {}\n", widest.as_millis());
+            std::fs::write(&path, text).map_err(io("writing the replicas' configuration"))?;
+            config = Some(path);
+        }
         let mut cluster = Self {
             slapmaster: slapmaster.to_path_buf(),
             dir: dir.to_path_buf(),
@@ -184,6 +233,8 @@ impl Cluster {
             replicas,
             operator,
             danger,
+            regions: links,
+            config,
         };
         let init = cluster
             .command(0, "init")?
@@ -230,8 +281,22 @@ impl Cluster {
         self.replicas.is_empty()
     }
 
+    /// Where replica `i` is known to the cluster (its front, on loopback).
     pub fn url(&self, i: usize) -> String {
         self.fabric.url(i)
+    }
+
+    /// Where a client of replica `i` calls it: from the replica's own region, apart.
+    pub fn client_url(&self, i: usize) -> String {
+        match self.regions.get(i) {
+            Some((_, link)) => format!("https://[::1]:{}", link.addr().port()),
+            None => self.url(i),
+        }
+    }
+
+    /// Replica `i`'s region, apart.
+    pub fn region(&self, i: usize) -> Option<&str> {
+        self.regions.get(i).map(|(region, _)| region.as_str())
     }
 
     pub fn operator(&self) -> ClientTlsConfig {
@@ -262,6 +327,11 @@ impl Cluster {
             .arg(&replica.data_dir)
             .arg("--tls-dir")
             .arg(&replica.tls_dir)
+            .args(
+                self.config
+                    .iter()
+                    .flat_map(|path| [std::ffi::OsStr::new("--config"), path.as_os_str()]),
+            )
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log);

@@ -10,7 +10,7 @@
 //!
 //! Dev only: depends on the wire contract and drives the `slapmaster` binary. As root, replicas
 //! live in network namespaces with nftables partitions and tmpfs disks; otherwise on loopback
-//! ports behind user-space fault proxies ([`proxy`]), without the full-disk fault.
+//! ports behind user-space fronts (`test_kit::fronts`), without the full-disk fault.
 
 pub mod checks;
 pub mod cluster;
@@ -19,7 +19,6 @@ pub mod linearizability;
 pub mod model;
 pub mod nemesis;
 pub mod net;
-pub mod proxy;
 pub mod report;
 pub use test_kit::rng;
 pub mod run;

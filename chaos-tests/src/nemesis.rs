@@ -44,10 +44,13 @@ pub enum Nemesis {
     DiskFull,
     /// A replica removed from the membership, its data wiped; healing has it join again.
     Membership,
+    /// A whole region (the leader's half the time) cut off from the others; in a run that is
+    /// not apart, each replica is a region of its own.
+    Region,
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 8] = [
+    pub const ALL: [Nemesis; 9] = [
         Nemesis::Kill,
         Nemesis::Pause,
         Nemesis::Halves,
@@ -56,6 +59,7 @@ impl Nemesis {
         Nemesis::OneWay,
         Nemesis::DiskFull,
         Nemesis::Membership,
+        Nemesis::Region,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +72,7 @@ impl Nemesis {
             Nemesis::OneWay => "one-way",
             Nemesis::DiskFull => "disk-full",
             Nemesis::Membership => "membership",
+            Nemesis::Region => "region",
         }
     }
 }
@@ -226,6 +231,29 @@ pub async fn inject(
                 format!("could not remove replica {}: {why}", replica(target)),
             ),
         },
+        Nemesis::Region => {
+            let region = cluster.region(target).map(str::to_owned);
+            let (inside, outside): (Vec<usize>, Vec<usize>) =
+                (0..n).partition(|&i| match &region {
+                    Some(region) => cluster.region(i) == Some(region.as_str()),
+                    None => i == target,
+                });
+            cluster.fabric.partition(&cut(&inside, &outside))?;
+            // A region holding a majority still serves; only a minority is stranded.
+            let stranded = if inside.len() * 2 < n {
+                inside.clone()
+            } else {
+                outside.clone()
+            };
+            (
+                Injected::Partitioned { stranded },
+                format!(
+                    "cut off region {} ({:?})",
+                    region.as_deref().unwrap_or("of one replica"),
+                    names(&inside)
+                ),
+            )
+        }
         Nemesis::OneWay => {
             let deaf = target;
             let blocked: Blocked = (0..n).filter(|&i| i != deaf).map(|i| (i, deaf)).collect();

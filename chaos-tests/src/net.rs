@@ -6,7 +6,6 @@
 //! Only addresses inside these namespaces are ever a target of traffic (the /64 is a unique
 //! local prefix of the run's own).
 
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::Ipv6Addr;
 use std::process::{Command, Stdio};
@@ -23,8 +22,7 @@ pub struct Network {
     created: bool,
 }
 
-/// Which replica may not send to which: `(from, to)`.
-pub type Blocked = BTreeSet<(usize, usize)>;
+pub use test_kit::fronts::Blocked;
 
 impl Network {
     /// Creates namespaces for `replicas` replicas. Needs root.

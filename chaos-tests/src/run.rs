@@ -28,8 +28,11 @@ pub struct RunConfig {
     pub nemeses: Vec<Nemesis>,
     pub workers: usize,
     pub danger: Danger,
-    /// Loopback ports behind user-space proxies even as root (the fallback without root).
+    /// Loopback ports behind user-space fronts even as root (the fallback without root).
     pub loopback: bool,
+    /// Replicas apart, in the regions of this map (on loopback, behind fronts that hold
+    /// what they send each other for the map's distance).
+    pub regions: Option<test_kit::distance::RegionMap>,
     pub slapmaster: PathBuf,
     /// The run's files go to `out/seed-N-rR/`.
     pub out: PathBuf,
@@ -79,6 +82,7 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, ChaosError> {
         rng.next_u64(),
         config.danger,
         config.loopback,
+        config.regions.as_ref(),
     )
     .await?;
     let started = Instant::now();

@@ -49,7 +49,7 @@ impl Clients {
         let channels = |tls: ClientTlsConfig| -> Result<Vec<Channel>, ChaosError> {
             (0..cluster.len())
                 .map(|i| {
-                    client::connect_lazy_with(&cluster.url(i), Some(tls.clone()))
+                    client::connect_lazy_with(&cluster.client_url(i), Some(tls.clone()))
                         .map_err(|e| ChaosError::Setup(e.to_string()))
                 })
                 .collect()

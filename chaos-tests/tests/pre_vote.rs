@@ -20,7 +20,7 @@ async fn a_replica_cut_off_keeps_its_term_and_rejoins_without_an_election() -> a
     test_kit::init_tracing("chaos_tests=info");
     let slapmaster = slapmaster_for_tests()?;
     let dir = tempfile::tempdir()?;
-    let cluster = Cluster::start(&slapmaster, dir.path(), 3, 0, Danger::None, true).await?;
+    let cluster = Cluster::start(&slapmaster, dir.path(), 3, 0, Danger::None, true, None).await?;
 
     let leader = wait_for("a leader", || cluster.leader()).await?;
     let away = (leader + 1) % 3;

@@ -3,7 +3,8 @@
 //! linearizable reads without the read index) must be caught, by the nemesis's probe of a
 //! stranded replica (so every time, not by luck). As root (CI) the runs use network
 //! namespaces, nftables and tmpfs, and one run the user-space proxies of the fallback; without
-//! root every run uses the fallback. `CHAOS_SEED=N` replays (the seed is printed); long soaks are
+//! root every run uses the fallback; one run has its replicas in three regions of the shipped
+//! map (`slapchaos --regions`), a region cut off whole. `CHAOS_SEED=N` replays (the seed is printed); long soaks are
 //! `slapchaos --runs N` (see the README).
 
 use std::collections::BTreeSet;
@@ -14,6 +15,7 @@ use chaos_tests::nemesis::Nemesis;
 use chaos_tests::run::{RunConfig, run};
 use chaos_tests::workload::Key;
 use test_kit::cluster::slapmaster_for_tests;
+use test_kit::distance::RegionMap;
 
 /// Long enough for two faults whatever the seed (quiet at most 3 s, held at most 5 s).
 const DURATION: Duration = Duration::from_secs(18);
@@ -36,6 +38,8 @@ async fn every_nemesis_keeps_every_promise_and_a_broken_replica_is_caught() -> a
     };
     eprintln!("chaos smoke: seed {seed} (CHAOS_SEED={seed} replays it)");
     let slapmaster = slapmaster_for_tests()?;
+    let shipped_map =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/regions/three-regions.toml");
     let out = tempfile::tempdir()?;
     let config =
         |offset: u64, replicas: usize, nemeses: &[Nemesis], danger: Danger, loopback: bool| {
@@ -47,6 +51,7 @@ async fn every_nemesis_keeps_every_promise_and_a_broken_replica_is_caught() -> a
                 workers: 6,
                 danger,
                 loopback,
+                regions: None,
                 slapmaster: slapmaster.clone(),
                 out: out.path().to_path_buf(),
             }
@@ -82,6 +87,11 @@ async fn every_nemesis_keeps_every_promise_and_a_broken_replica_is_caught() -> a
             Danger::None,
             true,
         ),
+        // Apart: three regions 80-150 ms from each other, a region cut off whole.
+        RunConfig {
+            regions: Some(RegionMap::load(&shipped_map)?),
+            ..config(6, 3, &[Nemesis::Region, Nemesis::Kill], Danger::None, true)
+        },
     ];
     let mut injected = BTreeSet::new();
     for run_config in &runs {

@@ -1,6 +1,11 @@
 //! A cluster of `slapmaster` processes on `[::1]` over TLS, bootstrapped with `init` and
 //! `join`, whose replicas can be killed and restarted. Its root CA and every certificate are
 //! made with `slapmaster ca init` and `slapmaster cert issue`, as an operator would.
+//!
+//! Started [`Cluster::start_apart`], its replicas sit in regions of a [`RegionMap`]: each is
+//! known by its front ([`crate::fronts`]), which puts the map's distance between replicas,
+//! and a client in a region reaches each replica through a [`DelayLink`]
+//! ([`Cluster::url_from`]). The harness's own calls take no detour.
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -16,6 +21,8 @@ use slapcluster_api::v1::admin_client::AdminClient;
 use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::Error as LoadError;
+use crate::distance::{DelayLink, Distances, RegionMap};
+use crate::fronts::{Blocked, Fronts};
 
 pub const OPERATOR: &str = "operator:slapload";
 
@@ -104,7 +111,10 @@ pub fn issue(
 
 pub struct Replica {
     pub id: u64,
+    /// Where it listens for gRPC.
     pub port: u16,
+    /// Where the cluster knows it, when it sits behind a front (a cluster apart).
+    front: Option<u16>,
     /// Where it serves metrics, health and its status page.
     pub http_port: u16,
     /// Where it serves the SLAP HTTP protocol (HTTPS with client certificates).
@@ -123,8 +133,9 @@ impl Replica {
         &self.tls_dir
     }
 
+    /// Where the cluster and its clients reach it: its front, if it has one.
     pub fn url(&self) -> String {
-        format!("https://[::1]:{}", self.port)
+        format!("https://[::1]:{}", self.front.unwrap_or(self.port))
     }
 
     /// The SLAP master URL (`master_url` in a SlapOS node's or client's configuration).
@@ -163,6 +174,11 @@ impl Replica {
                     .iter()
                     .flat_map(|path| [OsStr::new("--config"), path.as_os_str()]),
             )
+            .args(
+                self.front
+                    .iter()
+                    .flat_map(|_| ["--advertise".into(), self.url()]),
+            )
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log);
@@ -185,6 +201,26 @@ pub struct Cluster {
     pub replicas: Vec<Replica>,
     /// The operator's credentials, for the harness's own calls.
     operator: Credentials,
+    /// Where replicas sit, when they are apart.
+    apart: Option<Apart>,
+}
+
+/// Where the replicas of a cluster sit, and how far apart: each in a region of a map.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub map: RegionMap,
+    /// Replica `i` (id `i + 1`) sits in `regions[i]`.
+    pub regions: Vec<String>,
+    /// Seeds every link's jitter (print it).
+    pub seed: u64,
+}
+
+/// A cluster's replicas apart: their fronts, and a link from each region to each replica.
+struct Apart {
+    layout: Layout,
+    fronts: Fronts,
+    /// `(client region, replica index)` → the link a client there calls the replica through.
+    links: std::collections::BTreeMap<(String, usize), DelayLink>,
 }
 
 /// How often [`Cluster::start`] tries again with other ports when one it chose was taken.
@@ -212,6 +248,18 @@ impl Cluster {
         Self::start_configured(slapmaster, dir, count, None).await
     }
 
+    /// [`Cluster::start_configured`] with one replica in each region `layout` names, each
+    /// behind its front; see [`Cluster::url_from`] for a client's way in.
+    pub async fn start_apart(
+        slapmaster: &Path,
+        dir: &Path,
+        layout: Layout,
+        config: Option<&str>,
+    ) -> Result<Self, LoadError> {
+        let count = u64::try_from(layout.regions.len()).unwrap_or(u64::MAX);
+        Self::start_laid_out(slapmaster, dir, count, config, Some(layout)).await
+    }
+
     /// [`Cluster::start`], every replica reading `config` (TOML, as `slapmaster run --config`
     /// reads; the command line still sets ids, addresses and directories).
     pub async fn start_configured(
@@ -220,6 +268,18 @@ impl Cluster {
         count: u64,
         config: Option<&str>,
     ) -> Result<Self, LoadError> {
+        Self::start_laid_out(slapmaster, dir, count, config, None).await
+    }
+
+    async fn start_laid_out(
+        slapmaster: &Path,
+        dir: &Path,
+        count: u64,
+        config: Option<&str>,
+        layout: Option<Layout>,
+    ) -> Result<Self, LoadError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| LoadError::io(format!("creating {}", dir.display()), e))?;
         let config = match config {
             None => None,
             Some(text) => {
@@ -259,7 +319,8 @@ impl Cluster {
             .map_err(|e| LoadError::io("reading the operator's certificate", e))?;
         let mut attempt = 1;
         loop {
-            match Self::boot(slapmaster, dir, count, operator.clone(), config.clone()).await {
+            let (operator, config, layout) = (operator.clone(), config.clone(), layout.clone());
+            match Self::boot(slapmaster, dir, count, operator, config, layout).await {
                 Ok(cluster) => return Ok(cluster),
                 Err(Boot::PortTaken(line)) if attempt < PORT_ATTEMPTS => {
                     eprintln!("cluster start {attempt}: a chosen port was taken ({line}); again");
@@ -282,12 +343,14 @@ impl Cluster {
         count: u64,
         operator: Credentials,
         config: Option<PathBuf>,
+        layout: Option<Layout>,
     ) -> Result<Self, Boot> {
         let mut replicas: Vec<Replica> = Vec::new();
         for id in 1..=count {
-            let taken: Vec<u16> = replicas
+            let mut taken: Vec<u16> = replicas
                 .iter()
                 .flat_map(|r: &Replica| [r.port, r.http_port, r.slap_port])
+                .chain(replicas.iter().filter_map(|r| r.front))
                 .collect();
             let (data_dir, log) = (
                 dir.join(format!("replica-{id}")),
@@ -305,13 +368,19 @@ impl Cluster {
                     return Err(LoadError::io(format!("removing {}", stale.display()), e).into());
                 }
             }
-            let port = unused_port(&taken)?;
-            let http_port = unused_port(&[taken.clone(), vec![port]].concat())?;
+            let mut pick = || -> Result<u16, LoadError> {
+                let port = unused_port(&taken)?;
+                taken.push(port);
+                Ok(port)
+            };
+            let (port, http_port, slap_port) = (pick()?, pick()?, pick()?);
+            let front = layout.as_ref().map(|_| pick()).transpose()?;
             replicas.push(Replica {
                 id,
                 port,
+                front,
                 http_port,
-                slap_port: unused_port(&[taken, vec![port, http_port]].concat())?,
+                slap_port,
                 data_dir,
                 tls_dir: dir.join(format!("replica-{id}-tls")),
                 log,
@@ -319,11 +388,16 @@ impl Cluster {
                 child: None,
             });
         }
+        let apart = match layout {
+            None => None,
+            Some(layout) => Some(Apart::start(layout, &replicas).await?),
+        };
         let mut cluster = Self {
             slapmaster: slapmaster.to_path_buf(),
             dir: dir.to_path_buf(),
             replicas,
             operator,
+            apart,
         };
         let init = cluster.replicas[0]
             .command(slapmaster, "init")?
@@ -393,7 +467,44 @@ impl Cluster {
             .args(extra)
             .spawn()
             .map_err(|e| LoadError::io(format!("starting {}", self.slapmaster.display()), e))?;
+        if let Some(apart) = &self.apart {
+            apart.fronts.set_pid(index, Some(child.id()));
+        }
         replica.child = Some(child);
+        Ok(())
+    }
+
+    /// Where a client in `region` reaches replica `index`: through a link as long as the
+    /// map says, when the cluster is apart; directly otherwise.
+    pub fn url_from(&self, region: &str, index: usize) -> Result<String, LoadError> {
+        let Some(apart) = &self.apart else {
+            return Ok(self.replicas[index].url());
+        };
+        let link = apart
+            .links
+            .get(&(region.to_owned(), index))
+            .ok_or_else(|| LoadError::Cluster(format!("no region {region} on the map")))?;
+        Ok(format!("https://[::1]:{}", link.addr().port()))
+    }
+
+    /// The region replica `index` sits in, when the cluster is apart.
+    pub fn region_of(&self, index: usize) -> Option<&str> {
+        let apart = self.apart.as_ref()?;
+        apart.layout.regions.get(index).map(String::as_str)
+    }
+
+    /// Where the replicas sit, when the cluster is apart.
+    pub fn layout(&self) -> Option<&Layout> {
+        self.apart.as_ref().map(|apart| &apart.layout)
+    }
+
+    /// Cuts what replica `i` sends to replica `j` for every `(i, j)` in `blocked` (and heals
+    /// every other pair); only a cluster apart has fronts to cut.
+    pub fn partition(&self, blocked: &Blocked) -> Result<(), LoadError> {
+        let apart = self.apart.as_ref().ok_or_else(|| {
+            LoadError::Cluster("only a cluster started apart can be partitioned".into())
+        })?;
+        apart.fronts.partition(blocked);
         Ok(())
     }
 
@@ -509,6 +620,9 @@ impl Cluster {
         let Some(mut child) = self.replicas[index].child.take() else {
             return Ok(None);
         };
+        if let Some(apart) = &self.apart {
+            apart.fronts.set_pid(index, None);
+        }
         let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
         kill(pid, signal).map_err(|e| LoadError::Cluster(format!("signalling {pid}: {e}")))?;
         child
@@ -567,6 +681,41 @@ impl Cluster {
     /// Stops every replica with SIGTERM; each must shut down cleanly (exit status 0).
     pub fn stop(&mut self) -> Result<(), LoadError> {
         (0..self.replicas.len()).try_for_each(|index| self.stop_one(index))
+    }
+}
+
+impl Apart {
+    /// Fronts for `replicas` (each with its front port chosen) and every region's links.
+    async fn start(layout: Layout, replicas: &[Replica]) -> Result<Self, Boot> {
+        let distances = Distances::on_map(&layout.map, &layout.regions, layout.seed)?;
+        let fronts = replicas.iter().filter_map(|r| r.front).collect();
+        let backs = replicas.iter().map(|r| r.port).collect();
+        let fronts = Fronts::start(fronts, backs, distances)
+            .await
+            .map_err(|e| match e {
+                LoadError::Io { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => {
+                    Boot::PortTaken(source.to_string())
+                }
+                e => Boot::Failed(e),
+            })?;
+        let mut links = std::collections::BTreeMap::new();
+        let mut seed = layout.seed;
+        for region in layout.map.regions() {
+            for (index, replica) in replicas.iter().enumerate() {
+                let one_way = layout.map.one_way(region, &layout.regions[index])?;
+                let front = replica.front.unwrap_or(replica.port);
+                let upstream = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, front));
+                // Every link its own jitter, all from the layout's one seed.
+                seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let link = DelayLink::start(upstream, one_way, layout.map.jitter(), seed).await?;
+                links.insert((region.to_owned(), index), link);
+            }
+        }
+        Ok(Self {
+            layout,
+            fronts,
+            links,
+        })
     }
 }
 

@@ -1,7 +1,9 @@
 //! Distance in user space, since this machine's kernel has no `netem`: a [`RegionMap`] (regions
 //! and the round trip between each two, from one TOML file that the load tool, the chaos suite
-//! and the tests share) and a [`DelayLink`] (a TCP relay that delivers every byte a one-way
-//! delay after it arrived, in each direction).
+//! and the tests share), a [`DelayLink`] (a TCP relay that delivers every byte a one-way
+//! delay after it arrived, in each direction) for a client in one region calling a replica in
+//! another, and [`Distances`] (who is where) for [`crate::fronts::Fronts`] to put between
+//! replicas.
 //!
 //! A link holds bytes, it does not pace them: it keeps reading while earlier bytes wait, so a
 //! link caps neither throughput nor the number of messages in flight, as a long fat pipe does
@@ -229,41 +231,111 @@ async fn accept(
         let Ok((client, _)) = listener.accept().await else {
             continue;
         };
-        // Each connection and direction draws its own jitter from the one seed.
-        let seed = seed ^ n.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        connections.spawn(relay(client, upstream, one_way, jitter, seed));
+        let route = Route::new(one_way, jitter, seed, n);
+        connections.spawn(async move {
+            route.connecting().await;
+            if let Ok(server) = TcpStream::connect(upstream).await {
+                route.relay(client, server).await;
+            }
+        });
         while connections.try_join_next().is_some() {}
     }
 }
 
-async fn relay(
-    client: TcpStream,
-    upstream: SocketAddr,
-    one_way: Duration,
+/// Who is where: the one-way delay between each two members of a cluster (by index), for
+/// [`crate::fronts::Fronts`] to put between them.
+#[derive(Debug, Clone, Default)]
+pub struct Distances {
+    /// `one_way[from][to]`; empty when members are not apart.
+    one_way: Vec<Vec<Duration>>,
     jitter: Duration,
     seed: u64,
-) {
-    // Connecting crosses the distance too: a SYN one way, its answer back.
-    tokio::time::sleep(one_way * 2).await;
-    let Ok(server) = TcpStream::connect(upstream).await else {
-        return;
-    };
-    let _ = client.set_nodelay(true);
-    let _ = server.set_nodelay(true);
-    let (client_read, client_write) = client.into_split();
-    let (server_read, server_write) = server.into_split();
-    let up = Jitter {
-        rng: Rng::new(seed),
-        most: jitter,
-    };
-    let down = Jitter {
-        rng: Rng::new(!seed),
-        most: jitter,
-    };
-    tokio::join!(
-        pump(client_read, server_write, one_way, up),
-        pump(server_read, client_write, one_way, down),
-    );
+}
+
+impl Distances {
+    /// Members not apart: every connection between them is relayed as it comes.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Member `i` in `regions[i]` of `map`; `seed` makes the jitter replayable (print it).
+    pub fn on_map(map: &RegionMap, regions: &[String], seed: u64) -> Result<Self, Error> {
+        let one_way = regions
+            .iter()
+            .map(|from| {
+                regions
+                    .iter()
+                    .map(|to| map.one_way(from, to))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            one_way,
+            jitter: map.jitter(),
+            seed,
+        })
+    }
+
+    /// The one-way delay from member `from` to member `to` (zero when not apart).
+    pub fn one_way(&self, from: usize, to: usize) -> Duration {
+        self.one_way
+            .get(from)
+            .and_then(|row| row.get(to))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The route of the `n`th connection from `from` to `to`, if they are apart.
+    pub(crate) fn route(&self, from: usize, to: usize, n: u64) -> Option<Route> {
+        let one_way = self.one_way(from, to);
+        (!one_way.is_zero() || !self.jitter.is_zero()).then(|| {
+            let pair = u64::try_from(from * 1_000 + to).unwrap_or_default();
+            Route::new(one_way, self.jitter, self.seed ^ pair.rotate_left(32), n)
+        })
+    }
+}
+
+/// One connection's way across the distance, in both directions.
+pub(crate) struct Route {
+    one_way: Duration,
+    up: Jitter,
+    down: Jitter,
+}
+
+impl Route {
+    /// The `n`th connection of a link seeded with `seed`: each connection and direction draws
+    /// its own jitter from the one seed.
+    fn new(one_way: Duration, jitter: Duration, seed: u64, n: u64) -> Self {
+        let seed = seed ^ n.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        Self {
+            one_way,
+            up: Jitter {
+                rng: Rng::new(seed),
+                most: jitter,
+            },
+            down: Jitter {
+                rng: Rng::new(!seed),
+                most: jitter,
+            },
+        }
+    }
+
+    /// Connecting crosses the distance too: a SYN one way, its answer back.
+    pub(crate) async fn connecting(&self) {
+        tokio::time::sleep(self.one_way * 2).await;
+    }
+
+    /// Relays `client` ↔ `server` until both directions end.
+    pub(crate) async fn relay(self, client: TcpStream, server: TcpStream) {
+        let _ = client.set_nodelay(true);
+        let _ = server.set_nodelay(true);
+        let (client_read, client_write) = client.into_split();
+        let (server_read, server_write) = server.into_split();
+        tokio::join!(
+            pump(client_read, server_write, self.one_way, self.up),
+            pump(server_read, client_write, self.one_way, self.down),
+        );
+    }
 }
 
 /// One direction: reads as bytes come, releases each chunk `one_way` (plus jitter, never

@@ -8,6 +8,8 @@
 //! - [`init_tracing`]: a test's logs, in its captured output;
 //! - [`is_root`], and [`namespaced`]: a test run again inside fresh namespaces (system mode);
 //! - [`distance`]: regions apart in user space, a region map and delay links (issue 22);
+//! - [`fronts`]: a user-space front door per replica that puts distance and partitions
+//!   between replicas (the load tool's regions; the chaos suite without root);
 //! - [`http`]: a minimal HTTP/1.1 GET for operations listeners;
 //! - [`rng`]: a seeded generator, so that a random run replays from its printed seed;
 //! - [`slap`]: a minimal SLAP client (HTTPS with client certificates, or plain HTTP);
@@ -25,6 +27,7 @@ use std::io::Write;
 
 pub mod cluster;
 pub mod distance;
+pub mod fronts;
 pub mod http;
 #[cfg(feature = "in-process")]
 pub mod in_process;

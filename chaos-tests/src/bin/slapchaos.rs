@@ -46,6 +46,11 @@ struct Cli {
     /// this is the only way; there is then no full-disk fault).
     #[arg(long)]
     loopback: bool,
+    /// Replicas apart: in the regions of this map in turn (`ops/regions/three-regions.toml`),
+    /// on loopback behind fronts that hold what they send each other for the map's distance,
+    /// each replica's clients in its region, Raft's timing from the widest round trip.
+    #[arg(long)]
+    regions: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -77,6 +82,10 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         cli.replicas.iter().all(|&r| r >= 3),
         "a chaos run needs at least three replicas"
     );
+    let regions = match &cli.regions {
+        Some(path) => Some(test_kit::distance::RegionMap::load(path)?),
+        None => None,
+    };
     let seed = cli.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -99,6 +108,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 Danger::None
             },
             loopback: cli.loopback,
+            regions: regions.clone(),
             slapmaster: slapmaster.clone(),
             out: cli.out.clone(),
         };
