@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use ops::load::etcd::{self, EtcdCluster, EtcdTls};
-use test_kit::cluster::{credentials, issue, run_tool, slapmaster_for_tests};
+use test_kit::cluster::{Layout, credentials, issue, run_tool, slapmaster_for_tests};
+use test_kit::distance::RegionMap;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_benchmark_drives_a_real_etcd_cluster() -> anyhow::Result<()> {
@@ -61,4 +62,46 @@ fn which(name: &str) -> Result<std::path::PathBuf, ()> {
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
         .ok_or(())
+}
+
+/// etcd apart, as `slapload --regions --etcd` runs it: members behind fronts that hold what
+/// they send each other for the map's distance, clients through delay links, the leader moved
+/// where asked. A put through the farthest member cannot beat the round trips it needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_runs_apart_behind_the_same_links() -> anyhow::Result<()> {
+    let Ok(path) = which("etcd") else {
+        test_kit::skip!("etcd is not installed (./.ci/setup installs etcd-server, as root)");
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let map = RegionMap::parse(
+        "within_ms = 1\n[[link]]\nbetween = [\"a\", \"b\"]\nrtt_ms = 20\n\
+         [[link]]\nbetween = [\"a\", \"c\"]\nrtt_ms = 40\n\
+         [[link]]\nbetween = [\"b\", \"c\"]\nrtt_ms = 30\n",
+    )?;
+    let layout = Layout {
+        map,
+        regions: ["a", "b", "c"].map(String::from).to_vec(),
+        seed: 1,
+    };
+    let cluster = EtcdCluster::start_apart(&path, dir.path(), &layout, None).await?;
+    cluster.move_leader(2).await?;
+    assert_eq!(cluster.leader().await?, 2);
+    let targets = ["a", "b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(i, region)| Ok((i, cluster.url_from(region, i)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let samples = etcd::puts_from(&cluster, targets, 0, Duration::from_millis(800)).await?;
+    assert_eq!(samples.len(), 3);
+    for sample in &samples {
+        assert!(
+            !sample.latencies.is_empty() && sample.failed == 0,
+            "{sample:?}"
+        );
+    }
+    // From a: 1 ms to its member, 40 ms on to the leader in c, 30 ms to c's majority (b).
+    let fastest = samples[0].quantile(0.0);
+    assert!(fastest >= Duration::from_millis(71), "{fastest:?}");
+    Ok(())
 }

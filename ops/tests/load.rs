@@ -1,11 +1,12 @@
 //! The load tool (`slapload`) against real `slapmaster` processes (and one `slapnode`),
 //! briefly: every phase runs, every request is placed, and the failover phase kills and
-//! restarts a leader. The figures themselves are measured with the release build
+//! restarts a leader; apart in regions, every phase per region and a region cut off. The figures themselves are measured with the release build
 //! (BENCHMARKS.md), not here.
 
 use std::time::Duration;
 
 use test_kit::cluster::{Cluster, binary_for_tests, slapmaster_for_tests};
+use test_kit::distance::RegionMap;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_tool_runs_every_phase_against_real_processes() {
@@ -25,6 +26,7 @@ async fn the_load_tool_runs_every_phase_against_real_processes() {
         failovers: 1,
         etcd: None,
         etcd_tls: Vec::new(),
+        config: None,
     };
     let report = ops::load::run(&options, |line| eprintln!("slapload: {line}"))
         .await
@@ -63,4 +65,65 @@ async fn the_agent_phase_measures_a_real_slapnode() -> anyhow::Result<()> {
         "{figures:?}"
     );
     Ok(())
+}
+
+/// Three regions 20-40 ms apart (a small map, so that the test is quick).
+const SMALL_MAP: &str = "within_ms = 1\njitter_ms = 1\n\
+    [[link]]\nbetween = [\"a\", \"b\"]\nrtt_ms = 20\n\
+    [[link]]\nbetween = [\"a\", \"c\"]\nrtt_ms = 40\n\
+    [[link]]\nbetween = [\"b\", \"c\"]\nrtt_ms = 30\n";
+
+/// `slapload --regions`, briefly: a voter in each region of a small map, the leader moved to
+/// the one asked for, clients in every region on their nearest replica, every phase measured
+/// per region beside its floor, and the leader's region cut off once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_tool_runs_with_its_replicas_apart() {
+    let options = ops::load::regions::RegionOptions {
+        slapmaster: slapmaster_for_tests().expect("slapmaster builds"),
+        data_dir: None,
+        map: RegionMap::parse(SMALL_MAP).expect("the map"),
+        voters: ["a", "b", "c"].map(String::from).to_vec(),
+        leader: Some("b".into()),
+        clients: vec![3, 12],
+        loopback_clients: 0,
+        placement_time: Duration::from_millis(500),
+        poll_clients: 1,
+        poll_time: Duration::from_millis(300),
+        wakes: 3,
+        cutoffs: 1,
+        config: Some("[raft]\nrtt_ms = 40\n".into()),
+        seed: 1,
+        etcd: None,
+    };
+    let report = ops::load::regions::run(&options, |line| eprintln!("slapload: {line}"))
+        .await
+        .expect("the regional run");
+    eprintln!("{report}");
+    assert!(report.contains("leader: replica 2 in b"), "{report}");
+    let placements: Vec<&str> = report
+        .lines()
+        .filter(|l| l.contains("placements") || l.trim_start().starts_with("from "))
+        .collect();
+    assert_eq!(
+        placements.len(),
+        8,
+        "two phases, each all and per region:\n{report}"
+    );
+    for line in placements {
+        assert!(line.contains(", 0 failed"), "{line}");
+        assert!(!line.contains("(0 in"), "nothing measured: {line}");
+    }
+    for region in ["a", "b", "c"] {
+        for what in [
+            "full polls from",
+            "long-poll wake in",
+            "read-your-writes wait in",
+        ] {
+            assert!(
+                report.contains(&format!("{what} {region}")),
+                "{what} {region}:\n{report}"
+            );
+        }
+    }
+    assert!(report.contains("(1 cuts)"), "{report}");
 }

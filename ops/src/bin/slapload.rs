@@ -57,6 +57,27 @@ struct Cli {
     /// (`ops::load::upgrade` says what it crosses and checks).
     #[arg(long)]
     upgrade_from: Option<PathBuf>,
+    /// Instead of the benchmark: the cluster with distance in it (`ops::load::regions`), one
+    /// voter in each of `--voters`, clients in every region of this map
+    /// (`ops/regions/three-regions.toml`). `--clients` are then totals spread over the
+    /// regions, and `--failovers` rounds of the leader's region cut off.
+    #[arg(long)]
+    regions: Option<PathBuf>,
+    /// The voters' regions (default: every region of the map, in name order).
+    #[arg(long, value_delimiter = ',')]
+    voters: Vec<String>,
+    /// Where a regional run puts the leader (default: where the first election put it).
+    #[arg(long)]
+    leader: Option<String>,
+    /// Clients of the loopback placement phase a regional run compares with (0 skips it).
+    #[arg(long, default_value_t = 256)]
+    loopback_clients: usize,
+    /// Replica configuration (TOML, as `slapmaster run --config` reads) for every replica.
+    #[arg(long)]
+    replica_config: Option<PathBuf>,
+    /// Seeds the links' jitter (default: from the clock, printed).
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -85,6 +106,45 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("slapload: {line}")
         })
         .await?;
+        println!("{report}");
+        return Ok(());
+    }
+    let config = match &cli.replica_config {
+        Some(path) => Some(std::fs::read_to_string(path)?),
+        None => None,
+    };
+    if let Some(path) = &cli.regions {
+        let map = test_kit::distance::RegionMap::load(path)?;
+        let voters = if cli.voters.is_empty() {
+            map.regions().into_iter().map(str::to_owned).collect()
+        } else {
+            cli.voters.clone()
+        };
+        let seed = cli.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_secs())
+        });
+        eprintln!("slapload: link jitter seed {seed}");
+        let options = ops::load::regions::RegionOptions {
+            slapmaster,
+            data_dir: cli.data_dir,
+            map,
+            voters,
+            leader: cli.leader.clone(),
+            clients: cli.clients,
+            loopback_clients: cli.loopback_clients,
+            placement_time: Duration::from_secs(cli.seconds),
+            poll_clients: cli.poll_clients,
+            poll_time: Duration::from_secs(cli.poll_seconds),
+            wakes: cli.wakes,
+            cutoffs: cli.failovers,
+            config,
+            seed,
+            etcd: cli.etcd.clone(),
+        };
+        let report =
+            ops::load::regions::run(&options, |line| eprintln!("slapload: {line}")).await?;
         println!("{report}");
         return Ok(());
     }
@@ -118,6 +178,7 @@ async fn main() -> anyhow::Result<()> {
             .iter()
             .map(|m| matches!(m, EtcdMode::Mtls))
             .collect(),
+        config,
     };
     let report = ops::load::run(&options, |line| eprintln!("slapload: {line}")).await?;
     println!("{report}");

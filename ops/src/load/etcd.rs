@@ -7,6 +7,8 @@
 //! etcd speaks gRPC; the two calls used here are declared by hand (field numbers of etcd's
 //! `rpc.proto`) rather than generated, so that nothing of etcd is vendored.
 
+use std::collections::BTreeMap;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -15,7 +17,9 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
 use super::{LoadError, Sample};
-use test_kit::cluster::{unused_port, wait_for};
+use test_kit::cluster::{Layout, unused_port, wait_for};
+use test_kit::distance::{DelayLink, Distances};
+use test_kit::fronts::Fronts;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PutRequest {
@@ -92,6 +96,18 @@ pub async fn put(channel: Channel, key: String, value: Vec<u8>) -> Result<(), to
     .map(|_| ())
 }
 
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MoveLeaderRequest {
+    #[prost(uint64, tag = "1")]
+    pub target_id: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MoveLeaderResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}
+
 async fn status(channel: Channel) -> Result<StatusResponse, tonic::Status> {
     unary(
         channel,
@@ -106,6 +122,8 @@ struct Member {
     name: String,
     client_port: u16,
     peer_port: u16,
+    /// Apart: where its peers reach it.
+    peer_front: Option<u16>,
     /// With TLS: the member's certificate directory (roots.pem, chain.pem, key.pem), a
     /// replica certificate of slapload's CA (server and client use, for `::1`).
     tls_dir: Option<PathBuf>,
@@ -137,6 +155,12 @@ impl Member {
     fn peer_url(&self) -> String {
         format!("{}://[::1]:{}", self.scheme(), self.peer_port)
     }
+
+    /// Where its peers reach it: its front, apart.
+    fn advertised_peer_url(&self) -> String {
+        let port = self.peer_front.unwrap_or(self.peer_port);
+        format!("{}://[::1]:{port}", self.scheme())
+    }
 }
 
 /// Three (or more) `etcd` processes, killed when dropped.
@@ -145,6 +169,26 @@ pub struct EtcdCluster {
     dir: PathBuf,
     members: Vec<Member>,
     client: Option<slapcluster_api::client::Credentials>,
+    apart: Option<Apart>,
+}
+
+/// Members apart, as `slapload --regions` puts slapcluster's replicas: each member's peers
+/// reach it through its front, clients through a delay link from their region; etcd's
+/// timing as its tuning guide advises for the distance.
+struct Apart {
+    fronts: Fronts,
+    /// `(client region, member index)` → the link a client there calls the member through.
+    links: BTreeMap<(String, usize), DelayLink>,
+    /// `--heartbeat-interval` and `--election-timeout`, in milliseconds.
+    timing: (u64, u64),
+}
+
+/// etcd's timing for members at most `rtt` apart, as its tuning guide says: a heartbeat
+/// about every round trip (at least its default 100 ms), an election timeout of ten round
+/// trips (at least its default 1 s).
+pub fn tuned_for(rtt: Duration) -> (u64, u64) {
+    let rtt = u64::try_from(rtt.as_millis()).unwrap_or(u64::MAX);
+    (rtt.max(100), rtt.saturating_mul(10).max(1000))
 }
 
 impl Drop for EtcdCluster {
@@ -166,26 +210,55 @@ impl EtcdCluster {
         count: usize,
         tls: Option<EtcdTls>,
     ) -> Result<Self, LoadError> {
+        Self::start_laid_out(etcd, dir, count, tls, None).await
+    }
+
+    /// [`EtcdCluster::start`] with one member in each region `layout` names, each behind a
+    /// front, clients through delay links from every region ([`EtcdCluster::url_from`]).
+    pub async fn start_apart(
+        etcd: &Path,
+        dir: &Path,
+        layout: &Layout,
+        tls: Option<EtcdTls>,
+    ) -> Result<Self, LoadError> {
+        let count = layout.regions.len();
+        Self::start_laid_out(etcd, dir, count, tls, Some(layout)).await
+    }
+
+    async fn start_laid_out(
+        etcd: &Path,
+        dir: &Path,
+        count: usize,
+        tls: Option<EtcdTls>,
+        layout: Option<&Layout>,
+    ) -> Result<Self, LoadError> {
         let mut taken = Vec::new();
+        let mut pick = || -> Result<u16, LoadError> {
+            let port = unused_port(&taken)?;
+            taken.push(port);
+            Ok(port)
+        };
         let mut members = Vec::new();
         for i in 1..=count {
-            let client_port = unused_port(&taken)?;
-            taken.push(client_port);
-            let peer_port = unused_port(&taken)?;
-            taken.push(peer_port);
             members.push(Member {
                 name: format!("e{i}"),
-                client_port,
-                peer_port,
+                client_port: pick()?,
+                peer_port: pick()?,
+                peer_front: layout.map(|_| pick()).transpose()?,
                 tls_dir: tls.as_ref().and_then(|t| t.members.get(i - 1).cloned()),
                 child: None,
             });
         }
+        let apart = match layout {
+            None => None,
+            Some(layout) => Some(Apart::start(layout, &members).await?),
+        };
         let mut cluster = Self {
             etcd: etcd.to_path_buf(),
             dir: dir.to_path_buf(),
             members,
             client: tls.map(|t| t.client),
+            apart,
         };
         for index in 0..count {
             cluster.spawn(index)?;
@@ -198,7 +271,7 @@ impl EtcdCluster {
         let initial: Vec<String> = self
             .members
             .iter()
-            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .map(|m| format!("{}={}", m.name, m.advertised_peer_url()))
             .collect();
         let member = &self.members[index];
         let log_path = self.dir.join(format!("{}.log", member.name));
@@ -209,7 +282,14 @@ impl EtcdCluster {
             .map_err(|e| LoadError::io(format!("opening {}", log_path.display()), e))?;
         let client = member.url();
         let peer = member.peer_url();
+        let advertised_peer = member.advertised_peer_url();
         let mut command = Command::new(&self.etcd);
+        if let Some(apart) = &self.apart {
+            let (heartbeat, election) = apart.timing;
+            command
+                .args(["--heartbeat-interval", &heartbeat.to_string()])
+                .args(["--election-timeout", &election.to_string()]);
+        }
         if let Some(tls) = &member.tls_dir {
             let (cert, key, roots) = (
                 tls.join("chain.pem"),
@@ -236,7 +316,7 @@ impl EtcdCluster {
             .args(["--listen-client-urls", &client])
             .args(["--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &advertised_peer])
             .args(["--initial-cluster", &initial.join(",")])
             .args(["--initial-cluster-token", "slapload"])
             .args(["--initial-cluster-state", "new"])
@@ -245,8 +325,28 @@ impl EtcdCluster {
             .stderr(log)
             .spawn()
             .map_err(|e| LoadError::io(format!("starting {}", self.etcd.display()), e))?;
+        if let Some(apart) = &self.apart {
+            apart.fronts.set_pid(index, Some(child.id()));
+        }
         self.members[index].child = Some(child);
         Ok(())
+    }
+
+    /// Where a client in `region` reaches member `index`: through a link as long as the map
+    /// says, apart; directly otherwise.
+    pub fn url_from(&self, region: &str, index: usize) -> Result<String, LoadError> {
+        let Some(apart) = &self.apart else {
+            return Ok(self.members[index].url());
+        };
+        let link = apart
+            .links
+            .get(&(region.to_owned(), index))
+            .ok_or_else(|| LoadError::Cluster(format!("no region {region} on the map")))?;
+        Ok(format!(
+            "{}://[::1]:{}",
+            self.members[index].scheme(),
+            link.addr().port()
+        ))
     }
 
     pub fn urls(&self) -> Vec<String> {
@@ -284,6 +384,32 @@ impl EtcdCluster {
         .await
     }
 
+    /// Hands the leadership to member `index` (etcd's `move-leader`, asked of the leader) and
+    /// waits until it leads.
+    pub async fn move_leader(&self, index: usize) -> Result<(), LoadError> {
+        let leader = self.leader().await?;
+        if leader == index {
+            return Ok(());
+        }
+        let urls = self.urls();
+        let target = status(self.connect(&urls[index]).await?)
+            .await?
+            .header
+            .map(|h| h.member_id)
+            .ok_or_else(|| LoadError::Cluster("an etcd status without a header".into()))?;
+        unary::<_, MoveLeaderResponse>(
+            self.connect(&urls[leader]).await?,
+            "/etcdserverpb.Maintenance/MoveLeader",
+            MoveLeaderRequest { target_id: target },
+            Duration::from_secs(10),
+        )
+        .await?;
+        wait_for("etcd's new leader", || async {
+            (self.leader().await.ok()? == index).then_some(())
+        })
+        .await
+    }
+
     fn kill(&mut self, index: usize) {
         if let Some(mut child) = self.members[index].child.take() {
             let _ = child.kill();
@@ -296,6 +422,37 @@ impl EtcdCluster {
     async fn restart(&mut self, index: usize) -> Result<(), LoadError> {
         self.spawn(index)?;
         self.wait_writable().await
+    }
+}
+
+impl Apart {
+    async fn start(layout: &Layout, members: &[Member]) -> Result<Self, LoadError> {
+        let distances = Distances::on_map(&layout.map, &layout.regions, layout.seed)?;
+        let fronts = members.iter().filter_map(|m| m.peer_front).collect();
+        let backs = members.iter().map(|m| m.peer_port).collect();
+        let fronts = Fronts::start(fronts, backs, distances).await?;
+        let mut links = BTreeMap::new();
+        let mut seed = layout.seed;
+        let mut widest = Duration::ZERO;
+        for region in layout.map.regions() {
+            for (index, member) in members.iter().enumerate() {
+                let one_way = layout.map.one_way(region, &layout.regions[index])?;
+                let upstream = SocketAddr::from((Ipv6Addr::LOCALHOST, member.client_port));
+                seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let link = DelayLink::start(upstream, one_way, layout.map.jitter(), seed).await?;
+                links.insert((region.to_owned(), index), link);
+            }
+        }
+        for a in &layout.regions {
+            for b in &layout.regions {
+                widest = widest.max(layout.map.rtt(a, b)?);
+            }
+        }
+        Ok(Self {
+            fronts,
+            links,
+            timing: tuned_for(widest),
+        })
     }
 }
 
@@ -321,12 +478,28 @@ pub async fn puts(
     time: Duration,
 ) -> Result<Sample, LoadError> {
     let urls = cluster.urls();
+    let targets = (0..clients).map(|c| (0, urls[c % urls.len()].clone()));
+    let mut samples = puts_from(cluster, targets, phase, time).await?;
+    Ok(samples.pop().unwrap_or_default())
+}
+
+/// One phase of `time`: a client per `(group, url)` of `targets`, each on its own connection,
+/// one put after another; a sample per group, from 0 to the highest group named.
+pub async fn puts_from(
+    cluster: &EtcdCluster,
+    targets: impl IntoIterator<Item = (usize, String)>,
+    phase: usize,
+    time: Duration,
+) -> Result<Vec<Sample>, LoadError> {
+    let mut channels = Vec::new();
+    for (group, url) in targets {
+        channels.push((group, cluster.connect(&url).await?));
+    }
     let start = Instant::now();
     let cpu = super::CpuMeter::start();
     let deadline = start + time;
     let mut tasks = tokio::task::JoinSet::new();
-    for client in 0..clients {
-        let channel = cluster.connect(&urls[client % urls.len()]).await?;
+    for (client, (group, channel)) in channels.into_iter().enumerate() {
         tasks.spawn(async move {
             let mut sample = Sample::default();
             let mut n = 0u64;
@@ -339,18 +512,26 @@ pub async fn puts(
                     Err(_) => sample.failed += 1,
                 }
             }
-            sample
+            (group, sample)
         });
     }
-    let mut total = Sample::default();
+    let mut samples: Vec<Sample> = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        let sample = joined.map_err(|e| LoadError::Cluster(format!("a client failed: {e}")))?;
-        total.latencies.extend(sample.latencies);
-        total.failed += sample.failed;
+        let (group, sample) =
+            joined.map_err(|e| LoadError::Cluster(format!("a client failed: {e}")))?;
+        if samples.len() <= group {
+            samples.resize_with(group + 1, Sample::default);
+        }
+        samples[group].latencies.extend(sample.latencies);
+        samples[group].failed += sample.failed;
     }
-    total.elapsed = start.elapsed();
-    total.machine_busy = cpu.stop();
-    Ok(total)
+    // The machine's CPU is the phase's, not a group's: said only of a phase of one group.
+    let busy = cpu.stop().filter(|_| samples.len() == 1);
+    for sample in &mut samples {
+        sample.elapsed = start.elapsed();
+        sample.machine_busy = busy;
+    }
+    Ok(samples)
 }
 
 /// Puts through the followers; the leader SIGKILLed; the time from the kill to the first

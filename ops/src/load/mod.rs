@@ -14,6 +14,7 @@
 
 pub mod agent;
 pub mod etcd;
+pub mod regions;
 pub mod slap;
 pub mod upgrade;
 
@@ -57,6 +58,8 @@ pub struct Options {
     pub etcd: Option<PathBuf>,
     /// Run etcd over mTLS (as slapcluster runs), in plaintext, or both, one after the other.
     pub etcd_tls: Vec<bool>,
+    /// The replicas' configuration (TOML, as `slapmaster run --config` reads it).
+    pub config: Option<String>,
 }
 
 /// Latencies of one phase, in order of completion.
@@ -168,7 +171,13 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> Result<String, L
         options.replicas,
         dir.display()
     ));
-    let mut cluster = Cluster::start(&options.slapmaster, &dir, options.replicas).await?;
+    let mut cluster = Cluster::start_configured(
+        &options.slapmaster,
+        &dir,
+        options.replicas,
+        options.config.as_deref(),
+    )
+    .await?;
     let urls = cluster.urls();
     let mut report = Vec::new();
 
@@ -294,7 +303,7 @@ async fn compare_etcd(
         std::fs::create_dir_all(&etcd_dir)
             .map_err(|e| LoadError::io("creating the etcd dir", e))?;
         let certificates = if tls {
-            Some(etcd_certificates(options, dir, &etcd_dir)?)
+            Some(etcd_certificates(&options.slapmaster, dir, &etcd_dir)?)
         } else {
             None
         };
@@ -344,7 +353,7 @@ async fn compare_etcd(
 /// Certificates of slapload's CA for three etcd members (replica certificates: server and
 /// client use, for `::1`) and for their clients.
 fn etcd_certificates(
-    options: &Options,
+    slapmaster: &std::path::Path,
     dir: &std::path::Path,
     etcd_dir: &std::path::Path,
 ) -> Result<etcd::EtcdTls, LoadError> {
@@ -352,7 +361,7 @@ fn etcd_certificates(
     for i in 1..=3 {
         let out = etcd_dir.join(format!("e{i}-tls"));
         cluster::issue(
-            &options.slapmaster,
+            slapmaster,
             dir,
             &format!("replica:{}", 100 + i),
             &out,
@@ -362,7 +371,7 @@ fn etcd_certificates(
     }
     Ok(etcd::EtcdTls {
         members,
-        client: cluster::credentials(&options.slapmaster, dir, "user:etcd-load")?,
+        client: cluster::credentials(slapmaster, dir, "user:etcd-load")?,
     })
 }
 
@@ -436,14 +445,36 @@ async fn placements(
     clients: usize,
     time: Duration,
 ) -> Result<Sample, LoadError> {
+    let targets = (0..clients).map(|c| (0, urls[c % urls.len()].clone()));
+    let mut samples = placements_from(cluster, targets, phase, time).await?;
+    Ok(samples.pop().unwrap_or_default())
+}
+
+/// One placement phase of `time`: a client (a user of its own) per `(group, url)` of
+/// `targets`, each requesting instances through `url` one after the other; a sample per
+/// group, from 0 to the highest group named (each over the whole phase).
+async fn placements_from(
+    cluster: &Cluster,
+    targets: impl IntoIterator<Item = (usize, String)>,
+    phase: usize,
+    time: Duration,
+) -> Result<Vec<Sample>, LoadError> {
+    // Every client connected before the clock starts: a handshake across regions is not a
+    // placement.
+    let mut channels = Vec::new();
+    for (client_id, (group, url)) in targets.into_iter().enumerate() {
+        let actor = format!("user:load-{phase}-{client_id}");
+        channels.push((group, connect_as(cluster, &url, &actor).await?));
+    }
     let start = Instant::now();
     let cpu = CpuMeter::start();
     let deadline = start + time;
-    let mut tasks = tokio::task::JoinSet::new();
-    for client_id in 0..clients {
-        let actor = format!("user:load-{phase}-{client_id}");
-        let channel = connect_as(cluster, &urls[client_id % urls.len()], &actor).await?;
-        tasks.spawn(async move {
+    let mut groups: Vec<tokio::task::JoinSet<Result<Sample, LoadError>>> = Vec::new();
+    for (group, channel) in channels {
+        if groups.len() <= group {
+            groups.resize_with(group + 1, tokio::task::JoinSet::new);
+        }
+        groups[group].spawn(async move {
             let mut user = UserClient::new(channel);
             let mut sample = Sample::default();
             let mut n = 0u64;
@@ -465,13 +496,24 @@ async fn placements(
             Ok::<_, LoadError>(sample)
         });
     }
-    collect(tasks, start, cpu).await
+    let mut samples = Vec::new();
+    for tasks in groups {
+        samples.push(collect(tasks, start, None).await?);
+    }
+    // The machine's CPU is the phase's, not a group's: said only of a phase of one group.
+    let busy = cpu.stop().filter(|_| samples.len() == 1);
+    let elapsed = start.elapsed();
+    for sample in &mut samples {
+        sample.machine_busy = busy;
+        sample.elapsed = elapsed;
+    }
+    Ok(samples)
 }
 
 async fn collect(
     mut tasks: tokio::task::JoinSet<Result<Sample, LoadError>>,
     start: Instant,
-    cpu: CpuMeter,
+    cpu: Option<CpuMeter>,
 ) -> Result<Sample, LoadError> {
     let mut total = Sample::default();
     while let Some(joined) = tasks.join_next().await {
@@ -480,7 +522,7 @@ async fn collect(
         total.failed += sample.failed;
     }
     total.elapsed = start.elapsed();
-    total.machine_busy = cpu.stop();
+    total.machine_busy = cpu.and_then(|cpu| cpu.stop());
     Ok(total)
 }
 
@@ -542,7 +584,7 @@ async fn polls(
             Ok::<_, LoadError>(sample)
         });
     }
-    collect(tasks, start, cpu).await
+    collect(tasks, start, Some(cpu)).await
 }
 
 /// `count` times: a node long-polls `follower` for its computer, a user changes the computer
@@ -563,7 +605,23 @@ async fn wakes(
         wait_ms: 10_000,
         ..Default::default()
     };
-    let mut version = node.poll_computer(poll(None)).await?.into_inner().version;
+    // The follower may not have applied every earlier change yet (another region's, still on
+    // its way): start from a view that holds a change made now, or the first rounds would time
+    // those instead.
+    // ("start" differs from every round's parameter: always a change.)
+    let warm = pb::RequestInstanceRequest {
+        title: "polled-0".into(),
+        software_release: SOFTWARE.into(),
+        parameters: HashMap::from([("wake".to_string(), "start".to_string())]),
+        sla: HashMap::from([("computer_guid".to_string(), POLL_COMPUTER.to_string())]),
+        ..Default::default()
+    };
+    let index = user.request_instance(warm).await?.into_inner().index;
+    let current = pb::PollComputerRequest {
+        min_index: index,
+        ..poll(None)
+    };
+    let mut version = node.poll_computer(current).await?.into_inner().version;
     let start = Instant::now();
     let mut sample = Sample::default();
     for n in 0..count {
