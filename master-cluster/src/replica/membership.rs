@@ -134,6 +134,17 @@ impl ReplicaCore {
         }
     }
 
+    /// This replica does not lead: who does, as the metrics say.
+    fn not_leader(&self, metrics: &openraft::RaftMetrics<MasterConfig>) -> MembershipError {
+        let membership = metrics.membership_config.membership();
+        MembershipError::NotLeader {
+            id: self.id,
+            leader: metrics
+                .current_leader
+                .and_then(|leader| Some((leader, membership.get_node(&leader)?.addr.clone()))),
+        }
+    }
+
     /// Hands the leadership to the voter `to` and waits, at most `wait`, until it leads;
     /// returns `(leader, term)` then. Only the leader hands over (elsewhere this names it);
     /// a leader asked to hand over to itself just answers.
@@ -147,12 +158,7 @@ impl ReplicaCore {
             let metrics = metrics.borrow_watched();
             let membership = metrics.membership_config.membership();
             if metrics.current_leader != Some(self.id) {
-                return Err(MembershipError::NotLeader {
-                    id: self.id,
-                    leader: metrics.current_leader.and_then(|leader| {
-                        Some((leader, membership.get_node(&leader)?.addr.clone()))
-                    }),
-                });
+                return Err(self.not_leader(&metrics));
             }
             if !membership.voter_ids().any(|id| id == to) {
                 return Err(MembershipError::Refused(format!(
@@ -195,12 +201,7 @@ impl ReplicaCore {
             let metrics = metrics.borrow_watched();
             let membership = metrics.membership_config.membership();
             if metrics.current_leader != Some(self.id) {
-                return Err(MembershipError::NotLeader {
-                    id: self.id,
-                    leader: metrics.current_leader.and_then(|leader| {
-                        Some((leader, membership.get_node(&leader)?.addr.clone()))
-                    }),
-                });
+                return Err(self.not_leader(&metrics));
             }
             // openraft would commit a membership entry that changes nothing.
             if let Some(unknown) = ids.iter().find(|id| membership.get_node(id).is_none()) {

@@ -692,6 +692,35 @@ async fn every_few_ms<F: Future<Output = ()> + Send + 'static>(
     writes.abort_all();
 }
 
+/// A writer of the failover rounds: an instance request every 10 ms through `channel`
+/// (titled `titles-N`, each with its `deadline`), the acknowledged ones recorded, until `stop`.
+async fn keep_writing(
+    channel: tonic::transport::Channel,
+    titles: String,
+    deadline: Duration,
+    acks: Acks,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let user = UserClient::new(channel);
+    every_few_ms(&stop, |n| {
+        let mut user = user.clone();
+        let acks = acks.clone();
+        let mut request = tonic::Request::new(pb::RequestInstanceRequest {
+            title: format!("{titles}-{n}"),
+            software_release: SOFTWARE.into(),
+            ..Default::default()
+        });
+        request.set_timeout(deadline);
+        async move {
+            let sent = Instant::now();
+            if user.request_instance(request).await.is_ok() {
+                acked(&acks, sent);
+            }
+        }
+    })
+    .await;
+}
+
 /// The first write *sent* after `killed` that was acknowledged: a write in flight at the kill
 /// may still be answered by the dying leader, and would time nothing.
 fn first_after(acks: &Acks, killed: Instant) -> Option<Instant> {
@@ -726,29 +755,15 @@ async fn failover(cluster: &mut Cluster, round: usize) -> Result<Duration, LoadE
         for url in others {
             let tls = cluster.credentials("user:failover")?.tls_config();
             let channel = client::connect_lazy_with(&url, Some(tls))?;
-            let acks = acks.clone();
-            let stop = stop.clone();
-            writers.spawn(async move {
-                let user = UserClient::new(channel);
-                every_few_ms(&stop, |n| {
-                    let mut user = user.clone();
-                    let acks = acks.clone();
-                    let request = pb::RequestInstanceRequest {
-                        title: format!("{round}-{url}-{n}"),
-                        software_release: SOFTWARE.into(),
-                        ..Default::default()
-                    };
-                    async move {
-                        let mut request = tonic::Request::new(request);
-                        request.set_timeout(Duration::from_secs(10));
-                        let sent = Instant::now();
-                        if user.request_instance(request).await.is_ok() {
-                            acked(&acks, sent);
-                        }
-                    }
-                })
-                .await;
-            });
+            let titles = format!("{round}-{url}");
+            let deadline = Duration::from_secs(10);
+            writers.spawn(keep_writing(
+                channel,
+                titles,
+                deadline,
+                acks.clone(),
+                stop.clone(),
+            ));
         }
         let kill = async || {
             if cluster.leader().await? != leader {

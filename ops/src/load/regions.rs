@@ -29,7 +29,7 @@ use test_kit::distance::RegionMap;
 use test_kit::fronts::Blocked;
 
 use super::{
-    Acks, LoadError, POLL_COMPUTER, POLL_USER, SOFTWARE, Sample, acked, connect_as, every_few_ms,
+    Acks, LoadError, POLL_COMPUTER, POLL_USER, SOFTWARE, Sample, connect_as, keep_writing,
     kill_and_time, ms, placements_from, polls, register, setup_poll_computer, wakes,
 };
 
@@ -485,30 +485,17 @@ async fn cut_off_leader(cluster: &Cluster, round: usize) -> Result<Duration, Loa
                 .credentials(&format!("user:cutoff-{i}"))?
                 .tls_config();
             let channel = slapcluster_api::client::connect_lazy_with(&url, Some(tls))?;
-            let (acks, stop, id) = (acks.clone(), stop.clone(), replica.id);
-            writers.spawn(async move {
-                let user = UserClient::new(channel);
-                every_few_ms(&stop, |n| {
-                    let mut user = user.clone();
-                    let acks = acks.clone();
-                    let request = pb::RequestInstanceRequest {
-                        title: format!("cut-{round}-{id}-{n}"),
-                        software_release: SOFTWARE.into(),
-                        ..Default::default()
-                    };
-                    async move {
-                        let mut request = tonic::Request::new(request);
-                        // A client's deadline: stuck behind the cut, a write gives up, and
-                        // the writes sent after it show when the cluster took writes again.
-                        request.set_timeout(Duration::from_secs(2));
-                        let sent = Instant::now();
-                        if user.request_instance(request).await.is_ok() {
-                            acked(&acks, sent);
-                        }
-                    }
-                })
-                .await;
-            });
+            let titles = format!("cut-{round}-{}", replica.id);
+            // A client's deadline: stuck behind the cut, a write gives up, and the writes
+            // sent after it show when the cluster took writes again.
+            let deadline = Duration::from_secs(2);
+            writers.spawn(keep_writing(
+                channel,
+                titles,
+                deadline,
+                acks.clone(),
+                stop.clone(),
+            ));
         }
         let cut = async || {
             if leader_index(cluster).await? != leader {
