@@ -77,9 +77,9 @@ impl Batcher {
 /// Batches handed to Raft and not yet answered. A new batch waits for every one before it to
 /// be answered, at most `wait` (for ever when `None`), then for a free slot of `most`:
 /// - on one machine or a LAN a batch commits within a few milliseconds, so the next one waits
-///   for it and carries everything that queued meanwhile: fewer, larger entries (a second
-///   batch in flight cost 10-20 % of placements/s at 16-256 clients on loopback, where the
-///   work is CPU-bound; so did a 5 ms wait, within the runs' spread);
+///   for it and carries everything that queued meanwhile: fewer, larger entries (up to eight
+///   batches in flight cost 19 % of placements/s at 16 clients and 7-9 % at 64 and 256 on
+///   loopback, where the work is CPU-bound; a 5 ms wait was no better, within the spread);
 /// - across regions a batch takes a round trip to a majority (80-150 ms); without a second
 ///   one a writer arriving meanwhile would wait that whole round trip before its own write
 ///   left, doubling its time, and throughput would be capped at one batch per round trip.
