@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use slapcluster_api::v1 as pb;
-use test_kit::distance::{DelayLink, Distances, RegionMap};
+use test_kit::distance::{ClientLinks, Distances, RegionMap};
 use test_kit::fronts::Fronts;
 use tonic::transport::ClientTlsConfig;
 
@@ -120,8 +120,8 @@ pub struct Cluster {
     pub replicas: Vec<Replica>,
     operator: ClientTlsConfig,
     danger: Danger,
-    /// Apart: replica `i`'s region, and the link a client in that region calls it through.
-    regions: Vec<(String, DelayLink)>,
+    /// Apart: replica `i`'s region, and how a client in a region calls each replica.
+    apart: Option<(Vec<String>, ClientLinks)>,
     /// The configuration every replica reads (Raft's timing for the distance), if any.
     config: Option<PathBuf>,
 }
@@ -205,26 +205,23 @@ impl Cluster {
         let operator = test_kit::cluster::credentials(slapmaster, dir, "operator:chaos")
             .map_err(|e| ChaosError::Setup(e.to_string()))?
             .tls_config();
-        let mut links = Vec::new();
+        let mut apart = None;
         let mut config = None;
         if let (Some(map), Fabric::Loopback(fronts)) = (map, &fabric) {
-            let mut widest = Duration::ZERO;
-            for (i, region) in regions.iter().enumerate() {
-                let front = SocketAddr::from((Ipv6Addr::LOCALHOST, fronts.fronts[i]));
-                let one_way = map.one_way(region, region).map_err(setup)?;
-                let seed = tag_seed.wrapping_add(u64::try_from(i).unwrap_or_default());
-                let link = DelayLink::start(front, one_way, map.jitter(), seed)
-                    .await
-                    .map_err(setup)?;
-                links.push((region.clone(), link));
-                for other in &regions {
-                    widest = widest.max(map.rtt(region, other).map_err(setup)?);
-                }
-            }
+            let upstreams: Vec<SocketAddr> = fronts
+                .fronts
+                .iter()
+                .map(|&front| (Ipv6Addr::LOCALHOST, front).into())
+                .collect();
+            let links = ClientLinks::start(map, &regions, &upstreams, tag_seed)
+                .await
+                .map_err(setup)?;
             let path = dir.join("replica.toml");
+            let widest = map.widest(&regions).map_err(setup)?;
             let text = format!("[raft]\nrtt_ms = {}\n", widest.as_millis());
             std::fs::write(&path, text).map_err(io("writing the replicas' configuration"))?;
             config = Some(path);
+            apart = Some((regions, links));
         }
         let mut cluster = Self {
             slapmaster: slapmaster.to_path_buf(),
@@ -233,7 +230,7 @@ impl Cluster {
             replicas,
             operator,
             danger,
-            regions: links,
+            apart,
             config,
         };
         let init = cluster
@@ -288,15 +285,22 @@ impl Cluster {
 
     /// Where a client of replica `i` calls it: from the replica's own region, apart.
     pub fn client_url(&self, i: usize) -> String {
-        match self.regions.get(i) {
-            Some((_, link)) => format!("https://[::1]:{}", link.addr().port()),
+        let port = self
+            .apart
+            .as_ref()
+            .and_then(|(regions, links)| links.port(&regions[i], i).ok());
+        match port {
+            Some(port) => format!("https://[::1]:{port}"),
             None => self.url(i),
         }
     }
 
     /// Replica `i`'s region, apart.
     pub fn region(&self, i: usize) -> Option<&str> {
-        self.regions.get(i).map(|(region, _)| region.as_str())
+        self.apart
+            .as_ref()
+            .and_then(|(regions, _)| regions.get(i))
+            .map(String::as_str)
     }
 
     pub fn operator(&self) -> ClientTlsConfig {

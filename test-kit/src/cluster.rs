@@ -4,7 +4,7 @@
 //!
 //! Started [`Cluster::start_apart`], its replicas sit in regions of a [`RegionMap`]: each is
 //! known by its front ([`crate::fronts`]), which puts the map's distance between replicas,
-//! and a client in a region reaches each replica through a [`DelayLink`]
+//! and a client in a region reaches each replica through a [`crate::distance::DelayLink`]
 //! ([`Cluster::url_from`]). The harness's own calls take no detour.
 
 use std::collections::BTreeSet;
@@ -21,7 +21,7 @@ use slapcluster_api::v1::admin_client::AdminClient;
 use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::Error as LoadError;
-use crate::distance::{DelayLink, Distances, RegionMap};
+use crate::distance::{ClientLinks, Distances, RegionMap};
 use crate::fronts::{Blocked, Fronts};
 
 pub const OPERATOR: &str = "operator:slapload";
@@ -219,8 +219,8 @@ pub struct Layout {
 struct Apart {
     layout: Layout,
     fronts: Fronts,
-    /// `(client region, replica index)` → the link a client there calls the replica through.
-    links: std::collections::BTreeMap<(String, usize), DelayLink>,
+    /// How a client in a region calls each replica (through its front).
+    links: ClientLinks,
 }
 
 /// How often [`Cluster::start`] tries again with other ports when one it chose was taken.
@@ -480,11 +480,10 @@ impl Cluster {
         let Some(apart) = &self.apart else {
             return Ok(self.replicas[index].url());
         };
-        let link = apart
-            .links
-            .get(&(region.to_owned(), index))
-            .ok_or_else(|| LoadError::Cluster(format!("no region {region} on the map")))?;
-        Ok(format!("https://[::1]:{}", link.addr().port()))
+        Ok(format!(
+            "https://[::1]:{}",
+            apart.links.port(region, index)?
+        ))
     }
 
     /// The region replica `index` sits in, when the cluster is apart.
@@ -698,19 +697,12 @@ impl Apart {
                 }
                 e => Boot::Failed(e),
             })?;
-        let mut links = std::collections::BTreeMap::new();
-        let mut seed = layout.seed;
-        for region in layout.map.regions() {
-            for (index, replica) in replicas.iter().enumerate() {
-                let one_way = layout.map.one_way(region, &layout.regions[index])?;
-                let front = replica.front.unwrap_or(replica.port);
-                let upstream = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, front));
-                // Every link its own jitter, all from the layout's one seed.
-                seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let link = DelayLink::start(upstream, one_way, layout.map.jitter(), seed).await?;
-                links.insert((region.to_owned(), index), link);
-            }
-        }
+        let upstreams: Vec<std::net::SocketAddr> = replicas
+            .iter()
+            .map(|r| (std::net::Ipv6Addr::LOCALHOST, r.front.unwrap_or(r.port)).into())
+            .collect();
+        let links =
+            ClientLinks::start(&layout.map, &layout.regions, &upstreams, layout.seed).await?;
         Ok(Self {
             layout,
             fronts,

@@ -155,6 +155,18 @@ impl RegionMap {
         self.jitter
     }
 
+    /// The longest round trip between two of `regions` (members of a cluster, say): what its
+    /// Raft timing derives from.
+    pub fn widest(&self, regions: &[String]) -> Result<Duration, Error> {
+        let mut widest = Duration::ZERO;
+        for a in regions {
+            for b in regions {
+                widest = widest.max(self.rtt(a, b)?);
+            }
+        }
+        Ok(widest)
+    }
+
     /// Of `candidates`, the region nearest `from` (`from` itself when it is one); `None` when
     /// there are none or `from` is not on the map.
     pub fn nearest<'a>(&self, from: &str, candidates: &'a [String]) -> Option<&'a String> {
@@ -239,6 +251,44 @@ async fn accept(
             }
         });
         while connections.try_join_next().is_some() {}
+    }
+}
+
+/// A delay link from every region of a map to every member of a cluster: where a client in a
+/// region calls a member. Stops relaying when dropped.
+#[derive(Debug)]
+pub struct ClientLinks {
+    links: BTreeMap<(String, usize), DelayLink>,
+}
+
+impl ClientLinks {
+    /// Member `i` sits in `regions[i]` and takes clients at `upstreams[i]`; `seed` makes every
+    /// link's jitter replayable (each draws its own from it).
+    pub async fn start(
+        map: &RegionMap,
+        regions: &[String],
+        upstreams: &[SocketAddr],
+        seed: u64,
+    ) -> Result<Self, Error> {
+        let mut links = BTreeMap::new();
+        let mut seed = seed;
+        for from in map.regions() {
+            for (index, (to, upstream)) in regions.iter().zip(upstreams).enumerate() {
+                seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let one_way = map.one_way(from, to)?;
+                let link = DelayLink::start(*upstream, one_way, map.jitter(), seed).await?;
+                links.insert((from.to_owned(), index), link);
+            }
+        }
+        Ok(Self { links })
+    }
+
+    /// The port on `[::1]` a client in `region` calls member `index` at.
+    pub fn port(&self, region: &str, index: usize) -> Result<u16, Error> {
+        self.links
+            .get(&(region.to_owned(), index))
+            .map(|link| link.addr().port())
+            .ok_or_else(|| refused(format!("no link from {region} to member {index}")))
     }
 }
 

@@ -7,7 +7,6 @@
 //! etcd speaks gRPC; the two calls used here are declared by hand (field numbers of etcd's
 //! `rpc.proto`) rather than generated, so that nothing of etcd is vendored.
 
-use std::collections::BTreeMap;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,7 +17,7 @@ use tonic::transport::Channel;
 
 use super::{LoadError, Sample};
 use test_kit::cluster::{Layout, unused_port, wait_for};
-use test_kit::distance::{DelayLink, Distances};
+use test_kit::distance::{ClientLinks, Distances};
 use test_kit::fronts::Fronts;
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -177,8 +176,8 @@ pub struct EtcdCluster {
 /// timing as its tuning guide advises for the distance.
 struct Apart {
     fronts: Fronts,
-    /// `(client region, member index)` → the link a client there calls the member through.
-    links: BTreeMap<(String, usize), DelayLink>,
+    /// How a client in a region calls each member.
+    links: ClientLinks,
     /// `--heartbeat-interval` and `--election-timeout`, in milliseconds.
     timing: (u64, u64),
 }
@@ -338,15 +337,8 @@ impl EtcdCluster {
         let Some(apart) = &self.apart else {
             return Ok(self.members[index].url());
         };
-        let link = apart
-            .links
-            .get(&(region.to_owned(), index))
-            .ok_or_else(|| LoadError::Cluster(format!("no region {region} on the map")))?;
-        Ok(format!(
-            "{}://[::1]:{}",
-            self.members[index].scheme(),
-            link.addr().port()
-        ))
+        let port = apart.links.port(region, index)?;
+        Ok(format!("{}://[::1]:{port}", self.members[index].scheme()))
     }
 
     pub fn urls(&self) -> Vec<String> {
@@ -431,23 +423,13 @@ impl Apart {
         let fronts = members.iter().filter_map(|m| m.peer_front).collect();
         let backs = members.iter().map(|m| m.peer_port).collect();
         let fronts = Fronts::start(fronts, backs, distances).await?;
-        let mut links = BTreeMap::new();
-        let mut seed = layout.seed;
-        let mut widest = Duration::ZERO;
-        for region in layout.map.regions() {
-            for (index, member) in members.iter().enumerate() {
-                let one_way = layout.map.one_way(region, &layout.regions[index])?;
-                let upstream = SocketAddr::from((Ipv6Addr::LOCALHOST, member.client_port));
-                seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let link = DelayLink::start(upstream, one_way, layout.map.jitter(), seed).await?;
-                links.insert((region.to_owned(), index), link);
-            }
-        }
-        for a in &layout.regions {
-            for b in &layout.regions {
-                widest = widest.max(layout.map.rtt(a, b)?);
-            }
-        }
+        let upstreams: Vec<SocketAddr> = members
+            .iter()
+            .map(|m| (Ipv6Addr::LOCALHOST, m.client_port).into())
+            .collect();
+        let links =
+            ClientLinks::start(&layout.map, &layout.regions, &upstreams, layout.seed).await?;
+        let widest = layout.map.widest(&layout.regions)?;
         Ok(Self {
             fronts,
             links,

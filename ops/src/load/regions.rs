@@ -115,17 +115,6 @@ fn voter_in(options: &RegionOptions, region: &str) -> Result<usize, LoadError> {
         .ok_or_else(|| LoadError::Cluster(format!("no voter in {region}")))
 }
 
-/// The longest round trip between two voters.
-fn widest(map: &RegionMap, voters: &[String]) -> Result<Duration, LoadError> {
-    let mut widest = Duration::ZERO;
-    for a in voters {
-        for b in voters {
-            widest = widest.max(map.rtt(a, b)?);
-        }
-    }
-    Ok(widest)
-}
-
 /// Runs every phase and returns the report.
 pub async fn run(options: &RegionOptions, progress: impl Fn(&str)) -> Result<String, LoadError> {
     let scratch = tempfile::tempdir().map_err(|e| LoadError::io("creating a data dir", e))?;
@@ -283,7 +272,7 @@ pub async fn run(options: &RegionOptions, progress: impl Fn(&str)) -> Result<Str
         report.push(format!(
             "{}   widest voter round trip {:.0} ms",
             cutoffs.spread("leader's region cut -> next write", "cuts"),
-            ms(widest(map, &options.voters)?)
+            ms(map.widest(&options.voters)?)
         ));
     }
     // The CA and its certificates stay for etcd: only the processes stop.
@@ -575,6 +564,6 @@ mod tests {
             Some(ms(1 + 120))
         );
         assert_eq!(nearest_voter(&map(), &voters, "us").ok(), Some(1));
-        assert_eq!(widest(&map(), &voters).ok(), Some(ms(150)));
+        assert_eq!(map().widest(&voters).ok(), Some(ms(150)));
     }
 }
