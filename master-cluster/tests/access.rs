@@ -83,6 +83,7 @@ const GRPC: &[(&str, &str)] = &[
     ("Raft/Forward", "nnnnnnnnunu"),
     ("Raft/ReadIndex", "nnnnnnnnunu"),
     ("Raft/TransferLeader", "nnnnnnnnunu"),
+    ("Raft/Ping", "nnnnnnnnunu"),
     ("User/ListSoftwareReleases", "YYYYYYYYuYu"),
     ("User/PublishSoftwareRelease", "Ynnnnnnnunu"),
     ("User/Supply", "YYnnnnnnunu"),
@@ -453,6 +454,7 @@ async fn grpc(method: &str, channel: Channel, world: &World) -> Result<(), Statu
         "Raft/Forward" => raft.forward(payload()).await.map(drop),
         "Raft/ReadIndex" => raft.read_index(payload()).await.map(drop),
         "Raft/TransferLeader" => raft.transfer_leader(payload()).await.map(drop),
+        "Raft/Ping" => raft.ping(payload()).await.map(drop),
         "User/ListSoftwareReleases" => user
             .list_software_releases(pb::ListSoftwareReleasesRequest::default())
             .await
@@ -703,7 +705,7 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
     test_kit::init_tracing("access=info,master_cluster=warn,openraft=warn");
     // Every method of the wire contract and every SLAP call the listener answers (the policy
     // test counts them from the .proto files and the SLAP dispatcher).
-    assert_eq!(GRPC.len(), 45);
+    assert_eq!(GRPC.len(), 46);
     let slap_calls: std::collections::BTreeSet<&str> = SLAP
         .iter()
         .map(|(call, _)| call.split('+').next().unwrap_or(call))

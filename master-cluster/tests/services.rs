@@ -380,6 +380,32 @@ async fn nodes_users_and_operators_are_served_by_any_replica() {
             "{member:?}"
         );
     }
+    // Every replica pings every member each second: the answering follower shows its round
+    // trip to the two others (loopback: well under a second), none to itself.
+    let answering = status.id;
+    let mut measured = test_kit::cluster::wait_for("round trips to the other members", || {
+        let mut admin = admin.clone();
+        async move {
+            let request = as_actor(pb::ClusterStatusRequest {}, OPERATOR).ok()?;
+            let status = admin.cluster_status(request).await.ok()?.into_inner();
+            let measured: Vec<(u64, Option<u64>)> = status
+                .members
+                .iter()
+                .map(|m| (m.id, m.round_trip_us))
+                .collect();
+            (measured.iter().filter(|(_, rtt)| rtt.is_some()).count() == 2).then_some(measured)
+        }
+    })
+    .await
+    .expect("measured");
+    measured.sort();
+    for (id, rtt) in measured {
+        if id == answering {
+            assert_eq!(rtt, None, "no round trip to itself");
+        } else {
+            assert!(rtt.is_some_and(|us| us < 1_000_000), "{id}: {rtt:?}");
+        }
+    }
     cluster.shutdown().await.expect("shutdown");
 }
 

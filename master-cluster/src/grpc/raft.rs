@@ -124,6 +124,12 @@ impl raft_server::Raft for RaftService {
         reply(&self.core.raft().handle_transfer_leader(rpc).await)
     }
 
+    /// Answered at once, without reading the payload (see `replica::links`).
+    async fn ping(&self, request: Request<RaftPayload>) -> Reply {
+        replica_only(&self.core, &request)?;
+        reply(&())
+    }
+
     async fn install_snapshot(&self, request: Request<RaftPayload>) -> Reply {
         replica_only(&self.core, &request)?;
         let rpc = wire::decode("install-snapshot request", &request.into_inner().payload)?;

@@ -133,6 +133,7 @@ async fn gather(core: &Arc<ReplicaCore>) -> StatusPage {
             applied_index: m.reported.as_ref().map(|s| s.applied_index),
             lag: m.lag,
             leader_contact: m.reported.as_ref().and_then(|s| s.leader_contact_age),
+            round_trip: m.round_trip,
             unreachable: m.unreachable(),
             id: m.member.id,
             addr: m.member.addr,

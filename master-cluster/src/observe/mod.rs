@@ -186,6 +186,15 @@ pub fn exposition(core: &ReplicaCore, pending: u64) -> String {
         );
     }
     out.gauges(
+        "slapcluster_peer_round_trip_seconds",
+        "This replica's smoothed round trip to each other member, from its pings (NaN: no answer lately).",
+        "peer",
+        members
+            .iter()
+            .filter(|m| m.id != core.id())
+            .map(|m| (m.id.to_string(), core.round_trip(m.id).map_or(f64::NAN, seconds))),
+    );
+    out.gauges(
         "slapcluster_members",
         "Members of the cluster by role, as this replica sees the membership.",
         "role",

@@ -37,6 +37,8 @@ pub struct MemberRow {
     pub lag: Option<u64>,
     /// Since the member last heard from the leader (for the leader: a quorum's ack).
     pub leader_contact: Option<Duration>,
+    /// The serving replica's measured round trip to the member.
+    pub round_trip: Option<Duration>,
     /// Why its status is missing, when it is.
     pub unreachable: String,
 }
@@ -133,7 +135,7 @@ pub fn render(page: &StatusPage, now: SystemTime) -> String {
 
     h.push_str(
         "<h2>Members</h2><table id=\"members\"><tr><th>id</th><th>role</th><th>region</th>\
-         <th>address</th><th>applied</th><th>lag</th><th>last contact</th></tr>",
+         <th>address</th><th>applied</th><th>lag</th><th>last contact</th><th>round trip</th></tr>",
     );
     for m in &page.members {
         let role = match m.role.as_str() {
@@ -148,13 +150,15 @@ pub fn render(page: &StatusPage, now: SystemTime) -> String {
         let _ = write!(
             h,
             "<tr><td class=\"n\">{}</td><td><span class=\"role {role}\">{}</span></td><td>{}</td>\
-             <td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{contact}</td></tr>",
+             <td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{contact}</td><td class=\"n\">{}</td></tr>",
             m.id,
             esc(&m.role),
             esc(&m.region),
             esc(&m.addr),
             m.applied_index.map_or("—".into(), |i| i.to_string()),
             m.lag.map_or("—".into(), |l| l.to_string()),
+            m.round_trip
+                .map_or("—".into(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3)),
         );
     }
     h.push_str("</table>");
@@ -246,6 +250,7 @@ mod tests {
                 role: "leader".into(),
                 addr: "https://[::1]:7001".into(),
                 leader_contact: Some(Duration::from_millis(12)),
+                round_trip: Some(Duration::from_micros(80_400)),
                 ..Default::default()
             }],
             computers: vec![ComputerRow {
@@ -274,6 +279,7 @@ mod tests {
         assert!(html.contains("leader: replica 1"));
         assert!(html.contains("<span class=\"role leader\">leader</span>"));
         assert!(html.contains("12 ms"));
+        assert!(html.contains("80.4 ms"));
         assert!(html.contains("2 / 8") && html.contains("width:25%"));
         assert!(html.contains("3.0 s ago"));
         assert!(html.contains("and 2 more"));

@@ -13,6 +13,7 @@
 //!   [`CoreError`], [`ReplicaError`]);
 //! - `batcher` and `leader`: the write path (batches at the leader, forwarding elsewhere);
 //! - `network` and `wire`: Raft's calls to the other replicas, and their payloads;
+//!   [`links`]: those connections kept open and their round trips measured;
 //! - `config`: what a replica needs to start; `membership`: joining, promoting and removing
 //!   replicas;
 //! - [`metrics`]: what the replica counts; [`signing`]: the certificates it signs.
@@ -21,6 +22,7 @@ mod batcher;
 mod config;
 mod error;
 mod leader;
+pub mod links;
 mod membership;
 pub mod metrics;
 mod network;
@@ -258,6 +260,8 @@ pub struct ReplicaCore {
     revoked: std::sync::RwLock<Arc<BTreeSet<String>>>,
     state: StateMachineStore<MasterConfig, MasterState>,
     peers: Peers,
+    /// Measured by pinging every member (`links`): what `Admin.ClusterStatus` shows.
+    round_trips: links::RoundTrips,
     local_addr: SocketAddr,
     write_timeout: Duration,
     danger_stale_reads: bool,
@@ -274,7 +278,7 @@ pub struct ReplicaCore {
 
 impl ReplicaCore {
     /// Opens the data directory and starts Raft, the batcher and the core's own tasks
-    /// (election watch, revocation and TLS reloads); serves nothing (see [`crate::server`]).
+    /// (election watch, pings, revocation and TLS reloads); serves nothing (see [`crate::server`]).
     pub async fn open(
         config: &ReplicaConfig,
         listening: Listening,
@@ -359,6 +363,7 @@ impl ReplicaCore {
             },
             state,
             peers,
+            round_trips: Default::default(),
             local_addr,
             write_timeout: config.write_timeout,
             budgets: crate::limits::Budgets::new(config.limits.clone()),
@@ -370,6 +375,7 @@ impl ReplicaCore {
             stopping: tokio::sync::watch::Sender::new(false),
         });
         spawn_election_watch(&core);
+        links::spawn(&core);
         spawn_revocation_reload(&core).await?;
         if let Some(dir) = config.tls_dir.clone() {
             spawn_tls_reload(&core, dir);
@@ -618,6 +624,11 @@ impl ReplicaCore {
     /// The channels to the other replicas.
     pub fn peers(&self) -> &Peers {
         &self.peers
+    }
+
+    /// The measured round trip to member `id`, when it answered a ping lately (`links`).
+    pub fn round_trip(&self, id: u64) -> Option<Duration> {
+        self.round_trips.get(id)
     }
 
     /// A node's poll: its computer's view as this replica has applied it. With `after`, a

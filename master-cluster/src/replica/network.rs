@@ -137,6 +137,21 @@ impl Peers {
         wire::decode("read-index reply", &reply.into_inner().payload)
     }
 
+    /// Pings the replica at `addr` (see `links`). A replica of an earlier release, which
+    /// does not know the call, answers `Unimplemented`: it answered all the same.
+    pub async fn ping(&self, addr: &str, timeout: Duration) -> Result<(), tonic::Status> {
+        let mut client = self.client(addr)?;
+        let mut request = tonic::Request::new(RaftPayload {
+            payload: wire::encode(&()),
+        });
+        request.set_timeout(timeout);
+        match client.ping(request).await {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == tonic::Code::Unimplemented => Ok(()),
+            Err(status) => Err(status),
+        }
+    }
+
     fn client(&self, addr: &str) -> Result<RaftClient<Channel>, tonic::Status> {
         self.channel(addr)
             .map(RaftClient::new)

@@ -62,6 +62,9 @@ pub struct MemberStatus {
     pub reported: Option<ReplicaStatus>,
     /// Entries its applied state is behind the furthest log any member reported.
     pub lag: Option<u64>,
+    /// This replica's measured round trip to the member (`links`); `None` for itself, or
+    /// when the member has not answered a ping lately.
+    pub round_trip: Option<Duration>,
 }
 
 /// The cluster as this replica sees it.
@@ -172,6 +175,7 @@ impl ReplicaCore {
             .map(|member| {
                 let reported = statuses.remove(&member.id);
                 MemberStatus {
+                    round_trip: self.round_trip(member.id),
                     lag: reported
                         .as_ref()
                         .map(|s| head.saturating_sub(s.applied_index)),

@@ -192,7 +192,7 @@ pub fn grpc_operation(path: &str) -> Option<Operation> {
         (
             "Raft",
             "AppendEntries" | "StreamAppend" | "Vote" | "PreVote" | "InstallSnapshot" | "Forward"
-            | "ReadIndex" | "TransferLeader",
+            | "ReadIndex" | "TransferLeader" | "Ping",
         ) => Replicate,
         ("Admin", "ClusterStatus") => ReadClusterStatus,
         ("Admin", "ReplicaStatus") => ReadReplicaStatus,

@@ -14,6 +14,8 @@ pub(super) struct MemberRow {
     applied_index: Option<u64>,
     lag: Option<u64>,
     leader_contact_ms: Option<u64>,
+    /// The answering replica's measured round trip to the member.
+    round_trip_ms: Option<f64>,
     unreachable: String,
 }
 
@@ -38,12 +40,13 @@ pub(super) fn member_rows(status: &pb::ClusterStatusReply) -> Vec<MemberRow> {
             applied_index: m.applied_index,
             lag: m.lag,
             leader_contact_ms: m.leader_contact_age_ms,
+            round_trip_ms: m.round_trip_us.map(|us| (us as f64 / 100.0).round() / 10.0),
             unreachable: m.unreachable.clone(),
         })
         .collect()
 }
 
-const MEMBER_COLUMNS: [&str; 8] = [
+const MEMBER_COLUMNS: [&str; 9] = [
     "id",
     "role",
     "region",
@@ -51,6 +54,7 @@ const MEMBER_COLUMNS: [&str; 8] = [
     "applied_index",
     "lag",
     "leader_contact_ms",
+    "round_trip_ms",
     "unreachable",
 ];
 

@@ -157,6 +157,9 @@ fn cluster_status_reply(status: ClusterStatus) -> pb::ClusterStatusReply {
                     .as_ref()
                     .and_then(|s| s.leader_contact_age)
                     .map(millis),
+                round_trip_us: m
+                    .round_trip
+                    .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
                 ..Default::default()
             };
             out.set_role(standing.map_or(pb::Role::Unspecified, pb::Role::from));
