@@ -34,8 +34,9 @@
 //! # the three timings below derive from it (`replica::RaftTiming::for_round_trip`).
 //! rtt_ms = 0                               # default 0: one machine or a LAN
 //! heartbeat_ms = 100                       # default: max(100, 1.5 rtt)
-//! election_timeout_min_ms = 300            # default: max(300, 2 heartbeats + rtt)
-//! election_timeout_max_ms = 600            # default: twice the minimum
+//! election_timeout_max_ms = 600            # default: max(600, 2 heartbeats + rtt); also
+//!                                          # the lease a follower waits out before it stands
+//! election_timeout_min_ms = 300            # default: half the maximum
 //! snapshot_every = 20000                   # default 20000: entries between snapshots
 //! keep_after_snapshot = 5000               # default 5000: entries kept behind a snapshot
 //!
@@ -539,7 +540,7 @@ mod tests {
                 apart.replica.raft.election_timeout_min,
                 apart.replica.raft.election_timeout_max
             ),
-            (225, 600, 1200)
+            (225, 300, 600)
         );
         assert_eq!(lan.replica.batch_wait, None, "one batch at a time");
         assert_eq!(apart.replica.batch_wait, Some(Duration::from_millis(1)));
