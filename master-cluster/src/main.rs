@@ -166,7 +166,8 @@ enum Command {
         #[arg(long, default_value = "admin")]
         operator: String,
     },
-    /// Serve a new replica and have the cluster add it (learner, then voter once caught up).
+    /// Serve a new replica and have the cluster add it (learner, then voter once caught up,
+    /// unless `--learner`).
     Join {
         #[command(flatten)]
         config: ConfigArgs,
@@ -176,6 +177,9 @@ enum Command {
         via: Vec<String>,
         #[arg(long, default_value = "operator:slapmaster")]
         actor: String,
+        /// Stay a learner: serve this region's nodes and reads, never vote.
+        #[arg(long)]
+        learner: bool,
     },
     /// The process of a replica hosted as an instance of the slapmaster software release:
     /// makes its keys and certificate requests, awaits the operator's certificates, then
@@ -273,8 +277,18 @@ async fn slapmaster() -> anyhow::Result<()> {
             )
             .await?;
         }
-        Command::Join { config, via, actor } => {
-            daemon::join(config.load()?, &via, &actor, daemon::shutdown_signal()).await?;
+        Command::Join {
+            config,
+            via,
+            actor,
+            learner,
+        } => {
+            let join_as = match learner {
+                true => daemon::JoinAs::Learner,
+                false => daemon::JoinAs::Voter,
+            };
+            let config = config.load()?;
+            daemon::join(config, &via, &actor, join_as, daemon::shutdown_signal()).await?;
         }
         Command::Instance { config, via } => {
             daemon::hosted::instance(&config, &via, daemon::shutdown_signal()).await?;

@@ -82,6 +82,7 @@ async fn etcd_runs_apart_behind_the_same_links() -> anyhow::Result<()> {
     let layout = Layout {
         map,
         regions: ["a", "b", "c"].map(String::from).to_vec(),
+        learners: 0,
         seed: 1,
     };
     let cluster = EtcdCluster::start_apart(&path, dir.path(), &layout, None).await?;

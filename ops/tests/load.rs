@@ -67,15 +67,20 @@ async fn the_agent_phase_measures_a_real_slapnode() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Three regions 20-40 ms apart (a small map, so that the test is quick).
+/// Three regions 20-40 ms apart (a small map, so that the test is quick), and a far one, d,
+/// 80-120 ms from them.
 const SMALL_MAP: &str = "within_ms = 1\njitter_ms = 1\n\
     [[link]]\nbetween = [\"a\", \"b\"]\nrtt_ms = 20\n\
     [[link]]\nbetween = [\"a\", \"c\"]\nrtt_ms = 40\n\
-    [[link]]\nbetween = [\"b\", \"c\"]\nrtt_ms = 30\n";
+    [[link]]\nbetween = [\"b\", \"c\"]\nrtt_ms = 30\n\
+    [[link]]\nbetween = [\"a\", \"d\"]\nrtt_ms = 120\n\
+    [[link]]\nbetween = [\"b\", \"d\"]\nrtt_ms = 100\n\
+    [[link]]\nbetween = [\"c\", \"d\"]\nrtt_ms = 80\n";
 
-/// `slapload --regions`, briefly: a voter in each region of a small map, the leader moved to
-/// the one asked for, clients in every region on their nearest replica, every phase measured
-/// per region beside its floor, and the leader's region cut off once.
+/// `slapload --regions`, briefly: a voter in each of three regions of a small map and a
+/// learner in the far fourth, the leader moved to the one asked for, clients in every region
+/// on their nearest replica, every phase measured per region beside its floor, and the
+/// leader's region cut off once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_tool_runs_with_its_replicas_apart() {
     let options = ops::load::regions::RegionOptions {
@@ -83,8 +88,9 @@ async fn the_load_tool_runs_with_its_replicas_apart() {
         data_dir: None,
         map: RegionMap::parse(SMALL_MAP).expect("the map"),
         voters: ["a", "b", "c"].map(String::from).to_vec(),
+        learners: vec!["d".into()],
         leader: Some("b".into()),
-        clients: vec![3, 12],
+        clients: vec![4, 12],
         loopback_clients: 0,
         placement_time: Duration::from_millis(500),
         poll_clients: 1,
@@ -100,20 +106,37 @@ async fn the_load_tool_runs_with_its_replicas_apart() {
         .expect("the regional run");
     eprintln!("{report}");
     assert!(report.contains("leader: replica 2 in b"), "{report}");
+    assert!(report.contains("learners in d"), "{report}");
     let placements: Vec<&str> = report
         .lines()
         .filter(|l| l.contains("placements") || l.trim_start().starts_with("from "))
         .collect();
     assert_eq!(
         placements.len(),
-        8,
+        10,
         "two phases, each all and per region:\n{report}"
     );
     for line in placements {
         assert!(line.contains(", 0 failed"), "{line}");
         assert!(!line.contains("(0 in"), "nothing measured: {line}");
     }
-    for region in ["a", "b", "c"] {
+    // d's nodes poll d's learner: its polls cross no region (the nearest voter is 80 ms away).
+    let polls_from_d = report
+        .lines()
+        .find(|l| l.starts_with("full polls from d"))
+        .expect("polls from d");
+    assert!(polls_from_d.ends_with("floor 1 ms"), "{polls_from_d}");
+    let p50 = polls_from_d
+        .split("p50")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|ms| ms.parse::<f64>().ok())
+        .expect("a p50");
+    assert!(
+        p50 < 40.0,
+        "answered by the learner, not across 80 ms: {polls_from_d}"
+    );
+    for region in ["a", "b", "c", "d"] {
         for what in [
             "full polls from",
             "long-poll wake in",

@@ -211,6 +211,8 @@ pub struct Layout {
     pub map: RegionMap,
     /// Replica `i` (id `i + 1`) sits in `regions[i]`.
     pub regions: Vec<String>,
+    /// How many of the last replicas join as learners (never promoted); the others are voters.
+    pub learners: usize,
     /// Seeds every link's jitter (print it).
     pub seed: u64,
 }
@@ -257,6 +259,9 @@ impl Cluster {
         config: Option<&str>,
     ) -> Result<Self, LoadError> {
         let count = u64::try_from(layout.regions.len()).unwrap_or(u64::MAX);
+        if layout.learners >= layout.regions.len() {
+            return Err(LoadError::Cluster("a cluster needs a voter".into()));
+        }
         Self::start_laid_out(slapmaster, dir, count, config, Some(layout)).await
     }
 
@@ -412,20 +417,20 @@ impl Cluster {
         }
         cluster.spawn(0, "run", &[])?;
         let via = cluster.replicas[0].url();
-        for index in 1..cluster.replicas.len() {
-            cluster.spawn(index, "join", &["--via", &via])?;
+        let count = cluster.replicas.len();
+        let voters = count - cluster.apart.as_ref().map_or(0, |a| a.layout.learners);
+        for index in 1..count {
+            let learner: &[&str] = if index < voters { &[] } else { &["--learner"] };
+            cluster.spawn(index, "join", &[&["--via", via.as_str()], learner].concat())?;
         }
         let urls = cluster.urls();
         let operator = cluster.operator.tls_config();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = status(&urls[0], &operator).await {
-                let ready = status
-                    .members
-                    .iter()
-                    .filter(|m| m.voter && m.unreachable.is_empty())
-                    .count();
-                if ready == urls.len() {
+                let answering = status.members.iter().filter(|m| m.unreachable.is_empty());
+                let ready = answering.clone().filter(|m| m.voter).count();
+                if ready == voters && answering.count() == count {
                     return Ok(cluster);
                 }
             }
@@ -434,7 +439,7 @@ impl Cluster {
             }
             if Instant::now() > deadline {
                 return Err(LoadError::Cluster(format!(
-                    "timed out waiting for every replica to be a voter\n{}",
+                    "timed out waiting for every replica to be a voter or learner\n{}",
                     cluster.log_tails()
                 ))
                 .into());

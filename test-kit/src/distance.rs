@@ -167,6 +167,26 @@ impl RegionMap {
         Ok(widest)
     }
 
+    /// The map of `regions` only, with the links between them; a region the map does not
+    /// name is refused.
+    pub fn only(&self, regions: &[String]) -> Result<Self, Error> {
+        let named = self.regions();
+        if let Some(unknown) = regions.iter().find(|r| !named.contains(r.as_str())) {
+            return Err(refused(format!("no region {unknown}")));
+        }
+        let kept = |region: &String| regions.contains(region);
+        Ok(Self {
+            within: self.within,
+            jitter: self.jitter,
+            rtt: self
+                .rtt
+                .iter()
+                .filter(|((a, b), _)| kept(a) && kept(b))
+                .map(|(pair, rtt)| (pair.clone(), *rtt))
+                .collect(),
+        })
+    }
+
     /// Of `candidates`, the region nearest `from` (`from` itself when it is one); `None` when
     /// there are none or `from` is not on the map.
     pub fn nearest<'a>(&self, from: &str, candidates: &'a [String]) -> Option<&'a String> {
@@ -482,9 +502,15 @@ rtt_ms = 120
 
     #[test]
     fn the_shared_map_file_parses() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/regions/three-regions.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/regions/world.toml");
         let map = RegionMap::load(&path).expect("the shipped map");
-        assert_eq!(map.regions().len(), 3);
+        assert_eq!(map.regions().len(), 4);
+        let voters = ["asia", "eu", "us"].map(String::from);
+        let three = map.only(&voters).expect("three of them");
+        assert_eq!(three.regions(), BTreeSet::from(["asia", "eu", "us"]));
+        assert_eq!(three.rtt("eu", "asia").ok(), map.rtt("eu", "asia").ok());
+        assert!(three.rtt("eu", "au").is_err());
+        assert!(map.only(&["mars".to_string()]).is_err());
     }
 
     #[test]

@@ -46,11 +46,14 @@ struct Cli {
     /// this is the only way; there is then no full-disk fault).
     #[arg(long)]
     loopback: bool,
-    /// Replicas apart: in the regions of this map in turn (`ops/regions/three-regions.toml`),
+    /// Replicas apart: in the regions of this map in turn (`ops/regions/world.toml`),
     /// on loopback behind fronts that hold what they send each other for the map's distance,
     /// each replica's clients in its region, Raft's timing from the widest round trip.
     #[arg(long)]
     regions: Option<PathBuf>,
+    /// With `--regions`: only these of the map's regions (e.g. `eu,us,asia`).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 #[tokio::main]
@@ -83,7 +86,8 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         "a chaos run needs at least three replicas"
     );
     let regions = match &cli.regions {
-        Some(path) => Some(test_kit::distance::RegionMap::load(path)?),
+        Some(path) if cli.only.is_empty() => Some(test_kit::distance::RegionMap::load(path)?),
+        Some(path) => Some(test_kit::distance::RegionMap::load(path)?.only(&cli.only)?),
         None => None,
     };
     let seed = cli.seed.unwrap_or_else(|| {

@@ -153,7 +153,16 @@ pub async fn instance(
     let replica = Replica::start(config.replica.clone()).await?;
     // Joins, or (already a voter, as after a restart) serves. Over TLS the replica's
     // certificate says who asks; the header only has to be well formed.
-    super::join_started(replica, &config, via, "operator:slapmaster", shutdown).await
+    let join_as = super::JoinAs::Voter;
+    super::join_started(
+        replica,
+        &config,
+        via,
+        "operator:slapmaster",
+        join_as,
+        shutdown,
+    )
+    .await
 }
 
 /// `slapmaster promise`: holds (returns what it saw) while the requests await the operator's

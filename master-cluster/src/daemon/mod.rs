@@ -197,17 +197,27 @@ async fn bootstrap(replica: &Replica) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// How a replica joins: promoted to voter once it caught up, or kept a learner (a far region's
+/// replica that serves its nodes and never slows a commit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinAs {
+    Voter,
+    Learner,
+}
+
 /// `slapmaster join`: serves this replica and asks the cluster at `via` to add it as a learner,
-/// then to promote it to voter once it caught up (receiving a snapshot if it is far behind).
-/// A replica that already is a voter (restarted after it joined) just serves.
+/// then, as a [`JoinAs::Voter`], to promote it to voter once it caught up (receiving a
+/// snapshot if it is far behind). A replica that already is what it asks to be (restarted
+/// after it joined) just serves.
 pub async fn join(
     config: ValidConfig,
     via: &[String],
     actor: &str,
+    join_as: JoinAs,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let replica = Replica::start(config.replica.clone()).await?;
-    join_started(replica, &config, via, actor, shutdown).await
+    join_started(replica, &config, via, actor, join_as, shutdown).await
 }
 
 /// [`join`] for a replica already started; `via` are asked in turn.
@@ -216,6 +226,7 @@ async fn join_started(
     config: &ValidConfig,
     via: &[String],
     actor: &str,
+    join_as: JoinAs,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     if via.is_empty() {
@@ -231,8 +242,13 @@ async fn join_started(
             return Err(e.into());
         }
     };
-    if voter {
-        tracing::info!(id = replica.id(), "already a voter of the cluster");
+    let member = replica
+        .core()
+        .members()
+        .iter()
+        .any(|m| m.id == replica.id());
+    if voter || (join_as == JoinAs::Learner && member) {
+        tracing::info!(id = replica.id(), voter, "already a member of the cluster");
         return serve(replica, config, shutdown).await;
     }
     // Over TLS the replica asks with its own certificate, as a member of the cluster.
@@ -243,7 +259,7 @@ async fn join_started(
         addr: node.addr,
         region: node.region,
         wait_ms: 600_000,
-        promote: true,
+        promote: join_as == JoinAs::Voter,
     };
     tracing::info!(?via, "asking the cluster to add this replica");
     // Listening for SIGTERM from the start: a stop while joining is a clean stop too.
@@ -256,7 +272,7 @@ async fn join_started(
         }
     };
     match added {
-        Ok(reply) => tracing::info!(index = reply.index, "joined as a voter"),
+        Ok(reply) => tracing::info!(index = reply.index, ?join_as, "joined"),
         Err(e) => {
             replica.shutdown().await?;
             return Err(e.into());

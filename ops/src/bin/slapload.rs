@@ -59,20 +59,24 @@ struct Cli {
     upgrade_from: Option<PathBuf>,
     /// Instead of the benchmark: the cluster with distance in it (`ops::load::regions`), one
     /// voter in each of `--voters`, clients in every region of this map
-    /// (`ops/regions/three-regions.toml`). `--clients` are then totals spread over the
+    /// (`ops/regions/world.toml`). `--clients` are then totals spread over the
     /// regions, and `--failovers` rounds of the leader's region cut off.
     #[arg(long)]
     regions: Option<PathBuf>,
-    /// The voters' regions (default: every region of the map, in name order).
+    /// The voters' regions (default: every region of the map but the learners', in name order).
     #[arg(long, value_delimiter = ',')]
     voters: Vec<String>,
+    /// Regions with a learner each (e.g. a far region's: it serves its nodes, never votes).
+    #[arg(long, value_delimiter = ',')]
+    learners: Vec<String>,
     /// Where a regional run puts the leader (default: where the first election put it).
     #[arg(long)]
     leader: Option<String>,
     /// Clients of the loopback placement phase a regional run compares with (0 skips it).
     #[arg(long, default_value_t = 256)]
     loopback_clients: usize,
-    /// Replica configuration (TOML, as `slapmaster run --config` reads) for every replica.
+    /// Replica configuration (TOML, as `slapmaster run --config` reads) for every replica
+    /// (default for `--regions`: `[raft] rtt_ms`, the widest round trip between the voters).
     #[arg(long)]
     replica_config: Option<PathBuf>,
     /// Seeds the links' jitter (default: from the clock, printed).
@@ -116,7 +120,11 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = &cli.regions {
         let map = test_kit::distance::RegionMap::load(path)?;
         let voters = if cli.voters.is_empty() {
-            map.regions().into_iter().map(str::to_owned).collect()
+            map.regions()
+                .into_iter()
+                .filter(|r| !cli.learners.iter().any(|l| l == r))
+                .map(str::to_owned)
+                .collect()
         } else {
             cli.voters.clone()
         };
@@ -126,11 +134,20 @@ async fn main() -> anyhow::Result<()> {
                 .map_or(1, |d| d.as_secs())
         });
         eprintln!("slapload: link jitter seed {seed}");
+        let config = match config {
+            Some(config) => Some(config),
+            None => {
+                let widest = map.widest(&voters)?.as_millis();
+                eprintln!("slapload: replicas' [raft] rtt_ms = {widest} (the voters' widest)");
+                Some(format!("[raft]\nrtt_ms = {widest}\n"))
+            }
+        };
         let options = ops::load::regions::RegionOptions {
             slapmaster,
             data_dir: cli.data_dir,
             map,
             voters,
+            learners: cli.learners.clone(),
             leader: cli.leader.clone(),
             clients: cli.clients,
             loopback_clients: cli.loopback_clients,

@@ -214,12 +214,18 @@ impl EtcdCluster {
 
     /// [`EtcdCluster::start`] with one member in each region `layout` names, each behind a
     /// front, clients through delay links from every region ([`EtcdCluster::url_from`]).
+    /// Every member votes: etcd's learners serve no client.
     pub async fn start_apart(
         etcd: &Path,
         dir: &Path,
         layout: &Layout,
         tls: Option<EtcdTls>,
     ) -> Result<Self, LoadError> {
+        if layout.learners > 0 {
+            return Err(LoadError::Cluster(
+                "etcd members here are all voters".into(),
+            ));
+        }
         let count = layout.regions.len();
         Self::start_laid_out(etcd, dir, count, tls, Some(layout)).await
     }

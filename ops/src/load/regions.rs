@@ -1,8 +1,9 @@
 //! `slapload --regions MAP` (issue 22): the cluster with distance in it. One voter in each
 //! region the run names (the first bootstraps, so it leads at first; the report says where the
-//! leader was), every replica behind a front that holds each byte between replicas for the
-//! map's one-way delay ([`test_kit::fronts`]), and clients in every region of the map, each
-//! calling its nearest replica through a delay link ([`Cluster::url_from`]).
+//! leader was), a learner in each learner region named after them, every replica behind a
+//! front that holds each byte between replicas for the map's one-way delay
+//! ([`test_kit::fronts`]), and clients in every region of the map, each calling its nearest
+//! replica, voter or learner, through a delay link ([`Cluster::url_from`]).
 //!
 //! Phases, each reported per client region beside the floor distance allows:
 //! - **loopback**: the same placements with every replica side by side, for the ratio;
@@ -41,6 +42,9 @@ pub struct RegionOptions {
     pub map: RegionMap,
     /// The voters' regions, one voter each, in order: the first bootstraps.
     pub voters: Vec<String>,
+    /// The learners' regions, one learner each (replicas after the voters): they serve their
+    /// region's clients and nodes, and forward writes to the leader.
+    pub learners: Vec<String>,
     /// Where the leader is put (`slapctl member leader`, and etcd's `move-leader`): every
     /// write pays its distance. `None` leaves it where the first election put it.
     pub leader: Option<String>,
@@ -65,20 +69,23 @@ pub struct RegionOptions {
     pub etcd: Option<PathBuf>,
 }
 
-/// The least a write from a client in `client` can take: a round trip to its nearest voter,
-/// that voter's round trip to the leader (none when it is the leader), and the leader's round
-/// trip to the nearest majority of the voters (counting itself).
+/// The least a write from a client in `client` can take: a round trip to its nearest member
+/// (voter or learner), that member's round trip to the leader (none when it is the leader),
+/// and the leader's round trip to the nearest majority of the voters (counting itself).
+/// `members` are the voters' regions, then the learners'.
 pub fn write_floor(
     map: &RegionMap,
-    voters: &[String],
+    members: &[String],
+    voters: usize,
     leader: usize,
     client: &str,
 ) -> Result<Duration, LoadError> {
-    let nearest = nearest_voter(map, voters, client)?;
-    let mut floor = map.rtt(client, &voters[nearest])?;
+    let nearest = nearest_member(map, members, client)?;
+    let mut floor = map.rtt(client, &members[nearest])?;
     if nearest != leader {
-        floor += map.rtt(&voters[nearest], &voters[leader])?;
+        floor += map.rtt(&members[nearest], &members[leader])?;
     }
+    let voters = &members[..voters.min(members.len())];
     let mut others = Vec::new();
     for (i, voter) in voters.iter().enumerate() {
         if i != leader {
@@ -92,18 +99,22 @@ pub fn write_floor(
     Ok(floor + needed.checked_sub(1).map_or(Duration::ZERO, |i| others[i]))
 }
 
-/// The voter a client in `region` calls: the one with the shortest round trip (the first of
-/// equals).
-pub fn nearest_voter(map: &RegionMap, voters: &[String], region: &str) -> Result<usize, LoadError> {
+/// The member a client in `region` calls: of `members` (regions), the one with the shortest
+/// round trip (the first of equals).
+pub fn nearest_member(
+    map: &RegionMap,
+    members: &[String],
+    region: &str,
+) -> Result<usize, LoadError> {
     let mut best: Option<(Duration, usize)> = None;
-    for (i, voter) in voters.iter().enumerate() {
-        let rtt = map.rtt(region, voter)?;
+    for (i, member) in members.iter().enumerate() {
+        let rtt = map.rtt(region, member)?;
         if best.is_none_or(|(shortest, _)| rtt < shortest) {
             best = Some((rtt, i));
         }
     }
     best.map(|(_, i)| i)
-        .ok_or_else(|| LoadError::Cluster("no voters".into()))
+        .ok_or_else(|| LoadError::Cluster("no members".into()))
 }
 
 /// The index of the voter in `region`.
@@ -124,10 +135,20 @@ pub async fn run(options: &RegionOptions, progress: impl Fn(&str)) -> Result<Str
         .unwrap_or_else(|| scratch.path().to_path_buf());
     let map = &options.map;
     let regions: Vec<String> = map.regions().into_iter().map(str::to_owned).collect();
+    let members: Vec<String> = options
+        .voters
+        .iter()
+        .chain(&options.learners)
+        .cloned()
+        .collect();
     let mut report = vec![format!(
-        "regions {} (voters in {}), link jitter seed {}",
+        "regions {} (voters in {}{}), link jitter seed {}",
         regions.join(", "),
         options.voters.join(", "),
+        match options.learners.is_empty() {
+            true => String::new(),
+            false => format!("; learners in {}", options.learners.join(", ")),
+        },
         options.seed
     )];
     let expected = expected_placements(options);
@@ -159,12 +180,14 @@ pub async fn run(options: &RegionOptions, progress: impl Fn(&str)) -> Result<Str
 
     let layout = Layout {
         map: map.clone(),
-        regions: options.voters.clone(),
+        regions: members.clone(),
+        learners: options.learners.len(),
         seed: options.seed,
     };
     progress(&format!(
-        "starting voters in {} under {}",
+        "starting voters in {} and learners in [{}] under {}",
         options.voters.join(", "),
+        options.learners.join(", "),
         dir.display()
     ));
     let mut cluster = Cluster::start_apart(
@@ -192,10 +215,10 @@ pub async fn run(options: &RegionOptions, progress: impl Fn(&str)) -> Result<Str
     ));
     progress(report.last().map_or("", String::as_str));
 
-    // Each region's clients call its nearest voter.
+    // Each region's clients and nodes call its nearest member.
     let nearest: Vec<usize> = regions
         .iter()
-        .map(|r| nearest_voter(map, &options.voters, r))
+        .map(|r| nearest_member(map, &members, r))
         .collect::<Result<_, _>>()?;
     let mut placed = Vec::new();
     for (phase, &clients) in options.clients.iter().enumerate() {
@@ -212,7 +235,8 @@ pub async fn run(options: &RegionOptions, progress: impl Fn(&str)) -> Result<Str
         placed.push((clients, total.per_second()));
         report.push(total.line(&format!("placements, {clients} clients, all")));
         for (r, sample) in samples.iter().enumerate() {
-            let floor = write_floor(map, &options.voters, leader, &regions[r])?;
+            let voters = options.voters.len();
+            let floor = write_floor(map, &members, voters, leader, &regions[r])?;
             report.push(format!(
                 "{}   floor {:.0} ms",
                 sample.line(&format!("  from {}", regions[r])),
@@ -232,7 +256,7 @@ pub async fn run(options: &RegionOptions, progress: impl Fn(&str)) -> Result<Str
             progress(&format!("full polls from {region}"));
             let url = cluster.url_from(region, nearest[r])?;
             let sample = polls(&cluster, &url, options.poll_clients, options.poll_time).await?;
-            let floor = map.rtt(region, &options.voters[nearest[r]])?;
+            let floor = map.rtt(region, &members[nearest[r]])?;
             report.push(format!(
                 "{}   floor {:.0} ms",
                 sample.line(&format!("full polls from {region}")),
@@ -248,7 +272,7 @@ pub async fn run(options: &RegionOptions, progress: impl Fn(&str)) -> Result<Str
             progress(&format!("long-poll wakes in {region}"));
             let url = cluster.url_from(region, nearest[r])?;
             let sample = wakes(&cluster, &leader_url, &url, options.wakes).await?;
-            let one_way = map.one_way(leader_region, &options.voters[nearest[r]])?;
+            let one_way = map.one_way(leader_region, &members[nearest[r]])?;
             report.push(format!(
                 "{}   leader -> its replica {:.0} ms",
                 sample.spread(&format!("long-poll wake in {region}"), "changes"),
@@ -308,9 +332,11 @@ async fn compare_etcd(
     let tls = super::etcd_certificates(&options.slapmaster, &dir.join("apart"), &etcd_dir)?;
     // etcd's leader is whichever member wins its first election: the report says where it
     // was, beside slapcluster's (every write pays the leader's distance).
+    // Three voters, no learner: etcd's learners do not serve clients.
     let layout = Layout {
         map: options.map.clone(),
         regions: options.voters.clone(),
+        learners: 0,
         seed: options.seed,
     };
     progress(&format!(
@@ -333,7 +359,7 @@ async fn compare_etcd(
     let regions: Vec<String> = map.regions().into_iter().map(str::to_owned).collect();
     let nearest: Vec<usize> = regions
         .iter()
-        .map(|r| nearest_voter(map, &options.voters, r))
+        .map(|r| nearest_member(map, &options.voters, r))
         .collect::<Result<_, _>>()?;
     for (phase, &(clients, placements)) in placed.iter().enumerate() {
         progress(&format!(
@@ -538,7 +564,10 @@ mod tests {
             "within_ms = 1\n\
              [[link]]\nbetween = [\"eu\", \"us\"]\nrtt_ms = 80\n\
              [[link]]\nbetween = [\"eu\", \"asia\"]\nrtt_ms = 150\n\
-             [[link]]\nbetween = [\"us\", \"asia\"]\nrtt_ms = 120\n",
+             [[link]]\nbetween = [\"us\", \"asia\"]\nrtt_ms = 120\n\
+             [[link]]\nbetween = [\"au\", \"asia\"]\nrtt_ms = 100\n\
+             [[link]]\nbetween = [\"au\", \"eu\"]\nrtt_ms = 280\n\
+             [[link]]\nbetween = [\"au\", \"us\"]\nrtt_ms = 200\n",
         )
         .expect("map")
     }
@@ -547,23 +576,29 @@ mod tests {
     fn a_write_floor_is_the_way_to_the_leader_and_on_to_its_nearest_majority() {
         let voters = ["eu", "us", "asia"].map(String::from);
         let ms = Duration::from_millis;
+        let floor = |leader, client| write_floor(&map(), &voters, 3, leader, client).ok();
         // Leader in eu: its nearest other voter is us (80 ms).
-        assert_eq!(write_floor(&map(), &voters, 0, "eu").ok(), Some(ms(1 + 80)));
+        assert_eq!(floor(0, "eu"), Some(ms(1 + 80)));
         // From us: 1 ms to the us voter, 80 to the leader, 80 to the majority.
-        assert_eq!(
-            write_floor(&map(), &voters, 0, "us").ok(),
-            Some(ms(1 + 80 + 80))
-        );
-        assert_eq!(
-            write_floor(&map(), &voters, 0, "asia").ok(),
-            Some(ms(1 + 150 + 80))
-        );
+        assert_eq!(floor(0, "us"), Some(ms(1 + 80 + 80)));
+        assert_eq!(floor(0, "asia"), Some(ms(1 + 150 + 80)));
         // Leader in asia: its majority is us, 120 ms away.
-        assert_eq!(
-            write_floor(&map(), &voters, 2, "asia").ok(),
-            Some(ms(1 + 120))
-        );
-        assert_eq!(nearest_voter(&map(), &voters, "us").ok(), Some(1));
+        assert_eq!(floor(2, "asia"), Some(ms(1 + 120)));
+        assert_eq!(nearest_member(&map(), &voters, "us").ok(), Some(1));
         assert_eq!(map().widest(&voters).ok(), Some(ms(150)));
+        // Without a learner there, au writes through asia, its nearest voter (100 ms).
+        assert_eq!(floor(0, "au"), Some(ms(100 + 150 + 80)));
+        // With a learner in au, its clients call the learner, which forwards to the leader;
+        // the learner counts in no majority.
+        let members = ["eu", "us", "asia", "au"].map(String::from);
+        assert_eq!(nearest_member(&map(), &members, "au").ok(), Some(3));
+        assert_eq!(
+            write_floor(&map(), &members, 3, 0, "au").ok(),
+            Some(ms(1 + 280 + 80))
+        );
+        assert_eq!(
+            write_floor(&map(), &members, 3, 2, "eu").ok(),
+            Some(ms(1 + 150 + 120))
+        );
     }
 }
