@@ -36,8 +36,9 @@ pub const IN_FLIGHT_CHUNKS: usize = 256;
 /// Regions and the round-trip time between each two:
 ///
 /// ```toml
-/// within_ms = 1     # a round trip inside one region
-/// jitter_ms = 2     # each one-way trip takes up to this much longer (seeded)
+/// within_ms = 1          # a round trip inside one region
+/// jitter_ms = 2          # each one-way trip between regions takes up to this much longer
+/// within_jitter_us = 100 # and one inside a region up to this (default: jitter_ms)
 ///
 /// [[link]]
 /// between = ["eu", "us"]
@@ -49,6 +50,7 @@ pub const IN_FLIGHT_CHUNKS: usize = 256;
 pub struct RegionMap {
     within: Duration,
     jitter: Duration,
+    within_jitter: Duration,
     rtt: BTreeMap<(String, String), Duration>,
 }
 
@@ -58,6 +60,7 @@ struct MapFile {
     within_ms: u64,
     #[serde(default)]
     jitter_ms: u64,
+    within_jitter_us: Option<u64>,
     #[serde(default)]
     link: Vec<LinkEntry>,
 }
@@ -106,6 +109,9 @@ impl RegionMap {
         let map = Self {
             within: Duration::from_millis(file.within_ms),
             jitter: Duration::from_millis(file.jitter_ms),
+            within_jitter: file
+                .within_jitter_us
+                .map_or(Duration::from_millis(file.jitter_ms), Duration::from_micros),
             rtt,
         };
         let regions = map.regions();
@@ -150,9 +156,14 @@ impl RegionMap {
         Ok(self.rtt(a, b)? / 2)
     }
 
-    /// The most a one-way trip takes beyond its delay.
-    pub fn jitter(&self) -> Duration {
-        self.jitter
+    /// The most a one-way trip from `a` to `b` takes beyond its delay. (Inside a region a
+    /// network varies by tens of microseconds, between regions by milliseconds.)
+    pub fn jitter(&self, a: &str, b: &str) -> Duration {
+        if a == b {
+            self.within_jitter
+        } else {
+            self.jitter
+        }
     }
 
     /// The longest round trip between two of `regions` (members of a cluster, say): what its
@@ -178,6 +189,7 @@ impl RegionMap {
         Ok(Self {
             within: self.within,
             jitter: self.jitter,
+            within_jitter: self.within_jitter,
             rtt: self
                 .rtt
                 .iter()
@@ -296,7 +308,8 @@ impl ClientLinks {
             for (index, (to, upstream)) in regions.iter().zip(upstreams).enumerate() {
                 seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
                 let one_way = map.one_way(from, to)?;
-                let link = DelayLink::start(*upstream, one_way, map.jitter(), seed).await?;
+                let jitter = map.jitter(from, to);
+                let link = DelayLink::start(*upstream, one_way, jitter, seed).await?;
                 links.insert((from.to_owned(), index), link);
             }
         }
@@ -318,7 +331,8 @@ impl ClientLinks {
 pub struct Distances {
     /// `one_way[from][to]`; empty when members are not apart.
     one_way: Vec<Vec<Duration>>,
-    jitter: Duration,
+    /// `jitter[from][to]`, the most a trip takes beyond `one_way`.
+    jitter: Vec<Vec<Duration>>,
     seed: u64,
 }
 
@@ -339,9 +353,13 @@ impl Distances {
                     .collect::<Result<Vec<_>, _>>()
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let jitter = regions
+            .iter()
+            .map(|from| regions.iter().map(|to| map.jitter(from, to)).collect())
+            .collect();
         Ok(Self {
             one_way,
-            jitter: map.jitter(),
+            jitter,
             seed,
         })
     }
@@ -358,9 +376,15 @@ impl Distances {
     /// The route of the `n`th connection from `from` to `to`, if they are apart.
     pub(crate) fn route(&self, from: usize, to: usize, n: u64) -> Option<Route> {
         let one_way = self.one_way(from, to);
-        (!one_way.is_zero() || !self.jitter.is_zero()).then(|| {
+        let jitter = self
+            .jitter
+            .get(from)
+            .and_then(|row| row.get(to))
+            .copied()
+            .unwrap_or_default();
+        (!one_way.is_zero() || !jitter.is_zero()).then(|| {
             let pair = u64::try_from(from * 1_000 + to).unwrap_or_default();
-            Route::new(one_way, self.jitter, self.seed ^ pair.rotate_left(32), n)
+            Route::new(one_way, jitter, self.seed ^ pair.rotate_left(32), n)
         })
     }
 }
@@ -482,6 +506,11 @@ rtt_ms = 120
         assert_eq!(map.nearest("eu", &replicas), Some(&replicas[0]));
         assert_eq!(map.nearest("asia", &replicas), Some(&replicas[1]));
         assert_eq!(map.nearest("mars", &replicas), None);
+        // Without its own figure, a region's jitter inside is the map's.
+        assert_eq!(map.jitter("eu", "eu"), Duration::from_millis(2));
+        let apart = RegionMap::parse(&format!("within_jitter_us = 100\n{MAP}")).expect("parses");
+        assert_eq!(apart.jitter("eu", "eu"), Duration::from_micros(100));
+        assert_eq!(apart.jitter("eu", "us"), Duration::from_millis(2));
     }
 
     #[test]
