@@ -66,7 +66,8 @@ fn which(name: &str) -> Result<std::path::PathBuf, ()> {
 
 /// etcd apart, as `slapload --regions --etcd` runs it: members behind fronts that hold what
 /// they send each other for the map's distance, clients through delay links, the leader moved
-/// where asked. A put through the farthest member cannot beat the round trips it needs.
+/// where asked. A put through the farthest member cannot beat the round trips it needs; with
+/// the leader's region cut off, another member leads and takes the puts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_runs_apart_behind_the_same_links() -> anyhow::Result<()> {
     let Ok(path) = which("etcd") else {
@@ -104,5 +105,12 @@ async fn etcd_runs_apart_behind_the_same_links() -> anyhow::Result<()> {
     // From a: 1 ms to its member, 40 ms on to the leader in c, 30 ms to c's majority (b).
     let fastest = samples[0].quantile(0.0);
     assert!(fastest >= Duration::from_millis(71), "{fastest:?}");
+    let took = etcd::cut_off_leader(&cluster, 0).await?;
+    eprintln!("etcd: leader's region cut -> next put in {took:?}");
+    assert_ne!(
+        cluster.leader().await?,
+        2,
+        "c was cut off: another member leads"
+    );
     Ok(())
 }

@@ -18,7 +18,7 @@ use tonic::transport::Channel;
 use super::{LoadError, Sample};
 use test_kit::cluster::{Layout, unused_port, wait_for};
 use test_kit::distance::{ClientLinks, Distances};
-use test_kit::fronts::Fronts;
+use test_kit::fronts::{Blocked, Fronts};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PutRequest {
@@ -176,6 +176,8 @@ pub struct EtcdCluster {
 /// timing as its tuning guide advises for the distance.
 struct Apart {
     fronts: Fronts,
+    /// Member `i` sits in `regions[i]`.
+    regions: Vec<String>,
     /// How a client in a region calls each member.
     links: ClientLinks,
     /// `--heartbeat-interval` and `--election-timeout`, in milliseconds.
@@ -408,6 +410,16 @@ impl EtcdCluster {
         .await
     }
 
+    /// Cuts what member `i` sends to member `j` for every `(i, j)` in `blocked`, and heals
+    /// every other pair; only members apart have fronts to cut.
+    fn partition(&self, blocked: &Blocked) -> Result<(), LoadError> {
+        let apart = self.apart.as_ref().ok_or_else(|| {
+            LoadError::Cluster("only etcd members apart can be partitioned".into())
+        })?;
+        apart.fronts.partition(blocked);
+        Ok(())
+    }
+
     fn kill(&mut self, index: usize) {
         if let Some(mut child) = self.members[index].child.take() {
             let _ = child.kill();
@@ -438,6 +450,7 @@ impl Apart {
         let widest = layout.map.widest(&layout.regions)?;
         Ok(Self {
             fronts,
+            regions: layout.regions.clone(),
             links,
             timing: tuned_for(widest),
         })
@@ -562,6 +575,65 @@ pub async fn failover(cluster: &mut EtcdCluster, round: usize) -> Result<Duratio
         };
         if let Some(took) = super::kill_and_time(&acks, &stop, writers, kill).await? {
             cluster.restart(leader).await?;
+            return Ok(took);
+        }
+    }
+}
+
+/// One round of the leader's region cut off, as `regions::cut_off_leader` does it to
+/// slapcluster: clients in the other members' regions put through their own member every
+/// 10 ms; every link to and from the leader is cut; the time from the cut to the first put
+/// sent after it and acknowledged. Healed, with every member taking puts, before returning;
+/// a round whose leader changed before the cut starts again.
+pub async fn cut_off_leader(cluster: &EtcdCluster, round: usize) -> Result<Duration, LoadError> {
+    let regions = cluster
+        .apart
+        .as_ref()
+        .map(|apart| apart.regions.clone())
+        .ok_or_else(|| LoadError::Cluster("only etcd members apart can be cut off".into()))?;
+    loop {
+        let leader = cluster.leader().await?;
+        let acks: super::Acks = Default::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut writers = tokio::task::JoinSet::new();
+        for (index, region) in regions.iter().enumerate() {
+            if index == leader {
+                continue;
+            }
+            let channel = cluster.connect(&cluster.url_from(region, index)?).await?;
+            let acks = acks.clone();
+            let stop = stop.clone();
+            writers.spawn(async move {
+                super::every_few_ms(&stop, |n| {
+                    let (channel, acks) = (channel.clone(), acks.clone());
+                    let key = format!("/cut/{round}/{index}/{n}");
+                    async move {
+                        let sent = Instant::now();
+                        if put(channel, key, value()).await.is_ok() {
+                            super::acked(&acks, sent);
+                        }
+                    }
+                })
+                .await;
+            });
+        }
+        let cut = async || {
+            if cluster.leader().await? != leader {
+                return Ok(None);
+            }
+            let blocked: Blocked = (0..regions.len())
+                .filter(|&i| i != leader)
+                .flat_map(|i| [(i, leader), (leader, i)])
+                .collect();
+            let at = Instant::now();
+            cluster.partition(&blocked)?;
+            Ok(Some(at))
+        };
+        let took = super::kill_and_time(&acks, &stop, writers, cut).await;
+        cluster.partition(&Blocked::new())?;
+        let took = took?;
+        cluster.wait_writable().await?;
+        if let Some(took) = took {
             return Ok(took);
         }
     }

@@ -16,7 +16,8 @@
 //!   as `min_index` answered by the writer's nearest replica);
 //! - **region cut off**: every link to and from the leader's region cut while clients in the
 //!   other regions write; the time from the cut to the first write sent after it and
-//!   acknowledged; healed (and the cut replica caught up) before the next round.
+//!   acknowledged; healed (and the cut replica caught up) before the next round. With
+//!   `--etcd`, the same rounds on etcd's members.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -386,6 +387,20 @@ async fn compare_etcd(
         for line in &report[report.len() - samples.len() - 2..] {
             progress(line);
         }
+    }
+    let mut cutoffs = Sample::default();
+    for round in 0..options.cutoffs {
+        let took = super::etcd::cut_off_leader(&cluster, round).await?;
+        progress(&format!("etcd region cut off {round}: {:.0} ms", ms(took)));
+        cutoffs.latencies.push(took);
+    }
+    if options.cutoffs > 0 {
+        let (heartbeat, election) = super::etcd::tuned_for(map.widest(&options.voters)?);
+        report.push(format!(
+            "{}   heartbeat {heartbeat} ms, election timeout {election} ms",
+            cutoffs.spread("etcd: leader's region cut -> next put", "cuts")
+        ));
+        progress(report.last().map_or("", String::as_str));
     }
     Ok(())
 }
