@@ -27,6 +27,14 @@ use crate::distance::Distances;
 /// Which replica may not send to which: `(from, to)`, by index.
 pub type Blocked = BTreeSet<(usize, usize)>;
 
+/// Member `cut` of `members` cut off from every other, both ways (its region cut off).
+pub fn cut_off(cut: usize, members: usize) -> Blocked {
+    (0..members)
+        .filter(|&i| i != cut)
+        .flat_map(|i| [(i, cut), (cut, i)])
+        .collect()
+}
+
 struct Shared {
     blocked: Blocked,
     /// Each replica's process id, while it runs.

@@ -18,7 +18,7 @@ use tonic::transport::Channel;
 use super::{LoadError, Sample};
 use test_kit::cluster::{Layout, unused_port, wait_for};
 use test_kit::distance::{ClientLinks, Distances};
-use test_kit::fronts::{Blocked, Fronts};
+use test_kit::fronts::{self, Blocked, Fronts};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PutRequest {
@@ -535,6 +535,27 @@ pub async fn puts_from(
     Ok(samples)
 }
 
+/// A writer of the failover rounds: a put every 10 ms through `channel` (keyed `keys/N`), the
+/// acknowledged ones recorded, until `stop` (etcd's `super::keep_writing`).
+async fn keep_putting(
+    channel: Channel,
+    keys: String,
+    acks: super::Acks,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    super::every_few_ms(&stop, |n| {
+        let (channel, acks) = (channel.clone(), acks.clone());
+        let key = format!("{keys}/{n}");
+        async move {
+            let sent = Instant::now();
+            if put(channel, key, value()).await.is_ok() {
+                super::acked(&acks, sent);
+            }
+        }
+    })
+    .await;
+}
+
 /// Puts through the followers; the leader SIGKILLed; the time from the kill to the first
 /// acknowledged put sent after it (measured as slapcluster's failover is). The member is
 /// restarted before returning; a round whose leader changed before the kill starts again.
@@ -549,21 +570,8 @@ pub async fn failover(cluster: &mut EtcdCluster, round: usize) -> Result<Duratio
                 continue;
             }
             let channel = cluster.connect(&url).await?;
-            let acks = acks.clone();
-            let stop = stop.clone();
-            writers.spawn(async move {
-                super::every_few_ms(&stop, |n| {
-                    let (channel, acks) = (channel.clone(), acks.clone());
-                    let key = format!("/failover/{round}/{index}/{n}");
-                    async move {
-                        let sent = Instant::now();
-                        if put(channel, key, value()).await.is_ok() {
-                            super::acked(&acks, sent);
-                        }
-                    }
-                })
-                .await;
-            });
+            let keys = format!("/failover/{round}/{index}");
+            writers.spawn(keep_putting(channel, keys, acks.clone(), stop.clone()));
         }
         let kill = async || {
             if cluster.leader().await? != leader {
@@ -601,32 +609,15 @@ pub async fn cut_off_leader(cluster: &EtcdCluster, round: usize) -> Result<Durat
                 continue;
             }
             let channel = cluster.connect(&cluster.url_from(region, index)?).await?;
-            let acks = acks.clone();
-            let stop = stop.clone();
-            writers.spawn(async move {
-                super::every_few_ms(&stop, |n| {
-                    let (channel, acks) = (channel.clone(), acks.clone());
-                    let key = format!("/cut/{round}/{index}/{n}");
-                    async move {
-                        let sent = Instant::now();
-                        if put(channel, key, value()).await.is_ok() {
-                            super::acked(&acks, sent);
-                        }
-                    }
-                })
-                .await;
-            });
+            let keys = format!("/cut/{round}/{index}");
+            writers.spawn(keep_putting(channel, keys, acks.clone(), stop.clone()));
         }
         let cut = async || {
             if cluster.leader().await? != leader {
                 return Ok(None);
             }
-            let blocked: Blocked = (0..regions.len())
-                .filter(|&i| i != leader)
-                .flat_map(|i| [(i, leader), (leader, i)])
-                .collect();
             let at = Instant::now();
-            cluster.partition(&blocked)?;
+            cluster.partition(&fronts::cut_off(leader, regions.len()))?;
             Ok(Some(at))
         };
         let took = super::kill_and_time(&acks, &stop, writers, cut).await;

@@ -28,7 +28,7 @@ use slapcluster_api::v1::node_client::NodeClient;
 use slapcluster_api::v1::user_client::UserClient;
 use test_kit::cluster::{self, Cluster, Layout, OPERATOR};
 use test_kit::distance::RegionMap;
-use test_kit::fronts::Blocked;
+use test_kit::fronts::{self, Blocked};
 
 use super::{
     Acks, LoadError, POLL_COMPUTER, POLL_USER, SOFTWARE, Sample, connect_as, keep_writing,
@@ -531,12 +531,8 @@ async fn cut_off_leader(cluster: &Cluster, round: usize) -> Result<Duration, Loa
             if leader_index(cluster).await? != leader {
                 return Ok(None);
             }
-            let blocked: Blocked = (0..cluster.replicas.len())
-                .filter(|&i| i != leader)
-                .flat_map(|i| [(i, leader), (leader, i)])
-                .collect();
             let at = Instant::now();
-            cluster.partition(&blocked)?;
+            cluster.partition(&fronts::cut_off(leader, cluster.replicas.len()))?;
             Ok(Some(at))
         };
         let took = kill_and_time(&acks, &stop, writers, cut).await;
