@@ -524,24 +524,18 @@ mod tests {
 
     #[test]
     fn raft_timing_derives_from_the_round_trip_and_each_value_can_be_set() {
+        let timing = |config: &ValidConfig| {
+            let raft = &config.replica.raft;
+            (
+                raft.heartbeat_interval,
+                raft.election_timeout_min,
+                raft.election_timeout_max,
+            )
+        };
         let lan = parse("id = 1").expect("valid");
-        assert_eq!(
-            (
-                lan.replica.raft.heartbeat_interval,
-                lan.replica.raft.election_timeout_min,
-                lan.replica.raft.election_timeout_max
-            ),
-            (100, 300, 600)
-        );
+        assert_eq!(timing(&lan), (100, 300, 600));
         let apart = parse("id = 1\n[raft]\nrtt_ms = 150").expect("valid");
-        assert_eq!(
-            (
-                apart.replica.raft.heartbeat_interval,
-                apart.replica.raft.election_timeout_min,
-                apart.replica.raft.election_timeout_max
-            ),
-            (225, 300, 600)
-        );
+        assert_eq!(timing(&apart), (225, 300, 600));
         assert_eq!(lan.replica.batch_wait, None, "one batch at a time");
         assert_eq!(apart.replica.batch_wait, Some(Duration::from_millis(1)));
         let set =

@@ -155,6 +155,23 @@ impl Sample {
     }
 }
 
+/// `rounds` rounds of `round(n)`, each timing one event (a failover, a cut), each reported
+/// to `progress` as it ends.
+async fn timed_rounds(
+    rounds: usize,
+    what: &str,
+    progress: &impl Fn(&str),
+    mut round: impl AsyncFnMut(usize) -> Result<Duration, LoadError>,
+) -> Result<Sample, LoadError> {
+    let mut sample = Sample::default();
+    for n in 0..rounds {
+        let took = round(n).await?;
+        progress(&format!("{what} {n}: {:.0} ms", ms(took)));
+        sample.latencies.push(took);
+    }
+    Ok(sample)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -262,12 +279,10 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> Result<String, L
         }
     }
 
-    let mut failovers = Sample::default();
-    for round in 0..options.failovers {
-        let took = failover(&mut cluster, round).await?;
-        progress(&format!("failover {round}: {:.0} ms", ms(took)));
-        failovers.latencies.push(took);
-    }
+    let failovers = timed_rounds(options.failovers, "failover", &progress, async |round| {
+        failover(&mut cluster, round).await
+    })
+    .await?;
     if options.failovers > 0 {
         report.push(failovers.spread("failover: kill leader -> next write", "kills"));
     }
@@ -326,15 +341,11 @@ async fn compare_etcd(
                 placements / sample.per_second().max(f64::EPSILON)
             ));
         }
-        let mut etcd_failovers = Sample::default();
-        for round in 0..options.failovers {
-            let took = etcd::failover(&mut cluster, round).await?;
-            progress(&format!(
-                "etcd ({mode}) failover {round}: {:.0} ms",
-                ms(took)
-            ));
-            etcd_failovers.latencies.push(took);
-        }
+        let what = format!("etcd ({mode}) failover");
+        let etcd_failovers = timed_rounds(options.failovers, &what, progress, async |round| {
+            etcd::failover(&mut cluster, round).await
+        })
+        .await?;
         if options.failovers > 0 {
             report.push(
                 etcd_failovers.spread(&format!("etcd {mode} failover: kill -> next put"), "kills"),

@@ -32,7 +32,7 @@ use test_kit::fronts::{self, Blocked};
 
 use super::{
     Acks, LoadError, POLL_COMPUTER, POLL_USER, SOFTWARE, Sample, connect_as, keep_writing,
-    kill_and_time, ms, placements_from, polls, register, setup_poll_computer, wakes,
+    kill_and_time, ms, placements_from, polls, register, setup_poll_computer, timed_rounds, wakes,
 };
 
 #[derive(Debug, Clone)]
@@ -116,6 +116,34 @@ pub fn nearest_member(
     }
     best.map(|(_, i)| i)
         .ok_or_else(|| LoadError::Cluster("no members".into()))
+}
+
+/// For each of `regions`, the index of its nearest of `members` (see [`nearest_member`]).
+fn nearest_each(
+    map: &RegionMap,
+    members: &[String],
+    regions: &[String],
+) -> Result<Vec<usize>, LoadError> {
+    regions
+        .iter()
+        .map(|r| nearest_member(map, members, r))
+        .collect()
+}
+
+/// `clients` clients spread over `regions` in turn, each with its region's index and the way
+/// from its region to the region's nearest member (`url_from(region, member)`).
+fn spread(
+    clients: usize,
+    regions: &[String],
+    nearest: &[usize],
+    url_from: impl Fn(&str, usize) -> Result<String, LoadError>,
+) -> Result<Vec<(usize, String)>, LoadError> {
+    (0..clients)
+        .map(|c| {
+            let r = c % regions.len();
+            Ok((r, url_from(&regions[r], nearest[r])?))
+        })
+        .collect()
 }
 
 /// The index of the voter in `region`.
@@ -217,20 +245,13 @@ pub async fn run(options: &RegionOptions, progress: impl Fn(&str)) -> Result<Str
     progress(report.last().map_or("", String::as_str));
 
     // Each region's clients and nodes call its nearest member.
-    let nearest: Vec<usize> = regions
-        .iter()
-        .map(|r| nearest_member(map, &members, r))
-        .collect::<Result<_, _>>()?;
+    let nearest = nearest_each(map, &members, &regions)?;
     let mut placed = Vec::new();
     for (phase, &clients) in options.clients.iter().enumerate() {
         progress(&format!(
             "placements with {clients} clients over the regions"
         ));
-        let mut targets = Vec::new();
-        for c in 0..clients {
-            let r = c % regions.len();
-            targets.push((r, cluster.url_from(&regions[r], nearest[r])?));
-        }
+        let targets = spread(clients, &regions, &nearest, |r, i| cluster.url_from(r, i))?;
         let samples = placements_from(&cluster, targets, phase + 1, options.placement_time).await?;
         let total = merged(&samples);
         placed.push((clients, total.per_second()));
@@ -287,12 +308,13 @@ pub async fn run(options: &RegionOptions, progress: impl Fn(&str)) -> Result<Str
     }
 
     let leader_region = options.voters[leader].clone();
-    let mut cutoffs = Sample::default();
-    for round in 0..options.cutoffs {
-        let took = cut_off_leader(&cluster, round).await?;
-        progress(&format!("region cut off {round}: {:.0} ms", ms(took)));
-        cutoffs.latencies.push(took);
-    }
+    let cutoffs = timed_rounds(
+        options.cutoffs,
+        "region cut off",
+        &progress,
+        async |round| cut_off_leader(&cluster, round).await,
+    )
+    .await?;
     if options.cutoffs > 0 {
         report.push(format!(
             "{}   widest voter round trip {:.0} ms",
@@ -358,19 +380,12 @@ async fn compare_etcd(
     ));
     let map = &options.map;
     let regions: Vec<String> = map.regions().into_iter().map(str::to_owned).collect();
-    let nearest: Vec<usize> = regions
-        .iter()
-        .map(|r| nearest_member(map, &options.voters, r))
-        .collect::<Result<_, _>>()?;
+    let nearest = nearest_each(map, &options.voters, &regions)?;
     for (phase, &(clients, placements)) in placed.iter().enumerate() {
         progress(&format!(
             "etcd puts with {clients} clients over the regions"
         ));
-        let mut targets = Vec::new();
-        for c in 0..clients {
-            let r = c % regions.len();
-            targets.push((r, cluster.url_from(&regions[r], nearest[r])?));
-        }
+        let targets = spread(clients, &regions, &nearest, |r, i| cluster.url_from(r, i))?;
         let samples =
             super::etcd::puts_from(&cluster, targets, phase, options.placement_time).await?;
         let total = merged(&samples);
@@ -388,12 +403,13 @@ async fn compare_etcd(
             progress(line);
         }
     }
-    let mut cutoffs = Sample::default();
-    for round in 0..options.cutoffs {
-        let took = super::etcd::cut_off_leader(&cluster, round).await?;
-        progress(&format!("etcd region cut off {round}: {:.0} ms", ms(took)));
-        cutoffs.latencies.push(took);
-    }
+    let cutoffs = timed_rounds(
+        options.cutoffs,
+        "etcd region cut off",
+        progress,
+        async |round| super::etcd::cut_off_leader(&cluster, round).await,
+    )
+    .await?;
     if options.cutoffs > 0 {
         let (heartbeat, election) = super::etcd::tuned_for(map.widest(&options.voters)?);
         report.push(format!(
