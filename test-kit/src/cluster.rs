@@ -752,6 +752,15 @@ pub fn unused_port(taken: &[u16]) -> Result<u16, LoadError> {
 /// Retries `attempt` every 50 ms until it returns `Some`, for at most a minute.
 pub async fn wait_for<T, F: Future<Output = Option<T>>>(
     what: &str,
+    attempt: impl FnMut() -> F,
+) -> Result<T, LoadError> {
+    wait_for_every(what, Duration::from_millis(50), attempt).await
+}
+
+/// [`wait_for`], trying every `interval`: for timings that a 50 ms step would blur.
+pub async fn wait_for_every<T, F: Future<Output = Option<T>>>(
+    what: &str,
+    interval: Duration,
     mut attempt: impl FnMut() -> F,
 ) -> Result<T, LoadError> {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -762,7 +771,7 @@ pub async fn wait_for<T, F: Future<Output = Option<T>>>(
         if Instant::now() > deadline {
             return Err(LoadError::Cluster(format!("timed out waiting for {what}")));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(interval).await;
     }
 }
 

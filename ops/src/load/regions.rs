@@ -15,9 +15,10 @@
 //!   nearest replica) and **read-your-writes** (a write acknowledged → a poll with its index
 //!   as `min_index` answered by the writer's nearest replica);
 //! - **region cut off**: every link to and from the leader's region cut while clients in the
-//!   other regions write; the time from the cut to the first write sent after it and
-//!   acknowledged; healed (and the cut replica caught up) before the next round. With
-//!   `--etcd`, the same rounds on etcd's members.
+//!   other regions write; the time from the cut to another replica saying it leads, and to
+//!   the first write sent after the cut and acknowledged; healed (and the cut replica caught
+//!   up) before the next round. With `--etcd`, the same rounds on etcd's members (the next
+//!   put only).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -308,14 +309,16 @@ pub async fn run(options: &RegionOptions, progress: impl Fn(&str)) -> Result<Str
     }
 
     let leader_region = options.voters[leader].clone();
+    let mut elected = Sample::default();
     let cutoffs = timed_rounds(
         options.cutoffs,
         "region cut off",
         &progress,
-        async |round| cut_off_leader(&cluster, round).await,
+        async |round| cut_off_leader(&cluster, round, &mut elected).await,
     )
     .await?;
     if options.cutoffs > 0 {
+        report.push(elected.spread("leader's region cut -> new leader", "cuts"));
         report.push(format!(
             "{}   widest voter round trip {:.0} ms",
             cutoffs.spread("leader's region cut -> next write", "cuts"),
@@ -511,11 +514,21 @@ async fn read_your_writes(cluster: &Cluster, url: &str, count: usize) -> Result<
 
 /// One round: clients in the other voters' regions write through their own voter every
 /// 10 ms; every link to and from the leader is cut; the time from the cut to the first
-/// write sent after it and acknowledged. The cut is healed and the cut replica caught up
-/// before returning. A round whose leader changed before the cut starts again.
-async fn cut_off_leader(cluster: &Cluster, round: usize) -> Result<Duration, LoadError> {
+/// write sent after it and acknowledged, and (pushed to `elected`) to another replica
+/// saying it leads. The cut is healed and the cut replica caught up before returning. A
+/// round whose leader changed before the cut starts again.
+async fn cut_off_leader(
+    cluster: &Cluster,
+    round: usize,
+    elected: &mut Sample,
+) -> Result<Duration, LoadError> {
     loop {
         let leader = leader_index(cluster).await?;
+        let others = (0..cluster.replicas.len()).filter(|&i| i != leader);
+        let watch = tokio::spawn(new_leader_among(
+            others.map(|i| cluster.replicas[i].url()).collect(),
+            cluster.operator(),
+        ));
         let acks: Acks = Acks::default();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut writers = tokio::task::JoinSet::new();
@@ -543,22 +556,63 @@ async fn cut_off_leader(cluster: &Cluster, round: usize) -> Result<Duration, Loa
                 stop.clone(),
             ));
         }
+        let mut cut_at = None;
         let cut = async || {
             if leader_index(cluster).await? != leader {
                 return Ok(None);
             }
             let at = Instant::now();
             cluster.partition(&fronts::cut_off(leader, cluster.replicas.len()))?;
+            cut_at = Some(at);
             Ok(Some(at))
         };
         let took = kill_and_time(&acks, &stop, writers, cut).await;
+        let new_leader = match took {
+            Ok(Some(_)) => Some(watch.await),
+            _ => {
+                watch.abort();
+                None
+            }
+        };
         cluster.partition(&Blocked::new())?;
         let took = took?;
         caught_up(cluster, leader).await?;
-        if let Some(took) = took {
+        if let (Some(took), Some(at), Some(new_leader)) = (took, cut_at, new_leader) {
+            let new_leader = new_leader
+                .map_err(|e| LoadError::Cluster(format!("watching for a new leader: {e}")))??;
+            elected
+                .latencies
+                .push(new_leader.saturating_duration_since(at));
             return Ok(took);
         }
     }
+}
+
+/// When one of the replicas at `urls` first said it leads, asked every 5 ms (one connection
+/// each, kept): the timing of an election, to set beside the next write's.
+async fn new_leader_among(
+    urls: Vec<String>,
+    operator: tonic::transport::ClientTlsConfig,
+) -> Result<Instant, LoadError> {
+    let mut admins = Vec::new();
+    for url in &urls {
+        admins.extend(cluster::admin(url, &operator).await);
+    }
+    cluster::wait_for_every("a new leader", Duration::from_millis(5), || {
+        let mut admins = admins.clone();
+        async move {
+            for admin in &mut admins {
+                let status = admin.replica_status(pb::ReplicaStatusRequest::default());
+                if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(1), status).await
+                    && status.into_inner().role() == pb::Role::Leader
+                {
+                    return Some(Instant::now());
+                }
+            }
+            None
+        }
+    })
+    .await
 }
 
 /// Waits until replica `index` has applied what the leader had when asked.
