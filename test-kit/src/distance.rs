@@ -141,6 +141,17 @@ impl RegionMap {
         Self::parse(&text).map_err(|e| refused(format!("{}: {e}", path.display())))
     }
 
+    /// [`load`](Self::load), then [`only`](Self::only) the regions named, if any are (the
+    /// tools' `--only`).
+    pub fn load_only(path: &Path, only: &[String]) -> Result<Self, Error> {
+        let map = Self::load(path)?;
+        if only.is_empty() {
+            Ok(map)
+        } else {
+            map.only(only)
+        }
+    }
+
     /// Every region the map names.
     pub fn regions(&self) -> BTreeSet<&str> {
         self.rtt

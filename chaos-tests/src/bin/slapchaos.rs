@@ -86,8 +86,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         "a chaos run needs at least three replicas"
     );
     let regions = match &cli.regions {
-        Some(path) if cli.only.is_empty() => Some(test_kit::distance::RegionMap::load(path)?),
-        Some(path) => Some(test_kit::distance::RegionMap::load(path)?.only(&cli.only)?),
+        Some(path) => Some(test_kit::distance::RegionMap::load_only(path, &cli.only)?),
         None => None,
     };
     let seed = cli.seed.unwrap_or_else(|| {

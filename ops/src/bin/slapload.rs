@@ -63,6 +63,9 @@ struct Cli {
     /// regions, and `--failovers` rounds of the leader's region cut off.
     #[arg(long)]
     regions: Option<PathBuf>,
+    /// With `--regions`: only these of the map's regions (e.g. `eu,us,asia`), clients too.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// The voters' regions (default: every region of the map but the learners', in name order).
     #[arg(long, value_delimiter = ',')]
     voters: Vec<String>,
@@ -118,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     if let Some(path) = &cli.regions {
-        let map = test_kit::distance::RegionMap::load(path)?;
+        let map = test_kit::distance::RegionMap::load_only(path, &cli.only)?;
         let voters = if cli.voters.is_empty() {
             map.regions()
                 .into_iter()
