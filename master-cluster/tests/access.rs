@@ -113,6 +113,8 @@ const SLAP: &[(&str, &str)] = &[
     ("loadComputerConfigurationFromXML", "YnnnnYnnunu"),
     ("computerBang", "YnnnnYnnunu"),
     ("getHateoasUrl", "YYYYYYYYuYu"),
+    // The root document (a search or a document decides again on each row).
+    ("hateoas", "YYYYYnnnunu"),
     // As an instance: the form names the requesting partition (COMP-A/slappart0).
     ("requestComputerPartition", "nnnnnnnYunu"),
     // As a person: a new tree in project A (the SLA's project_guid), or a partition's child.
@@ -602,6 +604,7 @@ fn slap_form(call: &str) -> String {
             form(&[("software_product_reference", "demo")])
         }
         "requestComputer" => form(&[("computer_title", "COMP-A")]),
+        "hateoas" => form(&[]),
         _ => with(&[]),
     }
 }
@@ -710,7 +713,7 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
         .iter()
         .map(|(call, _)| call.split('+').next().unwrap_or(call))
         .collect();
-    assert_eq!(slap_calls.len(), 29);
+    assert_eq!(slap_calls.len(), 30);
     for (table, rows) in [("gRPC", GRPC), ("SLAP", SLAP)] {
         for (call, row) in rows {
             assert_eq!(

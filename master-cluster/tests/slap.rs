@@ -248,11 +248,9 @@ async fn every_answer_has_the_status_a_slapos_client_expects() {
             text(&answer.body)
         );
     }
-    // Unknown calls and the HATEOAS entry point: 404.
-    for path in ["/getHateoasUrl", "/noSuchCall"] {
-        let answer = slap.call(path, None).await.expect("answers");
-        assert_eq!(answer.status, 404, "{path}");
-    }
+    // An unknown call: 404.
+    let answer = slap.call("/noSuchCall", None).await.expect("answers");
+    assert_eq!(answer.status, 404);
     // Counted by call, unknown names under one label.
     let scrape = test_kit::http::get(
         follower.http_addr().expect("operations listener"),

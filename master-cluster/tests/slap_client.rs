@@ -145,14 +145,14 @@ impl Site {
         self.slapos(&all, false)
     }
 
-    /// Runs a Python snippet with the client's library, as the node (its certificate); returns
-    /// what it printed.
-    fn as_node(&self, master_url: &str, computer: &Path, code: &str) -> String {
+    /// Runs a Python snippet with the client's library, with the certificate in `credentials`
+    /// (`KEY_FILE`, `CERT_FILE`); returns what it printed.
+    fn python_as(&self, master_url: &str, credentials: &Path, code: &str) -> String {
         let output = Command::new(self.venv.join("bin/python"))
             .args(["-W", "ignore", "-c", code])
             .env("MASTER_URL", master_url)
-            .env("KEY_FILE", computer.join("key.pem"))
-            .env("CERT_FILE", computer.join("chain.pem"))
+            .env("KEY_FILE", credentials.join("key.pem"))
+            .env("CERT_FILE", credentials.join("chain.pem"))
             .env("COMPUTER", COMPUTER)
             .output()
             .expect("python runs");
@@ -515,6 +515,82 @@ async fn scenario(node_user: NodeUser) {
         "the root and its child, the shared instance hosted: {busy:?}"
     );
 
+    eprintln!("--- slapos service list|info, computer list|info: the HATEOAS API");
+    // The client finds it through getHateoasUrl (no master_rest_url in its configuration).
+    let hateoas = |args: &[&str]| {
+        let (ok, text) = site.user(args);
+        assert!(!text.contains("Traceback"), "slapos {args:?}:\n{text}");
+        (ok, text)
+    };
+    let (ok, text) = hateoas(&["service", "list"]);
+    assert!(
+        ok && text.contains(&format!("\"root\": \"{}\"", site.release)),
+        "slapos service list: {text}"
+    );
+    let (ok, text) = hateoas(&["service", "info", "root"]);
+    for shown in [
+        "\"requested-state\": \"start_requested\"".to_string(),
+        "\"shared\": false".to_string(),
+        "\"greeting\": \"hello\"".to_string(),
+        format!("\"child-url\": \"{}\"", connection["child-url"]),
+        "\"status\": \"green\"".to_string(),
+    ] {
+        assert!(
+            ok && text.contains(&shown),
+            "slapos service info: {shown} in\n{text}"
+        );
+    }
+    let (ok, text) = hateoas(&["service", "info", "no-such-tree"]);
+    assert!(!ok && text.contains("does not exist"), "{text}");
+    let (ok, text) = hateoas(&["computer", "list"]);
+    assert!(
+        ok && text.contains(&format!("{COMPUTER} {COMPUTER}")),
+        "slapos computer list: {text}"
+    );
+    let (ok, text) = hateoas(&["computer", "info", COMPUTER]);
+    assert!(
+        ok && text.contains(&format!("Computer Reference: {COMPUTER}")),
+        "slapos computer info: {text}"
+    );
+    let (ok, text) = hateoas(&["computer", "info", "COMP-NONE"]);
+    assert!(!ok && text.contains("does not exist"), "{text}");
+
+    // Another user sees none of it, and cannot read alice's tree by its address either.
+    let bob = cluster
+        .credentials_dir("user:bob")
+        .expect("another user's certificate");
+    let read = r#"
+import os, requests
+key = (os.environ['CERT_FILE'], os.environ['KEY_FILE'])
+base = requests.get(os.environ['MASTER_URL'] + 'getHateoasUrl', verify=False, cert=key).text
+for query in [
+    'mode=search&query=portal_type:"Instance Tree" AND validation_state:validated',
+    'mode=search&query=portal_type:"Compute Node" AND validation_state:validated',
+    'mode=traverse&relative_url=instance_tree_module/GUID&view=slaposjs_view',
+    'mode=traverse&relative_url=compute_node_module/COMPUTER&view=slaposjs_view',
+]:
+    r = requests.get(base + '?' + query, verify=False, cert=key)
+    print(r.status_code, r.text[:200].replace('\n', ' '))
+"#
+    .replace("GUID", &instance.guid)
+    .replace("COMPUTER", COMPUTER);
+    let seen = site.python_as(&master_url, &bob, &read);
+    let lines: Vec<&str> = seen.lines().collect();
+    assert_eq!(lines.len(), 4, "{seen}");
+    assert!(
+        lines[0].starts_with("200") && lines[0].contains("\"contents\":[]"),
+        "bob's trees: {seen}"
+    );
+    assert!(
+        lines[1].starts_with("200") && lines[1].contains("\"contents\":[]"),
+        "bob's computers: {seen}"
+    );
+    assert!(lines[2].starts_with("404"), "alice's tree, as bob: {seen}");
+    assert!(
+        lines[3].starts_with("404"),
+        "alice's computer, as bob: {seen}"
+    );
+
     eprintln!("--- slapos node instance again: every partition keeps its certificate");
     let certificates = partition_certificates(&dir.join("certificates"));
     assert_eq!(
@@ -570,7 +646,7 @@ async fn scenario(node_user: NodeUser) {
                    s.initializeConnection(os.environ['MASTER_URL'], \
                    key_file=os.environ['KEY_FILE'], cert_file=os.environ['CERT_FILE'])\n\
                    computer = s.registerComputer(os.environ['COMPUTER'])\n";
-    let statuses = site.as_node(
+    let statuses = site.python_as(
         &master_url,
         &computer,
         &format!(
@@ -593,7 +669,7 @@ async fn scenario(node_user: NodeUser) {
         <movement><resource>CPU Consumption</resource><title>CPU Consumption of slappart0</title>\
         <reference>slappart0</reference><quantity>42.5</quantity><price>0.0</price><VAT>None</VAT>\
         <category>cpu</category></movement></transaction></journal>";
-    site.as_node(
+    site.python_as(
         &master_url,
         &computer,
         &format!("{connect}computer.reportUsage({journal:?})\n"),

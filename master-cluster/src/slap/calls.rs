@@ -12,8 +12,8 @@ use axum::http::StatusCode;
 
 use super::form::Form;
 use super::marshal::{self, Object, SlapClass, Value};
-use super::server::{Answer, Caller, Failure, text, xml};
-use super::{definition, journal, view};
+use super::server::{Answer, Caller, Failure, json, text, xml};
+use super::{definition, hateoas, journal, view};
 use crate::replica::signing::{Signed, sign};
 use crate::replica::{Consistency, ReplicaCore, now};
 use crate::state::model::{
@@ -34,6 +34,9 @@ pub(super) struct Call<'a> {
     pub document_cache: Arc<DocumentCache>,
     /// What the call holds of the replica's decode budget: marshalled arguments add to it.
     pub charge: &'a crate::limits::DecodeCharge,
+    /// This listener's HATEOAS endpoint as the caller reached it (`https://HOST/PREFIX/hateoas`),
+    /// unless its Host header named no host.
+    pub hateoas_url: Option<String>,
 }
 
 /// The last `Computer` document encoded for each computer, with the version of the computer's
@@ -86,6 +89,7 @@ pub(crate) const CALLS: &[&str] = &[
     "loadComputerConfigurationFromXML",
     "computerBang",
     "getHateoasUrl",
+    "hateoas",
     "requestComputerPartition",
     "setComputerPartitionConnectionXml",
     "getHostingSubscriptionIpList",
@@ -126,8 +130,8 @@ impl Call<'_> {
             "useComputer" => self.use_computer().await,
             "loadComputerConfigurationFromXML" => self.load_computer().await,
             "computerBang" => self.computer_bang().await,
-            // No HATEOAS API here: the client then keeps to these calls.
-            "getHateoasUrl" => Err(Failure::not_found("this master has no HATEOAS API")),
+            "getHateoasUrl" => text(self.hateoas_url()?),
+            "hateoas" => self.hateoas().await,
             "requestComputerPartition" => self.request().await,
             "setComputerPartitionConnectionXml" => self.set_connection().await,
             "getHostingSubscriptionIpList" => self.tree_addresses().await,
@@ -600,6 +604,45 @@ impl Call<'_> {
         text("done")
     }
 
+    fn hateoas_url(&self) -> Result<&str, Failure> {
+        self.hateoas_url
+            .as_deref()
+            .ok_or_else(|| Failure::bad("the Host header names no host"))
+    }
+
+    /// The HATEOAS API ([`hateoas`]): the root document, a search, or one document.
+    async fn hateoas(&self) -> Answer {
+        let reader = match self.caller.requester()? {
+            person @ (Actor::User(_) | Actor::Operator(_)) => person,
+            other => return Err(Failure::forbidden(format!("{other} is not a person"))),
+        };
+        let answer = match self.form.get("mode") {
+            None => hateoas::root(self.hateoas_url()?),
+            Some("search") => {
+                let search =
+                    hateoas::Search::parse(self.form.required("query")?).map_err(Failure::bad)?;
+                self.core
+                    .read(Consistency::Linearizable, move |txn| {
+                        hateoas_search(txn, &reader, &search)
+                    })
+                    .await?
+            }
+            Some("traverse") => {
+                let url = self.form.required("relative_url")?;
+                let document = hateoas::Document::parse(url).map_err(Failure::not_found)?;
+                let wanted = document.clone();
+                self.core
+                    .read(Consistency::Linearizable, move |txn| {
+                        hateoas_document(txn, &reader, &wanted)
+                    })
+                    .await?
+                    .ok_or_else(|| Failure::not_found(format!("no {}", document.relative_url())))?
+            }
+            Some(other) => return Err(Failure::bad(format!("mode {other:?}: search or traverse"))),
+        };
+        json(&answer)
+    }
+
     /// The `(tap, address)` pairs of every partition of the caller's request tree.
     async fn tree_addresses(&self) -> Answer {
         let partition = self.partition()?;
@@ -888,6 +931,101 @@ fn renewal_due(bound: &crate::state::model::InstanceCertificate) -> bool {
         at(bound.not_after),
         std::time::SystemTime::now(),
     )
+}
+
+/// A HATEOAS search's rows: the reader's own trees (not destroyed: the master archives a
+/// destroyed tree at once), or the computers it may inspect; by title or reference if named.
+fn hateoas_search(
+    txn: &redb::ReadTransaction,
+    reader: &Actor,
+    search: &hateoas::Search,
+) -> Result<serde_json::Value, crate::state::StateError> {
+    let mut rows = Vec::new();
+    match search {
+        hateoas::Search::Trees { title } => {
+            let (Actor::User(owner) | Actor::Operator(owner)) = reader else {
+                return Ok(hateoas::rows(rows));
+            };
+            for instance in query::instances_of(txn, owner)? {
+                let wanted = instance.guid == instance.root
+                    && instance.requested_state != RequestedState::Destroyed
+                    && title.as_ref().is_none_or(|t| *t == instance.title);
+                if wanted && let Some(view) = query::instance(txn, instance.guid)? {
+                    rows.push(hateoas::tree_row(&view));
+                }
+                if rows.len() == hateoas::MAX_ROWS {
+                    break;
+                }
+            }
+        }
+        hateoas::Search::Computers { reference } => {
+            for computer in query::computers(txn)? {
+                if reference
+                    .as_ref()
+                    .is_some_and(|r| r != computer.id.as_str())
+                {
+                    continue;
+                }
+                let role = query::role(txn, reader, &computer.project)?;
+                let target = policy::computer_target(&computer, role);
+                if policy::decide(reader, Operation::InspectComputer, target).is_ok() {
+                    rows.push(hateoas::computer_row(&computer.id));
+                }
+                if rows.len() == hateoas::MAX_ROWS {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(hateoas::rows(rows))
+}
+
+/// One HATEOAS document, if it exists and the reader may see it (a tree: its root instance,
+/// as `ReadInstance` decides; a computer: as `InspectComputer` does).
+fn hateoas_document(
+    txn: &redb::ReadTransaction,
+    reader: &Actor,
+    document: &hateoas::Document,
+) -> Result<Option<serde_json::Value>, crate::state::StateError> {
+    match document {
+        hateoas::Document::Tree(guid) => {
+            let Some(root) = query::instance(txn, *guid)? else {
+                return Ok(None);
+            };
+            let instance = &root.instance;
+            if instance.guid != instance.root
+                || instance.requested_state == RequestedState::Destroyed
+            {
+                return Ok(None);
+            }
+            let facts = InstanceFacts {
+                instance,
+                host_placement: None,
+                callers_instance: None,
+                role: query::role(txn, reader, &instance.project)?,
+            };
+            if policy::decide(reader, Operation::ReadInstance, Target::Instance(facts)).is_err() {
+                return Ok(None);
+            }
+            // What every instance of the tree last reported, for its news.
+            let reports: Vec<Option<String>> = query::instances_of(txn, &instance.owner)?
+                .into_iter()
+                .filter(|i| i.root == instance.guid && !i.shared)
+                .map(|i| i.access_status)
+                .collect();
+            Ok(Some(hateoas::tree(&root, &reports)))
+        }
+        hateoas::Document::Computer(id) => {
+            let Some(view) = query::computer_view(txn, id)? else {
+                return Ok(None);
+            };
+            let role = query::role(txn, reader, &view.computer.project)?;
+            let target = policy::computer_target(&view.computer, role);
+            Ok(policy::decide(reader, Operation::InspectComputer, target)
+                .is_ok()
+                .then(|| hateoas::computer(id)))
+        }
+    }
 }
 
 #[cfg(test)]

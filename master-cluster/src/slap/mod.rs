@@ -8,12 +8,15 @@
 //! - [`view`]: a computer's view as the marshalled `Computer` a node polls for.
 //! - [`form`]: a call's arguments (query string or urlencoded body) and a partition's
 //!   `X-SlapPartition` authorization.
+//! - [`hateoas`]: the JSON API `slapos service|computer list|info` read, its queries and
+//!   documents.
 //! - [`server`]: the listener (HTTPS with client certificates, or plain HTTP when configured)
 //!   and who calls; `calls`: each call as its command or query.
 
 mod calls;
 pub mod definition;
 pub mod form;
+pub mod hateoas;
 pub mod journal;
 pub use slapcluster_api::marshal;
 pub mod server;

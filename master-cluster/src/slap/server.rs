@@ -177,6 +177,15 @@ pub(super) fn xml(value: &Value) -> Answer {
     Ok(xml_bytes(Bytes::from(marshal::encode(value))))
 }
 
+/// A JSON document as the answer (the HATEOAS API's).
+pub(super) fn json(value: &serde_json::Value) -> Answer {
+    Ok((
+        [(header::CONTENT_TYPE, "application/hal+json")],
+        value.to_string(),
+    )
+        .into_response())
+}
+
 /// An encoded document as the answer.
 pub(super) fn xml_bytes(document: Bytes) -> Response {
     (
@@ -317,6 +326,7 @@ async fn call(
                     .map_err(|_| Failure::bad("the Authorization header is not text"))
             })
             .transpose()?;
+        let hateoas_url = hateoas_url(&shared.trust, &uri, &headers);
         let caller = Caller::identify(identity, authorization, &form)?;
         let call = super::calls::Call {
             core: &core,
@@ -325,6 +335,7 @@ async fn call(
             caller,
             document_cache: shared.document_cache.clone(),
             charge: &charge,
+            hateoas_url,
         };
         call.run(&name).await
     }
@@ -348,6 +359,30 @@ async fn call(
         metrics.slap_call_errors.get(label).inc();
     }
     response
+}
+
+/// The HATEOAS endpoint beside the call, as the caller reached this listener: its scheme,
+/// the host it asked for and the master URL's own path (`…/getHateoasUrl` → `…/hateoas`).
+/// The host is the caller's to choose and only ever sent back to it, but only a host name or
+/// address with a port is taken (`None` otherwise: the HATEOAS calls then answer 400).
+fn hateoas_url(trust: &Trust, uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    let scheme = match trust {
+        Trust::Certificates(_) => "https",
+        Trust::Plaintext { .. } => "http",
+    };
+    let host = match uri.authority() {
+        Some(authority) => authority.as_str(),
+        None => headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default(),
+    };
+    let hostlike = |c: char| c.is_ascii_alphanumeric() || ".-:[]".contains(c);
+    if host.is_empty() || !host.chars().all(hostlike) {
+        return None;
+    }
+    let prefix = uri.path().rsplit_once('/').map_or("", |(prefix, _)| prefix);
+    Some(format!("{scheme}://{host}{prefix}/hateoas"))
 }
 
 /// Who calls, as far as the transport says: the certificate's identity over HTTPS (the

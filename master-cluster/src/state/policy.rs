@@ -39,8 +39,8 @@ use std::fmt;
 
 use super::command::Op;
 use super::model::{
-    Actor, AllocationScope, ComputerId, Instance, InstanceGuid, PartitionId, Placement, ProjectId,
-    ProjectRole, Requester, UserId,
+    Actor, AllocationScope, Computer, ComputerId, Instance, InstanceGuid, PartitionId, Placement,
+    ProjectId, ProjectRole, Requester, UserId,
 };
 
 /// Declares [`Operation`] and [`Operation::ALL`] from one list, so that the list of every
@@ -259,6 +259,8 @@ pub fn slap_operation(call: &str) -> Option<Operation> {
         "requestComputer" => ReadComputer,
         "computerBang" => BangComputer,
         "getHateoasUrl" => Discover,
+        // Searches and documents of the caller's own, decided again on each (`slap/hateoas.rs`).
+        "hateoas" => ListInstances,
         "requestComputerPartition" => RequestInstance,
         "setComputerPartitionConnectionXml" => PublishConnection,
         "softwareInstanceBang" => BangInstance,
@@ -267,6 +269,16 @@ pub fn slap_operation(call: &str) -> Option<Operation> {
         "getSoftwareReleaseListFromSoftwareProduct" => ReadCatalog,
         "generateComputerCertificate" | "revokeComputerCertificate" => ManageComputerCertificate,
         _ => return None,
+    })
+}
+
+/// The target of an operation on a computer: its project, the caller's role there, and the
+/// computer with its allocation scope.
+pub fn computer_target(computer: &Computer, role: Option<ProjectRole>) -> Target<'_> {
+    Target::Project(ProjectFacts {
+        project: &computer.project,
+        role,
+        computer: Some((&computer.id, computer.allocation_scope)),
     })
 }
 

@@ -550,7 +550,7 @@ impl pb::admin_server::Admin for AdminService {
                 let mut visible = Vec::new();
                 for (computer, seen) in computers {
                     let role = crate::state::query::role(txn, &reader, &computer.project)?;
-                    let target = inspected(&computer, role);
+                    let target = policy::computer_target(&computer, role);
                     if policy::decide(&reader, Operation::InspectComputer, target).is_ok() {
                         visible.push(super::convert::pb_computer_summary(&computer, seen));
                     }
@@ -591,7 +591,7 @@ impl pb::admin_server::Admin for AdminService {
         policy::decide(
             &actor,
             Operation::InspectComputer,
-            inspected(&view.computer, role),
+            policy::computer_target(&view.computer, role),
         )?;
         Ok(Response::new(super::convert::pb_computer_details(view)))
     }
@@ -749,15 +749,6 @@ fn project_target(project: &ProjectId, role: Option<ProjectRole>) -> Target<'_> 
         project,
         role,
         computer: None,
-    })
-}
-
-/// A computer as the policy decides who may inspect it: by its project and the caller's role.
-fn inspected(computer: &crate::state::model::Computer, role: Option<ProjectRole>) -> Target<'_> {
-    Target::Project(ProjectFacts {
-        project: &computer.project,
-        role,
-        computer: Some((&computer.id, computer.allocation_scope)),
     })
 }
 
