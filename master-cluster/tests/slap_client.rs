@@ -591,6 +591,29 @@ for query in [
         "alice's computer, as bob: {seen}"
     );
 
+    eprintln!("--- destroy a shared instance never hosted, then again once it is gone");
+    let nowhere = dir.join("nowhere/software.cfg");
+    let nowhere = nowhere.to_str().expect("utf-8");
+    let (ok, text) = site.user(&["request", "lonely", nowhere, "--slave"]);
+    assert!(
+        !ok && text.contains("provisioning"),
+        "no host runs {nowhere}: {text}"
+    );
+    for attempt in ["never hosted", "already gone"] {
+        let (ok, text) = site.user(&[
+            "request",
+            "lonely",
+            nowhere,
+            "--slave",
+            "--state",
+            "destroyed",
+        ]);
+        assert!(
+            ok && text.contains("State is : destroyed") && !text.contains("Traceback"),
+            "slapos request --state destroyed, {attempt}: {text}"
+        );
+    }
+
     eprintln!("--- slapos node instance again: every partition keeps its certificate");
     let certificates = partition_certificates(&dir.join("certificates"));
     assert_eq!(

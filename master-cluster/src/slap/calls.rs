@@ -15,14 +15,14 @@ use super::marshal::{self, Object, SlapClass, Value};
 use super::server::{Answer, Caller, Failure, json, text, xml};
 use super::{definition, hateoas, journal, view};
 use crate::replica::signing::{Signed, sign};
-use crate::replica::{Consistency, ReplicaCore, now};
+use crate::replica::{CallError, Consistency, ReplicaCore, now};
 use crate::state::model::{
     Actor, ComputerId, Parameters, PartitionId, PartitionRef, Placement, RequestedState,
     SoftwareState, SupplyState, Timestamp, UsageRecord,
 };
 use crate::state::policy::{self, InstanceFacts, Operation, Target};
 use crate::state::query::{self, PartitionView};
-use crate::state::{InstanceReport, InstanceRequest, Op, Outcome};
+use crate::state::{InstanceReport, InstanceRequest, Op, Outcome, Rejection};
 
 /// One call being answered.
 pub(super) struct Call<'a> {
@@ -526,7 +526,16 @@ impl Call<'_> {
             shared,
             state,
         };
-        let (outcome, index) = self.write(actor, Op::RequestInstance(request)).await?;
+        let destroyed = view::destroyed_instance(&request.software_release, &request.software_type);
+        let written = self.core.execute(actor, Op::RequestInstance(request)).await;
+        let (outcome, index) = match written {
+            // Destroying what is already gone succeeds (the reference mini-master's answer to
+            // a destroyed shared instance, without a host to name).
+            Err(CallError::Rejected(Rejection::NothingToDestroy { .. })) => {
+                return xml(&destroyed);
+            }
+            written => written?,
+        };
         let Outcome::Instance(summary) = outcome else {
             return Err(Failure(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -534,6 +543,12 @@ impl Call<'_> {
             ));
         };
         match &summary.placement {
+            // Never placed (a pending request, a shared instance never hosted): gone at once.
+            Placement::Pending { .. } | Placement::Unplaceable { .. }
+                if summary.requested_state == RequestedState::Destroyed =>
+            {
+                return xml(&destroyed);
+            }
             Placement::Pending { reason } => {
                 return Err(Failure(
                     StatusCode::REQUEST_TIMEOUT,

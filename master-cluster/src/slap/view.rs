@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 
 use super::marshal::{Object, SlapClass, Value};
-use crate::state::model::{Partition, PartitionId, PartitionRef, SupplyState};
+use crate::state::model::{
+    Partition, PartitionId, PartitionRef, RequestedState, SoftwareReleaseUrl, SupplyState,
+};
 use crate::state::query::{ComputerView, InstanceView, PartitionView};
 
 /// `(tap, address)` pairs, as `ip_list` and `full_ip_list` carry them.
@@ -233,6 +235,37 @@ pub fn computer(view: &ComputerView, full_ip_lists: &BTreeMap<PartitionRef, IpLi
 /// parameters with its timestamp, and its connection parameters. A shared instance runs where
 /// its `host` does, with the host's release and type, and answers what the host published
 /// for it.
+/// What a request to destroy an instance that runs nowhere (never placed, a shared instance
+/// never hosted, or already gone) answers: the instance, destroyed, on no partition.
+pub fn destroyed_instance(software_release: &SoftwareReleaseUrl, software_type: &str) -> Value {
+    object(
+        SlapClass::SoftwareInstance,
+        Vec::new(),
+        vec![
+            (
+                "_connection_dict",
+                Value::dict(Vec::<(String, Value)>::new()),
+            ),
+            (
+                "_parameter_dict",
+                Value::dict(Vec::<(String, Value)>::new()),
+            ),
+            (
+                "_requested_state",
+                Value::string(RequestedState::Destroyed.as_str()),
+            ),
+            ("slap_computer_id", Value::string("")),
+            ("slap_computer_partition_id", Value::string("")),
+            (
+                "slap_software_release_url",
+                Value::string(software_release.to_string()),
+            ),
+            ("slap_software_type", Value::string(software_type)),
+            ("ip_list", Value::List(Vec::new())),
+        ],
+    )
+}
+
 pub fn software_instance(
     instance: &InstanceView,
     host: Option<&InstanceView>,
