@@ -237,26 +237,12 @@ pub fn instance_xml(parameters: &Parameters) -> String {
     for (key, value) in parameters {
         xml.push_str(&format!(
             "  <parameter id=\"{}\">{}</parameter>\n",
-            escape(key),
-            escape(value)
+            quick_xml::escape::escape(key.as_str()),
+            quick_xml::escape::escape(value.as_str())
         ));
     }
     xml.push_str("</instance>\n");
     xml
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
