@@ -12,6 +12,9 @@
 //! to reach beyond loopback (format asks public services for its IPv4 address) leaves the
 //! machine. Buildout is replaced by `tests/slap/buildout.py`, which does what a release's
 //! buildout would through the real `slapos.slap` library.
+//!
+//! Over 800 lines on purpose: one scenario, in the order a site lives it (format, supply,
+//! request, read, stop, destroy, remove), each step asserted before the next relies on it.
 
 use test_kit::namespaced;
 

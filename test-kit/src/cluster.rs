@@ -6,6 +6,9 @@
 //! known by its front ([`crate::fronts`]), which puts the map's distance between replicas,
 //! and a client in a region reaches each replica through a [`crate::distance::DelayLink`]
 //! ([`Cluster::url_from`]). The harness's own calls take no detour.
+//!
+//! Over 800 lines on purpose: one harness (start, kill, restart, partition, ask) whose
+//! methods share the cluster's processes and credentials; split, each part would need them all.
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
