@@ -34,9 +34,8 @@ pub(super) struct Call<'a> {
     pub document_cache: Arc<DocumentCache>,
     /// What the call holds of the replica's decode budget: marshalled arguments add to it.
     pub charge: &'a crate::limits::DecodeCharge,
-    /// This listener's HATEOAS endpoint as the caller reached it (`https://HOST/PREFIX/hateoas`),
-    /// unless its Host header named no host.
-    pub hateoas_url: Option<String>,
+    /// How the caller reached this listener (the HATEOAS URLs are built from it).
+    pub reached: super::server::Reached<'a>,
 }
 
 /// The last `Computer` document encoded for each computer, with the version of the computer's
@@ -130,7 +129,7 @@ impl Call<'_> {
             "useComputer" => self.use_computer().await,
             "loadComputerConfigurationFromXML" => self.load_computer().await,
             "computerBang" => self.computer_bang().await,
-            "getHateoasUrl" => text(self.hateoas_url()?),
+            "getHateoasUrl" => text(&self.hateoas_url()?),
             "hateoas" => self.hateoas().await,
             "requestComputerPartition" => self.request().await,
             "setComputerPartitionConnectionXml" => self.set_connection().await,
@@ -619,9 +618,9 @@ impl Call<'_> {
         text("done")
     }
 
-    fn hateoas_url(&self) -> Result<&str, Failure> {
-        self.hateoas_url
-            .as_deref()
+    fn hateoas_url(&self) -> Result<String, Failure> {
+        self.reached
+            .hateoas_url()
             .ok_or_else(|| Failure::bad("the Host header names no host"))
     }
 
@@ -632,7 +631,7 @@ impl Call<'_> {
             other => return Err(Failure::forbidden(format!("{other} is not a person"))),
         };
         let answer = match self.form.get("mode") {
-            None => hateoas::root(self.hateoas_url()?),
+            None => hateoas::root(&self.hateoas_url()?),
             Some("search") => {
                 let search =
                     hateoas::Search::parse(self.form.required("query")?).map_err(Failure::bad)?;
@@ -961,11 +960,16 @@ fn hateoas_search(
             let (Actor::User(owner) | Actor::Operator(owner)) = reader else {
                 return Ok(hateoas::rows(rows));
             };
-            for instance in query::instances_of(txn, owner)? {
-                let wanted = instance.guid == instance.root
-                    && instance.requested_state != RequestedState::Destroyed
-                    && title.as_ref().is_none_or(|t| *t == instance.title);
-                if wanted && let Some(view) = query::instance(txn, instance.guid)? {
+            let roots = match title {
+                Some(title) => query::root_by_title(txn, owner, title)?
+                    .into_iter()
+                    .collect(),
+                None => query::roots_of(txn, owner)?,
+            };
+            for root in roots {
+                if let Some(view) = query::instance(txn, root)?
+                    && view.instance.requested_state != RequestedState::Destroyed
+                {
                     rows.push(hateoas::tree_row(&view));
                 }
                 if rows.len() == hateoas::MAX_ROWS {
@@ -1023,9 +1027,9 @@ fn hateoas_document(
                 return Ok(None);
             }
             // What every instance of the tree last reported, for its news.
-            let reports: Vec<Option<String>> = query::instances_of(txn, &instance.owner)?
+            let reports: Vec<Option<String>> = query::tree(txn, instance.guid)?
                 .into_iter()
-                .filter(|i| i.root == instance.guid && !i.shared)
+                .filter(|i| !i.shared)
                 .map(|i| i.access_status)
                 .collect();
             Ok(Some(hateoas::tree(&root, &reports)))

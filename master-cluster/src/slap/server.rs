@@ -326,7 +326,6 @@ async fn call(
                     .map_err(|_| Failure::bad("the Authorization header is not text"))
             })
             .transpose()?;
-        let hateoas_url = hateoas_url(&shared.trust, &uri, &headers);
         let caller = Caller::identify(identity, authorization, &form)?;
         let call = super::calls::Call {
             core: &core,
@@ -335,7 +334,11 @@ async fn call(
             caller,
             document_cache: shared.document_cache.clone(),
             charge: &charge,
-            hateoas_url,
+            reached: Reached {
+                https: matches!(shared.trust, Trust::Certificates(_)),
+                uri: &uri,
+                headers: &headers,
+            },
         };
         call.run(&name).await
     }
@@ -361,28 +364,39 @@ async fn call(
     response
 }
 
-/// The HATEOAS endpoint beside the call, as the caller reached this listener: its scheme,
-/// the host it asked for and the master URL's own path (`…/getHateoasUrl` → `…/hateoas`).
-/// The host is the caller's to choose and only ever sent back to it, but only a host name or
-/// address with a port is taken (`None` otherwise: the HATEOAS calls then answer 400).
-fn hateoas_url(trust: &Trust, uri: &Uri, headers: &HeaderMap) -> Option<String> {
-    let scheme = match trust {
-        Trust::Certificates(_) => "https",
-        Trust::Plaintext { .. } => "http",
-    };
-    let host = match uri.authority() {
-        Some(authority) => authority.as_str(),
-        None => headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default(),
-    };
-    let hostlike = |c: char| c.is_ascii_alphanumeric() || ".-:[]".contains(c);
-    if host.is_empty() || !host.chars().all(hostlike) {
-        return None;
+/// How the caller reached this listener: for the URLs an answer gives back to it.
+pub(super) struct Reached<'a> {
+    pub https: bool,
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+}
+
+impl Reached<'_> {
+    /// The HATEOAS endpoint beside the call: its scheme, the host the caller asked for and
+    /// the master URL's own path (`…/getHateoasUrl` → `…/hateoas`). The host is the
+    /// caller's to choose and only ever sent back to it, but only a host name or address
+    /// with a port is taken (`None` otherwise).
+    pub fn hateoas_url(&self) -> Option<String> {
+        let scheme = if self.https { "https" } else { "http" };
+        let host = match self.uri.authority() {
+            Some(authority) => authority.as_str(),
+            None => self
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default(),
+        };
+        let hostlike = |c: char| c.is_ascii_alphanumeric() || ".-:[]".contains(c);
+        if host.is_empty() || !host.chars().all(hostlike) {
+            return None;
+        }
+        let prefix = self
+            .uri
+            .path()
+            .rsplit_once('/')
+            .map_or("", |(prefix, _)| prefix);
+        Some(format!("{scheme}://{host}{prefix}/hateoas"))
     }
-    let prefix = uri.path().rsplit_once('/').map_or("", |(prefix, _)| prefix);
-    Some(format!("{scheme}://{host}{prefix}/hateoas"))
 }
 
 /// Who calls, as far as the transport says: the certificate's identity over HTTPS (the

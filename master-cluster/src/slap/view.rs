@@ -231,10 +231,6 @@ pub fn computer(view: &ComputerView, full_ip_lists: &BTreeMap<PartitionRef, IpLi
     )
 }
 
-/// The `SoftwareInstance` a request answers: where the instance runs (`on`, `partition`), its
-/// parameters with its timestamp, and its connection parameters. A shared instance runs where
-/// its `host` does, with the host's release and type, and answers what the host published
-/// for it.
 /// What a request to destroy an instance that runs nowhere (never placed, a shared instance
 /// never hosted, or already gone) answers: the instance, destroyed, on no partition.
 pub fn destroyed_instance(software_release: &SoftwareReleaseUrl, software_type: &str) -> Value {
@@ -266,6 +262,10 @@ pub fn destroyed_instance(software_release: &SoftwareReleaseUrl, software_type: 
     )
 }
 
+/// The `SoftwareInstance` a request answers: where the instance runs (`on`, `partition`), its
+/// parameters with its timestamp, and its connection parameters. A shared instance runs where
+/// its `host` does, with the host's release and type, and answers what the host published
+/// for it.
 pub fn software_instance(
     instance: &InstanceView,
     host: Option<&InstanceView>,

@@ -225,6 +225,15 @@ pub fn root_by_title(
     t.roots.guid_at(&tables::root_key(owner, title))
 }
 
+/// The roots a user requested, by title.
+pub fn roots_of(
+    txn: &redb::ReadTransaction,
+    owner: &UserId,
+) -> Result<Vec<InstanceGuid>, StateError> {
+    let t = Tables::open_read(txn)?;
+    t.roots.guid_values(&Key::new().str(owner.as_str()))
+}
+
 /// Every instance a user owns: their roots and the trees below them, root by root.
 pub fn instances_of(
     txn: &redb::ReadTransaction,
@@ -233,10 +242,24 @@ pub fn instances_of(
     let t = Tables::open_read(txn)?;
     let mut out = Vec::new();
     for root in t.roots.guid_values(&Key::new().str(owner.as_str()))? {
-        for guid in t.titles.guid_values(&tables::instance_key(root))? {
-            if let Some(instance) = t.instance(guid)? {
-                out.push(instance);
-            }
+        out.extend(tree_in(&t, root)?);
+    }
+    Ok(out)
+}
+
+/// Every instance of the tree rooted at `root`, the root included.
+pub fn tree(txn: &redb::ReadTransaction, root: InstanceGuid) -> Result<Vec<Instance>, StateError> {
+    tree_in(&Tables::open_read(txn)?, root)
+}
+
+fn tree_in<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    t: &Tables<T>,
+    root: InstanceGuid,
+) -> Result<Vec<Instance>, StateError> {
+    let mut out = Vec::new();
+    for guid in t.titles.guid_values(&tables::instance_key(root))? {
+        if let Some(instance) = t.instance(guid)? {
+            out.push(instance);
         }
     }
     Ok(out)
@@ -271,11 +294,8 @@ pub fn tree_addresses(
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
-    for member in t.titles.guid_values(&tables::instance_key(instance.root))? {
-        if let Some(Instance {
-            placement: Placement::Partition(p),
-            ..
-        }) = t.instance(member)?
+    for member in tree_in(&t, instance.root)? {
+        if let Placement::Partition(p) = member.placement
             && let Some(partition) = t.partition(&p.computer, &p.partition)?
         {
             let tap = partition.tap.clone().unwrap_or_default();

@@ -567,8 +567,9 @@ async fn cut_off_leader(
             Ok(Some(at))
         };
         let took = kill_and_time(&acks, &stop, writers, cut).await;
-        let new_leader = match took {
-            Ok(Some(_)) => Some(watch.await),
+        // Cut and timed: the watcher has seen, or will see, the new leader.
+        let new_leader = match (&took, cut_at) {
+            (Ok(Some(_)), Some(at)) => Some((watch.await, at)),
             _ => {
                 watch.abort();
                 None
@@ -577,12 +578,10 @@ async fn cut_off_leader(
         cluster.partition(&Blocked::new())?;
         let took = took?;
         caught_up(cluster, leader).await?;
-        if let (Some(took), Some(at), Some(new_leader)) = (took, cut_at, new_leader) {
-            let new_leader = new_leader
-                .map_err(|e| LoadError::Cluster(format!("watching for a new leader: {e}")))??;
-            elected
-                .latencies
-                .push(new_leader.saturating_duration_since(at));
+        if let (Some(took), Some((seen, at))) = (took, new_leader) {
+            let seen =
+                seen.map_err(|e| LoadError::Cluster(format!("watching for a new leader: {e}")))??;
+            elected.latencies.push(seen.saturating_duration_since(at));
             return Ok(took);
         }
     }
