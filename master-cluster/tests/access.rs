@@ -53,6 +53,8 @@ const GRPC: &[(&str, &str)] = &[
     ("Admin/Snapshot", "Ynnnnnnnunu"),
     ("Admin/RevokeCertificate", "Ynnnnnnnunu"),
     ("Admin/CreateEnrollmentToken", "Ynnnnnnnunu"),
+    // For carl (C): operators make them for anyone, a user for themselves.
+    ("Admin/CreateCredentialToken", "YnYnnnnnunu"),
     ("Admin/ListComputers", "YYYYYnnnunu"),
     ("Admin/ShowComputer", "YYnnnYnnunu"),
     ("Admin/SetAllocationScope", "YYnnnnnnunu"),
@@ -128,6 +130,9 @@ const SLAP: &[(&str, &str)] = &[
     ("requestComputer", "YnnnnYnnunu"),
     ("getComputerStatus", "YnnnnYnnunu"),
     ("getComputerPartitionStatus", "YYYnnYnYunu"),
+    // The token is the credential, not the certificate: no token here, 400 for everyone.
+    ("Person_requestComputer", "YYYYYYYYYYY"),
+    ("Person_getCertificate", "YYYYYYYYYYY"),
     ("generateComputerCertificate", "Ynnnnnnnunu"),
     // Last: it revokes COMP-A's recorded certificates (the test's are not recorded).
     ("revokeComputerCertificate", "Ynnnnnnnunu"),
@@ -306,6 +311,13 @@ async fn grpc(method: &str, channel: Channel, world: &World) -> Result<(), Statu
         "Admin/CreateEnrollmentToken" => admin
             .create_enrollment_token(pb::CreateEnrollmentTokenRequest {
                 computer: "COMP-NEW".into(),
+                valid_seconds: 60,
+            })
+            .await
+            .map(drop),
+        "Admin/CreateCredentialToken" => admin
+            .create_credential_token(pb::CreateCredentialTokenRequest {
+                user: "carl".into(),
                 valid_seconds: 60,
             })
             .await
@@ -708,12 +720,12 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
     test_kit::init_tracing("access=info,master_cluster=warn,openraft=warn");
     // Every method of the wire contract and every SLAP call the listener answers (the policy
     // test counts them from the .proto files and the SLAP dispatcher).
-    assert_eq!(GRPC.len(), 46);
+    assert_eq!(GRPC.len(), 47);
     let slap_calls: std::collections::BTreeSet<&str> = SLAP
         .iter()
         .map(|(call, _)| call.split('+').next().unwrap_or(call))
         .collect();
-    assert_eq!(slap_calls.len(), 30);
+    assert_eq!(slap_calls.len(), 32);
     for (table, rows) in [("gRPC", GRPC), ("SLAP", SLAP)] {
         for (call, row) in rows {
             assert_eq!(

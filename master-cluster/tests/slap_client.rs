@@ -1,7 +1,9 @@
 //! The real SlapOS client, `slapos.core` 1.26.1 (installed by `.ci/slapos-client`), against a
 //! three-replica cluster of `slapmaster` processes, through a follower's SLAP listener over
-//! HTTPS with client certificates: a node (`slapos node format|software|instance|report`,
-//! with the computer's certificate) and a user (`slapos supply|request|remove`, with theirs).
+//! HTTPS with client certificates: a node (`slapos node register|format|software|instance|
+//! report`, with the computer's certificate, which `register` obtained for an operator's
+//! one-time token) and a user (`slapos supply|request|remove`, with theirs, which `slapos
+//! configure client` obtained for theirs).
 //! The scenario runs twice: with the node's commands run as root, as most sites do, and as a
 //! dedicated unprivileged user that owns every partition (`slapos node format` still runs as
 //! root: it creates the users), as some sites do. That user cannot rewrite a partition's 0400
@@ -13,8 +15,8 @@
 //! machine. Buildout is replaced by `tests/slap/buildout.py`, which does what a release's
 //! buildout would through the real `slapos.slap` library.
 //!
-//! Over 800 lines on purpose: one scenario, in the order a site lives it (format, supply,
-//! request, read, stop, destroy, remove), each step asserted before the next relies on it.
+//! Over 800 lines on purpose: one scenario, in the order a site lives it (register, format,
+//! supply, request, read, stop, destroy, remove), each step asserted before the next relies on it.
 
 use test_kit::namespaced;
 
@@ -96,8 +98,9 @@ impl Site {
         self.dir.join("slapos.cfg")
     }
 
+    /// Where `slapos configure client` writes (the client's default, under the test's HOME).
     fn client_cfg(&self) -> PathBuf {
-        self.dir.join("client.cfg")
+        self.dir.join("home/.slapos/slapos-client.cfg")
     }
 
     /// Runs `slapos ARGS` (as the node's user for a node command); returns whether it
@@ -148,14 +151,14 @@ impl Site {
         self.slapos(&all, false)
     }
 
-    /// Runs a Python snippet with the client's library, with the certificate in `credentials`
-    /// (`KEY_FILE`, `CERT_FILE`); returns what it printed.
-    fn python_as(&self, master_url: &str, credentials: &Path, code: &str) -> String {
+    /// Runs a Python snippet with the client's library, with the key and certificate files
+    /// `credentials` (`KEY_FILE`, `CERT_FILE`); returns what it printed.
+    fn python_as(&self, master_url: &str, credentials: (&Path, &Path), code: &str) -> String {
         let output = Command::new(self.venv.join("bin/python"))
             .args(["-W", "ignore", "-c", code])
             .env("MASTER_URL", master_url)
-            .env("KEY_FILE", credentials.join("key.pem"))
-            .env("CERT_FILE", credentials.join("chain.pem"))
+            .env("KEY_FILE", credentials.0)
+            .env("CERT_FILE", credentials.1)
             .env("COMPUTER", COMPUTER)
             .output()
             .expect("python runs");
@@ -334,21 +337,6 @@ async fn scenario(node_user: NodeUser) {
     );
 
     let node_ids = (node_user == NodeUser::Dedicated).then(dedicated_user);
-    let computer = cluster
-        .credentials_dir(&format!("computer:{COMPUTER}"))
-        .expect("the computer's certificate");
-    // The node's own copy of its certificate, readable by whoever runs it.
-    let computer = {
-        let own = dir.join("node-tls");
-        std::fs::create_dir_all(&own).expect("mkdir");
-        for file in ["key.pem", "chain.pem"] {
-            std::fs::copy(computer.join(file), own.join(file)).expect("copies");
-        }
-        own
-    };
-    let user = cluster
-        .credentials_dir("user:alice")
-        .expect("the user's certificate");
     let user_tls = cluster
         .credentials("user:alice")
         .expect("the user's certificate")
@@ -368,7 +356,14 @@ async fn scenario(node_user: NodeUser) {
         &stand_in,
     )
     .expect("the stand-in");
-    for sub in ["home", "certificates", "software", "instance", "run"] {
+    for sub in [
+        "home",
+        "certificates",
+        "software",
+        "instance",
+        "run",
+        "register",
+    ] {
         std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
     }
     write(&dir.join("definition.cfg"), &definition(node_user));
@@ -378,6 +373,92 @@ async fn scenario(node_user: NodeUser) {
         dir: dir.clone(),
         node_ids,
     };
+
+    eprintln!("--- slapos node register --token: the node's certificate, from an operator's token");
+    let mut admin = test_kit::cluster::admin(&grpc, &cluster.operator())
+        .await
+        .expect("the operator's channel");
+    let token = admin
+        .create_enrollment_token(pb::CreateEnrollmentTokenRequest {
+            computer: COMPUTER.into(),
+            valid_seconds: 600,
+        })
+        .await
+        .expect("an enrollment token")
+        .into_inner()
+        .token;
+    let registered = dir.join("register/slapos");
+    let register = |token: &str, cfg: &Path| {
+        site.slapos(
+            &[
+                "node",
+                "register",
+                "the first node",
+                "--token",
+                token,
+                "--cfg",
+                cfg.to_str().expect("utf-8"),
+                "--master-url",
+                &master_url,
+                "--master-url-web",
+                &master_url,
+                "--partition-number",
+                &PARTITIONS.to_string(),
+            ],
+            false,
+        )
+    };
+    let (ok, text) = register(&token, &registered.join("slapos.cfg"));
+    assert!(ok, "slapos node register: {text}");
+    let written = std::fs::read_to_string(registered.join("slapos.cfg")).expect("slapos.cfg");
+    assert!(
+        written.contains(&format!("\ncomputer_id = {COMPUTER}\n"))
+            && written.contains(&format!("\nmaster_url = {master_url}\n")),
+        "{written}"
+    );
+    std::fs::create_dir_all(dir.join("again")).expect("mkdir");
+    let (ok, text) = register(&token, &dir.join("again/slapos/slapos.cfg"));
+    assert!(
+        !ok && text.contains("Access denied to the SlapOS Master"),
+        "a token is good once: {text}"
+    );
+
+    eprintln!("--- slapos configure client --token: the user's certificate, from their token");
+    let token = admin
+        .create_credential_token(pb::CreateCredentialTokenRequest {
+            user: "alice".into(),
+            valid_seconds: 600,
+        })
+        .await
+        .expect("a credential token")
+        .into_inner()
+        .token;
+    let client_cfg = site.client_cfg();
+    let (ok, text) = site.slapos(
+        &[
+            "configure",
+            "client",
+            "--token",
+            &token,
+            "--cfg",
+            client_cfg.to_str().expect("utf-8"),
+            "--master-url",
+            &master_url,
+            "--master-url-web",
+            &master_url,
+        ],
+        false,
+    );
+    assert!(ok, "slapos configure client: {text}");
+    assert!(
+        std::fs::read_to_string(&client_cfg)
+            .expect("the client's configuration")
+            .contains(&format!("master_url = {master_url}")),
+        "{text}"
+    );
+
+    // The node runs with the files register wrote, as they are.
+    let ssl = registered.join("ssl");
     write(
         &site.node_cfg(),
         &format!(
@@ -387,8 +468,8 @@ async fn scenario(node_user: NodeUser) {
              buildout = {stand_in}\n{root_check}\n[slapformat]\nalter_network = False\nalter_user = True\n\
              create_tap = False\npartition_amount = {PARTITIONS}\ncomputer_xml = {dir}/slapos.xml\n\
              ipv6_prefixshift = 16\n",
-            key = computer.join("key.pem").display(),
-            cert = computer.join("chain.pem").display(),
+            key = ssl.join("key").display(),
+            cert = ssl.join("certificate").display(),
             dir = dir.display(),
             stand_in = stand_in.display(),
             // How a site runs the node as its own user: the client's documented switch.
@@ -397,14 +478,6 @@ async fn scenario(node_user: NodeUser) {
             } else {
                 ""
             },
-        ),
-    );
-    write(
-        &site.client_cfg(),
-        &format!(
-            "[slapos]\nmaster_url = {master_url}\n\n[slapconsole]\nkey_file = {key}\ncert_file = {cert}\n",
-            key = user.join("key.pem").display(),
-            cert = user.join("chain.pem").display(),
         ),
     );
 
@@ -420,7 +493,7 @@ async fn scenario(node_user: NodeUser) {
     if let Some(ids) = node_ids {
         // What the node writes to is its user's; format made the partitions and the software
         // root its already.
-        for sub in ["home", "certificates", "instance", "run", "node-tls"] {
+        for sub in ["home", "certificates", "instance", "run", "register"] {
             chown_tree(&dir.join(sub), ids);
         }
     }
@@ -577,7 +650,11 @@ for query in [
 "#
     .replace("GUID", &instance.guid)
     .replace("COMPUTER", COMPUTER);
-    let seen = site.python_as(&master_url, &bob, &read);
+    let seen = site.python_as(
+        &master_url,
+        (&bob.join("key.pem"), &bob.join("chain.pem")),
+        &read,
+    );
     let lines: Vec<&str> = seen.lines().collect();
     assert_eq!(lines.len(), 4, "{seen}");
     assert!(
@@ -674,7 +751,7 @@ for query in [
                    computer = s.registerComputer(os.environ['COMPUTER'])\n";
     let statuses = site.python_as(
         &master_url,
-        &computer,
+        (&ssl.join("key"), &ssl.join("certificate")),
         &format!(
             "{connect}for p in computer.getComputerPartitionList():\n    \
              print(p.getId(), p.getInstanceParameterDict().get('instance_title'), \
@@ -697,7 +774,7 @@ for query in [
         <category>cpu</category></movement></transaction></journal>";
     site.python_as(
         &master_url,
-        &computer,
+        (&ssl.join("key"), &ssl.join("certificate")),
         &format!("{connect}computer.reportUsage({journal:?})\n"),
     );
     let channel = client::connect_with(&grpc, Some(cluster.operator()))

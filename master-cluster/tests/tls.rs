@@ -430,3 +430,142 @@ async fn a_new_computer_enrolls_with_a_one_time_token() {
     );
     replica.shutdown().await.expect("shutdown");
 }
+
+/// `slapos node register --token` and `slapos configure client --token`, as the SLAP listener
+/// answers them (the real client runs both in `slap_client.rs`): no certificate needed, the
+/// token spent once and only on its own call, a computer the client could not name refused
+/// before its token is spent, and what is answered a working identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slapos_clients_token_calls_enroll_once_and_say_why_not() {
+    use test_kit::slap::{Connection, anonymous_tls};
+    let now = SystemTime::now();
+    let ca = TestCa::new("test");
+    let dir = tempfile::tempdir().expect("dir");
+    let mut config = ReplicaConfig::new(1, "[::1]:0".parse().expect("addr"), dir.path().into());
+    config.tls = Some(ca.material(Identity::Replica(1), now));
+    config.signer_pem = Some(ca.signer_pem());
+    config.slap = Some(master_cluster::replica::SlapConfig {
+        listen: "[::1]:0".parse().expect("addr"),
+        plaintext_user: None,
+    });
+    let replica = Replica::start(config).await.expect("starts");
+    replica
+        .initialize([(1, replica.node())].into())
+        .await
+        .expect("initialise");
+    let url = replica.url().to_string();
+    let operator = ca.material(Identity::Operator("ops".into()), now);
+    let mut admin = AdminClient::new(channel(&url, &operator).await);
+    let computer_token = |computer: &str| pb::CreateEnrollmentTokenRequest {
+        computer: computer.into(),
+        valid_seconds: 600,
+    };
+    let unnamable = admin
+        .create_enrollment_token(computer_token("node-7"))
+        .await
+        .expect("a token")
+        .into_inner()
+        .token;
+    let comp_7 = admin
+        .create_enrollment_token(computer_token("COMP-7"))
+        .await
+        .expect("a token")
+        .into_inner()
+        .token;
+    let dana = admin
+        .create_credential_token(pb::CreateCredentialTokenRequest {
+            user: "dana".into(),
+            valid_seconds: 600,
+        })
+        .await
+        .expect("a token")
+        .into_inner()
+        .token;
+    let roots = ca.root.cert_pem().to_string();
+    let mut slap = Connection::new(
+        replica.slap_addr().expect("a SLAP listener"),
+        Some(anonymous_tls(roots.as_bytes()).expect("TLS")),
+    );
+    let mut call = async |name: &str, token: Option<&str>| {
+        let headers: Vec<(&str, &str)> = token.map(|t| ("X-Access-Token", t)).into_iter().collect();
+        let answer = slap
+            .call_with(&format!("/{name}"), Some("title=a+node"), &headers)
+            .await
+            .expect("answers");
+        (
+            answer.status,
+            String::from_utf8_lossy(&answer.body).to_string(),
+        )
+    };
+
+    tracing::info!("--- no token, a token of the other kind, a computer the client cannot name");
+    let (status, body) = call("Person_requestComputer", None).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("X-Access-Token"), "{body}");
+    let (status, body) = call("Person_requestComputer", Some(&dana)).await;
+    assert_eq!(
+        status, 403,
+        "a credential token enrolls no computer: {body}"
+    );
+    let (status, body) = call("Person_getCertificate", Some(&comp_7)).await;
+    assert_eq!(status, 403, "an enrollment token gives no user: {body}");
+    let (status, body) = call("Person_requestComputer", Some(&unnamable)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("COMP-") && body.contains("node-7"), "{body}");
+    let request = new_key_and_request().expect("key");
+    NodeClient::new(
+        connect_with(
+            &url,
+            Some(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&roots))),
+        )
+        .await
+        .expect("connects"),
+    )
+    .enroll(pb::EnrollRequest {
+        token: unnamable,
+        csr_pem: request.csr_pem,
+    })
+    .await
+    .expect("the refused call kept the token: slapnode enroll still uses it");
+
+    tracing::info!("--- each token gives its identity once, as the client reads it");
+    for (name, token, identity) in [
+        (
+            "Person_requestComputer",
+            &comp_7,
+            Identity::Computer("COMP-7".into()),
+        ),
+        (
+            "Person_getCertificate",
+            &dana,
+            Identity::User("dana".into()),
+        ),
+    ] {
+        let (status, body) = call(name, Some(token)).await;
+        assert_eq!(status, 200, "{name}: {body}");
+        let answer: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let text = |field: &str| answer[field].as_str().expect(field).to_string();
+        let (certificate, key_pem) = (text("certificate"), text("key"));
+        if name == "Person_requestComputer" {
+            // What `slapos node register` reads the computer's reference from.
+            let from = certificate.find("COMP-").expect("a reference");
+            let to = certificate[from..].find("/email").expect("its end") + from;
+            assert_eq!(&certificate[from..to], "COMP-7", "{certificate}");
+        }
+        let chain_pem = certificate[certificate.find("-----BEGIN").expect("PEM")..].to_string();
+        let info = CertificateInfo::from_pem(&chain_pem).expect("reads");
+        assert_eq!(info.identity, Some(identity.clone()));
+        let credentials = TlsMaterial {
+            roots_pem: vec![roots.clone()],
+            chain_pem,
+            key_pem,
+        };
+        UserClient::new(channel(&url, &credentials).await)
+            .list_software_releases(pb::ListSoftwareReleasesRequest::default())
+            .await
+            .unwrap_or_else(|e| panic!("{identity} is served with what {name} gave: {e}"));
+        let (status, body) = call(name, Some(token)).await;
+        assert_eq!(status, 403, "{name}: a token is good once: {body}");
+    }
+    replica.shutdown().await.expect("shutdown");
+}

@@ -383,6 +383,15 @@ async fn users_and_operators_manage_computers_instances_and_certificates() -> an
         .ok()
         .json();
     assert_eq!(token["token"].as_str().map(str::len), Some(64));
+    // cert token: a user's own, for their client; not someone else's.
+    let own = f
+        .slapctl(&alice, &["--json", "cert", "token", "alice"])
+        .ok()
+        .json();
+    assert_eq!(own["token"].as_str().map(str::len), Some(64));
+    let other = f.slapctl(&alice, &["cert", "token", "bob"]);
+    assert_ne!(other.code, 0, "{}", other.stdout);
+    assert!(other.stderr.contains("user alice"), "{}", other.stderr);
 
     // instance destroy, by title.
     let destroyed = f.slapctl(&alice, &["instance", "destroy", "web"]).ok();

@@ -49,6 +49,26 @@ pub fn client_tls_pem(
     Ok(Arc::new(config))
 }
 
+/// A client that trusts `roots_pem` and shows no certificate of its own (a node before it
+/// enrolls).
+pub fn anonymous_tls(roots_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, LoadError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let bad = |e: &dyn std::fmt::Display| LoadError::Cluster(format!("roots.pem: {e}"));
+    let mut roots = rustls::RootCertStore::empty();
+    for root in CertificateDer::pem_slice_iter(roots_pem) {
+        roots.add(root.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad(&e))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
 
@@ -93,11 +113,21 @@ impl Connection {
 
     /// `GET path?query` (`form` is `None`) or `POST path` with the urlencoded `form`.
     pub async fn call(&mut self, path: &str, form: Option<&str>) -> Result<Answer, LoadError> {
+        self.call_with(path, form, &[]).await
+    }
+
+    /// [`Connection::call`] with extra `headers` (name, value).
+    pub async fn call_with(
+        &mut self,
+        path: &str,
+        form: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, LoadError> {
         let stream = match self.stream.take() {
             Some(stream) => stream,
             None => self.open().await?,
         };
-        let (answer, keep) = self.exchange(stream, path, form).await?;
+        let (answer, keep) = self.exchange(stream, path, form, headers).await?;
         if let Some(stream) = keep {
             self.stream = Some(stream);
         }
@@ -109,15 +139,20 @@ impl Connection {
         mut stream: BufReader<Box<dyn Io>>,
         path: &str,
         form: Option<&str>,
+        headers: &[(&str, &str)],
     ) -> Result<(Answer, Option<BufReader<Box<dyn Io>>>), LoadError> {
         let io = |e| LoadError::io(format!("calling {path} on {}", self.addr), e);
+        let extra: String = headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
         let request = match form {
             None => format!(
-                "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: */*\r\n\r\n",
+                "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: */*\r\n{extra}\r\n",
                 self.addr
             ),
             Some(form) => format!(
-                "POST {path} HTTP/1.1\r\nHost: {}\r\nAccept: */*\r\nContent-Type: \
+                "POST {path} HTTP/1.1\r\nHost: {}\r\nAccept: */*\r\n{extra}Content-Type: \
                  application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
                 self.addr,
                 form.len()

@@ -1,6 +1,7 @@
 //! Certificates a replica signs with its intermediate CA (an enrolling or renewing computer's,
 //! a partition's, an operator's request), each recorded through Raft so that the cluster
-//! knows every certificate it issued. Transport-free: each transport maps a [`SignError`].
+//! knows every certificate it issued, and the one-time tokens that stand for a certificate
+//! once. Transport-free: each transport maps a [`SignError`].
 
 use super::{ReplicaCore, now};
 use crate::state::model::{Actor, Timestamp};
@@ -84,4 +85,21 @@ pub async fn sign(
         serial: info.serial.to_string(),
         not_after,
     })
+}
+
+/// A new one-time token: 32 random bytes, in hex.
+pub fn new_token() -> Result<String, ring::error::Unspecified> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new().fill(&mut bytes)?;
+    Ok(hex(&bytes))
+}
+
+/// What the cluster keeps of a token: its SHA-256, in hex.
+pub fn token_hash(token: &str) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -69,7 +69,7 @@ impl DocumentCache {
     }
 }
 
-/// Every call [`Call::run`] answers.
+/// Every call the listener answers: [`Call::run`], and the token calls (`tokens.rs`).
 pub(crate) const CALLS: &[&str] = &[
     "getFullComputerInformation",
     "getComputerInformation",
@@ -101,6 +101,9 @@ pub(crate) const CALLS: &[&str] = &[
     "revokeComputerCertificate",
     "getComputerStatus",
     "getComputerPartitionStatus",
+    // Answered by `tokens.rs`, before a certificate is asked for.
+    "Person_requestComputer",
+    "Person_getCertificate",
 ];
 
 impl Call<'_> {
@@ -305,7 +308,7 @@ impl Call<'_> {
                     computer: computer.to_string(),
                     partition: reference.to_string(),
                 };
-                let (signed, key_pem) = self.sign_new_key(&identity).await?;
+                let (signed, key_pem) = sign_new_key(self.core, &identity).await?;
                 let op = Op::BindInstanceCertificate {
                     instance,
                     partition: partition.clone(),
@@ -331,23 +334,6 @@ impl Call<'_> {
             ("certificate", Value::String(current.chain_pem)),
             ("key", Value::String(current.key_pem)),
         ]))
-    }
-
-    /// A key made here and its certificate for `identity`, recorded by this replica.
-    async fn sign_new_key(&self, identity: &ca::Identity) -> Result<(Signed, String), Failure> {
-        let request = ca::new_key_and_request()
-            .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        let lifetime = ca::Lifetimes::default().leaf(identity.role());
-        let signed = sign(
-            self.core,
-            &request.csr_pem,
-            identity,
-            lifetime,
-            Actor::Replica(self.core.id()),
-        )
-        .await?;
-        tracing::info!(%identity, serial = %signed.serial, "SLAP: issued a certificate");
-        Ok((signed, request.key_pem))
     }
 
     async fn report_software(&self, state: SoftwareState) -> Answer {
@@ -780,9 +766,8 @@ impl Call<'_> {
     async fn computer_certificate(&self) -> Answer {
         let computer = self.computer_id("computer_id")?;
         self.allow(&self.caller.itself(), Target::Computer(&computer))?;
-        let (signed, key) = self
-            .sign_new_key(&ca::Identity::Computer(computer.to_string()))
-            .await?;
+        let identity = ca::Identity::Computer(computer.to_string());
+        let (signed, key) = sign_new_key(self.core, &identity).await?;
         xml(&Value::dict([
             ("certificate", Value::String(signed.chain_pem)),
             ("key", Value::String(key)),
@@ -1045,6 +1030,27 @@ fn hateoas_document(
                 .then(|| hateoas::computer(id)))
         }
     }
+}
+
+/// A key made here and its certificate for `identity`, recorded by this replica: for callers
+/// that send no request to sign (the SlapOS client never does).
+pub(super) async fn sign_new_key(
+    core: &ReplicaCore,
+    identity: &ca::Identity,
+) -> Result<(Signed, String), Failure> {
+    let request = ca::new_key_and_request()
+        .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let lifetime = ca::Lifetimes::default().leaf(identity.role());
+    let signed = sign(
+        core,
+        &request.csr_pem,
+        identity,
+        lifetime,
+        Actor::Replica(core.id()),
+    )
+    .await?;
+    tracing::info!(%identity, serial = %signed.serial, "SLAP: issued a certificate");
+    Ok((signed, request.key_pem))
 }
 
 #[cfg(test)]

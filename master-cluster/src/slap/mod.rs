@@ -11,7 +11,8 @@
 //! - [`hateoas`]: the JSON API `slapos service|computer list|info` read, its queries and
 //!   documents.
 //! - [`server`]: the listener (HTTPS with client certificates, or plain HTTP when configured)
-//!   and who calls; `calls`: each call as its command or query.
+//!   and who calls; `calls`: each call as its command or query; `tokens`: the two web
+//!   methods that give a certificate for a one-time token instead.
 
 mod calls;
 pub mod definition;
@@ -20,6 +21,7 @@ pub mod hateoas;
 pub mod journal;
 pub use slapcluster_api::marshal;
 pub mod server;
+mod tokens;
 pub mod view;
 
 #[cfg(test)]

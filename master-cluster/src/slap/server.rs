@@ -283,6 +283,14 @@ async fn call(
         // A call the policy does not name is refused before anything of it is read.
         let operation = policy::slap_operation(&name)
             .ok_or_else(|| Failure::not_found(format!("no SLAP call {name:?}")))?;
+        // A token call's credential is its token, not a certificate; its body is not read.
+        if operation == policy::Operation::Enroll {
+            let _permit = core
+                .budgets()
+                .admit_call(None, Some(peer.address), std::time::Instant::now())
+                .map_err(Failure::busy)?;
+            return super::tokens::answer(&core, &name, &headers).await;
+        }
         // Who calls, from the certificate, before a byte of the body is read; then, as at the
         // gRPC gate, whether such a caller may attempt the call at all.
         let identity = verify(&core, &shared.trust, &peer)?;

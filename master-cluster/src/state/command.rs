@@ -159,6 +159,16 @@ pub enum Op {
         user: Option<UserId>,
         quota: Option<Quota>,
     },
+    /// Stores a new credential token for `user` by its hash (operators, or the user): with it
+    /// the user's client obtains a certificate (`slapos configure client --token`).
+    CreateCredentialToken {
+        token_hash: String,
+        user: UserId,
+        expires_at: Timestamp,
+    },
+    /// Uses a credential token (replicas only, on a client's behalf): answers the user it
+    /// enrolls, once, before it expires.
+    UseCredentialToken { token_hash: String },
 }
 
 impl Op {
@@ -186,7 +196,10 @@ impl Op {
             Op::BangInstance { message, .. } | Op::BangComputer { message, .. } => message.len(),
             Op::RecordCertificate { identity, .. } => identity.len(),
             Op::RevokeCertificate { reason, .. } => reason.len(),
-            Op::CreateEnrollmentToken { .. } | Op::UseEnrollmentToken { .. } => 0,
+            Op::CreateEnrollmentToken { .. }
+            | Op::UseEnrollmentToken { .. }
+            | Op::CreateCredentialToken { .. }
+            | Op::UseCredentialToken { .. } => 0,
             Op::BindInstanceCertificate {
                 chain_pem, key_pem, ..
             } => chain_pem.len() + key_pem.len(),
@@ -241,6 +254,10 @@ pub enum Outcome {
     },
     /// The certificate bound to an instance.
     InstanceCertificate(Box<InstanceCertificate>),
+    /// A credential token was used: the user it enrolls.
+    Credentialed {
+        user: UserId,
+    },
 }
 
 /// The answer to a request: enough for the requester to know where it stands.
@@ -294,7 +311,7 @@ pub enum Rejection {
     WrongComputer(PartitionRef, ComputerId),
     #[error("user {0} has no instance titled {1:?}")]
     UnknownTitle(UserId, String),
-    #[error("the enrollment token is unknown, used or expired")]
+    #[error("the token is unknown, used, expired or not for this")]
     BadEnrollmentToken,
     #[error("unknown project {0}")]
     UnknownProject(ProjectId),

@@ -529,6 +529,17 @@ pub struct EnrollmentToken {
     pub used_at: Option<Timestamp>,
 }
 
+/// A one-time token with which a user's client obtains a certificate of the user's
+/// (`slapos configure client --token`). Only its hash is stored, as for [`EnrollmentToken`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialToken {
+    pub user: UserId,
+    pub expires_at: Timestamp,
+    pub issued_by: Actor,
+    /// When a client used it; a token is good once.
+    pub used_at: Option<Timestamp>,
+}
+
 /// A revoked certificate: every replica refuses it from the moment this is applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revocation {

@@ -22,7 +22,8 @@
 //! - **a partition** (the instance on it) reads and acts for itself, requests its children and
 //!   reads them and the shared instances it hosts;
 //! - **a user** reads the catalog, publishes releases (a release stays its first publisher's),
-//!   and, by their role in each project (the master's project functions):
+//!   makes one-time tokens for their own clients' certificates, and, by their role in each
+//!   project (the master's project functions):
 //!   - as a **customer**, requests instance trees in the project and reads and destroys their
 //!     own;
 //!   - as a **manager**, also sees, supplies and removes software on the project's computers,
@@ -74,7 +75,12 @@ operations! {
     RevokeCertificate,
     CreateEnrollmentToken,
     UseEnrollmentToken,
-    /// A node exchanges a one-time token for its computer's certificate.
+    /// A user's one-time token for their client's certificate: operators for anyone, a user
+    /// for themselves.
+    CreateCredentialToken,
+    UseCredentialToken,
+    /// A node exchanges a one-time token for its computer's certificate, or a user's client
+    /// for the user's.
     Enroll,
     RecordLiveness,
     /// Where the HATEOAS API is: a constant answer.
@@ -144,6 +150,8 @@ impl Operation {
             RevokeCertificate => "revoke certificates of",
             CreateEnrollmentToken => "create enrollment tokens for",
             UseEnrollmentToken => "use enrollment tokens of",
+            CreateCredentialToken => "create credential tokens for",
+            UseCredentialToken => "use credential tokens of",
             Enroll => "enroll in",
             RecordLiveness => "record node liveness in",
             Discover => "discover",
@@ -202,6 +210,7 @@ pub fn grpc_operation(path: &str) -> Option<Operation> {
         ("Admin", "Snapshot") => TakeSnapshot,
         ("Admin", "RevokeCertificate") => RevokeCertificate,
         ("Admin", "CreateEnrollmentToken") => CreateEnrollmentToken,
+        ("Admin", "CreateCredentialToken") => CreateCredentialToken,
         ("Admin", "ListComputers") => ListComputers,
         ("Admin", "ShowComputer") => InspectComputer,
         ("Admin", "SetAllocationScope") => SetAllocationScope,
@@ -268,6 +277,9 @@ pub fn slap_operation(call: &str) -> Option<Operation> {
         "supplySupply" => Supply,
         "getSoftwareReleaseListFromSoftwareProduct" => ReadCatalog,
         "generateComputerCertificate" | "revokeComputerCertificate" => ManageComputerCertificate,
+        // The master's web methods behind `slapos node register` and `slapos configure
+        // client`: the token in the call is the credential (`slap/tokens.rs`).
+        "Person_requestComputer" | "Person_getCertificate" => Enroll,
         _ => return None,
     })
 }
@@ -305,6 +317,8 @@ pub fn command_operation(op: &Op) -> Operation {
         Op::RevokeCertificate { .. } => RevokeCertificate,
         Op::CreateEnrollmentToken { .. } => CreateEnrollmentToken,
         Op::UseEnrollmentToken { .. } => UseEnrollmentToken,
+        Op::CreateCredentialToken { .. } => CreateCredentialToken,
+        Op::UseCredentialToken { .. } => UseCredentialToken,
         Op::BindInstanceCertificate { .. } => BindInstanceCertificate,
         Op::CreateProject { .. } => CreateProject,
         Op::SetProjectMember { .. } => ManageProjectMembers,
@@ -444,7 +458,7 @@ fn on_target(actor: &Actor, operation: Operation, target: Target<'_>) -> bool {
             _ => operator || replica || is_computer(actor, target),
         },
         // Their own, or anyone's (and the default) for an operator.
-        ReadQuota => match target {
+        ReadQuota | CreateCredentialToken => match target {
             Target::Person(user) => {
                 operator || matches!(actor, Actor::User(own) if own == user)
             }
@@ -473,6 +487,7 @@ fn on_target(actor: &Actor, operation: Operation, target: Target<'_>) -> bool {
         | RevokeCertificate
         | CreateEnrollmentToken
         | UseEnrollmentToken
+        | UseCredentialToken
         | Enroll
         | RecordLiveness
         | Discover
@@ -510,7 +525,7 @@ pub fn may_attempt(actor: &Actor, operation: Operation) -> bool {
     let human = matches!(actor, Actor::User(_) | Actor::Operator(_));
     match operation {
         Enroll | Discover | ReadReplicaStatus | ReadCatalog | ReadInstance => true,
-        Replicate | UseEnrollmentToken | BindInstanceCertificate => replica,
+        Replicate | UseEnrollmentToken | UseCredentialToken | BindInstanceCertificate => replica,
         RecordCertificate | RecordLiveness => replica || operator,
         ReadClusterStatus
         | ChangeMembership
@@ -535,7 +550,8 @@ pub fn may_attempt(actor: &Actor, operation: Operation) -> bool {
         | ReadProject
         | ManageProjectMembers
         | ListComputers
-        | ReadQuota => human,
+        | ReadQuota
+        | CreateCredentialToken => human,
         RequestInstance => human || partition,
         ReadPartition
         | ReportInstance

@@ -7,10 +7,10 @@ use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::keys::Key;
 use super::model::{
-    Actor, AuditRecord, Computer, ComputerId, Holding, Instance, InstanceGuid, IssuedCertificate,
-    Parameters, Partition, PartitionRef, Placement, Project, ProjectId, ProjectRole, Quota,
-    Revocation, SoftwareRelease, SoftwareReleaseUrl, SoftwareState, SupplyState, Timestamp,
-    UsageRecord, UserId,
+    Actor, AuditRecord, Computer, ComputerId, EnrollmentToken, Holding, Instance, InstanceGuid,
+    IssuedCertificate, Parameters, Partition, PartitionRef, Placement, Project, ProjectId,
+    ProjectRole, Quota, Revocation, SoftwareRelease, SoftwareReleaseUrl, SoftwareState,
+    SupplyState, Timestamp, UsageRecord, UserId,
 };
 use super::placement::{self, Choice};
 use super::tables::{self, StateError, Tables};
@@ -418,6 +418,16 @@ pub fn revoked_serials(
 }
 
 /// Every certificate the cluster recorded, by serial, with its revocation if revoked.
+/// The enrollment token of `token_hash`, used or not.
+pub fn enrollment_token(
+    txn: &redb::ReadTransaction,
+    token_hash: &str,
+) -> Result<Option<EnrollmentToken>, StateError> {
+    let t = Tables::open_read(txn)?;
+    t.enrollment_tokens
+        .get(tables::serial_key(token_hash).as_bytes())
+}
+
 pub fn certificates(
     txn: &redb::ReadTransaction,
 ) -> Result<Vec<(IssuedCertificate, Option<Revocation>)>, StateError> {

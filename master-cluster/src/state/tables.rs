@@ -30,6 +30,7 @@
 //! | `counters` | name | u64 big-endian |
 //! | `certificates` | serial | [`IssuedCertificate`](super::model::IssuedCertificate) |
 //! | `enrollment_tokens` | token hash | [`EnrollmentToken`](super::model::EnrollmentToken) |
+//! | `credential_tokens` | token hash | [`CredentialToken`](super::model::CredentialToken) |
 //! | `revocations` | serial | [`Revocation`](super::model::Revocation) |
 //! | `instance_certificates` | guid | [`InstanceCertificate`](super::model::InstanceCertificate) |
 //! | `projects` | project | [`Project`] (the default project may have none) |
@@ -121,6 +122,7 @@ tables! {
     user_projects: "user_projects",
     quotas: "quotas",
     holdings: "holdings",
+    credential_tokens: "credential_tokens",
 }
 
 /// The master's tables, in a fixed order.
@@ -194,6 +196,7 @@ impl Record for UsageRecord {}
 impl Record for AuditRecord {}
 impl Record for super::model::IssuedCertificate {}
 impl Record for super::model::EnrollmentToken {}
+impl Record for super::model::CredentialToken {}
 impl Record for super::model::Revocation {}
 impl Record for super::model::InstanceCertificate {}
 impl Record for Quota {}

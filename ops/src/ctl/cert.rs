@@ -63,6 +63,27 @@ pub(super) async fn cert(conn: &Conn, command: CertCommand) -> Result<Output, Ct
                 serde_json::json!({"identity": identity, "serial": reply.serial, "not_after": reply.not_after, "dir": out}),
             ))
         }
+        CertCommand::Token {
+            user,
+            valid_seconds,
+        } => {
+            let token = conn
+                .answer(admin.create_credential_token(conn.request(
+                    pb::CreateCredentialTokenRequest {
+                        user: user.clone(),
+                        valid_seconds,
+                    },
+                )?))
+                .await?;
+            Ok(Output::message(
+                format!(
+                    "{}\n(one use, for {user}'s client: slapos configure client --token TOKEN \
+                     --master-url URL --master-url-web URL; expires in {} s)",
+                    token.token, valid_seconds
+                ),
+                serde_json::json!({"user": user, "token": token.token, "expires_at": token.expires_at}),
+            ))
+        }
         CertCommand::Revoke { serial, reason } => {
             let reply = conn
                 .answer(

@@ -76,7 +76,7 @@ pub enum Command {
     /// set them; anyone reads their own).
     #[command(subcommand)]
     Quota(QuotaCommand),
-    /// Certificates issued by the cluster (operators).
+    /// Certificates issued by the cluster (operators; users make tokens for their own).
     #[command(subcommand)]
     Cert(CertCommand),
     /// Backups (operators).
@@ -223,7 +223,8 @@ pub enum ComputerCommand {
         #[arg(long)]
         project: String,
     },
-    /// A one-time enrollment token for the computer's node (`slapnode enroll --token`).
+    /// A one-time enrollment token for the computer's node (`slapnode enroll --token`, or
+    /// `slapos node register --token` for a computer named COMP-…).
     Token {
         computer: String,
         /// How long it may be used; at most a week.
@@ -307,6 +308,14 @@ pub enum CertCommand {
         /// Lifetime in days (default: the role's).
         #[arg(long)]
         days: Option<u32>,
+    },
+    /// A one-time token with which the user's client gets a certificate of theirs (`slapos
+    /// configure client --token`): operators for anyone, a user for themselves.
+    Token {
+        user: String,
+        /// How long it may be used; at most a week.
+        #[arg(long, default_value_t = 3600)]
+        valid_seconds: u32,
     },
     /// Revoke a certificate by serial: every replica refuses it within a second.
     Revoke {

@@ -174,7 +174,7 @@ pub(super) async fn computer(conn: &Conn, command: ComputerCommand) -> Result<Ou
             Ok(Output::message(
                 format!(
                     "{}\n(one use, for {computer}'s node: slapnode enroll --token TOKEN --roots \
-                     root.pem; expires in {} s)",
+                     root.pem, or slapos node register {computer} --token TOKEN; expires in {} s)",
                     token.token, valid_seconds
                 ),
                 serde_json::json!({"computer": computer, "token": token.token, "expires_at": token.expires_at}),

@@ -7,26 +7,10 @@ use slapcluster_api::v1 as pb;
 use tonic::Status;
 
 use super::{rejected, unavailable};
-use crate::replica::signing::{SignError, sign, signer};
+use crate::replica::signing::{SignError, sign, signer, token_hash};
 use crate::replica::{ReplicaCore, now};
 use crate::state::model::Actor;
 use crate::state::{Command, Op, Outcome};
-
-/// 32 random bytes, in hex.
-pub fn new_token() -> Result<String, ring::error::Unspecified> {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 32];
-    ring::rand::SystemRandom::new().fill(&mut bytes)?;
-    Ok(hex(&bytes))
-}
-
-pub fn token_hash(token: &str) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// Why signing failed, as a gRPC status.
 pub(super) fn sign_failed(error: &SignError) -> Status {

@@ -1,5 +1,5 @@
-//! Certificates: issued ones recorded, enrollment tokens, an instance's certificate bound to its
-//! partition, revocations.
+//! Certificates: issued ones recorded, enrollment (computer) and credential (user) tokens, an
+//! instance's certificate bound to its partition, revocations.
 
 use super::*;
 
@@ -62,24 +62,45 @@ impl Applier<'_, '_> {
     }
 
     pub(super) fn use_enrollment_token(&mut self, token_hash: &str) -> Handled {
-        check_token_hash(token_hash)?;
-        let key = tables::serial_key(token_hash);
-        let Some(mut token) = self
-            .t
-            .enrollment_tokens
-            .get::<EnrollmentToken>(key.as_bytes())?
-        else {
-            return Err(Stop::Refused(Rejection::BadEnrollmentToken));
-        };
-        if token.used_at.is_some() || self.at >= token.expires_at {
-            return Err(Stop::Refused(Rejection::BadEnrollmentToken));
-        }
-        token.used_at = Some(self.at);
-        self.t.enrollment_tokens.put(key.as_bytes(), &token)?;
+        let token: EnrollmentToken = spend(&mut self.t.enrollment_tokens, token_hash, self.at)?;
         self.audit("use enrollment token", token.computer.to_string())?;
         Ok(Outcome::Enrolled {
             computer: token.computer,
         })
+    }
+
+    pub(super) fn create_credential_token(
+        &mut self,
+        token_hash: &str,
+        user: &UserId,
+        expires_at: Timestamp,
+    ) -> Handled {
+        check_token_hash(token_hash)?;
+        check_name("user", user.as_str())?;
+        let key = tables::serial_key(token_hash);
+        if self
+            .t
+            .credential_tokens
+            .get::<CredentialToken>(key.as_bytes())?
+            .is_some()
+        {
+            return Ok(Outcome::Unchanged);
+        }
+        let token = CredentialToken {
+            user: user.clone(),
+            expires_at,
+            issued_by: self.actor.clone(),
+            used_at: None,
+        };
+        self.t.credential_tokens.put(key.as_bytes(), &token)?;
+        self.audit("create credential token", user.to_string())?;
+        Ok(Outcome::Done)
+    }
+
+    pub(super) fn use_credential_token(&mut self, token_hash: &str) -> Handled {
+        let token: CredentialToken = spend(&mut self.t.credential_tokens, token_hash, self.at)?;
+        self.audit("use credential token", token.user.to_string())?;
+        Ok(Outcome::Credentialed { user: token.user })
     }
 
     pub(super) fn bind_instance_certificate(
@@ -193,4 +214,48 @@ impl Applier<'_, '_> {
         self.changes.revocations = true;
         Ok(true)
     }
+}
+
+/// A one-time token's record: good once, before it expires.
+trait OneTimeToken: tables::Record {
+    fn expires_at(&self) -> Timestamp;
+    fn used_at(&mut self) -> &mut Option<Timestamp>;
+}
+
+impl OneTimeToken for EnrollmentToken {
+    fn expires_at(&self) -> Timestamp {
+        self.expires_at
+    }
+    fn used_at(&mut self) -> &mut Option<Timestamp> {
+        &mut self.used_at
+    }
+}
+
+impl OneTimeToken for CredentialToken {
+    fn expires_at(&self) -> Timestamp {
+        self.expires_at
+    }
+    fn used_at(&mut self) -> &mut Option<Timestamp> {
+        &mut self.used_at
+    }
+}
+
+/// Marks the token of `token_hash` in `table` used at `at` and answers it; a token unknown,
+/// used or expired is refused, and which of them is not said.
+fn spend<T: OneTimeToken>(
+    table: &mut tables::Table<redb::Table<'_, &'static [u8], &'static [u8]>>,
+    token_hash: &str,
+    at: Timestamp,
+) -> Result<T, Stop> {
+    check_token_hash(token_hash)?;
+    let key = tables::serial_key(token_hash);
+    let Some(mut token) = table.get::<T>(key.as_bytes())? else {
+        return Err(Stop::Refused(Rejection::BadEnrollmentToken));
+    };
+    if token.used_at().is_some() || at >= token.expires_at() {
+        return Err(Stop::Refused(Rejection::BadEnrollmentToken));
+    }
+    *token.used_at() = Some(at);
+    table.put(key.as_bytes(), &token)?;
+    Ok(token)
 }

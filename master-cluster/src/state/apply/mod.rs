@@ -21,10 +21,11 @@ use super::command::{
 };
 use super::model::{
     Actor, AllocationScope, AuditRecord, Bang, Computer, ComputerDefinition, ComputerId,
-    EnrollmentToken, Holding, Instance, InstanceCertificate, InstanceGuid, IssuedCertificate,
-    Parameters, Partition, PartitionId, PartitionRef, Placement, Project, ProjectId, ProjectRole,
-    Quota, ReportedState, RequestedState, Requester, Revocation, SoftwareRelease,
-    SoftwareReleaseUrl, SoftwareState, Supply, SupplyState, Timestamp, UsageRecord, UserId,
+    CredentialToken, EnrollmentToken, Holding, Instance, InstanceCertificate, InstanceGuid,
+    IssuedCertificate, Parameters, Partition, PartitionId, PartitionRef, Placement, Project,
+    ProjectId, ProjectRole, Quota, ReportedState, RequestedState, Requester, Revocation,
+    SoftwareRelease, SoftwareReleaseUrl, SoftwareState, Supply, SupplyState, Timestamp,
+    UsageRecord, UserId,
 };
 use super::placement::{self, Choice, Tree};
 use super::policy::{self, InstanceFacts, ProjectFacts, Target};
@@ -242,6 +243,12 @@ impl Applier<'_, '_> {
             } => self.set_project_member(project, user, *role),
             Op::MoveComputer { computer, project } => self.move_computer(computer, project),
             Op::SetQuota { user, quota } => self.set_quota(user.as_ref(), *quota),
+            Op::CreateCredentialToken {
+                token_hash,
+                user,
+                expires_at,
+            } => self.create_credential_token(token_hash, user, *expires_at),
+            Op::UseCredentialToken { token_hash } => self.use_credential_token(token_hash),
         }
     }
 
@@ -309,7 +316,9 @@ impl Applier<'_, '_> {
             | Op::RevokeCertificate { .. }
             | Op::CreateEnrollmentToken { .. }
             | Op::UseEnrollmentToken { .. }
+            | Op::UseCredentialToken { .. }
             | Op::BindInstanceCertificate { .. } => Target::Cluster,
+            Op::CreateCredentialToken { user, .. } => Target::Person(user),
         };
         Ok(policy::decide(self.actor, operation, target).map_err(not_allowed)?)
     }

@@ -40,7 +40,7 @@ pub(super) fn check_hex(what: &str, value: &str, min: usize, max: usize) -> Resu
 
 /// A SHA-256 in lowercase hex.
 pub(super) fn check_token_hash(hash: &str) -> Result<(), Rejection> {
-    check_hex("enrollment token hash", hash, 64, 64)
+    check_hex("token hash", hash, 64, 64)
 }
 
 /// A serial as `ca::Serial` prints it.

@@ -38,7 +38,7 @@ fn grpc_methods() -> Vec<String> {
 #[test]
 fn every_grpc_method_is_named_and_nothing_else() {
     let methods = grpc_methods();
-    assert_eq!(methods.len(), 46, "the contract's methods: {methods:?}");
+    assert_eq!(methods.len(), 47, "the contract's methods: {methods:?}");
     for method in &methods {
         assert!(
             grpc_operation(method).is_some(),

@@ -1,4 +1,5 @@
-//! Certificates: recorded, bound to an instance, revoked.
+//! Certificates: recorded, bound to an instance, revoked; the one-time tokens that stand for
+//! one.
 
 use super::*;
 
@@ -133,4 +134,104 @@ fn an_instance_keeps_one_certificate_revoked_when_its_partition_is_freed_for_the
     assert_eq!(bobs.serials, ["f6".to_string()]);
     let revoked = query::revoked_serials(&f.state.read().expect("read")).expect("query");
     assert!(!revoked.contains("f6") && revoked.contains("a1"));
+}
+
+#[test]
+fn a_token_is_good_once_before_it_expires_and_only_for_its_kind() {
+    let mut f = Fixture::new();
+    let operator = Actor::Operator(UserId::from("ops"));
+    let replica = Actor::Replica(1);
+    let hash = |n: u8| format!("{n:02x}").repeat(32);
+    let credential = |n: u8, user: &str, expires_at: u64| Op::CreateCredentialToken {
+        token_hash: hash(n),
+        user: UserId::from(user),
+        expires_at: Timestamp(expires_at),
+    };
+    let far = u64::MAX;
+
+    // Operators make credential tokens for anyone, a user for themselves only; no one else.
+    assert_eq!(
+        f.run(operator.clone(), credential(1, "alice", far)),
+        Ok(Outcome::Done)
+    );
+    assert_eq!(
+        f.run(user("bob"), credential(2, "bob", far)),
+        Ok(Outcome::Done)
+    );
+    for (actor, n) in [
+        (user("mallory"), 3),
+        (Actor::Computer(ComputerId::from("COMP-1")), 4),
+        (replica.clone(), 5),
+    ] {
+        assert!(
+            matches!(
+                f.refused(actor.clone(), credential(n, "alice", far)),
+                Rejection::NotAllowed { .. }
+            ),
+            "{actor}"
+        );
+    }
+    assert!(matches!(
+        f.refused(operator.clone(), credential(6, "", far)),
+        Rejection::Invalid { .. }
+    ));
+
+    // Only replicas spend them, once.
+    let use_credential = |n: u8| Op::UseCredentialToken {
+        token_hash: hash(n),
+    };
+    assert!(matches!(
+        f.refused(user("alice"), use_credential(1)),
+        Rejection::NotAllowed { .. }
+    ));
+    assert_eq!(
+        f.run(replica.clone(), use_credential(1)),
+        Ok(Outcome::Credentialed {
+            user: UserId::from("alice")
+        })
+    );
+    assert_eq!(
+        f.refused(replica.clone(), use_credential(1)),
+        Rejection::BadEnrollmentToken
+    );
+
+    // An expired one is refused; so is one of the other kind, which stays good for its own.
+    assert_eq!(
+        f.run(operator.clone(), credential(7, "carol", 1)),
+        Ok(Outcome::Done)
+    );
+    assert_eq!(
+        f.refused(replica.clone(), use_credential(7)),
+        Rejection::BadEnrollmentToken
+    );
+    let enrollment = Op::CreateEnrollmentToken {
+        token_hash: hash(8),
+        computer: ComputerId::from("COMP-9"),
+        expires_at: Timestamp(far),
+    };
+    assert_eq!(f.run(operator, enrollment), Ok(Outcome::Done));
+    assert_eq!(
+        f.refused(replica.clone(), use_credential(8)),
+        Rejection::BadEnrollmentToken
+    );
+    assert_eq!(
+        f.refused(
+            replica.clone(),
+            Op::UseEnrollmentToken {
+                token_hash: hash(2)
+            }
+        ),
+        Rejection::BadEnrollmentToken
+    );
+    assert_eq!(
+        f.run(
+            replica,
+            Op::UseEnrollmentToken {
+                token_hash: hash(8)
+            }
+        ),
+        Ok(Outcome::Enrolled {
+            computer: ComputerId::from("COMP-9")
+        })
+    );
 }
