@@ -16,7 +16,7 @@
 //! buildout would through the real `slapos.slap` library.
 //!
 //! Over 800 lines on purpose: one scenario, in the order a site lives it (register, format,
-//! supply, request, read, stop, destroy, remove), each step asserted before the next relies on it.
+//! supply, request, read, shrink, stop, destroy, remove), each step asserted before the next relies on it.
 
 use test_kit::namespaced;
 
@@ -798,6 +798,36 @@ for query in [
         "{usage:?}"
     );
 
+    eprintln!("--- the tree shrinks: the root stops requesting its shared instance, which goes");
+    let (ok, text) = site.user(&[
+        "request",
+        "root",
+        &site.release,
+        "--parameters",
+        "greeting=hello",
+        "shrink=yes",
+    ]);
+    assert!(ok, "slapos request (shrink): {text}");
+    let log = site.node("instance", &[]);
+    assert!(!log.contains("Traceback"), "{log}");
+    let channel = client::connect_with(&grpc, Some(user_tls.clone()))
+        .await
+        .expect("connects");
+    let mut titles: Vec<String> = pb::user_client::UserClient::new(channel)
+        .list_instances(pb::ListInstancesRequest {
+            consistency: pb::Consistency::Linearizable.into(),
+        })
+        .await
+        .expect("the user's instances")
+        .into_inner()
+        .instances
+        .into_iter()
+        .filter(|i| i.requested_state() != pb::RequestedState::Destroyed)
+        .map(|i| i.title)
+        .collect();
+    titles.sort();
+    assert_eq!(titles, ["child", "root"], "shared-1 is no longer requested");
+
     eprintln!("--- stop: the node reports the root stopped");
     let (ok, text) = site.user(&[
         "request",
@@ -807,6 +837,7 @@ for query in [
         "stopped",
         "--parameters",
         "greeting=hello",
+        "shrink=yes",
     ]);
     assert!(ok, "slapos request --state stopped: {text}");
     site.node("instance", &[]);
@@ -825,6 +856,7 @@ for query in [
         "destroyed",
         "--parameters",
         "greeting=hello",
+        "shrink=yes",
     ]);
     assert!(
         ok || text.contains("provisioning"),

@@ -358,28 +358,26 @@ impl Call<'_> {
         text("OK")
     }
 
-    /// The titles of the instances a partition's instance requested on its last run. The
-    /// request tree is kept as requested: a child goes when it, or its root, is destroyed.
+    /// The titles of the instances a partition's instance requested on its last run (the
+    /// node sends them once the run succeeded): the children it no longer requests are
+    /// destroyed. An absent list is refused, never read as "none".
     async fn related_instances(&self) -> Answer {
         let partition = self.partition()?;
         let titles = self.marshalled("instance_reference_xml")?;
-        if !matches!(titles, Value::List(_) | Value::Tuple(_) | Value::None)
-            || list(&titles).iter().any(|t| t.as_str().is_none())
-        {
-            return Err(Failure::bad(
-                "instance_reference_xml: a list of instance titles",
-            ));
-        }
-        let wanted = partition.clone();
-        let occupied = self
-            .core
-            .read(Consistency::Stale, move |txn| query::occupant(txn, &wanted))
-            .await?;
-        if occupied.is_none() {
-            return Err(Failure::not_found(format!(
-                "partition {partition} holds no instance"
-            )));
-        }
+        let titles: Option<Vec<String>> = match &titles {
+            Value::List(items) | Value::Tuple(items) => items
+                .iter()
+                .map(|t| t.as_str().map(str::to_string))
+                .collect(),
+            _ => None,
+        };
+        let titles = titles
+            .ok_or_else(|| Failure::bad("instance_reference_xml: a list of instance titles"))?;
+        let op = Op::UpdateRelatedInstances {
+            partition: partition.clone(),
+            titles,
+        };
+        self.write(Actor::Partition(partition), op).await?;
         text("OK")
     }
 
@@ -880,13 +878,6 @@ impl Call<'_> {
                 i.last_error.clone().map_or(Value::None, Value::String),
             ),
         ]))
-    }
-}
-
-fn list(value: &Value) -> &[Value] {
-    match value {
-        Value::List(items) | Value::Tuple(items) => items,
-        _ => &[],
     }
 }
 

@@ -169,6 +169,14 @@ pub enum Op {
     /// Uses a credential token (replicas only, on a client's behalf): answers the user it
     /// enrolls, once, before it expires.
     UseCredentialToken { token_hash: String },
+    /// The instance on `partition` says which children it still requests, by title, after a
+    /// run of its node that succeeded (SLAP `updateComputerPartitionRelatedInstanceList`): the
+    /// children it requested that are not among them, shared ones included, are destroyed
+    /// with their trees, as the SlapOS master's garbage collection did.
+    UpdateRelatedInstances {
+        partition: PartitionId,
+        titles: Vec<String>,
+    },
 }
 
 impl Op {
@@ -194,6 +202,7 @@ impl Op {
             Op::PostUsage { records, .. } => records.len() * BASE,
             Op::RecordLiveness { seen } => seen.len() * 64,
             Op::BangInstance { message, .. } | Op::BangComputer { message, .. } => message.len(),
+            Op::UpdateRelatedInstances { titles, .. } => titles.iter().map(String::len).sum(),
             Op::RecordCertificate { identity, .. } => identity.len(),
             Op::RevokeCertificate { reason, .. } => reason.len(),
             Op::CreateEnrollmentToken { .. }

@@ -306,7 +306,7 @@ pub fn command_operation(op: &Op) -> Operation {
         Op::ReportSoftware { .. } => ReportSoftware,
         Op::RequestInstance(_) => RequestInstance,
         Op::PublishConnection { .. } => PublishConnection,
-        Op::ReportInstance { .. } => ReportInstance,
+        Op::ReportInstance { .. } | Op::UpdateRelatedInstances { .. } => ReportInstance,
         Op::DestroyInstance { .. } => DestroyInstance,
         Op::BangInstance { .. } => BangInstance,
         Op::BangComputer { .. } => BangComputer,

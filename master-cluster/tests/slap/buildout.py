@@ -11,7 +11,9 @@ slapgrid runs buildout three ways, and this script answers each as a software re
   certificate. Type `default` (the root) requests a `child` and a shared instance `shared-1`
   (hosted by a `default` instance: by itself), publishes for every shared instance it hosts,
   and publishes `url`, `child-url` and `shared-url` once its child and its shared instance
-  answer; until then it fails, and slapgrid runs it again. Type `child` publishes its `url`.
+  answer; until then it fails, and slapgrid runs it again. With the parameter `shrink=yes` it
+  no longer requests the shared instance (the tree shrinks: slapgrid then tells the master
+  which children are still requested). Type `child` publishes its `url`.
 Every run appends what it saw to `runs.jsonl` in the directory it ran in.
 """
 import configparser
@@ -108,15 +110,18 @@ def instance(profile):
         partition_reference="child",
         partition_parameter_kw={"greeting": parameters.get("greeting", "")},
     )
-    shared = partition.request(
-        software_release=release,
-        software_type="default",
-        partition_reference="shared-1",
-        shared=True,
-        partition_parameter_kw={"path": "/shared"},
-    )
+    wanted = [("child-url", child)]
+    if parameters.get("shrink") != "yes":
+        shared = partition.request(
+            software_release=release,
+            software_type="default",
+            partition_reference="shared-1",
+            shared=True,
+            partition_parameter_kw={"path": "/shared"},
+        )
+        wanted.append(("shared-url", shared))
     published = {"url": address + "/"}
-    for key, requested in (("child-url", child), ("shared-url", shared)):
+    for key, requested in wanted:
         try:
             published[key] = requested.getConnectionParameter("url")
         except (NotFoundError, AttributeError, KeyError):
@@ -125,7 +130,7 @@ def instance(profile):
     seen["published"] = published
     record(seen)
     # A promise: not done until the child and the shared instance answer.
-    return 0 if len(published) == 3 else 1
+    return 0 if len(published) == 1 + len(wanted) else 1
 
 
 def main():

@@ -28,6 +28,43 @@ impl Applier<'_, '_> {
         }))
     }
 
+    /// Destroys the children of the instance on `partition` that it no longer requests.
+    pub(super) fn update_related_instances(
+        &mut self,
+        partition: &PartitionId,
+        titles: &[String],
+    ) -> Handled {
+        check_titles(titles)?;
+        let parent = self.occupant(partition)?;
+        if parent.requested_state == RequestedState::Destroyed {
+            // Its whole tree is going already.
+            return Ok(Outcome::Unchanged);
+        }
+        let requested: BTreeSet<&str> = titles.iter().map(String::as_str).collect();
+        let children = self
+            .t
+            .children
+            .trailing_guids(&tables::instance_key(parent.guid), usize::MAX)?;
+        let mut dropped = Vec::new();
+        for child in children {
+            if let Some(child) = self.t.instance(child)?
+                && child.requested_state != RequestedState::Destroyed
+                && !requested.contains(child.title.as_str())
+            {
+                self.mark_destroyed(child.guid)?;
+                dropped.push(child.title);
+            }
+        }
+        if dropped.is_empty() {
+            return Ok(Outcome::Unchanged);
+        }
+        self.audit(
+            "destroy children no longer requested",
+            format!("{}: {}", parent.guid, dropped.join(", ")),
+        )?;
+        Ok(Outcome::Done)
+    }
+
     /// Marks `guid` and everything below it destroyed. What runs nowhere (shared instances,
     /// pending requests) is removed at once; what runs on a partition waits for its node.
     pub(super) fn mark_destroyed(&mut self, guid: InstanceGuid) -> Result<(), StateError> {

@@ -42,6 +42,8 @@ pub const MAX_URL_BYTES: usize = 4096;
 pub const MAX_LOG_BYTES: usize = 64 << 10;
 pub const MAX_PARTITIONS_PER_COMPUTER: usize = 10_000;
 pub const MAX_USAGE_RECORDS: usize = 10_000;
+/// The most children an instance may name as still requested in one report.
+pub const MAX_RELATED_INSTANCES: usize = 10_000;
 /// A usage quantity: what a partition consumed in one period (seconds, bytes, ...), never
 /// negative; a petabyte of anything is beyond any one period.
 pub const MAX_USAGE_QUANTITY: f64 = 1e15;
@@ -153,8 +155,8 @@ mod validation;
 
 pub use validation::check_input;
 use validation::{
-    check_definition, check_name, check_parameters, check_request, check_serial, check_token_hash,
-    check_url, check_usage,
+    check_definition, check_name, check_parameters, check_request, check_serial, check_titles,
+    check_token_hash, check_url, check_usage,
 };
 
 impl Applier<'_, '_> {
@@ -249,6 +251,9 @@ impl Applier<'_, '_> {
                 expires_at,
             } => self.create_credential_token(token_hash, user, *expires_at),
             Op::UseCredentialToken { token_hash } => self.use_credential_token(token_hash),
+            Op::UpdateRelatedInstances { partition, titles } => {
+                self.update_related_instances(partition, titles)
+            }
         }
     }
 
@@ -292,6 +297,7 @@ impl Applier<'_, '_> {
             | Op::PostUsage { computer, .. } => Target::Computer(computer),
             Op::PublishConnection { partition, .. }
             | Op::ReportInstance { partition, .. }
+            | Op::UpdateRelatedInstances { partition, .. }
             | Op::BangInstance { partition, .. }
             | Op::RenameInstance { partition, .. } => Target::Partition(partition),
             Op::DestroyInstance { instance: guid } => {

@@ -87,8 +87,23 @@ pub fn check_input(op: &Op) -> Result<(), Rejection> {
             }
             records.iter().try_for_each(check_usage)
         }
+        Op::UpdateRelatedInstances { titles, .. } => check_titles(titles),
         _ => Ok(()),
     }
+}
+
+/// The children an instance still requests: at most [`MAX_RELATED_INSTANCES`] titles.
+pub(super) fn check_titles(titles: &[String]) -> Result<(), Rejection> {
+    if titles.len() > MAX_RELATED_INSTANCES {
+        return Err(Rejection::TooMany {
+            what: "related instances".into(),
+            count: titles.len(),
+            max: MAX_RELATED_INSTANCES,
+        });
+    }
+    titles
+        .iter()
+        .try_for_each(|title| check_name("title", title))
 }
 
 pub(super) fn check_parameters(

@@ -144,6 +144,103 @@ fn a_request_tree_is_destroyed_children_first_and_frees_every_partition() {
 }
 
 #[test]
+fn children_an_instance_no_longer_requests_are_destroyed_with_their_trees() {
+    let mut f = Fixture::new();
+    f.register("COMP-1", 5, &[]);
+    f.supply("COMP-1", KVM);
+    let root = f.request(user("ivy"), request("root", KVM));
+    let on = partition_of(&root);
+    let as_root = Actor::Partition(on.clone());
+    let keep = f.request(as_root.clone(), request("keep", KVM));
+    let drop = f.request(as_root.clone(), request("drop", KVM));
+    let below = f.request(Actor::Partition(partition_of(&drop)), request("below", KVM));
+    let mut site = request("site", KVM);
+    site.shared = true;
+    let site = f.request(as_root.clone(), site);
+    assert_eq!(site.placement, Placement::Hosted { host: root.guid });
+    let related = |titles: &[&str]| Op::UpdateRelatedInstances {
+        partition: on.clone(),
+        titles: titles.iter().map(|t| t.to_string()).collect(),
+    };
+
+    tracing_phase("every child still requested: nothing changes");
+    assert_eq!(
+        f.run(
+            as_root.clone(),
+            related(&["keep", "drop", "site", "unknown"])
+        ),
+        Ok(Outcome::Unchanged)
+    );
+
+    tracing_phase("only its instance, its node or an operator may say so");
+    for actor in [
+        user("ivy"),
+        Actor::Partition(partition_of(&keep)),
+        Actor::Computer(ComputerId::from("COMP-2")),
+    ] {
+        assert!(
+            matches!(
+                f.refused(actor.clone(), related(&[])),
+                Rejection::NotAllowed { .. }
+            ),
+            "{actor}"
+        );
+    }
+    assert!(matches!(
+        f.refused(
+            as_root.clone(),
+            related(&[&"x".repeat(crate::state::MAX_NAME_BYTES + 1)])
+        ),
+        Rejection::TooLarge { .. }
+    ));
+
+    tracing_phase("the tree shrinks: what it dropped goes, with what that requested");
+    assert_eq!(
+        f.run(as_root.clone(), related(&["keep"])),
+        Ok(Outcome::Done)
+    );
+    for guid in [drop.guid, below.guid] {
+        assert_eq!(
+            f.instance(guid)
+                .expect("waits for its node")
+                .instance
+                .requested_state,
+            RequestedState::Destroyed
+        );
+    }
+    assert!(
+        f.instance(site.guid).is_none(),
+        "a shared instance goes at once"
+    );
+    assert!(
+        f.instance(root.guid)
+            .expect("root")
+            .shared_instances
+            .is_empty()
+    );
+    assert_eq!(
+        f.instance(keep.guid)
+            .expect("kept")
+            .instance
+            .requested_state,
+        RequestedState::Started
+    );
+    assert_eq!(
+        f.run(as_root.clone(), related(&["keep"])),
+        Ok(Outcome::Unchanged)
+    );
+
+    tracing_phase("requested again, a dropped child comes back once it is gone");
+    f.report(&partition_of(&below), InstanceReport::Destroyed)
+        .expect("report");
+    f.report(&partition_of(&drop), InstanceReport::Destroyed)
+        .expect("report");
+    let again = f.request(as_root, request("drop", KVM));
+    assert_ne!(again.guid, drop.guid);
+    assert_eq!(f.free("COMP-1"), 2);
+}
+
+#[test]
 fn shared_instances_attach_to_a_host_and_leave_no_trace_when_destroyed() {
     let mut f = Fixture::new();
     f.register("COMP-1", 2, &[]);

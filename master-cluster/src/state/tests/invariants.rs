@@ -81,7 +81,22 @@ pub(super) fn check_invariants(state: &MemoryState) {
     let mut expected_pending = BTreeSet::new();
     let mut expected_pending_shared = BTreeSet::new();
     let mut expected_hosted = BTreeSet::new();
+    let mut expected_children = BTreeSet::new();
     for instance in &instances {
+        // A child is indexed under the instance that requested it, which still exists; once
+        // a parent is to be destroyed, so is everything it requested (a tree shrinks from the
+        // top, or by the branches its parent no longer requests, never leaving a live orphan).
+        if let Requester::Instance(parent) = instance.requester {
+            let parent = by_guid.get(&parent).expect("a child's parent exists");
+            assert!(
+                parent.requested_state != RequestedState::Destroyed
+                    || instance.requested_state == RequestedState::Destroyed,
+                "{} lives under destroyed {}",
+                instance.guid,
+                parent.guid
+            );
+            expected_children.insert(tables::child_key(parent.guid, instance.guid).into_bytes());
+        }
         let title = t
             .titles
             .guid_at(&tables::title_key(instance.root, &instance.title))
@@ -154,6 +169,7 @@ pub(super) fn check_invariants(state: &MemoryState) {
             Placement::Unplaceable { .. } => {}
         }
     }
+    assert_eq!(keys(&t.children), expected_children, "children index");
     assert_eq!(keys(&t.pending), expected_pending, "pending index");
     assert_eq!(
         keys(&t.pending_shared),

@@ -53,6 +53,12 @@ enum Step {
         partition: u32,
         value: u8,
     },
+    /// The instance on a partition still requests the children whose title's bit is set.
+    Related {
+        computer: usize,
+        partition: u32,
+        titles: u8,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -107,6 +113,11 @@ fn step() -> impl Strategy<Value = Step> {
             computer,
             partition,
             value
+        }),
+        (0..3usize, 0..5u32, any::<u8>()).prop_map(|(computer, partition, titles)| Step::Related {
+            computer,
+            partition,
+            titles
         }),
     ]
 }
@@ -220,6 +231,26 @@ fn to_command(step: &Step, state: &MemoryState, at: u64) -> Command {
                     partition: p,
                     shared_reference: None,
                     parameters: Parameters::from([("v".to_string(), value.to_string())]),
+                },
+            )
+        }
+        Step::Related {
+            computer,
+            partition,
+            titles,
+        } => {
+            let p = pid(COMPUTERS[*computer], &format!("slappart{partition}"));
+            let titles = TITLES
+                .iter()
+                .enumerate()
+                .filter(|(bit, _)| titles & (1 << bit) != 0)
+                .map(|(_, title)| format!("child-{title}"))
+                .collect();
+            (
+                Actor::Partition(p.clone()),
+                Op::UpdateRelatedInstances {
+                    partition: p,
+                    titles,
                 },
             )
         }
