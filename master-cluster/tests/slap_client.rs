@@ -4,7 +4,8 @@
 //! report`, with the computer's certificate, which `register` obtained for an operator's
 //! one-time token) and a user (`slapos supply|request|remove`, with theirs, which `slapos
 //! configure client` obtained for theirs).
-//! The scenario runs twice: with the node's commands run as root, as most sites do, and as a
+//! No command of the client, whatever it answers, ends in a traceback (checked on every
+//! run). The scenario runs twice: with the node's commands run as root, as most sites do, and as a
 //! dedicated unprivileged user that owns every partition (`slapos node format` still runs as
 //! root: it creates the users), as some sites do. That user cannot rewrite a partition's 0400
 //! certificate file: the node must be given the same certificate on every run.
@@ -119,6 +120,8 @@ impl Site {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
+        // Whatever it answers, the client never ends in a traceback.
+        assert!(!text.contains("Traceback"), "slapos {args:?}:\n{text}");
         (output.status.success(), text)
     }
 
@@ -126,19 +129,17 @@ impl Site {
     fn node(&self, command: &str, extra: &[&str]) -> String {
         let cfg = self.node_cfg();
         let pidfile = self.dir.join("run").join(format!("{command}.pid"));
-        let mut args = vec![
-            "node",
-            command,
-            "--cfg",
-            cfg.to_str().expect("utf-8 path"),
-            "--now",
-        ];
-        if command != "format" {
-            args.extend(["--pidfile", pidfile.to_str().expect("utf-8 path")]);
+        let mut args = vec!["node", command, "--cfg", cfg.to_str().expect("utf-8 path")];
+        // The slapgrid commands (software, instance, report) run at once, one at a time.
+        if !matches!(command, "format" | "collect") {
+            args.extend(["--now", "--pidfile", pidfile.to_str().expect("utf-8 path")]);
+        } else if command == "format" {
+            args.push("--now");
         }
         args.extend_from_slice(extra);
-        // Format creates the users: root's, whoever runs the node afterwards.
-        let (ok, text) = self.slapos(&args, command != "format");
+        // Format creates the users, and collect must be root's (the client says so), whoever
+        // runs the node's other commands.
+        let (ok, text) = self.slapos(&args, !matches!(command, "format" | "collect"));
         assert!(ok, "slapos node {command} failed:\n{text}");
         text
     }
@@ -259,6 +260,42 @@ fn chown_tree(path: &Path, (uid, gid): (u32, u32)) {
         .status()
         .expect("chown runs");
     assert!(status.success(), "chown -R {}", path.display());
+}
+
+/// Yesterday's samples in `slapos node collect`'s database under `$DATA_LOG` (made as collect
+/// makes it): the machine at 12.5 % CPU, and a process of `sctuser0`; prints yesterday's date.
+const SEED_COLLECT: &str = "import datetime, os
+from slapos.collect.db import Database
+day = (datetime.datetime.utcnow().date() - datetime.timedelta(days=1)).strftime('%Y-%m-%d')
+os.makedirs(os.environ['DATA_LOG'], exist_ok=True)
+db = Database(os.environ['DATA_LOG'], create=True)
+db.connect()
+db.insertSystemSnapshot(loadavg=0.5, cpu_percent=12.5, memory_used=1 << 30,
+    memory_free=1 << 30, net_in_bytes=0, net_in_errors=0, net_in_dropped=0, net_out_bytes=0,
+    net_out_errors=0, net_out_dropped=0, insertion_date=day, insertion_time='12:00:00')
+db.insertUserSnapshot('sctuser0', pid=4242, process='instance', cpu_percent=30.0,
+    cpu_time=60.0, cpu_num_threads=1, memory_percent=1.0, memory_rss=64 << 20,
+    io_rw_counter=0, io_cycles_counter=0, insertion_date=day, insertion_time='12:00:00')
+db.commit()
+db.close()
+print(day)
+";
+
+/// The usage a computer's node posted (of one partition, or all with `partition` empty).
+async fn usage_of(cluster: &Cluster, url: &str, partition: &str) -> pb::UsageReply {
+    let channel = client::connect_with(url, Some(cluster.operator()))
+        .await
+        .expect("connects");
+    pb::user_client::UserClient::new(channel)
+        .usage(pb::UsageRequest {
+            computer: COMPUTER.into(),
+            partition: partition.into(),
+            consistency: pb::Consistency::Linearizable.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("usage")
+        .into_inner()
 }
 
 async fn show_computer(cluster: &Cluster, url: &str) -> pb::ShowComputerReply {
@@ -467,7 +504,8 @@ async fn scenario(node_user: NodeUser) {
              software_root = {dir}/software\ninstance_root = {dir}/instance\n\
              buildout = {stand_in}\n{root_check}\n[slapformat]\nalter_network = False\nalter_user = True\n\
              create_tap = False\npartition_amount = {PARTITIONS}\ncomputer_xml = {dir}/slapos.xml\n\
-             ipv6_prefixshift = 16\n",
+             ipv6_prefixshift = 16\nuser_base_name = sctuser\npartition_base_name = slappart\n\
+             [collect]\nreport_disk_usage = False\n",
             key = ssl.join("key").display(),
             cert = ssl.join("certificate").display(),
             dir = dir.display(),
@@ -593,11 +631,7 @@ async fn scenario(node_user: NodeUser) {
 
     eprintln!("--- slapos service list|info, computer list|info: the HATEOAS API");
     // The client finds it through getHateoasUrl (no master_rest_url in its configuration).
-    let hateoas = |args: &[&str]| {
-        let (ok, text) = site.user(args);
-        assert!(!text.contains("Traceback"), "slapos {args:?}:\n{text}");
-        (ok, text)
-    };
+    let hateoas = |args: &[&str]| site.user(args);
     let (ok, text) = hateoas(&["service", "list"]);
     assert!(
         ok && text.contains(&format!("\"root\": \"{}\"", site.release)),
@@ -689,7 +723,7 @@ for query in [
             "destroyed",
         ]);
         assert!(
-            ok && text.contains("State is : destroyed") && !text.contains("Traceback"),
+            ok && text.contains("State is : destroyed"),
             "slapos request --state destroyed, {attempt}: {text}"
         );
     }
@@ -764,7 +798,7 @@ for query in [
         .unwrap_or_else(|| panic!("the root's partition: {statuses}"));
     assert!(root_line.contains("#access"), "{statuses}");
 
-    eprintln!("--- a usage journal (useComputer) is stored as usage records");
+    eprintln!("--- a usage journal (useComputer) posted twice is stored whole, once");
     let journal = "<?xml version='1.0' encoding='utf-8'?><journal><transaction type=\"Sale Packing List\">\
         <title>Resource consumptions</title><start_date></start_date><stop_date>now</stop_date>\
         <reference>COMP-SLAP-1</reference><currency></currency><payment_mode></payment_mode>\
@@ -775,27 +809,76 @@ for query in [
     site.python_as(
         &master_url,
         (&ssl.join("key"), &ssl.join("certificate")),
-        &format!("{connect}computer.reportUsage({journal:?})\n"),
+        &format!("{connect}computer.reportUsage({journal:?})\ncomputer.reportUsage({journal:?})\n"),
     );
-    let channel = client::connect_with(&grpc, Some(cluster.operator()))
-        .await
-        .expect("connects");
-    let usage = pb::user_client::UserClient::new(channel)
-        .usage(pb::UsageRequest {
-            computer: COMPUTER.into(),
-            partition: "slappart0".into(),
-            consistency: pb::Consistency::Linearizable.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("usage")
-        .into_inner();
-    let movements: Vec<_> = usage.records.iter().flat_map(|r| &r.movements).collect();
-    assert!(
-        movements
-            .iter()
-            .any(|m| m.category == "cpu" && (m.quantity - 42.5).abs() < 1e-9),
+    let usage = usage_of(&cluster, &grpc, "slappart0").await;
+    assert_eq!(usage.reports.len(), 1, "{usage:?}");
+    let report = &usage.reports[0];
+    assert_eq!(
+        (report.reference.as_str(), report.stop_date.as_str()),
+        (COMPUTER, "now")
+    );
+    let movement = &report.movements[0];
+    assert_eq!(
+        (
+            movement.title.as_str(),
+            movement.quantity,
+            movement.price,
+            movement.vat.as_str(),
+            movement.category.as_str()
+        ),
+        ("CPU Consumption of slappart0", 42.5, 0.0, "None", "cpu"),
         "{usage:?}"
+    );
+
+    eprintln!("--- slapos node collect, then slapos node report posts the day's report");
+    // What collect gathered yesterday (it reports on past days): the machine's load and one
+    // partition user's processes, in collect's own database.
+    let data_log = dir.join("instance/var/data-log");
+    // Collect runs as root; its database is root's, as on a site.
+    let seeded = Command::new(site.venv.join("bin/python"))
+        .args(["-W", "ignore", "-c", SEED_COLLECT])
+        .env("DATA_LOG", &data_log)
+        .output()
+        .expect("python runs");
+    assert!(
+        seeded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&seeded.stderr)
+    );
+    let yesterday = String::from_utf8_lossy(&seeded.stdout).trim().to_string();
+    let log = site.node("collect", &[]);
+    let reports = dir.join(format!("instance/var/xml_report/{COMPUTER}"));
+    let written = reports.join(format!("{yesterday}.xml"));
+    assert!(written.exists(), "collect wrote no report:\n{log}");
+    if let Some(ids) = node_ids {
+        // Root's collect also wrote into the partitions (their resource files): the site's
+        // own user takes back its tree, and sends and removes the reports.
+        chown_tree(&dir.join("instance"), ids);
+    }
+    let log = site.node("report", &[]);
+    assert!(!written.exists(), "report posted and removed it:\n{log}");
+    let usage = usage_of(&cluster, &grpc, "").await;
+    let day = usage
+        .reports
+        .iter()
+        .find(|r| r.reference == format!("{yesterday}-global"))
+        .unwrap_or_else(|| panic!("the day's report: {usage:?}"));
+    assert_eq!(day.start_date, format!("{yesterday} 00:00:00"));
+    assert!(
+        day.movements.iter().any(|m| m.partition.is_empty()
+            && m.reference == COMPUTER
+            && m.resource == "service_module/cpu_load_percent"
+            && (m.quantity - 12.5).abs() < 1e-9),
+        "the computer's load: {day:?}"
+    );
+    // As root each partition has its own user, which names it; a dedicated user names none.
+    let named = if node_ids.is_none() { "slappart0" } else { "" };
+    assert!(
+        day.movements
+            .iter()
+            .any(|m| m.reference == "sctuser0" && m.partition == named),
+        "sctuser0's load: {day:?}"
     );
 
     eprintln!("--- the tree shrinks: the root stops requesting its shared instance, which goes");
@@ -808,8 +891,7 @@ for query in [
         "shrink=yes",
     ]);
     assert!(ok, "slapos request (shrink): {text}");
-    let log = site.node("instance", &[]);
-    assert!(!log.contains("Traceback"), "{log}");
+    site.node("instance", &[]);
     let channel = client::connect_with(&grpc, Some(user_tls.clone()))
         .await
         .expect("connects");

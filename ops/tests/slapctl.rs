@@ -298,12 +298,64 @@ async fn users_and_operators_manage_computers_instances_and_certificates() -> an
         }],
     })
     .await?;
+    // And a day's report as `slapos node collect` writes it, posted over SLAP as `slapos node
+    // report` does (twice: it timed out the first time): every field is kept, counted once.
+    let journal = "<?xml version='1.0' encoding='utf-8'?><journal><transaction type=\"Sale \
+        Packing List\"><title>Eco Information for COMP-CTL</title><start_date>2026-12-05 \
+        00:00:00</start_date><stop_date>2026-12-05 23:59:59</stop_date><reference>2026-12-05-global\
+        </reference><currency>EUR</currency><payment_mode /><category /><arrow type=\"Destination\" \
+        /><movement><resource>service_module/cpu_load_percent</resource><title>CPU Load Percent \
+        Average</title><reference>COMP-CTL</reference><quantity>12.5</quantity><price>0.25</price>\
+        <VAT>20%</VAT><category>cpu</category></movement></transaction></journal>";
+    let slap_port = f.cluster.replicas[0]
+        .slap_url()
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse::<u16>().ok())
+        .expect("a SLAP port");
+    let mut slap = test_kit::slap::Connection::new(
+        std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, slap_port)),
+        Some(test_kit::slap::client_tls(
+            &f.cluster.credentials_dir(&format!("computer:{COMPUTER}"))?,
+        )?),
+    );
+    let report = test_kit::slap::form(&[("computer_id", COMPUTER), ("use_string", journal)]);
+    for _ in 0..2 {
+        let answer = slap.call("/useComputer", Some(&report)).await?;
+        assert_eq!(
+            answer.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+    }
     let usage = f
         .as_operator(&["--json", "usage", "--computer", COMPUTER])
         .ok()
         .json();
-    assert_eq!(usage[0]["partition"], partition.as_str());
-    assert_eq!(usage[0]["usage"]["cpu_seconds"], 12.5);
+    let rows = usage.as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "{usage}");
+    assert_eq!(rows[0]["partition"], partition.as_str());
+    assert_eq!(rows[0]["resource"], "cpu_seconds");
+    assert_eq!(rows[0]["quantity"], 12.5);
+    assert_eq!(rows[0]["start"], "1000000");
+    let collected = &rows[1];
+    assert_eq!(collected["partition"], "", "the computer as a whole");
+    assert_eq!(collected["report"], "2026-12-05-global");
+    assert_eq!(collected["start"], "2026-12-05 00:00:00");
+    assert_eq!(collected["reference"], COMPUTER);
+    assert_eq!(
+        (
+            &collected["quantity"],
+            &collected["price"],
+            &collected["vat"],
+            &collected["category"]
+        ),
+        (&12.5.into(), &0.25.into(), &"20%".into(), &"cpu".into())
+    );
+    let text = f.as_operator(&["usage", "--computer", COMPUTER]).ok();
+    assert!(text.stdout.contains("2026-12-05-global"), "{}", text.stdout);
 
     // projects: an operator creates one and makes alice its manager; she then runs the
     // computer once it is the project's, and not before.

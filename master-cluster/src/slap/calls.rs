@@ -18,7 +18,7 @@ use crate::replica::signing::{Signed, sign};
 use crate::replica::{CallError, Consistency, ReplicaCore, now};
 use crate::state::model::{
     Actor, ComputerId, Parameters, PartitionId, PartitionRef, Placement, RequestedState,
-    SoftwareState, SupplyState, Timestamp, UsageRecord,
+    SoftwareState, SupplyState, Timestamp,
 };
 use crate::state::policy::{self, InstanceFacts, Operation, Target};
 use crate::state::query::{self, PartitionView};
@@ -381,7 +381,8 @@ impl Call<'_> {
         text("OK")
     }
 
-    /// The usage journal a node's report posts, stored as one usage record per partition.
+    /// The usage journal a node's report or collect posts, stored whole: each transaction a
+    /// usage report, under its reference and dates.
     async fn use_computer(&self) -> Answer {
         let computer = self.computer_id("computer_id")?;
         // Decided before the journal is read; apply decides again.
@@ -389,31 +390,10 @@ impl Call<'_> {
             &self.caller.computer(&computer),
             Target::Computer(&computer),
         )?;
-        let journal = journal::parse(self.form.required("use_string")?).map_err(Failure::bad)?;
-        if journal.computer != computer.as_str() {
-            return Err(Failure::bad(format!(
-                "the usage journal is computer {}'s, not {computer}'s",
-                journal.computer
-            )));
-        }
-        // The journal's dates are local times without a zone: the period is this replica's.
-        let at = now();
-        let mut records: BTreeMap<String, UsageRecord> = BTreeMap::new();
-        for (partition, movement) in journal.movements {
-            records
-                .entry(partition.clone())
-                .or_insert_with(|| UsageRecord {
-                    partition: partition.as_str().into(),
-                    period_start: at,
-                    period_end: at,
-                    movements: Vec::new(),
-                })
-                .movements
-                .push(movement);
-        }
-        let op = Op::PostUsage {
+        let reports = journal::parse(self.form.required("use_string")?).map_err(Failure::bad)?;
+        let op = Op::PostUsageReports {
             computer: computer.clone(),
-            records: records.into_values().collect(),
+            reports,
         };
         self.write(self.caller.computer(&computer), op).await?;
         text("OK")

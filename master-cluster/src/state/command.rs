@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::model::{
     Actor, AllocationScope, ComputerDefinition, ComputerId, InstanceCertificate, InstanceGuid,
     Parameters, PartitionId, PartitionRef, Placement, ProjectId, ProjectRole, Quota,
-    RequestedState, SoftwareReleaseUrl, SoftwareState, SupplyState, Timestamp, UsageRecord, UserId,
+    RequestedState, SoftwareReleaseUrl, SoftwareState, SupplyState, Timestamp, UsageRecord,
+    UsageReport, UserId,
 };
 
 /// What one Raft log entry carries: the commands the leader coalesced while the previous
@@ -177,6 +178,13 @@ pub enum Op {
         partition: PartitionId,
         titles: Vec<String>,
     },
+    /// A computer's usage reports, as its node posted them (computers only). A report the
+    /// computer posted before, for the same reference and dates, is replaced: a report posted
+    /// twice counts once.
+    PostUsageReports {
+        computer: ComputerId,
+        reports: Vec<UsageReport>,
+    },
 }
 
 impl Op {
@@ -200,6 +208,9 @@ impl Op {
                 ..
             } => log.len(),
             Op::PostUsage { records, .. } => records.len() * BASE,
+            Op::PostUsageReports { reports, .. } => {
+                reports.iter().map(|r| r.movements.len() * BASE).sum()
+            }
             Op::RecordLiveness { seen } => seen.len() * 64,
             Op::BangInstance { message, .. } | Op::BangComputer { message, .. } => message.len(),
             Op::UpdateRelatedInstances { titles, .. } => titles.iter().map(String::len).sum(),

@@ -486,6 +486,53 @@ pub struct UsageMovement {
     pub quantity: f64,
 }
 
+/// A usage report as a SlapOS node posts it: one transaction of the TioXML journal of `slapos
+/// node report` or `slapos node collect`, with every field it carries. A report posted again
+/// (the node timed out waiting for the answer) is the same report: see [`UsageReport::same`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageReport {
+    /// The transaction's reference: the computer's (`node report`), `<date>-global` (`node
+    /// collect`).
+    pub reference: String,
+    pub title: String,
+    /// As the node wrote them: local times without a zone (`2026-12-05 00:00:00`).
+    pub start_date: String,
+    pub stop_date: String,
+    pub currency: String,
+    pub payment_mode: String,
+    pub category: String,
+    /// When the replica that took it received it.
+    pub received_at: Timestamp,
+    pub movements: Vec<ReportedMovement>,
+}
+
+impl UsageReport {
+    /// Whether `other` reports the same as this one, whenever it was received.
+    pub fn same(&self, other: &UsageReport) -> bool {
+        self == &UsageReport {
+            received_at: self.received_at,
+            ..other.clone()
+        }
+    }
+}
+
+/// One movement of a [`UsageReport`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportedMovement {
+    pub resource: String,
+    pub title: String,
+    /// As the node wrote it: a partition, a partition's user (`node collect`), or the computer.
+    pub reference: String,
+    /// The partition `reference` names, by its reference or its user (when only one partition
+    /// has that user); `None` for the computer as a whole.
+    pub partition: Option<PartitionRef>,
+    pub quantity: f64,
+    pub price: f64,
+    /// As written: a rate, `None`, or empty.
+    pub vat: String,
+    pub category: String,
+}
+
 /// A certificate a replica issued, as the cluster records it (the certificate itself stays
 /// with its holder).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

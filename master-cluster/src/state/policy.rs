@@ -311,7 +311,7 @@ pub fn command_operation(op: &Op) -> Operation {
         Op::BangInstance { .. } => BangInstance,
         Op::BangComputer { .. } => BangComputer,
         Op::RenameInstance { .. } => RenameInstance,
-        Op::PostUsage { .. } => PostUsage,
+        Op::PostUsage { .. } | Op::PostUsageReports { .. } => PostUsage,
         Op::RecordLiveness { .. } => RecordLiveness,
         Op::RecordCertificate { .. } => RecordCertificate,
         Op::RevokeCertificate { .. } => RevokeCertificate,

@@ -10,7 +10,7 @@ use super::model::{
     Actor, AuditRecord, Computer, ComputerId, EnrollmentToken, Holding, Instance, InstanceGuid,
     IssuedCertificate, Parameters, Partition, PartitionRef, Placement, Project, ProjectId,
     ProjectRole, Quota, Revocation, SoftwareRelease, SoftwareReleaseUrl, SoftwareState,
-    SupplyState, Timestamp, UsageRecord, UserId,
+    SupplyState, Timestamp, UsageRecord, UsageReport, UserId,
 };
 use super::placement::{self, Choice};
 use super::tables::{self, StateError, Tables};
@@ -402,6 +402,37 @@ pub fn usage(
         .into_iter()
         .filter(|r| from.is_none_or(|f| r.period_start.0 >= f))
         .filter(|r| until.is_none_or(|u| r.period_start.0 < u))
+        .collect())
+}
+
+/// A computer's usage reports received in `[from, until)` (microseconds; `None` for no
+/// bound); for one partition, the reports that name it, with only its movements.
+pub fn usage_reports(
+    txn: &redb::ReadTransaction,
+    computer: &ComputerId,
+    partition: Option<&PartitionRef>,
+    from: Option<u64>,
+    until: Option<u64>,
+) -> Result<Vec<UsageReport>, StateError> {
+    let t = Tables::open_read(txn)?;
+    let reports: Vec<UsageReport> = t
+        .usage_reports
+        .records(&tables::computer_key(computer), usize::MAX)?;
+    Ok(reports
+        .into_iter()
+        .filter(|r| from.is_none_or(|f| r.received_at.0 >= f))
+        .filter(|r| until.is_none_or(|u| r.received_at.0 < u))
+        .filter_map(|mut report| {
+            if let Some(partition) = partition {
+                report
+                    .movements
+                    .retain(|m| m.partition.as_ref() == Some(partition));
+                if report.movements.is_empty() {
+                    return None;
+                }
+            }
+            Some(report)
+        })
         .collect())
 }
 

@@ -24,6 +24,7 @@
 //! | `shared_hosts` | url, software type, guid | — instances that can host shared ones |
 //! | `pending_shared` | url, software type, guid | — shared instances waiting for a host |
 //! | `usage` | computer, partition, period start | [`UsageRecord`] |
+//! | `usage_reports` | computer, reference, start date, stop date | [`UsageReport`](super::model::UsageReport) |
 //! | `audit` | log index, command in the entry, sequence | [`AuditRecord`] |
 //! | `computer_versions` | computer | log index of the last change to its view, u64 BE |
 //! | `liveness` | computer | when its node last polled a replica, microseconds u64 BE |
@@ -123,6 +124,7 @@ tables! {
     quotas: "quotas",
     holdings: "holdings",
     credential_tokens: "credential_tokens",
+    usage_reports: "usage_reports",
 }
 
 /// The master's tables, in a fixed order.
@@ -193,6 +195,7 @@ impl Record for Partition {}
 impl Record for Supply {}
 impl Record for Parameters {}
 impl Record for UsageRecord {}
+impl Record for super::model::UsageReport {}
 impl Record for AuditRecord {}
 impl Record for super::model::IssuedCertificate {}
 impl Record for super::model::EnrollmentToken {}
@@ -455,6 +458,14 @@ pub fn shared_host_key(url: &SoftwareReleaseUrl, software_type: &str, guid: Inst
 
 pub fn usage_key(computer: &ComputerId, partition: &PartitionRef, period_start: u64) -> Key {
     partition_key(computer, partition).u64(period_start)
+}
+
+/// A usage report's key: what makes a report posted again the same one.
+pub fn usage_report_key(computer: &ComputerId, report: &super::model::UsageReport) -> Key {
+    computer_key(computer)
+        .str(&report.reference)
+        .str(&report.start_date)
+        .str(&report.stop_date)
 }
 
 pub fn project_key(project: &ProjectId) -> Key {

@@ -49,7 +49,8 @@ pub enum Command {
     /// The software release catalog.
     #[command(subcommand)]
     Software(SoftwareCommand),
-    /// Usage records of a computer's partitions.
+    /// What a computer used: each movement its node posted, with its partition (empty for the
+    /// computer as a whole), report, dates, quantity, price, VAT and category.
     Usage {
         #[arg(long)]
         computer: String,

@@ -226,29 +226,69 @@ pub(super) async fn usage(
             ..Default::default()
         })?))
         .await?;
+    /// One movement: of a record the node agent posted (its period in microseconds), or of a
+    /// report a SlapOS node posted (its reference and its dates as the node wrote them).
     #[derive(Serialize)]
     struct Row {
         partition: String,
-        period_start: u64,
-        period_end: u64,
-        usage: BTreeMap<String, f64>,
+        report: String,
+        start: String,
+        stop: String,
+        resource: String,
+        title: String,
+        reference: String,
+        quantity: f64,
+        price: f64,
+        vat: String,
+        category: String,
     }
-    let rows: Vec<Row> = reply
-        .records
-        .into_iter()
-        .map(|r| Row {
-            partition: r.partition,
-            period_start: r.period_start,
-            period_end: r.period_end,
-            usage: r
-                .movements
-                .into_iter()
-                .map(|m| (m.resource, m.quantity))
-                .collect(),
-        })
-        .collect();
+    let mut rows: Vec<Row> = Vec::new();
+    for record in reply.records {
+        for m in record.movements {
+            rows.push(Row {
+                partition: record.partition.clone(),
+                report: String::new(),
+                start: record.period_start.to_string(),
+                stop: record.period_end.to_string(),
+                resource: m.resource,
+                title: String::new(),
+                reference: String::new(),
+                quantity: m.quantity,
+                price: 0.0,
+                vat: String::new(),
+                category: m.category,
+            });
+        }
+    }
+    for report in reply.reports {
+        for m in report.movements {
+            rows.push(Row {
+                partition: m.partition,
+                report: report.reference.clone(),
+                start: report.start_date.clone(),
+                stop: report.stop_date.clone(),
+                resource: m.resource,
+                title: m.title,
+                reference: m.reference,
+                quantity: m.quantity,
+                price: m.price,
+                vat: m.vat,
+                category: m.category,
+            });
+        }
+    }
     Ok(Output::table(
-        &["partition", "period_start", "period_end", "usage"],
+        &[
+            "partition",
+            "report",
+            "start",
+            "stop",
+            "resource",
+            "quantity",
+            "price",
+            "vat",
+            "category",
+        ],
         &rows,
     ))
 }

@@ -10,7 +10,7 @@ use tonic::Status;
 use crate::state::model::{
     ComputerDefinition, ComputerId, Instance, InstanceGuid, NetworkAddress, PartitionDefinition,
     PartitionId, PartitionRef, Placement, ReportedState, RequestedState, Requester, SoftwareState,
-    SupplyState, Timestamp, UsageMovement, UsageRecord,
+    SupplyState, Timestamp, UsageMovement, UsageRecord, UsageReport,
 };
 use crate::state::query::{ComputerView, InstanceView, SharedInstanceView};
 use crate::state::{InstanceReport, InstanceRequest};
@@ -212,6 +212,33 @@ pub fn pb_usage_record(record: UsageRecord) -> pb::UsageRecord {
                 resource: m.resource,
                 category: m.category,
                 quantity: m.quantity,
+            })
+            .collect(),
+    }
+}
+
+pub fn pb_usage_report(report: UsageReport) -> pb::UsageReport {
+    pb::UsageReport {
+        reference: report.reference,
+        title: report.title,
+        start_date: report.start_date,
+        stop_date: report.stop_date,
+        currency: report.currency,
+        payment_mode: report.payment_mode,
+        category: report.category,
+        received_at: report.received_at.0,
+        movements: report
+            .movements
+            .into_iter()
+            .map(|m| pb::ReportedMovement {
+                resource: m.resource,
+                title: m.title,
+                reference: m.reference,
+                partition: m.partition.map(|p| p.0).unwrap_or_default(),
+                quantity: m.quantity,
+                price: m.price,
+                vat: m.vat,
+                category: m.category,
             })
             .collect(),
     }

@@ -227,15 +227,19 @@ impl pb::user_server::User for UserService {
         let partition = convert::optional(request.partition).map(PartitionRef);
         let bound = |v: u64| (v > 0).then_some(v);
         let (from, until) = (bound(request.from), bound(request.until));
-        let records = self
+        let (records, reports) = self
             .core
             .read(consistency(request.consistency), move |txn| {
-                query::usage(txn, &computer, partition.as_ref(), from, until)
+                Ok((
+                    query::usage(txn, &computer, partition.as_ref(), from, until)?,
+                    query::usage_reports(txn, &computer, partition.as_ref(), from, until)?,
+                ))
             })
             .await
             .map_err(|e| failed(&e))?;
         Ok(Response::new(pb::UsageReply {
             records: records.into_iter().map(convert::pb_usage_record).collect(),
+            reports: reports.into_iter().map(convert::pb_usage_report).collect(),
         }))
     }
 }

@@ -191,6 +191,43 @@ impl Applier<'_, '_> {
         Ok(Outcome::Done)
     }
 
+    /// Stores each report under its reference and dates, its movements' partitions resolved
+    /// from what the node named. A report stored before for the same key is replaced; the same
+    /// report again changes nothing.
+    pub(super) fn post_usage_reports(
+        &mut self,
+        id: &ComputerId,
+        reports: &[UsageReport],
+    ) -> Handled {
+        if self.t.computer(id)?.is_none() {
+            return Err(Stop::Refused(Rejection::UnknownComputer(id.clone())));
+        }
+        check_usage_reports(reports)?;
+        let partitions = self.t.partitions_of(id)?;
+        let mut stored = 0;
+        for report in reports {
+            let mut report = UsageReport {
+                received_at: self.at,
+                ..report.clone()
+            };
+            for movement in &mut report.movements {
+                movement.partition = reported_partition(&partitions, &movement.reference);
+            }
+            let key = tables::usage_report_key(id, &report);
+            let before = self.t.usage_reports.get::<UsageReport>(key.as_bytes())?;
+            if before.is_some_and(|before| before.same(&report)) {
+                continue;
+            }
+            self.t.usage_reports.put(key.as_bytes(), &report)?;
+            stored += 1;
+        }
+        if stored == 0 {
+            return Ok(Outcome::Unchanged);
+        }
+        self.audit("post usage reports", format!("{stored} for {id}"))?;
+        Ok(Outcome::Done)
+    }
+
     // --- certificates -----------------------------------------------------------------------
 
     /// Liveness is not part of a computer's view (a summary must not wake every node's
@@ -222,4 +259,23 @@ impl Applier<'_, '_> {
     }
 
     // --- placement ----------------------------------------------------------------------------
+}
+
+/// The partition a usage movement's reference names: one of the computer's partitions by its
+/// reference, or by its user when no other partition has that user (`node collect` names
+/// users); `None` for anything else (the computer itself).
+fn reported_partition(partitions: &[Partition], reference: &str) -> Option<PartitionRef> {
+    if let Some(partition) = partitions
+        .iter()
+        .find(|p| p.reference.as_str() == reference)
+    {
+        return Some(partition.reference.clone());
+    }
+    let mut by_user = partitions
+        .iter()
+        .filter(|p| p.user.as_deref() == Some(reference));
+    match (by_user.next(), by_user.next()) {
+        (Some(partition), None) => Some(partition.reference.clone()),
+        _ => None,
+    }
 }

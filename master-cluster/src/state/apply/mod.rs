@@ -25,7 +25,7 @@ use super::model::{
     IssuedCertificate, Parameters, Partition, PartitionId, PartitionRef, Placement, Project,
     ProjectId, ProjectRole, Quota, ReportedState, RequestedState, Requester, Revocation,
     SoftwareRelease, SoftwareReleaseUrl, SoftwareState, Supply, SupplyState, Timestamp,
-    UsageRecord, UserId,
+    UsageRecord, UsageReport, UserId,
 };
 use super::placement::{self, Choice, Tree};
 use super::policy::{self, InstanceFacts, ProjectFacts, Target};
@@ -156,7 +156,7 @@ mod validation;
 pub use validation::check_input;
 use validation::{
     check_definition, check_name, check_parameters, check_request, check_serial, check_titles,
-    check_token_hash, check_url, check_usage,
+    check_token_hash, check_url, check_usage, check_usage_reports,
 };
 
 impl Applier<'_, '_> {
@@ -254,6 +254,9 @@ impl Applier<'_, '_> {
             Op::UpdateRelatedInstances { partition, titles } => {
                 self.update_related_instances(partition, titles)
             }
+            Op::PostUsageReports { computer, reports } => {
+                self.post_usage_reports(computer, reports)
+            }
         }
     }
 
@@ -294,7 +297,8 @@ impl Applier<'_, '_> {
             }),
             Op::ReportSoftware { computer, .. }
             | Op::BangComputer { computer, .. }
-            | Op::PostUsage { computer, .. } => Target::Computer(computer),
+            | Op::PostUsage { computer, .. }
+            | Op::PostUsageReports { computer, .. } => Target::Computer(computer),
             Op::PublishConnection { partition, .. }
             | Op::ReportInstance { partition, .. }
             | Op::UpdateRelatedInstances { partition, .. }

@@ -88,6 +88,7 @@ pub fn check_input(op: &Op) -> Result<(), Rejection> {
             records.iter().try_for_each(check_usage)
         }
         Op::UpdateRelatedInstances { titles, .. } => check_titles(titles),
+        Op::PostUsageReports { reports, .. } => check_usage_reports(reports),
         _ => Ok(()),
     }
 }
@@ -178,6 +179,81 @@ pub(super) fn check_definition(definition: &ComputerDefinition) -> Result<(), Re
     Ok(())
 }
 
+/// At most [`MAX_USAGE_RECORDS`] movements in all; every name within [`MAX_NAME_BYTES`] (the
+/// node's free texts may be empty), every amount a number within ±[`MAX_USAGE_QUANTITY`].
+pub(super) fn check_usage_reports(reports: &[UsageReport]) -> Result<(), Rejection> {
+    let movements: usize = reports.iter().map(|r| r.movements.len()).sum();
+    if movements > MAX_USAGE_RECORDS {
+        return Err(Rejection::TooMany {
+            what: "usage movements".into(),
+            count: movements,
+            max: MAX_USAGE_RECORDS,
+        });
+    }
+    for report in reports {
+        for (what, value) in [
+            ("usage report reference", &report.reference),
+            ("usage report title", &report.title),
+            ("usage report start date", &report.start_date),
+            ("usage report stop date", &report.stop_date),
+            ("usage report currency", &report.currency),
+            ("usage report payment mode", &report.payment_mode),
+            ("usage report category", &report.category),
+        ] {
+            check_optional_name(what, value)?;
+        }
+        for movement in &report.movements {
+            check_name("usage resource", &movement.resource)?;
+            for (what, value) in [
+                ("usage title", &movement.title),
+                ("usage reference", &movement.reference),
+                ("usage VAT", &movement.vat),
+                ("usage category", &movement.category),
+            ] {
+                check_optional_name(what, value)?;
+            }
+            // A node's report may hold sentinels: `node collect` writes -1 for a ratio it
+            // could not measure.
+            let signed = -MAX_USAGE_QUANTITY..=MAX_USAGE_QUANTITY;
+            check_amount("usage quantity", movement.quantity, signed.clone())?;
+            check_amount("usage price", movement.price, signed)?;
+        }
+    }
+    Ok(())
+}
+
+/// A finite amount within `range`.
+fn check_amount(
+    what: &'static str,
+    amount: f64,
+    range: std::ops::RangeInclusive<f64>,
+) -> Result<(), Rejection> {
+    let reason = if !amount.is_finite() {
+        format!("{amount} is not a number")
+    } else if !range.contains(&amount) {
+        format!(
+            "{amount} is not between {:e} and {:e}",
+            range.start(),
+            range.end()
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Rejection::Invalid {
+        what: what.into(),
+        reason,
+    })
+}
+
+/// A name that may be empty (a node's free text).
+fn check_optional_name(what: &'static str, value: &str) -> Result<(), Rejection> {
+    if value.is_empty() {
+        Ok(())
+    } else {
+        check_name(what, value)
+    }
+}
+
 pub(super) fn check_usage(record: &UsageRecord) -> Result<(), Rejection> {
     if record.period_end < record.period_start {
         return Err(Rejection::Invalid {
@@ -187,24 +263,12 @@ pub(super) fn check_usage(record: &UsageRecord) -> Result<(), Rejection> {
     }
     for movement in &record.movements {
         check_name("usage resource", &movement.resource)?;
-        if !movement.category.is_empty() {
-            check_name("usage category", &movement.category)?;
-        }
-        if !movement.quantity.is_finite() {
-            return Err(Rejection::Invalid {
-                what: "usage quantity".into(),
-                reason: format!("{} is not a number", movement.quantity),
-            });
-        }
-        if !(0.0..=MAX_USAGE_QUANTITY).contains(&movement.quantity) {
-            return Err(Rejection::Invalid {
-                what: "usage quantity".into(),
-                reason: format!(
-                    "{} is not between 0 and {MAX_USAGE_QUANTITY:e}",
-                    movement.quantity
-                ),
-            });
-        }
+        check_optional_name("usage category", &movement.category)?;
+        check_amount(
+            "usage quantity",
+            movement.quantity,
+            0.0..=MAX_USAGE_QUANTITY,
+        )?;
     }
     Ok(())
 }

@@ -198,6 +198,114 @@ fn liveness_summaries_keep_the_latest_poll_and_come_only_from_replicas() {
 }
 
 #[test]
+fn a_usage_report_is_kept_whole_once_and_its_movements_name_partitions() {
+    let mut f = Fixture::new();
+    f.register("COMP-1", 2, &[]);
+    let computer = ComputerId::from("COMP-1");
+    let movement = |reference: &str, quantity: f64| ReportedMovement {
+        resource: "service_module/cpu_load_percent".into(),
+        title: format!("CPU Load Percent Average for {reference}"),
+        reference: reference.into(),
+        partition: None,
+        quantity,
+        price: 0.5,
+        vat: "20%".into(),
+        category: "cpu".into(),
+    };
+    let report = |day: &str, movements: Vec<ReportedMovement>| UsageReport {
+        reference: format!("{day}-global"),
+        title: "Eco Information for COMP-1".into(),
+        start_date: format!("{day} 00:00:00"),
+        stop_date: format!("{day} 23:59:59"),
+        currency: "EUR".into(),
+        payment_mode: String::new(),
+        category: String::new(),
+        received_at: Timestamp(0),
+        movements,
+    };
+    let post = |reports: Vec<UsageReport>| Op::PostUsageReports {
+        computer: computer.clone(),
+        reports,
+    };
+    let node = Actor::Computer(computer.clone());
+    let day = report(
+        "2026-12-05",
+        vec![
+            movement("COMP-1", 12.5),
+            movement("slapuser1", 30.0),
+            movement("slappart0", 1.0),
+            // `node collect`'s sentinel for a ratio it could not measure.
+            movement("nobody", -1.0),
+        ],
+    );
+
+    tracing_phase("only the computer's node reports its usage, in numbers");
+    assert!(matches!(
+        f.refused(user("olga"), post(vec![day.clone()])),
+        Rejection::NotAllowed { .. }
+    ));
+    for amount in [f64::NAN, f64::INFINITY, -2e15] {
+        let mut wrong = day.clone();
+        wrong.movements[0].price = amount;
+        assert!(
+            matches!(
+                f.refused(node.clone(), post(vec![wrong])),
+                Rejection::Invalid { .. }
+            ),
+            "{amount}"
+        );
+    }
+
+    tracing_phase("posted twice (the node timed out), counted once");
+    assert_eq!(
+        f.run(node.clone(), post(vec![day.clone()])),
+        Ok(Outcome::Done)
+    );
+    assert_eq!(
+        f.run(node.clone(), post(vec![day.clone()])),
+        Ok(Outcome::Unchanged)
+    );
+    let mut corrected = day.clone();
+    corrected.movements[0].quantity = 13.0;
+    let next = report("2026-12-06", vec![movement("COMP-1", 1.0)]);
+    assert_eq!(f.run(node, post(vec![corrected, next])), Ok(Outcome::Done));
+
+    let txn = f.state.read().expect("read");
+    let reports = query::usage_reports(&txn, &computer, None, None, None).expect("reports");
+    assert_eq!(reports.len(), 2, "a report for the same day replaces it");
+    let first = &reports[0];
+    assert_eq!(
+        (first.reference.as_str(), first.currency.as_str()),
+        ("2026-12-05-global", "EUR")
+    );
+    assert_eq!(first.movements[0].quantity, 13.0);
+    assert_eq!(
+        (first.movements[0].price, first.movements[0].vat.as_str()),
+        (0.5, "20%")
+    );
+    let named: Vec<Option<&str>> = first
+        .movements
+        .iter()
+        .map(|m| m.partition.as_ref().map(PartitionRef::as_str))
+        .collect();
+    assert_eq!(
+        named,
+        [None, Some("slappart1"), Some("slappart0"), None],
+        "by the partition's user or reference; the computer and the unknown on none"
+    );
+    let slappart1 = query::usage_reports(
+        &txn,
+        &computer,
+        Some(&PartitionRef::from("slappart1")),
+        None,
+        None,
+    )
+    .expect("reports");
+    assert_eq!(slappart1.len(), 1);
+    assert_eq!(slappart1[0].movements.len(), 1);
+}
+
+#[test]
 fn usage_is_stored_per_partition_and_period_and_rename_keeps_the_identity() {
     let mut f = Fixture::new();
     f.register("COMP-1", 2, &[]);
