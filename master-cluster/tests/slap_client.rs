@@ -1005,6 +1005,36 @@ for query in [
         .count();
     assert_eq!(installed, 0, "the release's directory is removed");
     site.stop_supervisord();
+
+    eprintln!("--- every call the client made is in README's table of calls");
+    let metrics = test_kit::http::get(follower.http_addr(), "/metrics")
+        .await
+        .expect("the follower's metrics")
+        .body;
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
+    let called: Vec<&str> = metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("slapcluster_slap_request_seconds_count{call=\""))
+        .filter_map(|rest| rest.split_once("\"} "))
+        .filter(|(_, count)| *count != "0")
+        .map(|(call, _)| call)
+        .collect();
+    assert!(called.contains(&"useComputer"), "{metrics}");
+    eprintln!("    {} calls: {}", called.len(), called.join(" "));
+    let missing: Vec<&&str> = called
+        .iter()
+        .filter(|call| {
+            !readme
+                .lines()
+                .any(|l| l.starts_with('|') && l.contains(&format!("`{call}`")))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "calls README's table does not name: {missing:?}"
+    );
     drop(cluster);
 }
 
