@@ -152,11 +152,30 @@ async fn every_answer_has_the_status_a_slapos_client_expects() {
         document.get("_computer_id"),
         Some(&Value::string(DEMO_COMPUTER))
     );
+    // Tagged with its version: sent back, 304 while nothing it shows changed.
+    let poll = format!("/getFullComputerInformation?computer_id={DEMO_COMPUTER}");
+    let tag = answer.header("etag").expect("an ETag").to_string();
+    let again = slap
+        .call_with(&poll, None, &[("If-None-Match", &tag)])
+        .await
+        .expect("answers");
+    assert_eq!(again.status, 304, "{}", text(&again.body));
+    assert!(again.body.is_empty());
+    assert_eq!(again.header("etag"), Some(tag.as_str()));
     let answer = slap
         .call("/getFullComputerInformation?computer_id=COMP-NOBODY", None)
         .await
         .expect("answers");
     assert_eq!(answer.status, 404, "{}", text(&answer.body));
+    let answer = slap
+        .call_with(
+            "/getFullComputerInformation?computer_id=COMP-NOBODY",
+            None,
+            &[("If-None-Match", "*")],
+        )
+        .await
+        .expect("answers");
+    assert_eq!(answer.status, 404, "an unknown computer matches no tag");
 
     // Placed: the SoftwareInstance, read back on this follower.
     let answer = slap
@@ -177,6 +196,13 @@ async fn every_answer_has_the_status_a_slapos_client_expects() {
         instance.get("slap_computer_id"),
         Some(&Value::string(DEMO_COMPUTER))
     );
+    // The computer changed: its document again, with another tag.
+    let answer = slap
+        .call_with(&poll, None, &[("If-None-Match", &tag)])
+        .await
+        .expect("answers");
+    assert_eq!(answer.status, 200, "{}", text(&answer.body));
+    assert_ne!(answer.header("etag"), Some(tag.as_str()));
     // No computer supplies the release: 408 while it waits (the client asks again).
     let answer = slap
         .call(
@@ -259,7 +285,7 @@ async fn every_answer_has_the_status_a_slapos_client_expects() {
     .await
     .expect("metrics");
     for line in [
-        "slapcluster_slap_request_seconds_count{call=\"getFullComputerInformation\"} 2",
+        "slapcluster_slap_request_seconds_count{call=\"getFullComputerInformation\"} 5",
         "slapcluster_slap_request_seconds_count{call=\"requestComputerPartition\"} 5",
         "slapcluster_slap_request_errors_total{call=\"requestComputerPartition\"} 4",
         "slapcluster_slap_request_errors_total{call=\"unknown\"} 1",

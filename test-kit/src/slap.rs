@@ -82,7 +82,18 @@ pub struct Connection {
 /// What a call answered.
 pub struct Answer {
     pub status: u16,
+    /// Header names in lower case, in the order sent.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 impl Connection {
@@ -174,6 +185,7 @@ impl Connection {
             .ok_or_else(|| malformed("no status"))?;
         let mut keep_alive = version == "HTTP/1.1";
         let mut length = None;
+        let mut headers = Vec::new();
         loop {
             line.clear();
             stream.read_line(&mut line).await.map_err(io)?;
@@ -184,12 +196,17 @@ impl Connection {
             let Some((name, value)) = header.split_once(':') else {
                 continue;
             };
-            let value = value.trim();
-            match name.to_ascii_lowercase().as_str() {
+            let (name, value) = (name.to_ascii_lowercase(), value.trim());
+            match name.as_str() {
                 "content-length" => length = value.parse::<usize>().ok(),
                 "connection" if value.eq_ignore_ascii_case("close") => keep_alive = false,
                 _ => {}
             }
+            headers.push((name, value.to_string()));
+        }
+        // These never have a body, whatever the headers say.
+        if matches!(status, 204 | 304) {
+            length = Some(0);
         }
         let mut body = Vec::new();
         match length {
@@ -202,7 +219,14 @@ impl Connection {
                 keep_alive = false;
             }
         }
-        Ok((Answer { status, body }, keep_alive.then_some(stream)))
+        Ok((
+            Answer {
+                status,
+                headers,
+                body,
+            },
+            keep_alive.then_some(stream),
+        ))
     }
 }
 

@@ -195,7 +195,9 @@ impl Call<'_> {
     // --- node calls -------------------------------------------------------------------------
 
     /// The marshalled `Computer` a node polls for: read from this replica's applied state,
-    /// like a gRPC poll, and encoded off the runtime's workers.
+    /// like a gRPC poll, and encoded off the runtime's workers. Its `ETag` is its view's
+    /// version: a client that sends it back (`If-None-Match`) is answered 304 while nothing
+    /// it shows changed, without the document being read or encoded.
     async fn computer(&self) -> Answer {
         let computer = self.computer_id("computer_id")?;
         self.allow(
@@ -205,16 +207,22 @@ impl Call<'_> {
         self.core.saw(&computer);
         let id = computer.clone();
         let document_cache = self.document_cache.clone();
-        let document = self
+        let known = self.reached.if_none_match();
+        let (tag, document) = self
             .core
             .read(Consistency::Stale, move |txn| {
                 // The view changes only with its version (see `DocumentCache`).
                 let version = query::computer_version(txn, &id)?;
+                let tag = format!("\"{version}\"");
+                // Version 0: never registered (registering is a change), so unknown.
+                if version > 0 && known.iter().any(|k| *k == tag || k == "*") {
+                    return Ok((tag, None));
+                }
                 if let Some(document) = document_cache.get(&id, version) {
-                    return Ok(Some(document));
+                    return Ok((tag, Some(Some(document))));
                 }
                 let Some(view) = query::computer_view(txn, &id)? else {
-                    return Ok(None);
+                    return Ok((tag, Some(None)));
                 };
                 let mut full_ip_lists = BTreeMap::new();
                 for partition in &view.partitions {
@@ -227,12 +235,14 @@ impl Call<'_> {
                 }
                 let document = Bytes::from(marshal::encode(&view::computer(&view, &full_ip_lists)));
                 document_cache.put(&id, version, document.clone());
-                Ok(Some(document))
+                Ok((tag, Some(Some(document))))
             })
             .await?;
-        let document =
-            document.ok_or_else(|| Failure::not_found(format!("unknown computer {computer}")))?;
-        Ok(super::server::xml_bytes(document))
+        match document {
+            None => Ok(super::server::not_modified(&tag)),
+            Some(None) => Err(Failure::not_found(format!("unknown computer {computer}"))),
+            Some(Some(document)) => Ok(super::server::xml_document(document, &tag)),
+        }
     }
 
     async fn register_partition(&self) -> Answer {

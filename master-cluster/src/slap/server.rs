@@ -187,12 +187,26 @@ pub(super) fn json(value: &serde_json::Value) -> Answer {
 }
 
 /// An encoded document as the answer.
-pub(super) fn xml_bytes(document: Bytes) -> Response {
+fn xml_bytes(document: Bytes) -> Response {
     (
         [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
         document,
     )
         .into_response()
+}
+
+/// A computer's document, tagged with its version.
+pub(super) fn xml_document(document: Bytes, tag: &str) -> Response {
+    let mut response = xml_bytes(document);
+    if let Ok(tag) = header::HeaderValue::from_str(tag) {
+        response.headers_mut().insert(header::ETAG, tag);
+    }
+    response
+}
+
+/// 304: what the client holds, tagged `tag`, is current.
+pub(super) fn not_modified(tag: &str) -> Response {
+    (StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response()
 }
 
 /// Serves SLAP on `listener` until `shutdown` turns true.
@@ -380,6 +394,19 @@ pub(super) struct Reached<'a> {
 }
 
 impl Reached<'_> {
+    /// The entity tags the client says it holds (`If-None-Match`), at most a few.
+    pub fn if_none_match(&self) -> Vec<String> {
+        self.headers
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(|tag| tag.trim().trim_start_matches("W/").to_string())
+            .filter(|tag| !tag.is_empty())
+            .take(16)
+            .collect()
+    }
+
     /// The HATEOAS endpoint beside the call: its scheme, the host the caller asked for and
     /// the master URL's own path (`…/getHateoasUrl` → `…/hateoas`). The host is the
     /// caller's to choose and only ever sent back to it, but only a host name or address
