@@ -536,20 +536,20 @@ pub async fn puts_from(
 }
 
 /// A writer of the failover rounds: a put every 10 ms through `channel` (keyed `keys/N`), the
-/// acknowledged ones recorded, until `stop` (etcd's `super::keep_writing`).
+/// acknowledged ones recorded, until `stop` (etcd's `super::failover::keep_writing`).
 async fn keep_putting(
     channel: Channel,
     keys: String,
-    acks: super::Acks,
+    acks: super::failover::Acks,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
-    super::every_few_ms(&stop, |n| {
+    super::failover::every_few_ms(&stop, |n| {
         let (channel, acks) = (channel.clone(), acks.clone());
         let key = format!("{keys}/{n}");
         async move {
             let sent = Instant::now();
             if put(channel, key, value()).await.is_ok() {
-                super::acked(&acks, sent);
+                super::failover::acked(&acks, sent);
             }
         }
     })
@@ -562,7 +562,7 @@ async fn keep_putting(
 pub async fn failover(cluster: &mut EtcdCluster, round: usize) -> Result<Duration, LoadError> {
     loop {
         let leader = cluster.leader().await?;
-        let acks: super::Acks = Default::default();
+        let acks: super::failover::Acks = Default::default();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut writers = tokio::task::JoinSet::new();
         for (index, url) in cluster.urls().into_iter().enumerate() {
@@ -581,7 +581,7 @@ pub async fn failover(cluster: &mut EtcdCluster, round: usize) -> Result<Duratio
             cluster.kill(leader);
             Ok(Some(killed))
         };
-        if let Some(took) = super::kill_and_time(&acks, &stop, writers, kill).await? {
+        if let Some(took) = super::failover::kill_and_time(&acks, &stop, writers, kill).await? {
             cluster.restart(leader).await?;
             return Ok(took);
         }
@@ -601,7 +601,7 @@ pub async fn cut_off_leader(cluster: &EtcdCluster, round: usize) -> Result<Durat
         .ok_or_else(|| LoadError::Cluster("only etcd members apart can be cut off".into()))?;
     loop {
         let leader = cluster.leader().await?;
-        let acks: super::Acks = Default::default();
+        let acks: super::failover::Acks = Default::default();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut writers = tokio::task::JoinSet::new();
         for (index, region) in regions.iter().enumerate() {
@@ -620,7 +620,7 @@ pub async fn cut_off_leader(cluster: &EtcdCluster, round: usize) -> Result<Durat
             cluster.partition(&fronts::cut_off(leader, regions.len()))?;
             Ok(Some(at))
         };
-        let took = super::kill_and_time(&acks, &stop, writers, cut).await;
+        let took = super::failover::kill_and_time(&acks, &stop, writers, cut).await;
         cluster.partition(&Blocked::new())?;
         let took = took?;
         cluster.wait_writable().await?;

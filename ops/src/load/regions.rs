@@ -31,9 +31,10 @@ use test_kit::cluster::{self, Cluster, Layout, OPERATOR};
 use test_kit::distance::RegionMap;
 use test_kit::fronts::{self, Blocked};
 
+use super::failover::{Acks, keep_writing, kill_and_time};
 use super::{
-    Acks, LoadError, POLL_COMPUTER, POLL_USER, SOFTWARE, Sample, connect_as, keep_writing,
-    kill_and_time, ms, placements_from, polls, register, setup_poll_computer, timed_rounds, wakes,
+    LoadError, POLL_COMPUTER, POLL_USER, SOFTWARE, Sample, connect_as, ms, placements_from, polls,
+    register, setup_poll_computer, timed_rounds, wakes,
 };
 
 #[derive(Debug, Clone)]

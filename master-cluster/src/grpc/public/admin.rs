@@ -28,24 +28,6 @@ const FORWARDED_HEADER: &str = "slapcluster-forwarded";
 /// Backups stream in chunks of this size.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
-/// The longest an enrollment token may live.
-const MAX_TOKEN_SECONDS: u64 = 7 * 24 * 3600;
-
-/// A new one-time token, valid for `valid_seconds` (0: an hour; at most [`MAX_TOKEN_SECONDS`]).
-fn new_token(valid_seconds: u32) -> Result<pb::EnrollmentToken, Status> {
-    let valid = match valid_seconds {
-        0 => Duration::from_secs(3600),
-        s if u64::from(s) > MAX_TOKEN_SECONDS => {
-            return Err(invalid("valid_seconds", "at most 7 days"));
-        }
-        s => Duration::from_secs(s.into()),
-    };
-    let token =
-        crate::replica::signing::new_token().map_err(|e| Status::unavailable(e.to_string()))?;
-    let expires_at = crate::replica::now().0 + u64::try_from(valid.as_micros()).unwrap_or(u64::MAX);
-    Ok(pb::EnrollmentToken { token, expires_at })
-}
-
 /// The longest `AddMember` waits for a learner to catch up.
 const MAX_CATCH_UP_WAIT: Duration = Duration::from_secs(600);
 /// How long a leader transfer waits for the new leader, unless the caller says.
@@ -530,7 +512,7 @@ impl pb::admin_server::Admin for AdminService {
         policy::decide(&actor, Operation::CreateEnrollmentToken, Target::Cluster)?;
         let request = request.into_inner();
         let computer = super::convert::computer_id("computer", &request.computer)?;
-        let token = new_token(request.valid_seconds)?;
+        let token = super::enroll::new_token(request.valid_seconds)?;
         let op = Op::CreateEnrollmentToken {
             token_hash: crate::replica::signing::token_hash(&token.token),
             computer,
@@ -552,7 +534,7 @@ impl pb::admin_server::Admin for AdminService {
             Operation::CreateCredentialToken,
             Target::Person(&user),
         )?;
-        let token = new_token(request.valid_seconds)?;
+        let token = super::enroll::new_token(request.valid_seconds)?;
         let op = Op::CreateCredentialToken {
             token_hash: crate::replica::signing::token_hash(&token.token),
             user,

@@ -3,14 +3,33 @@
 //! (once, cluster-wide, before it expires); the replica then signs with its intermediate CA
 //! and records the certificate. Only the token's SHA-256 is ever stored.
 
+use std::time::Duration;
+
 use slapcluster_api::v1 as pb;
 use tonic::Status;
 
 use super::{rejected, unavailable};
-use crate::replica::signing::{SignError, sign, signer, token_hash};
+use crate::replica::signing::{self, SignError, sign, signer, token_hash};
 use crate::replica::{ReplicaCore, now};
 use crate::state::model::Actor;
 use crate::state::{Command, Op, Outcome};
+
+/// The longest a one-time token may live.
+const MAX_TOKEN_SECONDS: u64 = 7 * 24 * 3600;
+
+/// A new one-time token, valid for `valid_seconds` (0: an hour; at most [`MAX_TOKEN_SECONDS`]).
+pub(super) fn new_token(valid_seconds: u32) -> Result<pb::EnrollmentToken, Status> {
+    let valid = match valid_seconds {
+        0 => Duration::from_secs(3600),
+        s if u64::from(s) > MAX_TOKEN_SECONDS => {
+            return Err(super::convert::invalid("valid_seconds", "at most 7 days"));
+        }
+        s => Duration::from_secs(s.into()),
+    };
+    let token = signing::new_token().map_err(|e| Status::unavailable(e.to_string()))?;
+    let expires_at = now().0 + u64::try_from(valid.as_micros()).unwrap_or(u64::MAX);
+    Ok(pb::EnrollmentToken { token, expires_at })
+}
 
 /// Why signing failed, as a gRPC status.
 pub(super) fn sign_failed(error: &SignError) -> Status {
