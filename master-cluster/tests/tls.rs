@@ -348,19 +348,29 @@ async fn a_second_root_written_to_the_roots_file_is_trusted_without_a_restart() 
     replica.shutdown().await.expect("shutdown");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_computer_enrolls_with_a_one_time_token() {
-    let now = SystemTime::now();
-    let ca = TestCa::new("test");
-    let dir = tempfile::tempdir().expect("dir");
-    let mut config = ReplicaConfig::new(1, "[::1]:0".parse().expect("addr"), dir.path().into());
-    config.tls = Some(ca.material(Identity::Replica(1), now));
+/// A one-replica cluster over TLS that signs certificates (and serves SLAP, if asked).
+async fn signing_replica(ca: &TestCa, dir: &std::path::Path, slap: bool) -> Replica {
+    let mut config = ReplicaConfig::new(1, "[::1]:0".parse().expect("addr"), dir.into());
+    config.tls = Some(ca.material(Identity::Replica(1), SystemTime::now()));
     config.signer_pem = Some(ca.signer_pem());
+    config.slap = slap.then(|| master_cluster::replica::SlapConfig {
+        listen: "[::1]:0".parse().expect("addr"),
+        plaintext_user: None,
+    });
     let replica = Replica::start(config).await.expect("starts");
     replica
         .initialize([(1, replica.node())].into())
         .await
         .expect("initialise");
+    replica
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_computer_enrolls_with_a_one_time_token() {
+    let now = SystemTime::now();
+    let ca = TestCa::new("test");
+    let dir = tempfile::tempdir().expect("dir");
+    let replica = signing_replica(&ca, dir.path(), false).await;
     let url = replica.url().to_string();
     let operator = ca.material(Identity::Operator("ops".into()), now);
     let mut admin = AdminClient::new(channel(&url, &operator).await);
@@ -441,18 +451,7 @@ async fn the_slapos_clients_token_calls_enroll_once_and_say_why_not() {
     let now = SystemTime::now();
     let ca = TestCa::new("test");
     let dir = tempfile::tempdir().expect("dir");
-    let mut config = ReplicaConfig::new(1, "[::1]:0".parse().expect("addr"), dir.path().into());
-    config.tls = Some(ca.material(Identity::Replica(1), now));
-    config.signer_pem = Some(ca.signer_pem());
-    config.slap = Some(master_cluster::replica::SlapConfig {
-        listen: "[::1]:0".parse().expect("addr"),
-        plaintext_user: None,
-    });
-    let replica = Replica::start(config).await.expect("starts");
-    replica
-        .initialize([(1, replica.node())].into())
-        .await
-        .expect("initialise");
+    let replica = signing_replica(&ca, dir.path(), true).await;
     let url = replica.url().to_string();
     let operator = ca.material(Identity::Operator("ops".into()), now);
     let mut admin = AdminClient::new(channel(&url, &operator).await);

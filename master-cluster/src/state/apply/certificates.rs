@@ -39,24 +39,16 @@ impl Applier<'_, '_> {
         computer: &ComputerId,
         expires_at: Timestamp,
     ) -> Handled {
-        check_token_hash(token_hash)?;
         check_name("computer id", computer.as_str())?;
-        let key = tables::serial_key(token_hash);
-        if self
-            .t
-            .enrollment_tokens
-            .get::<EnrollmentToken>(key.as_bytes())?
-            .is_some()
-        {
-            return Ok(Outcome::Unchanged);
-        }
         let token = EnrollmentToken {
             computer: computer.clone(),
             expires_at,
             issued_by: self.actor.clone(),
             used_at: None,
         };
-        self.t.enrollment_tokens.put(key.as_bytes(), &token)?;
+        if !keep(&mut self.t.enrollment_tokens, token_hash, &token)? {
+            return Ok(Outcome::Unchanged);
+        }
         self.audit("create enrollment token", computer.to_string())?;
         Ok(Outcome::Done)
     }
@@ -75,24 +67,16 @@ impl Applier<'_, '_> {
         user: &UserId,
         expires_at: Timestamp,
     ) -> Handled {
-        check_token_hash(token_hash)?;
         check_name("user", user.as_str())?;
-        let key = tables::serial_key(token_hash);
-        if self
-            .t
-            .credential_tokens
-            .get::<CredentialToken>(key.as_bytes())?
-            .is_some()
-        {
-            return Ok(Outcome::Unchanged);
-        }
         let token = CredentialToken {
             user: user.clone(),
             expires_at,
             issued_by: self.actor.clone(),
             used_at: None,
         };
-        self.t.credential_tokens.put(key.as_bytes(), &token)?;
+        if !keep(&mut self.t.credential_tokens, token_hash, &token)? {
+            return Ok(Outcome::Unchanged);
+        }
         self.audit("create credential token", user.to_string())?;
         Ok(Outcome::Done)
     }
@@ -238,6 +222,22 @@ impl OneTimeToken for CredentialToken {
     fn used_at(&mut self) -> &mut Option<Timestamp> {
         &mut self.used_at
     }
+}
+
+/// Keeps a new token under `token_hash` in `table`; false when that hash is there already (the
+/// same command again).
+fn keep<T: OneTimeToken>(
+    table: &mut tables::Table<redb::Table<'_, &'static [u8], &'static [u8]>>,
+    token_hash: &str,
+    token: &T,
+) -> Result<bool, Stop> {
+    check_token_hash(token_hash)?;
+    let key = tables::serial_key(token_hash);
+    if table.get::<T>(key.as_bytes())?.is_some() {
+        return Ok(false);
+    }
+    table.put(key.as_bytes(), token)?;
+    Ok(true)
 }
 
 /// Marks the token of `token_hash` in `table` used at `at` and answers it; a token unknown,
