@@ -216,13 +216,13 @@ impl Call<'_> {
                 let tag = format!("\"{version}\"");
                 // Version 0: never registered (registering is a change), so unknown.
                 if version > 0 && known.iter().any(|k| *k == tag || k == "*") {
-                    return Ok((tag, None));
+                    return Ok((tag, Polled::Unchanged));
                 }
                 if let Some(document) = document_cache.get(&id, version) {
-                    return Ok((tag, Some(Some(document))));
+                    return Ok((tag, Polled::Document(document)));
                 }
                 let Some(view) = query::computer_view(txn, &id)? else {
-                    return Ok((tag, Some(None)));
+                    return Ok((tag, Polled::Unknown));
                 };
                 let mut full_ip_lists = BTreeMap::new();
                 for partition in &view.partitions {
@@ -235,13 +235,13 @@ impl Call<'_> {
                 }
                 let document = Bytes::from(marshal::encode(&view::computer(&view, &full_ip_lists)));
                 document_cache.put(&id, version, document.clone());
-                Ok((tag, Some(Some(document))))
+                Ok((tag, Polled::Document(document)))
             })
             .await?;
         match document {
-            None => Ok(super::server::not_modified(&tag)),
-            Some(None) => Err(Failure::not_found(format!("unknown computer {computer}"))),
-            Some(Some(document)) => Ok(super::server::xml_document(document, &tag)),
+            Polled::Unchanged => Ok(super::server::not_modified(&tag)),
+            Polled::Unknown => Err(Failure::not_found(format!("unknown computer {computer}"))),
+            Polled::Document(document) => Ok(super::server::xml_document(document, &tag)),
         }
     }
 
@@ -869,6 +869,14 @@ impl Call<'_> {
             ),
         ]))
     }
+}
+
+/// What a node's poll finds of its computer.
+enum Polled {
+    /// What the node holds (its `If-None-Match`) is current.
+    Unchanged,
+    Unknown,
+    Document(Bytes),
 }
 
 /// Parameters as SLAP sends them: a dictionary of names to text (numbers and booleans are

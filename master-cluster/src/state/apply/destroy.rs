@@ -58,9 +58,11 @@ impl Applier<'_, '_> {
         if dropped.is_empty() {
             return Ok(Outcome::Unchanged);
         }
+        // The first few by name: a list may hold thousands.
+        let named: Vec<&str> = dropped.iter().take(8).map(String::as_str).collect();
         self.audit(
             "destroy children no longer requested",
-            format!("{}: {}", parent.guid, dropped.join(", ")),
+            format!("{} of {}: {}", dropped.len(), parent.guid, named.join(", ")),
         )?;
         Ok(Outcome::Done)
     }
