@@ -257,6 +257,12 @@ async fn users_and_operators_manage_computers_instances_and_certificates() -> an
     assert_eq!(instances[0]["parameters"]["port"], "8080");
     let shown = f.slapctl(&alice, &["instance", "show", "web"]).ok().stdout;
     assert!(shown.contains("port=8080"), "{shown}");
+    // Placed, but its node has not reported it: a warning that says so.
+    let health = shown
+        .lines()
+        .find(|l| l.starts_with("health"))
+        .unwrap_or_default();
+    assert!(health.contains("warning: "), "{shown}");
     let guid = instances[0]["guid"].as_str().expect("a guid").to_string();
     let computer = f
         .as_operator(&["--json", "computer", "show", COMPUTER])

@@ -3,7 +3,8 @@
 //! [`MasterState`] is the [`raft_store::Application`]: it applies [`Command`]s (model in
 //! `model.rs`, commands in `command.rs`) through `apply.rs`, whose marketplace is
 //! `placement.rs`; the tables are described in `tables.rs`; `query.rs` answers reads;
-//! `policy.rs` decides who may do what, for every transport and for every command applied.
+//! `policy.rs` decides who may do what, for every transport and for every command applied;
+//! [`status`] says how an instance or a computer is doing (ok, warning, failing, and why).
 //! [`MemoryState`] runs the same code on an in-memory database for tests and benchmarks, and
 //! [`sample`] makes the computers and requests they send.
 
@@ -17,6 +18,7 @@ mod placement;
 pub mod policy;
 pub mod query;
 pub mod sample;
+pub mod status;
 mod tables;
 mod upgrade;
 

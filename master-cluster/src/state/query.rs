@@ -98,6 +98,20 @@ pub fn computer_view(
     }))
 }
 
+/// When the node of the computer `placement` is on last polled a replica, as of the last
+/// liveness summary (`None` off a partition, or never).
+pub fn node_last_seen(
+    txn: &redb::ReadTransaction,
+    placement: &Placement,
+) -> Result<Option<Timestamp>, StateError> {
+    match placement {
+        Placement::Partition(partition) => Ok(Tables::open_read(txn)?
+            .last_seen(&partition.computer)?
+            .map(Timestamp)),
+        _ => Ok(None),
+    }
+}
+
 /// The log index of the last change to a computer's view (0 if it never changed).
 pub fn computer_version(
     txn: &redb::ReadTransaction,

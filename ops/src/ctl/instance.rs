@@ -140,7 +140,16 @@ pub(super) async fn instance_show(conn: &Conn, which: InstanceRef) -> Result<Out
         .instance
         .as_ref()
         .ok_or_else(|| CtlError::Failed("the replica answered no instance".into()))?;
-    let row = InstanceRow::from(instance);
+    #[derive(Serialize)]
+    struct Shown {
+        #[serde(flatten)]
+        row: InstanceRow,
+        health: String,
+    }
+    let row = Shown {
+        row: InstanceRow::from(instance),
+        health: format!("{}: {}", reply.health, reply.health_reason),
+    };
     let shared: Vec<String> = reply
         .shared_instances
         .iter()
@@ -154,6 +163,7 @@ pub(super) async fn instance_show(conn: &Conn, which: InstanceRef) -> Result<Out
             "software_type",
             "requested_state",
             "reported_state",
+            "health",
             "placement",
             "shared",
             "parameters",

@@ -11,7 +11,7 @@ use crate::replica::ReplicaCore;
 use crate::state::model::{Actor, InstanceGuid, PartitionRef, Placement};
 use crate::state::policy::{self, InstanceFacts, Operation, Target};
 use crate::state::query::{self, Explanation};
-use crate::state::{Op, Outcome};
+use crate::state::{Op, Outcome, status};
 
 pub struct UserService {
     pub(in crate::grpc) core: Arc<ReplicaCore>,
@@ -145,17 +145,19 @@ impl pb::user_server::User for UserService {
                 };
                 let explanation = query::explain(txn, guid)?;
                 let role = query::role(txn, &reader, &view.instance.project)?;
+                let last_seen = query::node_last_seen(txn, &view.instance.placement)?;
                 Ok(Some((
                     view,
                     explanation,
                     host_placement,
                     callers_instance,
                     role,
+                    last_seen,
                 )))
             })
             .await
             .map_err(|e| failed(&e))?;
-        let (view, explanation, host_placement, callers_instance, role) =
+        let (view, explanation, host_placement, callers_instance, role, last_seen) =
             found.ok_or_else(|| Status::not_found("no such instance"))?;
         policy::decide(
             &actor,
@@ -167,7 +169,15 @@ impl pb::user_server::User for UserService {
                 role,
             }),
         )?;
+        let health = status::instance(
+            &view.instance,
+            last_seen,
+            crate::replica::now(),
+            status::SILENCE,
+        );
         Ok(Response::new(pb::ShowInstanceReply {
+            health: health.health.as_str().to_string(),
+            health_reason: health.why,
             instance: Some(convert::pb_instance_view(&view)),
             shared_instances: convert::pb_shared_instances(&view),
             explanation: match explanation {
