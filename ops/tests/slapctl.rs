@@ -151,6 +151,8 @@ async fn users_and_operators_manage_computers_instances_and_certificates() -> an
     assert_eq!(list[0]["region"], "eu");
     assert_eq!(list[0]["allocation"], "open/project");
     assert_eq!(list[0]["project"], "default");
+    // Registered over gRPC, but its node never polled: out of reach.
+    assert_eq!(list[0]["health"], "failing: its node has never polled");
     let table = f.as_operator(&["computer", "list"]).ok().stdout;
     assert!(table.starts_with("ID"), "{table}");
     assert!(

@@ -11,6 +11,7 @@ pub(super) struct ComputerRow {
     partitions: u32,
     busy: u32,
     last_seen: Option<String>,
+    health: String,
     attributes: BTreeMap<String, String>,
 }
 
@@ -24,6 +25,7 @@ impl From<&pb::ComputerSummary> for ComputerRow {
             partitions: c.partitions,
             busy: c.busy,
             last_seen: ago(c.last_seen),
+            health: format!("{}: {}", c.health, c.health_reason),
             attributes: c.attributes.clone().into_iter().collect(),
         }
     }
@@ -45,6 +47,7 @@ pub(super) async fn computer(conn: &Conn, command: ComputerCommand) -> Result<Ou
                     "busy",
                     "partitions",
                     "last_seen",
+                    "health",
                 ],
                 &rows,
             ))

@@ -398,7 +398,16 @@ pub fn pb_computer_summary(
     computer: &crate::state::model::Computer,
     last_seen: Option<Timestamp>,
 ) -> pb::ComputerSummary {
+    let health = crate::state::status::computer(
+        computer,
+        last_seen,
+        crate::replica::now(),
+        crate::state::status::SILENCE,
+    )
+    .status;
     pb::ComputerSummary {
+        health: health.health.as_str().to_string(),
+        health_reason: health.why,
         id: computer.id.0.clone(),
         attributes: to_map(&computer.attributes),
         open: computer.allocation_scope.is_open(),
