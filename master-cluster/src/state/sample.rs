@@ -1,13 +1,14 @@
 //! Sample domain values for tests and benchmarks (the state tests, the in-process cluster
 //! tests, the placement benchmark): a computer as `slapos node format` would define it, on
-//! documentation addresses, and a plain instance request. Pure values, no IO.
+//! documentation addresses, and a plain instance request, an instance record. Pure values, no IO.
 
 use std::collections::BTreeMap;
 
 use super::command::InstanceRequest;
 use super::model::{
-    ComputerDefinition, ComputerId, NetworkAddress, PartitionDefinition, PartitionRef,
-    RequestedState, SoftwareReleaseUrl,
+    ComputerDefinition, ComputerId, Instance, InstanceGuid, NetworkAddress, PartitionDefinition,
+    PartitionRef, Placement, ProjectId, RequestedState, Requester, SoftwareReleaseUrl, Timestamp,
+    UserId,
 };
 
 /// Computer `id` with `partitions` partitions (`slappart0`...), each with a user, a
@@ -63,5 +64,31 @@ pub fn instance_request(title: &str, sr: &str) -> InstanceRequest {
         sla: BTreeMap::new(),
         shared: false,
         state: RequestedState::Started,
+    }
+}
+
+/// Instance `i{guid}` of `owner` in the default project, started, in the tree of guid 1,
+/// requested by `requester` and placed as `placement`; nothing reported yet.
+pub fn instance(guid: u64, owner: &str, requester: Requester, placement: Placement) -> Instance {
+    Instance {
+        guid: InstanceGuid(guid),
+        owner: UserId::from(owner),
+        project: ProjectId::default_project(),
+        title: format!("i{guid}"),
+        root: InstanceGuid(1),
+        requester,
+        software_release: "https://sr".into(),
+        software_type: "default".into(),
+        sla: Default::default(),
+        shared: false,
+        shared_reference: None,
+        requested_state: RequestedState::Started,
+        placement,
+        reported_state: None,
+        last_error: None,
+        access_status: None,
+        timestamp: Timestamp(1),
+        created_at: Timestamp(1),
+        destroyed_reported: false,
     }
 }

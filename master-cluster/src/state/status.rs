@@ -206,37 +206,20 @@ pub fn computer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::model::{
-        AllocationScope, InstanceGuid, PartitionId, ProjectId, Requester, UserId,
-    };
+    use crate::state::model::{AllocationScope, InstanceGuid, PartitionId, ProjectId, Requester};
 
     const MINUTE: u64 = 60_000_000;
 
     fn placed(reported: Option<ReportedState>, error: Option<&str>) -> Instance {
-        Instance {
-            guid: InstanceGuid(1),
-            owner: UserId::from("alice"),
-            project: ProjectId::default_project(),
-            title: "web".into(),
-            root: InstanceGuid(1),
-            requester: Requester::User(UserId::from("alice")),
-            software_release: "https://sr".into(),
-            software_type: "default".into(),
-            sla: Default::default(),
-            shared: false,
-            shared_reference: None,
-            requested_state: RequestedState::Started,
-            placement: Placement::Partition(PartitionId {
-                computer: "COMP-1".into(),
-                partition: "slappart0".into(),
-            }),
-            reported_state: reported,
-            last_error: error.map(str::to_string),
-            access_status: None,
-            timestamp: Timestamp(1),
-            created_at: Timestamp(1),
-            destroyed_reported: false,
-        }
+        let on = Placement::Partition(PartitionId {
+            computer: "COMP-1".into(),
+            partition: "slappart0".into(),
+        });
+        let mut instance =
+            crate::state::sample::instance(1, "alice", Requester::User("alice".into()), on);
+        instance.reported_state = reported;
+        instance.last_error = error.map(str::to_string);
+        instance
     }
 
     fn two_partitions() -> Computer {

@@ -2,7 +2,7 @@
 //! every kind of caller.
 
 use super::*;
-use crate::state::model::{PartitionRef, RequestedState, Timestamp, UserId};
+use crate::state::model::{PartitionRef, UserId};
 
 fn in_project(project: &ProjectId, role: Option<ProjectRole>) -> Target<'_> {
     Target::Project(ProjectFacts {
@@ -56,29 +56,7 @@ fn every_grpc_method_is_named_and_nothing_else() {
     assert_eq!(slap_operation("dropTables"), None);
 }
 
-fn instance(guid: u64, owner: &str, requester: Requester, placement: Placement) -> Instance {
-    Instance {
-        guid: InstanceGuid(guid),
-        owner: UserId::from(owner),
-        project: ProjectId::default_project(),
-        title: format!("i{guid}"),
-        root: InstanceGuid(1),
-        requester,
-        software_release: "https://sr".into(),
-        software_type: "default".into(),
-        sla: Default::default(),
-        shared: false,
-        shared_reference: None,
-        requested_state: RequestedState::Started,
-        placement,
-        reported_state: None,
-        last_error: None,
-        access_status: None,
-        timestamp: Timestamp(1),
-        created_at: Timestamp(1),
-        destroyed_reported: false,
-    }
-}
+use crate::state::sample::instance;
 
 fn partition(computer: &str, partition: &str) -> PartitionId {
     PartitionId {
