@@ -94,6 +94,8 @@ const GRPC: &[(&str, &str)] = &[
     ("User/ListInstances", "YYYYYnnnunu"),
     ("User/DestroyInstance", "YYYnnnnnunu"),
     ("User/Usage", "YnnnnYnnunu"),
+    // People list the alerts they may read (filtered alert by alert).
+    ("User/ListAlerts", "YYYYYnnnunu"),
 ];
 
 /// The SLAP calls, as [`GRPC`]. Calls name COMP-A and its partition `slappart0` (A's
@@ -522,6 +524,10 @@ async fn grpc(method: &str, channel: Channel, world: &World) -> Result<(), Statu
             })
             .await
             .map(drop),
+        "User/ListAlerts" => user
+            .list_alerts(pb::ListAlertsRequest::default())
+            .await
+            .map(drop),
         other => panic!("no request for {other}"),
     };
     match answer {
@@ -720,7 +726,7 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
     test_kit::init_tracing("access=info,master_cluster=warn,openraft=warn");
     // Every method of the wire contract and every SLAP call the listener answers (the policy
     // test counts them from the .proto files and the SLAP dispatcher).
-    assert_eq!(GRPC.len(), 47);
+    assert_eq!(GRPC.len(), 48);
     let slap_calls: std::collections::BTreeSet<&str> = SLAP
         .iter()
         .map(|(call, _)| call.split('+').next().unwrap_or(call))

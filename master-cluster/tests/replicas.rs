@@ -536,7 +536,7 @@ async fn a_long_poll_answers_when_its_computer_changes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_liveness_reaches_the_log_only_as_summaries() {
+async fn node_liveness_reaches_the_log_only_as_summaries_and_silence_as_alerts() {
     test_kit::init_tracing(LOGS);
     let dirs = tempdirs(3);
     let replicas = in_process::cluster(&dirs, |_| {}).await.expect("a cluster");
@@ -617,6 +617,56 @@ async fn node_liveness_reaches_the_log_only_as_summaries() {
         versions_before,
         "a summary wakes no long-poll"
     );
+
+    tracing::info!("--- the leader looks for silent nodes; the others leave it to it");
+    let leader = in_process::leader(&replicas.iter().collect::<Vec<_>>())
+        .await
+        .expect("a leader");
+    let open_alerts = |replica: &Replica| {
+        let txn = replica.state().begin_read().expect("read");
+        query::alerts(&txn, false, usize::MAX, |_| Ok(true))
+            .expect("alerts")
+            .into_iter()
+            .map(|alert| alert.title)
+            .collect::<Vec<_>>()
+    };
+    for replica in &replicas {
+        let checked = replica
+            .check_silence(Duration::from_secs(60))
+            .await
+            .expect("a check");
+        assert_eq!(checked, replica.id() == leader, "replica {}", replica.id());
+    }
+    assert!(open_alerts(&replicas[0]).is_empty(), "polled just now");
+    // Nothing polls any more: within a few seconds, a check at 1 s finds both silent.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let leading = replicas
+        .iter()
+        .find(|r| r.id() == leader)
+        .expect("the leader");
+    while open_alerts(leading).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no silence found");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        leading
+            .check_silence(Duration::from_secs(1))
+            .await
+            .expect("a check");
+    }
+    tracing::info!("--- COMP-1 polls again: its alert closes with the next summary");
+    replicas[1]
+        .poll_computer(&comp1, None, Duration::ZERO)
+        .await
+        .expect("poll");
+    replicas[1].flush_liveness().await.expect("summary");
+    let barrier = leading
+        .read_barrier(Consistency::Linearizable)
+        .await
+        .expect("read index");
+    leading
+        .wait_applied(barrier, Duration::from_secs(10))
+        .await
+        .expect("applied");
+    assert_eq!(open_alerts(leading), ["COMP-2"]);
     for replica in replicas {
         replica.shutdown().await.expect("shutdown");
     }

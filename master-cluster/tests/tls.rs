@@ -269,7 +269,7 @@ async fn callers_are_known_by_their_certificates_and_refused_with_a_reason() {
     assert_eq!(message, format!("certificate {serial} is revoked"));
 
     tracing::info!("--- each replica tells when its own certificate is due for renewal");
-    let scraped = master_cluster::observe::exposition(&replicas[0], 0);
+    let scraped = master_cluster::observe::exposition(&replicas[0], Default::default());
     assert!(
         scraped.contains("\nslapcluster_certificate_renewal_due 0\n"),
         "{scraped}"
@@ -289,9 +289,47 @@ async fn callers_are_known_by_their_certificates_and_refused_with_a_reason() {
         "a fresh replica certificate: {left} s left"
     );
 
+    tracing::info!("--- every replica metric the alert rules name is exported");
+    let scrapes: Vec<String> = replicas
+        .iter()
+        .map(|r| master_cluster::observe::exposition(r, Default::default()))
+        .collect();
+    for name in rule_metrics("slapcluster_") {
+        assert!(
+            scrapes
+                .iter()
+                .any(|s| s.contains(&format!("\n# TYPE {name} "))),
+            "ops/deploy/prometheus names {name}, which no replica exports"
+        );
+    }
+
     for replica in replicas {
         replica.shutdown().await.expect("shutdown");
     }
+}
+
+/// The metric families with `prefix` that the Prometheus alert rules use (a histogram's
+/// `_bucket`, `_count` and `_sum` series name its family).
+fn rule_metrics(prefix: &str) -> std::collections::BTreeSet<String> {
+    let rules = include_str!("../../ops/deploy/prometheus/slapcluster.rules.yml");
+    let names: std::collections::BTreeSet<String> = rules
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("expr:"))
+        .flat_map(|expr| {
+            expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|word| word.starts_with(prefix))
+                .map(|word| {
+                    ["_bucket", "_count", "_sum"]
+                        .iter()
+                        .find_map(|suffix| word.strip_suffix(suffix))
+                        .unwrap_or(word)
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(names.len() >= 5, "the rules name {names:?}");
+    names
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -203,11 +203,25 @@ mod tests {
             software: vec![("available".into(), 1)],
             supervised_partitions: 3,
         };
-        let parsed = slapcluster_metrics::parse(&exposition(&metrics, &snapshot)).expect("parses");
+        let text = exposition(&metrics, &snapshot);
+        let parsed = slapcluster_metrics::parse(&text).expect("parses");
         assert_eq!(parsed["slapnode_partitions"].samples[0].value, 10.0);
         assert_eq!(
             parsed["slapnode_replica"].samples[0].labels["url"],
             "https://[::1]:7001"
         );
+        // Every node metric the Prometheus alert rules name is exported.
+        let rules = include_str!("../../ops/deploy/prometheus/slapcluster.rules.yml");
+        let named: Vec<&str> = rules
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("slapnode_"))
+            .collect();
+        assert!(!named.is_empty());
+        for name in named {
+            assert!(
+                text.contains(&format!("\n# TYPE {name} ")),
+                "the rules name {name}, which slapnode does not export"
+            );
+        }
     }
 }

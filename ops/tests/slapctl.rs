@@ -151,8 +151,12 @@ async fn users_and_operators_manage_computers_instances_and_certificates() -> an
     assert_eq!(list[0]["region"], "eu");
     assert_eq!(list[0]["allocation"], "open/project");
     assert_eq!(list[0]["project"], "default");
-    // Registered over gRPC, but its node never polled: out of reach.
-    assert_eq!(list[0]["health"], "failing: its node has never polled");
+    // Registered over gRPC a moment ago; its node has not polled yet, which is no silence
+    // until the threshold has passed since it registered.
+    assert_eq!(
+        list[0]["health"],
+        "ok: registered; its node has not polled yet"
+    );
     let table = f.as_operator(&["computer", "list"]).ok().stdout;
     assert!(table.starts_with("ID"), "{table}");
     assert!(
@@ -292,6 +296,7 @@ async fn users_and_operators_manage_computers_instances_and_certificates() -> an
         .as_str()
         .expect("partition")
         .to_string();
+    alerts_follow_what_the_node_reports(&f, &mut node, &alice, &partition).await?;
     node.post_usage(pb::PostUsageRequest {
         computer: COMPUTER.into(),
         records: vec![pb::UsageRecord {
@@ -497,6 +502,93 @@ async fn users_and_operators_manage_computers_instances_and_certificates() -> an
     let denied = f.slapctl(&bob, &["cluster", "status"]);
     assert_eq!(denied.code, 2);
     assert!(denied.stderr.contains("not allowed"), "{}", denied.stderr);
+    Ok(())
+}
+
+/// alert list, and the history instance show and computer show print: the node reports the
+/// instance failing, then fixed; its owner and operators see the alert, another user does not.
+async fn alerts_follow_what_the_node_reports(
+    f: &Fixture,
+    node: &mut NodeClient<tonic::transport::Channel>,
+    alice: &Path,
+    partition: &str,
+) -> anyhow::Result<()> {
+    let report = |state: pb::ReportedState, error_log: &str| pb::ReportInstanceRequest {
+        partition: Some(pb::PartitionId {
+            computer: COMPUTER.into(),
+            partition: partition.into(),
+        }),
+        state: state.into(),
+        error_log: error_log.into(),
+        ..Default::default()
+    };
+    node.report_instance(report(
+        pb::ReportedState::Unspecified,
+        "promise check-port failed: connection refused",
+    ))
+    .await?;
+    let open = |who: &Path| {
+        f.slapctl(who, &["--json", "alert", "list"])
+            .ok()
+            .json()
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    eventually("alice's alert", || open(alice).len() == 1);
+    let alert = &open(alice)[0];
+    assert_eq!(alert["kind"], "instance");
+    assert_eq!(alert["title"], "web");
+    assert_eq!(
+        alert["reason"],
+        "its node reported an error: promise check-port failed: connection refused"
+    );
+    let table = f.slapctl(alice, &["alert", "list"]).ok().stdout;
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(table.contains("check-port failed"), "{table}");
+    assert_eq!(open(&f.operator).len(), 1, "operators see every alert");
+    let carol = f.dir.path().join("carol");
+    f.as_operator(&[
+        "cert",
+        "issue",
+        "user:carol",
+        "--out",
+        carol.to_str().expect("utf-8"),
+    ])
+    .ok();
+    assert!(open(&carol).is_empty(), "carol sees none of alice's");
+
+    node.report_instance(report(pb::ReportedState::Started, ""))
+        .await?;
+    eventually("the alert to close", || open(alice).is_empty());
+    let all = f
+        .slapctl(alice, &["--json", "alert", "list", "--closed"])
+        .ok()
+        .json();
+    assert_eq!(
+        all[0]["closed_because"],
+        format!("started on {COMPUTER}/{partition}")
+    );
+    let shown = f.slapctl(alice, &["instance", "show", "web"]).ok().stdout;
+    let history = shown.split("history:").nth(1).unwrap_or_default();
+    let healths: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().find(|w| w.ends_with(':')))
+        .collect();
+    assert_eq!(
+        healths.last().copied(),
+        Some("ok:"),
+        "the history ends with it running: {shown}"
+    );
+    assert!(healths.contains(&"failing:"), "{shown}");
+    let computer = f
+        .as_operator(&["--json", "computer", "show", COMPUTER])
+        .ok()
+        .json();
+    assert!(
+        !computer["history"].as_array().is_none_or(Vec::is_empty),
+        "{computer}"
+    );
     Ok(())
 }
 

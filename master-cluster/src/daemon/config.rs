@@ -14,6 +14,10 @@
 //! data_dir = "./data"                      # default "./data"
 //! # How often the node polls this replica served reach the log as one liveness summary.
 //! liveness_flush_ms = 5000                 # default 5000
+//! # A node that has not polled for this long is silent: its computer's alert opens.
+//! node_silence_s = 600                     # default 600
+//! # How often the leader looks for silent nodes.
+//! silence_check_ms = 60000                 # default 60000
 //! # The replica's certificate: roots.pem, chain.pem, key.pem (`slapmaster cert issue`).
 //! tls_dir = "./tls"                        # required, unless insecure_plaintext
 //! # Plaintext, callers naming themselves in a header: only on a trusted development network.
@@ -74,6 +78,8 @@ pub struct FileConfig {
     pub region: String,
     pub data_dir: PathBuf,
     pub liveness_flush_ms: u64,
+    pub node_silence_s: u64,
+    pub silence_check_ms: u64,
     pub tls_dir: Option<PathBuf>,
     pub insecure_plaintext: bool,
     pub slap: SlapSection,
@@ -140,6 +146,8 @@ impl Default for FileConfig {
             region: String::new(),
             data_dir: "./data".into(),
             liveness_flush_ms: 5000,
+            node_silence_s: Silence::default().threshold.as_secs(),
+            silence_check_ms: 60_000,
             tls_dir: None,
             insecure_plaintext: false,
             slap: SlapSection::default(),
@@ -387,6 +395,19 @@ impl FileConfig {
         if self.liveness_flush_ms == 0 {
             return Err(invalid("liveness_flush_ms", "at least 1"));
         }
+        if crate::state::check_input(&crate::state::Op::CheckSilence {
+            silent_after_s: self.node_silence_s,
+        })
+        .is_err()
+        {
+            return Err(invalid(
+                "node_silence_s",
+                "at least 1, at most a week (604800)",
+            ));
+        }
+        if self.silence_check_ms == 0 {
+            return Err(invalid("silence_check_ms", "at least 1"));
+        }
         let tls = match (&self.tls_dir, self.insecure_plaintext) {
             (Some(_), true) => {
                 return Err(invalid(
@@ -482,6 +503,10 @@ impl FileConfig {
         Ok(ValidConfig {
             replica,
             liveness_flush: Duration::from_millis(self.liveness_flush_ms),
+            silence: Silence {
+                threshold: Duration::from_secs(self.node_silence_s),
+                check_every: Duration::from_millis(self.silence_check_ms),
+            },
         })
     }
 }
@@ -496,6 +521,23 @@ const APART_BATCH_WAIT: Duration = Duration::from_millis(1);
 pub struct ValidConfig {
     pub replica: ReplicaConfig,
     pub liveness_flush: Duration,
+    pub silence: Silence,
+}
+
+/// When a node is silent, and how often the leader looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Silence {
+    pub threshold: Duration,
+    pub check_every: Duration,
+}
+
+impl Default for Silence {
+    fn default() -> Self {
+        Self {
+            threshold: crate::state::status::SILENCE,
+            check_every: Duration::from_secs(60),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -519,6 +561,11 @@ mod tests {
         assert_eq!(config.replica.data_dir, PathBuf::from("./data"));
         assert_eq!(config.replica.max_batch, 256);
         assert_eq!(config.liveness_flush, Duration::from_secs(5));
+        assert_eq!(config.silence, Silence::default());
+        assert!(parse("id = 3\nnode_silence_s = 0").is_err());
+        let short = parse("id = 3\nnode_silence_s = 2\nsilence_check_ms = 500").expect("valid");
+        assert_eq!(short.silence.threshold, Duration::from_secs(2));
+        assert_eq!(short.silence.check_every, Duration::from_millis(500));
         assert_eq!(config.replica.limits, crate::limits::Limits::default());
     }
 

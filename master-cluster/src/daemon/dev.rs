@@ -14,7 +14,8 @@ use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::node_client::NodeClient;
 use slapcluster_api::v1::user_client::UserClient;
 
-use super::{DaemonError, spawn_liveness_flush};
+use super::config::Silence;
+use super::{DaemonError, spawn_liveness_flush, spawn_silence_check};
 use crate::replica::ReplicaConfig;
 use crate::server::Replica;
 
@@ -259,7 +260,12 @@ pub async fn dev(
     let flushes: Vec<_> = cluster
         .replicas
         .iter()
-        .map(|r| spawn_liveness_flush(r.core().clone(), Duration::from_secs(5)))
+        .flat_map(|r| {
+            [
+                spawn_liveness_flush(r.core().clone(), Duration::from_secs(5)),
+                spawn_silence_check(r.core().clone(), Silence::default()),
+            ]
+        })
         .collect();
     shutdown.await;
     for flush in flushes {

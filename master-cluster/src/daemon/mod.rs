@@ -102,6 +102,26 @@ pub fn spawn_liveness_flush(
     })
 }
 
+/// On the leader, looks for silent nodes every `silence.check_every` (see
+/// [`ReplicaCore::check_silence`]) until the replica stops.
+pub fn spawn_silence_check(
+    core: std::sync::Arc<ReplicaCore>,
+    silence: config::Silence,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(silence.check_every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match core.check_silence(silence.threshold).await {
+                Ok(checked) => tracing::debug!(checked, "silence check"),
+                // The next tick tries again.
+                Err(e) => tracing::warn!(%e, "silence check not committed"),
+            }
+        }
+    })
+}
+
 /// Serves `replica` until `shutdown` resolves, then stops it cleanly.
 pub async fn serve(
     replica: Replica,
@@ -109,8 +129,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let flush = spawn_liveness_flush(replica.core().clone(), config.liveness_flush);
+    let silence = spawn_silence_check(replica.core().clone(), config.silence);
     shutdown.await;
     flush.abort();
+    silence.abort();
     // A last summary, so that a clean restart loses no liveness; best effort.
     if let Err(e) = replica.flush_liveness().await {
         tracing::info!(%e, "last liveness summary not committed");

@@ -54,7 +54,10 @@ async fn metrics(State(core): State<Core>) -> Response {
     let Some(core) = core.upgrade() else {
         return gone();
     };
-    let pending = match core.read(Consistency::Stale, query::pending_count).await {
+    let state = match core
+        .read(Consistency::Stale, super::StateGauges::read)
+        .await
+    {
         Ok(n) => n,
         Err(e) => {
             return (
@@ -66,7 +69,7 @@ async fn metrics(State(core): State<Core>) -> Response {
     };
     (
         [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        super::exposition(&core, pending),
+        super::exposition(&core, state),
     )
         .into_response()
 }

@@ -85,9 +85,27 @@ fn seconds(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-/// Every metric of the replica, as one scrape. `pending` is the number of requests waiting
-/// for capacity (read from the state by the caller).
-pub fn exposition(core: &ReplicaCore, pending: u64) -> String {
+/// What a scrape reads from the replica's applied state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateGauges {
+    /// Instances waiting for a partition or a host.
+    pub pending: u64,
+    /// Open alerts about instances and about computers.
+    pub open_alerts: (u64, u64),
+}
+
+impl StateGauges {
+    pub fn read(txn: &redb::ReadTransaction) -> Result<Self, crate::state::StateError> {
+        Ok(Self {
+            pending: crate::state::query::pending_count(txn)?,
+            open_alerts: crate::state::query::open_alert_counts(txn)?,
+        })
+    }
+}
+
+/// Every metric of the replica, as one scrape; `state` is read from the applied state by the
+/// caller.
+pub fn exposition(core: &ReplicaCore, state: StateGauges) -> String {
     let m = core.metrics();
     let raft = core.raft().metrics().borrow_watched().clone();
     let members = core.members();
@@ -266,7 +284,18 @@ pub fn exposition(core: &ReplicaCore, pending: u64) -> String {
     out.gauge(
         "slapcluster_pending_requests",
         "Instances waiting for a partition or a host, in this replica's applied state.",
-        pending as f64,
+        state.pending as f64,
+    );
+    out.gauges(
+        "slapcluster_alerts_open",
+        "Open alerts in this replica's applied state, by what they are about: an instance \
+         failing (its node reported an error, or it cannot be placed) or a computer whose node \
+         is silent.",
+        "subject",
+        [
+            ("instance".to_string(), state.open_alerts.0 as f64),
+            ("computer".to_string(), state.open_alerts.1 as f64),
+        ],
     );
     out.counter(
         "slapcluster_node_polls_total",

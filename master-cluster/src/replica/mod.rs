@@ -707,6 +707,25 @@ impl ReplicaCore {
         Ok(count)
     }
 
+    /// On the leader, proposes a look for silent nodes with `threshold` (see
+    /// [`Op::CheckSilence`]); elsewhere does nothing and answers false. A replica that
+    /// believes it leads when it no longer does proposes one more: checks are idempotent.
+    pub async fn check_silence(&self, threshold: Duration) -> Result<bool, WriteError> {
+        let leader = self.raft.metrics().borrow_watched().current_leader;
+        if leader != Some(self.id) {
+            return Ok(false);
+        }
+        let command = Command {
+            at: now(),
+            actor: Actor::Replica(self.id),
+            op: Op::CheckSilence {
+                silent_after_s: threshold.as_secs().max(1),
+            },
+        };
+        self.write(command).await?;
+        Ok(true)
+    }
+
     /// The last log index this replica applied.
     pub fn applied_index(&self) -> u64 {
         self.raft

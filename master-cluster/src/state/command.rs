@@ -185,6 +185,12 @@ pub enum Op {
         computer: ComputerId,
         reports: Vec<UsageReport>,
     },
+    /// The leader's periodic look at node silence (replicas and operators only): a silence is
+    /// the absence of commands, so nothing else would notice it. Every computer whose node
+    /// has not polled for `silent_after_s` seconds (as of the command's time) is called
+    /// silent, its alert opens, and the instances on it are in warning. The threshold is
+    /// kept, so every replica's status answers use the one the cluster last applied.
+    CheckSilence { silent_after_s: u64 },
 }
 
 impl Op {

@@ -28,7 +28,10 @@ use openraft::EntryPayload;
 use raft_store::Entry;
 use serde::{Deserialize, Serialize};
 
-pub use apply::{MAX_LOG_BYTES, MAX_NAME_BYTES, MAX_PARAMETERS_BYTES, MAX_SLA_BYTES, check_input};
+pub use apply::{
+    ALERTS_KEPT, HISTORY_KEPT, MAX_LOG_BYTES, MAX_NAME_BYTES, MAX_PARAMETERS_BYTES, MAX_SLA_BYTES,
+    check_input,
+};
 pub use command::{
     BatchResponse, Command, CommandBatch, InstanceReport, InstanceRequest, InstanceSummary, Op,
     Outcome, Rejection, RejectionKind, Response,

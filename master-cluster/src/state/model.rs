@@ -603,3 +603,40 @@ pub struct AuditRecord {
     pub action: String,
     pub target: String,
 }
+
+/// What an alert is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AlertSubject {
+    Instance(InstanceGuid),
+    Computer(ComputerId),
+}
+
+impl fmt::Display for AlertSubject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AlertSubject::Instance(guid) => write!(f, "instance {guid}"),
+            AlertSubject::Computer(computer) => write!(f, "computer {computer}"),
+        }
+    }
+}
+
+/// An alert: open while its subject's status is failing (`status.rs`), closed when the
+/// subject recovers or is gone. Opened and closed as commands are applied, so every replica
+/// has the same alerts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    pub id: u64,
+    pub subject: AlertSubject,
+    /// How people name the subject: the instance's title, the computer's id.
+    pub title: String,
+    /// Who may read it besides operators and the project's managers: the instance's owner.
+    pub owner: Option<UserId>,
+    /// The instance's or the computer's project.
+    pub project: ProjectId,
+    pub opened_at: Timestamp,
+    /// The failing status's words when it opened.
+    pub reason: String,
+    pub closed_at: Option<Timestamp>,
+    /// The status's words when it closed (or that the subject is gone).
+    pub closed_because: Option<String>,
+}

@@ -133,6 +133,9 @@ operations! {
     SetQuota,
     /// A user's quota and what they hold against it.
     ReadQuota,
+    /// Alerts (the list is filtered): an instance's for its owner, a project's for its
+    /// managers, every one for operators.
+    ReadAlerts,
 }
 
 impl Operation {
@@ -181,6 +184,7 @@ impl Operation {
             MoveComputer => "move computers of",
             SetQuota => "set the quotas of",
             ReadQuota => "read the quota of",
+            ReadAlerts => "read the alerts of",
         }
     }
 }
@@ -238,6 +242,7 @@ pub fn grpc_operation(path: &str) -> Option<Operation> {
         ("User", "ListInstances") => ListInstances,
         ("User", "DestroyInstance") => DestroyInstance,
         ("User", "Usage") => ReadUsage,
+        ("User", "ListAlerts") => ReadAlerts,
         _ => return None,
     })
 }
@@ -312,7 +317,7 @@ pub fn command_operation(op: &Op) -> Operation {
         Op::BangComputer { .. } => BangComputer,
         Op::RenameInstance { .. } => RenameInstance,
         Op::PostUsage { .. } | Op::PostUsageReports { .. } => PostUsage,
-        Op::RecordLiveness { .. } => RecordLiveness,
+        Op::RecordLiveness { .. } | Op::CheckSilence { .. } => RecordLiveness,
         Op::RecordCertificate { .. } => RecordCertificate,
         Op::RevokeCertificate { .. } => RevokeCertificate,
         Op::CreateEnrollmentToken { .. } => CreateEnrollmentToken,
@@ -344,6 +349,12 @@ pub enum Target<'a> {
     Project(ProjectFacts<'a>),
     /// A person's own records (their quota).
     Person(&'a UserId),
+    /// An alert: whose instance it is about, if an instance's, and the caller's role in its
+    /// project.
+    Alert {
+        owner: Option<&'a UserId>,
+        role: Option<ProjectRole>,
+    },
 }
 
 /// What it takes to decide about a project or one of its computers.
@@ -464,6 +475,15 @@ fn on_target(actor: &Actor, operation: Operation, target: Target<'_>) -> bool {
             }
             _ => operator,
         },
+        ReadAlerts => match target {
+            Target::Alert { owner, role } => {
+                operator
+                    || role == Some(ProjectRole::Manager)
+                    || matches!((actor, owner), (Actor::User(user), Some(owner)) if user == owner)
+            }
+            // The list itself, filtered alert by alert.
+            _ => true,
+        },
         // One project's record, or (on the cluster) the list of the caller's own.
         ReadProject => match target {
             Target::Project(facts) => operator || facts.role.is_some(),
@@ -551,6 +571,7 @@ pub fn may_attempt(actor: &Actor, operation: Operation) -> bool {
         | ManageProjectMembers
         | ListComputers
         | ReadQuota
+        | ReadAlerts
         | CreateCredentialToken => human,
         RequestInstance => human || partition,
         ReadPartition
@@ -605,6 +626,7 @@ fn describe(target: Target<'_>) -> String {
         }) => format!("computer {computer} of project {project}"),
         Target::Project(facts) => format!("project {}", facts.project),
         Target::Person(user) => format!("user {user}"),
+        Target::Alert { .. } => "this alert".to_string(),
     }
 }
 

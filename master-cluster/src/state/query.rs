@@ -7,12 +7,13 @@ use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::keys::Key;
 use super::model::{
-    Actor, AuditRecord, Computer, ComputerId, EnrollmentToken, Holding, Instance, InstanceGuid,
-    IssuedCertificate, Parameters, Partition, PartitionRef, Placement, Project, ProjectId,
-    ProjectRole, Quota, Revocation, SoftwareRelease, SoftwareReleaseUrl, SoftwareState,
-    SupplyState, Timestamp, UsageRecord, UsageReport, UserId,
+    Actor, Alert, AlertSubject, AuditRecord, Computer, ComputerId, EnrollmentToken, Holding,
+    Instance, InstanceGuid, IssuedCertificate, Parameters, Partition, PartitionRef, Placement,
+    Project, ProjectId, ProjectRole, Quota, Revocation, SoftwareRelease, SoftwareReleaseUrl,
+    SoftwareState, SupplyState, Timestamp, UsageRecord, UsageReport, UserId,
 };
 use super::placement::{self, Choice};
+use super::status::StatusChange;
 use super::tables::{self, StateError, Tables};
 
 type ReadTables = Tables<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>;
@@ -98,18 +99,25 @@ pub fn computer_view(
     }))
 }
 
-/// When the node of the computer `placement` is on last polled a replica, as of the last
-/// liveness summary (`None` off a partition, or never).
-pub fn node_last_seen(
+/// The status, as of `now`, of the computer an instance on `placement` runs on (`None` off a
+/// partition).
+pub fn node_status(
     txn: &redb::ReadTransaction,
     placement: &Placement,
-) -> Result<Option<Timestamp>, StateError> {
-    match placement {
-        Placement::Partition(partition) => Ok(Tables::open_read(txn)?
-            .last_seen(&partition.computer)?
-            .map(Timestamp)),
-        _ => Ok(None),
-    }
+    now: Timestamp,
+) -> Result<Option<super::status::Status>, StateError> {
+    let Placement::Partition(partition) = placement else {
+        return Ok(None);
+    };
+    let t = Tables::open_read(txn)?;
+    let Some(computer) = t.computer(&partition.computer)? else {
+        return Ok(None);
+    };
+    let last_seen = t.last_seen(&computer.id)?.map(Timestamp);
+    let silence = super::apply::silence(&t)?;
+    Ok(Some(
+        super::status::computer(&computer, last_seen, now, silence).status,
+    ))
 }
 
 /// The log index of the last change to a computer's view (0 if it never changed).
@@ -605,4 +613,54 @@ pub fn dump(txn: &redb::ReadTransaction) -> Result<Vec<DumpRow>, StateError> {
         }
     }
     Ok(out)
+}
+
+/// The node silence threshold the cluster last applied (`Op::CheckSilence`), or the default.
+pub fn silence(txn: &redb::ReadTransaction) -> Result<std::time::Duration, StateError> {
+    super::apply::silence(&Tables::open_read(txn)?)
+}
+
+/// The status history of an instance or a computer, oldest first.
+pub fn history(
+    txn: &redb::ReadTransaction,
+    subject: &AlertSubject,
+) -> Result<Vec<StatusChange>, StateError> {
+    Tables::open_read(txn)?
+        .status_history
+        .records(&tables::subject_key(subject), usize::MAX)
+}
+
+/// Alerts, newest first: the open ones, or (`closed`) every one kept, those `keep` accepts,
+/// at most `limit`.
+pub fn alerts(
+    txn: &redb::ReadTransaction,
+    closed: bool,
+    limit: usize,
+    mut keep: impl FnMut(&Alert) -> Result<bool, StateError>,
+) -> Result<Vec<Alert>, StateError> {
+    let t = Tables::open_read(txn)?;
+    let rows = t
+        .alerts
+        .range::<&[u8]>(..)
+        .map_err(|e| StateError::storage("alerts", e))?;
+    let mut out = Vec::new();
+    for row in rows.rev() {
+        if out.len() >= limit {
+            break;
+        }
+        let (key, value) = row.map_err(|e| StateError::storage("alerts", e))?;
+        let alert: Alert = tables::decode("alerts", key.value(), value.value())?;
+        if (closed || alert.closed_at.is_none()) && keep(&alert)? {
+            out.push(alert);
+        }
+    }
+    Ok(out)
+}
+
+/// How many alerts are open, about instances and about computers.
+pub fn open_alert_counts(txn: &redb::ReadTransaction) -> Result<(u64, u64), StateError> {
+    let t = Tables::open_read(txn)?;
+    let count =
+        |kind: &str| -> Result<u64, StateError> { t.open_alerts.count(&Key::new().str(kind)) };
+    Ok((count("i")?, count("c")?))
 }

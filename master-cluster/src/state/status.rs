@@ -6,10 +6,15 @@
 //! an error: a failed buildout or promise), in **warning** while it waits (for a partition, for
 //! its node's first report, for its node to reach the requested state) or while its node is
 //! silent, and **ok** otherwise. A computer is silent when its node has not polled within the
-//! silence threshold, full without a free partition, closed when its allocation scope takes no
-//! new instances.
+//! silence threshold (or, never having polled, that long after it registered), full without a
+//! free partition, closed when its allocation scope takes no new instances.
+//!
+//! A status carries its [`Cause`], so that a history of statuses records a change of cause,
+//! not every minute a silence grows longer ([`Status::differs`]).
 
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use super::model::{Computer, Instance, Placement, ReportedState, RequestedState, Timestamp};
 
@@ -21,7 +26,7 @@ pub const SILENCE: Duration = Duration::from_secs(600);
 /// The most of a node's error message a status repeats (its first line).
 const REASON_BYTES: usize = 200;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Health {
     Ok,
     Warning,
@@ -38,16 +43,58 @@ impl Health {
     }
 }
 
+/// What a status comes from: the branch of [`instance`] or [`computer`] that decided it.
+// Stored in status histories: new variants go last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cause {
+    Unplaceable,
+    Pending,
+    Hosted,
+    /// Its node reported an error.
+    Error,
+    /// Its node (or, for an instance, the node of its computer) is silent.
+    Silent,
+    NotReported,
+    /// Not (yet) in the requested state.
+    Converging,
+    Running,
+    /// A computer registered whose node has not polled yet, within the silence threshold.
+    NotPolledYet,
+    Closed,
+    Full,
+    Open,
+}
+
 /// A health and why, in words for the person reading it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     pub health: Health,
+    pub cause: Cause,
     pub why: String,
 }
 
-fn status(health: Health, why: impl Into<String>) -> Status {
+impl Status {
+    /// Whether `self` is news after `before`: another health, another cause, or other words,
+    /// except that a silence growing longer is the same silence, and an open computer with
+    /// one partition more or less free is the same open computer.
+    pub fn differs(&self, before: &Status) -> bool {
+        self.health != before.health
+            || self.cause != before.cause
+            || (!matches!(self.cause, Cause::Silent | Cause::Open) && self.why != before.why)
+    }
+}
+
+/// One entry of a subject's history (the master's news): its status from `at` on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub at: Timestamp,
+    pub status: Status,
+}
+
+fn status(health: Health, cause: Cause, why: impl Into<String>) -> Status {
     Status {
         health,
+        cause,
         why: why.into(),
     }
 }
@@ -88,39 +135,49 @@ fn first_line(error: &str) -> &str {
     &line[..end]
 }
 
-/// An instance's status; `node_last_seen` is when the node of the computer it runs on last
-/// polled (for an instance on a partition).
-pub fn instance(
-    instance: &Instance,
-    node_last_seen: Option<Timestamp>,
-    now: Timestamp,
-    silence: Duration,
-) -> Status {
+/// An instance's status; `computer` is the status of the computer it runs on (for an
+/// instance on a partition): its silence is the instance's. Taking the computer's status,
+/// rather than deciding silence again, keeps the two in step: what the computer's history
+/// says of its node, its instances' say too.
+pub fn instance(instance: &Instance, computer: Option<&Status>) -> Status {
     let partition = match &instance.placement {
         Placement::Unplaceable { reason } => {
-            return status(Health::Failing, format!("cannot be placed: {reason}"));
+            return status(
+                Health::Failing,
+                Cause::Unplaceable,
+                format!("cannot be placed: {reason}"),
+            );
         }
         Placement::Pending { reason } => {
-            return status(Health::Warning, format!("waits for a partition: {reason}"));
+            return status(
+                Health::Warning,
+                Cause::Pending,
+                format!("waits for a partition: {reason}"),
+            );
         }
         Placement::Hosted { host } => {
-            return status(Health::Ok, format!("hosted by instance {host}"));
+            return status(
+                Health::Ok,
+                Cause::Hosted,
+                format!("hosted by instance {host}"),
+            );
         }
         Placement::Partition(partition) => partition,
     };
     if let Some(error) = &instance.last_error {
         return status(
             Health::Failing,
+            Cause::Error,
             format!("its node reported an error: {}", first_line(error)),
         );
     }
-    if let Some(quiet) = silent_for(node_last_seen, now, silence) {
+    if let Some(computer) = computer.filter(|c| c.cause == Cause::Silent) {
         return status(
             Health::Warning,
+            Cause::Silent,
             format!(
-                "the node of {} {}",
-                partition.computer,
-                silence_words(quiet)
+                "computer {} is silent: {}",
+                partition.computer, computer.why
             ),
         );
     }
@@ -130,16 +187,25 @@ pub fn instance(
         RequestedState::Destroyed => ReportedState::Destroyed,
     };
     match instance.reported_state {
-        None => status(Health::Warning, "its node has not reported it yet"),
+        None => status(
+            Health::Warning,
+            Cause::NotReported,
+            "its node has not reported it yet",
+        ),
         Some(reported) if reported != wanted => status(
             Health::Warning,
+            Cause::Converging,
             format!(
                 "requested {}, its node last reported it {}",
                 word(wanted),
                 word(reported)
             ),
         ),
-        Some(reported) => status(Health::Ok, format!("{} on {partition}", word(reported))),
+        Some(reported) => status(
+            Health::Ok,
+            Cause::Running,
+            format!("{} on {partition}", word(reported)),
+        ),
     }
 }
 
@@ -161,34 +227,48 @@ pub struct ComputerStatus {
 }
 
 /// A computer's status: silent is failing (what runs there is out of reach), full or closed
-/// is a warning (nothing new can be placed there), ok otherwise.
+/// is a warning (nothing new can be placed there), ok otherwise. A node that never polled is
+/// given the silence threshold from its computer's registration before it is called silent.
 pub fn computer(
     computer: &Computer,
     last_seen: Option<Timestamp>,
     now: Timestamp,
     silence: Duration,
 ) -> ComputerStatus {
-    let quiet = silent_for(last_seen, now, silence);
+    let quiet = match last_seen {
+        None if silent_for(Some(computer.registered_at), now, silence).is_none() => None,
+        seen => silent_for(seen, now, silence),
+    };
     let full = computer.partition_count > 0 && computer.free_count == 0;
     let closed = !computer.allocation_scope.is_open();
     let status = if let Some(quiet) = quiet {
         status(
             Health::Failing,
+            Cause::Silent,
             format!("its node {}", silence_words(quiet)),
         )
     } else if closed {
         status(
             Health::Warning,
+            Cause::Closed,
             format!("closed ({})", computer.allocation_scope),
         )
     } else if full {
         status(
             Health::Warning,
+            Cause::Full,
             format!("full: all {} partitions are busy", computer.partition_count),
+        )
+    } else if last_seen.is_none() {
+        status(
+            Health::Ok,
+            Cause::NotPolledYet,
+            "registered; its node has not polled yet",
         )
     } else {
         status(
             Health::Ok,
+            Cause::Open,
             format!(
                 "{} of {} partitions free",
                 computer.free_count, computer.partition_count
@@ -246,12 +326,16 @@ mod tests {
     fn an_instance_is_failing_waiting_or_ok_and_says_why() {
         let now = Timestamp(100 * MINUTE);
         let seen = Some(Timestamp(99 * MINUTE));
-        let of = |instance: &Instance, seen| super::instance(instance, seen, now, SILENCE);
+        // On a computer whose node last polled at `seen`.
+        let of = |instance: &Instance, seen| {
+            let node = computer(&two_partitions(), seen, now, SILENCE).status;
+            super::instance(instance, Some(&node))
+        };
 
         let running = placed(Some(ReportedState::Started), None);
         assert_eq!(
             of(&running, seen),
-            status(Health::Ok, "started on COMP-1/slappart0")
+            status(Health::Ok, Cause::Running, "started on COMP-1/slappart0")
         );
 
         let failed = placed(
@@ -272,12 +356,22 @@ mod tests {
             silent,
             status(
                 Health::Warning,
-                "the node of COMP-1 has not polled for 15 min"
+                Cause::Silent,
+                "computer COMP-1 is silent: its node has not polled for 15 min"
             )
         );
+        let longer = of(&running, Some(Timestamp(80 * MINUTE)));
+        assert_ne!(longer.why, silent.why);
+        assert!(!longer.differs(&silent), "the same silence, longer");
+        assert!(of(&running, seen).differs(&silent), "back");
         assert_eq!(
             of(&running, None).why,
-            "the node of COMP-1 has never polled"
+            "computer COMP-1 is silent: its node has never polled"
+        );
+        assert_eq!(
+            instance(&running, None).health,
+            Health::Ok,
+            "no computer status known: nothing said of its node"
         );
 
         assert_eq!(of(&placed(None, None), seen).health, Health::Warning);
@@ -314,8 +408,17 @@ mod tests {
         let mut computer = two_partitions();
         let of = |c: &Computer, seen| super::computer(c, seen, now, SILENCE);
         let ok = of(&computer, seen);
-        assert_eq!(ok.status, status(Health::Ok, "2 of 2 partitions free"));
+        assert_eq!(
+            ok.status,
+            status(Health::Ok, Cause::Open, "2 of 2 partitions free")
+        );
         assert!(!ok.silent && !ok.full && !ok.closed);
+
+        computer.free_count = 1;
+        assert!(
+            !of(&computer, seen).status.differs(&ok.status),
+            "one less free"
+        );
 
         computer.free_count = 0;
         let full = of(&computer, seen);
@@ -331,7 +434,23 @@ mod tests {
         assert!(silent.silent);
         assert_eq!(
             silent.status,
-            status(Health::Failing, "its node has not polled for 50 min")
+            status(
+                Health::Failing,
+                Cause::Silent,
+                "its node has not polled for 50 min"
+            )
+        );
+
+        // Registered at minute 0, never polled: given the threshold from then.
+        computer.allocation_scope = AllocationScope::OpenProject;
+        computer.free_count = 2;
+        let at =
+            |minute: u64| super::computer(&computer, None, Timestamp(minute * MINUTE), SILENCE);
+        assert_eq!(at(9).status.cause, Cause::NotPolledYet);
+        assert_eq!(at(9).status.health, Health::Ok);
+        assert_eq!(
+            at(11).status,
+            status(Health::Failing, Cause::Silent, "its node has never polled")
         );
     }
 }

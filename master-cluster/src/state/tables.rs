@@ -39,6 +39,9 @@
 //! | `user_projects` | user, project | [`ProjectRole`] — the same rows, by user |
 //! | `quotas` | user (empty: everyone's default) | [`Quota`] set by an operator |
 //! | `holdings` | user | [`Holding`]: what the user holds against their quota |
+//! | `alerts` | alert id | [`Alert`](super::model::Alert), open or closed |
+//! | `open_alerts` | subject (see [`subject_key`]) | id of its open alert, u64 BE |
+//! | `status_history` | subject, sequence | [`StatusChange`](super::status::StatusChange) |
 
 use redb::{ReadableTable, TableDefinition, TableHandle};
 use serde::Serialize;
@@ -125,6 +128,9 @@ tables! {
     holdings: "holdings",
     credential_tokens: "credential_tokens",
     usage_reports: "usage_reports",
+    alerts: "alerts",
+    open_alerts: "open_alerts",
+    status_history: "status_history",
 }
 
 /// The master's tables, in a fixed order.
@@ -204,6 +210,8 @@ impl Record for super::model::Revocation {}
 impl Record for super::model::InstanceCertificate {}
 impl Record for Quota {}
 impl Record for Holding {}
+impl Record for super::model::Alert {}
+impl Record for super::status::StatusChange {}
 
 pub fn encode<T: Record>(value: &T) -> Vec<u8> {
     postcard::to_extend(value, vec![V2]).expect(
@@ -303,6 +311,36 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> Table<T> {
             .map_err(|e| StateError::storage(self.name, e))?;
         let mut out = Vec::new();
         for row in range.take(limit) {
+            let (k, v) = row.map_err(|e| StateError::storage(self.name, e))?;
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// How many keys are under `prefix` (read one by one, nothing kept).
+    pub fn count(&self, prefix: &Key) -> Result<u64, StateError> {
+        let (start, end) = prefix.prefix_range();
+        let range = self
+            .raw
+            .range::<&[u8]>((start, end.as_ref().map(Vec::as_slice)))
+            .map_err(|e| StateError::storage(self.name, e))?;
+        let mut count = 0;
+        for row in range {
+            row.map_err(|e| StateError::storage(self.name, e))?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// The last `limit` keys (and raw values) under `prefix`, the last first.
+    pub fn scan_back(&self, prefix: &Key, limit: usize) -> Result<Vec<Row>, StateError> {
+        let (start, end) = prefix.prefix_range();
+        let range = self
+            .raw
+            .range::<&[u8]>((start, end.as_ref().map(Vec::as_slice)))
+            .map_err(|e| StateError::storage(self.name, e))?;
+        let mut out = Vec::new();
+        for row in range.rev().take(limit) {
             let (k, v) = row.map_err(|e| StateError::storage(self.name, e))?;
             out.push((k.value().to_vec(), v.value().to_vec()));
         }
@@ -478,6 +516,20 @@ pub fn member_key(project: &ProjectId, user: &UserId) -> Key {
 
 pub fn user_project_key(user: &UserId, project: &ProjectId) -> Key {
     Key::new().str(user.as_str()).str(project.as_str())
+}
+
+/// What an alert or a status history is about: instances under "i", computers under "c".
+pub fn subject_key(subject: &super::model::AlertSubject) -> Key {
+    match subject {
+        super::model::AlertSubject::Instance(guid) => Key::new().str("i").u64(guid.0),
+        super::model::AlertSubject::Computer(computer) => {
+            Key::new().str("c").str(computer.as_str())
+        }
+    }
+}
+
+pub fn alert_key(id: u64) -> Key {
+    Key::new().u64(id)
 }
 
 pub fn audit_key(index: u64, position: u64, sequence: u64) -> Key {

@@ -77,6 +77,10 @@ pub enum Command {
     /// set them; anyone reads their own).
     #[command(subcommand)]
     Quota(QuotaCommand),
+    /// Alerts: instances failing, computers whose node is silent (yours, your projects' as a
+    /// manager, every one as an operator).
+    #[command(subcommand)]
+    Alert(AlertCommand),
     /// Certificates issued by the cluster (operators; users make tokens for their own).
     #[command(subcommand)]
     Cert(CertCommand),
@@ -195,6 +199,15 @@ pub enum MemberCommand {
         /// Give up waiting for it to lead after this many seconds.
         #[arg(long, default_value_t = 10)]
         timeout: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertCommand {
+    /// The open alerts, newest first; with `--closed`, the closed ones too.
+    List {
+        #[arg(long)]
+        closed: bool,
     },
 }
 

@@ -133,10 +133,14 @@ pub(super) async fn computer(conn: &Conn, command: ComputerCommand) -> Result<Ou
                     "computer": head.json,
                     "partitions": partition_table.json,
                     "software": software_table.json,
+                    "history": history_json(&reply.history),
                 }),
                 text: format!(
-                    "{}\n\n{}\n\n{}",
-                    head.text, partition_table.text, software_table.text
+                    "{}\n\n{}\n\n{}\n\n{}",
+                    head.text,
+                    partition_table.text,
+                    software_table.text,
+                    history_text(&reply.history)
                 ),
             })
         }

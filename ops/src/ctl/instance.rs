@@ -175,7 +175,10 @@ pub(super) async fn instance_show(conn: &Conn, which: InstanceRef) -> Result<Out
     if !shared.is_empty() {
         out = out.then(&format!("hosts: {}", shared.join(", ")));
     }
-    Ok(out)
+    if let serde_json::Value::Object(fields) = &mut out.json {
+        fields.insert("history".into(), history_json(&reply.history));
+    }
+    Ok(out.then(&history_text(&reply.history)))
 }
 
 pub(super) async fn explain(conn: &Conn, which: InstanceRef) -> Result<Output, CtlError> {

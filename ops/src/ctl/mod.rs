@@ -2,12 +2,13 @@
 //!
 //! - [`Cli`]: the command tree (clap, `cli.rs`); [`run`] carries one command out and returns
 //!   its [`Output`], through one handler file per noun: `instance`, `software`, `computer`,
-//!   `project`, `quota`, `cluster` (members), `cert`, `snapshot`.
+//!   `project`, `quota`, `alert`, `cluster` (members), `cert`, `snapshot`.
 //! - [`conn`]: the replicas to try, the caller's certificate, and errors that say what to do.
 //! - [`output`]: tables for people, JSON (`--json`) for scripts, from the same values.
 //! - [`progress`]: a progress line for long operations, at a terminal only.
 //! - [`replica`]: replicas hosted as instances of the slapmaster release (`replica add`).
 
+mod alert;
 mod cert;
 mod cli;
 mod cluster;
@@ -35,6 +36,7 @@ pub use conn::{ConfigFile, Conn, CtlError, Target};
 pub use output::Output;
 use progress::Progress;
 
+use alert::*;
 use cert::*;
 pub use cli::*;
 use cluster::*;
@@ -112,6 +114,7 @@ pub async fn run(cli: Cli) -> Result<Output, CtlError> {
         Command::Computer(command) => computer(&conn, command).await,
         Command::Project(command) => project(&conn, command).await,
         Command::Quota(command) => quota(&conn, command).await,
+        Command::Alert(command) => alert(&conn, command).await,
         Command::Cert(command) => cert(&conn, command).await,
         Command::Snapshot(SnapshotCommand::Save { file }) => {
             snapshot_save(&conn, &file, progress).await

@@ -18,7 +18,9 @@ use tonic::{Request, Response, Status};
 use super::{ACTOR_HEADER, caller, convert::invalid, failed, unavailable, write, write_reply};
 use crate::replica::status::{ClusterStatus, ReplicaStatus};
 use crate::replica::{Consistency, MembershipError, ReadError, ReplicaCore};
-use crate::state::model::{Actor, AllocationScope, ProjectId, ProjectRole, Quota, UserId};
+use crate::state::model::{
+    Actor, AlertSubject, AllocationScope, ProjectId, ProjectRole, Quota, UserId,
+};
 use crate::state::policy::{self, Operation, ProjectFacts, Target};
 use crate::state::{Op, ReplicaNode};
 
@@ -556,6 +558,7 @@ impl pb::admin_server::Admin for AdminService {
             .core
             .read(consistency, move |txn| {
                 let (_, computers) = crate::state::query::computers_with_liveness(txn, usize::MAX)?;
+                let silence = crate::state::query::silence(txn)?;
                 // Those the caller may inspect: every one for an operator, a manager's
                 // projects' for a person.
                 let mut visible = Vec::new();
@@ -563,7 +566,9 @@ impl pb::admin_server::Admin for AdminService {
                     let role = crate::state::query::role(txn, &reader, &computer.project)?;
                     let target = policy::computer_target(&computer, role);
                     if policy::decide(&reader, Operation::InspectComputer, target).is_ok() {
-                        visible.push(super::convert::pb_computer_summary(&computer, seen));
+                        visible.push(super::convert::pb_computer_summary(
+                            &computer, seen, silence,
+                        ));
                     }
                 }
                 Ok(visible)
@@ -588,11 +593,14 @@ impl pb::admin_server::Admin for AdminService {
                     return Ok(None);
                 };
                 let role = crate::state::query::role(txn, &reader, &view.computer.project)?;
-                Ok(Some((view, role)))
+                let silence = crate::state::query::silence(txn)?;
+                let subject = AlertSubject::Computer(wanted);
+                let history = crate::state::query::history(txn, &subject)?;
+                Ok(Some((view, role, silence, history)))
             })
             .await
             .map_err(|e| failed(&e))?;
-        let Some((view, role)) = found else {
+        let Some((view, role, silence, history)) = found else {
             // Whether it exists is for those who could see it.
             policy::decide(&actor, Operation::InspectComputer, Target::Computer(&id))?;
             return Err(Status::not_found(format!(
@@ -604,7 +612,9 @@ impl pb::admin_server::Admin for AdminService {
             Operation::InspectComputer,
             policy::computer_target(&view.computer, role),
         )?;
-        Ok(Response::new(super::convert::pb_computer_details(view)))
+        Ok(Response::new(super::convert::pb_computer_details(
+            view, silence, history,
+        )))
     }
 
     async fn set_allocation_scope(

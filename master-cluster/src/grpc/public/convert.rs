@@ -13,6 +13,7 @@ use crate::state::model::{
     SupplyState, Timestamp, UsageMovement, UsageRecord, UsageReport,
 };
 use crate::state::query::{ComputerView, InstanceView, SharedInstanceView};
+use crate::state::status::StatusChange;
 use crate::state::{InstanceReport, InstanceRequest};
 
 /// The software type of a request that names none, as in SlapOS.
@@ -394,17 +395,15 @@ pub fn computer_id(field: &str, value: &str) -> Result<ComputerId, Status> {
     Ok(required(field, value)?.into())
 }
 
+/// A computer as listed; `silence` is the cluster's node silence threshold
+/// ([`query::silence`](crate::state::query::silence)).
 pub fn pb_computer_summary(
     computer: &crate::state::model::Computer,
     last_seen: Option<Timestamp>,
+    silence: std::time::Duration,
 ) -> pb::ComputerSummary {
-    let health = crate::state::status::computer(
-        computer,
-        last_seen,
-        crate::replica::now(),
-        crate::state::status::SILENCE,
-    )
-    .status;
+    let health =
+        crate::state::status::computer(computer, last_seen, crate::replica::now(), silence).status;
     pb::ComputerSummary {
         health: health.health.as_str().to_string(),
         health_reason: health.why,
@@ -420,9 +419,14 @@ pub fn pb_computer_summary(
     }
 }
 
-/// A computer as an operator looks at it: its partitions with their occupants, its software.
-pub fn pb_computer_details(view: ComputerView) -> pb::ShowComputerReply {
-    let computer = pb_computer_summary(&view.computer, view.last_seen);
+/// A computer as an operator looks at it: its partitions with their occupants, its software,
+/// its status's history.
+pub fn pb_computer_details(
+    view: ComputerView,
+    silence: std::time::Duration,
+    history: Vec<StatusChange>,
+) -> pb::ShowComputerReply {
+    let computer = pb_computer_summary(&view.computer, view.last_seen, silence);
     let poll = pb_computer_poll(view);
     let partitions = poll
         .partitions
@@ -448,5 +452,36 @@ pub fn pb_computer_details(view: ComputerView) -> pb::ShowComputerReply {
         computer: Some(computer),
         partitions,
         software: poll.software,
+        history: pb_history(history),
+    }
+}
+
+pub fn pb_history(history: Vec<StatusChange>) -> Vec<pb::StatusChange> {
+    history
+        .into_iter()
+        .map(|change| pb::StatusChange {
+            at: change.at.0,
+            health: change.status.health.as_str().to_string(),
+            reason: change.status.why,
+        })
+        .collect()
+}
+
+pub fn pb_alert(alert: crate::state::model::Alert) -> pb::Alert {
+    use crate::state::model::AlertSubject;
+    let (kind, subject) = match alert.subject {
+        AlertSubject::Instance(guid) => ("instance", guid.to_string()),
+        AlertSubject::Computer(computer) => ("computer", computer.0),
+    };
+    pb::Alert {
+        id: alert.id,
+        kind: kind.to_string(),
+        subject,
+        title: alert.title,
+        project: alert.project.0,
+        opened_at: alert.opened_at.0,
+        reason: alert.reason,
+        closed_at: alert.closed_at.map_or(0, |t| t.0),
+        closed_because: alert.closed_because.unwrap_or_default(),
     }
 }

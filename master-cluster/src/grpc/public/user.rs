@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{self, computer_id, invalid};
 use super::{caller, consistency, failed, write, write_reply};
 use crate::replica::ReplicaCore;
-use crate::state::model::{Actor, InstanceGuid, PartitionRef, Placement};
+use crate::state::model::{Actor, AlertSubject, InstanceGuid, PartitionRef, Placement};
 use crate::state::policy::{self, InstanceFacts, Operation, Target};
 use crate::state::query::{self, Explanation};
 use crate::state::{Op, Outcome, status};
@@ -18,6 +18,9 @@ pub struct UserService {
 }
 
 type Reply<T> = Result<Response<T>, Status>;
+
+/// Alerts listed when the caller names no limit.
+const DEFAULT_ALERTS: usize = 1000;
 
 #[tonic::async_trait]
 impl pb::user_server::User for UserService {
@@ -124,6 +127,7 @@ impl pb::user_server::User for UserService {
             None => return Err(invalid("instance", "give a guid or a title")),
         };
         let reader = actor.clone();
+        let now = crate::replica::now();
         let found = self
             .core
             .read(consistency(request.consistency), move |txn| {
@@ -145,19 +149,20 @@ impl pb::user_server::User for UserService {
                 };
                 let explanation = query::explain(txn, guid)?;
                 let role = query::role(txn, &reader, &view.instance.project)?;
-                let last_seen = query::node_last_seen(txn, &view.instance.placement)?;
+                let node = query::node_status(txn, &view.instance.placement, now)?;
+                let history = query::history(txn, &AlertSubject::Instance(guid))?;
                 Ok(Some((
                     view,
                     explanation,
                     host_placement,
                     callers_instance,
                     role,
-                    last_seen,
+                    (node, history),
                 )))
             })
             .await
             .map_err(|e| failed(&e))?;
-        let (view, explanation, host_placement, callers_instance, role, last_seen) =
+        let (view, explanation, host_placement, callers_instance, role, (node, history)) =
             found.ok_or_else(|| Status::not_found("no such instance"))?;
         policy::decide(
             &actor,
@@ -169,15 +174,11 @@ impl pb::user_server::User for UserService {
                 role,
             }),
         )?;
-        let health = status::instance(
-            &view.instance,
-            last_seen,
-            crate::replica::now(),
-            status::SILENCE,
-        );
+        let health = status::instance(&view.instance, node.as_ref());
         Ok(Response::new(pb::ShowInstanceReply {
             health: health.health.as_str().to_string(),
             health_reason: health.why,
+            history: convert::pb_history(history),
             instance: Some(convert::pb_instance_view(&view)),
             shared_instances: convert::pb_shared_instances(&view),
             explanation: match explanation {
@@ -250,6 +251,38 @@ impl pb::user_server::User for UserService {
         Ok(Response::new(pb::UsageReply {
             records: records.into_iter().map(convert::pb_usage_record).collect(),
             reports: reports.into_iter().map(convert::pb_usage_report).collect(),
+        }))
+    }
+
+    async fn list_alerts(
+        &self,
+        request: Request<pb::ListAlertsRequest>,
+    ) -> Reply<pb::ListAlertsReply> {
+        let actor = caller(&self.core, &request)?;
+        policy::decide(&actor, Operation::ReadAlerts, Target::Cluster)?;
+        let request = request.into_inner();
+        let limit = match request.limit {
+            0 => DEFAULT_ALERTS,
+            // A page, never the whole table.
+            n => usize::try_from(u64::from(n).min(crate::state::ALERTS_KEPT))
+                .unwrap_or(DEFAULT_ALERTS),
+        };
+        let alerts = self
+            .core
+            .read(consistency(request.consistency), move |txn| {
+                query::alerts(txn, request.closed, limit, |alert| {
+                    let role = query::role(txn, &actor, &alert.project)?;
+                    let target = Target::Alert {
+                        owner: alert.owner.as_ref(),
+                        role,
+                    };
+                    Ok(policy::decide(&actor, Operation::ReadAlerts, target).is_ok())
+                })
+            })
+            .await
+            .map_err(|e| failed(&e))?;
+        Ok(Response::new(pb::ListAlertsReply {
+            alerts: alerts.into_iter().map(convert::pb_alert).collect(),
         }))
     }
 }

@@ -235,20 +235,16 @@ impl Applier<'_, '_> {
     /// anything.
     pub(super) fn record_liveness(&mut self, seen: &[(ComputerId, Timestamp)]) -> Handled {
         let mut recorded = false;
-        for (computer, at) in seen {
-            if self.t.computer(computer)?.is_none() {
+        for (id, at) in seen {
+            let Some(computer) = self.t.computer(id)? else {
+                continue;
+            };
+            if self.t.last_seen(id)?.is_some_and(|known| known >= at.0) {
                 continue;
             }
-            if self
-                .t
-                .last_seen(computer)?
-                .is_some_and(|known| known >= at.0)
-            {
-                continue;
-            }
-            self.t
-                .liveness
-                .put_u64(&tables::computer_key(computer), at.0)?;
+            self.t.liveness.put_u64(&tables::computer_key(id), at.0)?;
+            // A silent node that polled again: its alert closes.
+            self.review_computer(&computer)?;
             recorded = true;
         }
         Ok(if recorded {

@@ -137,6 +137,7 @@ impl Applier<'_, '_> {
             h.parameter_bytes = h.parameter_bytes.saturating_sub(bytes);
         })?;
         self.t.instances.delete(key.as_bytes())?;
+        self.forget_status(instance.guid)?;
         self.t.instance_parameters.delete(key.as_bytes())?;
         self.t.instance_connections.delete(key.as_bytes())?;
         self.t

@@ -12,7 +12,9 @@
 //! computer or an instance, counters, the audit trail). The handlers, one file per topic:
 //! `projects` (members, quotas, holdings), `catalog` (software releases and supply),
 //! `computers`, `instances` (requests, reports, connection parameters), `destroy`,
-//! `certificates`, `placing` (placement's writes) and `validation` (what a command may hold).
+//! `certificates`, `placing` (placement's writes), `validation` (what a command may hold) and
+//! `alerts` (status histories and alerts, reviewed whenever an instance or a computer is
+//! saved).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -144,6 +146,7 @@ impl From<StateError> for Stop {
 /// A handler's result.
 type Handled = Result<Outcome, Stop>;
 
+mod alerts;
 mod catalog;
 mod certificates;
 mod computers;
@@ -153,10 +156,12 @@ mod placing;
 mod projects;
 mod validation;
 
+pub use alerts::{ALERTS_KEPT, HISTORY_KEPT, silence};
 pub use validation::check_input;
 use validation::{
-    check_definition, check_name, check_parameters, check_request, check_serial, check_titles,
-    check_token_hash, check_url, check_usage, check_usage_reports,
+    check_definition, check_name, check_parameters, check_request, check_serial,
+    check_silence_threshold, check_titles, check_token_hash, check_url, check_usage,
+    check_usage_reports,
 };
 
 impl Applier<'_, '_> {
@@ -257,6 +262,7 @@ impl Applier<'_, '_> {
             Op::PostUsageReports { computer, reports } => {
                 self.post_usage_reports(computer, reports)
             }
+            Op::CheckSilence { silent_after_s } => self.check_silence(*silent_after_s),
         }
     }
 
@@ -319,6 +325,7 @@ impl Applier<'_, '_> {
             // Decided in `request_instance`, once the tree's project is known.
             Op::RequestInstance(_) => return Ok(()),
             Op::RecordLiveness { .. }
+            | Op::CheckSilence { .. }
             | Op::CreateProject { .. }
             | Op::MoveComputer { .. }
             | Op::SetQuota { .. }
@@ -353,7 +360,8 @@ impl Applier<'_, '_> {
             .computers
             .put(tables::computer_key(&computer.id).as_bytes(), computer)?;
         let after = placement::index_keys(self.t, computer)?;
-        placement::reindex(self.t, index_before, &after)
+        placement::reindex(self.t, index_before, &after)?;
+        self.review_computer(computer)
     }
 
     fn save_instance(&mut self, instance: &Instance) -> Result<(), StateError> {
@@ -376,7 +384,8 @@ impl Applier<'_, '_> {
         }
         self.t
             .instances
-            .put(tables::instance_key(instance.guid).as_bytes(), instance)
+            .put(tables::instance_key(instance.guid).as_bytes(), instance)?;
+        self.review_instance(instance)
     }
 
     /// Marks the computers of every placed member of the tree of `root` as changed: a tree's

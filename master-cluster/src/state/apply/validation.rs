@@ -89,8 +89,23 @@ pub fn check_input(op: &Op) -> Result<(), Rejection> {
         }
         Op::UpdateRelatedInstances { titles, .. } => check_titles(titles),
         Op::PostUsageReports { reports, .. } => check_usage_reports(reports),
+        Op::CheckSilence { silent_after_s } => check_silence_threshold(*silent_after_s),
         _ => Ok(()),
     }
+}
+
+/// The longest silence threshold a check may set: a week.
+pub const MAX_SILENCE_SECONDS: u64 = 7 * 24 * 3600;
+
+/// A node silence threshold: at least a second, at most [`MAX_SILENCE_SECONDS`].
+pub(super) fn check_silence_threshold(seconds: u64) -> Result<(), Rejection> {
+    if (1..=MAX_SILENCE_SECONDS).contains(&seconds) {
+        return Ok(());
+    }
+    Err(Rejection::Invalid {
+        what: "silence threshold".into(),
+        reason: format!("{seconds} s is not within 1 s and a week"),
+    })
 }
 
 /// The children an instance still requests: at most [`MAX_RELATED_INSTANCES`] titles.

@@ -38,7 +38,7 @@ fn grpc_methods() -> Vec<String> {
 #[test]
 fn every_grpc_method_is_named_and_nothing_else() {
     let methods = grpc_methods();
-    assert_eq!(methods.len(), 47, "the contract's methods: {methods:?}");
+    assert_eq!(methods.len(), 48, "the contract's methods: {methods:?}");
     for method in &methods {
         assert!(
             grpc_operation(method).is_some(),
@@ -253,6 +253,31 @@ fn who_may_act_on_computers_instances_the_catalog_and_the_cluster() {
     assert!(ok(&operator, ReadQuota, alices_quota));
     for other in [&mallory, &comp_a, &p0, &replica] {
         assert!(!ok(other, ReadQuota, alices_quota), "{other}");
+    }
+    // An alert: its instance's owner, the project's managers, operators; people list them.
+    let alices_alert = Target::Alert {
+        owner: Some(&UserId::from("alice")),
+        role: None,
+    };
+    let a_computers_alert = |role| Target::Alert { owner: None, role };
+    assert!(ok(&alice, ReadAlerts, alices_alert));
+    assert!(ok(&operator, ReadAlerts, a_computers_alert(None)));
+    assert!(ok(
+        &mallory,
+        ReadAlerts,
+        a_computers_alert(Some(ProjectRole::Manager))
+    ));
+    assert!(!ok(
+        &mallory,
+        ReadAlerts,
+        a_computers_alert(Some(ProjectRole::Customer))
+    ));
+    for other in [&mallory, &comp_a, &p0, &replica] {
+        assert!(!ok(other, ReadAlerts, alices_alert), "{other}");
+    }
+    assert!(ok(&mallory, ReadAlerts, Target::Cluster));
+    for machine in [&comp_a, &p0, &replica] {
+        assert!(!ok(machine, ReadAlerts, Target::Cluster), "{machine}");
     }
     assert!(ok(&replica, Replicate, Target::Cluster));
     assert!(ok(&replica, UseEnrollmentToken, Target::Cluster));

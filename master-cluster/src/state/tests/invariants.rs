@@ -207,4 +207,67 @@ pub(super) fn check_invariants(state: &MemoryState) {
         holdings.len(),
         "holdings of users who hold nothing"
     );
+
+    check_alerts(&t, &computers, &instances);
+}
+
+/// A subject has an open alert exactly when the last entry of its history is failing;
+/// `open_alerts` indexes exactly the alerts without a close; every live instance and computer
+/// has a history of at most `HISTORY_KEPT` entries, and nothing else has one.
+fn check_alerts(
+    t: &Tables<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>,
+    computers: &[Computer],
+    instances: &[Instance],
+) {
+    use crate::state::status::{Health, StatusChange};
+    let alerts: Vec<Alert> = t.alerts.records(&Key::new(), usize::MAX).expect("alerts");
+    let expected_open: BTreeMap<Vec<u8>, u64> = alerts
+        .iter()
+        .filter(|a| a.closed_at.is_none())
+        .map(|a| (tables::subject_key(&a.subject).into_bytes(), a.id))
+        .collect();
+    let open: BTreeMap<Vec<u8>, u64> = t
+        .open_alerts
+        .scan(&Key::new(), usize::MAX)
+        .expect("open alerts")
+        .into_iter()
+        .map(|(k, v)| (k, u64::from_be_bytes(v.try_into().expect("8 bytes"))))
+        .collect();
+    assert_eq!(open, expected_open, "open alerts index");
+
+    let subjects = computers
+        .iter()
+        .map(|c| AlertSubject::Computer(c.id.clone()))
+        .chain(instances.iter().map(|i| AlertSubject::Instance(i.guid)));
+    let mut entries = 0;
+    for subject in subjects {
+        let key = tables::subject_key(&subject);
+        let history: Vec<StatusChange> =
+            t.status_history.records(&key, usize::MAX).expect("history");
+        assert!(!history.is_empty(), "{subject} has no history");
+        assert!(history.len() as u64 <= crate::state::apply::HISTORY_KEPT);
+        assert!(
+            history
+                .windows(2)
+                .all(|w| w[1].status.differs(&w[0].status)),
+            "{subject}: an entry repeats the one before"
+        );
+        let last = history.last().expect("not empty");
+        assert_eq!(
+            last.status.health == Health::Failing,
+            open.contains_key(key.as_bytes()),
+            "{subject}: last status {:?}, open alert {:?}",
+            last.status,
+            open.get(key.as_bytes())
+        );
+        entries += history.len();
+    }
+    assert_eq!(
+        t.status_history
+            .scan(&Key::new(), usize::MAX)
+            .expect("history")
+            .len(),
+        entries,
+        "history of something gone"
+    );
 }

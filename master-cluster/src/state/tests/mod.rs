@@ -17,6 +17,7 @@ use super::placement::{self, Choice};
 use super::query::{self, Explanation};
 use super::tables::{self, Tables};
 
+mod alerts;
 mod certificates;
 mod computers;
 mod fixture;

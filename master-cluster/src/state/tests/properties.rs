@@ -59,6 +59,21 @@ enum Step {
         partition: u32,
         titles: u8,
     },
+    /// Its node reports the instance on a partition started (0), stopped (1) or failing with
+    /// one of two errors (2, 3).
+    Report {
+        computer: usize,
+        partition: u32,
+        report: u8,
+    },
+    /// A computer's node polled `ago` seconds before the command.
+    Polled {
+        computer: usize,
+        ago: u8,
+    },
+    CheckSilence {
+        seconds: u8,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -119,6 +134,13 @@ fn step() -> impl Strategy<Value = Step> {
             partition,
             titles
         }),
+        (0..3usize, 0..5u32, 0..4u8).prop_map(|(computer, partition, report)| Step::Report {
+            computer,
+            partition,
+            report
+        }),
+        (0..3usize, 0..6u8).prop_map(|(computer, ago)| Step::Polled { computer, ago }),
+        (1..8u8).prop_map(|seconds| Step::CheckSilence { seconds }),
     ]
 }
 
@@ -254,6 +276,43 @@ fn to_command(step: &Step, state: &MemoryState, at: u64) -> Command {
                 },
             )
         }
+        Step::Report {
+            computer,
+            partition,
+            report,
+        } => {
+            let p = pid(COMPUTERS[*computer], &format!("slappart{partition}"));
+            let report = match report {
+                0 => InstanceReport::Started,
+                1 => InstanceReport::Stopped,
+                n => InstanceReport::Error {
+                    log: format!("promise {n} failed"),
+                },
+            };
+            (
+                Actor::Computer(p.computer.clone()),
+                Op::ReportInstance {
+                    partition: p,
+                    shared_reference: None,
+                    report,
+                },
+            )
+        }
+        Step::Polled { computer, ago } => (
+            Actor::Replica(1),
+            Op::RecordLiveness {
+                seen: vec![(
+                    ComputerId::from(COMPUTERS[*computer]),
+                    Timestamp(at.saturating_sub(u64::from(*ago) * 1_000_000)),
+                )],
+            },
+        ),
+        Step::CheckSilence { seconds } => (
+            Actor::Replica(1),
+            Op::CheckSilence {
+                silent_after_s: u64::from(*seconds),
+            },
+        ),
     };
     Command {
         at: Timestamp(at),
