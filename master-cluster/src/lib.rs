@@ -24,6 +24,8 @@
 //!   `grpc::public`, and the internal Raft service between replicas), [`slap`] (the SLAP HTTP protocol of existing SlapOS nodes
 //!   and clients) and [`observe`] (metrics, health, readiness and the status page on the
 //!   operations listener).
+//! - [`panel`]: the web panel for users and operators, on its own HTTPS listener, above the
+//!   transports because it shows the status page and reads forms as SLAP does.
 //! - [`server`]: the composition root — binds the listeners, opens the core, mounts the
 //!   transports around it, and owns shutdown.
 //! - [`daemon`]: `slapmaster`'s commands (run, init, join, bootstrap, instance, promise,
@@ -45,6 +47,7 @@ pub mod grpc;
 pub mod limits;
 pub mod listen;
 pub mod observe;
+pub mod panel;
 pub mod replica;
 pub mod server;
 pub mod slap;

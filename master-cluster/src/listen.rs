@@ -6,8 +6,9 @@
 //!   each on its own task within [`HANDSHAKE_TIMEOUT`].
 //! - [`serve_connections`]: an HTTP listener's accept loop, every connection on its own task,
 //!   all ended at shutdown.
-//! - [`serve_http1`]: one HTTP/1.1 connection of the SLAP or operations listener, closed when
-//!   the next request's headers do not arrive within 30 s (hyper's header timeout).
+//! - [`serve_http1`]: one HTTP/1.1 connection of the SLAP, panel or operations listener,
+//!   closed when the next request's headers do not arrive within 30 s (hyper's header
+//!   timeout); [`accept_https`]: the TLS handshake of the SLAP and panel listeners.
 
 use std::sync::Arc;
 
@@ -166,6 +167,41 @@ impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected
     fn connect_info(&self) -> Self::ConnectInfo {
         self.stream.connect_info()
     }
+}
+
+/// A client's certificate chain, as its handshake presented it.
+pub type PeerChain = Arc<Vec<rustls::pki_types::CertificateDer<'static>>>;
+
+/// Completes the TLS handshake of an HTTP/1.1 listener (the SLAP and panel listeners: their
+/// clients speak HTTP/1.1, where the replica's own setup offers h2) within
+/// [`HANDSHAKE_TIMEOUT`]: the stream and the chain the client presented, if any. A failed
+/// or slow handshake is logged (as `what`'s) and answers `None`.
+pub async fn accept_https(
+    tls: &CurrentTls,
+    tcp: TcpStream,
+    peer: std::net::SocketAddr,
+    what: &'static str,
+) -> Option<(TlsStream<TcpStream>, Option<PeerChain>)> {
+    let mut config = (*tls.get().server).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, %e, "{what} TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "{what} TLS handshake timed out");
+            return None;
+        }
+    };
+    let chain = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect()));
+    Some((stream, chain))
 }
 
 pub async fn serve_http1<I>(io: I, app: axum::Router)

@@ -50,6 +50,9 @@ struct ConfigArgs {
     /// the configuration file says how.
     #[arg(long, env = "SLAPMASTER_SLAP_LISTEN")]
     slap_listen: Option<String>,
+    /// Serve the web panel here (HTTPS; people log in with their browser's certificate).
+    #[arg(long, env = "SLAPMASTER_PANEL_LISTEN")]
+    panel_listen: Option<String>,
     #[arg(long, env = "SLAPMASTER_ADVERTISE")]
     advertise: Option<String>,
     #[arg(long, env = "SLAPMASTER_REGION")]
@@ -84,6 +87,7 @@ impl ConfigArgs {
                 listen: self.listen,
                 http_listen: self.http_listen,
                 slap_listen: self.slap_listen,
+                panel_listen: self.panel_listen,
                 advertise: self.advertise,
                 region: self.region,
                 data_dir: self.data_dir,

@@ -3,10 +3,11 @@
 //! [`Replica::start`] binds every listener first (the core advertises the address it got),
 //! opens the [`ReplicaCore`] (storage, Raft, the batcher, the peers: it serves nothing itself),
 //! then mounts around it the gRPC services (public and Raft, on one port, see
-//! [`crate::grpc`]), the SLAP listener ([`crate::slap`]) and the operations HTTP listener
-//! ([`crate::observe`]). [`Replica::shutdown`] stops them, then Raft, then waits for the data
-//! files to close. Arrows point one way: state ← replica ← {service, slap, observe} ← server
-//! ← daemon (`tests/layers.rs` holds the crate to it).
+//! [`crate::grpc`]), the SLAP listener ([`crate::slap`]), the web panel ([`crate::panel`])
+//! and the operations HTTP listener ([`crate::observe`]). [`Replica::shutdown`] stops them,
+//! then Raft, then waits for the data files to close. Arrows point one way: state ← replica
+//! ← {service, slap, observe} ← panel ← server ← daemon (`tests/layers.rs` holds the crate
+//! to it).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub struct Replica {
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     http: Vec<JoinHandle<std::io::Result<()>>>,
     files: FilesClosed,
+    panel_addr: Option<SocketAddr>,
 }
 
 impl std::ops::Deref for Replica {
@@ -54,6 +56,11 @@ impl Replica {
             Some(slap) => Some(bind(slap.listen).await?),
             None => None,
         };
+        let panel_listener = match config.panel {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let panel_addr = panel_listener.as_ref().map(|(_, addr)| *addr);
         let listening = Listening {
             grpc: grpc_addr,
             http: http_listener.as_ref().map(|(_, addr)| *addr),
@@ -89,6 +96,23 @@ impl Replica {
             )));
         }
 
+        if let Some((listener, _)) = panel_listener {
+            let Some(tls) = core.current_tls() else {
+                return Err(crate::tls::TlsError::Material(
+                    "the web panel needs a replica running TLS: browsers log in with their \
+                     certificates"
+                        .into(),
+                )
+                .into());
+            };
+            http.push(tokio::spawn(crate::panel::serve(
+                listener,
+                Arc::downgrade(&core),
+                tls.clone(),
+                core.stopping_signal(),
+            )));
+        }
+
         let (stop_grpc, stopped) = oneshot::channel::<()>();
         let stopped = async {
             let _ = stopped.await;
@@ -112,7 +136,13 @@ impl Replica {
             grpc,
             http,
             files,
+            panel_addr,
         })
+    }
+
+    /// Where the web panel listens, if it does.
+    pub fn panel_addr(&self) -> Option<SocketAddr> {
+        self.panel_addr
     }
 
     /// The shared core, for services and tasks that outlive a borrow of the replica.
@@ -129,6 +159,7 @@ impl Replica {
             grpc,
             http,
             files,
+            ..
         } = self;
         core.stop_serving();
         let _ = stop_grpc.send(());

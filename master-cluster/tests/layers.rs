@@ -22,8 +22,10 @@ const LAYERS: &[(&str, u32)] = &[
     ("grpc", 4),
     ("slap", 4),
     ("observe", 4),
-    ("server", 5),
-    ("daemon", 6),
+    // The web panel shows the status page (observe) and reads forms as SLAP does.
+    ("panel", 5),
+    ("server", 6),
+    ("daemon", 7),
 ];
 
 fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {

@@ -122,6 +122,8 @@ pub struct Replica {
     pub http_port: u16,
     /// Where it serves the SLAP HTTP protocol (HTTPS with client certificates).
     pub slap_port: u16,
+    /// Where it serves the web panel (HTTPS with client certificates).
+    pub panel_port: u16,
     data_dir: PathBuf,
     tls_dir: PathBuf,
     log: PathBuf,
@@ -142,6 +144,11 @@ impl Replica {
     }
 
     /// The SLAP master URL (`master_url` in a SlapOS node's or client's configuration).
+    /// The web panel's home page.
+    pub fn panel_url(&self) -> String {
+        format!("https://[::1]:{}/panel/", self.panel_port)
+    }
+
     pub fn slap_url(&self) -> String {
         format!("https://[::1]:{}/", self.slap_port)
     }
@@ -168,6 +175,8 @@ impl Replica {
             .arg(format!("[::1]:{}", self.http_port))
             .arg("--slap-listen")
             .arg(format!("[::1]:{}", self.slap_port))
+            .arg("--panel-listen")
+            .arg(format!("[::1]:{}", self.panel_port))
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--tls-dir")
@@ -357,7 +366,7 @@ impl Cluster {
         for id in 1..=count {
             let mut taken: Vec<u16> = replicas
                 .iter()
-                .flat_map(|r: &Replica| [r.port, r.http_port, r.slap_port])
+                .flat_map(|r: &Replica| [r.port, r.http_port, r.slap_port, r.panel_port])
                 .chain(replicas.iter().filter_map(|r| r.front))
                 .collect();
             let (data_dir, log) = (
@@ -381,7 +390,7 @@ impl Cluster {
                 taken.push(port);
                 Ok(port)
             };
-            let (port, http_port, slap_port) = (pick()?, pick()?, pick()?);
+            let (port, http_port, slap_port, panel_port) = (pick()?, pick()?, pick()?, pick()?);
             let front = layout.as_ref().map(|_| pick()).transpose()?;
             replicas.push(Replica {
                 id,
@@ -389,6 +398,7 @@ impl Cluster {
                 front,
                 http_port,
                 slap_port,
+                panel_port,
                 data_dir,
                 tls_dir: dir.join(format!("replica-{id}-tls")),
                 log,

@@ -3,6 +3,8 @@
 //!
 //! - [`cluster`]: a cluster of real `slapmaster` processes over TLS, its credentials, free
 //!   ports, [`cluster::wait_for`], and the binaries under test;
+//! - [`browser`]: headless Chromium over the DevTools protocol, presenting a person's client
+//!   certificate (the web panel's test);
 //! - `in_process` (feature `in-process`, master-cluster's tests only): replicas in the test's
 //!   own process, reached into while they serve;
 //! - [`init_tracing`]: a test's logs, in its captured output;
@@ -25,6 +27,7 @@
 
 use std::io::Write;
 
+pub mod browser;
 pub mod cluster;
 pub mod distance;
 pub mod fronts;

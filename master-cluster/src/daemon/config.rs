@@ -33,6 +33,11 @@
 //! # Who plaintext calls naming no partition or computer act as (`slapos request`).
 //! plaintext_user = "slapos"                # default "slapos"
 //!
+//! [panel]
+//! # The web panel for users and operators: HTTPS, people logging in with their browser's
+//! # client certificate (a replica running TLS only).
+//! listen = "[::]:8444"                     # default: none (not served)
+//!
 //! [raft]
 //! # The widest round trip between two voters (`slapctl cluster status` shows each member's):
 //! # the three timings below derive from it (`replica::RaftTiming::for_round_trip`).
@@ -83,6 +88,7 @@ pub struct FileConfig {
     pub tls_dir: Option<PathBuf>,
     pub insecure_plaintext: bool,
     pub slap: SlapSection,
+    pub panel: PanelSection,
     pub raft: RaftSection,
     pub write: WriteSection,
     pub storage: StorageSection,
@@ -105,6 +111,12 @@ impl Default for SlapSection {
             plaintext_user: "slapos".into(),
         }
     }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PanelSection {
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -151,6 +163,7 @@ impl Default for FileConfig {
             tls_dir: None,
             insecure_plaintext: false,
             slap: SlapSection::default(),
+            panel: PanelSection::default(),
             raft: RaftSection::default(),
             write: WriteSection::default(),
             storage: StorageSection::default(),
@@ -241,6 +254,7 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub http_listen: Option<String>,
     pub slap_listen: Option<String>,
+    pub panel_listen: Option<String>,
     pub advertise: Option<String>,
     pub region: Option<String>,
     pub data_dir: Option<PathBuf>,
@@ -299,6 +313,7 @@ impl FileConfig {
         self.listen = overrides.listen.unwrap_or(self.listen);
         self.http_listen = overrides.http_listen.or(self.http_listen);
         self.slap.listen = overrides.slap_listen.or(self.slap.listen);
+        self.panel.listen = overrides.panel_listen.or(self.panel.listen);
         self.advertise = overrides.advertise.or(self.advertise);
         self.region = overrides.region.unwrap_or(self.region);
         self.data_dir = overrides.data_dir.unwrap_or(self.data_dir);
@@ -330,6 +345,21 @@ impl FileConfig {
             Some(text) => Some(text.parse::<SocketAddr>().map_err(|e| {
                 invalid(
                     "slap.listen",
+                    format!("{text:?} is not [ipv6]:port or ipv4:port: {e}"),
+                )
+            })?),
+        };
+        let panel_listen = match &self.panel.listen {
+            None => None,
+            Some(_) if self.insecure_plaintext => {
+                return Err(invalid(
+                    "panel.listen",
+                    "the panel needs TLS: browsers log in with their certificates",
+                ));
+            }
+            Some(text) => Some(text.parse::<SocketAddr>().map_err(|e| {
+                invalid(
+                    "panel.listen",
                     format!("{text:?} is not [ipv6]:port or ipv4:port: {e}"),
                 )
             })?),
@@ -437,6 +467,7 @@ impl FileConfig {
         replica.danger_stale_reads = overrides.danger_stale_reads;
         replica.tls = tls;
         replica.http_listen = http_listen;
+        replica.panel = panel_listen;
         if let Some(listen) = slap_listen {
             let plaintext = self.slap.insecure_plaintext || self.insecure_plaintext;
             if plaintext && self.slap.plaintext_user.is_empty() {

@@ -114,7 +114,7 @@ fn microseconds(t: crate::state::model::Timestamp) -> SystemTime {
 }
 
 /// Everything the page shows, from this replica's applied state and its members' answers.
-async fn gather(core: &Arc<ReplicaCore>) -> StatusPage {
+pub(crate) async fn gather(core: &Arc<ReplicaCore>) -> StatusPage {
     let status = core.cluster_status().await;
     let mut page = StatusPage {
         replica: core.id(),

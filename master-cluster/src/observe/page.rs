@@ -63,7 +63,7 @@ pub struct PendingRow {
 }
 
 /// Escapes text for HTML element content and attribute values.
-fn esc(text: &str) -> String {
+pub(crate) fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -111,17 +111,26 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}\
 
 /// The whole page. `now` is when it was gathered (ages are relative to it).
 pub fn render(page: &StatusPage, now: SystemTime) -> String {
+    format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"5\"><title>slapcluster replica {id}</title>\
+         <style>{STYLE}</style></head><body><h1>slapcluster — replica {id}</h1>{body}\
+         </body></html>\n",
+        id = page.replica,
+        body = sections(page, now),
+    )
+}
+
+/// The page's content without its document: the summary line, then members, computers,
+/// pending requests and elections (the web panel shows it to operators).
+pub fn sections(page: &StatusPage, now: SystemTime) -> String {
     let mut h = String::new();
     let leader = page
         .leader
         .map_or_else(|| "none known".to_string(), |l| format!("replica {l}"));
     let _ = write!(
         h,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta http-equiv=\"refresh\" content=\"5\"><title>slapcluster replica {id}</title>\
-         <style>{STYLE}</style></head><body><h1>slapcluster — replica {id}</h1>\
-         <div class=\"sub\" id=\"summary\">region {region} · term {term} · leader: {leader}</div>",
-        id = page.replica,
+        "<div class=\"sub\" id=\"summary\">region {region} · term {term} · leader: {leader}</div>",
         region = esc(if page.region.is_empty() {
             "(none)"
         } else {
@@ -229,7 +238,7 @@ pub fn render(page: &StatusPage, now: SystemTime) -> String {
                 .map_or("(election under way)".into(), |l| format!("replica {l}")),
         );
     }
-    h.push_str("</table></body></html>\n");
+    h.push_str("</table>");
     h
 }
 

@@ -17,6 +17,8 @@ pub struct ReplicaConfig {
     pub http_listen: Option<SocketAddr>,
     /// Where to serve the SLAP HTTP protocol, if anywhere (see [`crate::slap`]).
     pub slap: Option<SlapConfig>,
+    /// Where to serve the web panel, if anywhere (HTTPS only: see [`crate::panel`]).
+    pub panel: Option<SocketAddr>,
     /// The address other replicas and clients reach this one at, when it differs from
     /// `http://` + the listening address (listening on `[::]`, behind NAT).
     pub advertise: Option<String>,
@@ -117,6 +119,7 @@ impl ReplicaConfig {
             listen,
             http_listen: None,
             slap: None,
+            panel: None,
             advertise: None,
             region: String::new(),
             tls: None,

@@ -19,7 +19,6 @@ use axum::body::Bytes;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use rustls::pki_types::CertificateDer;
 use tokio::net::TcpListener;
 
 use super::form::{Form, FormError, partition_authorization};
@@ -51,13 +50,13 @@ struct Shared {
 /// One connection's client: its certificate chain (none in plaintext) and address.
 #[derive(Clone)]
 struct Peer {
-    chain: Option<Arc<Vec<CertificateDer<'static>>>>,
+    chain: Option<crate::listen::PeerChain>,
     address: std::net::IpAddr,
 }
 
 /// A call's failure: the HTTP status and a message for the caller.
 #[derive(Debug)]
-pub(super) struct Failure(pub StatusCode, pub String);
+pub(crate) struct Failure(pub StatusCode, pub String);
 
 impl Failure {
     /// A budget of the replica's refused the call: 429, retry later.
@@ -237,30 +236,11 @@ pub async fn serve(
                     crate::listen::serve_http1(tcp, app.layer(Extension(peer))).await;
                 }
                 Trust::Certificates(tls) => {
-                    // SLAP clients speak HTTP/1.1; the replica's own setup offers h2.
-                    let mut config = (*tls.get().server).clone();
-                    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-                    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-                    let handshake = acceptor.accept(tcp);
-                    let stream =
-                        match tokio::time::timeout(crate::listen::HANDSHAKE_TIMEOUT, handshake)
-                            .await
-                        {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(e)) => {
-                                tracing::info!(%peer, %e, "SLAP TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::info!(%peer, "SLAP TLS handshake timed out");
-                                return;
-                            }
-                        };
-                    let chain = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect()));
+                    let Some((stream, chain)) =
+                        crate::listen::accept_https(&tls, tcp, peer, "SLAP").await
+                    else {
+                        return;
+                    };
                     let peer = Peer {
                         chain,
                         address: peer.ip(),
@@ -457,7 +437,7 @@ pub const BYTES_PER_BODY_BYTE: u64 = 8;
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The body of a call, whole, within [`BODY_TIMEOUT`] and [`MAX_CLIENT_MESSAGE_BYTES`].
-async fn read_body(body: axum::body::Body) -> Result<Bytes, Failure> {
+pub(crate) async fn read_body(body: axum::body::Body) -> Result<Bytes, Failure> {
     match tokio::time::timeout(
         BODY_TIMEOUT,
         axum::body::to_bytes(body, MAX_CLIENT_MESSAGE_BYTES),

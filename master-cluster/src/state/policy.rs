@@ -289,6 +289,28 @@ pub fn slap_operation(call: &str) -> Option<Operation> {
     })
 }
 
+/// The operation of a web panel route, by its name (`panel/route.rs`); `None` for a route the
+/// policy does not know, which is refused.
+pub fn panel_operation(route: &str) -> Option<Operation> {
+    use Operation::*;
+    Some(match route {
+        // The caller's own trees, as ListInstances.
+        "home" => ListInstances,
+        "instance" => ReadInstance,
+        // Requesting the tree again in another state, as `slapos request --state` does.
+        "set state" | "request" => RequestInstance,
+        "destroy" => DestroyInstance,
+        "request form" => ReadCatalog,
+        "alerts" => ReadAlerts,
+        "computers" => ListComputers,
+        "computer" => InspectComputer,
+        "members" => ReadProject,
+        // What the operators' status page shows.
+        "pending" | "cluster" => ReadClusterStatus,
+        _ => return None,
+    })
+}
+
 /// The target of an operation on a computer: its project, the caller's role there, and the
 /// computer with its allocation scope.
 pub fn computer_target(computer: &Computer, role: Option<ProjectRole>) -> Target<'_> {

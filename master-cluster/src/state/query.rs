@@ -516,6 +516,46 @@ pub enum Explanation {
     Destroyed,
 }
 
+impl Explanation {
+    /// The explanation in words, for `instance` (the one explained).
+    pub fn text(&self, instance: &Instance) -> String {
+        match self {
+            Explanation::Placed(placement) => placed_because(instance, placement),
+            Explanation::Pending { reason, now } => format!("pending: {reason}; now: {now}"),
+            Explanation::Unplaceable { reason } => format!("unplaceable: {reason}"),
+            Explanation::Destroyed => "destroyed".into(),
+        }
+    }
+}
+
+/// Why a placed instance is where it is, from the marketplace's rule (`state/placement.rs`).
+fn placed_because(instance: &Instance, placement: &Placement) -> String {
+    let sla = if instance.sla.is_empty() {
+        String::new()
+    } else {
+        let filters: Vec<String> = instance
+            .sla
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!(", matching {}", filters.join(" "))
+    };
+    match placement {
+        Placement::Partition(p) => format!(
+            "placed on {}/{}: an open computer supplying {}{sla}; the marketplace takes the \
+             matching computer with the most free partitions (by powers of two, then the lowest \
+             id) and its lowest free partition",
+            p.computer, p.partition, instance.software_release
+        ),
+        Placement::Hosted { host } => format!(
+            "hosted by instance {host}: the first instance (lowest guid) running {} with \
+             software type {:?}{sla}",
+            instance.software_release, instance.software_type
+        ),
+        Placement::Pending { reason } | Placement::Unplaceable { reason } => reason.clone(),
+    }
+}
+
 pub fn explain(
     txn: &redb::ReadTransaction,
     guid: InstanceGuid,

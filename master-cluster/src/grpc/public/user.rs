@@ -10,7 +10,7 @@ use super::{caller, consistency, failed, write, write_reply};
 use crate::replica::ReplicaCore;
 use crate::state::model::{Actor, AlertSubject, InstanceGuid, PartitionRef, Placement};
 use crate::state::policy::{self, InstanceFacts, Operation, Target};
-use crate::state::query::{self, Explanation};
+use crate::state::query;
 use crate::state::{Op, Outcome, status};
 
 pub struct UserService {
@@ -181,15 +181,7 @@ impl pb::user_server::User for UserService {
             history: convert::pb_history(history),
             instance: Some(convert::pb_instance_view(&view)),
             shared_instances: convert::pb_shared_instances(&view),
-            explanation: match explanation {
-                Some(Explanation::Placed(placement)) => placed_because(&view.instance, &placement),
-                None => String::new(),
-                Some(Explanation::Pending { reason, now }) => {
-                    format!("pending: {reason}; now: {now}")
-                }
-                Some(Explanation::Unplaceable { reason }) => format!("unplaceable: {reason}"),
-                Some(Explanation::Destroyed) => "destroyed".into(),
-            },
+            explanation: explanation.map_or_else(String::new, |e| e.text(&view.instance)),
         }))
     }
 
@@ -284,33 +276,5 @@ impl pb::user_server::User for UserService {
         Ok(Response::new(pb::ListAlertsReply {
             alerts: alerts.into_iter().map(convert::pb_alert).collect(),
         }))
-    }
-}
-
-/// Why a placed instance is where it is, from the marketplace's rule (`state/placement.rs`).
-fn placed_because(instance: &crate::state::model::Instance, placement: &Placement) -> String {
-    let sla = if instance.sla.is_empty() {
-        String::new()
-    } else {
-        let filters: Vec<String> = instance
-            .sla
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        format!(", matching {}", filters.join(" "))
-    };
-    match placement {
-        Placement::Partition(p) => format!(
-            "placed on {}/{}: an open computer supplying {}{sla}; the marketplace takes the \
-             matching computer with the most free partitions (by powers of two, then the lowest \
-             id) and its lowest free partition",
-            p.computer, p.partition, instance.software_release
-        ),
-        Placement::Hosted { host } => format!(
-            "hosted by instance {host}: the first instance (lowest guid) running {} with \
-             software type {:?}{sla}",
-            instance.software_release, instance.software_type
-        ),
-        Placement::Pending { reason } | Placement::Unplaceable { reason } => reason.clone(),
     }
 }
