@@ -1,9 +1,10 @@
-//! Who may do what, end to end: every gRPC method and every SLAP call, each sent over TLS by
-//! every kind of caller, against a replica holding two projects. Each cell of the table below
-//! is the answer the caller must get: allowed (the call reached its handler: any answer but a
-//! refusal), refused by the policy (`PermissionDenied` / 403 naming the caller), or not
-//! authenticated (a revoked certificate: `Unauthenticated` / 401). Every cell is asserted; the
-//! test prints the count of cells and fails on the first leak.
+//! Who may do what, end to end: every gRPC method, every SLAP call and every web panel route,
+//! each sent over TLS by every kind of caller, against a replica holding two projects. Each
+//! cell of the tables below is the answer the caller must get: allowed (the call reached its
+//! handler: any answer but a refusal; for the panel, a page or a form done), refused by the
+//! policy (`PermissionDenied` / 403 naming the caller), or not authenticated (a revoked
+//! certificate: `Unauthenticated` / 401). Every cell is asserted; the test prints the count
+//! of cells and fails on the first leak.
 //!
 //! The callers, in column order:
 //! `O` an operator; `M` a manager of project A; `C` a customer of A (the owner of its
@@ -96,6 +97,25 @@ const GRPC: &[(&str, &str)] = &[
     ("User/Usage", "YnnnnYnnunu"),
     // People list the alerts they may read (filtered alert by alert).
     ("User/ListAlerts", "YYYYYnnnunu"),
+];
+
+/// The web panel's routes, as [`GRPC`] (`WEB` and `VICTIM`: the world's instances). Forms
+/// come from the panel's own origin; `state` asks for the state the tree is in (nothing
+/// changes), `request` a tree in PROJ-A on COMP-X (which is not A's: it waits).
+const PANEL: &[(&str, &str)] = &[
+    ("GET /panel/", "YYYYYnnnunu"),
+    ("GET /panel/instances/WEB", "YYYnnYnYunu"),
+    // Only the owner of a tree requests it again.
+    ("POST /panel/instances/WEB/state", "nnYnnnnnunu"),
+    ("POST /panel/instances/VICTIM/destroy", "YYYnnnnnunu"),
+    ("GET /panel/request", "YYYYYYYYuYu"),
+    ("POST /panel/request", "YYYnnnnYuYu"),
+    ("GET /panel/alerts", "YYYYYnnnunu"),
+    ("GET /panel/computers", "YYYYYnnnunu"),
+    ("GET /panel/computers/COMP-A", "YYnnnYnnunu"),
+    ("GET /panel/pending", "Ynnnnnnnunu"),
+    ("GET /panel/members", "YYYYYnnnunu"),
+    ("GET /panel/cluster", "Ynnnnnnnunu"),
 ];
 
 /// The SLAP calls, as [`GRPC`]. Calls name COMP-A and its partition `slappart0` (A's
@@ -199,23 +219,79 @@ const ATTACKS: &[(&str, &str, char)] = &[
         "User/PublishSoftwareRelease",
         'X',
     ),
+    (
+        "1: another project's customer destroys a tree in the panel",
+        "POST /panel/instances/VICTIM/destroy",
+        'B',
+    ),
+    (
+        "3: a computer reads the cluster's page in the panel",
+        "GET /panel/cluster",
+        'a',
+    ),
 ];
 
-/// A caller: its gRPC channel and its SLAP connection, both with its certificate.
+/// A caller: its gRPC channel, its SLAP and panel connections, all with its certificate.
 struct Caller {
     name: char,
     grpc: Channel,
     slap: Connection,
+    panel: Connection,
 }
 
-async fn caller(name: char, url: &str, slap: SocketAddr, material: &TlsMaterial) -> Caller {
+async fn caller(
+    name: char,
+    url: &str,
+    (slap, panel): (SocketAddr, SocketAddr),
+    material: &TlsMaterial,
+) -> Caller {
     Caller {
         name,
         grpc: connect_with(url, Some(client_config(material)))
             .await
             .expect("connects"),
         slap: Connection::new(slap, Some(rustls_config(material))),
+        panel: Connection::new(panel, Some(rustls_config(material))),
     }
+}
+
+/// Sends the panel route `route` (`METHOD path`) as `caller`: its status and (the start of)
+/// its body.
+async fn panel(
+    route: &str,
+    connection: &mut Connection,
+    addr: SocketAddr,
+    world: &World,
+) -> (u16, String) {
+    let (method, path) = route.split_once(' ').expect("METHOD path");
+    let path = path
+        .replace("WEB", &world.a_web)
+        .replace("VICTIM", &world.victim);
+    let body = match path.rsplit('/').next() {
+        _ if method == "GET" => None,
+        Some("state") => Some(form(&[("state", "started")])),
+        Some("destroy") => Some(form(&[("confirm", "yes")])),
+        _ => Some(form(&[
+            ("title", "panel-probe"),
+            ("software_release", SR),
+            ("sla", "project_guid = PROJ-A\ncomputer_guid = COMP-X"),
+        ])),
+    };
+    let origin = format!("https://{addr}");
+    let answer = connection
+        .call_with(&path, body.as_deref(), &[("Origin", &origin)])
+        .await
+        .expect("the panel answers");
+    let body = String::from_utf8_lossy(&answer.body);
+    // The message, past the page's head and header.
+    let message = body
+        .split("id=\"problem\">")
+        .nth(1)
+        .unwrap_or(&body)
+        .chars()
+        .take(300)
+        .collect();
+    (answer.status, message)
 }
 
 fn rustls_config(material: &TlsMaterial) -> Arc<rustls::ClientConfig> {
@@ -732,7 +808,11 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
         .map(|(call, _)| call.split('+').next().unwrap_or(call))
         .collect();
     assert_eq!(slap_calls.len(), 32);
-    for (table, rows) in [("gRPC", GRPC), ("SLAP", SLAP)] {
+    assert_eq!(
+        PANEL.len(),
+        master_cluster::panel::route::Route::NAMES.len()
+    );
+    for (table, rows) in [("gRPC", GRPC), ("SLAP", SLAP), ("panel", PANEL)] {
         for (call, row) in rows {
             assert_eq!(
                 row.len(),
@@ -750,6 +830,7 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
         listen: "[::1]:0".parse().expect("addr"),
         plaintext_user: None,
     });
+    config.panel = Some("[::1]:0".parse().expect("addr"));
     let replica = Replica::start(config).await.expect("starts");
     let voters: BTreeMap<u64, ReplicaNode> = [(replica.id(), replica.node())].into();
     replica.initialize(voters).await.expect("initialise");
@@ -761,6 +842,7 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
         .expect("elected");
     let url = replica.url().to_string();
     let slap_addr = replica.slap_addr().expect("a SLAP listener");
+    let panel_addr = replica.panel_addr().expect("a panel listener");
     let identity = |role: &str, name: &str| match role {
         "operator" => Identity::Operator(name.into()),
         "user" => Identity::User(name.into()),
@@ -966,7 +1048,7 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
             'd' => destroyed_partition.clone(),
             other => materials[&other].clone(),
         };
-        callers.push(caller(name, &url, slap_addr, &material).await);
+        callers.push(caller(name, &url, (slap_addr, panel_addr), &material).await);
     }
 
     let mut cells = 0;
@@ -1026,6 +1108,35 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
             }
         }
     }
+    for (route, row) in PANEL {
+        for (caller, expected) in callers.iter_mut().zip(row.chars()) {
+            let (status, message) = panel(route, &mut caller.panel, panel_addr, &world).await;
+            let got = match status {
+                401 => 'u',
+                403 => {
+                    let named = shown(caller.name);
+                    if !message.contains(named) {
+                        failures.push(format!(
+                            "panel {route} by {}: the refusal does not name {named:?}: {message}",
+                            caller.name
+                        ));
+                    }
+                    'n'
+                }
+                // A page, or a form done and leading to one.
+                200 | 303 => 'Y',
+                _ => '?',
+            };
+            cells += 1;
+            answers.insert((route.to_string(), caller.name), got);
+            if got != expected {
+                failures.push(format!(
+                    "panel {route} by {}: expected {expected}, got {got} ({status} {message})",
+                    caller.name
+                ));
+            }
+        }
+    }
     // Listing computers shows each person what they may inspect: a manager their project's.
     let listed = |name: char| {
         let channel = callers
@@ -1065,10 +1176,12 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
     assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
 
     eprintln!(
-        "access: ({} gRPC methods + {} SLAP calls in {} rows) x {} callers = {cells} cells, {} wrong",
+        "access: ({} gRPC methods + {} SLAP calls in {} rows + {} panel routes) x {} callers = \
+         {cells} cells, {} wrong",
         GRPC.len(),
         slap_calls.len(),
         SLAP.len(),
+        PANEL.len(),
         CALLERS.len(),
         failures.len()
     );

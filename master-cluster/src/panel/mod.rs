@@ -537,9 +537,11 @@ impl Page<'_> {
             .await?
             .ok_or_else(|| Problem::not_found(format!("no instance {guid}")))?;
         if !page.may_change_state {
-            return Err(Problem::refused(
-                "only its owner starts or stops an instance tree, by requesting it again",
-            ));
+            return Err(Problem::refused(format!(
+                "{} may not start or stop instance {guid}: only the owner of a tree does, by \
+                 requesting it again",
+                self.actor
+            )));
         }
         let instance = page.instance;
         // The same request again in another state, as `slapos request --state` does.
@@ -554,8 +556,7 @@ impl Page<'_> {
         }))
         .await?;
         Ok(see_other(format!(
-            "/panel/instances/{}?done={}",
-            guid.0,
+            "/panel/instances/{guid}?done={}",
             state.as_str()
         )))
     }
@@ -606,7 +607,7 @@ impl Page<'_> {
         match self.write(Op::RequestInstance(request)).await {
             Ok(Outcome::Instance(summary)) => Ok(see_other(format!(
                 "/panel/instances/{}?done=requested",
-                summary.guid.0
+                summary.guid
             ))),
             Ok(other) => Err(Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -161,7 +161,7 @@ pub fn segment(text: &str) -> String {
 }
 
 fn instance_link(guid: InstanceGuid, title: &str) -> String {
-    format!("<a href=\"/panel/instances/{}\">{}</a>", guid.0, esc(title))
+    format!("<a href=\"/panel/instances/{guid}\">{}</a>", esc(title))
 }
 
 /// One row of the home page's trees: an instance and its status, `depth` below its root.
@@ -196,7 +196,7 @@ pub fn home(chrome: &Chrome, rows: &[TreeRow], open_alerts: usize) -> String {
             h,
             "<tr data-guid=\"{guid}\"><td style=\"padding-left:{pad}px\">{link}{shared}</td><td>{stype}</td>\
              <td>{requested}</td><td>{status}</td><td>{placement}</td></tr>",
-            guid = i.guid.0,
+            guid = i.guid,
             pad = 10 + 18 * row.depth,
             link = instance_link(i.guid, &i.title),
             shared = if i.shared { " (shared)" } else { "" },
@@ -282,7 +282,7 @@ pub fn instance(chrome: &Chrome, page: &InstancePage) -> String {
          <dt>where</dt><dd id=\"placement\">{}</dd><dt>why there</dt><dd id=\"explanation\">{}</dd>",
         esc(&i.title),
         badge(&page.status),
-        i.guid.0,
+        i.guid,
         esc(i.owner.as_str()),
         esc(i.project.as_str()),
         esc(i.software_release.as_str()),
@@ -328,7 +328,7 @@ pub fn instance(chrome: &Chrome, page: &InstancePage) -> String {
             "<form class=\"inline\" method=\"post\" action=\"/panel/instances/{}/state\">\
              <input type=\"hidden\" name=\"state\" value=\"{wanted}\">\
              <button type=\"submit\" id=\"change-state\">{label}</button></form>",
-            i.guid.0
+            i.guid
         );
     }
     if page.may_destroy {
@@ -338,7 +338,7 @@ pub fn instance(chrome: &Chrome, page: &InstancePage) -> String {
              <label style=\"display:inline;font-weight:400\"><input type=\"checkbox\" name=\"confirm\" \
              value=\"yes\" required id=\"confirm-destroy\"> destroy it and everything it requested</label> \
              <button type=\"submit\" class=\"danger\" id=\"destroy\">Destroy</button></form>",
-            i.guid.0
+            i.guid
         );
     }
     h.push_str("<h2>Connection parameters</h2>");
@@ -723,7 +723,7 @@ mod tests {
         assert!(html.contains("user &lt;alice&gt;"));
         assert!(html.contains("&quot;8080&quot;"));
         assert!(html.contains("<span class=\"health failing\">failing</span>"));
-        assert!(html.contains("action=\"/panel/instances/7/state\""));
+        assert!(html.contains("action=\"/panel/instances/SOFTINST-7/state\""));
         assert!(
             html.contains("value=\"stopped\""),
             "a started instance offers Stop"

@@ -8,7 +8,7 @@ use crate::state::model::{ComputerId, InstanceGuid};
 pub enum Route {
     /// `GET /panel/`: the caller's instance trees and open alerts.
     Home,
-    /// `GET /panel/instances/{guid}`
+    /// `GET /panel/instances/{guid}` (`SOFTINST-n`, as everywhere)
     Instance(InstanceGuid),
     /// `POST /panel/instances/{guid}/state`: start or stop a tree its owner requested.
     SetState(InstanceGuid),
@@ -44,7 +44,7 @@ impl Route {
         if segments.iter().any(|s| s.len() > MAX_SEGMENT) {
             return None;
         }
-        let guid = |text: &str| text.parse::<u64>().ok().map(InstanceGuid);
+        let guid = |text: &str| InstanceGuid::parse(text);
         Some(match (method, segments.as_slice()) {
             ("GET", []) => Route::Home,
             ("GET", ["instances", guid_text]) => Route::Instance(guid(guid_text)?),
@@ -114,11 +114,11 @@ mod tests {
         assert_eq!(Route::parse("GET", "/panel"), Some(Route::Home));
         assert_eq!(Route::parse("GET", "/panel/"), Some(Route::Home));
         assert_eq!(
-            Route::parse("GET", "/panel/instances/42"),
+            Route::parse("GET", "/panel/instances/SOFTINST-42"),
             Some(Route::Instance(InstanceGuid(42)))
         );
         assert_eq!(
-            Route::parse("POST", "/panel/instances/42/destroy"),
+            Route::parse("POST", "/panel/instances/SOFTINST-42/destroy"),
             Some(Route::Destroy(InstanceGuid(42)))
         );
         assert_eq!(
@@ -126,8 +126,8 @@ mod tests {
             Some(Route::Computer(ComputerId::from("COMP-1")))
         );
         for (method, path) in [
-            ("GET", "/panel/instances/42/destroy"),
-            ("POST", "/panel/instances/42"),
+            ("GET", "/panel/instances/SOFTINST-42/destroy"),
+            ("POST", "/panel/instances/SOFTINST-42"),
             ("GET", "/panel/instances/x"),
             ("DELETE", "/panel/"),
             ("GET", "/panel/nothing"),
