@@ -8,7 +8,8 @@
 //!   all ended at shutdown.
 //! - [`serve_http1`]: one HTTP/1.1 connection of the SLAP, panel or operations listener,
 //!   closed when the next request's headers do not arrive within 30 s (hyper's header
-//!   timeout); [`accept_https`]: the TLS handshake of the SLAP and panel listeners.
+//!   timeout); [`accept_https`]: the TLS handshake of the SLAP and panel listeners;
+//!   [`serve_app`]: an HTTP listener's app, each request with its [`HttpPeer`].
 
 use std::sync::Arc;
 
@@ -202,6 +203,45 @@ pub async fn accept_https(
         .peer_certificates()
         .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect()));
     Some((stream, chain))
+}
+
+/// A connection's client, as the handlers of an HTTP listener see it (an axum `Extension`):
+/// the certificate chain it presented (none over plain HTTP) and its address.
+#[derive(Clone)]
+pub struct HttpPeer {
+    pub chain: Option<PeerChain>,
+    pub address: std::net::IpAddr,
+}
+
+/// Serves `app` on `listener` until `shutdown` turns true, over HTTPS with `tls` (plain HTTP
+/// without), every request carrying its connection's [`HttpPeer`]; `what` names the
+/// listener in logs.
+pub async fn serve_app(
+    listener: TcpListener,
+    budgets: Arc<Budgets>,
+    tls: Option<Arc<CurrentTls>>,
+    what: &'static str,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    app: axum::Router,
+) -> std::io::Result<()> {
+    serve_connections(listener, budgets, shutdown, move |tcp, address| {
+        let (app, tls) = (app.clone(), tls.clone());
+        async move {
+            let peer = |chain| HttpPeer {
+                chain,
+                address: address.ip(),
+            };
+            match tls {
+                None => serve_http1(tcp, app.layer(axum::Extension(peer(None)))).await,
+                Some(tls) => {
+                    if let Some((stream, chain)) = accept_https(&tls, tcp, address, what).await {
+                        serve_http1(stream, app.layer(axum::Extension(peer(chain)))).await;
+                    }
+                }
+            }
+        }
+    })
+    .await
 }
 
 pub async fn serve_http1<I>(io: I, app: axum::Router)

@@ -781,6 +781,32 @@ async fn without_certificate(slap: SocketAddr) -> String {
     String::from_utf8_lossy(&answer[..read]).into_owned()
 }
 
+/// The cell of an HTTP answer (SLAP, panel): `u` for 401, `n` for 403 (whose message must
+/// name the caller, else a failure is added), `Y` for a status `allowed` accepts, `?` else.
+fn http_cell(
+    status: u16,
+    body: &str,
+    caller: char,
+    allowed: impl Fn(u16) -> bool,
+    what: &str,
+    failures: &mut Vec<String>,
+) -> char {
+    match status {
+        401 => 'u',
+        403 => {
+            let named = shown(caller);
+            if !body.contains(named) {
+                failures.push(format!(
+                    "{what}: the refusal does not name {named:?}: {body}"
+                ));
+            }
+            'n'
+        }
+        status if allowed(status) => 'Y',
+        _ => '?',
+    }
+}
+
 /// The caller as the refusal names it.
 fn shown(caller: char) -> &'static str {
     match caller {
@@ -1084,20 +1110,8 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
     for (call, row) in SLAP {
         for (caller, expected) in callers.iter_mut().zip(row.chars()) {
             let (status, body) = slap(call, &mut caller.slap).await;
-            let got = match status {
-                401 => 'u',
-                403 => {
-                    let named = shown(caller.name);
-                    if !body.contains(named) {
-                        failures.push(format!(
-                            "SLAP {call} by {}: the refusal does not name {named:?}: {body}",
-                            caller.name
-                        ));
-                    }
-                    'n'
-                }
-                _ => 'Y',
-            };
+            let what = format!("SLAP {call} by {}", caller.name);
+            let got = http_cell(status, &body, caller.name, |_| true, &what, &mut failures);
             cells += 1;
             answers.insert((call.to_string(), caller.name), got);
             if got != expected {
@@ -1111,22 +1125,10 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
     for (route, row) in PANEL {
         for (caller, expected) in callers.iter_mut().zip(row.chars()) {
             let (status, message) = panel(route, &mut caller.panel, panel_addr, &world).await;
-            let got = match status {
-                401 => 'u',
-                403 => {
-                    let named = shown(caller.name);
-                    if !message.contains(named) {
-                        failures.push(format!(
-                            "panel {route} by {}: the refusal does not name {named:?}: {message}",
-                            caller.name
-                        ));
-                    }
-                    'n'
-                }
-                // A page, or a form done and leading to one.
-                200 | 303 => 'Y',
-                _ => '?',
-            };
+            let what = format!("panel {route} by {}", caller.name);
+            // Allowed: a page, or a form done and leading to one.
+            let page = |status| matches!(status, 200 | 303);
+            let got = http_cell(status, &message, caller.name, page, &what, &mut failures);
             cells += 1;
             answers.insert((route.to_string(), caller.name), got);
             if got != expected {

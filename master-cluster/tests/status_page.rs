@@ -15,17 +15,6 @@ use slapcluster_api::v1::user_client::UserClient;
 const WIDTH: u32 = 1100;
 const HEIGHT: u32 = 800;
 
-fn chromium() -> Option<&'static str> {
-    ["chromium", "chromium-browser"].into_iter().find(|name| {
-        Command::new(name)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-}
-
 /// Runs headless Chromium on `url` with `args`, at most a minute; returns its stdout.
 fn browse(browser: &str, profile: &Path, url: &str, args: &[&str]) -> String {
     let mut child = Command::new(browser)
@@ -75,7 +64,7 @@ fn count_colour(image: &[u8], channels: usize, rgb: [u8; 3]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_renders_in_a_browser() {
-    let Some(browser) = chromium() else {
+    let Some(browser) = test_kit::browser::chromium() else {
         test_kit::skip!("chromium is not installed (./.ci/setup installs it, as root)");
         return;
     };

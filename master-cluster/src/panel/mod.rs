@@ -28,6 +28,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 
+use crate::listen::HttpPeer;
 use crate::replica::{CallError, Consistency, ReadError, ReplicaCore, WriteError, now};
 use crate::slap::form::Form;
 use crate::state::model::{
@@ -47,13 +48,6 @@ const PENDING_LISTED: usize = 200;
 /// to shows it.
 const APPLY_WAIT: Duration = Duration::from_secs(10);
 
-/// A connection's client: the certificate chain it presented and its address.
-#[derive(Clone)]
-struct Peer {
-    chain: Option<crate::listen::PeerChain>,
-    address: std::net::IpAddr,
-}
-
 /// Serves the panel on `listener` until `shutdown` turns true: HTTPS with the replica's
 /// certificate, callers identified by theirs.
 pub async fn serve(
@@ -66,22 +60,7 @@ pub async fn serve(
         return Ok(());
     };
     let app = Router::new().fallback(handle).with_state(core);
-    crate::listen::serve_connections(listener, budgets, shutdown, move |tcp, address| {
-        let (app, tls) = (app.clone(), tls.clone());
-        async move {
-            let Some((stream, chain)) =
-                crate::listen::accept_https(&tls, tcp, address, "panel").await
-            else {
-                return;
-            };
-            let peer = Peer {
-                chain,
-                address: address.ip(),
-            };
-            crate::listen::serve_http1(stream, app.layer(Extension(peer))).await;
-        }
-    })
-    .await
+    crate::listen::serve_app(listener, budgets, Some(tls), "panel", shutdown, app).await
 }
 
 /// Why a page is not shown: the status, a title and what to say.
@@ -201,7 +180,7 @@ fn same_origin(headers: &HeaderMap) -> bool {
 }
 
 /// Who calls: the person (or machine) the certificate names, verified and not revoked.
-fn who(core: &ReplicaCore, peer: &Peer) -> Result<Actor, Problem> {
+fn who(core: &ReplicaCore, peer: &HttpPeer) -> Result<Actor, Problem> {
     let tls = core.current_tls().ok_or_else(|| {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -264,7 +243,7 @@ async fn form_body(
 
 async fn handle(
     State(core): State<Weak<ReplicaCore>>,
-    Extension(peer): Extension<Peer>,
+    Extension(peer): Extension<HttpPeer>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,

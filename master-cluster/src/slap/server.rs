@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use super::form::{Form, FormError, partition_authorization};
 use super::marshal::{self, Value};
 use crate::limits::{MAX_CLIENT_MESSAGE_BYTES, bounded};
+use crate::listen::HttpPeer;
 use crate::replica::signing::SignError;
 use crate::replica::{CallError, ReadError, ReplicaCore, WriteError};
 use crate::state::model::{Actor, ComputerId, PartitionId, UserId};
@@ -45,13 +46,6 @@ struct Shared {
     core: Weak<ReplicaCore>,
     trust: Trust,
     document_cache: Arc<super::calls::DocumentCache>,
-}
-
-/// One connection's client: its certificate chain (none in plaintext) and address.
-#[derive(Clone)]
-struct Peer {
-    chain: Option<crate::listen::PeerChain>,
-    address: std::net::IpAddr,
 }
 
 /// A call's failure: the HTTP status and a message for the caller.
@@ -223,41 +217,18 @@ pub async fn serve(
         trust: trust.clone(),
         document_cache: Arc::default(),
     });
-    crate::listen::serve_connections(listener, budgets, shutdown, move |tcp, peer| {
-        let app = app.clone();
-        let trust = trust.clone();
-        async move {
-            match trust {
-                Trust::Plaintext { .. } => {
-                    let peer = Peer {
-                        chain: None,
-                        address: peer.ip(),
-                    };
-                    crate::listen::serve_http1(tcp, app.layer(Extension(peer))).await;
-                }
-                Trust::Certificates(tls) => {
-                    let Some((stream, chain)) =
-                        crate::listen::accept_https(&tls, tcp, peer, "SLAP").await
-                    else {
-                        return;
-                    };
-                    let peer = Peer {
-                        chain,
-                        address: peer.ip(),
-                    };
-                    crate::listen::serve_http1(stream, app.layer(Extension(peer))).await;
-                }
-            }
-        }
-    })
-    .await
+    let tls = match trust {
+        Trust::Plaintext { .. } => None,
+        Trust::Certificates(tls) => Some(tls),
+    };
+    crate::listen::serve_app(listener, budgets, tls, "SLAP", shutdown, app).await
 }
 
 /// One call: its name is the last segment of the path (the client joins call names to its
 /// master URL, which may have a path of its own).
 async fn call(
     State(shared): State<Shared>,
-    Extension(peer): Extension<Peer>,
+    Extension(peer): Extension<HttpPeer>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -461,7 +432,7 @@ pub(crate) async fn read_body(body: axum::body::Body) -> Result<Bytes, Failure> 
 
 /// Who calls: the caller the certificate names (verified, not revoked), or in plaintext the
 /// configured user. Needs nothing of the call's body.
-fn verify(core: &ReplicaCore, trust: &Trust, peer: &Peer) -> Result<Identity, Failure> {
+fn verify(core: &ReplicaCore, trust: &Trust, peer: &HttpPeer) -> Result<Identity, Failure> {
     Ok(match trust {
         Trust::Plaintext { user } => Identity::Plaintext(user.clone()),
         Trust::Certificates(tls) => {

@@ -302,49 +302,56 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> Table<T> {
         }
     }
 
-    /// The keys (and raw values) under `prefix`, in order, at most `limit` of them.
-    pub fn scan(&self, prefix: &Key, limit: usize) -> Result<Vec<Row>, StateError> {
+    /// The entries under `prefix`, in key order.
+    fn under(
+        &self,
+        prefix: &Key,
+    ) -> Result<redb::Range<'_, &'static [u8], &'static [u8]>, StateError> {
         let (start, end) = prefix.prefix_range();
-        let range = self
-            .raw
+        self.raw
             .range::<&[u8]>((start, end.as_ref().map(Vec::as_slice)))
-            .map_err(|e| StateError::storage(self.name, e))?;
-        let mut out = Vec::new();
-        for row in range.take(limit) {
-            let (k, v) = row.map_err(|e| StateError::storage(self.name, e))?;
-            out.push((k.value().to_vec(), v.value().to_vec()));
-        }
-        Ok(out)
+            .map_err(|e| StateError::storage(self.name, e))
     }
 
-    /// How many keys are under `prefix` (read one by one, nothing kept).
-    pub fn count(&self, prefix: &Key) -> Result<u64, StateError> {
-        let (start, end) = prefix.prefix_range();
-        let range = self
-            .raw
-            .range::<&[u8]>((start, end.as_ref().map(Vec::as_slice)))
-            .map_err(|e| StateError::storage(self.name, e))?;
-        let mut count = 0;
-        for row in range {
-            row.map_err(|e| StateError::storage(self.name, e))?;
-            count += 1;
-        }
-        Ok(count)
+    /// Copies out the rows `range` yields.
+    fn rows<'a>(
+        &self,
+        range: impl Iterator<
+            Item = Result<
+                (
+                    redb::AccessGuard<'a, &'static [u8]>,
+                    redb::AccessGuard<'a, &'static [u8]>,
+                ),
+                redb::StorageError,
+            >,
+        >,
+    ) -> Result<Vec<Row>, StateError> {
+        range
+            .map(|row| {
+                let (k, v) = row.map_err(|e| StateError::storage(self.name, e))?;
+                Ok((k.value().to_vec(), v.value().to_vec()))
+            })
+            .collect()
+    }
+
+    /// The keys (and raw values) under `prefix`, in order, at most `limit` of them.
+    pub fn scan(&self, prefix: &Key, limit: usize) -> Result<Vec<Row>, StateError> {
+        self.rows(self.under(prefix)?.take(limit))
     }
 
     /// The last `limit` keys (and raw values) under `prefix`, the last first.
     pub fn scan_back(&self, prefix: &Key, limit: usize) -> Result<Vec<Row>, StateError> {
-        let (start, end) = prefix.prefix_range();
-        let range = self
-            .raw
-            .range::<&[u8]>((start, end.as_ref().map(Vec::as_slice)))
-            .map_err(|e| StateError::storage(self.name, e))?;
-        let mut out = Vec::new();
-        for row in range.rev().take(limit) {
-            let (k, v) = row.map_err(|e| StateError::storage(self.name, e))?;
-            out.push((k.value().to_vec(), v.value().to_vec()));
+        self.rows(self.under(prefix)?.rev().take(limit))
+    }
+
+    /// How many keys are under `prefix` (read one by one, nothing kept).
+    pub fn count(&self, prefix: &Key) -> Result<u64, StateError> {
+        let mut count = 0;
+        for row in self.under(prefix)? {
+            row.map_err(|e| StateError::storage(self.name, e))?;
+            count += 1;
         }
-        Ok(out)
+        Ok(count)
     }
 
     /// The records under `prefix`, decoded, in key order, at most `limit` of them.
