@@ -208,11 +208,12 @@ async fn flows(people: &mut People, node: &mut Node, panel: &str, tag: &str) {
     node.report(&partition, pb::ReportedState::Started, "")
         .await;
     let page = format!("{panel}instances/{guid}");
-    eventually("the connection parameters", || {
+    // The page shows what its replica applied: the report lands after the parameters.
+    eventually("the connection parameters and the report", || {
         people.alice.open(&page).expect("the page");
         text(&mut people.alice, "#connection").contains(&format!("https://{web}.example:8080"))
+            && text(&mut people.alice, "#status").starts_with("ok")
     });
-    assert!(text(&mut people.alice, "#status").starts_with("ok"));
     people.shot("alice", &format!("{tag}-3-instance"));
 
     // Stopped.

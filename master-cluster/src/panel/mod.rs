@@ -35,7 +35,7 @@ use crate::state::model::{
     Actor, AlertSubject, ComputerId, Instance, InstanceGuid, Placement, Requester, UserId,
 };
 use crate::state::policy::{self, InstanceFacts, Operation, Target};
-use crate::state::{InstanceRequest, Op, Outcome, RejectionKind, query, status};
+use crate::state::{InstanceRequest, Op, Outcome, query, status};
 use forms::{FieldErrors, RequestValues};
 use render::Chrome;
 use route::Route;
@@ -44,6 +44,8 @@ use route::Route;
 const ALERTS_LISTED: usize = 200;
 /// The most pending requests the pending page lists.
 const PENDING_LISTED: usize = 200;
+/// The most computers the computers page lists (a page stays a page at 10,000 computers).
+const COMPUTERS_LISTED: usize = 500;
 /// How long a form waits for this replica to apply what it wrote, so that the page it leads
 /// to shows it.
 const APPLY_WAIT: Duration = Duration::from_secs(10);
@@ -120,16 +122,11 @@ impl From<CallError> for Problem {
     fn from(error: CallError) -> Self {
         match error {
             CallError::Unavailable(error) => error.into(),
-            CallError::Rejected(rejection) => {
-                let status = match rejection.kind() {
-                    RejectionKind::NotFound => StatusCode::NOT_FOUND,
-                    RejectionKind::Forbidden => StatusCode::FORBIDDEN,
-                    RejectionKind::OverQuota => StatusCode::TOO_MANY_REQUESTS,
-                    RejectionKind::Invalid => StatusCode::BAD_REQUEST,
-                    RejectionKind::Conflict => StatusCode::CONFLICT,
-                };
-                Self::new(status, "Refused", rejection.to_string())
-            }
+            CallError::Rejected(rejection) => Self::new(
+                crate::slap::server::rejection_status(rejection.kind()),
+                "Refused",
+                rejection.to_string(),
+            ),
         }
     }
 }
@@ -623,16 +620,20 @@ impl Page<'_> {
     async fn computers(&self) -> Answer {
         let reader = self.actor.clone();
         let at = now();
-        let rows = self
+        let (rows, visible) = self
             .core
             .read(Consistency::Stale, move |txn| {
                 let (_, computers) = query::computers_with_liveness(txn, usize::MAX)?;
                 let silence = query::silence(txn)?;
-                let mut rows = Vec::new();
+                let (mut rows, mut visible) = (Vec::new(), 0);
                 for (computer, last_seen) in computers {
                     let role = query::role(txn, &reader, &computer.project)?;
                     let target = policy::computer_target(&computer, role);
-                    if policy::decide(&reader, Operation::InspectComputer, target).is_ok() {
+                    if policy::decide(&reader, Operation::InspectComputer, target).is_err() {
+                        continue;
+                    }
+                    visible += 1;
+                    if rows.len() < COMPUTERS_LISTED {
                         let status = status::computer(&computer, last_seen, at, silence);
                         rows.push(render::ComputerRow {
                             computer,
@@ -641,10 +642,10 @@ impl Page<'_> {
                         });
                     }
                 }
-                Ok(rows)
+                Ok((rows, visible))
             })
             .await?;
-        self.ok(render::computers(self.chrome, &rows))
+        self.ok(render::computers(self.chrome, &rows, visible))
     }
 
     async fn computer(&self, id: ComputerId) -> Answer {

@@ -518,9 +518,10 @@ pub struct ComputerRow {
     pub last_seen: Option<Timestamp>,
 }
 
-pub fn computers(chrome: &Chrome, rows: &[ComputerRow]) -> String {
-    let mut h = String::from(
-        "<h1>Computers</h1><div class=\"scroll\"><table id=\"computers\"><tr><th>computer</th>\
+/// The first computers the caller may inspect, of `total`.
+pub fn computers(chrome: &Chrome, rows: &[ComputerRow], total: usize) -> String {
+    let mut h = format!(
+        "<h1>Computers ({total})</h1><div class=\"scroll\"><table id=\"computers\"><tr><th>computer</th>\
          <th>project</th><th>allocation</th><th>partitions used</th><th>status</th><th>last poll</th></tr>",
     );
     if rows.is_empty() {
@@ -540,6 +541,14 @@ pub fn computers(chrome: &Chrome, rows: &[ComputerRow]) -> String {
             c.partition_count,
             badge(&row.status.status),
             row.last_seen.map_or_else(|| "never".to_string(), utc),
+        );
+    }
+    if total > rows.len() {
+        let _ = write!(
+            h,
+            "<tr><td colspan=\"6\" class=\"empty\">and {} more (slapctl computer list lists \
+             them all)</td></tr>",
+            total - rows.len()
         );
     }
     h.push_str("</table></div>");

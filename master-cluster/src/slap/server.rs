@@ -71,17 +71,21 @@ impl Failure {
     }
 }
 
+/// The HTTP status of a domain refusal (SLAP's, and the web panel's).
+pub(crate) fn rejection_status(kind: RejectionKind) -> StatusCode {
+    match kind {
+        RejectionKind::NotFound => StatusCode::NOT_FOUND,
+        RejectionKind::Forbidden => StatusCode::FORBIDDEN,
+        RejectionKind::OverQuota => StatusCode::TOO_MANY_REQUESTS,
+        RejectionKind::Invalid => StatusCode::BAD_REQUEST,
+        RejectionKind::Conflict => StatusCode::CONFLICT,
+    }
+}
+
 /// The domain's refusals, as SLAP clients read HTTP statuses.
 impl From<Rejection> for Failure {
     fn from(rejection: Rejection) -> Self {
-        let status = match rejection.kind() {
-            RejectionKind::NotFound => StatusCode::NOT_FOUND,
-            RejectionKind::Forbidden => StatusCode::FORBIDDEN,
-            RejectionKind::OverQuota => StatusCode::TOO_MANY_REQUESTS,
-            RejectionKind::Invalid => StatusCode::BAD_REQUEST,
-            RejectionKind::Conflict => StatusCode::CONFLICT,
-        };
-        Self(status, rejection.to_string())
+        Self(rejection_status(rejection.kind()), rejection.to_string())
     }
 }
 
