@@ -4,8 +4,9 @@
 //! within [`RSS_BOUND`] of what it held before the attacks.
 //!
 //! The attacks: an XML reference bomb over SLAP (from a user: refused before it is decoded;
-//! from the computer itself: refused once it weighs 16 MiB); 50 SLAP connections without a
-//! certificate trickling 4 MB bodies; 60 MB Raft messages without a certificate and with a
+//! from the computer itself: refused once it weighs 16 MiB); 50 SLAP connections and 50 panel
+//! connections without a certificate trickling 4 MB bodies; a 4 MB panel form from another
+//! origin (refused before its body is read) and one of a thousand fields; 60 MB Raft messages without a certificate and with a
 //! user's; garbage protobuf and a message of too many elements; requests of 4 MiB in parallel
 //! (the decode budget); a flood of calls (the rate), long-polls held open (calls in flight);
 //! a user filling their quota with 1 MiB parameters; and, once the normal clients stopped
@@ -126,6 +127,7 @@ fn normal_clients(
 struct Target {
     url: String,
     slap: std::net::SocketAddr,
+    panel: std::net::SocketAddr,
     roots_pem: String,
 }
 
@@ -144,12 +146,15 @@ impl Target {
     /// a replica that refuses a call from its headers answers, and closes the connection, before
     /// it reads the body (so a client that only reads once it has sent all may see a broken
     /// pipe instead). Returns the answer's status line.
-    async fn post_answered_early(&self, who: &Credentials, path: &str, body: &str) -> String {
+    async fn post_answered_early(
+        &self,
+        who: &Credentials,
+        (address, path): (std::net::SocketAddr, &str),
+        body: &str,
+    ) -> String {
         let tls = slap_tls(who);
-        let tcp = tokio::net::TcpStream::connect(self.slap)
-            .await
-            .expect("tcp");
-        let name = rustls_pki_types::ServerName::IpAddress(self.slap.ip().into());
+        let tcp = tokio::net::TcpStream::connect(address).await.expect("tcp");
+        let name = rustls_pki_types::ServerName::IpAddress(address.ip().into());
         let stream = tokio_rustls::TlsConnector::from(tls)
             .connect(name, tcp)
             .await
@@ -216,9 +221,14 @@ fn reference_bomb(computer: &str) -> String {
     ])
 }
 
-/// 50 SLAP connections without a certificate, each declaring a 4 MB body and sending it a
-/// byte at a time: each is answered 401 as soon as its headers are in.
-async fn slow_bodies_without_certificate(target: &Target) {
+/// 50 connections to the HTTP listener at `address` (SLAP, the panel) without a certificate,
+/// each POSTing `path` with a declared 4 MB body sent a byte at a time: each is answered 401
+/// as soon as its headers are in.
+async fn slow_bodies_without_certificate(
+    target: &Target,
+    address: std::net::SocketAddr,
+    path: &str,
+) {
     let mut roots = rustls::RootCertStore::empty();
     use rustls_pki_types::pem::PemObject;
     for root in rustls_pki_types::CertificateDer::pem_slice_iter(target.roots_pem.as_bytes()) {
@@ -235,7 +245,12 @@ async fn slow_bodies_without_certificate(target: &Target) {
     );
     let mut connections = tokio::task::JoinSet::new();
     for _ in 0..50 {
-        let (config, address) = (config.clone(), target.slap);
+        let config = config.clone();
+        let headers = format!(
+            "POST {path} HTTP/1.1\r\nHost: replica\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: 4000000\r\n\r\n"
+        );
         connections.spawn(async move {
             let tcp = tokio::net::TcpStream::connect(address).await.expect("tcp");
             let name = rustls_pki_types::ServerName::IpAddress(address.ip().into());
@@ -243,13 +258,7 @@ async fn slow_bodies_without_certificate(target: &Target) {
                 .connect(name, tcp)
                 .await
                 .expect("handshake");
-            tls.write_all(
-                b"POST /loadComputerConfigurationFromXML HTTP/1.1\r\nHost: replica\r\n\
-                  Content-Type: application/x-www-form-urlencoded\r\n\
-                  Content-Length: 4000000\r\n\r\n",
-            )
-            .await
-            .expect("headers");
+            tls.write_all(headers.as_bytes()).await.expect("headers");
             let mut answer = Vec::new();
             let mut buffer = [0u8; 512];
             // A byte at a time until the answer's status line is in (or the replica closes).
@@ -541,6 +550,7 @@ async fn attacks_are_refused_within_a_bounded_memory_while_normal_clients_are_se
     let target = Target {
         url: replica.url(),
         slap: std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, replica.slap_port)),
+        panel: std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, replica.panel_port)),
         roots_pem: alice.roots_pem.concat(),
     };
     for (node, computer) in [
@@ -583,7 +593,7 @@ async fn attacks_are_refused_within_a_bounded_memory_while_normal_clients_are_se
         let status = target
             .post_answered_early(
                 &mallory,
-                "/loadComputerConfigurationFromXML",
+                (target.slap, "/loadComputerConfigurationFromXML"),
                 &reference_bomb("COMP-HOSTILE"),
             )
             .await;
@@ -599,8 +609,32 @@ async fn attacks_are_refused_within_a_bounded_memory_while_normal_clients_are_se
         let body = String::from_utf8_lossy(&answer.body);
         assert_eq!(answer.status, 400, "{body}");
         assert!(body.contains("once references are expanded"), "{body}");
-        // 2. Slow bodies without a certificate.
-        slow_bodies_without_certificate(&target).await;
+        // 2. Slow bodies without a certificate, to SLAP and to the panel.
+        slow_bodies_without_certificate(&target, target.slap, "/loadComputerConfigurationFromXML")
+            .await;
+        slow_bodies_without_certificate(&target, target.panel, "/panel/request").await;
+        // 2b. The panel: a 4 MB form from no origin of its own, refused before its body is
+        //     read; a user's form of too many fields, refused once read (and charged).
+        let status = target
+            .post_answered_early(
+                &mallory,
+                (target.panel, "/panel/request"),
+                &"x=1&".repeat(1 << 20),
+            )
+            .await;
+        assert!(status.starts_with("HTTP/1.1 403"), "{status}");
+        let fields = (0..1000)
+            .map(|n| format!("f{n}=1"))
+            .collect::<Vec<_>>()
+            .join("&");
+        let origin = format!("https://{}", target.panel);
+        let answer = Connection::new(target.panel, Some(slap_tls(&mallory)))
+            .call_with("/panel/request", Some(&fields), &[("Origin", &origin)])
+            .await
+            .expect("answered");
+        let body = String::from_utf8_lossy(&answer.body);
+        assert_eq!(answer.status, 400, "{body}");
+        assert!(body.contains("more than 64 arguments"), "{body}");
         // 3. Huge Raft messages from strangers and users.
         huge_raft_messages(&target, &mallory).await;
         // 4. Garbage and too many elements.
