@@ -150,3 +150,56 @@ async fn the_load_tool_runs_with_its_replicas_apart() {
     }
     assert!(report.contains("(1 cuts)"), "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scale_run_measures_every_phase_on_a_small_cluster() {
+    let options = ops::load::scale::ScaleOptions {
+        slapmaster: slapmaster_for_tests().expect("slapmaster builds"),
+        data_dir: None,
+        computers: 20,
+        partitions: 10,
+        fill_percent: 50,
+        clients: 4,
+        parameter_bytes: 256,
+        placement_time: Duration::from_millis(500),
+        config: None,
+    };
+    let report = ops::load::scale::run(&options, |line| eprintln!("slapload: {line}"))
+        .await
+        .expect("the scale run");
+    eprintln!("{report}");
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines.len(), 10, "{report}");
+    assert!(lines[0].contains(", 0 failed"), "{}", lines[0]);
+    assert!(
+        lines[1].contains("20 computers, 200 partitions"),
+        "{}",
+        lines[1]
+    );
+    let placed: usize = lines[2]
+        .split('(')
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("a count");
+    // Clients stop once they see the target: the last requests in flight may pass it.
+    assert!(
+        (100..100 + 4).contains(&placed),
+        "the fill placed {placed}: {}",
+        lines[2]
+    );
+    assert_eq!(
+        lines[3].split_whitespace().count(),
+        4 + 10,
+        "ten tenths: {}",
+        lines[3]
+    );
+    assert!(lines[4].contains(", 0 failed"), "{}", lines[4]);
+    for replica in &lines[6..9] {
+        assert!(
+            replica.contains("resident") && !replica.contains("resident 0 MiB"),
+            "{replica}"
+        );
+    }
+    assert!(lines[9].contains("ready in"), "{}", lines[9]);
+}

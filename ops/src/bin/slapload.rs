@@ -85,6 +85,24 @@ struct Cli {
     /// Seeds the links' jitter (default: from the clock, printed).
     #[arg(long)]
     seed: Option<u64>,
+    /// Instead of the benchmark: the cluster at SlapOS scale (`ops::load::scale`): a
+    /// baseline, `--computers` x `--partitions` registered, `--fill` of them placed by
+    /// `--scale-clients` users, placements at size, each replica's memory and files, a
+    /// restart. `--seconds` times the two placement phases.
+    #[arg(long)]
+    scale: bool,
+    #[arg(long, default_value_t = 10_000)]
+    computers: usize,
+    #[arg(long, default_value_t = 100)]
+    partitions: usize,
+    /// The percentage of the partitions placed before the phase at size (at most 90).
+    #[arg(long, default_value_t = 50)]
+    fill: usize,
+    #[arg(long, default_value_t = 64)]
+    scale_clients: usize,
+    /// The bytes of each instance's parameters in the fill.
+    #[arg(long, default_value_t = 2048)]
+    parameter_bytes: usize,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -120,6 +138,22 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => Some(std::fs::read_to_string(path)?),
         None => None,
     };
+    if cli.scale {
+        let options = ops::load::scale::ScaleOptions {
+            slapmaster,
+            data_dir: cli.data_dir,
+            computers: cli.computers,
+            partitions: cli.partitions,
+            fill_percent: cli.fill,
+            clients: cli.scale_clients,
+            parameter_bytes: cli.parameter_bytes,
+            placement_time: Duration::from_secs(cli.seconds),
+            config,
+        };
+        let report = ops::load::scale::run(&options, |line| eprintln!("slapload: {line}")).await?;
+        println!("{report}");
+        return Ok(());
+    }
     if let Some(path) = &cli.regions {
         let map = test_kit::distance::RegionMap::load_only(path, &cli.only)?;
         let voters = if cli.voters.is_empty() {

@@ -16,6 +16,7 @@ pub mod agent;
 pub mod etcd;
 mod failover;
 pub mod regions;
+pub mod scale;
 pub mod slap;
 pub mod upgrade;
 
