@@ -397,18 +397,8 @@ impl Page<'_> {
                 Ok((rows, open.len()))
             })
             .await?;
-        let mut body = render::home(self.chrome, &rows, open);
-        if let Some(notice) = notice(form) {
-            body = body.replacen(
-                "<h1>Your instances</h1>",
-                &format!(
-                    "<div class=\"notice\" id=\"notice\">{}</div><h1>Your instances</h1>",
-                    crate::observe::page::esc(&notice)
-                ),
-                1,
-            );
-        }
-        self.ok(body)
+        let notice = notice(form);
+        self.ok(render::home(self.chrome, &rows, open, notice.as_deref()))
     }
 
     /// An instance's page, once the policy lets the caller read it; `None` if it is gone.

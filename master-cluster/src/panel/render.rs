@@ -172,9 +172,18 @@ pub struct TreeRow {
     pub status: Status,
 }
 
-/// The caller's instance trees and how many alerts they may read are open.
-pub fn home(chrome: &Chrome, rows: &[TreeRow], open_alerts: usize) -> String {
-    let mut h = String::from("<h1>Your instances</h1>");
+/// The caller's instance trees and how many alerts they may read are open; `notice`: what
+/// the last form did.
+pub fn home(chrome: &Chrome, rows: &[TreeRow], open_alerts: usize, notice: Option<&str>) -> String {
+    let mut h = String::new();
+    if let Some(notice) = notice {
+        let _ = write!(
+            h,
+            "<div class=\"notice\" id=\"notice\">{}</div>",
+            esc(notice)
+        );
+    }
+    h.push_str("<h1>Your instances</h1>");
     if open_alerts > 0 {
         let _ = write!(
             h,
@@ -747,8 +756,9 @@ mod tests {
             operator: true,
             ..chrome()
         };
-        assert!(home(&operator, &[], 0).contains("/panel/cluster"));
-        assert!(home(&chrome(), &[], 2).contains("2 open alert(s)"));
+        assert!(home(&operator, &[], 0, None).contains("/panel/cluster"));
+        assert!(home(&chrome(), &[], 2, None).contains("2 open alert(s)"));
+        assert!(home(&chrome(), &[], 0, Some("<done>")).contains("&lt;done&gt;"));
     }
 
     #[test]
