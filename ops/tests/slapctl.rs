@@ -3,140 +3,16 @@
 //! text and `--json`, and the errors for an unreachable cluster, a refused certificate and a
 //! missing configuration.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
-use slapcluster_api::client;
 use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::node_client::NodeClient;
-use test_kit::cluster::{Cluster, issue, run_tool, slapmaster_for_tests, unused_port};
+use test_kit::cluster::{issue, run_tool, unused_port};
 
-const COMPUTER: &str = "COMP-CTL";
-const SOFTWARE: &str = "https://lab.example/slapos/software/ctl/software.cfg";
+mod slapctl_kit;
 
-/// What one `slapctl` run printed.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ok(self) -> Self {
-        assert_eq!(
-            self.code, 0,
-            "slapctl failed: {}{}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
-    }
-}
-
-struct Fixture {
-    dir: tempfile::TempDir,
-    cluster: Cluster,
-    slapmaster: PathBuf,
-    operator: PathBuf,
-}
-
-impl Fixture {
-    async fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let slapmaster = slapmaster_for_tests()?;
-        let cluster = Cluster::start(&slapmaster, dir.path(), 3).await?;
-        let operator = dir.path().join("certs").join("operator");
-        Ok(Self {
-            dir,
-            cluster,
-            slapmaster,
-            operator,
-        })
-    }
-
-    /// `slapctl --cluster (every replica) --tls-dir TLS ARGS`.
-    fn slapctl(&self, tls: &Path, args: &[&str]) -> Run {
-        let cluster = self.cluster.urls().join(",");
-        let mut all = vec!["--cluster", &cluster, "--tls-dir"];
-        let tls = tls.to_string_lossy();
-        all.push(&tls);
-        all.extend_from_slice(args);
-        self.bare(&all)
-    }
-
-    fn as_operator(&self, args: &[&str]) -> Run {
-        self.slapctl(&self.operator, args)
-    }
-
-    /// `slapctl ARGS` with no configuration file of the machine's user.
-    fn bare(&self, args: &[&str]) -> Run {
-        let output = Command::new(env!("CARGO_BIN_EXE_slapctl"))
-            .args(args)
-            .env("XDG_CONFIG_HOME", self.dir.path())
-            .env_remove("SLAPCTL_CONFIG")
-            .env_remove("SLAPCTL_CLUSTER")
-            .env_remove("SLAPCTL_TLS_DIR")
-            .output()
-            .expect("slapctl runs");
-        Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-
-    /// A node of `COMPUTER` registering four partitions in region `eu`.
-    async fn register_computer(&self) -> anyhow::Result<NodeClient<tonic::transport::Channel>> {
-        let credentials = self.cluster.credentials(&format!("computer:{COMPUTER}"))?;
-        let channel =
-            client::connect_with(&self.cluster.urls()[0], Some(credentials.tls_config())).await?;
-        let mut node = NodeClient::new(channel);
-        node.register_computer(pb::RegisterComputerRequest {
-            computer: COMPUTER.into(),
-            attributes: [("region".to_string(), "eu".to_string())].into(),
-            set_attributes: true,
-            partitions: (0..4)
-                .map(|i| pb::PartitionDefinition {
-                    reference: format!("slappart{i}"),
-                    addresses: vec![pb::NetworkAddress {
-                        addr: format!("fd00:c71::{i}"),
-                        netmask: "64".into(),
-                    }],
-                    tap: format!("slaptap{i}"),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        })
-        .await?;
-        Ok(node)
-    }
-}
-
-/// Retries `check` until it holds, for at most 30 s.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A `slapmaster run` process, killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use slapctl_kit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_and_operators_manage_computers_instances_and_certificates() -> anyhow::Result<()> {

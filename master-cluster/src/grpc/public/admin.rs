@@ -16,7 +16,6 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::{ACTOR_HEADER, caller, convert::invalid, failed, unavailable, write, write_reply};
-use crate::replica::status::{ClusterStatus, ReplicaStatus};
 use crate::replica::{Consistency, MembershipError, ReadError, ReplicaCore};
 use crate::state::model::{
     Actor, AlertSubject, AllocationScope, ProjectId, ProjectRole, Quota, UserId,
@@ -57,27 +56,6 @@ fn operator<T>(
             "{other} is not an operator"
         ))),
     }
-}
-
-fn millis(age: Duration) -> u64 {
-    u64::try_from(age.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn replica_status_reply(status: ReplicaStatus) -> pb::ReplicaStatusReply {
-    let mut reply = pb::ReplicaStatusReply {
-        id: status.id,
-        addr: status.addr,
-        region: status.region,
-        term: status.term,
-        leader: status.leader.unwrap_or(0),
-        last_log_index: status.last_log_index,
-        applied_index: status.applied_index,
-        snapshot_index: status.snapshot_index,
-        leader_contact_age_ms: status.leader_contact_age.map(millis),
-        ..Default::default()
-    };
-    reply.set_role(status.standing.into());
-    reply
 }
 
 fn membership_status(error: MembershipError) -> Status {
@@ -133,43 +111,6 @@ impl AdminService {
             tonic::metadata::MetadataValue::from_static("1"),
         );
         there(AdminClient::new(channel), forwarded).await
-    }
-}
-
-/// The cluster as this replica sees it, as `Admin.ClusterStatus` answers it.
-fn cluster_status_reply(status: ClusterStatus) -> pb::ClusterStatusReply {
-    let members = status
-        .members
-        .into_iter()
-        .map(|m| {
-            let standing = m.standing();
-            let mut out = pb::Member {
-                voter: m.member.role != crate::replica::Role::Learner,
-                unreachable: m.unreachable(),
-                id: m.member.id,
-                addr: m.member.addr,
-                region: m.member.region,
-                applied_index: m.reported.as_ref().map(|s| s.applied_index),
-                lag: m.lag,
-                leader_contact_age_ms: m
-                    .reported
-                    .as_ref()
-                    .and_then(|s| s.leader_contact_age)
-                    .map(millis),
-                round_trip_us: m
-                    .round_trip
-                    .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
-                ..Default::default()
-            };
-            out.set_role(standing.map_or(pb::Role::Unspecified, pb::Role::from));
-            out
-        })
-        .collect();
-    pb::ClusterStatusReply {
-        id: status.id,
-        leader: status.leader.unwrap_or(0),
-        term: status.term,
-        members,
     }
 }
 
@@ -369,7 +310,7 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::ClusterStatusRequest>,
     ) -> Reply<pb::ClusterStatusReply> {
         operator(&self.core, &request, Operation::ReadClusterStatus)?;
-        Ok(Response::new(cluster_status_reply(
+        Ok(Response::new(super::convert::cluster_status_reply(
             self.core.cluster_status().await,
         )))
     }
@@ -383,7 +324,7 @@ impl pb::admin_server::Admin for AdminService {
         if self.core.tls().is_some() {
             caller(&self.core, &request)?;
         }
-        let mut reply = replica_status_reply(self.core.local_status());
+        let mut reply = super::convert::replica_status_reply(self.core.local_status());
         if request.get_ref().state_digest {
             let (index, digest) = self.core.state_digest().await.map_err(|e| failed(&e))?;
             reply.digest_index = index;

@@ -3,10 +3,12 @@
 //! `InvalidArgument` naming the field; the domain's own rules stay in the state machine.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use slapcluster_api::v1 as pb;
 use tonic::Status;
 
+use crate::replica::status::{ClusterStatus, ReplicaStatus};
 use crate::state::model::{
     ComputerDefinition, ComputerId, Instance, InstanceGuid, NetworkAddress, PartitionDefinition,
     PartitionId, PartitionRef, Placement, ReportedState, RequestedState, Requester, SoftwareState,
@@ -400,7 +402,7 @@ pub fn computer_id(field: &str, value: &str) -> Result<ComputerId, Status> {
 pub fn pb_computer_summary(
     computer: &crate::state::model::Computer,
     last_seen: Option<Timestamp>,
-    silence: std::time::Duration,
+    silence: Duration,
 ) -> pb::ComputerSummary {
     let health =
         crate::state::status::computer(computer, last_seen, crate::replica::now(), silence).status;
@@ -423,7 +425,7 @@ pub fn pb_computer_summary(
 /// its status's history.
 pub fn pb_computer_details(
     view: ComputerView,
-    silence: std::time::Duration,
+    silence: Duration,
     history: Vec<StatusChange>,
 ) -> pb::ShowComputerReply {
     let computer = pb_computer_summary(&view.computer, view.last_seen, silence);
@@ -483,5 +485,64 @@ pub fn pb_alert(alert: crate::state::model::Alert) -> pb::Alert {
         reason: alert.reason,
         closed_at: alert.closed_at.map_or(0, |t| t.0),
         closed_because: alert.closed_because.unwrap_or_default(),
+    }
+}
+
+fn millis(age: Duration) -> u64 {
+    u64::try_from(age.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A replica's status, as `Admin.ReplicaStatus` answers it.
+pub fn replica_status_reply(status: ReplicaStatus) -> pb::ReplicaStatusReply {
+    let mut reply = pb::ReplicaStatusReply {
+        id: status.id,
+        addr: status.addr,
+        region: status.region,
+        term: status.term,
+        leader: status.leader.unwrap_or(0),
+        last_log_index: status.last_log_index,
+        applied_index: status.applied_index,
+        snapshot_index: status.snapshot_index,
+        leader_contact_age_ms: status.leader_contact_age.map(millis),
+        ..Default::default()
+    };
+    reply.set_role(status.standing.into());
+    reply
+}
+
+/// The cluster as this replica sees it, as `Admin.ClusterStatus` answers it.
+pub fn cluster_status_reply(status: ClusterStatus) -> pb::ClusterStatusReply {
+    let members = status
+        .members
+        .into_iter()
+        .map(|m| {
+            let standing = m.standing();
+            let mut out = pb::Member {
+                voter: m.member.role != crate::replica::Role::Learner,
+                unreachable: m.unreachable(),
+                id: m.member.id,
+                addr: m.member.addr,
+                region: m.member.region,
+                applied_index: m.reported.as_ref().map(|s| s.applied_index),
+                lag: m.lag,
+                leader_contact_age_ms: m
+                    .reported
+                    .as_ref()
+                    .and_then(|s| s.leader_contact_age)
+                    .map(millis),
+                round_trip_us: m
+                    .round_trip
+                    .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+                ..Default::default()
+            };
+            out.set_role(standing.map_or(pb::Role::Unspecified, pb::Role::from));
+            out
+        })
+        .collect();
+    pb::ClusterStatusReply {
+        id: status.id,
+        leader: status.leader.unwrap_or(0),
+        term: status.term,
+        members,
     }
 }
