@@ -807,6 +807,21 @@ fn http_cell(
     }
 }
 
+/// Records the answer `got` to `call` by `caller`, and a failure naming `what` unless it is
+/// the `expected` one.
+fn record(
+    answers: &mut BTreeMap<(String, char), char>,
+    failures: &mut Vec<String>,
+    (call, caller): (&str, char),
+    (got, expected): (char, char),
+    what: &str,
+) {
+    answers.insert((call.to_string(), caller), got);
+    if got != expected {
+        failures.push(format!("{what}: expected {expected}, got {got}"));
+    }
+}
+
 /// The caller as the refusal names it.
 fn shown(caller: char) -> &'static str {
     match caller {
@@ -1077,7 +1092,6 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
         callers.push(caller(name, &url, (slap_addr, panel_addr), &material).await);
     }
 
-    let mut cells = 0;
     let mut failures = Vec::new();
     let mut answers: BTreeMap<(String, char), char> = BTreeMap::new();
     for (method, row) in GRPC {
@@ -1097,14 +1111,14 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
                     'n'
                 }
             };
-            cells += 1;
-            answers.insert((method.to_string(), caller.name), got);
-            if got != expected {
-                failures.push(format!(
-                    "gRPC {method} by {}: expected {expected}, got {got}",
-                    caller.name
-                ));
-            }
+            let what = format!("gRPC {method} by {}", caller.name);
+            record(
+                &mut answers,
+                &mut failures,
+                (method, caller.name),
+                (got, expected),
+                &what,
+            );
         }
     }
     for (call, row) in SLAP {
@@ -1112,14 +1126,14 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
             let (status, body) = slap(call, &mut caller.slap).await;
             let what = format!("SLAP {call} by {}", caller.name);
             let got = http_cell(status, &body, caller.name, |_| true, &what, &mut failures);
-            cells += 1;
-            answers.insert((call.to_string(), caller.name), got);
-            if got != expected {
-                failures.push(format!(
-                    "SLAP {call} by {}: expected {expected}, got {got} ({status} {body})",
-                    caller.name
-                ));
-            }
+            let what = format!("{what} ({status} {body})");
+            record(
+                &mut answers,
+                &mut failures,
+                (call, caller.name),
+                (got, expected),
+                &what,
+            );
         }
     }
     for (route, row) in PANEL {
@@ -1129,14 +1143,14 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
             // Allowed: a page, or a form done and leading to one.
             let page = |status| matches!(status, 200 | 303);
             let got = http_cell(status, &message, caller.name, page, &what, &mut failures);
-            cells += 1;
-            answers.insert((route.to_string(), caller.name), got);
-            if got != expected {
-                failures.push(format!(
-                    "panel {route} by {}: expected {expected}, got {got} ({status} {message})",
-                    caller.name
-                ));
-            }
+            let what = format!("{what} ({status} {message})");
+            record(
+                &mut answers,
+                &mut failures,
+                (route, caller.name),
+                (got, expected),
+                &what,
+            );
         }
     }
     // Listing computers shows each person what they may inspect: a manager their project's.
@@ -1179,12 +1193,13 @@ async fn every_call_by_every_caller_is_allowed_or_refused_as_the_policy_says() {
 
     eprintln!(
         "access: ({} gRPC methods + {} SLAP calls in {} rows + {} panel routes) x {} callers = \
-         {cells} cells, {} wrong",
+         {} cells, {} wrong",
         GRPC.len(),
         slap_calls.len(),
         SLAP.len(),
         PANEL.len(),
         CALLERS.len(),
+        answers.len(),
         failures.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));

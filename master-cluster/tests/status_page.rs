@@ -18,15 +18,8 @@ const HEIGHT: u32 = 800;
 /// Runs headless Chromium on `url` with `args`, at most a minute; returns its stdout.
 fn browse(browser: &str, profile: &Path, url: &str, args: &[&str]) -> String {
     let mut child = Command::new(browser)
-        .args([
-            "--headless",
-            // Root in CI: Chromium's sandbox needs user namespaces it is not given there.
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            "--force-device-scale-factor=1",
-            &format!("--window-size={WIDTH},{HEIGHT}"),
-        ])
+        .args(test_kit::browser::HEADLESS)
+        .arg(format!("--window-size={WIDTH},{HEIGHT}"))
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .arg(url)

@@ -22,6 +22,16 @@ use serde_json::{Value, json};
 /// for sites on the loopback address (`https://[::1]:*`), as a managed browser would.
 pub const POLICY: &str = "/etc/chromium/policies/managed/slapcluster-tests.json";
 
+/// How the tests run Chromium: headless, pixel for pixel, without a sandbox (root in CI:
+/// Chromium's sandbox needs user namespaces it is not given there).
+pub const HEADLESS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--hide-scrollbars",
+    "--force-device-scale-factor=1",
+];
+
 /// How long one page may take to load, or one command to be answered.
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -173,16 +183,8 @@ impl Browser {
             .arg("exec \"$@\" 3<&0 4>&1 </dev/null >/dev/null")
             .arg("browser")
             .arg(binary)
-            .args([
-                "--headless",
-                // Root in CI: Chromium's sandbox needs user namespaces it is not given there.
-                "--no-sandbox",
-                "--disable-gpu",
-                "--hide-scrollbars",
-                "--force-device-scale-factor=1",
-                "--remote-debugging-pipe",
-                "--no-first-run",
-            ])
+            .args(HEADLESS)
+            .args(["--remote-debugging-pipe", "--no-first-run"])
             .arg(format!("--window-size={width},{height}"))
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg("about:blank")

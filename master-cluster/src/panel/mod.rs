@@ -34,9 +34,9 @@ use crate::listen::HttpPeer;
 use crate::replica::{CallError, Consistency, ReadError, ReplicaCore, WriteError, now};
 use crate::slap::form::Form;
 use crate::state::model::{
-    Actor, AlertSubject, ComputerId, Instance, InstanceGuid, Placement, Requester, UserId,
+    Actor, AlertSubject, ComputerId, Instance, InstanceGuid, Requester, UserId,
 };
-use crate::state::policy::{self, InstanceFacts, Operation, Target};
+use crate::state::policy::{self, Operation, Target};
 use crate::state::{InstanceRequest, Op, Outcome, query, status};
 use forms::{FieldErrors, RequestValues};
 use render::Chrome;
@@ -205,31 +205,6 @@ fn person(actor: &Actor) -> Result<UserId, Problem> {
     }
 }
 
-/// The body of a form, whole, within what the caller's budgets allow.
-async fn form_body(
-    core: &ReplicaCore,
-    actor: &Actor,
-    headers: &HeaderMap,
-    body: axum::body::Body,
-) -> Result<Form, Problem> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|length| length.to_str().ok()?.parse::<u64>().ok())
-        .unwrap_or(crate::limits::MAX_CLIENT_MESSAGE_BYTES as u64)
-        .min(crate::limits::MAX_CLIENT_MESSAGE_BYTES as u64);
-    let charge = core.budgets().decode_charge(Some(actor));
-    charge
-        .grow_to(crate::slap::server::BYTES_PER_BODY_BYTE * declared)
-        .map_err(|busy| Problem::new(StatusCode::TOO_MANY_REQUESTS, "Busy", busy.to_string()))?;
-    let bytes = crate::slap::server::read_body(body)
-        .await
-        .map_err(|failure| Problem::new(failure.0, "Form refused", failure.1))?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| Problem::new(StatusCode::BAD_REQUEST, "Form refused", "not UTF-8"))?;
-    Form::parse(text)
-        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "Form refused", e.to_string()))
-}
-
 async fn handle(
     State(core): State<Weak<ReplicaCore>>,
     Extension(peer): Extension<HttpPeer>,
@@ -267,13 +242,17 @@ async fn handle(
             .map_err(|busy| {
                 Problem::new(StatusCode::TOO_MANY_REQUESTS, "Busy", busy.to_string())
             })?;
+        // What the form may cost is held while the page is made.
+        let charge = core.budgets().decode_charge(Some(&actor));
         let form = if route.writes() {
             if !same_origin(&headers) {
                 return Err(Problem::refused(
                     "this form did not come from the panel's own pages",
                 ));
             }
-            form_body(&core, &actor, &headers, body).await?
+            crate::slap::server::read_form(&headers, body, &charge)
+                .await
+                .map_err(|failure| Problem::new(failure.0, "Form refused", failure.1))?
         } else {
             Form::parse(uri.query().unwrap_or_default())
                 .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "Bad address", e.to_string()))?

@@ -99,7 +99,7 @@ impl Page<'_> {
     async fn instance_page(
         &self,
         guid: InstanceGuid,
-    ) -> Result<Option<(render::InstancePage, InstanceFactsOwned)>, Problem> {
+    ) -> Result<Option<(render::InstancePage, query::ReaderFacts)>, Problem> {
         let reader = self.actor.clone();
         let at = now();
         let found = self
@@ -109,17 +109,7 @@ impl Page<'_> {
                     return Ok(None);
                 };
                 let instance = &view.instance;
-                let facts = InstanceFactsOwned {
-                    host_placement: match instance.placement {
-                        Placement::Hosted { host } => query::placement_of(txn, host)?,
-                        _ => None,
-                    },
-                    callers_instance: match &reader {
-                        Actor::Partition(partition) => query::occupant(txn, partition)?,
-                        _ => None,
-                    },
-                    role: query::role(txn, &reader, &instance.project)?,
-                };
+                let facts = query::reader_facts(txn, &reader, instance)?;
                 let node = query::node_status(txn, &instance.placement, at)?;
                 let explanation =
                     query::explain(txn, guid)?.map_or_else(String::new, |e| e.text(instance));
@@ -156,14 +146,14 @@ impl Page<'_> {
         policy::decide(
             self.actor,
             Operation::ReadInstance,
-            facts.of(&page.instance),
+            facts.target(&page.instance),
         )?;
         let live = page.instance.requested_state != crate::state::model::RequestedState::Destroyed;
         page.may_destroy = live
             && policy::decide(
                 self.actor,
                 Operation::DestroyInstance,
-                facts.of(&page.instance),
+                facts.target(&page.instance),
             )
             .is_ok();
         page.may_change_state = live
@@ -448,27 +438,10 @@ fn may_read_alert(
     Ok(policy::decide(reader, Operation::ReadAlerts, target).is_ok())
 }
 
-/// What the policy needs of an instance besides the instance itself.
-struct InstanceFactsOwned {
-    host_placement: Option<Placement>,
-    callers_instance: Option<InstanceGuid>,
-    role: Option<crate::state::model::ProjectRole>,
-}
-
-impl InstanceFactsOwned {
-    fn of<'a>(&'a self, instance: &'a Instance) -> Target<'a> {
-        Target::Instance(InstanceFacts {
-            instance,
-            host_placement: self.host_placement.as_ref(),
-            callers_instance: self.callers_instance,
-            role: self.role,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::model::Placement;
 
     #[test]
     fn notices_are_fixed_words_never_the_address() {

@@ -283,18 +283,7 @@ async fn call(
         let charge = budgets.decode_charge(caller);
         let mut form = Form::parse(uri.query().unwrap_or_default())?;
         if method == Method::POST {
-            let declared = headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|length| length.to_str().ok()?.parse::<u64>().ok())
-                .unwrap_or(MAX_CLIENT_MESSAGE_BYTES as u64)
-                .min(MAX_CLIENT_MESSAGE_BYTES as u64);
-            charge
-                .grow_to(BYTES_PER_BODY_BYTE * declared)
-                .map_err(Failure::busy)?;
-            let body = read_body(body).await?;
-            let body =
-                std::str::from_utf8(&body).map_err(|_| Failure::bad("the form is not UTF-8"))?;
-            form.extend(Form::parse(body)?)?;
+            form.extend(read_form(&headers, body, &charge).await?)?;
         }
         let authorization = headers
             .get(header::AUTHORIZATION)
@@ -411,8 +400,28 @@ pub const BYTES_PER_BODY_BYTE: u64 = 8;
 /// trickles in is not held, and buffered, for ever.
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// A POST's urlencoded form (SLAP's calls, the web panel's forms), read whole once `charge`
+/// (held while the call is handled) has grown to what its declared length may cost.
+pub(crate) async fn read_form(
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    charge: &crate::limits::DecodeCharge,
+) -> Result<Form, Failure> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(MAX_CLIENT_MESSAGE_BYTES as u64)
+        .min(MAX_CLIENT_MESSAGE_BYTES as u64);
+    charge
+        .grow_to(BYTES_PER_BODY_BYTE * declared)
+        .map_err(Failure::busy)?;
+    let body = read_body(body).await?;
+    let body = std::str::from_utf8(&body).map_err(|_| Failure::bad("the form is not UTF-8"))?;
+    Ok(Form::parse(body)?)
+}
+
 /// The body of a call, whole, within [`BODY_TIMEOUT`] and [`MAX_CLIENT_MESSAGE_BYTES`].
-pub(crate) async fn read_body(body: axum::body::Body) -> Result<Bytes, Failure> {
+async fn read_body(body: axum::body::Body) -> Result<Bytes, Failure> {
     match tokio::time::timeout(
         BODY_TIMEOUT,
         axum::body::to_bytes(body, MAX_CLIENT_MESSAGE_BYTES),

@@ -704,3 +704,43 @@ pub fn open_alert_counts(txn: &redb::ReadTransaction) -> Result<(u64, u64), Stat
         |kind: &str| -> Result<u64, StateError> { t.open_alerts.count(&Key::new().str(kind)) };
     Ok((count("i")?, count("c")?))
 }
+
+/// What the policy needs to decide about an instance for `reader`, besides the instance:
+/// where its host is (a shared instance), the reader's own instance (a partition), the
+/// reader's role in its project.
+#[derive(Debug, Clone, Default)]
+pub struct ReaderFacts {
+    pub host_placement: Option<Placement>,
+    pub callers_instance: Option<InstanceGuid>,
+    pub role: Option<ProjectRole>,
+}
+
+impl ReaderFacts {
+    /// The policy's target: `instance`, with these facts.
+    pub fn target<'a>(&'a self, instance: &'a Instance) -> super::policy::Target<'a> {
+        super::policy::Target::Instance(super::policy::InstanceFacts {
+            instance,
+            host_placement: self.host_placement.as_ref(),
+            callers_instance: self.callers_instance,
+            role: self.role,
+        })
+    }
+}
+
+pub fn reader_facts(
+    txn: &redb::ReadTransaction,
+    reader: &Actor,
+    instance: &Instance,
+) -> Result<ReaderFacts, StateError> {
+    Ok(ReaderFacts {
+        host_placement: match instance.placement {
+            Placement::Hosted { host } => placement_of(txn, host)?,
+            _ => None,
+        },
+        callers_instance: match reader {
+            Actor::Partition(partition) => occupant(txn, partition)?,
+            _ => None,
+        },
+        role: role(txn, reader, &instance.project)?,
+    })
+}

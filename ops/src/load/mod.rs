@@ -177,23 +177,36 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Runs every phase and returns the report, one line per measurement.
-pub async fn run(options: &Options, progress: impl Fn(&str)) -> Result<String, LoadError> {
+/// A cluster of `replicas` under `data_dir`, or under a temporary directory (removed when the
+/// answer's guard is dropped); answers the guard, the directory and the cluster.
+async fn start_cluster(
+    slapmaster: &std::path::Path,
+    data_dir: Option<&std::path::Path>,
+    replicas: u64,
+    config: Option<&str>,
+    progress: &impl Fn(&str),
+) -> Result<(tempfile::TempDir, PathBuf, Cluster), LoadError> {
     let scratch = tempfile::tempdir().map_err(|e| LoadError::io("creating a data dir", e))?;
-    let dir = options
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| scratch.path().to_path_buf());
+    let dir = data_dir.map_or_else(
+        || scratch.path().to_path_buf(),
+        std::path::Path::to_path_buf,
+    );
     progress(&format!(
-        "starting {} slapmaster replicas under {}",
-        options.replicas,
+        "starting {replicas} slapmaster replicas under {}",
         dir.display()
     ));
-    let mut cluster = Cluster::start_configured(
+    let cluster = Cluster::start_configured(slapmaster, &dir, replicas, config).await?;
+    Ok((scratch, dir, cluster))
+}
+
+/// Runs every phase and returns the report, one line per measurement.
+pub async fn run(options: &Options, progress: impl Fn(&str)) -> Result<String, LoadError> {
+    let (_scratch, dir, mut cluster) = start_cluster(
         &options.slapmaster,
-        &dir,
+        options.data_dir.as_deref(),
         options.replicas,
         options.config.as_deref(),
+        &progress,
     )
     .await?;
     let urls = cluster.urls();

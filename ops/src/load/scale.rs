@@ -171,17 +171,14 @@ async fn fill(
 
 /// Runs the scale phases and returns the report, one line per measurement.
 pub async fn run(options: &ScaleOptions, progress: impl Fn(&str)) -> Result<String, LoadError> {
-    let scratch = tempfile::tempdir().map_err(|e| LoadError::io("creating a data dir", e))?;
-    let dir = options
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| scratch.path().to_path_buf());
-    progress(&format!(
-        "starting 3 slapmaster replicas under {}",
-        dir.display()
-    ));
-    let mut cluster =
-        Cluster::start_configured(&options.slapmaster, &dir, 3, options.config.as_deref()).await?;
+    let (_scratch, dir, mut cluster) = start_cluster(
+        &options.slapmaster,
+        options.data_dir.as_deref(),
+        3,
+        options.config.as_deref(),
+        &progress,
+    )
+    .await?;
     let urls = cluster.urls();
     let mut report = Vec::new();
     let total = options.computers * options.partitions;

@@ -8,8 +8,8 @@ use tonic::{Request, Response, Status};
 use super::convert::{self, computer_id, invalid};
 use super::{caller, consistency, failed, write, write_reply};
 use crate::replica::ReplicaCore;
-use crate::state::model::{Actor, AlertSubject, InstanceGuid, PartitionRef, Placement};
-use crate::state::policy::{self, InstanceFacts, Operation, Target};
+use crate::state::model::{Actor, AlertSubject, InstanceGuid, PartitionRef};
+use crate::state::policy::{self, Operation, Target};
 use crate::state::query;
 use crate::state::{Op, Outcome, status};
 
@@ -139,40 +139,20 @@ impl pb::user_server::User for UserService {
                 let Some(view) = query::instance(txn, guid)? else {
                     return Ok(None);
                 };
-                let host_placement = match view.instance.placement {
-                    Placement::Hosted { host } => query::placement_of(txn, host)?,
-                    _ => None,
-                };
-                let callers_instance = match &reader {
-                    Actor::Partition(partition) => query::occupant(txn, partition)?,
-                    _ => None,
-                };
+                let facts = query::reader_facts(txn, &reader, &view.instance)?;
                 let explanation = query::explain(txn, guid)?;
-                let role = query::role(txn, &reader, &view.instance.project)?;
                 let node = query::node_status(txn, &view.instance.placement, now)?;
                 let history = query::history(txn, &AlertSubject::Instance(guid))?;
-                Ok(Some((
-                    view,
-                    explanation,
-                    host_placement,
-                    callers_instance,
-                    role,
-                    (node, history),
-                )))
+                Ok(Some((view, explanation, facts, node, history)))
             })
             .await
             .map_err(|e| failed(&e))?;
-        let (view, explanation, host_placement, callers_instance, role, (node, history)) =
+        let (view, explanation, facts, node, history) =
             found.ok_or_else(|| Status::not_found("no such instance"))?;
         policy::decide(
             &actor,
             Operation::ReadInstance,
-            Target::Instance(InstanceFacts {
-                instance: &view.instance,
-                host_placement: host_placement.as_ref(),
-                callers_instance,
-                role,
-            }),
+            facts.target(&view.instance),
         )?;
         let health = status::instance(&view.instance, node.as_ref());
         Ok(Response::new(pb::ShowInstanceReply {
