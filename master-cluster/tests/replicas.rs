@@ -328,7 +328,10 @@ async fn reads_after_a_write_see_it_on_every_replica() {
 
 /// Snapshots every 20 entries, keeping 5 behind: a short run purges the log.
 fn compacting(config: &mut ReplicaConfig) {
-    config.raft.snapshot_policy = openraft::SnapshotPolicy::LogsSinceLast(20);
+    config.snapshots = raft_store::SnapshotSchedule {
+        every: 20,
+        log_percent: 0,
+    };
     config.raft.max_in_snapshot_log_to_keep = 5;
     config.raft.purge_batch_size = 1;
 }

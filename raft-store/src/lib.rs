@@ -11,6 +11,9 @@
 //! - `snapshots/current.snapshot` — the latest snapshot, a streamed dump of the application
 //!   tables (`snapshot.rs` documents the format).
 //!
+//! [`SnapshotSchedule`] (`schedule.rs`) decides when a snapshot is worth building, by entries
+//! and by the log's bytes against the last snapshot's.
+//!
 //! Where to start reading: `log_store.rs` and `state_machine.rs` state what openraft is
 //! promised; `wal/mod.rs` how the log is written and recovered; `codec.rs` the byte layouts;
 //! `db.rs` how a redb file is accepted (format marker, integrity check, two-phase commits);
@@ -27,6 +30,7 @@ mod db;
 mod error;
 mod legacy;
 mod log_store;
+mod schedule;
 mod snapshot;
 mod state_machine;
 pub mod testing;
@@ -40,6 +44,7 @@ use openraft::{EntryPayload, RaftTypeConfig};
 pub use codec::{DecodeError, EncodeError};
 pub use error::StoreError;
 pub use log_store::LogStore;
+pub use schedule::SnapshotSchedule;
 pub use snapshot::snapshot_id;
 pub use state_machine::{Application, SnapshotBuilder, StateMachineStore};
 

@@ -71,6 +71,12 @@ impl<C: TypeConfig> LogStore<C> {
         })
     }
 
+    /// The encoded bytes of the entries the log holds: what a snapshot lets it purge. Against
+    /// a snapshot's size, it tells when another is worth building.
+    pub fn bytes(&self) -> u64 {
+        self.wal.bytes()
+    }
+
     pub async fn vote(&self) -> Result<Option<Vote>, StoreError> {
         Ok(self.wal.meta().vote)
     }

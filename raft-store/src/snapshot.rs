@@ -95,6 +95,20 @@ impl SnapshotDir {
         Ok(Some(SnapshotFile { meta, id, file }))
     }
 
+    /// The published snapshot's length in bytes, if there is one.
+    pub fn current_bytes(&self) -> Result<Option<u64>, StoreError> {
+        let path = self.current_path();
+        match fs::metadata(&path) {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::from_io(
+                &path,
+                "reading the current snapshot's size",
+                e,
+            )),
+        }
+    }
+
     /// A new file in the directory, deleted on drop unless published.
     pub fn temp_file(&self) -> Result<NamedTempFile, StoreError> {
         tempfile::Builder::new()

@@ -206,6 +206,12 @@ impl<C: TypeConfig, A: Application<C>> StateMachineStore<C, A> {
         self.run(|inner| inner.snapshots.current::<C>()).await
     }
 
+    /// The published snapshot's length in bytes, if there is one (see
+    /// [`crate::SnapshotSchedule`]).
+    pub fn snapshot_bytes(&self) -> Result<Option<u64>, StoreError> {
+        self.inner.snapshots.current_bytes()
+    }
+
     /// Starts this (empty) state machine from a backup — a snapshot file taken from another
     /// cluster — under `membership`, and publishes a snapshot of it for learners to catch up
     /// from. Returns that snapshot's meta. See [`crate::restore`].

@@ -358,3 +358,43 @@ fn a_segment_started_but_never_written_is_made_again_in_place() {
     assert_eq!(entries(dir.path()), (0..35).collect::<Vec<_>>());
     assert_eq!(segments(dir.path()).pop(), Some(started));
 }
+
+/// The log's byte count, which the snapshot schedule weighs against a snapshot's size, follows
+/// appends, purges and truncations, and is the same (to a record's framing) after a restart.
+#[test]
+fn the_log_counts_the_bytes_it_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (before_restart, one) = runtime().block_on(async {
+        let store = open(dir.path()).expect("open");
+        assert_eq!(store.0.bytes(), 0);
+        store
+            .0
+            .append_durably((0..100).map(put).collect())
+            .await
+            .expect("append");
+        let all = store.0.bytes();
+        let one = all / 100;
+        assert!((700..800).contains(&one), "{all} bytes for 100 entries");
+        store.0.purge_upto(put(49).log_id).await.expect("purge");
+        assert_eq!(store.0.bytes(), 50 * one);
+        store.0.truncate_since(90).await.expect("truncate");
+        assert_eq!(store.0.bytes(), 40 * one);
+        // An entry written again in place of another counts once.
+        store
+            .0
+            .append_durably((85..90).map(put).collect())
+            .await
+            .expect("append");
+        assert_eq!(store.0.bytes(), 40 * one);
+        let before = store.0.bytes();
+        close(store);
+        (before, one)
+    });
+    let store = open(dir.path()).expect("reopen");
+    let after = store.0.bytes();
+    assert!(
+        after >= before_restart && after <= before_restart + 40 * (one / 20),
+        "{before_restart} bytes before the restart, {after} after"
+    );
+    close(store);
+}

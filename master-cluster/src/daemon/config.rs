@@ -46,7 +46,9 @@
 //! election_timeout_max_ms = 600            # default: max(600, 2 heartbeats + rtt); also
 //!                                          # the lease a follower waits out before it stands
 //! election_timeout_min_ms = 300            # default: half the maximum
-//! snapshot_every = 20000                   # default 20000: entries between snapshots
+//! snapshot_every = 20000                   # default 20000: entries between snapshots, at least
+//! snapshot_log_percent = 100               # default 100: and the log holds this share of the
+//!                                          # last snapshot's bytes (0: entries alone decide)
 //! keep_after_snapshot = 5000               # default 5000: entries kept behind a snapshot
 //!
 //! [write]
@@ -128,6 +130,7 @@ pub struct RaftSection {
     pub election_timeout_min_ms: Option<u64>,
     pub election_timeout_max_ms: Option<u64>,
     pub snapshot_every: u64,
+    pub snapshot_log_percent: u64,
     pub keep_after_snapshot: u64,
 }
 
@@ -193,6 +196,7 @@ impl Default for RaftSection {
             election_timeout_min_ms: None,
             election_timeout_max_ms: None,
             snapshot_every: 20_000,
+            snapshot_log_percent: 100,
             keep_after_snapshot: 5_000,
         }
     }
@@ -503,8 +507,10 @@ impl FileConfig {
             .raft
             .election_timeout_max_ms
             .unwrap_or(timing.election_timeout_max_ms);
-        replica.raft.snapshot_policy =
-            openraft::SnapshotPolicy::LogsSinceLast(self.raft.snapshot_every);
+        replica.snapshots = raft_store::SnapshotSchedule {
+            every: self.raft.snapshot_every,
+            log_percent: self.raft.snapshot_log_percent,
+        };
         replica.raft.max_in_snapshot_log_to_keep = self.raft.keep_after_snapshot;
         replica.write_timeout = Duration::from_millis(self.write.timeout_ms);
         replica.max_batch = self.write.max_batch;

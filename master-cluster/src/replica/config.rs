@@ -42,7 +42,12 @@ pub struct ReplicaConfig {
     /// certificates; without it, this replica refuses enrollments.
     pub signer_pem: Option<(String, String)>,
     pub data_dir: PathBuf,
+    /// Raft's timing and log retention. Its `snapshot_policy` is not used: snapshots follow
+    /// `snapshots`.
     pub raft: openraft::Config,
+    /// When a snapshot is built: by entries, and by the log's bytes against the last
+    /// snapshot's.
+    pub snapshots: raft_store::SnapshotSchedule,
     pub storage: raft_store::Options,
     /// How long a write may wait for a leader before it fails as retryable.
     pub write_timeout: Duration,
@@ -143,6 +148,7 @@ impl ReplicaConfig {
                 enable_pre_vote: Some(true),
                 ..Default::default()
             },
+            snapshots: raft_store::SnapshotSchedule::default(),
             storage: raft_store::Options {
                 state_sync_interval: Duration::from_millis(100),
                 ..Default::default()

@@ -111,6 +111,53 @@ fn spawn_election_watch(core: &Arc<ReplicaCore>) {
     });
 }
 
+/// How often a replica weighs whether a snapshot is due.
+const SNAPSHOT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Has Raft build a snapshot whenever `schedule` says one is due, until the replica is
+/// dropped. A trigger while a build is under way is ignored by openraft.
+fn spawn_snapshot_schedule(
+    core: &Arc<ReplicaCore>,
+    schedule: raft_store::SnapshotSchedule,
+    log: raft_store::LogStore<MasterConfig>,
+) {
+    let weak = Arc::downgrade(core);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SNAPSHOT_CHECK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(core) = weak.upgrade() else { return };
+            let (applied, snapshot) = {
+                let metrics = core.raft.metrics();
+                let m = metrics.borrow_watched();
+                (
+                    m.last_applied.map(|id| id.index),
+                    m.snapshot.map(|id| id.index),
+                )
+            };
+            let Some(applied) = applied else { continue };
+            let applied_since = match snapshot {
+                Some(snapshot) => applied.saturating_sub(snapshot),
+                None => applied + 1,
+            };
+            let snapshot_bytes = match core.state.snapshot_bytes() {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::warn!(%e, "cannot weigh the current snapshot");
+                    continue;
+                }
+            };
+            if schedule.due(applied_since, log.bytes(), snapshot_bytes)
+                && core.raft.trigger().snapshot().await.is_err()
+            {
+                // Raft stopped (shutdown or a fatal storage error): nothing left to schedule.
+                return;
+            }
+        }
+    });
+}
+
 /// How often a replica looks at its certificate files.
 const TLS_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -283,7 +330,14 @@ impl ReplicaCore {
         config: &ReplicaConfig,
         listening: Listening,
     ) -> Result<Opened, ReplicaError> {
-        let raft_config = Arc::new(config.raft.clone().validate()?);
+        // Snapshots follow `config.snapshots` (the task below), never openraft's own count.
+        let raft_config = Arc::new(
+            openraft::Config {
+                snapshot_policy: openraft::SnapshotPolicy::Never,
+                ..config.raft.clone()
+            }
+            .validate()?,
+        );
         let data_dir = config.data_dir.clone();
         let metrics = Arc::new(metrics::ReplicaMetrics::default());
         let mut storage = config.storage.clone();
@@ -331,6 +385,7 @@ impl ReplicaCore {
             Box::new(log.closed_probe()),
             Box::new(state.closed_probe()),
         ]);
+        let log_for_schedule = log.clone();
         let raft = Raft::new(config.id, raft_config, network, log, state.clone()).await?;
 
         let batcher = batcher::Batcher::start(
@@ -375,6 +430,7 @@ impl ReplicaCore {
             stopping: tokio::sync::watch::Sender::new(false),
         });
         spawn_election_watch(&core);
+        spawn_snapshot_schedule(&core, config.snapshots, log_for_schedule);
         links::spawn(&core);
         spawn_revocation_reload(&core).await?;
         if let Some(dir) = config.tls_dir.clone() {

@@ -99,6 +99,9 @@ struct Index<C: TypeConfig> {
     slots: BTreeMap<u64, Slot<C>>,
     cached_bytes: usize,
     cache_budget: usize,
+    /// The encoded bytes of every entry the log holds: what purging it behind a snapshot would
+    /// free. Invariant: the sum of the slots' `size`.
+    log_bytes: u64,
     /// No slot below this index holds a cached entry that may be evicted.
     evict_from: u64,
     /// Why the writer stopped, once it has.
@@ -111,6 +114,7 @@ struct Slot<C: TypeConfig> {
     at: Option<Location>,
     /// The entry itself, while cached. Invariant: `entry` or `at` is set.
     entry: Option<Entry<C>>,
+    /// Its encoded bytes (its record's, for an entry read back at open).
     size: usize,
 }
 
@@ -149,6 +153,7 @@ impl<C: TypeConfig> Index<C> {
 
     fn forget(&mut self, removed: BTreeMap<u64, Slot<C>>) {
         for slot in removed.values() {
+            self.log_bytes -= slot.size as u64;
             if slot.entry.is_some() {
                 self.cached_bytes -= slot.size;
             }
@@ -209,7 +214,7 @@ impl<C: TypeConfig> Wal<C> {
                  whole frame"
             );
         }
-        let slots = recovered
+        let slots: BTreeMap<u64, Slot<C>> = recovered
             .entries
             .iter()
             .map(|(&index, &(log_id, at))| {
@@ -217,16 +222,18 @@ impl<C: TypeConfig> Wal<C> {
                     log_id,
                     at: Some(at),
                     entry: None,
-                    size: 0,
+                    size: at.len as usize,
                 };
                 (index, slot)
             })
             .collect();
+        let log_bytes = slots.values().map(|slot| slot.size as u64).sum();
         let index = Arc::new(Mutex::new(Index {
             meta: recovered.meta.clone(),
             slots,
             cached_bytes: 0,
             cache_budget: cache_bytes,
+            log_bytes,
             evict_from: 0,
             failed: None,
         }));
@@ -310,6 +317,11 @@ impl<C: TypeConfig> Wal<C> {
         lock(&self.index).meta.clone()
     }
 
+    /// The encoded bytes of the entries the log holds (not purged, not truncated).
+    pub fn bytes(&self) -> u64 {
+        lock(&self.index).log_bytes
+    }
+
     /// Queues `records`; `done` is called once they are durable. Refused, with nothing
     /// changed, once the writer has stopped.
     fn submit(
@@ -378,10 +390,12 @@ impl<C: TypeConfig> Wal<C> {
                 size: bytes.len(),
             };
             index.cached_bytes += slot.size;
-            if let Some(old) = index.slots.insert(id.index, slot)
-                && old.entry.is_some()
-            {
-                index.cached_bytes -= old.size;
+            index.log_bytes += slot.size as u64;
+            if let Some(old) = index.slots.insert(id.index, slot) {
+                index.log_bytes -= old.size as u64;
+                if old.entry.is_some() {
+                    index.cached_bytes -= old.size;
+                }
             }
             index.evict_from = index.evict_from.min(id.index);
             index.meta.apply(&Event::Entry(id));
