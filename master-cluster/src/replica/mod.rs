@@ -704,16 +704,21 @@ impl ReplicaCore {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let id = computer.clone();
-            let (version, view) = self
+            let expired = tokio::time::Instant::now() >= deadline;
+            // The view is read only to be answered: a waiting long-poll holds its subscription
+            // and nothing else (holding the view it did not send cost a replica hundreds of
+            // KiB per open long-poll on computers of 50 instances).
+            let answer = self
                 .read(Consistency::Stale, move |txn| {
-                    Ok((
-                        query::computer_version(txn, &id)?,
-                        query::computer_view(txn, &id)?,
-                    ))
+                    let version = query::computer_version(txn, &id)?;
+                    let changed = after.is_none_or(|after| version > after);
+                    if !changed && !expired {
+                        return Ok(None);
+                    }
+                    Ok(Some((version, query::computer_view(txn, &id)?)))
                 })
                 .await?;
-            let changed = after.is_none_or(|after| version > after);
-            if changed || tokio::time::Instant::now() >= deadline {
+            if let Some((version, view)) = answer {
                 return Ok(ComputerPoll {
                     version,
                     applied_index: self.applied_index(),
