@@ -162,6 +162,8 @@ async fn the_scale_run_measures_every_phase_on_a_small_cluster() {
         clients: 4,
         parameter_bytes: 256,
         placement_time: Duration::from_millis(500),
+        // Every computer: the baseline's 80 and the 20 filled.
+        pollers: 100,
         config: None,
     };
     let report = ops::load::scale::run(&options, |line| eprintln!("slapload: {line}"))
@@ -169,7 +171,7 @@ async fn the_scale_run_measures_every_phase_on_a_small_cluster() {
         .expect("the scale run");
     eprintln!("{report}");
     let lines: Vec<&str> = report.lines().collect();
-    assert_eq!(lines.len(), 10, "{report}");
+    assert_eq!(lines.len(), 15, "{report}");
     assert!(lines[0].contains(", 0 failed"), "{}", lines[0]);
     assert!(
         lines[1].contains("20 computers, 200 partitions"),
@@ -195,11 +197,28 @@ async fn the_scale_run_measures_every_phase_on_a_small_cluster() {
         lines[3]
     );
     assert!(lines[4].contains(", 0 failed"), "{}", lines[4]);
-    for replica in &lines[6..9] {
+    assert!(lines[6].contains("100 open"), "{}", lines[6]);
+    assert!(lines[7].contains(", 0 failed"), "{}", lines[7]);
+    // Every placement on a polled computer woke its node (the run waits for it), and some did.
+    let woken: usize = lines[8]
+        .split('(')
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("a count of wakes");
+    assert!(woken > 0, "{}", lines[8]);
+    assert!(lines[8].contains(" 0 not yet, 0 on"), "{}", lines[8]);
+    for replica in &lines[9..12] {
         assert!(
             replica.contains("resident") && !replica.contains("resident 0 MiB"),
             "{replica}"
         );
     }
-    assert!(lines[9].contains("ready in"), "{}", lines[9]);
+    assert!(lines[12].contains("ready in"), "{}", lines[12]);
+    assert!(
+        lines[13].contains("new replica 4 from empty") && lines[13].contains("caught up in"),
+        "{}",
+        lines[13]
+    );
+    assert!(lines[14].contains("failover at size"), "{}", lines[14]);
 }

@@ -89,6 +89,32 @@ pub fn credentials_dir(
     Ok(out)
 }
 
+/// Replica `id`'s certificate and its signing CA (it signs enrolling computers' and
+/// operator-issued certificates), issued into `dir/replica-{id}-tls`.
+fn replica_tls(slapmaster: &Path, dir: &Path, id: u64) -> Result<PathBuf, LoadError> {
+    let tls_dir = dir.join(format!("replica-{id}-tls"));
+    issue(
+        slapmaster,
+        dir,
+        &format!("replica:{id}"),
+        &tls_dir,
+        &["--server-name", "::1"],
+    )?;
+    let (ca_dir, replica) = (dir.join("ca"), id.to_string());
+    let ca_dir = ca_dir.to_string_lossy();
+    let signer = [
+        "cert",
+        "signer",
+        "--ca-dir",
+        &ca_dir,
+        "--replica",
+        &replica,
+        "--tls-dir",
+    ];
+    run_tool(slapmaster, &signer, &tls_dir, &[])?;
+    Ok(tls_dir)
+}
+
 /// `slapmaster cert issue` for `identity` into `out`, from the CA under `dir/ca`.
 pub fn issue(
     slapmaster: &Path,
@@ -133,6 +159,11 @@ pub struct Replica {
 }
 
 impl Replica {
+    /// Its data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     /// Its certificate, key, the roots and its signing CA (`signer.pem`, `signer.key`).
     pub fn tls_dir(&self) -> &Path {
         &self.tls_dir
@@ -309,26 +340,7 @@ impl Cluster {
         let ca = dir.join("ca");
         run_tool(slapmaster, &["ca", "init", "--dir"], &ca, &[])?;
         for id in 1..=count {
-            let tls_dir = dir.join(format!("replica-{id}-tls"));
-            issue(
-                slapmaster,
-                dir,
-                &format!("replica:{id}"),
-                &tls_dir,
-                &["--server-name", "::1"],
-            )?;
-            // Each replica can sign enrolling computers' and operator-issued certificates.
-            let (ca_dir, replica) = (ca.to_string_lossy(), id.to_string());
-            let signer = [
-                "cert",
-                "signer",
-                "--ca-dir",
-                &ca_dir,
-                "--replica",
-                &replica,
-                "--tls-dir",
-            ];
-            run_tool(slapmaster, &signer, &tls_dir, &[])?;
+            replica_tls(slapmaster, dir, id)?;
         }
         let operator_dir = dir.join("certs").join("operator");
         issue(slapmaster, dir, OPERATOR, &operator_dir, &[])?;
@@ -648,6 +660,17 @@ impl Cluster {
             .map_err(|e| LoadError::io("waiting for slapmaster", e))
     }
 
+    /// Replica `index` reads `config` (TOML) from its next start on, the others keeping theirs:
+    /// in a rolling upgrade, the new release may take keys the old one refuses.
+    pub fn set_config(&mut self, index: usize, config: &str) -> Result<(), LoadError> {
+        let replica = &mut self.replicas[index];
+        let path = self.dir.join(format!("replica-{}.toml", replica.id));
+        std::fs::write(&path, config)
+            .map_err(|e| LoadError::io(format!("writing {}", path.display()), e))?;
+        replica.config = Some(path);
+        Ok(())
+    }
+
     /// The binary replicas run from their next start on (a rolling upgrade).
     pub fn set_slapmaster(&mut self, slapmaster: &Path) {
         self.slapmaster = slapmaster.to_path_buf();
@@ -693,6 +716,53 @@ impl Cluster {
             (status.applied_index >= head).then_some(())
         })
         .await
+    }
+
+    /// Starts a new replica (the next id) on an empty data directory, joining through the
+    /// leader as a learner, and answers its index without waiting for it to catch up. Not for
+    /// a cluster apart (its fronts are fixed at start).
+    pub async fn add_learner(&mut self) -> Result<usize, LoadError> {
+        if self.apart.is_some() {
+            return Err(LoadError::Cluster(
+                "a replica cannot be added to a cluster apart".into(),
+            ));
+        }
+        let leader = self.leader().await?;
+        let via = self
+            .replicas
+            .iter()
+            .find(|r| r.id == leader)
+            .map(Replica::url)
+            .ok_or_else(|| LoadError::Cluster(format!("leader {leader} is not ours")))?;
+        let id = self.replicas.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+        let tls_dir = replica_tls(&self.slapmaster, &self.dir, id)?;
+        let mut taken: Vec<u16> = self
+            .replicas
+            .iter()
+            .flat_map(|r| [r.port, r.http_port, r.slap_port, r.panel_port])
+            .collect();
+        let mut pick = || -> Result<u16, LoadError> {
+            let port = unused_port(&taken)?;
+            taken.push(port);
+            Ok(port)
+        };
+        let (port, http_port, slap_port, panel_port) = (pick()?, pick()?, pick()?, pick()?);
+        self.replicas.push(Replica {
+            id,
+            port,
+            front: None,
+            http_port,
+            slap_port,
+            panel_port,
+            data_dir: self.dir.join(format!("replica-{id}")),
+            tls_dir,
+            log: self.dir.join(format!("replica-{id}.log")),
+            config: self.replicas.first().and_then(|r| r.config.clone()),
+            child: None,
+        });
+        let index = self.replicas.len() - 1;
+        self.spawn(index, "join", &["--via", via.as_str(), "--learner"])?;
+        Ok(index)
     }
 
     /// Stops every replica with SIGTERM; each must shut down cleanly (exit status 0).

@@ -88,7 +88,8 @@ struct Cli {
     /// Instead of the benchmark: the cluster at SlapOS scale (`ops::load::scale`): a
     /// baseline, `--computers` x `--partitions` registered, `--fill` of them placed by
     /// `--scale-clients` users, placements at size, each replica's memory and files, a
-    /// restart. `--seconds` times the two placement phases.
+    /// restart, `--pollers` simulated nodes long-polling a follower while clients place, a
+    /// new replica from empty, a failover. `--seconds` times the three placement phases.
     #[arg(long)]
     scale: bool,
     #[arg(long, default_value_t = 10_000)]
@@ -103,12 +104,25 @@ struct Cli {
     /// The bytes of each instance's parameters in the fill.
     #[arg(long, default_value_t = 2048)]
     parameter_bytes: usize,
+    /// Simulated nodes long-polling one follower, one connection each.
+    #[arg(long, default_value_t = 10_000)]
+    pollers: usize,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum EtcdMode {
     Mtls,
     Plaintext,
+}
+
+/// Each simulated node of `--scale` holds a socket here and one in the replica it polls: the
+/// soft limit on open files goes up to the hard one (the replicas started from here inherit
+/// it).
+fn raise_open_files() -> anyhow::Result<()> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    Ok(())
 }
 
 #[tokio::main]
@@ -139,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     if cli.scale {
+        raise_open_files()?;
         let options = ops::load::scale::ScaleOptions {
             slapmaster,
             data_dir: cli.data_dir,
@@ -148,6 +163,7 @@ async fn main() -> anyhow::Result<()> {
             clients: cli.scale_clients,
             parameter_bytes: cli.parameter_bytes,
             placement_time: Duration::from_secs(cli.seconds),
+            pollers: cli.pollers,
             config,
         };
         let report = ops::load::scale::run(&options, |line| eprintln!("slapload: {line}")).await?;

@@ -15,6 +15,7 @@
 pub mod agent;
 pub mod etcd;
 mod failover;
+pub mod pollers;
 pub mod regions;
 pub mod scale;
 pub mod slap;
@@ -465,6 +466,9 @@ fn is_placed(reply: &pb::RequestInstanceReply) -> bool {
     )
 }
 
+/// Called with each placement acknowledged, and when its request was sent.
+pub(crate) type Watch = std::sync::Arc<dyn Fn(&pb::RequestInstanceReply, Instant) + Send + Sync>;
+
 async fn placements(
     cluster: &Cluster,
     urls: &[String],
@@ -472,8 +476,18 @@ async fn placements(
     clients: usize,
     time: Duration,
 ) -> Result<Sample, LoadError> {
+    placements_watched(cluster, urls, (phase, clients, time), None).await
+}
+
+/// [`placements`], each acknowledged placement shown to `watch`.
+async fn placements_watched(
+    cluster: &Cluster,
+    urls: &[String],
+    (phase, clients, time): (usize, usize, Duration),
+    watch: Option<Watch>,
+) -> Result<Sample, LoadError> {
     let targets = (0..clients).map(|c| (0, urls[c % urls.len()].clone()));
-    let mut samples = placements_from(cluster, targets, phase, time).await?;
+    let mut samples = placements_from(cluster, targets, phase, time, watch).await?;
     Ok(samples.pop().unwrap_or_default())
 }
 
@@ -485,6 +499,7 @@ async fn placements_from(
     targets: impl IntoIterator<Item = (usize, String)>,
     phase: usize,
     time: Duration,
+    watch: Option<Watch>,
 ) -> Result<Vec<Sample>, LoadError> {
     // Every client connected before the clock starts: a handshake across regions is not a
     // placement.
@@ -501,6 +516,7 @@ async fn placements_from(
         if groups.len() <= group {
             groups.resize_with(group + 1, tokio::task::JoinSet::new);
         }
+        let watch = watch.clone();
         groups[group].spawn(async move {
             let mut user = UserClient::new(channel);
             let mut sample = Sample::default();
@@ -515,7 +531,10 @@ async fn placements_from(
                 let sent = Instant::now();
                 match user.request_instance(request).await {
                     Ok(reply) if is_placed(reply.get_ref()) => {
-                        sample.latencies.push(sent.elapsed())
+                        sample.latencies.push(sent.elapsed());
+                        if let Some(watch) = &watch {
+                            watch(reply.get_ref(), sent);
+                        }
                     }
                     Ok(_) | Err(_) => sample.failed += 1,
                 }

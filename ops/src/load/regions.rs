@@ -199,7 +199,8 @@ pub async fn run(options: &RegionOptions, progress: impl Fn(&str)) -> Result<Str
         let urls = cluster.urls();
         prepare(&cluster, &urls[0], expected, computers).await?;
         let targets = (0..options.loopback_clients).map(|c| (0, urls[c % urls.len()].clone()));
-        let mut samples = placements_from(&cluster, targets, 0, options.placement_time).await?;
+        let mut samples =
+            placements_from(&cluster, targets, 0, options.placement_time, None).await?;
         let sample = samples.pop().unwrap_or_default();
         report.push(sample.line(&format!(
             "loopback placements, {} clients",
@@ -254,7 +255,8 @@ pub async fn run(options: &RegionOptions, progress: impl Fn(&str)) -> Result<Str
             "placements with {clients} clients over the regions"
         ));
         let targets = spread(clients, &regions, &nearest, |r, i| cluster.url_from(r, i))?;
-        let samples = placements_from(&cluster, targets, phase + 1, options.placement_time).await?;
+        let samples =
+            placements_from(&cluster, targets, phase + 1, options.placement_time, None).await?;
         let total = merged(&samples);
         placed.push((clients, total.per_second()));
         report.push(total.line(&format!("placements, {clients} clients, all")));

@@ -31,6 +31,12 @@ use test_kit::cluster::{Cluster, replica_status};
 /// purged log and must be sent one.
 const CONFIG: &str = "[raft]\nsnapshot_every = 300\nkeep_after_snapshot = 20\n";
 
+/// [`CONFIG`] for the new binary: snapshots by entries alone, as the old release takes them
+/// (it refuses the key; the new one would otherwise wait for the log to weigh as much as the
+/// last snapshot).
+const NEW_CONFIG: &str =
+    "[raft]\nsnapshot_every = 300\nkeep_after_snapshot = 20\nsnapshot_log_percent = 0\n";
+
 /// Placements between stopping a replica and starting it again: past a snapshot and its purge.
 const BEHIND: usize = 800;
 
@@ -92,6 +98,7 @@ pub async fn rolling_upgrade(
     cluster.stop_one(first)?;
     wait_for_writes(&acknowledged, BEHIND).await?;
     cluster.set_slapmaster(new);
+    cluster.set_config(first, NEW_CONFIG)?;
     let took = rejoin(&mut cluster, first).await?;
     report.push(step(&cluster, first, "new follower of an old leader", took).await);
     progress(report.last().map_or("", String::as_str));
@@ -106,6 +113,7 @@ pub async fn rolling_upgrade(
     cluster.stop_one(second)?;
     wait_for_writes(&acknowledged, 100).await?;
     cluster.stop_one(last_leader)?;
+    cluster.set_config(last_leader, NEW_CONFIG)?;
     let restarted = Instant::now();
     cluster.start_one(last_leader)?;
     let new_leader = cluster.leader().await?;
@@ -125,6 +133,7 @@ pub async fn rolling_upgrade(
     wait_for_writes(&acknowledged, 100).await?;
     cluster.stop_one(second)?;
     cluster.set_slapmaster(new);
+    cluster.set_config(second, NEW_CONFIG)?;
     let took = rejoin(&mut cluster, second).await?;
     report.push(step(&cluster, second, "last replica upgraded", took).await);
     progress(report.last().map_or("", String::as_str));
