@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver as _;
+
 use master_cluster::replica::{Consistency, ReplicaConfig, Role, WriteError};
 use master_cluster::server::Replica;
 use master_cluster::state::model::{
@@ -731,6 +733,132 @@ async fn a_write_the_leader_cannot_commit_is_answered_and_later_writes_go_on() {
     .expect("committed");
     instance_of(written.response);
     for replica in all {
+        replica.shutdown().await.expect("shutdown");
+    }
+}
+
+/// A request for `title` with 2 KiB of parameters: its log entry weighs about what it adds to
+/// the state.
+fn weighty_request(title: &str) -> Op {
+    let mut request = sample::instance_request(title, SR);
+    request.parameters.insert("config".into(), "x".repeat(2048));
+    Op::RequestInstance(request)
+}
+
+/// The snapshot schedule by size, on a real replica: the first snapshot after `every`
+/// entries; then more than `every` entries that weigh less than that snapshot trigger none;
+/// once the log outweighs it, the next one comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_waits_until_the_log_weighs_as_much_as_the_last_one() {
+    test_kit::init_tracing(LOGS);
+    let dirs = tempdirs(1);
+    let replicas = in_process::cluster(&dirs, |config| {
+        config.snapshots = raft_store::SnapshotSchedule {
+            every: 20,
+            log_percent: 100,
+        };
+        config.raft.max_in_snapshot_log_to_keep = 0;
+        config.raft.purge_batch_size = 1;
+    })
+    .await
+    .expect("a cluster");
+    let replica = &replicas[0];
+    // Its 2,000 partitions weigh about 480 KB in any snapshot: more than twice the 90 entries
+    // below the test writes before it expects the log to outweigh one, wherever the first
+    // snapshot falls among the first 60.
+    add_computer(replica, "COMP-1", 2000, true).await;
+    let mut written = 0u64;
+    let mut write = async |count: u64| {
+        for _ in 0..count {
+            let user = Actor::User(UserId::from("alice"));
+            replica
+                .write(command(
+                    10 + written,
+                    user,
+                    weighty_request(&format!("vm-{written}")),
+                ))
+                .await
+                .expect("write");
+            written += 1;
+        }
+    };
+    let metrics = replica.metrics().clone();
+
+    tracing::info!("--- 60 entries: the first snapshot, by count");
+    write(60).await;
+    let first = replica
+        .raft()
+        .wait(WAIT)
+        .metrics(|m| m.snapshot.is_some(), "a first snapshot")
+        .await
+        .expect("a snapshot")
+        .snapshot
+        .expect("its log id")
+        .index;
+    replica
+        .raft()
+        .wait(WAIT)
+        .metrics(
+            |m| m.purged.is_some_and(|p| p.index >= first),
+            "the log purged up to it",
+        )
+        .await
+        .expect("purged");
+    let snapshot_bytes = replica
+        .state()
+        .snapshot_bytes()
+        .expect("its size")
+        .expect("a snapshot file");
+    let scheduled = metrics.snapshots_scheduled.get();
+
+    tracing::info!(
+        snapshot_bytes,
+        "--- 30 entries, lighter than the snapshot: none"
+    );
+    let entries = 30;
+    write(entries).await;
+    assert!(
+        (60 + entries) * 2600 < snapshot_bytes,
+        "the test needs entries lighter than the snapshot of {snapshot_bytes} bytes"
+    );
+    // The schedule sets the gauges after it decided: once they show these entries, their
+    // decision is made.
+    test_kit::cluster::wait_for("the schedule to weigh the new entries", || async {
+        let weighed =
+            metrics.raft_log_bytes.get() >= entries * 2048 && metrics.snapshot_bytes.get() > 0;
+        weighed.then_some(())
+    })
+    .await
+    .expect("weighed");
+    assert_eq!(
+        metrics.snapshots_scheduled.get(),
+        scheduled,
+        "a snapshot was triggered with {} log bytes against a snapshot of {}",
+        metrics.raft_log_bytes.get(),
+        metrics.snapshot_bytes.get()
+    );
+    assert_eq!(
+        replica
+            .raft()
+            .metrics()
+            .borrow_watched()
+            .snapshot
+            .map(|s| s.index),
+        Some(first)
+    );
+
+    tracing::info!("--- the log outweighs it: the next snapshot");
+    write(snapshot_bytes / 2048 + 1).await;
+    replica
+        .raft()
+        .wait(WAIT)
+        .metrics(
+            |m| m.snapshot.is_some_and(|s| s.index > first),
+            "a second snapshot",
+        )
+        .await
+        .expect("a second snapshot");
+    for replica in replicas {
         replica.shutdown().await.expect("shutdown");
     }
 }

@@ -54,6 +54,11 @@ impl Gauge {
         self.0.load(Ordering::Relaxed)
     }
 
+    /// For a gauge sampled rather than counted (a file's size, say).
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
     /// Increments now and decrements when the guard is dropped (a request that ends however
     /// it ends).
     pub fn track(self: &Arc<Self>) -> GaugeGuard {

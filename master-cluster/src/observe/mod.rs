@@ -307,6 +307,21 @@ pub fn exposition(core: &ReplicaCore, state: StateGauges) -> String {
         "Node long-polls waiting on this replica now.",
         m.long_polls_open.get() as f64,
     );
+    out.gauge(
+        "slapcluster_raft_log_bytes",
+        "Encoded bytes of the Raft log's entries, as the snapshot schedule last weighed them.",
+        m.raft_log_bytes.get() as f64,
+    );
+    out.gauge(
+        "slapcluster_snapshot_bytes",
+        "Bytes of the current snapshot, as the snapshot schedule last weighed them.",
+        m.snapshot_bytes.get() as f64,
+    );
+    out.counter(
+        "slapcluster_snapshots_scheduled_total",
+        "Snapshots this replica's schedule triggered (snapshot_every, snapshot_log_percent).",
+        m.snapshots_scheduled.get(),
+    );
     out.finish()
 }
 

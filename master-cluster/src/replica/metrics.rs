@@ -32,6 +32,11 @@ pub struct ReplicaMetrics {
     pub node_polls: Counter,
     pub long_polls_open: std::sync::Arc<Gauge>,
     pub leader_changes: Counter,
+    /// The Raft log's bytes and the current snapshot's, as the snapshot schedule last weighed
+    /// them (set after it decided), and the snapshots it triggered.
+    pub raft_log_bytes: Gauge,
+    pub snapshot_bytes: Gauge,
+    pub snapshots_scheduled: Counter,
 }
 
 impl raft_store::Observer for ReplicaMetrics {

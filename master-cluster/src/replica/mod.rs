@@ -148,12 +148,17 @@ fn spawn_snapshot_schedule(
                     continue;
                 }
             };
-            if schedule.due(applied_since, log.bytes(), snapshot_bytes)
-                && core.raft.trigger().snapshot().await.is_err()
-            {
-                // Raft stopped (shutdown or a fatal storage error): nothing left to schedule.
-                return;
+            let log_bytes = log.bytes();
+            if schedule.due(applied_since, log_bytes, snapshot_bytes) {
+                if core.raft.trigger().snapshot().await.is_err() {
+                    // Raft stopped (shutdown or a fatal storage error): nothing left to do.
+                    return;
+                }
+                core.metrics.snapshots_scheduled.inc();
             }
+            // After the decision: a reader that sees these figures sees its outcome too.
+            core.metrics.raft_log_bytes.set(log_bytes);
+            core.metrics.snapshot_bytes.set(snapshot_bytes.unwrap_or(0));
         }
     });
 }
