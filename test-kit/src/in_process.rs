@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use master_cluster::replica::ReplicaConfig;
 use master_cluster::server::Replica;
-use master_cluster::state::{ReplicaNode, query};
+use master_cluster::state::model::{
+    Actor, ComputerId, SoftwareReleaseUrl, SupplyState, Timestamp, UserId,
+};
+use master_cluster::state::{Command, Op, ReplicaNode, query, sample};
 use openraft::ServerState;
 
 use crate::Error;
@@ -136,4 +139,63 @@ pub async fn restart(id: u64, dir: &Path, port: u16) -> Result<Replica, Error> {
             Err(e) => return Err(e),
         }
     }
+}
+
+// What tests write through a replica.
+
+/// The software release the helpers below supply and request.
+pub const SR: &str = "https://lab.nexedi.com/nexedi/slapos/raw/1.0/software/kvm/software.cfg";
+
+/// `op` by `actor` at time `at` (microseconds).
+pub fn command(at: u64, actor: Actor, op: Op) -> Command {
+    Command {
+        at: Timestamp(at),
+        actor,
+        op,
+    }
+}
+
+/// Registering computer `id` with `partitions` partitions, in region `eu`.
+pub fn computer(id: &str, partitions: u32) -> Op {
+    Op::RegisterComputer(sample::computer_definition(
+        id,
+        partitions,
+        &[("region", "eu")],
+    ))
+}
+
+/// A request for an instance titled `title` of [`SR`].
+pub fn request(title: &str) -> Op {
+    Op::RequestInstance(sample::instance_request(title, SR))
+}
+
+pub fn tempdirs(n: usize) -> Vec<tempfile::TempDir> {
+    (0..n)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect()
+}
+
+/// Registers a computer of `partitions` partitions through `replica` and, with `supply`,
+/// supplies [`SR`] to it. Returns the last write's index.
+pub async fn add_computer(replica: &Replica, id: &str, partitions: u32, supply: bool) -> u64 {
+    let node = Actor::Computer(ComputerId::from(id));
+    let written = replica
+        .write(command(1, node, computer(id, partitions)))
+        .await
+        .expect("write");
+    written.response.expect("registered");
+    if !supply {
+        return written.index;
+    }
+    let op = Op::Supply {
+        computer: ComputerId::from(id),
+        url: SoftwareReleaseUrl::from(SR),
+        state: SupplyState::Available,
+    };
+    let written = replica
+        .write(command(2, Actor::Operator(UserId::from("admin")), op))
+        .await
+        .expect("write");
+    written.response.expect("supplied");
+    written.index
 }
