@@ -226,9 +226,25 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    match slapmaster().await {
+/// Threads for blocking work (every state read, apply, snapshots). tokio's default is 512, and
+/// each thread keeps its own allocator pages: 2,000 nodes long-polling a replica of 200k
+/// partitions grew it 336 MiB with 512, 243 MiB with 32 (`slapload --scale`, BENCHMARKS.md).
+/// On two cores, 32 reads at once is already far more than can run.
+const BLOCKING_THREADS: usize = 32;
+
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("slapmaster: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(slapmaster()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // Our errors carry their causes in their message; the chain would repeat them.

@@ -693,24 +693,32 @@ impl Cluster {
         self.spawn(index, "run", &[])
     }
 
+    /// Where the leader serves gRPC.
+    pub async fn leader_url(&self) -> Result<String, LoadError> {
+        let leader = self.leader().await?;
+        self.replicas
+            .iter()
+            .find(|r| r.id == leader)
+            .map(Replica::url)
+            .ok_or_else(|| LoadError::Cluster(format!("leader {leader} is not ours")))
+    }
+
+    /// The leader's last log index now (0 if it does not answer): a replica that applied it
+    /// has caught up with what the cluster had.
+    pub async fn leader_head(&self) -> Result<u64, LoadError> {
+        let url = self.leader_url().await?;
+        Ok(replica_status(&url, &self.operator.tls_config(), false)
+            .await
+            .map_or(0, |s| s.last_log_index))
+    }
+
     /// Restarts replica `index` from its data directory and waits until it has applied
     /// everything the leader had when it started.
     pub async fn restart(&mut self, index: usize) -> Result<(), LoadError> {
-        let leader_url = {
-            let leader = self.leader().await?;
-            self.replicas
-                .iter()
-                .find(|r| r.id == leader)
-                .map(Replica::url)
-                .ok_or_else(|| LoadError::Cluster(format!("leader {leader} is not ours")))?
-        };
         self.start_one(index)?;
+        let head = self.leader_head().await?;
         let url = self.replicas[index].url();
         let operator = self.operator.tls_config();
-        let head = replica_status(&leader_url, &operator, false)
-            .await
-            .map(|s| s.last_log_index)
-            .unwrap_or(0);
         wait_for("the restarted replica to catch up", || async {
             let status = replica_status(&url, &operator, false).await?;
             (status.applied_index >= head).then_some(())
@@ -727,13 +735,7 @@ impl Cluster {
                 "a replica cannot be added to a cluster apart".into(),
             ));
         }
-        let leader = self.leader().await?;
-        let via = self
-            .replicas
-            .iter()
-            .find(|r| r.id == leader)
-            .map(Replica::url)
-            .ok_or_else(|| LoadError::Cluster(format!("leader {leader} is not ours")))?;
+        let via = self.leader_url().await?;
         let id = self.replicas.iter().map(|r| r.id).max().unwrap_or(0) + 1;
         let tls_dir = replica_tls(&self.slapmaster, &self.dir, id)?;
         let mut taken: Vec<u16> = self

@@ -619,17 +619,8 @@ async fn new_leader_among(
 
 /// Waits until replica `index` has applied what the leader had when asked.
 async fn caught_up(cluster: &Cluster, index: usize) -> Result<(), LoadError> {
-    let leader = cluster.leader().await?;
+    let head = cluster.leader_head().await?;
     let operator = cluster.operator();
-    let leader_url = cluster
-        .replicas
-        .iter()
-        .find(|r| r.id == leader)
-        .map(cluster::Replica::url)
-        .ok_or_else(|| LoadError::Cluster(format!("leader {leader} is not ours")))?;
-    let head = cluster::replica_status(&leader_url, &operator, false)
-        .await
-        .map_or(0, |s| s.last_log_index);
     let url = cluster.replicas[index].url();
     cluster::wait_for("the cut replica to catch up", || async {
         let status = cluster::replica_status(&url, &operator, false).await?;

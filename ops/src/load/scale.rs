@@ -477,16 +477,7 @@ async fn long_polls(
 /// leader had when it started.
 async fn new_replica(cluster: &mut Cluster) -> Result<String, LoadError> {
     let operator = cluster.operator();
-    let leader = cluster.leader().await?;
-    let leader_url = cluster
-        .replicas
-        .iter()
-        .find(|r| r.id == leader)
-        .map(cluster::Replica::url)
-        .ok_or_else(|| LoadError::Cluster(format!("leader {leader} is not ours")))?;
-    let head = cluster::replica_status(&leader_url, &operator, false)
-        .await
-        .map_or(0, |s| s.last_log_index);
+    let head = cluster.leader_head().await?;
     let started = Instant::now();
     let index = cluster.add_learner().await?;
     let (id, url, http) = {
