@@ -207,7 +207,11 @@ async fn the_scale_run_measures_every_phase_on_a_small_cluster() {
         .and_then(|n| n.parse().ok())
         .expect("a count of wakes");
     assert!(woken > 0, "{}", lines[8]);
-    assert!(lines[8].contains(" 0 not yet, 0 on"), "{}", lines[8]);
+    assert!(
+        lines[8].contains("; 0 on computers not polled"),
+        "{}",
+        lines[8]
+    );
     for replica in &lines[9..12] {
         assert!(
             replica.contains("resident") && !replica.contains("resident 0 MiB"),

@@ -146,8 +146,6 @@ pub struct Pollers {
 pub struct Wakes {
     pub from_ack: Vec<Duration>,
     pub from_request: Vec<Duration>,
-    /// Placements whose node had not answered with them when the phase ended.
-    pub unseen: usize,
     /// Placements on computers no simulated node polls.
     pub unpolled: usize,
     pub answers: usize,
@@ -255,7 +253,6 @@ impl Pollers {
         Wakes {
             from_ack: std::mem::take(&mut matcher.from_ack),
             from_request: std::mem::take(&mut matcher.from_request),
-            unseen: matcher.waiting.values().map(Vec::len).sum(),
             unpolled: matcher.unpolled,
             answers: self.answers.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),

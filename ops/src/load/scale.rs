@@ -335,7 +335,7 @@ pub async fn run(options: &ScaleOptions, progress: impl Fn(&str)) -> Result<Stri
     let started = Instant::now();
     let http = cluster.replicas[index].http_addr();
     let restart = cluster.restart(index);
-    let (caught_up, ready) = tokio::join!(restart, ready(http, CATCH_UP));
+    let (caught_up, ready) = tokio::join!(restart, ready_at(http, CATCH_UP));
     caught_up?;
     report.push(format!(
         "{:<36} ready in {:.1} s, caught up in {:.1} s",
@@ -368,7 +368,7 @@ pub async fn run(options: &ScaleOptions, progress: impl Fn(&str)) -> Result<Stri
 const CATCH_UP: Duration = Duration::from_secs(600);
 
 /// When the replica serving operations at `http` first answers `/readyz` 200, within `within`.
-async fn ready(http: std::net::SocketAddr, within: Duration) -> Result<Instant, LoadError> {
+async fn ready_at(http: std::net::SocketAddr, within: Duration) -> Result<Instant, LoadError> {
     let deadline = Instant::now() + within;
     loop {
         if let Ok(answer) = test_kit::http::get(http, "/readyz").await
@@ -465,9 +465,9 @@ async fn long_polls(
     let (req50, req99, _) = quantiles(wakes.from_request);
     report.push(format!(
         "{:<36} p50 {ack50:.1} ms p99 {ack99:.1} ms after the placement's answer; p50 \
-         {req50:.1} ms p99 {req99:.1} ms after its request ({matched} woken, {} not yet, {} on \
-         computers not polled; {} answers, {} failed polls)",
-        "long-poll wake", wakes.unseen, wakes.unpolled, wakes.answers, wakes.failures
+         {req50:.1} ms p99 {req99:.1} ms after its request ({matched} woken, each placement \
+         on a polled computer; {} on computers not polled; {} answers, {} failed polls)",
+        "long-poll wake", wakes.unpolled, wakes.answers, wakes.failures
     ));
     progress(report.last().map_or("", String::as_str));
     Ok(Some(nodes))
@@ -484,7 +484,7 @@ async fn new_replica(cluster: &mut Cluster) -> Result<String, LoadError> {
         let replica = &cluster.replicas[index];
         (replica.id, replica.url(), replica.http_addr())
     };
-    let ready = ready(http, CATCH_UP).await?;
+    let ready = ready_at(http, CATCH_UP).await?;
     let deadline = started + CATCH_UP;
     let status = loop {
         if let Some(status) = cluster::replica_status(&url, &operator, false).await
