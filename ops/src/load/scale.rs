@@ -233,8 +233,13 @@ pub async fn run(options: &ScaleOptions, progress: impl Fn(&str)) -> Result<Stri
         options.partitions,
     )
     .await?;
+    let before = snapshots_scheduled(&cluster).await;
     let baseline = placements(&cluster, &urls, 0, options.clients, options.placement_time).await?;
-    report.push(baseline.line(&format!("placements, {} clients, empty", options.clients)));
+    report.push(format!(
+        "{} [snapshots begun: {}]",
+        baseline.line(&format!("placements, {} clients, empty", options.clients)),
+        snapshots_scheduled(&cluster).await.saturating_sub(before)
+    ));
     progress(report.last().map_or("", String::as_str));
 
     // 2. Registration.
@@ -288,8 +293,13 @@ pub async fn run(options: &ScaleOptions, progress: impl Fn(&str)) -> Result<Stri
 
     // 4. At size.
     progress("placements at size");
+    let before = snapshots_scheduled(&cluster).await;
     let at_size = placements(&cluster, &urls, 1, options.clients, options.placement_time).await?;
-    report.push(at_size.line(&format!("placements, {} clients, at size", options.clients)));
+    report.push(format!(
+        "{} [snapshots begun: {}]",
+        at_size.line(&format!("placements, {} clients, at size", options.clients)),
+        snapshots_scheduled(&cluster).await.saturating_sub(before)
+    ));
     report.push(format!(
         "{:<36} {:.2}",
         "at size / empty",
@@ -361,6 +371,25 @@ pub async fn run(options: &ScaleOptions, progress: impl Fn(&str)) -> Result<Stri
     progress(report.last().map_or("", String::as_str));
     cluster.stop()?;
     Ok(report.join("\n"))
+}
+
+/// Snapshots the running replicas' schedules have triggered so far (each replica's
+/// `slapcluster_snapshots_scheduled_total`): the difference across a phase says whether
+/// snapshots competed with it.
+async fn snapshots_scheduled(cluster: &Cluster) -> u64 {
+    let mut total = 0;
+    for replica in cluster.replicas.iter().filter(|r| r.is_running()) {
+        let Ok(answer) = test_kit::http::get(replica.http_addr(), "/metrics").await else {
+            continue;
+        };
+        total += answer
+            .body
+            .lines()
+            .find_map(|line| line.strip_prefix("slapcluster_snapshots_scheduled_total "))
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    total
 }
 
 /// How long a replica may take to be ready or catch up before the run gives up (the issue's
