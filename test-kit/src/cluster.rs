@@ -712,18 +712,31 @@ impl Cluster {
             .map_or(0, |s| s.last_log_index))
     }
 
+    /// Waits, at most `within`, until replica `index` has applied log index `head`; answers its
+    /// status then.
+    pub async fn caught_up(
+        &self,
+        index: usize,
+        head: u64,
+        within: Duration,
+    ) -> Result<pb::ReplicaStatusReply, LoadError> {
+        let replica = &self.replicas[index];
+        let (url, operator) = (replica.url(), self.operator.tls_config());
+        let what = format!("replica {} to apply index {head}", replica.id);
+        wait_within(&what, within, Duration::from_millis(50), || async {
+            let status = replica_status(&url, &operator, false).await?;
+            (status.applied_index >= head).then_some(status)
+        })
+        .await
+    }
+
     /// Restarts replica `index` from its data directory and waits until it has applied
     /// everything the leader had when it started.
     pub async fn restart(&mut self, index: usize) -> Result<(), LoadError> {
         self.start_one(index)?;
         let head = self.leader_head().await?;
-        let url = self.replicas[index].url();
-        let operator = self.operator.tls_config();
-        wait_for("the restarted replica to catch up", || async {
-            let status = replica_status(&url, &operator, false).await?;
-            (status.applied_index >= head).then_some(())
-        })
-        .await
+        self.caught_up(index, head, Duration::from_secs(60)).await?;
+        Ok(())
     }
 
     /// Starts a new replica (the next id) on an empty data directory, joining through the
@@ -846,9 +859,20 @@ pub async fn wait_for<T, F: Future<Output = Option<T>>>(
 pub async fn wait_for_every<T, F: Future<Output = Option<T>>>(
     what: &str,
     interval: Duration,
+    attempt: impl FnMut() -> F,
+) -> Result<T, LoadError> {
+    wait_within(what, Duration::from_secs(60), interval, attempt).await
+}
+
+/// Retries `attempt` every `interval` until it returns `Some`, for at most `within`: for what
+/// may take longer than a minute (a replica catching up on gigabytes) and should still be timed.
+pub async fn wait_within<T, F: Future<Output = Option<T>>>(
+    what: &str,
+    within: Duration,
+    interval: Duration,
     mut attempt: impl FnMut() -> F,
 ) -> Result<T, LoadError> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + within;
     loop {
         if let Some(value) = attempt().await {
             return Ok(value);

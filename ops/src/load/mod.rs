@@ -174,6 +174,12 @@ async fn timed_rounds(
     Ok(sample)
 }
 
+/// Adds `line` to the report and shows it as progress at once.
+fn record(report: &mut Vec<String>, progress: &impl Fn(&str), line: String) {
+    progress(&line);
+    report.push(line);
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -235,8 +241,11 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> Result<String, L
     for (phase, &clients) in options.clients.iter().enumerate() {
         progress(&format!("placements with {clients} clients"));
         let sample = placements(&cluster, &urls, phase, clients, options.placement_time).await?;
-        report.push(sample.line(&format!("placements, {clients} clients")));
-        progress(report.last().map_or("", String::as_str));
+        record(
+            &mut report,
+            &progress,
+            sample.line(&format!("placements, {clients} clients")),
+        );
         placed.push((clients, sample.per_second()));
     }
 
@@ -251,11 +260,14 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> Result<String, L
         progress("polls of a computer with 100 busy partitions, from a follower");
         setup_poll_computer(&cluster, &urls[0]).await?;
         let sample = polls(&cluster, &follower, options.poll_clients, options.poll_time).await?;
-        report.push(sample.line(&format!(
-            "full polls, {} clients, follower",
-            options.poll_clients
-        )));
-        progress(report.last().map_or("", String::as_str));
+        record(
+            &mut report,
+            &progress,
+            sample.line(&format!(
+                "full polls, {} clients, follower",
+                options.poll_clients
+            )),
+        );
     }
 
     if options.wakes > 0 {
@@ -267,8 +279,11 @@ pub async fn run(options: &Options, progress: impl Fn(&str)) -> Result<String, L
             .map(cluster::Replica::url)
             .ok_or_else(|| LoadError::Cluster("no leader".into()))?;
         let sample = wakes(&cluster, &leader_url, &follower, options.wakes).await?;
-        report.push(sample.spread("long-poll: acknowledged -> woken", "changes"));
-        progress(report.last().map_or("", String::as_str));
+        record(
+            &mut report,
+            &progress,
+            sample.spread("long-poll: acknowledged -> woken", "changes"),
+        );
     }
 
     if !options.agent_time.is_zero() {
@@ -347,8 +362,11 @@ async fn compare_etcd(
         for (phase, &(clients, placements)) in placed.iter().enumerate() {
             progress(&format!("etcd ({mode}) puts with {clients} clients"));
             let sample = etcd::puts(&cluster, phase, clients, options.placement_time).await?;
-            report.push(sample.line(&format!("etcd {mode} puts, {clients} clients")));
-            progress(report.last().map_or("", String::as_str));
+            record(
+                report,
+                progress,
+                sample.line(&format!("etcd {mode} puts, {clients} clients")),
+            );
             summary.push(format!(
                 "ratio vs etcd {mode}, {clients} clients: {placements:.0} placements/s / {:.0} \
                  puts/s = {:.2}",

@@ -82,6 +82,8 @@ struct Matcher {
     from_request: Vec<Duration>,
     /// Placements on computers no simulated node polls.
     unpolled: usize,
+    /// Every answer the nodes had.
+    answers: usize,
 }
 
 impl Matcher {
@@ -93,6 +95,7 @@ impl Matcher {
     }
 
     fn answer(&mut self, computer: &str, version: u64, at: Instant) {
+        self.answers += 1;
         if let Some(waiting) = self.waiting.get_mut(computer) {
             let mut seen = Vec::new();
             waiting.retain(|&(index, sent, acknowledged)| {
@@ -137,7 +140,6 @@ impl Matcher {
 /// Simulated nodes long-polling one replica, until dropped.
 pub struct Pollers {
     matcher: Arc<Mutex<Matcher>>,
-    answers: Arc<AtomicUsize>,
     failures: Arc<AtomicUsize>,
     tasks: tokio::task::JoinSet<()>,
 }
@@ -165,16 +167,15 @@ impl Pollers {
         computers: Vec<(String, Credentials)>,
     ) -> Result<Self, LoadError> {
         let matcher: Arc<Mutex<Matcher>> = Arc::default();
-        let (answers, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let failures = Arc::new(AtomicUsize::new(0));
         let started = Arc::new(AtomicUsize::new(0));
         let count = computers.len();
         let connecting = Arc::new(tokio::sync::Semaphore::new(CONNECTING));
         let mut tasks = tokio::task::JoinSet::new();
         for (computer, credentials) in computers {
-            let (url, matcher, answers, failures, started, connecting) = (
+            let (url, matcher, failures, started, connecting) = (
                 url.to_string(),
                 matcher.clone(),
-                answers.clone(),
                 failures.clone(),
                 started.clone(),
                 connecting.clone(),
@@ -201,7 +202,6 @@ impl Pollers {
                         Ok(reply) => {
                             let version = reply.get_ref().version;
                             lock(&matcher).answer(&computer, version, Instant::now());
-                            answers.fetch_add(1, Ordering::Relaxed);
                             if after.is_none() {
                                 started.fetch_add(1, Ordering::Relaxed);
                             }
@@ -217,7 +217,6 @@ impl Pollers {
         }
         let pollers = Self {
             matcher,
-            answers,
             failures,
             tasks,
         };
@@ -254,7 +253,7 @@ impl Pollers {
             from_ack: std::mem::take(&mut matcher.from_ack),
             from_request: std::mem::take(&mut matcher.from_request),
             unpolled: matcher.unpolled,
-            answers: self.answers.load(Ordering::Relaxed),
+            answers: matcher.answers,
             failures: self.failures.load(Ordering::Relaxed),
         }
     }

@@ -34,7 +34,7 @@ use test_kit::fronts::{self, Blocked};
 use super::failover::{Acks, keep_writing, kill_and_time};
 use super::{
     LoadError, POLL_COMPUTER, POLL_USER, SOFTWARE, Sample, connect_as, ms, placements_from, polls,
-    register, setup_poll_computer, timed_rounds, wakes,
+    record, register, setup_poll_computer, timed_rounds, wakes,
 };
 
 #[derive(Debug, Clone)]
@@ -202,11 +202,14 @@ pub async fn run(options: &RegionOptions, progress: impl Fn(&str)) -> Result<Str
         let mut samples =
             placements_from(&cluster, targets, 0, options.placement_time, None).await?;
         let sample = samples.pop().unwrap_or_default();
-        report.push(sample.line(&format!(
-            "loopback placements, {} clients",
-            options.loopback_clients
-        )));
-        progress(report.last().map_or("", String::as_str));
+        record(
+            &mut report,
+            &progress,
+            sample.line(&format!(
+                "loopback placements, {} clients",
+                options.loopback_clients
+            )),
+        );
         cluster.stop()?;
     }
 
@@ -241,11 +244,14 @@ pub async fn run(options: &RegionOptions, progress: impl Fn(&str)) -> Result<Str
             .await?;
     }
     let leader = leader_index(&cluster).await?;
-    report.push(format!(
-        "leader: replica {} in {}",
-        cluster.replicas[leader].id, options.voters[leader]
-    ));
-    progress(report.last().map_or("", String::as_str));
+    record(
+        &mut report,
+        &progress,
+        format!(
+            "leader: replica {} in {}",
+            cluster.replicas[leader].id, options.voters[leader]
+        ),
+    );
 
     // Each region's clients and nodes call its nearest member.
     let nearest = nearest_each(map, &members, &regions)?;
@@ -283,12 +289,15 @@ pub async fn run(options: &RegionOptions, progress: impl Fn(&str)) -> Result<Str
             let url = cluster.url_from(region, nearest[r])?;
             let sample = polls(&cluster, &url, options.poll_clients, options.poll_time).await?;
             let floor = map.rtt(region, &members[nearest[r]])?;
-            report.push(format!(
-                "{}   floor {:.0} ms",
-                sample.line(&format!("full polls from {region}")),
-                ms(floor)
-            ));
-            progress(report.last().map_or("", String::as_str));
+            record(
+                &mut report,
+                &progress,
+                format!(
+                    "{}   floor {:.0} ms",
+                    sample.line(&format!("full polls from {region}")),
+                    ms(floor)
+                ),
+            );
         }
     }
     if options.wakes > 0 {
@@ -299,15 +308,21 @@ pub async fn run(options: &RegionOptions, progress: impl Fn(&str)) -> Result<Str
             let url = cluster.url_from(region, nearest[r])?;
             let sample = wakes(&cluster, &leader_url, &url, options.wakes).await?;
             let one_way = map.one_way(leader_region, &members[nearest[r]])?;
-            report.push(format!(
-                "{}   leader -> its replica {:.0} ms",
-                sample.spread(&format!("long-poll wake in {region}"), "changes"),
-                ms(one_way)
-            ));
-            progress(report.last().map_or("", String::as_str));
+            record(
+                &mut report,
+                &progress,
+                format!(
+                    "{}   leader -> its replica {:.0} ms",
+                    sample.spread(&format!("long-poll wake in {region}"), "changes"),
+                    ms(one_way)
+                ),
+            );
             let sample = read_your_writes(&cluster, &url, options.wakes).await?;
-            report.push(sample.spread(&format!("read-your-writes wait in {region}"), "writes"));
-            progress(report.last().map_or("", String::as_str));
+            record(
+                &mut report,
+                &progress,
+                sample.spread(&format!("read-your-writes wait in {region}"), "writes"),
+            );
         }
     }
 
@@ -418,11 +433,14 @@ async fn compare_etcd(
     .await?;
     if options.cutoffs > 0 {
         let (heartbeat, election) = super::etcd::tuned_for(map.widest(&options.voters)?);
-        report.push(format!(
-            "{}   heartbeat {heartbeat} ms, election timeout {election} ms",
-            cutoffs.spread("etcd: leader's region cut -> next put", "cuts")
-        ));
-        progress(report.last().map_or("", String::as_str));
+        record(
+            report,
+            progress,
+            format!(
+                "{}   heartbeat {heartbeat} ms, election timeout {election} ms",
+                cutoffs.spread("etcd: leader's region cut -> next put", "cuts")
+            ),
+        );
     }
     Ok(())
 }
@@ -580,7 +598,10 @@ async fn cut_off_leader(
         };
         cluster.partition(&Blocked::new())?;
         let took = took?;
-        caught_up(cluster, leader).await?;
+        let head = cluster.leader_head().await?;
+        cluster
+            .caught_up(leader, head, Duration::from_secs(60))
+            .await?;
         if let (Some(took), Some((seen, at))) = (took, new_leader) {
             let seen =
                 seen.map_err(|e| LoadError::Cluster(format!("watching for a new leader: {e}")))??;
@@ -613,18 +634,6 @@ async fn new_leader_among(
             }
             None
         }
-    })
-    .await
-}
-
-/// Waits until replica `index` has applied what the leader had when asked.
-async fn caught_up(cluster: &Cluster, index: usize) -> Result<(), LoadError> {
-    let head = cluster.leader_head().await?;
-    let operator = cluster.operator();
-    let url = cluster.replicas[index].url();
-    cluster::wait_for("the cut replica to catch up", || async {
-        let status = cluster::replica_status(&url, &operator, false).await?;
-        (status.applied_index >= head).then_some(())
     })
     .await
 }

@@ -210,13 +210,13 @@ pub async fn run(options: &ScaleOptions, progress: impl Fn(&str)) -> Result<Stri
     let mut report = Vec::new();
     let total = options.computers * options.partitions;
     let target = total * options.fill_percent.min(90) / 100;
-    // Room for every placement the phases make: the fill, two timed phases at a generous
-    // rate, and the baseline's capacity.
+    // Room for every placement the phases make: the fill and the three timed phases, each at
+    // most `timed` (a generous rate).
     let timed = options.clients
         * 200
         * usize::try_from(options.placement_time.as_secs().max(1)).unwrap_or(usize::MAX);
     cluster
-        .set_default_quota(u64::try_from(target + 2 * timed).unwrap_or(u64::MAX))
+        .set_default_quota(u64::try_from(target + 3 * timed).unwrap_or(u64::MAX))
         .await?;
 
     // 1. The baseline, on a nearly empty cluster.
@@ -233,14 +233,8 @@ pub async fn run(options: &ScaleOptions, progress: impl Fn(&str)) -> Result<Stri
         options.partitions,
     )
     .await?;
-    let before = snapshots_scheduled(&cluster).await;
-    let baseline = placements(&cluster, &urls, 0, options.clients, options.placement_time).await?;
-    report.push(format!(
-        "{} [snapshots begun: {}]",
-        baseline.line(&format!("placements, {} clients, empty", options.clients)),
-        snapshots_scheduled(&cluster).await.saturating_sub(before)
-    ));
-    progress(report.last().map_or("", String::as_str));
+    let (baseline, line) = placements_counted(&cluster, &urls, (0, "empty"), options).await?;
+    record(&mut report, &progress, line);
 
     // 2. Registration.
     progress(&format!(
@@ -255,14 +249,17 @@ pub async fn run(options: &ScaleOptions, progress: impl Fn(&str)) -> Result<Stri
         options.partitions,
     )
     .await?;
-    report.push(format!(
-        "{:<36} {:>9.0}/s   ({} computers, {total} partitions in {:.1} s)",
-        "registrations (with supply)",
-        options.computers as f64 / took.as_secs_f64().max(f64::EPSILON),
-        options.computers,
-        took.as_secs_f64()
-    ));
-    progress(report.last().map_or("", String::as_str));
+    record(
+        &mut report,
+        &progress,
+        format!(
+            "{:<36} {:>9.0}/s   ({} computers, {total} partitions in {:.1} s)",
+            "registrations (with supply)",
+            options.computers as f64 / took.as_secs_f64().max(f64::EPSILON),
+            options.computers,
+            took.as_secs_f64()
+        ),
+    );
 
     // 3. The fill.
     progress(&format!(
@@ -275,8 +272,11 @@ pub async fn run(options: &ScaleOptions, progress: impl Fn(&str)) -> Result<Stri
         (options.clients, target, options.parameter_bytes),
     )
     .await?;
-    report.push(sample.line(&format!("fill to {target} instances")));
-    progress(report.last().map_or("", String::as_str));
+    record(
+        &mut report,
+        &progress,
+        sample.line(&format!("fill to {target} instances")),
+    );
     let rates: Vec<String> = tenths
         .iter()
         .scan(Duration::ZERO, |before, &at| {
@@ -293,19 +293,17 @@ pub async fn run(options: &ScaleOptions, progress: impl Fn(&str)) -> Result<Stri
 
     // 4. At size.
     progress("placements at size");
-    let before = snapshots_scheduled(&cluster).await;
-    let at_size = placements(&cluster, &urls, 1, options.clients, options.placement_time).await?;
-    report.push(format!(
-        "{} [snapshots begun: {}]",
-        at_size.line(&format!("placements, {} clients, at size", options.clients)),
-        snapshots_scheduled(&cluster).await.saturating_sub(before)
-    ));
-    report.push(format!(
-        "{:<36} {:.2}",
-        "at size / empty",
-        at_size.per_second() / baseline.per_second().max(f64::EPSILON)
-    ));
-    progress(report.last().map_or("", String::as_str));
+    let (at_size, line) = placements_counted(&cluster, &urls, (1, "at size"), options).await?;
+    report.push(line);
+    record(
+        &mut report,
+        &progress,
+        format!(
+            "{:<36} {:.2}",
+            "at size / empty",
+            at_size.per_second() / baseline.per_second().max(f64::EPSILON)
+        ),
+    );
 
     // 5. Simulated nodes long-polling a follower while the clients place.
     // The computers placements go to first (the marketplace prefers the most free partitions)
@@ -347,28 +345,33 @@ pub async fn run(options: &ScaleOptions, progress: impl Fn(&str)) -> Result<Stri
     let restart = cluster.restart(index);
     let (caught_up, ready) = tokio::join!(restart, ready_at(http, CATCH_UP));
     caught_up?;
-    report.push(format!(
-        "{:<36} ready in {:.1} s, caught up in {:.1} s",
-        format!("restart of replica {follower}"),
-        (ready? - started).as_secs_f64(),
-        started.elapsed().as_secs_f64()
-    ));
-    progress(report.last().map_or("", String::as_str));
+    record(
+        &mut report,
+        &progress,
+        format!(
+            "{:<36} ready in {:.1} s, caught up in {:.1} s",
+            format!("restart of replica {follower}"),
+            (ready? - started).as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        ),
+    );
 
     // 8. A new replica, from an empty directory.
     progress("a new replica joins");
-    report.push(new_replica(&mut cluster).await?);
-    progress(report.last().map_or("", String::as_str));
+    record(&mut report, &progress, new_replica(&mut cluster).await?);
 
     // 9. A failover at this size.
     progress("killing the leader");
     let took = failover::failover(&mut cluster, 0).await?;
-    report.push(format!(
-        "{:<36} {:>9.0} ms   (first write acknowledged after SIGKILL of the leader)",
-        "failover at size",
-        ms(took)
-    ));
-    progress(report.last().map_or("", String::as_str));
+    record(
+        &mut report,
+        &progress,
+        format!(
+            "{:<36} {:>9.0} ms   (first write acknowledged after SIGKILL of the leader)",
+            "failover at size",
+            ms(took)
+        ),
+    );
     cluster.stop()?;
     Ok(report.join("\n"))
 }
@@ -376,20 +379,46 @@ pub async fn run(options: &ScaleOptions, progress: impl Fn(&str)) -> Result<Stri
 /// Snapshots the running replicas' schedules have triggered so far (each replica's
 /// `slapcluster_snapshots_scheduled_total`): the difference across a phase says whether
 /// snapshots competed with it.
-async fn snapshots_scheduled(cluster: &Cluster) -> u64 {
-    let mut total = 0;
+async fn snapshots_scheduled(cluster: &Cluster) -> f64 {
+    let mut total = 0.0;
     for replica in cluster.replicas.iter().filter(|r| r.is_running()) {
         let Ok(answer) = test_kit::http::get(replica.http_addr(), "/metrics").await else {
             continue;
         };
-        total += answer
-            .body
-            .lines()
-            .find_map(|line| line.strip_prefix("slapcluster_snapshots_scheduled_total "))
-            .and_then(|value| value.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+        let Ok(families) = slapcluster_metrics::parse(&answer.body) else {
+            continue;
+        };
+        total += families
+            .get("slapcluster_snapshots_scheduled_total")
+            .and_then(|family| family.samples.first())
+            .map_or(0.0, |sample| sample.value);
     }
     total
+}
+
+/// A timed placement phase (`placements`, numbered `phase`, called `what`) and its report line,
+/// which says how many snapshots began during it.
+async fn placements_counted(
+    cluster: &Cluster,
+    urls: &[String],
+    (phase, what): (usize, &str),
+    options: &ScaleOptions,
+) -> Result<(Sample, String), LoadError> {
+    let before = snapshots_scheduled(cluster).await;
+    let sample = placements(
+        cluster,
+        urls,
+        phase,
+        options.clients,
+        options.placement_time,
+    )
+    .await?;
+    let line = format!(
+        "{} [snapshots begun: {:.0}]",
+        sample.line(&format!("placements, {} clients, {what}", options.clients)),
+        (snapshots_scheduled(cluster).await - before).max(0.0)
+    );
+    Ok((sample, line))
 }
 
 /// How long a replica may take to be ready or catch up before the run gives up (the issue's
@@ -398,20 +427,12 @@ const CATCH_UP: Duration = Duration::from_secs(600);
 
 /// When the replica serving operations at `http` first answers `/readyz` 200, within `within`.
 async fn ready_at(http: std::net::SocketAddr, within: Duration) -> Result<Instant, LoadError> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Ok(answer) = test_kit::http::get(http, "/readyz").await
-            && answer.status == 200
-        {
-            return Ok(Instant::now());
-        }
-        if Instant::now() > deadline {
-            return Err(LoadError::Cluster(format!(
-                "the replica at {http} was not ready within {within:?}"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("the replica at {http} to be ready");
+    cluster::wait_within(&what, within, Duration::from_millis(50), || async {
+        let answer = test_kit::http::get(http, "/readyz").await.ok()?;
+        (answer.status == 200).then(Instant::now)
+    })
+    .await
 }
 
 /// Phase 5: `options.pollers` simulated nodes on a follower, then placements with wakes
@@ -454,16 +475,19 @@ async fn long_polls(
         .and_then(process_figures)
         .unwrap_or_default()
         .0;
-    report.push(format!(
-        "{:<36} {} open in {:.1} s; replica {} resident {} -> {} MiB",
-        "long-polls",
-        nodes.open(),
-        opening.elapsed().as_secs_f64(),
-        follower.id,
-        mib(before),
-        mib(after)
-    ));
-    progress(report.last().map_or("", String::as_str));
+    record(
+        report,
+        progress,
+        format!(
+            "{:<36} {} open in {:.1} s; replica {} resident {} -> {} MiB",
+            "long-polls",
+            nodes.open(),
+            opening.elapsed().as_secs_f64(),
+            follower.id,
+            mib(before),
+            mib(after)
+        ),
+    );
     let urls = cluster.urls();
     let sample = placements_watched(
         cluster,
@@ -492,43 +516,31 @@ async fn long_polls(
     };
     let (ack50, ack99, matched) = quantiles(wakes.from_ack);
     let (req50, req99, _) = quantiles(wakes.from_request);
-    report.push(format!(
-        "{:<36} p50 {ack50:.1} ms p99 {ack99:.1} ms after the placement's answer; p50 \
+    record(
+        report,
+        progress,
+        format!(
+            "{:<36} p50 {ack50:.1} ms p99 {ack99:.1} ms after the placement's answer; p50 \
          {req50:.1} ms p99 {req99:.1} ms after its request ({matched} woken, each placement \
          on a polled computer; {} on computers not polled; {} answers, {} failed polls)",
-        "long-poll wake", wakes.unpolled, wakes.answers, wakes.failures
-    ));
-    progress(report.last().map_or("", String::as_str));
+            "long-poll wake", wakes.unpolled, wakes.answers, wakes.failures
+        ),
+    );
     Ok(Some(nodes))
 }
 
 /// Phase 8: a learner on an empty directory, timed to ready and to caught up with what the
 /// leader had when it started.
 async fn new_replica(cluster: &mut Cluster) -> Result<String, LoadError> {
-    let operator = cluster.operator();
     let head = cluster.leader_head().await?;
     let started = Instant::now();
     let index = cluster.add_learner().await?;
-    let (id, url, http) = {
-        let replica = &cluster.replicas[index];
-        (replica.id, replica.url(), replica.http_addr())
-    };
+    let (id, http) = (
+        cluster.replicas[index].id,
+        cluster.replicas[index].http_addr(),
+    );
     let ready = ready_at(http, CATCH_UP).await?;
-    let deadline = started + CATCH_UP;
-    let status = loop {
-        if let Some(status) = cluster::replica_status(&url, &operator, false).await
-            && status.applied_index >= head
-        {
-            break status;
-        }
-        if Instant::now() > deadline {
-            return Err(LoadError::Cluster(format!(
-                "replica {id} did not catch up within {CATCH_UP:?}\n{}",
-                cluster.log_tails()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = cluster.caught_up(index, head, CATCH_UP).await?;
     let data = directory_bytes(cluster.replicas[index].data_dir());
     // Its peak says whether the snapshot went through memory whole.
     let (rss, peak, _) = cluster.replicas[index]

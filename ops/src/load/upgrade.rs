@@ -24,7 +24,7 @@ use slapcluster_api::v1 as pb;
 use slapcluster_api::v1::user_client::UserClient;
 use tokio::sync::watch;
 
-use super::{LoadError, SOFTWARE, connect_as, ms, setup_capacity};
+use super::{LoadError, SOFTWARE, connect_as, ms, record, setup_capacity};
 use test_kit::cluster::{Cluster, replica_status};
 
 /// Small snapshots, so that a replica stopped for a few hundred writes comes back behind the
@@ -100,8 +100,11 @@ pub async fn rolling_upgrade(
     cluster.set_slapmaster(new);
     cluster.set_config(first, NEW_CONFIG)?;
     let took = rejoin(&mut cluster, first).await?;
-    report.push(step(&cluster, first, "new follower of an old leader", took).await);
-    progress(report.last().map_or("", String::as_str));
+    record(
+        &mut report,
+        &progress,
+        step(&cluster, first, "new follower of an old leader", took).await,
+    );
 
     progress(&format!(
         "2. replica {} stopped; the old leader {} restarts on the new binary; replica {} \
@@ -117,17 +120,23 @@ pub async fn rolling_upgrade(
     let restarted = Instant::now();
     cluster.start_one(last_leader)?;
     let new_leader = cluster.leader().await?;
-    report.push(format!(
-        "{:<44} {:>8.0} ms   (replica {new_leader} leads)",
-        "two new replicas elect a leader",
-        ms(restarted.elapsed())
-    ));
-    progress(report.last().map_or("", String::as_str));
+    record(
+        &mut report,
+        &progress,
+        format!(
+            "{:<44} {:>8.0} ms   (replica {new_leader} leads)",
+            "two new replicas elect a leader",
+            ms(restarted.elapsed())
+        ),
+    );
     wait_for_writes(&acknowledged, BEHIND).await?;
     cluster.set_slapmaster(old);
     let took = rejoin(&mut cluster, second).await?;
-    report.push(step(&cluster, second, "old follower of a new leader", took).await);
-    progress(report.last().map_or("", String::as_str));
+    record(
+        &mut report,
+        &progress,
+        step(&cluster, second, "old follower of a new leader", took).await,
+    );
 
     progress(&format!("3. replica {} upgraded", second + 1));
     wait_for_writes(&acknowledged, 100).await?;
@@ -135,8 +144,11 @@ pub async fn rolling_upgrade(
     cluster.set_slapmaster(new);
     cluster.set_config(second, NEW_CONFIG)?;
     let took = rejoin(&mut cluster, second).await?;
-    report.push(step(&cluster, second, "last replica upgraded", took).await);
-    progress(report.last().map_or("", String::as_str));
+    record(
+        &mut report,
+        &progress,
+        step(&cluster, second, "last replica upgraded", took).await,
+    );
     wait_for_writes(&acknowledged, 100).await?;
 
     let _ = stop.send(true);
