@@ -350,17 +350,24 @@ impl Applier<'_, '_> {
 
     // --- quotas -------------------------------------------------------------------------------
 
+    /// Saves `computer`, whose placement index keys were `index_before`, and replaces them by
+    /// the ones it has now.
     fn save_computer(
         &mut self,
         computer: &Computer,
         index_before: &BTreeSet<Vec<u8>>,
     ) -> Result<(), StateError> {
+        let after = placement::index_keys(self.t, computer)?;
+        placement::reindex(self.t, index_before, &after)?;
+        self.save_computer_same_index(computer)
+    }
+
+    /// Saves `computer` after a change its placement index keys do not depend on.
+    fn save_computer_same_index(&mut self, computer: &Computer) -> Result<(), StateError> {
         self.touched.insert(computer.id.clone());
         self.t
             .computers
             .put(tables::computer_key(&computer.id).as_bytes(), computer)?;
-        let after = placement::index_keys(self.t, computer)?;
-        placement::reindex(self.t, index_before, &after)?;
         self.review_computer(computer)
     }
 

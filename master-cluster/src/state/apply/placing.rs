@@ -85,7 +85,6 @@ impl Applier<'_, '_> {
         mut computer: Computer,
         partition: Partition,
     ) -> Result<(), StateError> {
-        let before = placement::index_keys(self.t, &computer)?;
         self.t
             .free_partitions
             .delete(tables::free_key(&computer.id, &partition).as_bytes())?;
@@ -93,8 +92,8 @@ impl Applier<'_, '_> {
             &tables::partition_key(&computer.id, &partition.reference),
             instance.guid,
         )?;
-        computer.free_count = computer.free_count.saturating_sub(1);
-        self.save_computer(&computer, &before)?;
+        let free = computer.free_count.saturating_sub(1);
+        self.save_free_count(&mut computer, free)?;
         instance.placement = Placement::Partition(PartitionId {
             computer: computer.id.clone(),
             partition: partition.reference.clone(),
@@ -118,18 +117,30 @@ impl Applier<'_, '_> {
         ) else {
             return Ok(());
         };
-        let before = placement::index_keys(self.t, &computer)?;
         self.t
             .occupants
             .delete(tables::partition_key(&id.computer, &id.partition).as_bytes())?;
         self.t
             .free_partitions
             .put_index(tables::free_key(&id.computer, &partition).as_bytes())?;
-        computer.free_count = computer
+        let free = computer
             .free_count
             .saturating_add(1)
             .min(computer.partition_count);
-        self.save_computer(&computer, &before)
+        self.save_free_count(&mut computer, free)
+    }
+
+    /// Saves `computer` with `free` partitions. Its placement index keys depend on the count
+    /// only through its tier (`placement::free_tier`, zero for none): within a tier they stay
+    /// as they are, and most placements skip reading its supplies twice to rebuild them.
+    fn save_free_count(&mut self, computer: &mut Computer, free: u32) -> Result<(), StateError> {
+        if placement::free_tier(free) == placement::free_tier(computer.free_count) {
+            computer.free_count = free;
+            return self.save_computer_same_index(computer);
+        }
+        let before = placement::index_keys(self.t, computer)?;
+        computer.free_count = free;
+        self.save_computer(computer, &before)
     }
 
     /// Places pending requests that `computer` can now take, oldest first. Returns how many.
