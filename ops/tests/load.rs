@@ -171,7 +171,7 @@ async fn the_scale_run_measures_every_phase_on_a_small_cluster() {
         .expect("the scale run");
     eprintln!("{report}");
     let lines: Vec<&str> = report.lines().collect();
-    assert_eq!(lines.len(), 15, "{report}");
+    assert_eq!(lines.len(), 16, "{report}");
     assert!(lines[0].contains(", 0 failed"), "{}", lines[0]);
     assert!(
         lines[1].contains("20 computers, 200 partitions"),
@@ -197,32 +197,38 @@ async fn the_scale_run_measures_every_phase_on_a_small_cluster() {
         lines[3]
     );
     assert!(lines[4].contains(", 0 failed"), "{}", lines[4]);
-    assert!(lines[6].contains("100 open"), "{}", lines[6]);
-    assert!(lines[7].contains(", 0 failed"), "{}", lines[7]);
+    assert!(lines[5].contains("100 open"), "{}", lines[5]);
+    assert!(lines[6].contains(", 0 failed"), "{}", lines[6]);
     // Every placement on a polled computer woke its node (the run waits for it), and some did.
-    let woken: usize = lines[8]
+    let woken: usize = lines[7]
         .split('(')
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .expect("a count of wakes");
-    assert!(woken > 0, "{}", lines[8]);
+    assert!(woken > 0, "{}", lines[7]);
     assert!(
-        lines[8].contains("; 0 on computers not polled"),
+        lines[7].contains("; 0 on computers not polled"),
         "{}",
-        lines[8]
+        lines[7]
     );
-    for replica in &lines[9..12] {
+    for replica in &lines[8..11] {
         assert!(
             replica.contains("resident") && !replica.contains("resident 0 MiB"),
             "{replica}"
         );
     }
-    assert!(lines[12].contains("ready in"), "{}", lines[12]);
+    assert!(lines[11].contains("ready in"), "{}", lines[11]);
     assert!(
-        lines[13].contains("new replica 4 from empty") && lines[13].contains("caught up in"),
+        lines[12].contains("new replica 4 from empty") && lines[12].contains("caught up in"),
         "{}",
-        lines[13]
+        lines[12]
     );
-    assert!(lines[14].contains("failover at size"), "{}", lines[14]);
+    assert!(lines[13].contains("failover at size"), "{}", lines[13]);
+    assert!(
+        lines[14].contains("empty again") && lines[14].contains(", 0 failed"),
+        "{}",
+        lines[14]
+    );
+    assert!(lines[15].contains("at size / empty"), "{}", lines[15]);
 }

@@ -8,8 +8,7 @@
 //! 3. **fill**: `clients` users place `fill_percent` % of those partitions, each instance with
 //!    parameters of `parameter_bytes` (as a SlapOS instance's XML parameters weigh), timed
 //!    per tenth of the fill: how the rate holds as the state grows;
-//! 4. **at size**: placements at `clients` clients for `placement_time` again, against the
-//!    baseline;
+//! 4. **at size**: placements at `clients` clients for `placement_time` again;
 //! 5. **long-polls**: `pollers` simulated nodes (`pollers.rs`), each with its computer's
 //!    certificate and one connection, hold long-polls on one follower while the clients place
 //!    again: the wake of each placement on a polled computer, and what the follower holds;
@@ -21,7 +20,9 @@
 //!    timed to ready and to caught up (a snapshot of the whole state sent in chunks, then the
 //!    log after it);
 //! 9. **failover**: the leader killed (SIGKILL) while writers go on through the followers,
-//!    timed to the first write acknowledged after the kill.
+//!    timed to the first write acknowledged after the kill;
+//! 10. **empty again**: the baseline on a second, empty cluster, and the phase at size
+//!     weighed against both baselines.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -210,30 +211,14 @@ pub async fn run(options: &ScaleOptions, progress: impl Fn(&str)) -> Result<Stri
     let mut report = Vec::new();
     let total = options.computers * options.partitions;
     let target = total * options.fill_percent.min(90) / 100;
-    // Room for every placement the phases make: the fill and the three timed phases, each at
-    // most `timed` (a generous rate).
-    let timed = options.clients
-        * 200
-        * usize::try_from(options.placement_time.as_secs().max(1)).unwrap_or(usize::MAX);
+    let timed = timed_placements(options);
     cluster
         .set_default_quota(u64::try_from(target + 3 * timed).unwrap_or(u64::MAX))
         .await?;
 
     // 1. The baseline, on a nearly empty cluster.
     let baseline_computers = timed.div_ceil(options.partitions).max(1);
-    progress(&format!(
-        "baseline: {baseline_computers} computers, placements with {} clients",
-        options.clients
-    ));
-    register_many(
-        &cluster,
-        &urls[0],
-        "COMP-B",
-        baseline_computers,
-        options.partitions,
-    )
-    .await?;
-    let (baseline, line) = placements_counted(&cluster, &urls, (0, "empty"), options).await?;
+    let (empty, line) = baseline(&cluster, options, "empty", &progress).await?;
     record(&mut report, &progress, line);
 
     // 2. Registration.
@@ -294,16 +279,8 @@ pub async fn run(options: &ScaleOptions, progress: impl Fn(&str)) -> Result<Stri
     // 4. At size.
     progress("placements at size");
     let (at_size, line) = placements_counted(&cluster, &urls, (1, "at size"), options).await?;
-    report.push(line);
-    record(
-        &mut report,
-        &progress,
-        format!(
-            "{:<36} {:.2}",
-            "at size / empty",
-            at_size.per_second() / baseline.per_second().max(f64::EPSILON)
-        ),
-    );
+    record(&mut report, &progress, line);
+    let at_size = at_size.per_second();
 
     // 5. Simulated nodes long-polling a follower while the clients place.
     // The computers placements go to first (the marketplace prefers the most free partitions)
@@ -373,7 +350,63 @@ pub async fn run(options: &ScaleOptions, progress: impl Fn(&str)) -> Result<Stri
         ),
     );
     cluster.stop()?;
+
+    // 10. The baseline again, on a second empty cluster: the machine's pace moves over a run
+    // of minutes (other tenants, the page cache the first cluster filled), so the phase at
+    // size is weighed against an empty cluster before it and one after it.
+    let (_again_scratch, _, mut again) = start_cluster(
+        &options.slapmaster,
+        Some(&dir.join("empty-again")),
+        3,
+        Some(&config),
+        &progress,
+    )
+    .await?;
+    again
+        .set_default_quota(u64::try_from(timed).unwrap_or(u64::MAX))
+        .await?;
+    let (empty_again, line) = baseline(&again, options, "empty again", &progress).await?;
+    record(&mut report, &progress, line);
+    again.stop()?;
+    let ratio = |empty: &Sample| at_size / empty.per_second().max(f64::EPSILON);
+    record(
+        &mut report,
+        &progress,
+        format!(
+            "{:<36} {:.2} (against the first), {:.2} (against the second)",
+            "at size / empty",
+            ratio(&empty),
+            ratio(&empty_again)
+        ),
+    );
     Ok(report.join("\n"))
+}
+
+/// Room for the placements of one timed phase (a generous rate).
+fn timed_placements(options: &ScaleOptions) -> usize {
+    options.clients
+        * 200
+        * usize::try_from(options.placement_time.as_secs().max(1)).unwrap_or(usize::MAX)
+}
+
+/// A baseline phase on the nearly empty `cluster`: enough computers for a timed phase
+/// (`COMP-B0`, ...), then placements at `clients` clients.
+async fn baseline(
+    cluster: &Cluster,
+    options: &ScaleOptions,
+    what: &str,
+    progress: &impl Fn(&str),
+) -> Result<(Sample, String), LoadError> {
+    let computers = timed_placements(options)
+        .div_ceil(options.partitions)
+        .max(1);
+    progress(&format!(
+        "{what}: {computers} computers, placements with {} clients",
+        options.clients
+    ));
+    let urls = cluster.urls();
+    register_many(cluster, &urls[0], "COMP-B", computers, options.partitions).await?;
+    placements_counted(cluster, &urls, (0, what), options).await
 }
 
 /// Snapshots the running replicas' schedules have triggered so far (each replica's
