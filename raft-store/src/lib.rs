@@ -21,7 +21,7 @@
 //!
 //! Must never depend on: master-cluster or anything SlapOS, the network, the async runtime
 //! beyond tokio's blocking pool and file handle (which openraft's snapshot API requires); the
-//! log's writer is a thread of its own. [`testing`] holds the small key-value application that the conformance suite, the crash
+//! log's writer and the state machine's apply are threads of their own (`worker.rs`). [`testing`] holds the small key-value application that the conformance suite, the crash
 //! tests and the benchmarks use, and the disks that lose power ([`testing::power_loss`]) on
 //! which `tests/power_loss.rs` runs the store.
 
@@ -35,6 +35,7 @@ mod snapshot;
 mod state_machine;
 pub mod testing;
 pub mod wal;
+mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

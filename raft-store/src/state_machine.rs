@@ -33,6 +33,7 @@ use crate::codec;
 use crate::db::StoreFile;
 use crate::error::StoreError;
 use crate::snapshot::{self, SnapshotDir};
+use crate::worker::Worker;
 use crate::{
     AppliedState, Entry, LogId, MembershipOf, SnapshotFile, SnapshotMetaOf, TypeConfig, blocking,
 };
@@ -82,6 +83,8 @@ pub trait Application<C: TypeConfig>: Send + Sync + 'static {
 /// The state machine of one replica. Cheap to clone; clones share the open file.
 pub struct StateMachineStore<C, A> {
     inner: Arc<Inner<A>>,
+    /// The thread that applies batches (`worker.rs` says why one of its own).
+    applier: Worker,
     _config: PhantomData<fn() -> C>,
 }
 
@@ -89,6 +92,7 @@ impl<C, A> Clone for StateMachineStore<C, A> {
     fn clone(&self) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
+            applier: self.applier.clone(),
             _config: PhantomData,
         }
     }
@@ -124,7 +128,9 @@ impl<C: TypeConfig, A: Application<C>> StateMachineStore<C, A> {
         app.initialize(&txn)
             .map_err(|source| application_error(&file, "initialising", source))?;
         txn.commit().map_err(|e| file.error(ACTION, e))?;
+        let applier = Worker::spawn("state-apply", &file.path)?;
         Ok(Self {
+            applier,
             inner: Arc::new(Inner {
                 file,
                 snapshots,
@@ -186,15 +192,17 @@ impl<C: TypeConfig, A: Application<C>> StateMachineStore<C, A> {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        self.run(move |inner| {
-            let started = Instant::now();
-            let responses = inner.apply_batch::<C>(&entries)?;
-            if let Some(observer) = &inner.observer {
-                observer.applied(entries.len(), started.elapsed());
-            }
-            Ok(responses)
-        })
-        .await
+        let inner = Arc::clone(&self.inner);
+        self.applier
+            .run(move || {
+                let started = Instant::now();
+                let responses = inner.apply_batch::<C>(&entries)?;
+                if let Some(observer) = &inner.observer {
+                    observer.applied(entries.len(), started.elapsed());
+                }
+                Ok(responses)
+            })
+            .await
     }
 
     /// Builds a snapshot of the applied state and publishes it as the current one.
