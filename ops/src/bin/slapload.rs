@@ -89,7 +89,8 @@ struct Cli {
     /// baseline, `--computers` x `--partitions` registered, `--fill` of them placed by
     /// `--scale-clients` users, placements at size, each replica's memory and files, a
     /// restart, `--pollers` simulated nodes long-polling a follower while clients place, a
-    /// new replica from empty, a failover. `--seconds` times the three placement phases.
+    /// new replica from empty, a failover, the baseline again on a second, empty cluster.
+    /// `--seconds` times the four placement phases (30 makes the ratio at size steadier).
     #[arg(long)]
     scale: bool,
     #[arg(long, default_value_t = 10_000)]
