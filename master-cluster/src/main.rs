@@ -226,9 +226,10 @@ enum Command {
     },
 }
 
-/// Threads for blocking work (every state read, apply, snapshots). tokio's default is 512, and
-/// each thread keeps its own allocator pages: 2,000 nodes long-polling a replica of 200k
-/// partitions grew it 336 MiB with 512, 243 MiB with 32 (`slapload --scale`, BENCHMARKS.md).
+/// Threads for blocking work (every state read, snapshots; apply has a thread of its own).
+/// tokio's default is 512, and each thread keeps its own allocator pages: 2,000 nodes
+/// long-polling a replica of 200k partitions grew it 336 MiB with 512, 243 MiB with 32
+/// (`slapload --scale`, BENCHMARKS.md).
 /// On two cores, 32 reads at once is already far more than can run.
 const BLOCKING_THREADS: usize = 32;
 
