@@ -20,8 +20,10 @@
 //! `error.rs` how every failure names its file and cause.
 //!
 //! Must never depend on: master-cluster or anything SlapOS, the network, the async runtime
-//! beyond tokio's blocking pool and file handle (which openraft's snapshot API requires); the
-//! log's writer and the state machine's apply are threads of their own (`worker.rs`). [`testing`] holds the small key-value application that the conformance suite, the crash
+//! beyond tokio's blocking pool, its file handle (which openraft's snapshot API requires) and
+//! its oneshot channel; the log's writer and the state machine's apply are threads of their
+//! own (`worker.rs`).
+//! [`testing`] holds the small key-value application that the conformance suite, the crash
 //! tests and the benchmarks use, and the disks that lose power ([`testing::power_loss`]) on
 //! which `tests/power_loss.rs` runs the store.
 
