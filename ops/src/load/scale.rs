@@ -217,7 +217,6 @@ pub async fn run(options: &ScaleOptions, progress: impl Fn(&str)) -> Result<Stri
         .await?;
 
     // 1. The baseline, on a nearly empty cluster.
-    let baseline_computers = timed.div_ceil(options.partitions).max(1);
     let (empty, line) = baseline(&cluster, options, "empty", &progress).await?;
     record(&mut report, &progress, line);
 
@@ -285,8 +284,8 @@ pub async fn run(options: &ScaleOptions, progress: impl Fn(&str)) -> Result<Stri
     // 5. Simulated nodes long-polling a follower while the clients place.
     // The computers placements go to first (the marketplace prefers the most free partitions)
     // are the baseline's: they are polled first.
-    let polled: Vec<String> = (0..baseline_computers)
-        .map(|n| format!("COMP-B{n}"))
+    let polled: Vec<String> = (0..baseline_computers(options))
+        .map(|n| format!("{BASELINE_PREFIX}{n}"))
         .chain((0..options.computers).map(|n| format!("COMP-S{n}")))
         .take(options.pollers)
         .collect();
@@ -392,23 +391,38 @@ fn timed_placements(options: &ScaleOptions) -> usize {
         * usize::try_from(options.placement_time.as_secs().max(1)).unwrap_or(usize::MAX)
 }
 
-/// A baseline phase on the nearly empty `cluster`: enough computers for a timed phase
-/// (`COMP-B0`, ...), then placements at `clients` clients.
+/// The names of the baseline's computers: `COMP-B0`, `COMP-B1`, ...
+const BASELINE_PREFIX: &str = "COMP-B";
+
+/// How many computers a baseline registers: enough for one timed phase.
+fn baseline_computers(options: &ScaleOptions) -> usize {
+    timed_placements(options)
+        .div_ceil(options.partitions)
+        .max(1)
+}
+
+/// A baseline phase on the nearly empty `cluster`: [`baseline_computers`], then placements at
+/// `clients` clients.
 async fn baseline(
     cluster: &Cluster,
     options: &ScaleOptions,
     what: &str,
     progress: &impl Fn(&str),
 ) -> Result<(Sample, String), LoadError> {
-    let computers = timed_placements(options)
-        .div_ceil(options.partitions)
-        .max(1);
+    let computers = baseline_computers(options);
     progress(&format!(
         "{what}: {computers} computers, placements with {} clients",
         options.clients
     ));
     let urls = cluster.urls();
-    register_many(cluster, &urls[0], "COMP-B", computers, options.partitions).await?;
+    register_many(
+        cluster,
+        &urls[0],
+        BASELINE_PREFIX,
+        computers,
+        options.partitions,
+    )
+    .await?;
     placements_counted(cluster, &urls, (0, what), options).await
 }
 
